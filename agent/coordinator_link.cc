@@ -1,0 +1,170 @@
+#include "agent/coordinator_link.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <spdlog/spdlog.h>
+
+#include "core/status_fmt.h"
+
+#include "core/duration.h"
+
+namespace tern {
+
+CoordinatorLink::CoordinatorLink(Options options, HelloBuilder hello, CommandHandler on_command)
+    : options_(std::move(options)),
+      hello_(std::move(hello)),
+      on_command_(std::move(on_command)),
+      backoff_(options_.backoff) {}
+
+CoordinatorLink::~CoordinatorLink() { stop(); }
+
+void CoordinatorLink::start() { thread_ = std::thread([this] { run(); }); }
+
+void CoordinatorLink::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    if (stream_ != nullptr && connected_ && !writes_done_) {
+      writes_done_ = true;
+      stream_->WritesDone();
+    }
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, std::chrono::seconds(1), [this] { return active_ctx_ == nullptr; });
+    if (active_ctx_ != nullptr) active_ctx_->TryCancel();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+bool CoordinatorLink::wait_for(Millis d) {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, d, [this] { return stopping_; });
+  return !stopping_;
+}
+
+bool CoordinatorLink::send(const tern::v1::AgentMessage& msg) {
+  std::lock_guard<std::mutex> lock(write_mu_);
+  if (stream_ == nullptr || !connected_ || writes_done_) return false;
+  return stream_->Write(msg);
+}
+
+void CoordinatorLink::run() {
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    session();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    const Millis delay = backoff_.next_delay();
+    spdlog::info("reconnecting to coordinator {} in {} (attempt {})", options_.target, format_duration(delay),
+                 backoff_.attempts());
+    if (!wait_for(delay)) return;
+  }
+}
+
+void CoordinatorLink::session() {
+  grpc::ChannelArguments args;
+  // A private subchannel per link: our own backoff decides when to redial,
+  // not a subchannel shared with (and backed off by) an earlier attempt.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  auto channel = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  auto stub = tern::v1::AgentService::NewStub(channel);
+
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    active_ctx_ = &ctx;
+  }
+  auto stream = stub->Connect(&ctx);
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    stream_ = stream.get();
+    writes_done_ = false;
+  }
+
+  tern::v1::AgentMessage hello;
+  *hello.mutable_hello() = hello_();
+  tern::v1::CoordinatorMessage msg;
+  std::thread heartbeats;
+  bool ok = stream->Write(hello) && stream->Read(&msg);
+  if (ok && !msg.has_hello_ack()) {
+    spdlog::error("coordinator {} answered the hello with something else; dropping the stream", options_.target);
+    ctx.TryCancel();
+    ok = false;
+  }
+  if (!ok) ++failed_attempts_;
+  if (ok) {
+    const auto& ack = msg.hello_ack();
+    backoff_.reset();
+    connected_ = true;
+    epoch_ = ack.epoch();
+    ++connections_;
+    Millis interval = options_.heartbeat_interval;
+    if (ack.has_heartbeat_interval()) {
+      interval = Millis(google::protobuf::util::TimeUtil::DurationToMilliseconds(ack.heartbeat_interval()));
+    }
+    spdlog::info("connected to coordinator {} (version {}, epoch {}, heartbeat every {})", options_.target,
+                 ack.coordinator_version(), ack.epoch(), format_duration(interval));
+    heartbeats = std::thread([this, interval] { heartbeat_loop(interval); });
+    while (stream->Read(&msg)) {
+      if (msg.has_command()) {
+        on_command_(msg.command());
+      } else if (msg.has_hello_ack()) {
+        spdlog::warn("coordinator sent a second hello ack; ignoring it");
+      }
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    connected_ = false;
+  }
+  cv_.notify_all();  // wakes the heartbeat thread
+  if (heartbeats.joinable()) heartbeats.join();
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    stream_ = nullptr;
+  }
+  grpc::Status status = stream->Finish();
+  bool stopping;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    active_ctx_ = nullptr;
+    stopping = stopping_;
+  }
+  cv_.notify_all();  // stop() waits for this
+  if (stopping) return;
+  spdlog::warn("stream to coordinator {} ended: {} ({})", options_.target,
+               status.ok() ? "closed by the coordinator" : status.error_message(),
+               static_cast<int>(status.error_code()));
+}
+
+void CoordinatorLink::heartbeat_loop(Millis interval) {
+  uint64_t seq = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, interval, [this] { return stopping_ || !connected_; });
+      if (stopping_ || !connected_) return;
+    }
+    tern::v1::AgentMessage hb;
+    hb.mutable_heartbeat()->set_sequence(++seq);
+    if (!send(hb)) return;
+    spdlog::trace("heartbeat {}", seq);
+  }
+}
+
+}  // namespace tern

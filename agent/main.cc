@@ -1,0 +1,93 @@
+// tern-agent: flag parsing and wiring only; the logic is in tern_agent_lib.
+#include <csignal>
+#include <iostream>
+
+#include <pthread.h>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/status_fmt.h"
+
+#include "agent/agent.h"
+#include "core/duration.h"
+#include "core/logging.h"
+#include "core/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"tern-agent: runs an app's blue and green slots on this host for the tern coordinator"};
+  std::string config_path, coordinator, host_id, state_dir, log_level, heartbeat;
+  std::vector<std::string> labels;
+  app.add_option("-c,--config", config_path, "YAML config file (e.g. /etc/tern/agent.yaml)");
+  app.add_option("--coordinator", coordinator, "coordinator address host:port (default 127.0.0.1:7400)");
+  app.add_option("--host-id", host_id, "host id (default: /etc/machine-id)");
+  app.add_option("-l,--label", labels, "label key=value; repeatable; replaces the config's labels");
+  app.add_option("--state-dir", state_dir, "state directory (default /var/lib/tern)");
+  app.add_option("--heartbeat-interval", heartbeat, "heartbeat interval until the coordinator sets one");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_flag_callback("--version", [] {
+    std::cout << "tern-agent " << tern::kVersion << "\n";
+    std::exit(0);
+  }, "print the version and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  tern::AgentConfig cfg;
+  if (!config_path.empty()) {
+    auto loaded = tern::load_agent_config(config_path);
+    if (!loaded.ok()) {
+      std::cerr << "tern-agent: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    cfg = *loaded;
+  }
+  if (app.count("--coordinator")) cfg.coordinator = coordinator;
+  if (app.count("--host-id")) cfg.host_id = host_id;
+  if (app.count("--state-dir")) cfg.state_dir = state_dir;
+  if (app.count("--log-level")) cfg.log_level = log_level;
+  if (app.count("--label")) {
+    auto parsed = tern::parse_label_assignments(labels);
+    if (!parsed.ok()) {
+      std::cerr << "tern-agent: --label: " << parsed.status().message() << "\n";
+      return 2;
+    }
+    cfg.labels = *parsed;
+  }
+  if (app.count("--heartbeat-interval")) {
+    auto d = tern::parse_duration(heartbeat);
+    if (!d.ok()) {
+      std::cerr << "tern-agent: --heartbeat-interval: " << d.status().message() << "\n";
+      return 2;
+    }
+    cfg.heartbeat_interval = *d;
+  }
+  if (auto st = tern::validate(cfg); !st.ok()) {
+    std::cerr << "tern-agent: " << st.message() << "\n";
+    return 2;
+  }
+  if (auto st = tern::init_logging("agent", cfg.log_level); !st.ok()) {
+    std::cerr << "tern-agent: " << st.message() << "\n";
+    return 2;
+  }
+  auto id = tern::resolve_host_id(cfg);
+  if (!id.ok()) {
+    spdlog::error("{}", id.status().message());
+    return 2;
+  }
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  tern::Agent agent(cfg, *id);
+  if (auto st = agent.start(); !st.ok()) {
+    spdlog::error("cannot start: {}", st.message());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  agent.stop();
+  return 0;
+}

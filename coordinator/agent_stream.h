@@ -1,0 +1,98 @@
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "tern/v1/agent.grpc.pb.h"
+
+namespace tern {
+
+class AgentStream;
+
+// The coordinator's handle on one agent stream, held by the event loop. It
+// outlives the reactor: once the stream is done, send() and close() become
+// no-ops. Thread-safe.
+class AgentSession {
+ public:
+  explicit AgentSession(uint64_t id) : id_(id) {}
+  uint64_t id() const { return id_; }
+  // Queues a message; false when the stream is already gone.
+  bool send(tern::v1::CoordinatorMessage msg);
+  // Ends the stream with `status` after queued writes drain.
+  void close(grpc::Status status);
+
+ private:
+  friend class AgentStream;
+  const uint64_t id_;
+  std::mutex mu_;
+  AgentStream* stream_ = nullptr;
+};
+
+// What an AgentStream reports; called on gRPC threads, so implementations
+// must only hand the work on (post to the event loop), never block.
+class AgentStreamListener {
+ public:
+  virtual ~AgentStreamListener() = default;
+  virtual void on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
+                                tern::v1::AgentMessage msg) = 0;
+  virtual void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) = 0;
+};
+
+// Reactor for one AgentService.Connect call: reads continuously, writes from
+// a mutex-guarded queue with one write in flight, deletes itself in OnDone.
+class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage> {
+ public:
+  AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
+              std::atomic<int64_t>* sent_counter);
+
+  void OnReadDone(bool ok) override;
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+  void OnCancel() override {}
+
+ private:
+  friend class AgentSession;
+  // Both called with session_->mu_ held.
+  void enqueue(tern::v1::CoordinatorMessage msg);
+  void finish(grpc::Status status);
+  void finish_locked(grpc::Status status);
+
+  grpc::CallbackServerContext* ctx_;
+  std::shared_ptr<AgentSession> session_;
+  AgentStreamListener& listener_;
+  std::atomic<int64_t>* sent_counter_;
+  std::string peer_;
+  tern::v1::AgentMessage incoming_;
+
+  std::mutex mu_;
+  std::deque<tern::v1::CoordinatorMessage> outbox_;
+  bool write_in_flight_ = false;
+  bool finish_requested_ = false;
+  bool finished_ = false;
+  grpc::Status finish_status_;
+  std::string done_reason_ = "stream closed";
+};
+
+// AgentService.Connect: creates one AgentStream per call.
+class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
+ public:
+  AgentServiceImpl(AgentStreamListener& listener, std::atomic<int64_t>* sent_counter)
+      : listener_(listener), sent_counter_(sent_counter) {}
+
+  grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* Connect(
+      grpc::CallbackServerContext* ctx) override;
+
+ private:
+  AgentStreamListener& listener_;
+  std::atomic<int64_t>* sent_counter_;
+  std::atomic<uint64_t> next_session_{1};
+};
+
+}  // namespace tern

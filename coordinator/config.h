@@ -1,0 +1,30 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "core/clock.h"
+
+namespace tern {
+
+// tern-coordinator settings. Every field has a default, so the coordinator
+// runs with no config file at all (the local demo does).
+struct CoordinatorConfig {
+  // gRPC address agents and ternctl dial. Port 0 picks a free port.
+  std::string listen = "127.0.0.1:7400";
+  // Prometheus /metrics; empty disables it.
+  std::string metrics_listen = "127.0.0.1:9400";
+  std::string database = "/var/lib/tern/coordinator.db";
+  // A host silent for longer than this is marked unreachable.
+  Millis unreachable_after{30'000};
+  // Told to agents in HelloAck.
+  Millis heartbeat_interval{5'000};
+  std::string log_level = "info";
+};
+
+// Reads a YAML file over the defaults. Unknown keys and wrong types are
+// errors naming the file, line and key.
+absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& path);
+absl::Status validate(const CoordinatorConfig& cfg);
+
+}  // namespace tern

@@ -1,0 +1,106 @@
+#include "coordinator/database.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace tern {
+
+absl::StatusOr<std::unique_ptr<Database>> Database::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", msg,
+                                               " (check that the directory exists and is writable)"));
+  }
+  std::unique_ptr<Database> out(new Database(db, path));
+  sqlite3_busy_timeout(db, 5000);
+  if (path != ":memory:") {
+    if (auto st = out->exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
+  }
+  // NORMAL with WAL: a power cut may lose the last transactions but never corrupts.
+  if (auto st = out->exec("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON"); !st.ok()) return st;
+  return out;
+}
+
+Database::~Database() { sqlite3_close(db_); }
+
+absl::Status Database::exec(absl::string_view sql) {
+  char* err = nullptr;
+  std::string s(sql);
+  if (sqlite3_exec(db_, s.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("database ", path_, ": ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Statement> Database::prepare(absl::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr) != SQLITE_OK) {
+    return absl::InternalError(absl::StrCat("database ", path_, ": ", sqlite3_errmsg(db_), " in: ", sql));
+  }
+  return Statement(db_, stmt);
+}
+
+int Database::user_version() {
+  auto st = prepare("PRAGMA user_version");
+  if (!st.ok() || !st->step()) return 0;
+  return static_cast<int>(st->int_at(0));
+}
+
+absl::Status Database::set_user_version(int v) { return exec(absl::StrCat("PRAGMA user_version=", v)); }
+
+Statement::~Statement() {
+  if (stmt_) sqlite3_finalize(stmt_);
+}
+
+Statement& Statement::bind(int i, int64_t v) {
+  sqlite3_bind_int64(stmt_, i, v);
+  return *this;
+}
+
+Statement& Statement::bind(int i, absl::string_view v) {
+  sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+
+Statement& Statement::bind_null(int i) {
+  sqlite3_bind_null(stmt_, i);
+  return *this;
+}
+
+bool Statement::step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc != SQLITE_DONE && status_.ok()) {
+    status_ = absl::InternalError(absl::StrCat("database: ", sqlite3_errmsg(db_)));
+  }
+  return false;
+}
+
+absl::Status Statement::run() {
+  while (step()) {
+  }
+  return status_;
+}
+
+void Statement::reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+  status_ = absl::OkStatus();
+}
+
+int64_t Statement::int_at(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+std::string Statement::text_at(int col) const {
+  const unsigned char* p = sqlite3_column_text(stmt_, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+           : std::string();
+}
+
+bool Statement::null_at(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+}  // namespace tern

@@ -1,0 +1,113 @@
+#include "coordinator/fleet_service.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/version.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+void set_time(TimePoint t, google::protobuf::Timestamp* out) {
+  *out = TimeUtil::MillisecondsToTimestamp(to_unix_millis(t));
+}
+
+tern::v1::HostState to_proto(HostState s) {
+  switch (s) {
+    case HostState::kConnected: return tern::v1::HOST_STATE_CONNECTED;
+    case HostState::kDisconnected: return tern::v1::HOST_STATE_DISCONNECTED;
+    case HostState::kUnreachable: return tern::v1::HOST_STATE_UNREACHABLE;
+  }
+  return tern::v1::HOST_STATE_UNSPECIFIED;
+}
+
+}  // namespace
+
+void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
+  const HostRecord& r = entry.record;
+  out->set_host_id(r.host_id);
+  out->mutable_labels()->insert(r.labels.begin(), r.labels.end());
+  out->set_agent_version(r.agent_version);
+  out->set_state(to_proto(r.state));
+  set_time(r.first_seen, out->mutable_first_seen());
+  set_time(r.last_seen, out->mutable_last_seen());
+  set_time(r.state_since, out->mutable_state_since());
+  out->set_connect_count(r.connect_count);
+  out->set_peer(r.peer);
+}
+
+grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContext* ctx,
+                                                      const tern::v1::ListHostsRequest* req,
+                                                      tern::v1::ListHostsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto selector = LabelSelector::parse(req->selector());
+  if (!selector.ok()) {
+    reactor->Finish(to_grpc(selector.status()));
+    return reactor;
+  }
+  loop_.post([this, reactor, resp, sel = *std::move(selector)] {
+    for (const auto* entry : registry_.list(sel)) to_proto(*entry, resp->add_hosts());
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext* ctx,
+                                                    const tern::v1::GetHostRequest* req, tern::v1::Host* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, req, resp] {
+    const auto* entry = registry_.find(req->host_id());
+    if (entry == nullptr) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                   absl::StrCat("no host \"", req->host_id(), "\" in the registry; ",
+                                                "`ternctl hosts` lists the known ones")));
+      return;
+    }
+    to_proto(*entry, resp);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerContext* ctx,
+                                                           const tern::v1::GetHostHistoryRequest* req,
+                                                           tern::v1::GetHostHistoryResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, req, resp] {
+    if (registry_.find(req->host_id()) == nullptr) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                   absl::StrCat("no host \"", req->host_id(), "\" in the registry")));
+      return;
+    }
+    auto events = store_.history(req->host_id(), req->limit());
+    if (!events.ok()) {
+      reactor->Finish(to_grpc(events.status()));
+      return;
+    }
+    for (const auto& e : *events) {
+      auto* ev = resp->add_events();
+      ev->set_host_id(e.host_id);
+      set_time(e.time, ev->mutable_time());
+      ev->set_kind(e.kind);
+      ev->set_detail(e.detail);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerContext* ctx,
+                                                       const tern::v1::GetVersionRequest*,
+                                                       tern::v1::VersionInfo* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  resp->set_version(kVersion);
+  resp->set_epoch(epoch_);
+  set_time(started_, resp->mutable_started());
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tern

@@ -1,0 +1,42 @@
+#pragma once
+
+#include <cstdint>
+
+#include <grpcpp/grpcpp.h>
+
+#include "core/clock.h"
+#include "core/event_loop.h"
+#include "coordinator/host_registry.h"
+#include "coordinator/host_store.h"
+#include "tern/v1/fleet.grpc.pb.h"
+
+namespace tern {
+
+void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out);
+
+// FleetService: reads of the registry. Each call is handed to the event loop
+// that owns the registry and finished from there; no gRPC thread blocks.
+class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
+ public:
+  FleetServiceImpl(EventLoop& loop, HostRegistry& registry, HostStore& store, uint64_t epoch, TimePoint started)
+      : loop_(loop), registry_(registry), store_(store), epoch_(epoch), started_(started) {}
+
+  grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx, const tern::v1::ListHostsRequest* req,
+                                      tern::v1::ListHostsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetHost(grpc::CallbackServerContext* ctx, const tern::v1::GetHostRequest* req,
+                                    tern::v1::Host* resp) override;
+  grpc::ServerUnaryReactor* GetHostHistory(grpc::CallbackServerContext* ctx,
+                                           const tern::v1::GetHostHistoryRequest* req,
+                                           tern::v1::GetHostHistoryResponse* resp) override;
+  grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const tern::v1::GetVersionRequest* req,
+                                       tern::v1::VersionInfo* resp) override;
+
+ private:
+  EventLoop& loop_;
+  HostRegistry& registry_;
+  HostStore& store_;
+  const uint64_t epoch_;
+  const TimePoint started_;
+};
+
+}  // namespace tern

@@ -1,0 +1,22 @@
+#pragma once
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace tern {
+
+// Exit codes ternctl documents for scripts.
+enum ExitCode : int {
+  kExitOk = 0,
+  kExitFailed = 1,       // the coordinator refused or the operation failed
+  kExitUsage = 2,        // bad flags or arguments
+  kExitUnavailable = 3,  // the coordinator could not be reached in time
+  kExitNotFound = 4,     // the named host, service or rollout does not exist
+};
+
+// Runs ternctl with `args` (without the program name). Output goes to `out`,
+// the one-line error (if any) to `err`.
+int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+
+}  // namespace tern

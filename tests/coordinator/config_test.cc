@@ -1,0 +1,69 @@
+#include "coordinator/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace tern {
+namespace {
+
+std::string write_temp(const std::string& text) {
+  static int n = 0;
+  auto path = std::filesystem::temp_directory_path() /
+              ("tern-coord-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".yaml");
+  std::ofstream(path) << text;
+  return path.string();
+}
+
+TEST(CoordinatorConfigTest, DefaultsNeedNoFile) {
+  CoordinatorConfig cfg;
+  EXPECT_TRUE(validate(cfg).ok());
+  EXPECT_EQ(cfg.listen, "127.0.0.1:7400");
+}
+
+TEST(CoordinatorConfigTest, ReadsAFile) {
+  auto path = write_temp("listen: 0.0.0.0:7500\ndatabase: /tmp/x.db\nunreachable_after: 1m\n");
+  auto cfg = load_coordinator_config(path);
+  std::filesystem::remove(path);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->listen, "0.0.0.0:7500");
+  EXPECT_EQ(cfg->unreachable_after, Millis(60'000));
+  EXPECT_EQ(cfg->metrics_listen, "127.0.0.1:9400");
+}
+
+TEST(CoordinatorConfigTest, BadInputNamesFileAndKey) {
+  struct Case {
+    const char* yaml;
+    const char* expect;
+  };
+  for (const Case& c : {Case{"listne: x:1\n", "unknown key \"listne\""},
+                        Case{"unreachable_after: soon\n", "key \"unreachable_after\""},
+                        Case{"listen: nowhere\n", "key \"listen\""},
+                        Case{"heartbeat_interval: 10s\nunreachable_after: 5s\n", "key \"unreachable_after\""}}) {
+    auto path = write_temp(c.yaml);
+    auto cfg = load_coordinator_config(path);
+    std::filesystem::remove(path);
+    ASSERT_FALSE(cfg.ok()) << c.yaml;
+    EXPECT_NE(cfg.status().message().find(path), absl::string_view::npos) << cfg.status().message();
+    EXPECT_NE(cfg.status().message().find(c.expect), absl::string_view::npos) << cfg.status().message();
+  }
+}
+
+TEST(CoordinatorConfigTest, TheShippedExampleIsValidAndMatchesTheDefaults) {
+  auto cfg = load_coordinator_config(TERN_SOURCE_DIR "/examples/coordinator.yaml");
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  CoordinatorConfig defaults;
+  EXPECT_EQ(cfg->listen, defaults.listen);
+  EXPECT_EQ(cfg->database, defaults.database);
+  EXPECT_EQ(cfg->unreachable_after, defaults.unreachable_after);
+}
+
+TEST(CoordinatorConfigTest, MissingFileIsNamed) {
+  auto cfg = load_coordinator_config("/nonexistent/coordinator.yaml");
+  ASSERT_FALSE(cfg.ok());
+  EXPECT_NE(cfg.status().message().find("/nonexistent/coordinator.yaml"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,70 @@
+#include "ctl/ctl.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "ctl/table.h"
+#include "core/version.h"
+
+namespace tern {
+namespace {
+
+struct CtlRun {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+CtlRun ctl(const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  int code = run_ctl(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+TEST(CtlTest, UnreachableCoordinatorIsOneLineAndExitCode3) {
+  // Port 1 on loopback: nothing listens there on a sane machine.
+  CtlRun r = ctl({"--coordinator", "127.0.0.1:1", "--timeout", "2s", "hosts"});
+  EXPECT_EQ(r.code, kExitUnavailable);
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("tern-coordinator"), std::string::npos) << "says what to do next";
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(CtlTest, UsageErrorsExit2) {
+  EXPECT_EQ(ctl({}).code, kExitUsage);
+  EXPECT_EQ(ctl({"frobnicate"}).code, kExitUsage);
+  EXPECT_EQ(ctl({"hosts", "-o", "yaml"}).code, kExitUsage);
+  CtlRun bad_sel = ctl({"hosts", "-l", "zone=a b"});
+  EXPECT_EQ(bad_sel.code, kExitUsage);
+  EXPECT_NE(bad_sel.err.find("label selector"), std::string::npos);
+  EXPECT_EQ(ctl({"--timeout", "soon", "hosts"}).code, kExitUsage);
+}
+
+TEST(CtlTest, ClientVersionNeedsNoCoordinator) {
+  CtlRun r = ctl({"version", "--client"});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_NE(r.out.find(kVersion), std::string::npos);
+  CtlRun j = ctl({"version", "--client", "-o", "json"});
+  EXPECT_EQ(j.code, kExitOk);
+  EXPECT_NE(j.out.find("\"coordinator\": null"), std::string::npos) << j.out;
+}
+
+TEST(CtlTest, HelpExitsZero) {
+  CtlRun r = ctl({"--help"});
+  EXPECT_EQ(r.code, kExitOk);
+  EXPECT_NE(r.out.find("hosts"), std::string::npos);
+}
+
+TEST(TableTest, AlignsColumns) {
+  Table t({"HOST", "STATE"});
+  t.add({"web-1", "connected"});
+  t.add({"a", "b"});
+  std::ostringstream out;
+  t.print(out);
+  EXPECT_EQ(out.str(), "HOST   STATE\nweb-1  connected\na      b\n");
+}
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,191 @@
+// A coordinator and three agents, all real binaries on loopback, driven and
+// observed through ternctl as an operator would.
+
+#include <signal.h>
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "tern/v1/fleet.pb.h"
+#include "tests/integration/harness.h"
+
+namespace tern::testing {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void start_coordinator(const std::string& listen) {
+    std::filesystem::remove(dir_.file("ready.json"));
+    coordinator_ = std::make_unique<Process>(
+        TERN_COORDINATOR_BIN,
+        std::vector<std::string>{"--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
+                                 dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
+                                 "--heartbeat-interval", "100ms", "--unreachable-after", "3s",
+                                 "--log-level", "debug"},
+        dir_.file("coordinator.log"));
+    ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir_.file("ready.json")); }))
+        << coordinator_->log();
+    std::string ready = read_file(dir_.file("ready.json"));
+    address_ = field(ready, "grpc");
+    metrics_ = field(ready, "metrics");
+  }
+
+  static std::string field(const std::string& json, const std::string& key) {
+    auto k = json.find("\"" + key + "\": \"");
+    auto start = k + key.size() + 5;
+    return json.substr(start, json.find('"', start) - start);
+  }
+
+  void start_agent(const std::string& id, const std::string& zone) {
+    agents_[id] = std::make_unique<Process>(
+        TERN_AGENT_BIN,
+        std::vector<std::string>{"--coordinator", address_, "--host-id", id, "--label", "zone=" + zone,
+                                 "--label", "role=web", "--state-dir", dir_.file("state-" + id), "--log-level",
+                                 "debug"},
+        dir_.file("agent-" + id + ".log"));
+  }
+
+  // `ternctl hosts -o json`, parsed with the API's own message type.
+  std::optional<tern::v1::ListHostsResponse> hosts(const std::string& selector = "") {
+    std::vector<std::string> args{"--coordinator", address_, "--timeout", "5s", "hosts", "-o", "json"};
+    if (!selector.empty()) {
+      args.push_back("-l");
+      args.push_back(selector);
+    }
+    CommandResult r = run(TERN_CTL_BIN, args);
+    if (r.code != 0) return std::nullopt;
+    tern::v1::ListHostsResponse resp;
+    if (!google::protobuf::util::JsonStringToMessage(r.out, &resp).ok()) {
+      ADD_FAILURE() << "ternctl printed JSON the API type cannot read: " << r.out;
+      return std::nullopt;
+    }
+    return resp;
+  }
+
+  std::map<std::string, tern::v1::Host> by_id() {
+    std::map<std::string, tern::v1::Host> out;
+    if (auto h = hosts()) {
+      for (const auto& host : h->hosts()) out[host.host_id()] = host;
+    }
+    return out;
+  }
+
+  bool all_connected(size_t n, uint64_t connect_count) {
+    auto m = by_id();
+    if (m.size() != n) return false;
+    for (const auto& [id, h] : m) {
+      if (h.state() != tern::v1::HOST_STATE_CONNECTED || h.connect_count() != connect_count) return false;
+    }
+    return true;
+  }
+
+  std::string logs() {
+    std::string all = "--- coordinator\n" + coordinator_->log();
+    for (auto& [id, p] : agents_) all += "--- agent " + id + "\n" + p->log();
+    return all;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Process> coordinator_;
+  std::map<std::string, std::unique_ptr<Process>> agents_;
+  std::string address_;
+  std::string metrics_;
+};
+
+TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGone) {
+  start_coordinator("127.0.0.1:0");
+  start_agent("web-1", "a");
+  start_agent("web-2", "b");
+  start_agent("web-3", "c");
+
+  // 1. All three register and are listed, with their labels.
+  ASSERT_TRUE(eventually([&] { return all_connected(3, 1); })) << logs();
+  auto before = by_id();
+  EXPECT_EQ(before["web-2"].labels().at("zone"), "b");
+  EXPECT_EQ(before["web-2"].agent_version(), "0.1.0");
+  auto zone_b = hosts("zone=b");
+  ASSERT_TRUE(zone_b);
+  ASSERT_EQ(zone_b->hosts_size(), 1);
+  EXPECT_EQ(zone_b->hosts(0).host_id(), "web-2");
+  EXPECT_EQ(hosts("role=db")->hosts_size(), 0);
+  ASSERT_TRUE(eventually([&] {
+    return http_get(metrics_, "/metrics").find("tern_agents_connected 3") != std::string::npos;
+  })) << http_get(metrics_, "/metrics");
+
+  // 2. kill -9 the coordinator; restart it on the same database and port.
+  coordinator_->signal(SIGKILL);
+  EXPECT_EQ(coordinator_->wait(), 128 + SIGKILL);
+  CommandResult down = run(TERN_CTL_BIN, {"--coordinator", address_, "--timeout", "2s", "hosts"});
+  EXPECT_EQ(down.code, 3) << "ternctl's documented exit code for an unreachable coordinator";
+  EXPECT_NE(down.err.find(address_), std::string::npos) << down.err;
+  start_coordinator(address_);
+
+  // The agents come back by themselves; the hosts keep their history.
+  ASSERT_TRUE(eventually([&] { return all_connected(3, 2); })) << logs();
+  auto after = by_id();
+  for (const auto& [id, h] : before) {
+    EXPECT_EQ(TimeUtil::TimestampToMilliseconds(after[id].first_seen()),
+              TimeUtil::TimestampToMilliseconds(h.first_seen()))
+        << id << " keeps its first_seen across the crash";
+  }
+  CommandResult version = run(TERN_CTL_BIN, {"--coordinator", address_, "version", "-o", "json"});
+  EXPECT_EQ(version.code, 0);
+  EXPECT_NE(version.out.find("\"epoch\": \"2\""), std::string::npos) << version.out;
+
+  // 3. Stop one agent: disconnected at once, unreachable after the grace.
+  agents_["web-3"]->signal(SIGTERM);
+  EXPECT_EQ(agents_["web-3"]->wait(), 0) << agents_["web-3"]->log();
+  ASSERT_TRUE(eventually([&] {
+    auto m = by_id();
+    return m["web-3"].state() == tern::v1::HOST_STATE_DISCONNECTED ||
+           m["web-3"].state() == tern::v1::HOST_STATE_UNREACHABLE;
+  })) << logs();
+  // The 3 s grace is far longer than one poll, so the disconnected state is seen first.
+  EXPECT_EQ(by_id()["web-3"].state(), tern::v1::HOST_STATE_DISCONNECTED);
+  ASSERT_TRUE(eventually([&] { return by_id()["web-3"].state() == tern::v1::HOST_STATE_UNREACHABLE; })) << logs();
+  auto final_view = by_id();
+  EXPECT_EQ(final_view["web-1"].state(), tern::v1::HOST_STATE_CONNECTED);
+  EXPECT_EQ(final_view["web-2"].state(), tern::v1::HOST_STATE_CONNECTED);
+  ASSERT_TRUE(eventually([&] {
+    std::string m = http_get(metrics_, "/metrics");
+    return m.find("tern_hosts{state=\"unreachable\"} 1") != std::string::npos &&
+           m.find("tern_agents_connected 2") != std::string::npos;
+  })) << http_get(metrics_, "/metrics");
+
+  // 4. The table view works too and the coordinator stops cleanly.
+  CommandResult table = run(TERN_CTL_BIN, {"--coordinator", address_, "hosts"});
+  EXPECT_EQ(table.code, 0);
+  EXPECT_NE(table.out.find("unreachable"), std::string::npos) << table.out;
+  coordinator_->signal(SIGTERM);
+  EXPECT_EQ(coordinator_->wait(), 0) << coordinator_->log();
+}
+
+TEST_F(FleetTest, CoordinatorRefusesAPortInUseWithAClearError) {
+  start_coordinator("127.0.0.1:0");
+  Process second(TERN_COORDINATOR_BIN,
+                 {"--listen", address_, "--metrics-listen", "", "--database", dir_.file("other.db")},
+                 dir_.file("second.log"));
+  EXPECT_EQ(second.wait(), 1);
+  EXPECT_NE(second.log().find("cannot listen on " + address_), std::string::npos) << second.log();
+}
+
+TEST_F(FleetTest, AgentWithABadConfigSaysWhichFileAndKey) {
+  std::string path = dir_.file("agent.yaml");
+  std::ofstream(path) << "coordinator: 127.0.0.1:7400\nlabels:\n  zone: a\nheartbeat: 5s\n";
+  Process agent(TERN_AGENT_BIN, {"--config", path}, dir_.file("bad-agent.log"));
+  EXPECT_EQ(agent.wait(), 2);
+  std::string log = agent.log();
+  EXPECT_NE(log.find(path + ":4:1"), std::string::npos) << log;
+  EXPECT_NE(log.find("unknown key \"heartbeat\""), std::string::npos) << log;
+}
+
+}  // namespace
+}  // namespace tern::testing
