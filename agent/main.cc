@@ -1,8 +1,6 @@
 // tern-agent: flag parsing and wiring only; the logic is in tern_agent_lib.
-#include <csignal>
 #include <iostream>
 
-#include <pthread.h>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -12,6 +10,7 @@
 #include "agent/agent.h"
 #include "core/duration.h"
 #include "core/logging.h"
+#include "core/signals.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -74,20 +73,14 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  tern::StopSignals stop_signals;
 
   tern::Agent agent(cfg, *id);
   if (auto st = agent.start(); !st.ok()) {
     spdlog::error("cannot start: {}", st.message());
     return 1;
   }
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  spdlog::info("received {}, stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  spdlog::info("received {}, stopping", stop_signals.wait());
   agent.stop();
   return 0;
 }

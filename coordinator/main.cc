@@ -1,11 +1,9 @@
 // tern-coordinator: flag parsing and wiring only; the logic is in tern_coordinator_lib.
-#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <tuple>
 
-#include <pthread.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +13,7 @@
 
 #include "core/duration.h"
 #include "core/logging.h"
+#include "core/signals.h"
 #include "core/version.h"
 #include "coordinator/coordinator.h"
 
@@ -80,12 +79,7 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  // Block the stop signals in every thread; the main thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  tern::StopSignals stop_signals;
 
   tern::Coordinator coordinator(cfg, tern::SystemClock::instance());
   if (auto st = coordinator.start(); !st.ok()) {
@@ -96,9 +90,7 @@ int main(int argc, char** argv) {
     spdlog::error("cannot write ready file {}", ready_file);
     return 1;
   }
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  spdlog::info("received {}, shutting down", stop_signals.wait());
   coordinator.shutdown();
   return 0;
 }

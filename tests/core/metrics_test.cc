@@ -1,35 +1,13 @@
 #include "core/metrics.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+
+#include "tests/integration/harness.h"
 
 namespace tern {
 namespace {
 
-std::string http_get(const std::string& address, const std::string& path) {
-  auto hp = split_host_port(address);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(hp->second);
-  inet_pton(AF_INET, hp->first.c_str(), &sa.sin_addr);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0) {
-    close(fd);
-    return "";
-  }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
-  (void)!write(fd, req.data(), req.size());
-  std::string resp;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) resp.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return resp;
-}
+using testing::http_get;
 
 TEST(MetricsTest, RendersPrometheusText) {
   Metrics m;

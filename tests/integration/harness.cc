@@ -138,7 +138,7 @@ std::string http_get(const std::string& host_port, const std::string& path) {
     close(fd);
     return "";
   }
-  std::string req = "GET " + path + " HTTP/1.1\r\nHost: tern\r\n\r\n";
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: tern\r\nConnection: close\r\n\r\n";
   if (write(fd, req.data(), req.size()) < 0) {
     close(fd);
     return "";
