@@ -35,9 +35,10 @@ absl::Status validate(const AgentConfig& cfg) {
     return absl::InvalidArgumentError(absl::StrCat("key \"coordinator\": \"", cfg.coordinator,
                                                    "\" is not host:port with a non-zero port"));
   }
-  if (!cfg.host_id.empty() && !is_valid_label_key(cfg.host_id)) {
-    return absl::InvalidArgumentError(absl::StrCat("key \"host_id\": \"", cfg.host_id,
-                                                   "\" must be 1-63 letters, digits, '-', '_', '.' or '/'"));
+  if (!cfg.host_id.empty() && !is_valid_host_id(cfg.host_id)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "key \"host_id\": \"", cfg.host_id,
+        "\" must be 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"));
   }
   for (const auto& [k, v] : cfg.labels) {
     if (!is_valid_label_key(k) || !is_valid_label_value(v)) {
@@ -64,7 +65,7 @@ absl::StatusOr<std::string> resolve_host_id(const AgentConfig& cfg, const std::s
         "no host_id configured and cannot read ", machine_id_path, "; set host_id in the agent config"));
   }
   id = std::string(absl::StripAsciiWhitespace(id));
-  if (!is_valid_label_key(id)) {
+  if (!is_valid_host_id(id)) {
     return absl::FailedPreconditionError(
         absl::StrCat(machine_id_path, " does not hold a usable id; set host_id in the agent config"));
   }

@@ -22,6 +22,7 @@ AgentStream::AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, 
       sent_counter_(sent_counter),
       peer_(ctx->peer()) {
   session_->stream_ = this;
+  listener_.on_agent_stream_open(session_);
   StartRead(&incoming_);
 }
 

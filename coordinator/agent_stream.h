@@ -40,6 +40,7 @@ class AgentSession {
 class AgentStreamListener {
  public:
   virtual ~AgentStreamListener() = default;
+  virtual void on_agent_stream_open(const std::shared_ptr<AgentSession>& session) = 0;
   virtual void on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                                 tern::v1::AgentMessage msg) = 0;
   virtual void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) = 0;

@@ -17,6 +17,7 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("unreachable_after", cfg.unreachable_after);
   m.get("heartbeat_interval", cfg.heartbeat_interval);
   m.get("log_level", cfg.log_level);
+  m.get("hello_timeout", cfg.hello_timeout);
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -36,6 +37,9 @@ absl::Status validate(const CoordinatorConfig& cfg) {
   if (cfg.database.empty()) return absl::InvalidArgumentError("key \"database\": must not be empty");
   if (cfg.heartbeat_interval < Millis(10)) {
     return absl::InvalidArgumentError("key \"heartbeat_interval\": must be at least 10ms");
+  }
+  if (cfg.hello_timeout < Millis(10)) {
+    return absl::InvalidArgumentError("key \"hello_timeout\": must be at least 10ms");
   }
   if (cfg.unreachable_after <= cfg.heartbeat_interval) {
     return absl::InvalidArgumentError(

@@ -20,6 +20,8 @@ struct CoordinatorConfig {
   // Told to agents in HelloAck.
   Millis heartbeat_interval{5'000};
   std::string log_level = "info";
+  // A stream that has not said hello by then is closed.
+  Millis hello_timeout{10'000};
 };
 
 // Reads a YAML file over the defaults. Unknown keys and wrong types are

@@ -122,6 +122,22 @@ void Coordinator::shutdown() {
   spdlog::info("tern-coordinator stopped");
 }
 
+void Coordinator::on_agent_stream_open(const std::shared_ptr<AgentSession>& session) {
+  loop_.post([this, session] {
+    sessions_.try_emplace(session->id(), SessionInfo{session, ""});
+    streams_opened_.fetch_add(1, std::memory_order_relaxed);
+  });
+  // Whatever dialled in must introduce itself; a silent stream is not kept open.
+  loop_.post_after(config_.hello_timeout, [this, session] {
+    auto it = sessions_.find(session->id());
+    if (it != sessions_.end() && it->second.host_id.empty()) {
+      spdlog::warn("closing an agent stream that sent no hello within {}", format_duration(config_.hello_timeout));
+      session->close(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                                  "no hello within " + format_duration(config_.hello_timeout)));
+    }
+  });
+}
+
 void Coordinator::on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                                    tern::v1::AgentMessage msg) {
   messages_in_.fetch_add(1, std::memory_order_relaxed);
@@ -134,8 +150,8 @@ void Coordinator::on_agent_stream_done(const std::shared_ptr<AgentSession>& sess
 
 void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                                  const tern::v1::AgentMessage& msg) {
-  auto [it, is_new] = sessions_.try_emplace(session->id(), SessionInfo{session, ""});
-  if (is_new) streams_opened_.fetch_add(1, std::memory_order_relaxed);
+  auto it = sessions_.find(session->id());
+  if (it == sessions_.end()) return;  // already done
   SessionInfo& info = it->second;
   if (msg.has_hello()) {
     handle_hello(info, peer, msg.hello());
@@ -168,10 +184,10 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
   if (!info.host_id.empty()) {
     return refuse(grpc::StatusCode::FAILED_PRECONDITION, "hello sent twice on one stream");
   }
-  if (!is_valid_label_key(hello.host_id())) {
+  if (!is_valid_host_id(hello.host_id())) {
     return refuse(grpc::StatusCode::INVALID_ARGUMENT,
                   absl::StrCat("invalid host id \"", hello.host_id(),
-                               "\": use 1-63 letters, digits, '-', '_', '.' or '/'"));
+                               "\": use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"));
   }
   if (hello.protocol() != kProtocolRevision) {
     return refuse(grpc::StatusCode::FAILED_PRECONDITION,

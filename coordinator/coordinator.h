@@ -40,6 +40,7 @@ class Coordinator final : public AgentStreamListener {
   const std::string& metrics_address() const { return metrics_address_; }
   uint64_t epoch() const { return epoch_; }
 
+  void on_agent_stream_open(const std::shared_ptr<AgentSession>& session) override;
   void on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                         tern::v1::AgentMessage msg) override;
   void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) override;

@@ -33,6 +33,14 @@ bool is_valid_label_value(absl::string_view value) {
   return true;
 }
 
+bool is_valid_host_id(absl::string_view id) {
+  if (id.empty() || id.size() > 63 || !std::isalnum(static_cast<unsigned char>(id.front()))) return false;
+  for (char c : id) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
 absl::StatusOr<LabelSelector> LabelSelector::parse(absl::string_view text) {
   LabelSelector sel;
   for (absl::string_view raw : absl::StrSplit(text, ',', absl::SkipWhitespace())) {

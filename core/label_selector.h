@@ -37,5 +37,8 @@ std::string format_labels(const Labels& labels);
 // Label keys and values: letters, digits, '-', '_', '.', '/'; keys non-empty.
 bool is_valid_label_key(absl::string_view key);
 bool is_valid_label_value(absl::string_view value);
+// Host ids: 1-63 letters, digits, '-', '_' or '.', starting with a letter or
+// digit (no '/', so an id is always safe as a file or metric name).
+bool is_valid_host_id(absl::string_view id);
 
 }  // namespace tern

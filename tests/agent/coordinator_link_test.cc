@@ -80,5 +80,43 @@ TEST(CoordinatorLinkTest, KeepsRetryingWhileNothingListensAndStopsPromptly) {
   link.stop();  // returns although no stream ever opened (ctest's timeout catches a hang)
 }
 
+TEST(CoordinatorLinkTest, AStreamThatNeverSaysHelloIsClosed) {
+  CoordinatorConfig cfg = test_config("127.0.0.1:0");
+  cfg.hello_timeout = Millis(100);
+  Coordinator coordinator(cfg, SystemClock::instance());
+  ASSERT_TRUE(coordinator.start().ok());
+  auto stub = tern::v1::AgentService::NewStub(
+      grpc::CreateChannel(coordinator.grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stub->Connect(&ctx);
+  tern::v1::CoordinatorMessage msg;
+  EXPECT_FALSE(stream->Read(&msg)) << "nothing is sent to a stream that did not introduce itself";
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
+  EXPECT_NE(st.error_message().find("no hello"), std::string::npos) << st.error_message();
+  coordinator.shutdown();
+}
+
+TEST(CoordinatorLinkTest, AHelloWithABadHostIdIsRefused) {
+  Coordinator coordinator(test_config("127.0.0.1:0"), SystemClock::instance());
+  ASSERT_TRUE(coordinator.start().ok());
+  auto stub = tern::v1::AgentService::NewStub(
+      grpc::CreateChannel(coordinator.grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stream = stub->Connect(&ctx);
+  tern::v1::AgentMessage bad;
+  *bad.mutable_hello() = hello();
+  bad.mutable_hello()->set_host_id("../etc/passwd");
+  ASSERT_TRUE(stream->Write(bad));
+  tern::v1::CoordinatorMessage msg;
+  EXPECT_FALSE(stream->Read(&msg));
+  grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("invalid host id"), std::string::npos) << st.error_message();
+  coordinator.shutdown();
+}
+
 }  // namespace
 }  // namespace tern

@@ -32,6 +32,16 @@ TEST(LabelSelectorTest, RefusesMalformedTerms) {
   }
 }
 
+TEST(LabelSelectorTest, HostIdsAreSafeNames) {
+  for (const char* ok : {"web-1", "0123456789abcdef0123456789abcdef", "db.zone-a_2"}) {
+    EXPECT_TRUE(is_valid_host_id(ok)) << ok;
+  }
+  for (const char* bad : {"", "../etc", "a/b", ".hidden", "-x", "with space", "x\n"}) {
+    EXPECT_FALSE(is_valid_host_id(bad)) << bad;
+  }
+  EXPECT_FALSE(is_valid_host_id(std::string(64, 'a')));
+}
+
 TEST(LabelSelectorTest, ParsesAssignments) {
   auto l = parse_label_assignments({"zone=a", "rack=r12"});
   ASSERT_TRUE(l.ok());
