@@ -80,19 +80,33 @@ TEST(CoordinatorLinkTest, KeepsRetryingWhileNothingListensAndStopsPromptly) {
   link.stop();  // returns although no stream ever opened (ctest's timeout catches a hang)
 }
 
+// A bare AgentService.Connect stream, for speaking to the coordinator the way
+// a broken or hostile client would.
+struct RawAgentStream {
+  explicit RawAgentStream(const std::string& address)
+      : stub(tern::v1::AgentService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()))) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    stream = stub->Connect(&ctx);
+  }
+  // Reads until the coordinator ends the stream; returns its status.
+  grpc::Status closed_with() {
+    tern::v1::CoordinatorMessage msg;
+    EXPECT_FALSE(stream->Read(&msg)) << "the coordinator sent something instead of closing";
+    return stream->Finish();
+  }
+
+  std::unique_ptr<tern::v1::AgentService::Stub> stub;
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReaderWriter<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>> stream;
+};
+
 TEST(CoordinatorLinkTest, AStreamThatNeverSaysHelloIsClosed) {
   CoordinatorConfig cfg = test_config("127.0.0.1:0");
   cfg.hello_timeout = Millis(100);
   Coordinator coordinator(cfg, SystemClock::instance());
   ASSERT_TRUE(coordinator.start().ok());
-  auto stub = tern::v1::AgentService::NewStub(
-      grpc::CreateChannel(coordinator.grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  auto stream = stub->Connect(&ctx);
-  tern::v1::CoordinatorMessage msg;
-  EXPECT_FALSE(stream->Read(&msg)) << "nothing is sent to a stream that did not introduce itself";
-  grpc::Status st = stream->Finish();
+  RawAgentStream raw(coordinator.grpc_address());
+  grpc::Status st = raw.closed_with();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << st.error_message();
   EXPECT_NE(st.error_message().find("no hello"), std::string::npos) << st.error_message();
   coordinator.shutdown();
@@ -101,18 +115,12 @@ TEST(CoordinatorLinkTest, AStreamThatNeverSaysHelloIsClosed) {
 TEST(CoordinatorLinkTest, AHelloWithABadHostIdIsRefused) {
   Coordinator coordinator(test_config("127.0.0.1:0"), SystemClock::instance());
   ASSERT_TRUE(coordinator.start().ok());
-  auto stub = tern::v1::AgentService::NewStub(
-      grpc::CreateChannel(coordinator.grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  auto stream = stub->Connect(&ctx);
+  RawAgentStream raw(coordinator.grpc_address());
   tern::v1::AgentMessage bad;
   *bad.mutable_hello() = hello();
   bad.mutable_hello()->set_host_id("../etc/passwd");
-  ASSERT_TRUE(stream->Write(bad));
-  tern::v1::CoordinatorMessage msg;
-  EXPECT_FALSE(stream->Read(&msg));
-  grpc::Status st = stream->Finish();
+  ASSERT_TRUE(raw.stream->Write(bad));
+  grpc::Status st = raw.closed_with();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("invalid host id"), std::string::npos) << st.error_message();
   coordinator.shutdown();
