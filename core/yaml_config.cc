@@ -165,6 +165,25 @@ std::optional<YamlMap> YamlMap::child(absl::string_view key) {
   return YamlMap(*v, origin_, key_path(key));
 }
 
+std::vector<YamlMap> YamlMap::children(absl::string_view key) {
+  std::vector<YamlMap> out;
+  auto v = lookup(key);
+  if (!v) return out;
+  if (!v->IsSequence()) {
+    fail(error_at(*v, key, "expected a list of mappings"));
+    return out;
+  }
+  for (std::size_t i = 0; i < v->size(); ++i) {
+    const YAML::Node item = (*v)[i];
+    if (!item.IsMap()) {
+      fail(error_at(item, absl::StrCat(key, "[", i, "]"), "expected a mapping"));
+      return {};
+    }
+    out.emplace_back(item, origin_, key_path(absl::StrCat(key, "[", i, "]")));
+  }
+  return out;
+}
+
 absl::Status YamlMap::finish() {
   if (!status_.ok()) return status_;
   if (!node_.IsMap()) return absl::OkStatus();

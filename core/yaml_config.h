@@ -45,6 +45,9 @@ class YamlMap {
   // A nested mapping; nullopt when absent. Its errors surface through this
   // map's finish() once the child's finish() has been called.
   std::optional<YamlMap> child(absl::string_view key);
+  // A list of mappings ("ports: [{...}, {...}]"); empty when absent. Each
+  // item's path reads "ports[1]". Same error contract as child().
+  std::vector<YamlMap> children(absl::string_view key);
   void absorb(absl::Status child_status);
 
   bool has(absl::string_view key) const;

@@ -1,0 +1,249 @@
+#include "core/service_spec.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "core/duration.h"
+#include "core/label_selector.h"
+#include "core/yaml_config.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::Duration;
+using google::protobuf::util::TimeUtil;
+
+Duration to_duration(Millis m) { return TimeUtil::MillisecondsToDuration(m.count()); }
+Millis to_millis(const Duration& d) { return Millis(TimeUtil::DurationToMilliseconds(d)); }
+
+absl::Status field_error(absl::string_view field, absl::string_view reason) {
+  return absl::InvalidArgumentError(absl::StrCat("field ", field, ": ", reason));
+}
+
+// Reads an optional duration key straight into a proto Duration.
+void get_duration(YamlMap& m, absl::string_view key, Duration* out) {
+  if (!m.has(key)) {
+    Millis ignored{0};
+    m.get(key, ignored);  // marks the key known
+    return;
+  }
+  Millis v{0};
+  m.get(key, v);
+  *out = to_duration(v);
+}
+
+void get_port(YamlMap& m, absl::string_view key, uint32_t& out) { m.get(key, out); }
+
+bool valid_env_name(const std::string& k) {
+  if (k.empty() || k.size() > 128) return false;
+  if (!(std::isalpha(static_cast<unsigned char>(k[0])) || k[0] == '_')) return false;
+  for (char c : k) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  }
+  return true;
+}
+
+bool valid_user_name(const std::string& u) {
+  if (u.empty() || u.size() > 32) return false;
+  for (char c : u) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
+  }
+  return u[0] != '-';
+}
+
+}  // namespace
+
+bool is_valid_service_name(const std::string& name) {
+  if (name.empty() || name.size() > 32) return false;
+  if (!(std::islower(static_cast<unsigned char>(name[0])) || std::isdigit(static_cast<unsigned char>(name[0]))))
+    return false;
+  for (char c : name) {
+    if (!(std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-'))
+      return false;
+  }
+  return true;
+}
+
+absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin) {
+  auto root = load_yaml_string(yaml, origin);
+  if (!root.ok()) return root.status();
+  if (!root->IsMap()) return absl::InvalidArgumentError(absl::StrCat(origin, ": expected a mapping (a service spec)"));
+  tern::v1::ServiceSpec spec;
+  YamlMap m(*root, origin);
+  m.get("name", *spec.mutable_name());
+  m.get("selector", *spec.mutable_selector());
+  for (auto& p : m.children("ports")) {
+    auto* pm = spec.add_ports();
+    p.get("name", *pm->mutable_name());
+    p.get("protocol", *pm->mutable_protocol());
+    uint32_t v = 0;
+    get_port(p, "public", v), pm->set_public_port(v), v = 0;
+    get_port(p, "blue", v), pm->set_blue_port(v), v = 0;
+    get_port(p, "green", v), pm->set_green_port(v);
+    m.absorb(p.finish());
+  }
+  std::vector<std::string> argv;
+  m.get("argv", argv);
+  for (auto& a : argv) spec.add_argv(a);
+  m.get("user", *spec.mutable_user());
+  std::map<std::string, std::string> env;
+  m.get("env", env);
+  spec.mutable_env()->insert(env.begin(), env.end());
+  m.get("working_dir", *spec.mutable_working_dir());
+  if (auto h = m.child("health")) {
+    auto* hc = spec.mutable_health();
+    int kinds = 0;
+    if (auto http = h->child("http")) {
+      ++kinds;
+      http->get("path", *hc->mutable_http()->mutable_path());
+      h->absorb(http->finish());
+    }
+    if (auto tcp = h->child("tcp")) {
+      ++kinds;
+      hc->mutable_tcp();
+      h->absorb(tcp->finish());
+    }
+    if (auto ex = h->child("exec")) {
+      ++kinds;
+      std::vector<std::string> eargv;
+      ex->get("argv", eargv);
+      for (auto& a : eargv) hc->mutable_exec()->add_argv(a);
+      h->absorb(ex->finish());
+    }
+    if (auto g = h->child("grpc")) {
+      ++kinds;
+      g->get("service", *hc->mutable_grpc()->mutable_service());
+      h->absorb(g->finish());
+    }
+    get_duration(*h, "interval", hc->mutable_interval());
+    get_duration(*h, "timeout", hc->mutable_timeout());
+    uint32_t n = 0;
+    if (h->has("success_threshold")) h->get("success_threshold", n), hc->set_success_threshold(n);
+    else h->get("success_threshold", n);
+    n = 0;
+    if (h->has("failure_threshold")) h->get("failure_threshold", n), hc->set_failure_threshold(n);
+    else h->get("failure_threshold", n);
+    get_duration(*h, "min_healthy_time", hc->mutable_min_healthy_time());
+    get_duration(*h, "healthy_deadline", hc->mutable_healthy_deadline());
+    if (kinds > 1) h->absorb(field_error("health", "give exactly one of http, tcp, exec, grpc"));
+    m.absorb(h->finish());
+  }
+  get_duration(m, "drain", spec.mutable_drain());
+  get_duration(m, "grace", spec.mutable_grace());
+  bool keep_warm = false;
+  m.get("keep_warm", keep_warm);
+  spec.set_keep_warm(keep_warm);
+  if (auto r = m.child("restart")) {
+    auto* rp = spec.mutable_restart();
+    r->get("policy", *rp->mutable_policy());
+    uint32_t n = 0;
+    if (r->has("max_restarts")) r->get("max_restarts", n), rp->set_max_restarts(n);
+    else r->get("max_restarts", n);
+    get_duration(*r, "delay", rp->mutable_delay());
+    m.absorb(r->finish());
+  }
+  if (auto st = m.finish(); !st.ok()) return st;
+  // The YAML said nothing about the proto3 "unset" vs 0 distinction, so
+  // defaults are applied after parsing, then the whole spec is checked.
+  apply_service_defaults(spec);
+  if (auto st = validate_service_spec(spec); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": ", st.message()));
+  }
+  return spec;
+}
+
+absl::StatusOr<tern::v1::ServiceSpec> load_service_spec_file(const std::string& path) {
+  auto root = load_yaml_file(path);
+  if (!root.ok()) return root.status();
+  return parse_service_spec(YAML::Dump(*root), path);
+}
+
+void apply_service_defaults(tern::v1::ServiceSpec& spec) {
+  for (auto& p : *spec.mutable_ports()) {
+    if (p.protocol().empty()) p.set_protocol("tcp");
+    if (p.name().empty()) p.set_name(absl::StrCat(p.protocol(), "-", p.public_port()));
+  }
+  auto* h = spec.mutable_health();
+  if (h->kind_case() == tern::v1::HealthCheck::KIND_NOT_SET) h->mutable_tcp();
+  if (!spec.has_drain()) *spec.mutable_drain() = to_duration(Millis(10'000));
+  if (!spec.has_grace()) *spec.mutable_grace() = to_duration(Millis(10'000));
+  auto* r = spec.mutable_restart();
+  if (r->policy().empty()) r->set_policy("on-failure");
+  if (!spec.restart().has_delay()) *r->mutable_delay() = to_duration(Millis(1'000));
+  if (r->max_restarts() == 0 && r->policy() == "on-failure") r->set_max_restarts(3);
+}
+
+absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
+  if (!is_valid_service_name(spec.name())) {
+    return field_error("name", absl::StrCat("\"", spec.name(),
+                                            "\" must be 1-32 lower-case letters, digits or '-', starting with a "
+                                            "letter or digit"));
+  }
+  if (auto sel = LabelSelector::parse(spec.selector()); !sel.ok()) {
+    return field_error("selector", sel.status().message());
+  }
+  if (spec.ports_size() == 0) return field_error("ports", "at least one port mapping is required");
+  if (spec.ports_size() > 16) return field_error("ports", "at most 16 port mappings");
+  std::map<uint32_t, std::string> used;  // port -> field that uses it
+  std::set<std::string> names;
+  for (int i = 0; i < spec.ports_size(); ++i) {
+    const auto& p = spec.ports(i);
+    const std::string f = absl::StrCat("ports[", i, "]");
+    if (p.protocol() != "tcp" && p.protocol() != "udp") {
+      return field_error(f + ".protocol", absl::StrCat("\"", p.protocol(), "\" must be tcp or udp"));
+    }
+    if (!names.insert(p.name()).second) return field_error(f + ".name", absl::StrCat("\"", p.name(), "\" is used twice"));
+    const std::pair<const char*, uint32_t> fields[] = {
+        {"public", p.public_port()}, {"blue", p.blue_port()}, {"green", p.green_port()}};
+    for (const auto& [key, port] : fields) {
+      const std::string ff = absl::StrCat(f, ".", key);
+      if (port == 0 || port > 65535) return field_error(ff, absl::StrCat(port, " is not a port (1-65535)"));
+      auto [it, fresh] = used.emplace(port, ff);
+      if (!fresh) return field_error(ff, absl::StrCat(port, " is already used by ", it->second));
+    }
+  }
+  if (spec.argv_size() == 0 || spec.argv(0).empty()) {
+    return field_error("argv", "the command to run is required, e.g. [\"{release_dir}/app\", \"--port\", \"{port}\"]");
+  }
+  if (!spec.user().empty() && !valid_user_name(spec.user())) {
+    return field_error("user", absl::StrCat("\"", spec.user(), "\" is not a user name"));
+  }
+  for (const auto& [k, v] : spec.env()) {
+    if (!valid_env_name(k)) return field_error("env", absl::StrCat("\"", k, "\" is not an environment variable name"));
+  }
+  const auto& h = spec.health();
+  if (h.kind_case() == tern::v1::HealthCheck::kHttp) {
+    if (h.http().path().empty() || h.http().path()[0] != '/') {
+      return field_error("health.http.path", absl::StrCat("\"", h.http().path(), "\" must start with /"));
+    }
+    for (char c : h.http().path()) {
+      if (c == ' ' || c == '\r' || c == '\n') return field_error("health.http.path", "must not contain spaces or newlines");
+    }
+  }
+  if (h.kind_case() == tern::v1::HealthCheck::kExec && (h.exec().argv_size() == 0 || h.exec().argv(0).empty())) {
+    return field_error("health.exec.argv", "the probe command is required");
+  }
+  const std::pair<const char*, const Duration*> durations[] = {
+      {"health.interval", &h.interval()},
+      {"health.timeout", &h.timeout()},
+      {"health.min_healthy_time", &h.min_healthy_time()},
+      {"health.healthy_deadline", &h.healthy_deadline()},
+      {"drain", &spec.drain()},
+      {"grace", &spec.grace()},
+      {"restart.delay", &spec.restart().delay()}};
+  for (const auto& [f, d] : durations) {
+    if (to_millis(*d) < Millis(0)) return field_error(f, "must not be negative");
+    if (to_millis(*d) > Millis(24LL * 3600 * 1000)) return field_error(f, "must be at most 24h");
+  }
+  if (h.has_interval() && to_millis(h.interval()) < Millis(10)) return field_error("health.interval", "must be at least 10ms");
+  const auto& r = spec.restart();
+  if (!r.policy().empty() && r.policy() != "on-failure" && r.policy() != "never") {
+    return field_error("restart.policy", absl::StrCat("\"", r.policy(), "\" must be on-failure or never"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tern

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tern/v1/service.pb.h"
+
+namespace tern {
+
+// Service specs: the YAML an operator writes, and the checks every copy of a
+// spec passes before anyone acts on it (ternctl before sending, the
+// coordinator before storing, the agent before running).
+//
+//   name: web
+//   selector: role=web
+//   ports: [{name: http, protocol: tcp, public: 8080, blue: 9001, green: 9002}]
+//   argv: ["{release_dir}/demo-app", "--port", "{port}"]
+//   user: tern-app
+//   env: {LOG_LEVEL: info}
+//   working_dir: "{release_dir}"
+//   health: {http: {path: /healthz}, interval: 500ms, timeout: 1s, healthy_deadline: 30s}
+//   drain: 10s
+//   grace: 5s
+//   keep_warm: true
+//   restart: {policy: on-failure, max_restarts: 3, delay: 1s}
+
+// Parses YAML text; errors name the origin, line and key. The result is validated.
+absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin);
+absl::StatusOr<tern::v1::ServiceSpec> load_service_spec_file(const std::string& path);
+
+// Checks a spec from any source; the error names the field and the reason:
+// "field ports[0].green: 9001 is already used by ports[0].blue".
+absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec);
+
+// Fills defaults the agent relies on (drain, grace, health kind, restart policy).
+void apply_service_defaults(tern::v1::ServiceSpec& spec);
+
+bool is_valid_service_name(const std::string& name);
+
+}  // namespace tern
