@@ -2,38 +2,140 @@
 
 #include <spdlog/spdlog.h>
 
-#include "core/status_fmt.h"
-
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "core/label_selector.h"
+#include "core/service_spec.h"
+#include "core/status_fmt.h"
 #include "core/version.h"
 
 namespace tern {
 
-Agent::Agent(AgentConfig config, std::string host_id) : config_(std::move(config)), host_id_(std::move(host_id)) {}
+Agent::Agent(AgentConfig config, std::string host_id) : Agent(std::move(config), std::move(host_id), AgentHost{}) {}
+
+Agent::Agent(AgentConfig config, std::string host_id, AgentHost host)
+    : config_(std::move(config)), host_id_(std::move(host_id)), host_(std::move(host)) {}
 
 Agent::~Agent() { stop(); }
 
 absl::Status Agent::start() {
   std::error_code ec;
-  std::filesystem::create_directories(config_.state_dir, ec);
+  const std::string log_dir = config_.state_dir + "/logs";
+  std::filesystem::create_directories(log_dir, ec);
   if (ec) {
     return absl::FailedPreconditionError(absl::StrCat("cannot create state dir ", config_.state_dir, ": ",
                                                       ec.message(), " (set state_dir to a writable directory)"));
   }
+  if (!host_.mapper) {
+    auto m = make_port_mapper(config_.port_mapper);
+    if (!m.ok()) return m.status();
+    host_.mapper = std::move(*m);
+  }
+  if (!host_.launcher) host_.launcher = make_system_process_launcher();
+  if (!host_.prober) host_.prober = make_system_prober();
+  if (!host_.fetcher) host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator);
+  traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
+  stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get());
+  store_ = std::make_unique<StateStore>(config_.state_dir);
+
+  auto state = store_->load();
+  if (!state.ok()) return state.status();
+  {
+    std::lock_guard lock(mu_);
+    last_command_id_ = state->last_command_id();
+    max_epoch_ = state->epoch();
+  }
+  // The recorded mapping goes back in before anything else looks at the host.
+  if (auto st = host_.mapper->reconcile(); !st.ok()) {
+    spdlog::warn("checking the port mapping at start: {}", st.status().message());
+  }
+  for (const auto& svc : state->services()) {
+    auto* sup = add_supervisor(svc);
+    if (auto st = sup->recover(); !st.ok()) {
+      spdlog::error("{}: re-applying the recorded port mapping failed: {} (will retry)", svc.spec().name(),
+                    st.message());
+    }
+  }
+  for (auto& [name, sup] : supervisors_) sup->start();
+  if (!state->services().empty()) {
+    spdlog::info("restored {} service(s) from {}", state->services_size(), store_->path());
+  }
+  housekeeping_ = std::thread([this] { housekeeping_loop(); });
+
   link_ = std::make_unique<CoordinatorLink>(
       CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval},
       [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
   link_->start();
-  spdlog::info("tern-agent {} started as host {} (labels {}), coordinator {}", kVersion, host_id_,
-               format_labels(config_.labels).empty() ? "none" : format_labels(config_.labels), config_.coordinator);
+  spdlog::info("tern-agent {} started as host {} (labels {}), coordinator {}, port mapping by {}", kVersion, host_id_,
+               format_labels(config_.labels).empty() ? "none" : format_labels(config_.labels), config_.coordinator,
+               host_.mapper->name());
   return absl::OkStatus();
 }
 
 void Agent::stop() {
+  {
+    std::lock_guard lock(stop_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
   if (link_) link_->stop();
+  if (housekeeping_.joinable()) housekeeping_.join();
+  // Supervisor threads call persist(), which takes mu_: never join them under it.
+  std::vector<ServiceSupervisor*> sups;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [name, sup] : supervisors_) sups.push_back(sup.get());
+  }
+  for (auto* sup : sups) sup->shutdown();
+  // Slots keep running and the mapping stays: the next agent adopts both.
+  if (store_) (void)persist();
+  std::lock_guard lock(mu_);
+  supervisors_.clear();
+}
+
+ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
+  const std::string name = state.spec().name();
+  SupervisorDeps deps;
+  deps.launcher = host_.launcher.get();
+  deps.prober = host_.prober.get();
+  deps.stager = stager_.get();
+  deps.traffic = traffic_.get();
+  deps.clock = &SystemClock::instance();
+  deps.persist = [this] { return persist(); };
+  deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
+  deps.log_dir = config_.state_dir + "/logs";
+  auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
+  auto* raw = sup.get();
+  std::lock_guard lock(mu_);
+  supervisors_[name] = std::move(sup);
+  return raw;
+}
+
+absl::Status Agent::persist() {
+  std::lock_guard plock(persist_mu_);
+  tern::v1::AgentState state;
+  {
+    std::lock_guard lock(mu_);
+    state.set_last_command_id(last_command_id_);
+    state.set_epoch(max_epoch_);
+    for (const auto& [name, sup] : supervisors_) {
+      if (sup->removed()) continue;
+      *state.add_services() = sup->snapshot();
+    }
+  }
+  return store_->save(state);
+}
+
+std::vector<tern::v1::ServiceStatus> Agent::services() const {
+  std::vector<tern::v1::ServiceStatus> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [name, sup] : supervisors_) {
+    if (!sup->removed()) out.push_back(sup->status());
+  }
+  return out;
 }
 
 tern::v1::Hello Agent::build_hello() const {
@@ -42,20 +144,162 @@ tern::v1::Hello Agent::build_hello() const {
   hello.mutable_labels()->insert(config_.labels.begin(), config_.labels.end());
   hello.set_agent_version(kVersion);
   hello.set_protocol(kProtocolRevision);
+  for (auto& s : services()) *hello.add_services() = std::move(s);
+  std::lock_guard lock(mu_);
+  hello.set_last_command_id(last_command_id_);
   return hello;
 }
 
+void Agent::send_event(const tern::v1::AgentEvent& e) {
+  if (!link_) return;
+  tern::v1::AgentMessage msg;
+  *msg.mutable_event() = e;
+  link_->send(msg);
+}
+
+void Agent::reply(const tern::v1::CommandResult& result) {
+  {
+    std::lock_guard lock(mu_);
+    last_command_id_ = std::max(last_command_id_, result.command_id());
+  }
+  tern::v1::AgentMessage msg;
+  *msg.mutable_result() = result;
+  if (link_ && !link_->send(msg)) {
+    spdlog::warn("command {} finished ({}) while the coordinator was away; the next hello carries the state",
+                 result.command_id(), result.message());
+  }
+}
+
+namespace {
+
+std::string service_of(const tern::v1::Command& cmd) {
+  switch (cmd.action_case()) {
+    case tern::v1::Command::kApplyService: return cmd.apply_service().spec().name();
+    case tern::v1::Command::kDeploy: return cmd.deploy().service();
+    case tern::v1::Command::kSwitchTraffic: return cmd.switch_traffic().service();
+    case tern::v1::Command::kRollback: return cmd.rollback().service();
+    case tern::v1::Command::kStopSlot: return cmd.stop_slot().service();
+    case tern::v1::Command::kRemoveService: return cmd.remove_service().service();
+    default: return "";
+  }
+}
+
+tern::v1::CommandResult refusal(const tern::v1::Command& cmd, tern::v1::CommandOutcome outcome, absl::Status st) {
+  tern::v1::CommandResult r;
+  r.set_command_id(cmd.command_id());
+  r.set_outcome(outcome);
+  r.set_code(static_cast<int>(st.code()));
+  r.set_message(std::string(st.message()));
+  return r;
+}
+
+}  // namespace
+
 void Agent::handle_command(const tern::v1::Command& cmd) {
-  // No command is implemented by this agent yet: say so rather than stay silent.
-  spdlog::warn("command {} ({}) is not supported by this agent version", cmd.command_id(),
-               static_cast<int>(cmd.action_case()));
-  tern::v1::AgentMessage reply;
-  auto* result = reply.mutable_result();
-  result->set_command_id(cmd.command_id());
-  result->set_outcome(tern::v1::COMMAND_OUTCOME_REFUSED);
-  result->set_code(static_cast<int>(grpc::StatusCode::UNIMPLEMENTED));
-  result->set_message(absl::StrCat("tern-agent ", kVersion, " does not implement this command"));
-  link_->send(reply);
+  const std::string service = service_of(cmd);
+  ServiceSupervisor* sup = nullptr;
+  std::optional<tern::v1::CommandResult> refused;
+  {
+    std::lock_guard lock(mu_);
+    if (cmd.epoch() < max_epoch_) {
+      refused = refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED,
+                        absl::FailedPreconditionError(absl::StrCat("command from coordinator epoch ", cmd.epoch(),
+                                                                   ", but epoch ", max_epoch_,
+                                                                   " has been seen: refusing a deposed coordinator")));
+    } else if (service.empty()) {
+      refused = refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED,
+                        absl::UnimplementedError(absl::StrCat("tern-agent ", kVersion, " does not know this command")));
+    } else {
+      max_epoch_ = std::max(max_epoch_, cmd.epoch());
+      if (auto it = supervisors_.find(service); it != supervisors_.end() && !it->second->removed()) {
+        sup = it->second.get();
+      }
+    }
+  }
+  if (refused) {
+    reply(*refused);
+    return;
+  }
+  if (sup == nullptr) {
+    if (cmd.action_case() != tern::v1::Command::kApplyService) {
+      reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_FAILED,
+                    absl::NotFoundError(absl::StrCat("service ", service,
+                                                     " is not known on this host; apply its spec first "
+                                                     "(ternctl service apply)"))));
+      return;
+    }
+    auto spec = cmd.apply_service().spec();
+    if (auto st = validate_service_spec(spec); !st.ok()) {
+      reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED, st));
+      return;
+    }
+    tern::v1::ServiceState st;
+    *st.mutable_spec() = spec;
+    st.set_spec_generation(cmd.apply_service().spec_generation());
+    {
+      // A removed supervisor of the same name is replaced; its thread is done.
+      std::unique_ptr<ServiceSupervisor> old;
+      {
+        std::lock_guard lock(mu_);
+        if (auto it = supervisors_.find(service); it != supervisors_.end()) old = std::move(it->second);
+        supervisors_.erase(service);
+      }
+      if (old) old->shutdown();
+    }
+    sup = add_supervisor(st);
+    sup->start();
+    (void)persist();
+  }
+  const uint64_t id = cmd.command_id();
+  sup->submit(
+      cmd,
+      [this, id, service](const std::string& step) {
+        spdlog::info("{}: {}", service, step);
+        tern::v1::AgentEvent e;
+        e.set_service(service);
+        e.set_kind("progress");
+        e.set_message(step);
+        e.set_command_id(id);
+        send_event(e);
+      },
+      [this](const tern::v1::CommandResult& r) {
+        reply(r);
+        (void)persist();
+      });
+}
+
+void Agent::housekeeping_loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(stop_mu_);
+      if (stop_cv_.wait_for(lock, config_.reconcile_interval, [&] { return stopping_; })) return;
+    }
+    auto restored = traffic_->reconcile();
+    if (!restored.ok()) {
+      spdlog::error("port mapping check failed: {}", restored.status().message());
+    } else if (*restored) {
+      spdlog::warn("the agent's port mapping had been changed or removed by someone else; restored it");
+      tern::v1::AgentEvent e;
+      e.set_kind("mapping_restored");
+      e.set_message("the port mapping had been changed by someone else; restored");
+      send_event(e);
+    }
+    // Drop supervisors of removed services (their threads are idle).
+    std::vector<std::unique_ptr<ServiceSupervisor>> gone;
+    {
+      std::lock_guard lock(mu_);
+      for (auto it = supervisors_.begin(); it != supervisors_.end();) {
+        if (it->second->removed()) {
+          gone.push_back(std::move(it->second));
+          it = supervisors_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& g : gone) g->shutdown();
+    if (!gone.empty()) (void)persist();
+  }
 }
 
 }  // namespace tern

@@ -1,32 +1,79 @@
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/status/status.h"
+#include "agent/artifact_stager.h"
 #include "agent/config.h"
 #include "agent/coordinator_link.h"
+#include "agent/health.h"
+#include "agent/port_mapper.h"
+#include "agent/process_launcher.h"
+#include "agent/service_supervisor.h"
+#include "agent/state_store.h"
+#include "agent/traffic.h"
 
 namespace tern {
 
-// The agent process minus flag parsing: identity, the coordinator link and
-// (as they land) the slot supervisors and port mapper.
+// The host's OS behind interfaces; the real ones by default, fakes in tests.
+struct AgentHost {
+  std::unique_ptr<PortMapper> mapper;
+  std::unique_ptr<ProcessLauncher> launcher;
+  std::unique_ptr<Prober> prober;
+  std::unique_ptr<ArtifactFetcher> fetcher;
+};
+
+// The agent process minus flag parsing: identity, the coordinator link, one
+// supervisor per service, the port mapping and the state file.
+//
+// start() restores the recorded state first (adopting running slots and
+// re-applying the mapping) and only then dials the coordinator, so a restart
+// never interrupts the apps. stop() leaves the slots running.
 class Agent {
  public:
   Agent(AgentConfig config, std::string host_id);
+  // For tests: the host's OS pieces supplied by the caller (null = real).
+  Agent(AgentConfig config, std::string host_id, AgentHost host);
   ~Agent();
 
   absl::Status start();
   void stop();
   const CoordinatorLink& link() const { return *link_; }
+  std::vector<tern::v1::ServiceStatus> services() const;
 
  private:
   tern::v1::Hello build_hello() const;
   void handle_command(const tern::v1::Command& cmd);
+  void reply(const tern::v1::CommandResult& result);
+  absl::Status persist();
+  void send_event(const tern::v1::AgentEvent& e);
+  ServiceSupervisor* add_supervisor(tern::v1::ServiceState state);
+  void housekeeping_loop();
 
   AgentConfig config_;
   std::string host_id_;
+  AgentHost host_;
+  std::unique_ptr<TrafficMap> traffic_;
+  std::unique_ptr<ArtifactStager> stager_;
+  std::unique_ptr<StateStore> store_;
   std::unique_ptr<CoordinatorLink> link_;
+
+  mutable std::mutex mu_;  // guards supervisors_, last_command_id_, max_epoch_
+  std::map<std::string, std::unique_ptr<ServiceSupervisor>> supervisors_;
+  uint64_t last_command_id_ = 0;
+  uint64_t max_epoch_ = 0;
+
+  std::mutex persist_mu_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread housekeeping_;
 };
 
 }  // namespace tern

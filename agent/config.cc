@@ -20,6 +20,12 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
   m.get("state_dir", cfg.state_dir);
   m.get("log_level", cfg.log_level);
   m.get("heartbeat_interval", cfg.heartbeat_interval);
+  m.get("reconcile_interval", cfg.reconcile_interval);
+  if (auto pm = m.child("port_mapper")) {
+    pm->get("backend", cfg.port_mapper.backend);
+    pm->get("table", cfg.port_mapper.table);
+    m.absorb(pm->finish());
+  }
   if (auto r = m.child("reconnect")) {
     r->get("initial", cfg.reconnect.initial);
     r->get("max", cfg.reconnect.max);
@@ -51,6 +57,21 @@ absl::Status validate(const AgentConfig& cfg) {
   }
   if (cfg.reconnect.initial <= Millis(0) || cfg.reconnect.max < cfg.reconnect.initial) {
     return absl::InvalidArgumentError("key \"reconnect\": need 0 < initial <= max");
+  }
+  if (cfg.port_mapper.backend != "nftables" && cfg.port_mapper.backend != "iptables") {
+    return absl::InvalidArgumentError(absl::StrCat("key \"port_mapper.backend\": \"", cfg.port_mapper.backend,
+                                                   "\" must be nftables or iptables"));
+  }
+  if (cfg.port_mapper.table.empty() || cfg.port_mapper.table.size() > 16) {
+    return absl::InvalidArgumentError("key \"port_mapper.table\": must be 1-16 characters");
+  }
+  for (char c : cfg.port_mapper.table) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') {
+      return absl::InvalidArgumentError("key \"port_mapper.table\": only letters, digits and '_'");
+    }
+  }
+  if (cfg.reconcile_interval < Millis(100)) {
+    return absl::InvalidArgumentError("key \"reconcile_interval\": must be at least 100ms");
   }
   if (cfg.state_dir.empty()) return absl::InvalidArgumentError("key \"state_dir\": must not be empty");
   return absl::OkStatus();

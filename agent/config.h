@@ -5,6 +5,7 @@
 #include "absl/status/statusor.h"
 #include "core/backoff.h"
 #include "core/clock.h"
+#include "agent/port_mapper.h"
 #include "core/label_selector.h"
 
 namespace tern {
@@ -20,6 +21,10 @@ struct AgentConfig {
   // Until the coordinator says otherwise in its HelloAck.
   Millis heartbeat_interval{5'000};
   BackoffPolicy reconnect;
+  // nftables (default) or iptables, and the table / chain prefix the agent owns.
+  PortMapperOptions port_mapper;
+  // How often the agent checks that its rules are still in force.
+  Millis reconcile_interval{5'000};
 };
 
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path);

@@ -1,0 +1,248 @@
+#include "agent/artifact_stager.h"
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "core/sha256.h"
+#include "agent/exec.h"
+#include "tern/v1/agent.grpc.pb.h"
+
+namespace tern {
+namespace fs = std::filesystem;
+
+bool is_valid_version(const std::string& v) {
+  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
+  for (char c : v) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
+  }
+  return true;
+}
+
+namespace {
+
+class GrpcArtifactFetcher final : public ArtifactFetcher {
+ public:
+  explicit GrpcArtifactFetcher(const std::string& target)
+      : stub_(tern::v1::AgentService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
+
+  absl::Status fetch(const std::string& sha256, const Sink& sink) override {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
+    tern::v1::FetchArtifactRequest req;
+    req.set_sha256(sha256);
+    auto reader = stub_->FetchArtifact(&ctx, req);
+    tern::v1::ArtifactChunk chunk;
+    uint64_t got = 0, total = 0;
+    absl::Status sink_status;
+    while (reader->Read(&chunk)) {
+      if (chunk.total_size()) total = chunk.total_size();
+      if (chunk.offset() != got) {
+        ctx.TryCancel();
+        sink_status = absl::DataLossError(absl::StrCat("artifact stream out of order at byte ", got));
+        break;
+      }
+      sink_status = sink(chunk.data().data(), chunk.data().size());
+      if (!sink_status.ok()) {
+        ctx.TryCancel();
+        break;
+      }
+      got += chunk.data().size();
+    }
+    grpc::Status st = reader->Finish();
+    if (!sink_status.ok()) return sink_status;
+    if (!st.ok()) {
+      return absl::UnavailableError(absl::StrCat("fetching artifact ", sha256.substr(0, 12), " from the coordinator: ",
+                                                 st.error_message(), " (after ", got, " bytes)"));
+    }
+    if (total != 0 && got != total) {
+      return absl::DataLossError(absl::StrCat("artifact ", sha256.substr(0, 12), " truncated: got ", got, " of ",
+                                              total, " bytes"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<tern::v1::AgentService::Stub> stub_;
+};
+
+class FileSink {
+ public:
+  explicit FileSink(const std::string& path)
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)), path_(path) {}
+  ~FileSink() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  absl::Status open_status() const {
+    if (fd_ >= 0) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("cannot create ", path_, ": ", std::strerror(errno)));
+  }
+  absl::Status write(const char* data, std::size_t len) {
+    while (len > 0) {
+      ssize_t n = ::write(fd_, data, len);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return absl::ResourceExhaustedError(absl::StrCat("writing ", path_, ": ", std::strerror(errno)));
+      data += n;
+      len -= static_cast<std::size_t>(n);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status finish() {
+    if (::fsync(fd_) != 0) return absl::InternalError(absl::StrCat("fsync ", path_, ": ", std::strerror(errno)));
+    ::close(fd_);
+    fd_ = -1;
+    return absl::OkStatus();
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+bool looks_gzip(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  unsigned char magic[2] = {0, 0};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+}
+
+}  // namespace
+
+std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target) {
+  return std::make_unique<GrpcArtifactFetcher>(target);
+}
+
+ArtifactStager::ArtifactStager(std::string root, ArtifactFetcher* fetcher) : root_(std::move(root)), fetcher_(fetcher) {}
+
+std::string ArtifactStager::release_dir(const std::string& service, const std::string& version) const {
+  return absl::StrCat(root_, "/", service, "/releases/", version);
+}
+
+absl::Status ArtifactStager::download(const tern::v1::ReleaseRef& release, const std::string& file,
+                                      const Progress& progress) {
+  if (!release.url().empty()) {
+    const std::string& url = release.url();
+    if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("release url \"", url, "\" must be http:// or https://"));
+    }
+    progress(absl::StrCat("downloading ", url));
+    auto out = run_command({"curl", "--fail", "--silent", "--show-error", "--location", "--proto", "=http,https",
+                            "--max-time", "1800", "--output", file, url},
+                           "", Millis(1'900'000));
+    if (!out.ok()) return out.status();
+    if (out->exit_code != 0) {
+      std::string why = out->err;
+      while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+      return absl::UnavailableError(absl::StrCat("downloading ", url, " failed: ", why.empty() ? "curl error" : why));
+    }
+    return absl::OkStatus();
+  }
+  if (fetcher_ == nullptr) return absl::FailedPreconditionError("no artifact source configured");
+  progress(absl::StrCat("fetching artifact ", release.sha256().substr(0, 12), " from the coordinator"));
+  FileSink sink(file);
+  if (auto st = sink.open_status(); !st.ok()) return st;
+  auto st = fetcher_->fetch(release.sha256(), [&](const char* d, std::size_t n) { return sink.write(d, n); });
+  if (!st.ok()) return st;
+  return sink.finish();
+}
+
+absl::StatusOr<std::string> ArtifactStager::stage(const std::string& service, const tern::v1::ReleaseRef& release,
+                                                  const Progress& progress) {
+  if (!is_valid_version(release.version())) {
+    return absl::InvalidArgumentError(absl::StrCat("version \"", release.version(),
+                                                   "\" must be 1-64 of letters, digits, '.', '_', '+', '-'"));
+  }
+  if (!is_sha256_hex(release.sha256())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("release ", release.version(), ": sha256 \"", release.sha256(), "\" is not 64 lower-case hex digits"));
+  }
+  const std::string final_dir = release_dir(service, release.version());
+  const std::string marker = final_dir + "/.tern-sha256";
+  std::error_code ec;
+  if (fs::exists(final_dir, ec)) {
+    std::ifstream in(marker);
+    std::string have;
+    std::getline(in, have);
+    if (have == release.sha256()) {
+      progress(absl::StrCat("release ", release.version(), " already staged"));
+      return final_dir;
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "release ", release.version(), " of ", service, " is already staged with sha256 ", have.substr(0, 12),
+        ", not ", release.sha256().substr(0, 12), "; versions are immutable, push the new build as a new version"));
+  }
+  const std::string parent = absl::StrCat(root_, "/", service, "/releases");
+  fs::create_directories(parent, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", parent, ": ", ec.message()));
+  std::random_device rd;
+  const std::string tmp = absl::StrCat(parent, "/.staging-", release.version(), "-", rd() % 1000000);
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp + "/content", ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", tmp, ": ", ec.message()));
+  auto cleanup = [&] {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+  };
+  const std::string blob = tmp + "/artifact";
+  if (auto st = download(release, blob, progress); !st.ok()) {
+    cleanup();
+    return st;
+  }
+  auto digest = sha256_file(blob);
+  if (!digest.ok()) {
+    cleanup();
+    return digest.status();
+  }
+  if (*digest != release.sha256()) {
+    cleanup();
+    return absl::DataLossError(absl::StrCat("artifact for ", service, " ", release.version(),
+                                            " failed its checksum: expected sha256 ", release.sha256(), ", got ",
+                                            *digest, "; nothing was installed (re-push the artifact or fix the sha256)"));
+  }
+  progress(absl::StrCat("verified sha256 ", digest->substr(0, 12)));
+  const bool bundle = release.kind() == "tar.gz" || (release.kind().empty() && looks_gzip(blob));
+  const std::string content = tmp + "/content";
+  if (bundle) {
+    auto out = run_command({"tar", "-xzf", blob, "-C", content, "--no-same-owner", "--no-same-permissions",
+                            "--delay-directory-restore"},
+                           "", Millis(600'000));
+    if (!out.ok() || out->exit_code != 0) {
+      cleanup();
+      return absl::InvalidArgumentError(absl::StrCat("cannot unpack the ", release.version(), " bundle: ",
+                                                     out.ok() ? out->err : std::string(out.status().message())));
+    }
+  } else {
+    std::string name = release.name().empty() ? service : release.name();
+    if (name.find('/') != std::string::npos || name == "." || name == "..") {
+      cleanup();
+      return absl::InvalidArgumentError(absl::StrCat("executable name \"", name, "\" must be a plain file name"));
+    }
+    fs::rename(blob, content + "/" + name, ec);
+    if (!ec) ::chmod((content + "/" + name).c_str(), 0755);
+    if (ec) {
+      cleanup();
+      return absl::InternalError(absl::StrCat("cannot install executable: ", ec.message()));
+    }
+  }
+  {
+    std::ofstream m(content + "/.tern-sha256");
+    m << release.sha256() << "\n";
+  }
+  ::chmod(content.c_str(), 0755);
+  fs::rename(content, final_dir, ec);
+  cleanup();
+  if (ec) return absl::InternalError(absl::StrCat("cannot move the release into ", final_dir, ": ", ec.message()));
+  progress(absl::StrCat("staged ", release.version(), " in ", final_dir));
+  return final_dir;
+}
+
+}  // namespace tern

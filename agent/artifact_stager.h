@@ -1,0 +1,54 @@
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "tern/v1/common.pb.h"
+
+namespace tern {
+
+// Where artifact bytes come from when a release names no URL: the
+// coordinator's content-addressed store. Thread-safe.
+class ArtifactFetcher {
+ public:
+  using Sink = std::function<absl::Status(const char* data, std::size_t len)>;
+  virtual ~ArtifactFetcher() = default;
+  // Streams the blob into `sink`; an error when the transfer breaks off, the
+  // blob is unknown or the sink refuses.
+  virtual absl::Status fetch(const std::string& sha256, const Sink& sink) = 0;
+};
+
+// FetchArtifact over gRPC to the coordinator at `target` (host:port).
+std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target);
+
+// Puts releases on disk: <root>/<service>/releases/<version>/.
+//
+// A release is downloaded into a temp dir beside its final place, its sha256
+// checked, unpacked (tar.gz) or installed as one executable, then renamed into
+// place, so a release dir that exists is always complete and verified. A
+// version once staged is immutable: staging it again with another sha256 is
+// refused. Thread-safe for different services.
+class ArtifactStager {
+ public:
+  using Progress = std::function<void(const std::string&)>;
+  ArtifactStager(std::string root, ArtifactFetcher* fetcher);
+
+  absl::StatusOr<std::string> stage(const std::string& service, const tern::v1::ReleaseRef& release,
+                                    const Progress& progress);
+  std::string release_dir(const std::string& service, const std::string& version) const;
+
+ private:
+  absl::Status download(const tern::v1::ReleaseRef& release, const std::string& file, const Progress& progress);
+
+  std::string root_;
+  ArtifactFetcher* fetcher_;
+};
+
+// Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
+bool is_valid_version(const std::string& version);
+
+}  // namespace tern

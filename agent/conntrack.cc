@@ -1,0 +1,77 @@
+#include "agent/conntrack.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "agent/exec.h"
+#include "core/status_fmt.h"
+
+namespace tern {
+namespace {
+
+using Split = std::vector<std::pair<uint16_t, uint32_t>>;  // (port, weight > 0), by port
+
+std::map<uint16_t, Split> udp_splits(const DesiredMapping& mapping) {
+  std::map<uint16_t, Split> out;
+  for (const auto& route : mapping.routes) {
+    if (route.protocol != "udp") continue;
+    Split split;
+    for (const auto& b : route.backends) {
+      if (b.weight > 0) split.emplace_back(b.port, b.weight);
+    }
+    std::sort(split.begin(), split.end());
+    if (!split.empty()) out[route.public_port] = std::move(split);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<uint16_t> udp_ports_to_reset(const DesiredMapping& before, const DesiredMapping& after) {
+  auto old_splits = udp_splits(before);
+  auto new_splits = udp_splits(after);
+  std::vector<uint16_t> ports;
+  for (const auto& [port, split] : new_splits) {
+    auto it = old_splits.find(port);
+    if (it == old_splits.end() || it->second != split) ports.push_back(port);
+  }
+  for (const auto& [port, split] : old_splits) {
+    if (!new_splits.contains(port)) ports.push_back(port);
+  }
+  std::sort(ports.begin(), ports.end());
+  return ports;
+}
+
+void delete_udp_flows(const std::string& conntrack_bin, const std::vector<uint16_t>& ports) {
+  if (ports.empty()) return;
+  if (conntrack_bin.empty()) {
+    spdlog::warn(
+        "conntrack is not installed: existing UDP flows to {} port(s) stay on their old backend until their "
+        "conntrack entries time out; install the conntrack package to move them at once",
+        ports.size());
+    return;
+  }
+  for (uint16_t port : ports) {
+    std::vector<std::string> argv{conntrack_bin, "-D", "-p", "udp", "--orig-port-dst", std::to_string(port)};
+    auto result = run_command(argv, {}, Millis(10'000));
+    if (!result.ok()) {
+      spdlog::warn("cannot delete the conntrack entries of UDP port {}: {}; its flows stay on the old backend "
+                   "until they time out",
+                   port, result.status().message());
+      continue;
+    }
+    // conntrack exits 1 when there was nothing to delete.
+    bool nothing_to_delete = result->exit_code == 1 && absl::StrContains(result->err, "0 flow entries");
+    if (!result->success() && !nothing_to_delete) {
+      spdlog::warn("cannot delete the conntrack entries of UDP port {}: {}; its flows stay on the old backend "
+                   "until they time out",
+                   port, describe_failure(argv, *result));
+    }
+  }
+}
+
+}  // namespace tern

@@ -1,0 +1,323 @@
+#include "agent/iptables_mapper.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "agent/conntrack.h"
+#include "agent/exec.h"
+#include "core/status_fmt.h"
+
+namespace tern {
+namespace {
+
+constexpr Millis kIptablesTimeout{30'000};
+// iptables chain names are at most 28 characters (XT_EXTENSION_MAXNAMELEN - 1).
+constexpr size_t kMaxChainName = 28;
+constexpr char kJumpComment[] = "tern-agent";
+
+bool valid_table_name(const std::string& name) {
+  if (name.empty() || name.size() > 16) return false;
+  auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!letter(name[0])) return false;
+  for (char c : name) {
+    if (!letter(c) && !(c >= '0' && c <= '9') && c != '_') return false;
+  }
+  return true;
+}
+
+uint32_t fnv1a(const std::string& s) {
+  uint32_t h = 2166136261u;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return h;
+}
+
+// Splits an `iptables -S` line into words. A "quoted string" is one word;
+// inside it a backslash escapes the next character (iptables prints comments
+// that way).
+std::vector<std::string> words(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool in_word = false, quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    char c = line[i];
+    if (quoted) {
+      if (c == '\\' && i + 1 < line.size()) {
+        cur += line[++i];
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        cur += c;
+      }
+    } else if (c == '"') {
+      quoted = in_word = true;
+    } else if (c == ' ' || c == '\t') {
+      if (in_word) out.push_back(std::move(cur));
+      cur.clear();
+      in_word = false;
+    } else {
+      cur += c;
+      in_word = true;
+    }
+  }
+  if (in_word) out.push_back(std::move(cur));
+  return out;
+}
+
+// "-A CHAIN rest" -> "rest".
+std::string rule_spec(const std::string& line, const std::string& chain) {
+  return line.substr(std::min(line.size(), 3 + chain.size() + 1));
+}
+
+// The probability as iptables prints it back: the kernel keeps it as a 31-bit
+// fraction (libxt_statistic: lround(0x80000000 * p)), printed with %.11f, so
+// 0.3 reads back as 0.29999999981. Writing that form keeps what we write and
+// what we read back identical.
+std::string probability(uint32_t percent) {
+  constexpr double kScale = 2147483648.0;
+  double fixed = static_cast<double>(std::lround(kScale * percent / 100.0));
+  return absl::StrFormat("%.11f", fixed / kScale);
+}
+
+class IptablesMapper final : public PortMapper {
+ public:
+  IptablesMapper(std::string prefix, std::string iptables_bin, std::string restore_bin, std::string conntrack_bin)
+      : prefix_(std::move(prefix)),
+        iptables_bin_(std::move(iptables_bin)),
+        restore_bin_(std::move(restore_bin)),
+        conntrack_bin_(std::move(conntrack_bin)) {}
+
+  absl::Status apply(const DesiredMapping& desired) override {
+    if (auto st = validate(desired); !st.ok()) return st;
+    auto changed = sync(expected_iptables_nat(prefix_, desired));
+    if (!changed.ok()) return changed.status();
+    DesiredMapping before = in_force_ ? std::move(current_) : DesiredMapping{};
+    current_ = desired;
+    in_force_ = true;
+    delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, current_));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<bool> reconcile() override {
+    if (!in_force_) return false;
+    auto changed = sync(expected_iptables_nat(prefix_, current_));
+    if (!changed.ok()) return changed.status();
+    if (*changed) {
+      spdlog::info("iptables: the nat rules of tern-agent (chains {}-*) were changed by someone else; restored them",
+                   prefix_);
+    }
+    return *changed;
+  }
+
+  absl::Status remove_all() override {
+    auto changed = sync(IptablesNatState{});
+    if (!changed.ok()) return changed.status();
+    DesiredMapping before = std::move(current_);
+    current_ = {};
+    in_force_ = false;
+    delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, current_));
+    return absl::OkStatus();
+  }
+
+  const DesiredMapping& current() const override { return current_; }
+  std::string name() const override { return "iptables"; }
+
+ private:
+  absl::StatusOr<IptablesNatState> read_state() {
+    std::vector<std::string> argv{iptables_bin_, "-w", "-t", "nat", "-S"};
+    auto result = run_command(argv, {}, kIptablesTimeout);
+    if (!result.ok()) {
+      return absl::Status(result.status().code(),
+                          absl::StrCat("iptables: cannot list the nat table: ", result.status().message()));
+    }
+    if (!result->success()) {
+      return absl::UnavailableError(
+          absl::StrCat("iptables: cannot list the nat table: ", describe_failure(argv, *result)));
+    }
+    return parse_iptables_nat(prefix_, result->out);
+  }
+
+  // Makes our part of the nat table equal `wanted`; returns whether it had
+  // to change anything.
+  absl::StatusOr<bool> sync(const IptablesNatState& wanted) {
+    auto actual = read_state();
+    if (!actual.ok()) return actual.status();
+    if (*actual == wanted) return false;
+    std::vector<std::string> argv{restore_bin_, "--noflush", "-w"};
+    auto result = run_command(argv, iptables_restore_script(*actual, wanted), kIptablesTimeout);
+    if (!result.ok()) {
+      return absl::Status(result.status().code(),
+                          absl::StrCat("iptables: updating the nat rules failed: ", result.status().message()));
+    }
+    if (!result->success()) {
+      return absl::InternalError(absl::StrCat("iptables: updating the nat rules failed (nothing was changed): ",
+                                              describe_failure(argv, *result)));
+    }
+    return true;
+  }
+
+  const std::string prefix_;
+  const std::string iptables_bin_;
+  const std::string restore_bin_;
+  const std::string conntrack_bin_;  // empty: not installed
+
+  DesiredMapping current_;
+  // Whether the rules for current_ are believed to be in force.
+  bool in_force_ = false;
+};
+
+}  // namespace
+
+std::string iptables_chain_prefix(const std::string& table) { return absl::AsciiStrToUpper(table); }
+
+std::string iptables_route_chain(const std::string& prefix, const PortRoute& route) {
+  std::string full = absl::StrCat(prefix, "-", route.service, "-", route.protocol, "-", route.public_port);
+  if (full.size() <= kMaxChainName) return full;
+  std::string hash = absl::StrFormat("%08x", fnv1a(absl::StrCat(route.service, "/", route.protocol, "/",
+                                                                 route.public_port)));
+  size_t budget = kMaxChainName - prefix.size() - 1 - 1 - hash.size();
+  return absl::StrCat(prefix, "-", route.service.substr(0, budget), "-", hash);
+}
+
+IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string& listing) {
+  const std::string ours = prefix + "-";
+  IptablesNatState state;
+  for (absl::string_view raw : absl::StrSplit(listing, '\n', absl::SkipWhitespace())) {
+    std::string line(absl::StripTrailingAsciiWhitespace(raw));
+    auto w = words(line);
+    if (w.size() < 2) continue;
+    const std::string& chain = w[1];
+    bool our_chain = absl::StartsWith(chain, ours);
+    if (w[0] == "-N" && our_chain) {
+      state.chains[chain];
+    } else if (w[0] == "-A") {
+      if (our_chain) {
+        state.chains[chain].push_back(line);
+        continue;
+      }
+      for (size_t i = 2; i + 1 < w.size(); ++i) {
+        if ((w[i] == "-j" || w[i] == "-g") && absl::StartsWith(w[i + 1], ours)) {
+          state.jumps.push_back(line);
+          break;
+        }
+      }
+    }
+  }
+  std::sort(state.jumps.begin(), state.jumps.end());
+  return state;
+}
+
+IptablesNatState expected_iptables_nat(const std::string& prefix, const DesiredMapping& mapping) {
+  IptablesNatState state;
+  const std::string pre = prefix + "-PREROUTING";
+  const std::string out = prefix + "-OUTPUT";
+  auto& pre_rules = state.chains[pre];
+  auto& out_rules = state.chains[out];
+  for (const auto& route : mapping.routes) {
+    if (route.backends.empty()) continue;
+    const std::string chain = iptables_route_chain(prefix, route);
+    const std::string& p = route.protocol;
+    std::string match = absl::StrCat("-p ", p, " -m ", p, " --dport ", route.public_port,
+                                     " -m addrtype --dst-type LOCAL -j ", chain);
+    pre_rules.push_back(absl::StrCat("-A ", pre, " ", match));
+    out_rules.push_back(absl::StrCat("-A ", out, " ", match));
+
+    std::vector<PortRoute::Backend> live;
+    for (const auto& b : route.backends) {
+      if (b.weight > 0) live.push_back(b);
+    }
+    auto& rules = state.chains[chain];
+    if (live.size() == 2) {
+      rules.push_back(absl::StrCat("-A ", chain, " -p ", p, " -m statistic --mode random --probability ",
+                                   probability(live[1].weight), " -j REDIRECT --to-ports ", live[1].port));
+    }
+    rules.push_back(absl::StrCat("-A ", chain, " -p ", p, " -j REDIRECT --to-ports ", live[0].port));
+  }
+  for (const char* builtin : {"PREROUTING", "OUTPUT"}) {
+    state.jumps.push_back(absl::StrCat("-A ", builtin, " -m comment --comment ", kJumpComment, " -j ", prefix, "-",
+                                       builtin));
+  }
+  std::sort(state.jumps.begin(), state.jumps.end());
+  return state;
+}
+
+std::string iptables_restore_script(const IptablesNatState& actual, const IptablesNatState& wanted) {
+  std::string out = "*nat\n";
+  // Declaring a chain under --noflush creates it or flushes it.
+  for (const auto& [chain, rules] : wanted.chains) absl::StrAppend(&out, ":", chain, " - [0:0]\n");
+  std::vector<std::string> stale;
+  for (const auto& [chain, rules] : actual.chains) {
+    if (!wanted.chains.contains(chain)) {
+      stale.push_back(chain);
+      absl::StrAppend(&out, ":", chain, " - [0:0]\n");
+    }
+  }
+  for (const auto& [chain, rules] : wanted.chains) {
+    for (const auto& rule : rules) absl::StrAppend(&out, rule, "\n");
+  }
+  // Jump rules: delete surplus ones (before the chains they point to go),
+  // insert missing ones at the top.
+  std::map<std::string, int> have, want;
+  for (const auto& j : actual.jumps) ++have[j];
+  for (const auto& j : wanted.jumps) ++want[j];
+  for (const auto& [line, n] : have) {
+    auto w = words(line);
+    for (int i = want.contains(line) ? want[line] : 0; i < n; ++i) {
+      absl::StrAppend(&out, "-D ", w[1], " ", rule_spec(line, w[1]), "\n");
+    }
+  }
+  for (const auto& [line, n] : want) {
+    auto w = words(line);
+    for (int i = have.contains(line) ? have[line] : 0; i < n; ++i) {
+      absl::StrAppend(&out, "-I ", w[1], " 1 ", rule_spec(line, w[1]), "\n");
+    }
+  }
+  for (const auto& chain : stale) absl::StrAppend(&out, "-X ", chain, "\n");
+  absl::StrAppend(&out, "COMMIT\n");
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<PortMapper>> make_iptables_mapper(const PortMapperOptions& options) {
+  if (!valid_table_name(options.table)) {
+    return absl::InvalidArgumentError(absl::StrCat("port mapper table name \"", options.table,
+                                                   "\" is invalid: use 1-16 letters, digits and '_', "
+                                                   "starting with a letter (it becomes the iptables chain prefix)"));
+  }
+  auto find = [](const std::string& name) -> absl::StatusOr<std::string> {
+    auto path = find_executable(name);
+    if (!path) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "iptables port mapper: cannot find the program \"", name,
+          "\" (searched PATH, /usr/local/sbin, /usr/sbin, /sbin); install the iptables package"));
+    }
+    return *path;
+  };
+  auto iptables = find(options.iptables_bin);
+  if (!iptables.ok()) return iptables.status();
+  auto restore = find(options.iptables_restore_bin);
+  if (!restore.ok()) return restore.status();
+  std::string conntrack = find_executable(options.conntrack_bin).value_or("");
+
+  std::vector<std::string> argv{*iptables, "-w", "-t", "nat", "-S"};
+  auto probe = run_command(argv, {}, kIptablesTimeout);
+  if (!probe.ok() || !probe->success()) {
+    std::string why = probe.ok() ? describe_failure(argv, *probe) : std::string(probe.status().message());
+    return absl::FailedPreconditionError(
+        absl::StrCat("iptables port mapper: the nat table is not usable on this host: ", why));
+  }
+  return std::unique_ptr<PortMapper>(
+      new IptablesMapper(iptables_chain_prefix(options.table), *iptables, *restore, std::move(conntrack)));
+}
+
+}  // namespace tern

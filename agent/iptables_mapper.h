@@ -1,0 +1,65 @@
+#pragma once
+
+// The iptables PortMapper, for hosts without nft. IPv4 only (ip6tables is not
+// driven). In the nat table it owns every chain whose name starts with
+// "<PREFIX>-" (PREFIX: the table option upper-cased, e.g. TERN):
+//   <PREFIX>-PREROUTING, <PREFIX>-OUTPUT  one rule per mapped route:
+//       -p tcp -m tcp --dport 8080 -m addrtype --dst-type LOCAL -j <route chain>
+//   <PREFIX>-<service>-<protocol>-<port>  (the route chain) the split:
+//       -p tcp -m statistic --mode random --probability P -j REDIRECT --to-ports <second>
+//       -p tcp -j REDIRECT --to-ports <first>
+// plus one jump rule each in the built-in PREROUTING and OUTPUT chains
+// (comment "tern-agent"), and it deletes any other rule that jumps into its
+// chains.
+//
+// Every apply()/reconcile() reads our part of the nat table back
+// (`iptables -w -t nat -S`) and, only if it differs from what the mapping
+// needs, rewrites it with one `iptables-restore --noflush -w` run: one atomic
+// commit that declares (so flushes) and refills our chains, deletes the chains
+// of removed routes, and inserts missing or deletes duplicate jump rules.
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/port_mapper.h"
+
+namespace tern {
+
+// Errors: FAILED_PRECONDITION when iptables or iptables-restore is missing or
+// `iptables -t nat -S` does not work on this host; INVALID_ARGUMENT for a bad
+// table name.
+absl::StatusOr<std::unique_ptr<PortMapper>> make_iptables_mapper(const PortMapperOptions& options);
+
+// --- The pure parts, exposed for tests. ---
+
+// "tern" -> "TERN".
+std::string iptables_chain_prefix(const std::string& table);
+
+// "<PREFIX>-<service>-<protocol>-<port>", or, when that is longer than the 28
+// characters iptables allows, "<PREFIX>-<start of service>-<8 hex digits of a
+// hash of service/protocol/port>".
+std::string iptables_route_chain(const std::string& prefix, const PortRoute& route);
+
+// Our part of the nat table, in the canonical form `iptables -S` prints.
+struct IptablesNatState {
+  // Each of our chains with its rules ("-A <chain> ..."), in order.
+  std::map<std::string, std::vector<std::string>> chains;
+  // Rules in other chains that jump to one of ours ("-A PREROUTING ..."), sorted.
+  std::vector<std::string> jumps;
+
+  friend bool operator==(const IptablesNatState&, const IptablesNatState&) = default;
+};
+
+// Picks our part out of `iptables -t nat -S` output.
+IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string& listing);
+
+// What `mapping` needs.
+IptablesNatState expected_iptables_nat(const std::string& prefix, const DesiredMapping& mapping);
+
+// The iptables-restore input (for --noflush) that turns `actual` into `wanted`.
+std::string iptables_restore_script(const IptablesNatState& actual, const IptablesNatState& wanted);
+
+}  // namespace tern

@@ -1,0 +1,43 @@
+#pragma once
+
+// The nftables PortMapper: one table (family inet, so IPv4 and IPv6) that
+// holds, per mapped route, a map from `numgen random mod 100` to a backend
+// port and a redirect rule in a prerouting and an output nat chain.
+//
+// apply() writes the whole table with one `nft -f -` run when routes appear or
+// disappear, and otherwise (a swap or re-weighting: the hot path) rewrites only
+// the changed maps in one netlink transaction, without forking. reconcile()
+// compares the kernel's ruleset generation with the one recorded after our
+// last change, and rewrites the table when anything changed since.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/port_mapper.h"
+
+namespace tern {
+
+// Errors: FAILED_PRECONDITION when the nft binary is missing or the kernel has
+// no nf_tables; INVALID_ARGUMENT for a bad table name.
+absl::StatusOr<std::unique_ptr<PortMapper>> make_nft_mapper(const PortMapperOptions& options);
+
+// --- The pure parts, exposed for tests. ---
+
+// The backend port for each numgen key 0..99 of a route with backends: the
+// backends in order take consecutive runs of keys as long as their weights
+// (weights 30, 70 on A, B: keys 0..29 -> A, 30..99 -> B).
+std::array<uint16_t, 100> weight_slots(const PortRoute& route);
+
+// The map of a route: "<protocol>_<public port>_<service>", e.g. tcp_8080_web
+// (the protocol first, since nft names cannot start with a digit and a service
+// name can).
+std::string nft_map_name(const PortRoute& route);
+
+// The `nft -f` script that replaces table `table` (family inet) with the one
+// for `mapping` in one transaction.
+std::string nft_ruleset(const std::string& table, const DesiredMapping& mapping);
+
+}  // namespace tern

@@ -1,0 +1,74 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace tern {
+
+// One public port of one service and where its new connections go.
+struct PortRoute {
+  std::string service;     // service name: [a-z0-9][a-z0-9-]{0,31}
+  std::string protocol;    // "tcp" or "udp"
+  uint16_t public_port = 0;
+  // Up to two backends (the slots). Weights are 0-100 and sum to 100; a
+  // backend with weight 0 may be listed or left out. An empty list means the
+  // public port is not mapped at all (connections reach whatever listens on it).
+  struct Backend {
+    uint16_t port = 0;
+    uint32_t weight = 0;
+    friend bool operator==(const Backend&, const Backend&) = default;
+  };
+  std::vector<Backend> backends;
+
+  friend bool operator==(const PortRoute&, const PortRoute&) = default;
+};
+
+// The whole mapping the agent wants in force on this host.
+struct DesiredMapping {
+  std::vector<PortRoute> routes;
+  friend bool operator==(const DesiredMapping&, const DesiredMapping&) = default;
+};
+
+absl::Status validate(const DesiredMapping& mapping);
+
+// Owns the host's port mapping: new connections to a public port (from remote
+// clients through prerouting and from local ones through output) are
+// redirected to a slot's port. Implementations touch only rules they created.
+//
+// apply() is declarative and idempotent: it works out the change from what it
+// applied last and makes it in one atomic kernel transaction; calling it twice
+// with the same mapping changes nothing. reconcile() re-creates the agent's
+// rules if someone else removed or altered them and is cheap when nothing
+// changed. Not thread-safe: the owner serialises calls.
+class PortMapper {
+ public:
+  virtual ~PortMapper() = default;
+  virtual absl::Status apply(const DesiredMapping& desired) = 0;
+  // Returns true when it had to restore the agent's rules.
+  virtual absl::StatusOr<bool> reconcile() = 0;
+  // Removes everything the agent created (the table or chains and the jump rules).
+  virtual absl::Status remove_all() = 0;
+  // The mapping last applied successfully.
+  virtual const DesiredMapping& current() const = 0;
+  virtual std::string name() const = 0;
+};
+
+struct PortMapperOptions {
+  std::string backend = "nftables";  // "nftables" or "iptables"
+  // nftables: the table name (family inet). iptables: the chain-name prefix.
+  std::string table = "tern";
+  // Where the nft / iptables-restore / iptables / conntrack binaries are looked up.
+  std::string nft_bin = "nft";
+  std::string iptables_restore_bin = "iptables-restore";
+  std::string iptables_bin = "iptables";
+  std::string conntrack_bin = "conntrack";
+};
+
+absl::StatusOr<std::unique_ptr<PortMapper>> make_port_mapper(const PortMapperOptions& options);
+
+}  // namespace tern

@@ -1,0 +1,202 @@
+#include "agent/process_launcher.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/process.hpp>
+#include <boost/process/extend.hpp>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace tern {
+namespace bp = boost::process;
+
+std::optional<uint64_t> process_start_time(int64_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  // comm may hold spaces and parentheses: fields resume after the last ')'.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  // Field 3 is the state; field 22 the start time.
+  rest >> field;
+  if (field == "Z" || field == "X") return std::nullopt;
+  for (int i = 4; i <= 22; ++i) {
+    if (!(rest >> field)) return std::nullopt;
+  }
+  try {
+    return std::stoull(field);
+  } catch (...) {
+    return std::nullopt;
+  }
+}
+
+namespace {
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return absl::StrCat("exited with status ", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return absl::StrCat("killed by signal ", WTERMSIG(status), " (", strsignal(WTERMSIG(status)), ")");
+  return "ended";
+}
+
+struct Credentials {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;
+  std::string home;
+};
+
+absl::StatusOr<Credentials> resolve_user(const std::string& user) {
+  std::vector<char> buf(16384);
+  struct passwd pw;
+  struct passwd* res = nullptr;
+  if (getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &res) != 0 || res == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("run-as user \"", user, "\" does not exist on this host; create it or change the spec's user"));
+  }
+  Credentials c;
+  c.uid = pw.pw_uid;
+  c.gid = pw.pw_gid;
+  c.home = pw.pw_dir ? pw.pw_dir : "/";
+  int n = 64;
+  c.groups.resize(static_cast<std::size_t>(n));
+  if (getgrouplist(user.c_str(), c.gid, c.groups.data(), &n) < 0) {
+    c.groups.resize(static_cast<std::size_t>(n));
+    getgrouplist(user.c_str(), c.gid, c.groups.data(), &n);
+  }
+  c.groups.resize(static_cast<std::size_t>(n));
+  return c;
+}
+
+class SystemProcessLauncher final : public ProcessLauncher {
+ public:
+  absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
+    if (spec.argv.empty() || spec.argv[0].empty()) return absl::InvalidArgumentError("empty argv");
+    std::optional<Credentials> creds;
+    if (!spec.user.empty()) {
+      auto c = resolve_user(spec.user);
+      if (!c.ok()) return c.status();
+      creds = *c;
+    }
+    boost::filesystem::path exe = spec.argv[0];
+    if (spec.argv[0].find('/') == std::string::npos) {
+      exe = bp::search_path(spec.argv[0]);
+      if (exe.empty()) {
+        return absl::NotFoundError(absl::StrCat("cannot start ", spec.argv[0], ": not found in PATH"));
+      }
+    } else if (::access(spec.argv[0].c_str(), X_OK) != 0) {
+      return absl::NotFoundError(absl::StrCat("cannot start ", spec.argv[0], ": ", std::strerror(errno)));
+    }
+    int log_fd = -1;
+    if (!spec.log_path.empty()) {
+      log_fd = ::open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+      if (log_fd < 0) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cannot open slot log ", spec.log_path, ": ", std::strerror(errno)));
+      }
+      if (creds) (void)::fchown(log_fd, creds->uid, creds->gid);
+    }
+    bp::environment env;
+    for (const auto& [k, v] : spec.env) env[k] = v;
+    std::vector<std::string> args(spec.argv.begin() + 1, spec.argv.end());
+    const std::string dir = spec.working_dir.empty() ? "/" : spec.working_dir;
+
+    // Runs in the forked child before exec: only async-signal-safe calls.
+    auto setup = [log_fd, &creds](auto& /*executor*/) {
+      ::setsid();
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);  // the agent blocks its stop signals
+      ::signal(SIGPIPE, SIG_DFL);
+      if (log_fd >= 0) {
+        ::dup2(log_fd, STDOUT_FILENO);
+        ::dup2(log_fd, STDERR_FILENO);
+      }
+      if (creds) {
+        if (::setgroups(creds->groups.size(), creds->groups.data()) != 0 || ::setgid(creds->gid) != 0 ||
+            ::setuid(creds->uid) != 0) {
+          ::_exit(126);
+        }
+      }
+    };
+    std::error_code ec;
+    int64_t pid = 0;
+    try {
+      bp::child child(bp::exe = exe, bp::args = args, bp::env = env, bp::start_dir = dir, bp::std_in < bp::null,
+                      bp::extend::on_exec_setup = setup, ec);
+      if (!ec) {
+        pid = child.id();
+        child.detach();  // reaped by poll(); the child object must not kill it
+      }
+    } catch (const std::exception& e) {
+      ec = std::make_error_code(std::errc::io_error);
+      if (log_fd >= 0) ::close(log_fd);
+      return absl::InternalError(absl::StrCat("cannot start ", spec.argv[0], ": ", e.what()));
+    }
+    if (log_fd >= 0) ::close(log_fd);
+    if (ec) return absl::InternalError(absl::StrCat("cannot start ", spec.argv[0], ": ", ec.message()));
+    ProcessHandle h{pid, process_start_time(pid).value_or(0)};
+    {
+      std::lock_guard lock(mu_);
+      children_.insert(pid);
+    }
+    return h;
+  }
+
+  std::optional<ExitInfo> poll(const ProcessHandle& h) override {
+    if (h.pid <= 0) return ExitInfo{"never started", false};
+    bool ours;
+    {
+      std::lock_guard lock(mu_);
+      ours = children_.count(h.pid) > 0;
+    }
+    if (ours) {
+      int status = 0;
+      pid_t r = ::waitpid(static_cast<pid_t>(h.pid), &status, WNOHANG);
+      if (r == 0) return std::nullopt;
+      std::lock_guard lock(mu_);
+      children_.erase(h.pid);
+      if (r == h.pid) return ExitInfo{describe_wait_status(status), WIFEXITED(status) && WEXITSTATUS(status) == 0};
+      return ExitInfo{"gone", false};
+    }
+    auto st = process_start_time(h.pid);
+    if (st && (h.start_time == 0 || *st == h.start_time)) return std::nullopt;
+    return ExitInfo{"gone (it was adopted after an agent restart; its exit status went to init)", false};
+  }
+
+  void signal_group(const ProcessHandle& h, int sig) override {
+    if (h.pid <= 0 || poll(h)) return;
+    // The slot leads its own group (setsid); fall back to the pid alone if
+    // it left it.
+    if (::kill(-static_cast<pid_t>(h.pid), sig) != 0) ::kill(static_cast<pid_t>(h.pid), sig);
+  }
+
+  bool recover(const ProcessHandle& h) override {
+    if (h.pid <= 0) return false;
+    auto st = process_start_time(h.pid);
+    return st.has_value() && *st == h.start_time;
+  }
+
+ private:
+  std::mutex mu_;
+  std::set<int64_t> children_;
+};
+
+}  // namespace
+
+std::unique_ptr<ProcessLauncher> make_system_process_launcher() { return std::make_unique<SystemProcessLauncher>(); }
+
+}  // namespace tern

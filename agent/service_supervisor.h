@@ -1,0 +1,134 @@
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "agent/artifact_stager.h"
+#include "agent/health.h"
+#include "agent/process_launcher.h"
+#include "agent/traffic.h"
+#include "core/clock.h"
+#include "tern/v1/agent.pb.h"
+#include "tern/v1/agent_state.pb.h"
+
+namespace tern {
+
+// What a supervisor needs from the host and from the agent around it.
+struct SupervisorDeps {
+  ProcessLauncher* launcher = nullptr;
+  Prober* prober = nullptr;
+  ArtifactStager* stager = nullptr;
+  TrafficMap* traffic = nullptr;
+  const Clock* clock = nullptr;
+  // Writes the agent's whole state file; called after every state change and
+  // before every action it announces. Must not call back into the supervisor.
+  std::function<absl::Status()> persist;
+  // Sends an event to the coordinator (best effort).
+  std::function<void(const tern::v1::AgentEvent&)> emit;
+  // Per-slot logs go to <log_dir>/<service>-<color>.log.
+  std::string log_dir;
+  // How often an idle supervisor checks its processes.
+  Millis monitor_interval{200};
+};
+
+// One service on this host: its blue and green slots, the deploy sequence,
+// rollback, crash restarts and steady-state health.
+//
+// Operations (deploy, switch, rollback, stop, remove) run one at a time, in
+// order, on the supervisor's own thread; submit() never blocks. Between
+// operations the same thread watches the slots. The state it keeps is the
+// intended state: it is updated and persisted before each action, so after a
+// crash recover() can pick up where it stood.
+class ServiceSupervisor {
+ public:
+  using Done = std::function<void(const tern::v1::CommandResult&)>;
+  using Progress = std::function<void(const std::string&)>;
+
+  ServiceSupervisor(tern::v1::ServiceState state, SupervisorDeps deps);
+  ~ServiceSupervisor();
+
+  // Adopts the slots the state names (same pid and start time), marks the
+  // ones that are gone, and re-applies the recorded mapping. Call once,
+  // before start().
+  absl::Status recover();
+  void start();
+  // Stops the thread; slots keep running (an agent restart never stops them).
+  void shutdown();
+
+  // Queues a command. `done` is called exactly once, from the supervisor
+  // thread (or immediately if the supervisor is shut down).
+  void submit(tern::v1::Command cmd, Progress progress, Done done);
+
+  tern::v1::ServiceState snapshot() const;
+  tern::v1::ServiceStatus status() const;
+  // True once a remove_service command completed; the owner then drops it.
+  bool removed() const;
+
+ private:
+  struct Op {
+    tern::v1::Command cmd;
+    Progress progress;
+    Done done;
+  };
+
+  void run();
+  tern::v1::CommandResult execute(const Op& op);
+  absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
+  absl::Status rollback(const Progress& p);
+  absl::Status switch_traffic(tern::v1::SlotColor to, uint32_t weight, const Progress& p);
+  absl::Status stop_slot_op(tern::v1::SlotColor color, const Progress& p);
+  absl::Status remove(const Progress& p);
+  absl::Status apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p);
+
+  // Slot mechanics; called on the supervisor thread.
+  absl::Status start_slot(tern::v1::SlotColor color, const tern::v1::ReleaseRef& release, const std::string& dir,
+                          const Progress& p);
+  absl::Status wait_healthy(tern::v1::SlotColor color, const Progress& p);
+  void stop_slot(tern::v1::SlotColor color, tern::v1::SlotPhase final_phase, const std::string& why);
+  void drain(tern::v1::SlotColor color, const Progress& p);
+  absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
+  void monitor();
+
+  tern::v1::SlotState& slot(tern::v1::SlotColor color);
+  uint16_t slot_port(tern::v1::SlotColor color) const;
+  void save(const std::string& operation);
+  void event(const std::string& kind, const std::string& message);
+  ProcessHandle handle(const tern::v1::SlotState& s) const { return {s.pid(), s.start_time()}; }
+  bool running(const tern::v1::SlotState& s) const;
+
+  SupervisorDeps deps_;
+  const std::string name_;
+  mutable std::mutex mu_;  // guards state_ (written only by the supervisor thread)
+  tern::v1::ServiceState state_;
+  std::condition_variable cv_;
+  std::deque<Op> queue_;
+  bool stopping_ = false;
+  bool removed_ = false;
+  std::thread thread_;
+  // Steady-state health per slot (only for slots that are up).
+  std::map<int, std::unique_ptr<HealthTracker>> trackers_;
+  std::map<int, TimePoint> next_probe_;
+  std::map<int, TimePoint> restart_at_;
+};
+
+tern::v1::SlotColor other(tern::v1::SlotColor c);
+const char* color_name(tern::v1::SlotColor c);
+
+// Sockets of a local TCP port from /proc/net/tcp{,6}: the listener's accept
+// queue and the established connections, for draining.
+struct PortSockets {
+  uint32_t accept_queue = 0;
+  uint32_t established = 0;
+  bool listening = false;
+};
+PortSockets read_port_sockets(uint16_t port);
+
+}  // namespace tern

@@ -1,0 +1,55 @@
+#include "agent/traffic.h"
+
+namespace tern {
+
+std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state) {
+  std::vector<PortRoute> out;
+  if (state.active() == tern::v1::SLOT_COLOR_UNSPECIFIED) return out;
+  const bool blue_active = state.active() == tern::v1::SLOT_COLOR_BLUE;
+  const uint32_t w = state.active_weight() == 0 ? 100 : std::min<uint32_t>(state.active_weight(), 100);
+  for (const auto& p : state.spec().ports()) {
+    PortRoute r;
+    r.service = state.spec().name();
+    r.protocol = p.protocol().empty() ? "tcp" : p.protocol();
+    r.public_port = static_cast<uint16_t>(p.public_port());
+    const auto active_port = static_cast<uint16_t>(blue_active ? p.blue_port() : p.green_port());
+    const auto other_port = static_cast<uint16_t>(blue_active ? p.green_port() : p.blue_port());
+    r.backends.push_back({active_port, w});
+    if (w < 100) r.backends.push_back({other_port, 100 - w});
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+DesiredMapping TrafficMap::build() const {
+  DesiredMapping m;
+  for (const auto& [svc, routes] : routes_) {
+    for (const auto& r : routes) m.routes.push_back(r);
+  }
+  return m;
+}
+
+absl::Status TrafficMap::set_routes(const std::string& service, std::vector<PortRoute> routes) {
+  std::lock_guard lock(mu_);
+  auto previous = routes_;
+  if (routes.empty()) {
+    routes_.erase(service);
+  } else {
+    routes_[service] = std::move(routes);
+  }
+  auto st = mapper_->apply(build());
+  if (!st.ok()) routes_ = std::move(previous);
+  return st;
+}
+
+absl::StatusOr<bool> TrafficMap::reconcile() {
+  std::lock_guard lock(mu_);
+  return mapper_->reconcile();
+}
+
+DesiredMapping TrafficMap::desired() const {
+  std::lock_guard lock(mu_);
+  return build();
+}
+
+}  // namespace tern

@@ -1,0 +1,41 @@
+#pragma once
+
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/port_mapper.h"
+#include "tern/v1/agent_state.pb.h"
+
+namespace tern {
+
+// The public-port routes one service's state asks for: every port of the
+// spec to the active slot's port (its weight) and the rest to the other slot.
+std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state);
+
+// Shares one PortMapper between the services of a host: each service sets
+// its own routes, and the whole desired mapping goes to the mapper in one
+// apply. Thread-safe.
+class TrafficMap {
+ public:
+  explicit TrafficMap(PortMapper* mapper) : mapper_(mapper) {}
+
+  // Replaces the service's routes (empty: unmap it). On failure the previous
+  // routes stay recorded and in force.
+  absl::Status set_routes(const std::string& service, std::vector<PortRoute> routes);
+  // Re-creates the agent's rules if someone removed them; true if it did.
+  absl::StatusOr<bool> reconcile();
+  DesiredMapping desired() const;
+
+ private:
+  DesiredMapping build() const;
+
+  mutable std::mutex mu_;
+  PortMapper* mapper_;
+  std::map<std::string, std::vector<PortRoute>> routes_;
+};
+
+}  // namespace tern
