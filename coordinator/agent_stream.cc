@@ -1,5 +1,14 @@
 #include "coordinator/agent_stream.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "core/sha256.h"
+
 namespace tern {
 
 bool AgentSession::send(tern::v1::CoordinatorMessage msg) {
@@ -106,6 +115,83 @@ void AgentStream::OnDone() {
 grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* ctx) {
   return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_);
+}
+
+namespace {
+
+class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChunk> {
+ public:
+  FetchReactor(const ArtifactStore* store, const tern::v1::FetchArtifactRequest& req) {
+    if (store == nullptr) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "this coordinator has no artifact store"));
+      return;
+    }
+    if (!is_sha256_hex(req.sha256())) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sha256 must be 64 lower-case hex digits"));
+      return;
+    }
+    auto size = store->size(req.sha256());
+    if (!size.ok()) {
+      Finish(grpc::Status(grpc::StatusCode::NOT_FOUND, std::string(size.status().message())));
+      return;
+    }
+    total_ = *size;
+    offset_ = req.offset();
+    fd_ = ::open(store->path(req.sha256()).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("cannot open the artifact: ", std::strerror(errno))));
+      return;
+    }
+    first_ = true;
+    next();
+  }
+  ~FetchReactor() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void next() {
+    if (offset_ >= total_ && !first_) return Finish(grpc::Status::OK);
+    std::string buf(64 * 1024, '\0');
+    ssize_t n;
+    do {
+      n = ::pread(fd_, buf.data(), buf.size(), static_cast<off_t>(offset_));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      return Finish(grpc::Status(grpc::StatusCode::INTERNAL, absl::StrCat("reading the artifact: ", std::strerror(errno))));
+    }
+    buf.resize(static_cast<std::size_t>(n));
+    chunk_.Clear();
+    chunk_.set_offset(offset_);
+    if (first_) chunk_.set_total_size(total_);
+    first_ = false;
+    offset_ += static_cast<uint64_t>(n);
+    *chunk_.mutable_data() = std::move(buf);
+    if (n == 0 && offset_ >= total_) {
+      // Empty blob or an offset at the end: one chunk carrying the size.
+      StartWrite(&chunk_);
+      return;
+    }
+    StartWrite(&chunk_);
+  }
+
+  int fd_ = -1;
+  uint64_t total_ = 0;
+  uint64_t offset_ = 0;
+  bool first_ = true;
+  tern::v1::ArtifactChunk chunk_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifact(
+    grpc::CallbackServerContext*, const tern::v1::FetchArtifactRequest* req) {
+  return new FetchReactor(artifacts_, *req);
 }
 
 }  // namespace tern

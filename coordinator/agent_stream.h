@@ -10,6 +10,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "coordinator/artifact_store.h"
 #include "tern/v1/agent.grpc.pb.h"
 
 namespace tern {
@@ -84,15 +85,21 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
 // AgentService.Connect: creates one AgentStream per call.
 class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
  public:
-  AgentServiceImpl(AgentStreamListener& listener, std::atomic<int64_t>* sent_counter)
-      : listener_(listener), sent_counter_(sent_counter) {}
+  AgentServiceImpl(AgentStreamListener& listener, std::atomic<int64_t>* sent_counter,
+                   const ArtifactStore* artifacts = nullptr)
+      : listener_(listener), sent_counter_(sent_counter), artifacts_(artifacts) {}
 
   grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
+  // Streams a blob from the artifact store in 64 KiB chunks, reading the
+  // file as the client takes them.
+  grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* FetchArtifact(grpc::CallbackServerContext* ctx,
+                                                                   const tern::v1::FetchArtifactRequest* req) override;
 
  private:
   AgentStreamListener& listener_;
   std::atomic<int64_t>* sent_counter_;
+  const ArtifactStore* artifacts_;
   std::atomic<uint64_t> next_session_{1};
 };
 

@@ -1,5 +1,8 @@
 #include "coordinator/config.h"
 
+#include <algorithm>
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
 #include "core/metrics.h"
 #include "core/yaml_config.h"
@@ -18,6 +21,11 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("heartbeat_interval", cfg.heartbeat_interval);
   m.get("log_level", cfg.log_level);
   m.get("hello_timeout", cfg.hello_timeout);
+  m.get("artifact_dir", cfg.artifact_dir);
+  m.get("command_timeout", cfg.command_timeout);
+  int64_t max_bytes = static_cast<int64_t>(cfg.max_artifact_bytes);
+  m.get("max_artifact_bytes", max_bytes);
+  cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -38,6 +46,10 @@ absl::Status validate(const CoordinatorConfig& cfg) {
   if (cfg.heartbeat_interval < Millis(10)) {
     return absl::InvalidArgumentError("key \"heartbeat_interval\": must be at least 10ms");
   }
+  if (cfg.max_artifact_bytes == 0) return absl::InvalidArgumentError("key \"max_artifact_bytes\": must be positive");
+  if (cfg.command_timeout < Millis(100)) {
+    return absl::InvalidArgumentError("key \"command_timeout\": must be at least 100ms");
+  }
   if (cfg.hello_timeout < Millis(10)) {
     return absl::InvalidArgumentError("key \"hello_timeout\": must be at least 10ms");
   }
@@ -46,6 +58,13 @@ absl::Status validate(const CoordinatorConfig& cfg) {
         "key \"unreachable_after\": must be longer than heartbeat_interval, or every host flaps");
   }
   return absl::OkStatus();
+}
+
+std::string effective_artifact_dir(const CoordinatorConfig& cfg) {
+  if (!cfg.artifact_dir.empty()) return cfg.artifact_dir;
+  if (cfg.database == ":memory:") return (std::filesystem::temp_directory_path() / "tern-artifacts").string();
+  auto parent = std::filesystem::path(cfg.database).parent_path();
+  return (parent.empty() ? std::filesystem::path("artifacts") : parent / "artifacts").string();
 }
 
 }  // namespace tern

@@ -22,7 +22,15 @@ struct CoordinatorConfig {
   std::string log_level = "info";
   // A stream that has not said hello by then is closed.
   Millis hello_timeout{10'000};
+  // Artifact blobs; empty: "artifacts" beside the database file.
+  std::string artifact_dir;
+  uint64_t max_artifact_bytes = 2ULL << 30;
+  // A host command with no result by then is reported as failed.
+  Millis command_timeout{600'000};
 };
+
+// artifact_dir, or its default beside the database.
+std::string effective_artifact_dir(const CoordinatorConfig& cfg);
 
 // Reads a YAML file over the defaults. Unknown keys and wrong types are
 // errors naming the file, line and key.

@@ -12,6 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/duration.h"
+#include "core/grpc_status.h"
+#include "core/service_spec.h"
+#include "core/sha256.h"
+#include <google/protobuf/util/message_differencer.h>
 #include "core/version.h"
 
 namespace tern {
@@ -44,13 +48,23 @@ absl::Status Coordinator::start() {
   if (!epoch.ok()) return epoch.status();
   epoch_ = *epoch;
 
+  auto svc_store = ServiceStore::open(*db_);
+  if (!svc_store.ok()) return svc_store.status();
+  service_store_ = *std::move(svc_store);
+  auto services = service_store_->load_services();
+  if (!services.ok()) return services.status();
+  for (auto& r : *services) services_[r.spec().name()] = std::move(r);
+  artifacts_ = std::make_unique<ArtifactStore>(effective_artifact_dir(config_));
+  if (auto st = artifacts_->init(); !st.ok()) return st;
+
   registry_ = std::make_unique<HostRegistry>(*store_, clock_,
                                              HostRegistry::Options{.unreachable_after = config_.unreachable_after},
                                              &metrics_);
   if (auto st = registry_->load(); !st.ok()) return st;
 
-  agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_);
-  fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *registry_, *store_, epoch_, started_);
+  agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get());
+  fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *registry_, *store_, *this, epoch_, started_);
+  service_service_ = std::make_unique<ServiceServiceImpl>(loop_, *this, *artifacts_, config_.max_artifact_bytes);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -62,6 +76,9 @@ absl::Status Coordinator::start() {
   builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(fleet_service_.get());
+  builder.RegisterService(service_service_.get());
+  // Artifact chunks are 64 KiB; specs and statuses are small. 16 MiB leaves room.
+  builder.SetMaxReceiveMessageSize(16 << 20);
   // Agents hold their stream for days: keepalive finds dead peers, and agents
   // may ping as often as every 10 s without being cut off.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 30'000);
@@ -167,9 +184,12 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
       registry_->on_heartbeat(session->id(), info.host_id);
       break;
     case tern::v1::AgentMessage::kResult:
+      registry_->on_heartbeat(session->id(), info.host_id);
+      handle_result(info.host_id, msg.result());
+      break;
     case tern::v1::AgentMessage::kEvent:
       registry_->on_heartbeat(session->id(), info.host_id);
-      spdlog::debug("host {}: {}", info.host_id, msg.ShortDebugString());
+      handle_event(info.host_id, msg.event());
       break;
     default:
       spdlog::warn("host {}: ignoring an empty agent message", info.host_id);
@@ -220,11 +240,19 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
       google::protobuf::util::TimeUtil::MillisecondsToDuration(config_.heartbeat_interval.count());
   info.session->send(std::move(ack));
   agents_connected_.store(static_cast<int64_t>(registry_->connected_count()));
+  auto& known = host_services_[hello.host_id()];
+  known.clear();
+  for (const auto& s : hello.services()) known[s.service()] = s;
+  // Specs the host should run (or run a newer generation of).
+  for (const auto& [name, svc] : services_) push_spec(hello.host_id(), svc, false);
 }
 
 void Coordinator::handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) {
   auto it = sessions_.find(session->id());
   if (it == sessions_.end()) return;
+  fail_pending(session->id(), absl::StrCat("the agent on ", it->second.host_id, " disconnected (", reason,
+                                           ") before reporting the outcome; check `ternctl host status ",
+                                           it->second.host_id, "` once it is back"));
   if (!it->second.host_id.empty()) {
     if (auto st = registry_->on_stream_closed(session->id(), it->second.host_id, reason); !st.ok()) {
       spdlog::error("host {}: cannot record disconnect: {}", it->second.host_id, st.message());
@@ -232,6 +260,283 @@ void Coordinator::handle_done(const std::shared_ptr<AgentSession>& session, cons
   }
   sessions_.erase(it);
   agents_connected_.store(static_cast<int64_t>(registry_->connected_count()));
+}
+
+// ---- commands ----
+
+absl::Status Coordinator::send_command(const std::string& host_id, tern::v1::Command cmd, CommandObserver observer) {
+  const auto* entry = registry_->find(host_id);
+  if (entry == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\" in the registry; `ternctl hosts` lists them"));
+  }
+  auto it = entry->session != 0 ? sessions_.find(entry->session) : sessions_.end();
+  if (it == sessions_.end()) {
+    return absl::UnavailableError(absl::StrCat("host ", host_id, " is ", host_state_name(entry->record.state),
+                                               "; its agent must be running and connected"));
+  }
+  // Ids rise across restarts because the epoch does.
+  const uint64_t id = (epoch_ << 32) | ++command_seq_;
+  cmd.set_command_id(id);
+  cmd.set_epoch(epoch_);
+  *cmd.mutable_deadline() = google::protobuf::util::TimeUtil::MillisecondsToDuration(config_.command_timeout.count());
+  tern::v1::CoordinatorMessage msg;
+  *msg.mutable_command() = std::move(cmd);
+  if (!it->second.session->send(std::move(msg))) {
+    return absl::UnavailableError(absl::StrCat("host ", host_id, " disconnected just now; try again"));
+  }
+  pending_[id] = Pending{host_id, entry->session, std::move(observer)};
+  loop_.post_after(config_.command_timeout, [this, id] {
+    auto p = pending_.find(id);
+    if (p == pending_.end()) return;
+    auto obs = std::move(p->second.observer);
+    const std::string host = p->second.host_id;
+    pending_.erase(p);
+    tern::v1::CommandResult r;
+    r.set_command_id(id);
+    r.set_outcome(tern::v1::COMMAND_OUTCOME_FAILED);
+    r.set_code(static_cast<int>(grpc::StatusCode::DEADLINE_EXCEEDED));
+    r.set_message(absl::StrCat("no result from ", host, " within ", format_duration(config_.command_timeout),
+                               "; check `ternctl host status ", host, "`"));
+    if (obs.done) obs.done(r);
+  });
+  return absl::OkStatus();
+}
+
+void Coordinator::fail_pending(uint64_t session_id, const std::string& why) {
+  std::vector<std::pair<uint64_t, CommandObserver>> failed;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.session == session_id) {
+      failed.emplace_back(it->first, std::move(it->second.observer));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto& [id, obs] : failed) {
+    tern::v1::CommandResult r;
+    r.set_command_id(id);
+    r.set_outcome(tern::v1::COMMAND_OUTCOME_FAILED);
+    r.set_code(static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+    r.set_message(why);
+    if (obs.done) obs.done(r);
+  }
+}
+
+void Coordinator::handle_result(const std::string& host_id, const tern::v1::CommandResult& result) {
+  if (result.has_service() && !result.service().service().empty()) {
+    host_services_[host_id][result.service().service()] = result.service();
+  }
+  auto it = pending_.find(result.command_id());
+  if (it == pending_.end()) {
+    spdlog::debug("host {}: result for command {} nobody waits for: {}", host_id, result.command_id(), result.message());
+    return;
+  }
+  auto obs = std::move(it->second.observer);
+  pending_.erase(it);
+  if (obs.done) obs.done(result);
+}
+
+void Coordinator::handle_event(const std::string& host_id, const tern::v1::AgentEvent& event) {
+  if (event.has_status() && !event.status().service().empty()) {
+    host_services_[host_id][event.status().service()] = event.status();
+  }
+  if (event.kind() != "progress") {
+    spdlog::info("host {}: {} {}: {}", host_id, event.service(), event.kind(), event.message());
+  }
+  if (event.command_id() == 0) return;
+  auto it = pending_.find(event.command_id());
+  if (it != pending_.end() && it->second.observer.progress) it->second.observer.progress(event);
+}
+
+// ---- services ----
+
+absl::StatusOr<tern::v1::ApplyServiceResponse> Coordinator::apply_service(const tern::v1::ApplyServiceRequest& req) {
+  const auto& spec = req.spec();
+  tern::v1::ApplyServiceResponse resp;
+  auto it = services_.find(spec.name());
+  const uint64_t have = it == services_.end() ? 0 : it->second.generation();
+  if (req.expected_generation() != 0 && req.expected_generation() != have) {
+    return absl::FailedPreconditionError(absl::StrCat("service ", spec.name(), " is at generation ", have,
+                                                      ", not ", req.expected_generation(),
+                                                      "; someone changed it meanwhile: re-read and apply again"));
+  }
+  if (it != services_.end() && google::protobuf::util::MessageDifferencer::Equals(it->second.spec(), spec)) {
+    *resp.mutable_service() = it->second;
+    resp.set_changed(false);
+    return resp;
+  }
+  tern::v1::ServiceRecord rec;
+  if (it != services_.end()) rec = it->second;
+  *rec.mutable_spec() = spec;
+  rec.set_generation(have + 1);
+  *rec.mutable_updated() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(to_unix_millis(clock_.now()));
+  if (auto st = service_store_->save_service(rec); !st.ok()) return st;
+  services_[spec.name()] = rec;
+  spdlog::info("service {} applied (generation {})", spec.name(), rec.generation());
+  for (const auto& [sid, info] : sessions_) {
+    if (!info.host_id.empty()) push_spec(info.host_id, rec, false);
+  }
+  *resp.mutable_service() = rec;
+  resp.set_changed(true);
+  return resp;
+}
+
+absl::StatusOr<tern::v1::ServiceRecord> Coordinator::get_service(const std::string& name) {
+  auto it = services_.find(name);
+  if (it == services_.end()) {
+    return absl::NotFoundError(absl::StrCat("no service \"", name, "\"; `ternctl service list` shows them"));
+  }
+  return it->second;
+}
+
+std::vector<tern::v1::ServiceRecord> Coordinator::list_services() {
+  std::vector<tern::v1::ServiceRecord> out;
+  for (const auto& [name, r] : services_) out.push_back(r);
+  return out;
+}
+
+absl::Status Coordinator::delete_service(const std::string& name) {
+  if (services_.count(name) == 0) return absl::NotFoundError(absl::StrCat("no service \"", name, "\""));
+  if (auto st = service_store_->delete_service(name); !st.ok()) return st;
+  services_.erase(name);
+  for (auto& [host, svcs] : host_services_) {
+    if (svcs.count(name) == 0) continue;
+    tern::v1::Command cmd;
+    cmd.mutable_remove_service()->set_service(name);
+    const std::string h = host;
+    auto st = send_command(h, cmd, CommandObserver{nullptr, [this, h, name](const tern::v1::CommandResult& r) {
+                                                     if (r.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
+                                                       host_services_[h].erase(name);
+                                                     }
+                                                   }});
+    if (!st.ok()) spdlog::warn("service {} deleted, but host {} could not be told: {}", name, host, st.message());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<tern::v1::Artifact> Coordinator::register_artifact(const tern::v1::Artifact& artifact,
+                                                                  const std::string& file_name) {
+  if (services_.count(artifact.service()) == 0) {
+    return absl::FailedPreconditionError(absl::StrCat("no service \"", artifact.service(),
+                                                      "\"; apply its spec before pushing artifacts"));
+  }
+  auto existing = service_store_->find_artifact(artifact.service(), artifact.version());
+  if (!existing.ok()) return existing.status();
+  if (existing->has_value()) {
+    const auto& [have, name] = **existing;
+    if (have.sha256() == artifact.sha256()) return have;  // the same bytes again: nothing to do
+    return absl::AlreadyExistsError(absl::StrCat(artifact.service(), " ", artifact.version(),
+                                                 " already exists with sha256 ", have.sha256().substr(0, 12),
+                                                 "; versions are immutable, push this build as a new version"));
+  }
+  tern::v1::Artifact a = artifact;
+  *a.mutable_created() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(to_unix_millis(clock_.now()));
+  a.set_file_name(file_name);
+  if (auto st = service_store_->save_artifact(a, file_name); !st.ok()) return st;
+  spdlog::info("artifact {} {} stored ({} bytes, sha256 {})", a.service(), a.version(), a.size(), a.sha256());
+  return a;
+}
+
+absl::StatusOr<std::vector<tern::v1::Artifact>> Coordinator::list_artifacts(const std::string& service) {
+  return service_store_->list_artifacts(service);
+}
+
+std::vector<tern::v1::ServiceStatus> Coordinator::host_services(const std::string& host_id) {
+  std::vector<tern::v1::ServiceStatus> out;
+  auto it = host_services_.find(host_id);
+  if (it == host_services_.end()) return out;
+  for (const auto& [name, s] : it->second) out.push_back(s);
+  return out;
+}
+
+void Coordinator::push_spec(const std::string& host_id, const tern::v1::ServiceRecord& svc, bool force) {
+  const auto* entry = registry_->find(host_id);
+  if (entry == nullptr) return;
+  auto sel = LabelSelector::parse(svc.spec().selector());
+  if (!sel.ok() || !sel->matches(entry->record.labels)) return;
+  auto& known = host_services_[host_id];
+  if (!force) {
+    auto k = known.find(svc.spec().name());
+    if (k != known.end() && k->second.spec_generation() == svc.generation()) return;
+  }
+  tern::v1::Command cmd;
+  *cmd.mutable_apply_service()->mutable_spec() = svc.spec();
+  cmd.mutable_apply_service()->set_spec_generation(svc.generation());
+  const std::string name = svc.spec().name();
+  auto st = send_command(host_id, std::move(cmd),
+                         CommandObserver{nullptr, [host_id, name](const tern::v1::CommandResult& r) {
+                                           if (r.outcome() != tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
+                                             spdlog::warn("host {} refused the spec of {}: {}", host_id, name,
+                                                          r.message());
+                                           }
+                                         }});
+  if (!st.ok()) spdlog::debug("spec of {} not pushed to {}: {}", name, host_id, st.message());
+}
+
+absl::Status Coordinator::check_host_for(const std::string& host_id, const tern::v1::ServiceRecord& svc) {
+  const auto* entry = registry_->find(host_id);
+  if (entry == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\" in the registry; `ternctl hosts` lists them"));
+  }
+  auto sel = LabelSelector::parse(svc.spec().selector());
+  if (!sel.ok() || !sel->matches(entry->record.labels)) {
+    return absl::FailedPreconditionError(absl::StrCat("host ", host_id, " is not selected by service ",
+                                                      svc.spec().name(), " (selector \"", svc.spec().selector(),
+                                                      "\"); change its labels or the selector"));
+  }
+  if (entry->session == 0) {
+    return absl::UnavailableError(absl::StrCat("host ", host_id, " is ", host_state_name(entry->record.state),
+                                               "; its agent must be running and connected"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) {
+  auto svc = get_service(req.service());
+  if (!svc.ok()) return svc.status();
+  if (auto st = check_host_for(req.host_id(), *svc); !st.ok()) return st;
+  if (req.weight() > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", req.weight(), " is not 1-100"));
+  tern::v1::ReleaseRef release;
+  if (!req.release().url().empty()) {
+    release = req.release();
+    if (release.version().empty() || !is_sha256_hex(release.sha256())) {
+      return absl::InvalidArgumentError("a release by URL needs a version and the sha256 of the file");
+    }
+  } else {
+    if (req.version().empty()) return absl::InvalidArgumentError("give the version to deploy");
+    auto found = service_store_->find_artifact(req.service(), req.version());
+    if (!found.ok()) return found.status();
+    if (!found->has_value()) {
+      return absl::NotFoundError(absl::StrCat("no artifact for ", req.service(), " ", req.version(),
+                                              "; push it first: ternctl artifact push FILE --service ", req.service(),
+                                              " --version ", req.version()));
+    }
+    const auto& [a, name] = **found;
+    release.set_version(a.version());
+    release.set_sha256(a.sha256());
+    release.set_kind(a.kind());
+    release.set_name(name);
+  }
+  // The agent runs the newest spec before it deploys (same stream, in order).
+  push_spec(req.host_id(), *svc, false);
+  tern::v1::Command cmd;
+  auto* d = cmd.mutable_deploy();
+  d->set_service(req.service());
+  *d->mutable_release() = release;
+  d->set_switch_on_healthy(!req.no_switch());
+  d->set_weight(req.weight() == 0 ? 100 : req.weight());
+  spdlog::info("deploying {} {} to {}", req.service(), release.version(), req.host_id());
+  return send_command(req.host_id(), std::move(cmd), std::move(observer));
+}
+
+absl::Status Coordinator::rollback_host(const tern::v1::RollbackHostRequest& req, CommandObserver observer) {
+  auto svc = get_service(req.service());
+  if (!svc.ok()) return svc.status();
+  if (auto st = check_host_for(req.host_id(), *svc); !st.ok()) return st;
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service(req.service());
+  spdlog::info("rolling back {} on {}", req.service(), req.host_id());
+  return send_command(req.host_id(), std::move(cmd), std::move(observer));
 }
 
 }  // namespace tern

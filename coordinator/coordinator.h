@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <map>
 #include <unordered_map>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -13,18 +15,22 @@
 #include "core/event_loop.h"
 #include "core/metrics.h"
 #include "coordinator/agent_stream.h"
+#include "coordinator/artifact_store.h"
+#include "coordinator/control_plane.h"
 #include "coordinator/config.h"
 #include "coordinator/database.h"
 #include "coordinator/fleet_service.h"
 #include "coordinator/host_registry.h"
 #include "coordinator/host_store.h"
+#include "coordinator/service_service.h"
+#include "coordinator/service_store.h"
 
 namespace tern {
 
 // The coordinator process minus flag parsing: database, registry, gRPC
 // server and metrics endpoint, wired together. Agent-stream reactions post
 // to one event loop that owns all mutable state.
-class Coordinator final : public AgentStreamListener {
+class Coordinator final : public AgentStreamListener, public ControlPlane {
  public:
   Coordinator(CoordinatorConfig config, const Clock& clock);
   ~Coordinator() override;
@@ -45,6 +51,18 @@ class Coordinator final : public AgentStreamListener {
                         tern::v1::AgentMessage msg) override;
   void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) override;
 
+  // ControlPlane (event-loop thread).
+  absl::StatusOr<tern::v1::ApplyServiceResponse> apply_service(const tern::v1::ApplyServiceRequest& req) override;
+  absl::StatusOr<tern::v1::ServiceRecord> get_service(const std::string& name) override;
+  std::vector<tern::v1::ServiceRecord> list_services() override;
+  absl::Status delete_service(const std::string& name) override;
+  absl::StatusOr<tern::v1::Artifact> register_artifact(const tern::v1::Artifact& artifact,
+                                                       const std::string& file_name) override;
+  absl::StatusOr<std::vector<tern::v1::Artifact>> list_artifacts(const std::string& service) override;
+  std::vector<tern::v1::ServiceStatus> host_services(const std::string& host_id) override;
+  absl::Status deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) override;
+  absl::Status rollback_host(const tern::v1::RollbackHostRequest& req, CommandObserver observer) override;
+
  private:
   struct SessionInfo {
     std::shared_ptr<AgentSession> session;
@@ -55,6 +73,21 @@ class Coordinator final : public AgentStreamListener {
                       const tern::v1::AgentMessage& msg);
   void handle_hello(SessionInfo& info, const std::string& peer, const tern::v1::Hello& hello);
   void handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason);
+  void handle_result(const std::string& host_id, const tern::v1::CommandResult& result);
+  void handle_event(const std::string& host_id, const tern::v1::AgentEvent& event);
+  // Sends a command to a connected host; loop thread.
+  absl::Status send_command(const std::string& host_id, tern::v1::Command cmd, CommandObserver observer);
+  // The host must be connected and selected by the service; returns its session.
+  absl::Status check_host_for(const std::string& host_id, const tern::v1::ServiceRecord& svc);
+  // Pushes the spec to the host unless it already runs this generation.
+  void push_spec(const std::string& host_id, const tern::v1::ServiceRecord& svc, bool force);
+  void fail_pending(uint64_t session_id, const std::string& why);
+
+  struct Pending {
+    std::string host_id;
+    uint64_t session = 0;
+    CommandObserver observer;
+  };
 
   CoordinatorConfig config_;
   const Clock& clock_;
@@ -70,7 +103,14 @@ class Coordinator final : public AgentStreamListener {
   EventLoop loop_{"coordinator"};
   std::unordered_map<uint64_t, SessionInfo> sessions_;  // loop thread only
 
+  std::unique_ptr<ServiceStore> service_store_;
+  std::unique_ptr<ArtifactStore> artifacts_;
+  std::map<std::string, tern::v1::ServiceRecord> services_;                              // loop thread
+  std::map<std::string, std::map<std::string, tern::v1::ServiceStatus>> host_services_;  // loop thread
+  std::map<uint64_t, Pending> pending_;                                                  // loop thread
+  uint64_t command_seq_ = 0;
   std::unique_ptr<AgentServiceImpl> agent_service_;
+  std::unique_ptr<ServiceServiceImpl> service_service_;
   std::unique_ptr<FleetServiceImpl> fleet_service_;
   std::unique_ptr<grpc::Server> server_;
   MetricsHttpServer metrics_server_{metrics_};

@@ -2,6 +2,10 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <deque>
+#include <optional>
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/version.h"
@@ -49,7 +53,11 @@ grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContex
     return reactor;
   }
   loop_.post([this, reactor, resp, sel = *std::move(selector)] {
-    for (const auto* entry : registry_.list(sel)) to_proto(*entry, resp->add_hosts());
+    for (const auto* entry : registry_.list(sel)) {
+      auto* h = resp->add_hosts();
+      to_proto(*entry, h);
+      for (auto& svc : plane_.host_services(entry->record.host_id)) *h->add_services() = std::move(svc);
+    }
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -67,6 +75,7 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext*
       return;
     }
     to_proto(*entry, resp);
+    for (auto& svc : plane_.host_services(req->host_id())) *resp->add_services() = std::move(svc);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -108,6 +117,131 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerConte
   set_time(started_, resp->mutable_started());
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+namespace {
+
+// Streams one host operation's progress to the caller. The operation itself
+// belongs to the coordinator: if the caller goes away, the reactor ends and
+// later updates are dropped, but the agent carries on. Updates arrive from
+// the event loop; one write is in flight at a time.
+class OperationStream final : public grpc::ServerWriteReactor<tern::v1::HostOperationUpdate> {
+ public:
+  // The event loop's handle; outlives the reactor.
+  struct Sink {
+    std::mutex mu;
+    OperationStream* stream = nullptr;
+    void push(tern::v1::HostOperationUpdate u) {
+      std::lock_guard lock(mu);
+      if (stream != nullptr) stream->enqueue(std::move(u));
+    }
+    void fail(const absl::Status& st) {
+      std::lock_guard lock(mu);
+      if (stream != nullptr) stream->finish_now(to_grpc(st));
+    }
+  };
+
+  OperationStream() : sink_(std::make_shared<Sink>()) { sink_->stream = this; }
+  std::shared_ptr<Sink> sink() { return sink_; }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard lock(mu_);
+    in_flight_ = false;
+    queue_.pop_front();
+    if (!ok) {
+      queue_.clear();
+      if (!finish_with_) finish_with_ = grpc::Status(grpc::StatusCode::CANCELLED, "caller went away");
+    }
+    pump();
+  }
+
+  void OnDone() override {
+    {
+      std::lock_guard lock(sink_->mu);
+      sink_->stream = nullptr;
+    }
+    delete this;
+  }
+
+ private:
+  // Called with sink_->mu held, so the reactor cannot be deleted meanwhile.
+  void enqueue(tern::v1::HostOperationUpdate u) {
+    std::lock_guard lock(mu_);
+    if (finish_with_) return;
+    if (u.done()) finish_with_ = grpc::Status::OK;  // finish once this last update is out
+    queue_.push_back(std::move(u));
+    if (!in_flight_) pump();
+  }
+  void finish_now(grpc::Status st) {
+    std::lock_guard lock(mu_);
+    if (finish_with_) return;
+    finish_with_ = std::move(st);
+    // The message being written must stay alive until OnWriteDone.
+    while (queue_.size() > (in_flight_ ? 1u : 0u)) queue_.pop_back();
+    if (!in_flight_) pump();
+  }
+  // mu_ held.
+  void pump() {
+    if (queue_.empty()) {
+      if (finish_with_ && !finished_) {
+        finished_ = true;
+        Finish(*finish_with_);
+      }
+      return;
+    }
+    in_flight_ = true;
+    StartWrite(&queue_.front());
+  }
+
+  std::shared_ptr<Sink> sink_;
+  std::mutex mu_;
+  std::deque<tern::v1::HostOperationUpdate> queue_;
+  bool in_flight_ = false;
+  std::optional<grpc::Status> finish_with_;
+  bool finished_ = false;
+};
+
+ControlPlane::CommandObserver observer_for(const std::shared_ptr<OperationStream::Sink>& sink) {
+  ControlPlane::CommandObserver obs;
+  obs.progress = [sink](const tern::v1::AgentEvent& e) {
+    tern::v1::HostOperationUpdate u;
+    *u.mutable_time() = TimeUtil::GetCurrentTime();
+    u.set_message(e.message());
+    if (e.has_status()) *u.mutable_status() = e.status();
+    sink->push(std::move(u));
+  };
+  obs.done = [sink](const tern::v1::CommandResult& r) {
+    tern::v1::HostOperationUpdate u;
+    *u.mutable_time() = TimeUtil::GetCurrentTime();
+    u.set_message(r.message());
+    u.set_done(true);
+    *u.mutable_result() = r;
+    if (r.has_service()) *u.mutable_status() = r.service();
+    sink->push(std::move(u));
+  };
+  return obs;
+}
+
+}  // namespace
+
+grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::DeployHost(
+    grpc::CallbackServerContext*, const tern::v1::DeployHostRequest* req) {
+  auto* stream = new OperationStream();
+  auto sink = stream->sink();
+  loop_.post([this, sink, r = *req] {
+    if (auto st = plane_.deploy_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
+  });
+  return stream;
+}
+
+grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::RollbackHost(
+    grpc::CallbackServerContext*, const tern::v1::RollbackHostRequest* req) {
+  auto* stream = new OperationStream();
+  auto sink = stream->sink();
+  loop_.post([this, sink, r = *req] {
+    if (auto st = plane_.rollback_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
+  });
+  return stream;
 }
 
 }  // namespace tern

@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/event_loop.h"
 #include "coordinator/host_registry.h"
+#include "coordinator/control_plane.h"
 #include "coordinator/host_store.h"
 #include "tern/v1/fleet.grpc.pb.h"
 
@@ -18,8 +19,9 @@ void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out);
 // that owns the registry and finished from there; no gRPC thread blocks.
 class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
  public:
-  FleetServiceImpl(EventLoop& loop, HostRegistry& registry, HostStore& store, uint64_t epoch, TimePoint started)
-      : loop_(loop), registry_(registry), store_(store), epoch_(epoch), started_(started) {}
+  FleetServiceImpl(EventLoop& loop, HostRegistry& registry, HostStore& store, ControlPlane& plane, uint64_t epoch,
+                   TimePoint started)
+      : loop_(loop), registry_(registry), store_(store), plane_(plane), epoch_(epoch), started_(started) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx, const tern::v1::ListHostsRequest* req,
                                       tern::v1::ListHostsResponse* resp) override;
@@ -30,11 +32,16 @@ class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
                                            tern::v1::GetHostHistoryResponse* resp) override;
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const tern::v1::GetVersionRequest* req,
                                        tern::v1::VersionInfo* resp) override;
+  grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* DeployHost(
+      grpc::CallbackServerContext* ctx, const tern::v1::DeployHostRequest* req) override;
+  grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* RollbackHost(
+      grpc::CallbackServerContext* ctx, const tern::v1::RollbackHostRequest* req) override;
 
  private:
   EventLoop& loop_;
   HostRegistry& registry_;
   HostStore& store_;
+  ControlPlane& plane_;
   const uint64_t epoch_;
   const TimePoint started_;
 };

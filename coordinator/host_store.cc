@@ -21,7 +21,7 @@ HostState parse_state(const std::string& s) {
   return HostState::kDisconnected;
 }
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;  // 2: services and artifacts (ServiceStore)
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS meta (
   key TEXT PRIMARY KEY,

@@ -6,6 +6,10 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
 
 #include <CLI/CLI.hpp>
 
@@ -16,7 +20,10 @@
 #include "core/label_selector.h"
 #include "core/version.h"
 #include "ctl/table.h"
+#include "core/service_spec.h"
+#include "core/sha256.h"
 #include "tern/v1/fleet.grpc.pb.h"
+#include "tern/v1/service.grpc.pb.h"
 
 namespace tern {
 namespace {
@@ -152,6 +159,313 @@ int cmd_version(const Globals& g, bool client_only, std::ostream& out, std::ostr
   return kExitOk;
 }
 
+// ---- services and artifacts ----
+
+int cmd_service_apply(const Globals& g, const std::string& file, std::ostream& out, std::ostream& err) {
+  auto spec = load_service_spec_file(file);
+  if (!spec.ok()) {
+    err << "ternctl: service apply: " << spec.status().message() << "\n";
+    return kExitUsage;
+  }
+  Session s(g);
+  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::ApplyServiceRequest req;
+  *req.mutable_spec() = *spec;
+  tern::v1::ApplyServiceResponse resp;
+  grpc::Status st = stub->ApplyService(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error(absl::StrCat("service apply ", spec->name()), g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+  } else {
+    out << "service " << resp.service().spec().name() << (resp.changed() ? " applied" : " unchanged")
+        << " (generation " << resp.service().generation() << ")\n";
+  }
+  return kExitOk;
+}
+
+std::string ports_word(const tern::v1::ServiceSpec& spec) {
+  std::vector<std::string> parts;
+  for (const auto& p : spec.ports()) {
+    parts.push_back(absl::StrCat(p.public_port(), "/", p.protocol(), "->", p.blue_port(), "|", p.green_port()));
+  }
+  return absl::StrJoin(parts, ",");
+}
+
+int cmd_service_list(const Globals& g, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::ListServicesResponse resp;
+  grpc::Status st = stub->ListServices(&ctx, tern::v1::ListServicesRequest(), &resp);
+  if (!st.ok()) return report_rpc_error("list services", g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  Table t({"SERVICE", "GENERATION", "SELECTOR", "PORTS (PUBLIC->BLUE|GREEN)", "KEEP WARM"});
+  for (const auto& r : resp.services()) {
+    t.add({r.spec().name(), std::to_string(r.generation()), r.spec().selector().empty() ? "(all)" : r.spec().selector(),
+           ports_word(r.spec()), r.spec().keep_warm() ? "yes" : "no"});
+  }
+  t.print(out);
+  if (resp.services().empty()) err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
+  return kExitOk;
+}
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 3) v /= 1024, ++u;
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << " " << units[u];
+  return o.str();
+}
+
+int cmd_artifact_push(const Globals& g, const std::string& file, const std::string& service,
+                      const std::string& version, const std::string& kind, const std::string& name, std::ostream& out,
+                      std::ostream& err) {
+  // Hashed first, so the coordinator can check the bytes end to end.
+  auto digest = sha256_file(file);
+  if (!digest.ok()) {
+    err << "ternctl: artifact push: " << digest.status().message() << "\n";
+    return kExitUsage;
+  }
+  std::ifstream in(file, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const uint64_t total = static_cast<uint64_t>(in.tellg());
+  in.seekg(0);
+  Session s(g);
+  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(1));
+  tern::v1::Artifact resp;
+  auto writer = stub->UploadArtifact(&ctx, &resp);
+  tern::v1::UploadArtifactRequest req;
+  auto* meta = req.mutable_meta();
+  meta->set_service(service);
+  meta->set_version(version);
+  meta->set_sha256(*digest);
+  meta->set_kind(kind);
+  std::string base = name.empty() ? file.substr(file.find_last_of('/') + 1) : name;
+  if (kind != "tar.gz") meta->set_file_name(base);
+  bool ok = writer->Write(req);
+  std::string buf(64 * 1024, '\0');
+  uint64_t sent = 0;
+  int last_tenth = 0;
+  while (ok && in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto n = static_cast<std::size_t>(in.gcount());
+    if (n == 0) break;
+    req.Clear();
+    req.set_data(buf.data(), n);
+    ok = writer->Write(req);
+    sent += n;
+    const int tenth = total ? static_cast<int>(sent * 10 / total) : 10;
+    if (total > (8u << 20) && tenth > last_tenth && g.output != "json") {
+      err << "  uploaded " << human_bytes(sent) << " of " << human_bytes(total) << "\n";
+      last_tenth = tenth;
+    }
+  }
+  writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  if (!st.ok()) return report_rpc_error(absl::StrCat("artifact push ", service, " ", version), g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+  } else {
+    out << "pushed " << resp.service() << " " << resp.version() << " (" << resp.kind() << ", "
+        << human_bytes(resp.size()) << ", sha256 " << resp.sha256().substr(0, 12) << ")\n";
+  }
+  return kExitOk;
+}
+
+int cmd_artifact_list(const Globals& g, const std::string& service, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::ListArtifactsRequest req;
+  req.set_service(service);
+  tern::v1::ListArtifactsResponse resp;
+  grpc::Status st = stub->ListArtifacts(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error("list artifacts", g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  const int64_t now = to_unix_millis(SystemClock::instance().now());
+  Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED"});
+  for (const auto& a : resp.artifacts()) {
+    t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12), ago(a.created(), now)});
+  }
+  t.print(out);
+  return kExitOk;
+}
+
+// ---- one host ----
+
+const char* phase_word(tern::v1::SlotPhase p) {
+  switch (p) {
+    case tern::v1::SLOT_PHASE_EMPTY: return "empty";
+    case tern::v1::SLOT_PHASE_STAGING: return "staging";
+    case tern::v1::SLOT_PHASE_STARTING: return "starting";
+    case tern::v1::SLOT_PHASE_HEALTHY: return "healthy";
+    case tern::v1::SLOT_PHASE_UNHEALTHY: return "unhealthy";
+    case tern::v1::SLOT_PHASE_DRAINING: return "draining";
+    case tern::v1::SLOT_PHASE_STOPPED: return "stopped";
+    case tern::v1::SLOT_PHASE_CRASHED: return "crashed";
+    default: return "-";
+  }
+}
+
+const char* color_word(tern::v1::SlotColor c) {
+  return c == tern::v1::SLOT_COLOR_BLUE ? "blue" : c == tern::v1::SLOT_COLOR_GREEN ? "green" : "-";
+}
+
+void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, std::ostream& out) {
+  Table t({"SERVICE", "SLOT", "RELEASE", "PORT", "PID", "HEALTH", "ACTIVE", "WEIGHT", "MESSAGE"});
+  for (const auto* svc : services) {
+    for (const auto& sl : svc->slots()) {
+      t.add({svc->service(), color_word(sl.color()), sl.release().version().empty() ? "-" : sl.release().version(),
+             std::to_string(sl.port()), sl.pid() > 0 ? std::to_string(sl.pid()) : "-", phase_word(sl.phase()),
+             sl.active() ? "yes" : "-", sl.weight() > 0 ? absl::StrCat(sl.weight(), "%") : "-",
+             sl.message().empty() ? "" : sl.message()});
+    }
+  }
+  t.print(out);
+}
+
+int cmd_host_status(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::GetHostRequest req;
+  req.set_host_id(host);
+  tern::v1::Host resp;
+  grpc::Status st = stub->GetHost(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error(absl::StrCat("host status ", host), g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  const int64_t now = to_unix_millis(SystemClock::instance().now());
+  out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
+      << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
+  if (resp.services().empty()) {
+    out << "no services on this host\n";
+    return kExitOk;
+  }
+  std::vector<const tern::v1::ServiceStatus*> svcs;
+  for (const auto& sv : resp.services()) svcs.push_back(&sv);
+  print_slots(svcs, out);
+  return kExitOk;
+}
+
+std::string clock_time(const google::protobuf::Timestamp& t) {
+  std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+// Follows a host operation's stream: one line per step, then the outcome.
+int follow_operation(const Globals& g, const std::string& what,
+                     grpc::ClientReaderInterface<tern::v1::HostOperationUpdate>& reader, std::ostream& out,
+                     std::ostream& err) {
+  tern::v1::HostOperationUpdate u, last;
+  bool done = false;
+  while (reader.Read(&u)) {
+    if (g.output != "json") out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
+    if (u.done()) {
+      done = true;
+      last = u;
+    }
+  }
+  grpc::Status st = reader.Finish();
+  if (!st.ok()) return report_rpc_error(what, g, st, err);
+  if (!done) {
+    err << "ternctl: " << what << ": the coordinator ended the stream without an outcome; check `ternctl host status`\n";
+    return kExitFailed;
+  }
+  if (g.output == "json") out << to_json(last);
+  if (last.result().outcome() != tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
+    err << "ternctl: " << what << " failed: " << last.result().message() << "\n";
+    return kExitFailed;
+  }
+  if (g.output != "json") {
+    std::vector<const tern::v1::ServiceStatus*> svcs{&last.status()};
+    print_slots(svcs, out);
+  }
+  return kExitOk;
+}
+
+struct DeployFlags {
+  std::string version, url, sha256, wait = "15m";
+  uint32_t weight = 100;
+  bool no_switch = false;
+};
+
+int cmd_host_deploy(const Globals& g, const std::string& host, const std::string& service, const DeployFlags& f,
+                    std::ostream& out, std::ostream& err) {
+  if (f.version.empty()) {
+    err << "ternctl: host deploy: --version is required\n";
+    return kExitUsage;
+  }
+  if (f.weight == 0 || f.weight > 100) {
+    err << "ternctl: host deploy: --weight must be 1-100\n";
+    return kExitUsage;
+  }
+  auto wait = parse_duration(f.wait);
+  if (!wait.ok()) {
+    err << "ternctl: host deploy: --wait: " << wait.status().message() << "\n";
+    return kExitUsage;
+  }
+  Session s(g);
+  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + *wait);
+  tern::v1::DeployHostRequest req;
+  req.set_host_id(host);
+  req.set_service(service);
+  req.set_version(f.version);
+  req.set_weight(f.weight);
+  req.set_no_switch(f.no_switch);
+  if (!f.url.empty()) {
+    req.mutable_release()->set_url(f.url);
+    req.mutable_release()->set_sha256(f.sha256);
+    req.mutable_release()->set_version(f.version);
+    req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
+  }
+  if (g.output != "json") out << "deploying " << service << " " << f.version << " to " << host << "\n";
+  auto reader = stub->DeployHost(&ctx, req);
+  return follow_operation(g, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *reader, out, err);
+}
+
+int cmd_host_rollback(const Globals& g, const std::string& host, const std::string& service, const std::string& wait,
+                      std::ostream& out, std::ostream& err) {
+  auto w = parse_duration(wait);
+  if (!w.ok()) {
+    err << "ternctl: host rollback: --wait: " << w.status().message() << "\n";
+    return kExitUsage;
+  }
+  Session s(g);
+  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + *w);
+  tern::v1::RollbackHostRequest req;
+  req.set_host_id(host);
+  req.set_service(service);
+  if (g.output != "json") out << "rolling back " << service << " on " << host << "\n";
+  auto reader = stub->RollbackHost(&ctx, req);
+  return follow_operation(g, absl::StrCat("rollback ", service, " on ", host), *reader, out, err);
+}
+
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -174,6 +488,46 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   auto* version = app.add_subcommand("version", "print ternctl's and the coordinator's versions");
   version->add_flag("--client", client_only, "only ternctl's own version; do not call the coordinator");
 
+  auto* service = app.add_subcommand("service", "apply and list service specs");
+  service->require_subcommand(1);
+  std::string spec_file;
+  auto* service_apply = service->add_subcommand("apply", "validate a service spec and store it; agents get it");
+  service_apply->add_option("-f,--file", spec_file, "service spec YAML")->required();
+  auto* service_list = service->add_subcommand("list", "list services");
+
+  auto* artifact = app.add_subcommand("artifact", "upload and list release artifacts");
+  artifact->require_subcommand(1);
+  std::string art_file, art_service, art_version, art_kind, art_name;
+  auto* artifact_push = artifact->add_subcommand("push", "upload an executable or a .tar.gz bundle as a version");
+  artifact_push->add_option("file", art_file, "the file to upload")->required();
+  artifact_push->add_option("--service", art_service, "the service it belongs to")->required();
+  artifact_push->add_option("--version", art_version, "the version it is")->required();
+  artifact_push->add_option("--kind", art_kind, "executable or tar.gz (default: told apart by content)")
+      ->check(CLI::IsMember({"executable", "tar.gz"}));
+  artifact_push->add_option("--name", art_name, "file name of an executable in the release dir (default: its own)");
+  auto* artifact_list = artifact->add_subcommand("list", "list artifacts");
+  artifact_list->add_option("--service", art_service, "only this service's");
+
+  auto* host = app.add_subcommand("host", "one host: deploy, roll back, status");
+  host->require_subcommand(1);
+  std::string host_id, host_service, wait = "15m";
+  DeployFlags deploy_flags;
+  auto* host_deploy = host->add_subcommand("deploy", "deploy a release on one host (stage, start, probe, switch, drain)");
+  host_deploy->add_option("host", host_id, "host id")->required();
+  host_deploy->add_option("service", host_service, "service name")->required();
+  host_deploy->add_option("--version", deploy_flags.version, "version to deploy")->required();
+  host_deploy->add_option("--weight", deploy_flags.weight, "share of new connections for the new release (1-100)");
+  host_deploy->add_flag("--no-switch", deploy_flags.no_switch, "start and probe only; leave traffic where it is");
+  host_deploy->add_option("--url", deploy_flags.url, "fetch the release from this http(s) URL instead of the store");
+  host_deploy->add_option("--sha256", deploy_flags.sha256, "sha256 of the file at --url");
+  host_deploy->add_option("--wait", deploy_flags.wait, "give up waiting after this long (default 15m)");
+  auto* host_rollback = host->add_subcommand("rollback", "flip a host back to the previous release");
+  host_rollback->add_option("host", host_id, "host id")->required();
+  host_rollback->add_option("service", host_service, "service name")->required();
+  host_rollback->add_option("--wait", wait, "give up waiting after this long (default 15m)");
+  auto* host_status = host->add_subcommand("status", "slots of every service on a host");
+  host_status->add_option("host", host_id, "host id")->required();
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -194,6 +548,13 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   if (*hosts) return cmd_hosts(g, selector, out, err);
   if (*version) return cmd_version(g, client_only, out, err);
+  if (*service_apply) return cmd_service_apply(g, spec_file, out, err);
+  if (*service_list) return cmd_service_list(g, out, err);
+  if (*artifact_push) return cmd_artifact_push(g, art_file, art_service, art_version, art_kind, art_name, out, err);
+  if (*artifact_list) return cmd_artifact_list(g, art_service, out, err);
+  if (*host_deploy) return cmd_host_deploy(g, host_id, host_service, deploy_flags, out, err);
+  if (*host_rollback) return cmd_host_rollback(g, host_id, host_service, wait, out, err);
+  if (*host_status) return cmd_host_status(g, host_id, out, err);
   err << "ternctl: no command given (see ternctl --help)\n";
   return kExitUsage;
 }

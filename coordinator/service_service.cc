@@ -1,0 +1,196 @@
+#include "coordinator/service_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/grpc_status.h"
+#include "core/service_spec.h"
+#include "core/sha256.h"
+#include "core/status_fmt.h"
+
+namespace tern {
+namespace {
+
+bool valid_version(const std::string& v) {
+  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
+  for (char c : v) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
+  }
+  return true;
+}
+
+bool valid_file_name(const std::string& n) {
+  if (n.empty() || n.size() > 128 || n == "." || n == ".." || n[0] == '.') return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
+  }
+  return true;
+}
+
+// Reads one upload: metadata first, then the bytes, straight into the store.
+class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtifactRequest> {
+ public:
+  UploadReactor(EventLoop& loop, ControlPlane& plane, ArtifactStore& store, uint64_t max_bytes, tern::v1::Artifact* resp)
+      : loop_(loop), plane_(plane), store_(store), max_bytes_(max_bytes), resp_(resp) {
+    StartRead(&req_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return complete();
+    if (!have_meta_) {
+      if (!req_.has_meta()) return fail(absl::InvalidArgumentError("the first upload message must carry the metadata"));
+      meta_ = req_.meta();
+      if (auto st = check_meta(); !st.ok()) return fail(st);
+      auto up = store_.begin();
+      if (!up.ok()) return fail(up.status());
+      upload_ = *std::move(up);
+      have_meta_ = true;
+    } else {
+      if (!req_.has_data()) return fail(absl::InvalidArgumentError("metadata sent twice in one upload"));
+      if (upload_->size() == 0 && req_.data().size() >= 2) {
+        gzip_ = static_cast<unsigned char>(req_.data()[0]) == 0x1f && static_cast<unsigned char>(req_.data()[1]) == 0x8b;
+      }
+      if (upload_->size() + req_.data().size() > max_bytes_) {
+        return fail(absl::ResourceExhaustedError(
+            absl::StrCat("artifact larger than the coordinator's limit of ", max_bytes_, " bytes")));
+      }
+      if (auto st = upload_->write(req_.data()); !st.ok()) return fail(st);
+    }
+    req_.Clear();
+    StartRead(&req_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  absl::Status check_meta() {
+    if (!is_valid_service_name(meta_.service())) {
+      return absl::InvalidArgumentError(absl::StrCat("service \"", meta_.service(), "\" is not a service name"));
+    }
+    if (!valid_version(meta_.version())) {
+      return absl::InvalidArgumentError(absl::StrCat("version \"", meta_.version(),
+                                                     "\" must be 1-64 of letters, digits, '.', '_', '+', '-'"));
+    }
+    if (!meta_.sha256().empty() && !is_sha256_hex(meta_.sha256())) {
+      return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+    }
+    if (!meta_.kind().empty() && meta_.kind() != "executable" && meta_.kind() != "tar.gz") {
+      return absl::InvalidArgumentError(absl::StrCat("kind \"", meta_.kind(), "\" must be executable or tar.gz"));
+    }
+    if (!meta_.file_name().empty() && !valid_file_name(meta_.file_name())) {
+      return absl::InvalidArgumentError(absl::StrCat("file name \"", meta_.file_name(), "\" must be a plain file name"));
+    }
+    return absl::OkStatus();
+  }
+
+  void complete() {
+    if (!have_meta_) return fail(absl::InvalidArgumentError("empty upload: no metadata"));
+    if (upload_->size() == 0) return fail(absl::InvalidArgumentError("empty upload: no bytes"));
+    auto digest = store_.commit(*upload_, meta_.sha256());
+    if (!digest.ok()) return fail(digest.status());
+    tern::v1::Artifact a;
+    a.set_service(meta_.service());
+    a.set_version(meta_.version());
+    a.set_sha256(*digest);
+    a.set_size(upload_->size());
+    a.set_kind(meta_.kind().empty() ? (gzip_ ? "tar.gz" : "executable") : meta_.kind());
+    a.set_file_name(meta_.file_name().empty() ? meta_.service() : meta_.file_name());
+    loop_.post([this, a, name = a.file_name()] {
+      auto saved = plane_.register_artifact(a, name);
+      if (!saved.ok()) return fail(saved.status());
+      *resp_ = *saved;
+      Finish(grpc::Status::OK);
+    });
+  }
+
+  void fail(const absl::Status& st) {
+    spdlog::warn("artifact upload {} {} refused: {}", meta_.service(), meta_.version(), st.message());
+    Finish(to_grpc(st));
+  }
+
+  EventLoop& loop_;
+  ControlPlane& plane_;
+  ArtifactStore& store_;
+  uint64_t max_bytes_;
+  tern::v1::Artifact* resp_;
+  tern::v1::UploadArtifactRequest req_;
+  tern::v1::ArtifactMeta meta_;
+  bool have_meta_ = false;
+  bool gzip_ = false;
+  std::unique_ptr<ArtifactStore::Upload> upload_;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerContext* ctx,
+                                                           const tern::v1::ApplyServiceRequest* req,
+                                                           tern::v1::ApplyServiceResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  tern::v1::ServiceSpec spec = req->spec();
+  apply_service_defaults(spec);
+  if (auto st = validate_service_spec(spec); !st.ok()) {
+    reactor->Finish(to_grpc(st));
+    return reactor;
+  }
+  loop_.post([this, reactor, req, resp, spec] {
+    tern::v1::ApplyServiceRequest r = *req;
+    *r.mutable_spec() = spec;
+    auto out = plane_.apply_service(r);
+    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
+    *resp = *out;
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerContext* ctx,
+                                                         const tern::v1::GetServiceRequest* req,
+                                                         tern::v1::ServiceRecord* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, req, resp] {
+    auto out = plane_.get_service(req->name());
+    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
+    *resp = *out;
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerContext* ctx,
+                                                           const tern::v1::ListServicesRequest*,
+                                                           tern::v1::ListServicesResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, resp] {
+    for (auto& s : plane_.list_services()) *resp->add_services() = std::move(s);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::DeleteService(grpc::CallbackServerContext* ctx,
+                                                            const tern::v1::DeleteServiceRequest* req,
+                                                            tern::v1::DeleteServiceResponse*) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, req] { reactor->Finish(to_grpc(plane_.delete_service(req->name()))); });
+  return reactor;
+}
+
+grpc::ServerReadReactor<tern::v1::UploadArtifactRequest>* ServiceServiceImpl::UploadArtifact(
+    grpc::CallbackServerContext*, tern::v1::Artifact* resp) {
+  return new UploadReactor(loop_, plane_, artifacts_, max_artifact_bytes_, resp);
+}
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServerContext* ctx,
+                                                            const tern::v1::ListArtifactsRequest* req,
+                                                            tern::v1::ListArtifactsResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  loop_.post([this, reactor, req, resp] {
+    auto out = plane_.list_artifacts(req->service());
+    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
+    for (auto& a : *out) *resp->add_artifacts() = std::move(a);
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+}  // namespace tern

@@ -1,0 +1,40 @@
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "core/event_loop.h"
+#include "coordinator/artifact_store.h"
+#include "coordinator/control_plane.h"
+#include "tern/v1/service.grpc.pb.h"
+
+namespace tern {
+
+// ServiceService: specs and artifacts. Calls are finished from the event
+// loop; artifact bytes are written to the store from the gRPC threads (one
+// upload's chunks in order), never buffered whole.
+class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackService {
+ public:
+  ServiceServiceImpl(EventLoop& loop, ControlPlane& plane, ArtifactStore& artifacts, uint64_t max_artifact_bytes)
+      : loop_(loop), plane_(plane), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes) {}
+
+  grpc::ServerUnaryReactor* ApplyService(grpc::CallbackServerContext* ctx, const tern::v1::ApplyServiceRequest* req,
+                                         tern::v1::ApplyServiceResponse* resp) override;
+  grpc::ServerUnaryReactor* GetService(grpc::CallbackServerContext* ctx, const tern::v1::GetServiceRequest* req,
+                                       tern::v1::ServiceRecord* resp) override;
+  grpc::ServerUnaryReactor* ListServices(grpc::CallbackServerContext* ctx, const tern::v1::ListServicesRequest* req,
+                                         tern::v1::ListServicesResponse* resp) override;
+  grpc::ServerUnaryReactor* DeleteService(grpc::CallbackServerContext* ctx, const tern::v1::DeleteServiceRequest* req,
+                                          tern::v1::DeleteServiceResponse* resp) override;
+  grpc::ServerReadReactor<tern::v1::UploadArtifactRequest>* UploadArtifact(grpc::CallbackServerContext* ctx,
+                                                                            tern::v1::Artifact* resp) override;
+  grpc::ServerUnaryReactor* ListArtifacts(grpc::CallbackServerContext* ctx, const tern::v1::ListArtifactsRequest* req,
+                                          tern::v1::ListArtifactsResponse* resp) override;
+
+ private:
+  EventLoop& loop_;
+  ControlPlane& plane_;
+  ArtifactStore& artifacts_;
+  uint64_t max_artifact_bytes_;
+};
+
+}  // namespace tern

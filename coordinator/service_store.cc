@@ -1,0 +1,142 @@
+#include "coordinator/service_store.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS services (
+  name TEXT PRIMARY KEY,
+  generation INTEGER NOT NULL,
+  spec_json TEXT NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  sha256 TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  file_name TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL,
+  PRIMARY KEY (service, version)
+);
+CREATE INDEX IF NOT EXISTS artifacts_by_sha ON artifacts(sha256);
+)sql";
+
+tern::v1::Artifact artifact_row(Statement& q) {
+  tern::v1::Artifact a;
+  a.set_service(q.text_at(0));
+  a.set_version(q.text_at(1));
+  a.set_sha256(q.text_at(2));
+  a.set_size(static_cast<uint64_t>(q.int_at(3)));
+  a.set_kind(q.text_at(4));
+  a.set_file_name(q.text_at(5));
+  *a.mutable_created() = TimeUtil::MillisecondsToTimestamp(q.int_at(6));
+  return a;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServiceStore>> ServiceStore::open(Database& db) {
+  if (auto st = db.exec(kSchema); !st.ok()) return st;
+  return std::unique_ptr<ServiceStore>(new ServiceStore(db));
+}
+
+absl::StatusOr<std::vector<tern::v1::ServiceRecord>> ServiceStore::load_services() {
+  auto q = db_.prepare("SELECT name, generation, spec_json, updated_ms FROM services ORDER BY name");
+  if (!q.ok()) return q.status();
+  std::vector<tern::v1::ServiceRecord> out;
+  while (q->step()) {
+    tern::v1::ServiceRecord r;
+    auto st = google::protobuf::util::JsonStringToMessage(q->text_at(2), r.mutable_spec());
+    if (!st.ok()) {
+      return absl::DataLossError(absl::StrCat("stored spec of service ", q->text_at(0), " is unreadable: ", st.ToString()));
+    }
+    r.set_generation(static_cast<uint64_t>(q->int_at(1)));
+    *r.mutable_updated() = TimeUtil::MillisecondsToTimestamp(q->int_at(3));
+    out.push_back(std::move(r));
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
+}
+
+absl::Status ServiceStore::save_service(const tern::v1::ServiceRecord& record) {
+  std::string json;
+  if (auto st = google::protobuf::util::MessageToJsonString(record.spec(), &json); !st.ok()) {
+    return absl::InternalError(st.ToString());
+  }
+  auto q = db_.prepare(
+      "INSERT INTO services (name, generation, spec_json, updated_ms) VALUES (?1, ?2, ?3, ?4) "
+      "ON CONFLICT(name) DO UPDATE SET generation = ?2, spec_json = ?3, updated_ms = ?4");
+  if (!q.ok()) return q.status();
+  return q->bind(1, record.spec().name())
+      .bind(2, static_cast<int64_t>(record.generation()))
+      .bind(3, json)
+      .bind(4, TimeUtil::TimestampToMilliseconds(record.updated()))
+      .run();
+}
+
+absl::Status ServiceStore::delete_service(const std::string& name) {
+  auto q = db_.prepare("DELETE FROM services WHERE name = ?1");
+  if (!q.ok()) return q.status();
+  return q->bind(1, name).run();
+}
+
+absl::Status ServiceStore::save_artifact(const tern::v1::Artifact& a, const std::string& file_name) {
+  auto q = db_.prepare(
+      "INSERT INTO artifacts (service, version, sha256, size, kind, file_name, created_ms) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (!q.ok()) return q.status();
+  return q->bind(1, a.service())
+      .bind(2, a.version())
+      .bind(3, a.sha256())
+      .bind(4, static_cast<int64_t>(a.size()))
+      .bind(5, a.kind())
+      .bind(6, file_name)
+      .bind(7, TimeUtil::TimestampToMilliseconds(a.created()))
+      .run();
+}
+
+absl::StatusOr<std::optional<std::pair<tern::v1::Artifact, std::string>>> ServiceStore::find_artifact(
+    const std::string& service, const std::string& version) {
+  auto q = db_.prepare(
+      "SELECT service, version, sha256, size, kind, file_name, created_ms FROM artifacts "
+      "WHERE service = ?1 AND version = ?2");
+  if (!q.ok()) return q.status();
+  q->bind(1, service).bind(2, version);
+  if (!q->step()) {
+    if (!q->status().ok()) return q->status();
+    return std::nullopt;
+  }
+  return std::make_optional(std::make_pair(artifact_row(*q), q->text_at(5)));
+}
+
+absl::StatusOr<std::vector<tern::v1::Artifact>> ServiceStore::list_artifacts(const std::string& service) {
+  auto q = db_.prepare(
+      "SELECT service, version, sha256, size, kind, file_name, created_ms FROM artifacts "
+      "WHERE ?1 = '' OR service = ?1 ORDER BY service, created_ms");
+  if (!q.ok()) return q.status();
+  q->bind(1, service);
+  std::vector<tern::v1::Artifact> out;
+  while (q->step()) out.push_back(artifact_row(*q));
+  if (!q->status().ok()) return q->status();
+  return out;
+}
+
+absl::StatusOr<bool> ServiceStore::has_blob(const std::string& sha256) {
+  auto q = db_.prepare("SELECT 1 FROM artifacts WHERE sha256 = ?1 LIMIT 1");
+  if (!q.ok()) return q.status();
+  q->bind(1, sha256);
+  bool found = q->step();
+  if (!q->status().ok()) return q->status();
+  return found;
+}
+
+}  // namespace tern
