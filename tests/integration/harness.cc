@@ -41,7 +41,7 @@ Process::Process(const std::string& exe, const std::vector<std::string>& args, c
   if (pid_ == 0) {
     dup2(fd, 1);
     dup2(fd, 2);
-    execv(exe.c_str(), argv.data());
+    execvp(exe.c_str(), argv.data());
     _exit(127);
   }
   close(fd);
@@ -99,7 +99,7 @@ CommandResult run(const std::string& exe, const std::vector<std::string>& args) 
   if (pid == 0) {
     dup2(out_fd, 1);
     dup2(err_fd, 2);
-    execv(exe.c_str(), argv.data());
+    execvp(exe.c_str(), argv.data());
     _exit(127);
   }
   close(out_fd);

@@ -53,8 +53,12 @@ struct CommandResult {
   std::string out;
   std::string err;
 };
-// Runs a program to completion with its output captured.
+// Runs a program (looked up in PATH unless it has a '/') to completion with
+// its output captured.
 CommandResult run(const std::string& exe, const std::vector<std::string>& args);
+inline CommandResult run_cmd(const std::vector<std::string>& argv) {
+  return run(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
+}
 
 // Polls `cond` every 20 ms until it holds or `deadline` passes.
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds deadline = std::chrono::seconds(20));

@@ -1,0 +1,534 @@
+#include "agent/port_mapper.h"
+
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/conntrack.h"
+#include "agent/exec.h"
+#include "agent/iptables_mapper.h"
+#include "agent/nft_mapper.h"
+#include "agent/nft_netlink.h"
+#include "tests/agent/loopback.h"
+
+namespace tern {
+namespace {
+
+using ::testing::HasSubstr;
+using Backend = PortRoute::Backend;
+
+PortRoute route(std::string service, std::string protocol, uint16_t public_port, std::vector<Backend> backends) {
+  return PortRoute{std::move(service), std::move(protocol), public_port, std::move(backends)};
+}
+
+// ---------------------------------------------------------------------------
+// validate()
+
+TEST(ValidateTest, AcceptsGoodMappings) {
+  DesiredMapping m{{route("web", "tcp", 8080, {{9001, 70}, {9002, 30}}), route("web", "udp", 8080, {{9001, 100}}),
+                    route("0-api", "tcp", 80, {{9003, 0}, {9004, 100}}), route("idle", "tcp", 81, {})}};
+  EXPECT_TRUE(validate(m).ok()) << validate(m);
+  EXPECT_TRUE(validate(DesiredMapping{}).ok());
+}
+
+struct BadMapping {
+  std::string name;
+  DesiredMapping mapping;
+  std::string reason;  // a part of the message
+};
+
+TEST(ValidateTest, RefusesBadMappingsNamingRouteAndReason) {
+  std::vector<BadMapping> cases = {
+      {"service name", {{route("Web", "tcp", 8080, {{9001, 100}})}}, "service name"},
+      {"empty service", {{route("", "tcp", 8080, {{9001, 100}})}}, "service name"},
+      {"leading dash", {{route("-web", "tcp", 8080, {{9001, 100}})}}, "service name"},
+      {"long service", {{route(std::string(33, 'a'), "tcp", 8080, {{9001, 100}})}}, "service name"},
+      {"protocol", {{route("web", "sctp", 8080, {{9001, 100}})}}, "protocol"},
+      {"public port 0", {{route("web", "tcp", 0, {{9001, 100}})}}, "public port"},
+      {"duplicate public port",
+       {{route("web", "tcp", 8080, {{9001, 100}}), route("api", "tcp", 8080, {{9002, 100}})}},
+       "already mapped by service \"web\""},
+      {"three backends", {{route("web", "tcp", 8080, {{9001, 50}, {9002, 25}, {9003, 25}})}}, "at most 2"},
+      {"weights sum", {{route("web", "tcp", 8080, {{9001, 50}, {9002, 40}})}}, "sum to 90"},
+      {"weight overflow", {{route("web", "tcp", 8080, {{9001, 4294967295u}, {9002, 101}})}}, "weights are 0-100"},
+      {"backend port 0", {{route("web", "tcp", 8080, {{0, 100}})}}, "backend port"},
+      {"backend is public", {{route("web", "tcp", 8080, {{8080, 100}})}}, "is the public port"},
+      {"backend twice", {{route("web", "tcp", 8080, {{9001, 50}, {9001, 50}})}}, "listed twice"},
+  };
+  for (const auto& c : cases) {
+    auto st = validate(c.mapping);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.name;
+    EXPECT_THAT(std::string(st.message()), HasSubstr(c.reason)) << c.name;
+    const PortRoute& bad = c.mapping.routes.back();
+    EXPECT_THAT(std::string(st.message()),
+                HasSubstr(absl::StrCat("\"", bad.service, "\" ", bad.protocol, "/", bad.public_port)))
+        << c.name;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Construction
+
+TEST(MakePortMapperTest, RefusesUnknownBackend) {
+  PortMapperOptions options;
+  options.backend = "pf";
+  auto m = make_port_mapper(options);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("\"pf\""));
+}
+
+TEST(MakePortMapperTest, ReportsMissingBinaries) {
+  PortMapperOptions nft;
+  nft.nft_bin = "/nonexistent/nft";
+  auto m = make_port_mapper(nft);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("/nonexistent/nft"));
+
+  PortMapperOptions ipt;
+  ipt.backend = "iptables";
+  ipt.iptables_restore_bin = "no-such-iptables-restore";
+  m = make_port_mapper(ipt);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(m.status().message()), HasSubstr("no-such-iptables-restore"));
+}
+
+TEST(MakePortMapperTest, RefusesBadTableName) {
+  for (const char* backend : {"nftables", "iptables"}) {
+    PortMapperOptions options;
+    options.backend = backend;
+    options.table = "tern;flush ruleset";
+    auto m = make_port_mapper(options);
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument) << backend;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Pure parts of the backends
+
+TEST(WeightSlotsTest, BackendsTakeConsecutiveKeysByWeight) {
+  auto slots = weight_slots(route("web", "tcp", 80, {{9001, 30}, {9002, 70}}));
+  for (size_t i = 0; i < 30; ++i) EXPECT_EQ(slots[i], 9001) << i;
+  for (size_t i = 30; i < 100; ++i) EXPECT_EQ(slots[i], 9002) << i;
+
+  for (uint16_t p : weight_slots(route("web", "tcp", 80, {{9001, 100}, {9002, 0}}))) EXPECT_EQ(p, 9001);
+  for (uint16_t p : weight_slots(route("web", "tcp", 80, {{9001, 0}, {9002, 100}}))) EXPECT_EQ(p, 9002);
+  for (uint16_t p : weight_slots(route("web", "tcp", 80, {{9003, 100}}))) EXPECT_EQ(p, 9003);
+}
+
+TEST(NftRulesetTest, OneMapAndRulePerMappedRoute) {
+  DesiredMapping m{{route("web", "tcp", 8080, {{9001, 50}, {9002, 50}}), route("dns", "udp", 53, {{9053, 100}}),
+                    route("idle", "tcp", 81, {})}};
+  std::string s = nft_ruleset("tern", m);
+  EXPECT_THAT(s, HasSubstr("table inet tern {}\ndelete table inet tern\ntable inet tern {\n"));
+  EXPECT_THAT(s, HasSubstr("map tcp_8080_web {\n    typeof numgen random mod 100 : tcp dport\n"));
+  EXPECT_THAT(s, HasSubstr("map udp_53_dns {\n    typeof numgen random mod 100 : udp dport\n"));
+  EXPECT_THAT(s, HasSubstr("{ 0 : 9001, 1 : 9001,"));
+  EXPECT_THAT(s, HasSubstr("49 : 9001, 50 : 9002,"));
+  EXPECT_THAT(s, HasSubstr("tcp dport 8080 fib daddr type local redirect to :numgen random mod 100 map @tcp_8080_web"));
+  EXPECT_THAT(s, HasSubstr("udp dport 53 fib daddr type local redirect to :numgen random mod 100 map @udp_53_dns"));
+  EXPECT_THAT(s, ::testing::Not(HasSubstr("idle")));
+  EXPECT_EQ(nft_map_name(route("2fa", "tcp", 443, {})), "tcp_443_2fa");
+}
+
+TEST(IptablesRulesTest, ChainNamesFitAndAreStable) {
+  EXPECT_EQ(iptables_chain_prefix("tern"), "TERN");
+  EXPECT_EQ(iptables_route_chain("TERN", route("web", "tcp", 8080, {})), "TERN-web-tcp-8080");
+  PortRoute long_route = route("a-rather-long-service-name-xyz", "udp", 65535, {});
+  std::string chain = iptables_route_chain("TERN", long_route);
+  EXPECT_LE(chain.size(), 28u);
+  EXPECT_TRUE(absl::StartsWith(chain, "TERN-a-rather")) << chain;
+  EXPECT_EQ(chain, iptables_route_chain("TERN", long_route));
+  long_route.protocol = "tcp";
+  EXPECT_NE(chain, iptables_route_chain("TERN", long_route));
+  EXPECT_LE(iptables_route_chain("ABCDEFGHIJKLMNOP", long_route).size(), 28u);
+}
+
+TEST(IptablesRulesTest, ExpectedRulesInCanonicalForm) {
+  DesiredMapping m{{route("web", "tcp", 8080, {{9001, 70}, {9002, 30}}), route("dns", "udp", 53, {{9053, 100}})}};
+  IptablesNatState s = expected_iptables_nat("TERN", m);
+  EXPECT_THAT(s.chains["TERN-PREROUTING"],
+              ::testing::ElementsAre(
+                  "-A TERN-PREROUTING -p tcp -m tcp --dport 8080 -m addrtype --dst-type LOCAL -j TERN-web-tcp-8080",
+                  "-A TERN-PREROUTING -p udp -m udp --dport 53 -m addrtype --dst-type LOCAL -j TERN-dns-udp-53"));
+  EXPECT_THAT(s.chains["TERN-web-tcp-8080"],
+              ::testing::ElementsAre("-A TERN-web-tcp-8080 -p tcp -m statistic --mode random --probability "
+                                     "0.29999999981 -j REDIRECT --to-ports 9002",
+                                     "-A TERN-web-tcp-8080 -p tcp -j REDIRECT --to-ports 9001"));
+  EXPECT_THAT(s.chains["TERN-dns-udp-53"],
+              ::testing::ElementsAre("-A TERN-dns-udp-53 -p udp -j REDIRECT --to-ports 9053"));
+  EXPECT_THAT(s.jumps, ::testing::ElementsAre("-A OUTPUT -m comment --comment tern-agent -j TERN-OUTPUT",
+                                              "-A PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING"));
+}
+
+TEST(IptablesRulesTest, ParsesOurPartAndPlansTheRestore) {
+  const std::string listing =
+      "-P PREROUTING ACCEPT\n"
+      "-P OUTPUT ACCEPT\n"
+      "-N FOREIGN\n"
+      "-N TERN-OUTPUT\n"
+      "-N TERN-PREROUTING\n"
+      "-N TERN-old-tcp-81\n"
+      "-N TERNX\n"
+      "-A PREROUTING -m comment --comment \"someone \\\"else\\\"\" -j FOREIGN\n"
+      "-A PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING\n"
+      "-A PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING\n"
+      "-A FOREIGN -p tcp -m tcp --dport 1 -j RETURN\n"
+      "-A TERN-PREROUTING -p tcp -m tcp --dport 81 -m addrtype --dst-type LOCAL -j TERN-old-tcp-81\n"
+      "-A TERN-old-tcp-81 -p tcp -j REDIRECT --to-ports 9009\n"
+      "-A TERNX -j RETURN\n";
+  IptablesNatState actual = parse_iptables_nat("TERN", listing);
+  EXPECT_EQ(actual.chains.size(), 3u);
+  EXPECT_FALSE(actual.chains.contains("TERNX"));
+  EXPECT_FALSE(actual.chains.contains("FOREIGN"));
+  EXPECT_EQ(actual.chains["TERN-old-tcp-81"].size(), 1u);
+  EXPECT_EQ(actual.jumps.size(), 2u);
+
+  IptablesNatState wanted = expected_iptables_nat("TERN", DesiredMapping{{route("web", "tcp", 80, {{9001, 100}})}});
+  std::string script = iptables_restore_script(actual, wanted);
+  std::vector<std::string> lines = absl::StrSplit(script, '\n', absl::SkipEmpty());
+  EXPECT_THAT(lines, ::testing::ElementsAre(
+                         "*nat", ":TERN-OUTPUT - [0:0]", ":TERN-PREROUTING - [0:0]", ":TERN-web-tcp-80 - [0:0]",
+                         ":TERN-old-tcp-81 - [0:0]",
+                         "-A TERN-OUTPUT -p tcp -m tcp --dport 80 -m addrtype --dst-type LOCAL -j TERN-web-tcp-80",
+                         "-A TERN-PREROUTING -p tcp -m tcp --dport 80 -m addrtype --dst-type LOCAL -j TERN-web-tcp-80",
+                         "-A TERN-web-tcp-80 -p tcp -j REDIRECT --to-ports 9001",
+                         "-D PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING",
+                         "-I OUTPUT 1 -m comment --comment tern-agent -j TERN-OUTPUT", "-X TERN-old-tcp-81", "COMMIT"));
+
+  // Removing everything: flush and delete every chain of ours, drop the jumps.
+  lines = absl::StrSplit(iptables_restore_script(actual, IptablesNatState{}), '\n', absl::SkipEmpty());
+  EXPECT_THAT(lines, ::testing::Contains("-X TERN-PREROUTING"));
+  EXPECT_EQ(std::count(lines.begin(), lines.end(), "-D PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING"),
+            2);
+}
+
+TEST(ConntrackTest, UdpPortsWhoseSplitChanged) {
+  DesiredMapping before{{route("dns", "udp", 53, {{9001, 100}}), route("web", "tcp", 80, {{9001, 100}}),
+                         route("q", "udp", 54, {{9001, 50}, {9002, 50}}), route("gone", "udp", 55, {{9001, 100}})}};
+  DesiredMapping after{{route("dns", "udp", 53, {{9001, 100}, {9002, 0}}), route("web", "tcp", 80, {{9002, 100}}),
+                        route("q", "udp", 54, {{9002, 50}, {9001, 50}}), route("new", "udp", 56, {{9001, 100}}),
+                        route("swapped", "udp", 57, {})}};
+  EXPECT_THAT(udp_ports_to_reset(before, after), ::testing::ElementsAre(55, 56));
+  EXPECT_THAT(udp_ports_to_reset(DesiredMapping{}, before), ::testing::ElementsAre(53, 54, 55));
+}
+
+// ---------------------------------------------------------------------------
+// Both backends against the real kernel, in a private network namespace.
+
+// A backend and the iptables flavour the test drives (the iptables backend
+// runs against both; for nftables, iptables only adds foreign rules).
+struct Flavor {
+  std::string name;
+  std::string backend;
+  std::string iptables;
+  std::string iptables_restore;
+  friend void PrintTo(const Flavor& f, std::ostream* os) { *os << f.name; }
+};
+
+class PortMapperTest : public ::testing::TestWithParam<Flavor> {
+ protected:
+  void SetUp() override {
+    if (std::string why = testing::enter_fresh_network_namespace(); !why.empty()) GTEST_SKIP() << why;
+    PortMapperOptions options;
+    options.backend = GetParam().backend;
+    options.iptables_bin = GetParam().iptables;
+    options.iptables_restore_bin = GetParam().iptables_restore;
+    auto mapper = make_port_mapper(options);
+    if (!mapper.ok() && mapper.status().code() == absl::StatusCode::kFailedPrecondition) {
+      GTEST_SKIP() << GetParam().name << " cannot run here: " << mapper.status();
+    }
+    ASSERT_TRUE(mapper.ok()) << mapper.status();
+    mapper_ = std::move(*mapper);
+    blue_ = std::make_unique<testing::NameServer>("blue", SOCK_STREAM);
+    green_ = std::make_unique<testing::NameServer>("green", SOCK_STREAM);
+    public_port_ = testing::unused_port(SOCK_STREAM);
+    if (auto nl = NftNetlink::open(); nl.ok()) netlink_ = std::move(*nl);
+  }
+
+  bool nft() const { return GetParam().backend == "nftables"; }
+  const std::string& iptables() const { return GetParam().iptables; }
+
+  DesiredMapping web(uint32_t blue_weight) const {
+    return DesiredMapping{{route("web", "tcp", public_port_,
+                                 {{blue_->port(), blue_weight}, {green_->port(), 100 - blue_weight}})}};
+  }
+
+  // Who answers `n` connections to the public port.
+  std::map<std::string, int> tally(int n) const {
+    std::map<std::string, int> seen;
+    for (int i = 0; i < n; ++i) ++seen[testing::ask_tcp(public_port_)];
+    return seen;
+  }
+
+  static ExecResult run(const std::vector<std::string>& argv) {
+    auto r = run_command(argv);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : ExecResult{};
+  }
+
+  // Everything of ours the kernel holds, as text ("" when there is none).
+  std::string ours() const {
+    if (nft()) {
+      auto r = run({"nft", "list", "table", "inet", "tern"});
+      return r.success() ? r.out : "";
+    }
+    std::string found;
+    for (absl::string_view line : absl::StrSplit(run({iptables(), "-w", "-t", "nat", "-S"}).out, '\n')) {
+      if (absl::StrContains(line, "TERN")) absl::StrAppend(&found, line, "\n");
+    }
+    return found;
+  }
+
+  // What a careless admin or another tool does to our rules.
+  void break_rules() const {
+    if (nft()) {
+      ASSERT_TRUE(run({"nft", "flush", "ruleset"}).success());
+    } else {
+      ASSERT_TRUE(run({iptables(), "-w", "-t", "nat", "-F", iptables_route_chain("TERN", web(100).routes[0])})
+                      .success());
+    }
+  }
+
+  std::optional<uint32_t> generation() const {
+    if (!netlink_) return std::nullopt;
+    auto g = netlink_->get_generation();
+    EXPECT_TRUE(g.ok()) << g.status();
+    return g.ok() ? std::optional<uint32_t>(*g) : std::nullopt;
+  }
+
+  std::unique_ptr<PortMapper> mapper_;
+  std::unique_ptr<testing::NameServer> blue_, green_;
+  uint16_t public_port_ = 0;
+  std::unique_ptr<NftNetlink> netlink_;
+};
+
+TEST_P(PortMapperTest, RoutesNewConnectionsByWeight) {
+  EXPECT_EQ(testing::ask_tcp(public_port_), "") << "nothing listens on the public port before apply";
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  EXPECT_EQ(tally(20), (std::map<std::string, int>{{"blue", 20}}));
+  EXPECT_EQ(mapper_->current(), web(100));
+
+  // The swap and back, a few times.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(mapper_->apply(web(0)).ok());
+    EXPECT_EQ(tally(20), (std::map<std::string, int>{{"green", 20}}));
+    ASSERT_TRUE(mapper_->apply(web(100)).ok());
+    EXPECT_EQ(tally(20), (std::map<std::string, int>{{"blue", 20}}));
+  }
+
+  // 50/50 over 400 connections: each side's count is Binomial(400, 0.5),
+  // mean 200, standard deviation 10; the band is +-10 sigma.
+  ASSERT_TRUE(mapper_->apply(web(50)).ok());
+  auto seen = tally(400);
+  EXPECT_EQ(seen["blue"] + seen["green"], 400) << "every connection is answered";
+  EXPECT_GE(seen["blue"], 100);
+  EXPECT_GE(seen["green"], 100);
+
+  // 90/10: green gets some, blue most.
+  ASSERT_TRUE(mapper_->apply(web(90)).ok());
+  seen = tally(400);
+  EXPECT_EQ(seen["blue"] + seen["green"], 400);
+  EXPECT_GE(seen["green"], 10);
+  EXPECT_GE(seen["blue"], 300);
+}
+
+TEST_P(PortMapperTest, ApplyingTheSameMappingChangesNothing) {
+  ASSERT_TRUE(mapper_->apply(web(30)).ok());
+  std::string rules = ours();
+  ASSERT_NE(rules, "");
+  auto gen = generation();
+  ASSERT_TRUE(mapper_->apply(web(30)).ok());
+  EXPECT_EQ(generation(), gen) << "a second apply must not commit anything";
+  EXPECT_EQ(ours(), rules);
+  auto reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled) << "nothing changed, so nothing to restore (the rules read back as written)";
+  EXPECT_EQ(generation(), gen);
+
+  // Our own changes (the swap: in place for nftables) do not count as foreign.
+  ASSERT_TRUE(mapper_->apply(web(0)).ok());
+  ASSERT_TRUE(mapper_->apply(web(70)).ok());
+  reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled);
+}
+
+TEST_P(PortMapperTest, RouteSetChanges) {
+  testing::NameServer api("api", SOCK_STREAM);
+  const uint16_t api_port = testing::unused_port(SOCK_STREAM);
+  DesiredMapping both = web(100);
+  both.routes.push_back(route("api", "tcp", api_port, {{api.port(), 100}}));
+  ASSERT_TRUE(mapper_->apply(both).ok());
+  EXPECT_EQ(testing::ask_tcp(public_port_), "blue");
+  EXPECT_EQ(testing::ask_tcp(api_port), "api");
+
+  // A route without backends is not mapped at all.
+  both.routes[0].backends.clear();
+  ASSERT_TRUE(mapper_->apply(both).ok());
+  EXPECT_EQ(testing::ask_tcp(public_port_), "");
+  EXPECT_EQ(testing::ask_tcp(api_port), "api");
+
+  ASSERT_TRUE(mapper_->apply(web(0)).ok());
+  EXPECT_EQ(testing::ask_tcp(public_port_), "green");
+  EXPECT_EQ(testing::ask_tcp(api_port), "");
+  EXPECT_THAT(ours(), ::testing::Not(HasSubstr("api")));
+}
+
+TEST_P(PortMapperTest, ReconcileRestoresForeignChanges) {
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  auto reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled);
+
+  std::string rules = ours();
+  break_rules();
+  EXPECT_EQ(testing::ask_tcp(public_port_), "") << "the foreign change took our mapping away";
+  reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_TRUE(*reconciled);
+  EXPECT_EQ(testing::ask_tcp(public_port_), "blue");
+  EXPECT_EQ(ours(), rules);
+
+  reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled) << "restored, so nothing left to do";
+}
+
+TEST_P(PortMapperTest, ApplyHealsForeignChanges) {
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  break_rules();
+  // A swap, which nftables would make in place, must notice the foreign
+  // change and write the whole table instead.
+  ASSERT_TRUE(mapper_->apply(web(0)).ok());
+  EXPECT_EQ(tally(10), (std::map<std::string, int>{{"green", 10}}));
+  auto reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled);
+}
+
+TEST_P(PortMapperTest, LeavesForeignRulesAlone) {
+  // A foreign nftables table and a foreign iptables chain with a jump to it.
+  auto nft_foreign = run_command({"nft", "-f", "-"}, "table inet foreign {\n  chain input {\n"
+                                                     "    type filter hook input priority 0; policy accept;\n"
+                                                     "    tcp dport 1 counter accept\n  }\n}\n");
+  ASSERT_TRUE(nft_foreign.ok()) << nft_foreign.status();
+  ASSERT_TRUE(nft_foreign->success()) << nft_foreign->err;
+  for (std::vector<std::string> cmd : {std::vector<std::string>{"-N", "FOREIGN"},
+                                       {"-A", "FOREIGN", "-p", "tcp", "--dport", "1", "-j", "RETURN"},
+                                       {"-A", "PREROUTING", "-j", "FOREIGN"},
+                                       {"-A", "OUTPUT", "-p", "tcp", "--dport", "2", "-j", "RETURN"}}) {
+    cmd.insert(cmd.begin(), {iptables(), "-w", "-t", "nat"});
+    ASSERT_TRUE(run(cmd).success()) << absl::StrJoin(cmd, " ");
+  }
+  auto foreign = [&] {
+    std::string nat = run({iptables(), "-w", "-t", "nat", "-S"}).out;
+    std::string out;
+    for (absl::string_view line : absl::StrSplit(nat, '\n')) {
+      if (!absl::StrContains(line, "TERN") && !absl::StrContains(line, "tern")) absl::StrAppend(&out, line, "\n");
+    }
+    return absl::StrCat(run({"nft", "list", "table", "inet", "foreign"}).out, out);
+  };
+  const std::string before = foreign();
+  ASSERT_THAT(before, HasSubstr("tcp dport 1 counter"));
+  ASSERT_THAT(before, HasSubstr("-A PREROUTING -j FOREIGN"));
+
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  ASSERT_TRUE(mapper_->apply(web(40)).ok());
+  EXPECT_EQ(foreign(), before);
+  ASSERT_TRUE(mapper_->reconcile().ok());
+  EXPECT_EQ(foreign(), before);
+  ASSERT_TRUE(mapper_->remove_all().ok());
+  EXPECT_EQ(foreign(), before);
+}
+
+TEST_P(PortMapperTest, RemoveAllLeavesNothingOfOurs) {
+  ASSERT_TRUE(mapper_->remove_all().ok()) << "removing when nothing is there is fine";
+  ASSERT_TRUE(mapper_->apply(web(50)).ok());
+  ASSERT_NE(ours(), "");
+  ASSERT_TRUE(mapper_->remove_all().ok());
+  EXPECT_EQ(ours(), "");
+  EXPECT_EQ(mapper_->current(), DesiredMapping{});
+  EXPECT_EQ(testing::ask_tcp(public_port_), "");
+  auto reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled) << "nothing applied, nothing to restore";
+  EXPECT_EQ(ours(), "");
+  ASSERT_TRUE(mapper_->remove_all().ok());
+}
+
+TEST_P(PortMapperTest, RefusesInvalidMappings) {
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  std::string rules = ours();
+  DesiredMapping bad = web(100);
+  bad.routes[0].backends[1].weight = 5;
+  auto st = mapper_->apply(bad);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(st.message()), HasSubstr(absl::StrCat("\"web\" tcp/", public_port_)));
+  EXPECT_THAT(std::string(st.message()), HasSubstr("sum to 105"));
+  EXPECT_EQ(mapper_->current(), web(100));
+  EXPECT_EQ(ours(), rules);
+  EXPECT_EQ(testing::ask_tcp(public_port_), "blue");
+}
+
+TEST_P(PortMapperTest, SwitchMovesExistingUdpFlows) {
+  if (!find_executable("conntrack")) GTEST_SKIP() << "conntrack is not installed";
+  testing::NameServer blue("blue", SOCK_DGRAM);
+  testing::NameServer green("green", SOCK_DGRAM);
+  const uint16_t port = testing::unused_port(SOCK_DGRAM);
+  auto dns = [&](uint32_t blue_weight) {
+    return DesiredMapping{{route("dns", "udp", port, {{blue.port(), blue_weight}, {green.port(), 100 - blue_weight}})}};
+  };
+  ASSERT_TRUE(mapper_->apply(dns(100)).ok());
+  testing::UdpClient client(port);  // one flow: the same local port throughout
+  EXPECT_EQ(client.ask(), "blue");
+  EXPECT_EQ(client.ask(), "blue");
+  ASSERT_TRUE(mapper_->apply(dns(0)).ok());
+  EXPECT_EQ(client.ask(), "green") << "the flow's conntrack entry was deleted, so it takes the new mapping";
+  ASSERT_TRUE(mapper_->apply(dns(100)).ok());
+  EXPECT_EQ(client.ask(), "blue");
+}
+
+TEST_P(PortMapperTest, NftablesMapsHoldAllHundredKeys) {
+  if (!nft()) GTEST_SKIP() << "nftables only";
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  ASSERT_TRUE(mapper_->apply(web(30)).ok());  // written in place over netlink
+  auto listing = run({"nft", "list", "map", "inet", "tern", nft_map_name(web(30).routes[0])});
+  ASSERT_TRUE(listing.success()) << listing.err;
+  EXPECT_THAT(listing.out, HasSubstr(absl::StrCat("0 : ", blue_->port())));
+  EXPECT_THAT(listing.out, HasSubstr(absl::StrCat("29 : ", blue_->port())));
+  EXPECT_THAT(listing.out, HasSubstr(absl::StrCat("30 : ", green_->port())));
+  EXPECT_THAT(listing.out, HasSubstr(absl::StrCat("99 : ", green_->port())));
+  // The kernel content equals what a full write produces.
+  std::string in_place = ours();
+  auto fresh = make_port_mapper(PortMapperOptions{});
+  ASSERT_TRUE(fresh.ok());
+  ASSERT_TRUE((*fresh)->apply(web(30)).ok());
+  EXPECT_EQ(ours(), in_place);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Backends, PortMapperTest,
+    ::testing::Values(Flavor{"nftables", "nftables", "iptables", "iptables-restore"},
+                      Flavor{"iptables", "iptables", "iptables", "iptables-restore"},
+                      Flavor{"iptables_legacy", "iptables", "iptables-legacy", "iptables-legacy-restore"}),
+    [](const ::testing::TestParamInfo<Flavor>& p) { return p.param.name; });
+
+}  // namespace
+}  // namespace tern

@@ -1,0 +1,179 @@
+// One host, end to end: a coordinator, an agent and the demo app inside a
+// network namespace the test creates, with real nftables (and the same suite
+// on iptables), driven through ternctl as an operator would.
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "tern/v1/agent_state.pb.h"
+#include "tern/v1/fleet.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/netns.h"
+#include "tests/integration/one_host.h"
+
+namespace tern::testing {
+namespace {
+
+class OneHostTest : public OneHostFixture, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override { OneHostFixture::set_up(GetParam(), /*keep_warm=*/false); }
+};
+
+TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  EXPECT_EQ(serving(), "v1 blue");
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+  EXPECT_EQ(serving(), "v2 green");
+  // keep_warm is off: blue was drained and stopped.
+  auto h = host_status();
+  ASSERT_TRUE(h);
+  const auto& slots = h->services(0).slots();
+  EXPECT_EQ(slots[0].phase(), tern::v1::SLOT_PHASE_STOPPED);
+  EXPECT_TRUE(slots[1].active());
+  EXPECT_EQ(slots[1].weight(), 100u);
+  EXPECT_GT(slots[1].pid(), 0);
+
+  // Rollback restarts the stopped previous release first, then flips.
+  auto r = ctl({"host", "rollback", "h1", "web"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  auto table = ctl({"host", "status", "h1"});
+  EXPECT_NE(table.out.find("v1"), std::string::npos) << table.out;
+}
+
+TEST_P(OneHostTest, GreenThatNeverTurnsHealthyLeavesBlueServing) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  push("v2-bad", bad_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2-bad"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("did not turn healthy"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("active slot was not touched"), std::string::npos) << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  auto h = host_status();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->services(0).slots(1).pid(), 0) << "the failed green must be stopped";
+  EXPECT_EQ(h->services(0).slots(1).phase(), tern::v1::SLOT_PHASE_CRASHED);
+}
+
+TEST_P(OneHostTest, CorruptArtifactIsRefusedAndNothingStarts) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  push("v2", good_bundle_);
+  // Damage the stored blob: the agent must notice and install nothing.
+  std::string sha;
+  for (const auto& e : std::filesystem::directory_iterator(dir_.path() / "artifacts" / "sha256")) {
+    std::filesystem::resize_file(e.path(), std::filesystem::file_size(e.path()) / 2);
+    sha = e.path().filename();
+  }
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_TRUE(r.err.find("checksum") != std::string::npos || r.err.find("truncated") != std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir_.path() / "agent" / "web" / "releases" / "v2"));
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), 0);
+}
+
+TEST_P(OneHostTest, SlotPortAlreadyTakenGivesAClearError) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  // Someone else listens on green's port.
+  int fd = -1;
+  ns_->run([&] {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(kGreenPort);
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ::listen(fd, 8);
+  });
+  push("v2", good_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2"});
+  ::close(fd);
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("already in use"), std::string::npos) << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+}
+
+TEST_P(OneHostTest, AgentKilledMidDeployAdoptsItsSlotsWithoutRestartingThem) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  push("v2-slow", slow_bundle_);
+  // The deploy is under way (green started, still probing) when the agent dies.
+  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--coordinator", address_, "host", "deploy", "h1", "web", "--version",
+                             "v2-slow"},
+                            dir_.file("deploy.log"));
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).green().pid() > 0;
+  })) << agent_->log();
+  const int64_t green_pid = agent_state()->services(0).green().pid();
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  EXPECT_EQ(deploy->wait(), 1) << deploy->log();  // the caller learns the agent went away
+  EXPECT_EQ(serving(), "v1 blue") << "blue must serve throughout";
+
+  start_agent();
+  // Re-adopted, not restarted: same pids; green finishes its probes as the idle slot.
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1 &&
+           h->services(0).slots(1).phase() == tern::v1::SLOT_PHASE_HEALTHY;
+  })) << agent_->log();
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
+  EXPECT_EQ(serving(), "v1 blue");
+  // Deploying the same release again reuses the warm green and just switches.
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2-slow", /*push_first=*/false));
+  EXPECT_EQ(serving(), "v2-slow green");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
+
+  // Killed again after the switch: the mapping it recorded is the one in force.
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  start_agent();
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1;
+  }));
+  EXPECT_EQ(serving(), "v2-slow green");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
+}
+
+TEST_P(OneHostTest, RulesFlushedBySomeoneElseAreRestored) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  // A foreign table that must survive everything the agent does.
+  ASSERT_EQ(run_cmd(with_ns({"nft", "add", "table", "ip", "foreign"})).code, 0);
+  if (GetParam() == "nftables") {
+    ASSERT_EQ(run_cmd(with_ns({"nft", "flush", "ruleset"})).code, 0);
+    ASSERT_EQ(run_cmd(with_ns({"nft", "add", "table", "ip", "foreign"})).code, 0);
+  } else {
+    ASSERT_EQ(run_cmd(with_ns({"iptables", "-w", "-t", "nat", "-F", "PREROUTING"})).code, 0);
+    ASSERT_EQ(run_cmd(with_ns({"iptables", "-w", "-t", "nat", "-F", "OUTPUT"})).code, 0);
+  }
+  EXPECT_TRUE(eventually([&] { return serving() == "v1 blue"; }, std::chrono::seconds(10)))
+      << "the mapping was not restored; agent log:\n" << agent_->log();
+  EXPECT_EQ(run_cmd(with_ns({"nft", "list", "table", "ip", "foreign"})).code, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, OneHostTest, ::testing::Values("nftables", "iptables"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+}  // namespace
+}  // namespace tern::testing
