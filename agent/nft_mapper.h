@@ -6,9 +6,16 @@
 //
 // apply() writes the whole table with one `nft -f -` run when routes appear or
 // disappear, and otherwise (a swap or re-weighting: the hot path) rewrites only
-// the changed maps in one netlink transaction, without forking. reconcile()
-// compares the kernel's ruleset generation with the one recorded after our
-// last change, and rewrites the table when anything changed since.
+// the changed maps in one netlink transaction, without forking. After each
+// change it records the ruleset generation. reconcile() (and the hot path)
+// compare the kernel's generation with it: when anyone committed anything
+// since -- to any table, so also unrelated changes by docker or firewalld --
+// the whole table is rewritten (atomically; established connections keep
+// their NAT). A UDP route whose split changed gets its conntrack entries
+// deleted (see conntrack.h).
+//
+// The mapper works in the network namespace of the thread that creates it
+// (its netlink socket is bound there); call it from that thread's namespace.
 
 #include <array>
 #include <cstdint>

@@ -606,7 +606,6 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
     previous_running = previous != tern::v1::SLOT_COLOR_UNSPECIFIED && previous != to && running(slot(previous));
   }
   // Intent first: a crash between here and the kernel change re-applies it.
-  tern::v1::ServiceState intent = snapshot();
   save(absl::StrCat("switching to ", color_name(to), " at ", weight, "%"));
   if (auto st = set_mapping(to, weight); !st.ok()) {
     save("");
@@ -614,7 +613,6 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
                                             "; the previous mapping stays in force"));
   }
   save("");
-  (void)intent;
   p(weight == 100 ? absl::StrCat("switched traffic to ", color_name(to))
                   : absl::StrCat("split traffic: ", color_name(to), " ", weight, "%, ", color_name(other(to)), " ",
                                  100 - weight, "%"));
@@ -625,16 +623,16 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
       std::lock_guard lock(mu_);
       keep_warm = state_.spec().keep_warm();
     }
-    drain(previous, p);
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return absl::OkStatus();
-    }
     if (keep_warm) {
-      std::lock_guard lock(mu_);
-      slot(previous).set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+      // Nothing to drain: the old slot keeps running, and its open
+      // connections finish there whenever their clients close them.
       p(absl::StrCat(color_name(previous), " kept warm for rollback"));
     } else {
+      drain(previous, p);
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_) return absl::OkStatus();
+      }
       stop_slot(previous, tern::v1::SLOT_PHASE_STOPPED, "drained and stopped after a switch");
       p(absl::StrCat("stopped ", color_name(previous)));
     }

@@ -1,0 +1,216 @@
+// Zero failed requests across 100+ swaps: constant-rate client traffic
+// through the public port while the host flips between two warm releases,
+// with a new connection per request and with keep-alive connections. Every
+// response must come from the release the mapping named when its connection
+// was opened.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "tests/integration/one_host.h"
+
+namespace tern::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// One blocking HTTP/1.1 connection to the public port.
+class HttpConn {
+ public:
+  ~HttpConn() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool connect_to(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{2, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  // The body's first word (the version), or empty on any failure.
+  std::string get(bool keep_alive) {
+    std::string req = std::string("GET / HTTP/1.1\r\nHost: t\r\nConnection: ") + (keep_alive ? "keep-alive" : "close") +
+                      "\r\n\r\n";
+    if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
+    std::string buf;
+    char tmp[4096];
+    std::size_t header_end = std::string::npos, need = 0;
+    for (;;) {
+      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) return "";
+      buf.append(tmp, static_cast<std::size_t>(n));
+      if (header_end == std::string::npos) {
+        header_end = buf.find("\r\n\r\n");
+        if (header_end == std::string::npos) continue;
+        if (buf.compare(0, 12, "HTTP/1.1 200") != 0) return "";
+        auto cl = buf.find("Content-Length: ");
+        if (cl == std::string::npos) return "";
+        need = header_end + 4 + std::stoul(buf.substr(cl + 16));
+      }
+      if (buf.size() >= need) break;
+    }
+    std::string body = buf.substr(header_end + 4, need - header_end - 4);
+    return body.substr(0, body.find(' '));
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+struct Swap {
+  Clock::time_point start, end;
+  std::string after;  // the version serving new connections once it is done
+};
+
+class SwapLoadTest : public OneHostFixture, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override { OneHostFixture::set_up(GetParam(), /*keep_warm=*/true); }
+
+  // Versions a connection opened within [a, b] may legitimately reach.
+  std::set<std::string> allowed(Clock::time_point a, Clock::time_point b) {
+    std::set<std::string> out;
+    std::string current = initial_;
+    for (const auto& s : swaps_) {
+      if (s.end <= a) {
+        current = s.after;
+        continue;
+      }
+      if (s.start <= b) {  // overlaps: old and new are both possible
+        out.insert(current);
+        out.insert(s.after);
+        current = s.after;
+        continue;
+      }
+      break;
+    }
+    out.insert(current);
+    return out;
+  }
+
+  void run_load(bool keep_alive) {
+    ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+    ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+    initial_ = "v2";
+    std::atomic<bool> stop{false};
+    std::atomic<int> requests{0}, failures{0}, wrong{0};
+    std::mutex err_mu;
+    std::vector<std::string> errors;
+    auto note = [&](const std::string& e) {
+      std::lock_guard lock(err_mu);
+      if (errors.size() < 10) errors.push_back(e);
+    };
+    // Two clients at a constant rate of one request per 2 ms each.
+    std::vector<std::thread> clients;
+    for (int c = 0; c < 2; ++c) {
+      clients.emplace_back([&, c] {
+        if (!ns_->enter()) return note("cannot enter the namespace");
+        auto next = Clock::now();
+        while (!stop.load()) {
+          HttpConn conn;
+          const auto a = Clock::now();
+          bool connected = conn.connect_to(kPublicPort);
+          const auto b = Clock::now();
+          if (!connected) {
+            ++failures;
+            note("connect failed");
+            continue;
+          }
+          // Keep-alive: up to 40 requests per connection, all to one release.
+          const int per_conn = keep_alive ? 40 : 1;
+          std::string first;
+          for (int i = 0; i < per_conn && !stop.load(); ++i) {
+            next += std::chrono::milliseconds(2);
+            std::this_thread::sleep_until(next);
+            std::string v = conn.get(keep_alive && i + 1 < per_conn);
+            ++requests;
+            if (v.empty()) {
+              ++failures;
+              note("client " + std::to_string(c) + ": request failed");
+              break;
+            }
+            if (first.empty()) {
+              first = v;
+              std::lock_guard lock(mu_);
+              opened_.push_back({a, b, v});
+            } else if (v != first) {
+              ++wrong;
+              note("a keep-alive connection moved from " + first + " to " + v);
+            }
+          }
+        }
+      });
+    }
+    // 100 swaps back and forth, each a real `ternctl host rollback`.
+    std::string version = "v2";
+    for (int i = 0; i < 100; ++i) {
+      const auto start = Clock::now();
+      auto r = ctl({"host", "rollback", "h1", "web"});
+      const auto end = Clock::now();
+      version = version == "v2" ? "v1" : "v2";
+      {
+        std::lock_guard lock(mu_);
+        swaps_.push_back({start, end, version});
+      }
+      if (r.code != 0) {
+        ADD_FAILURE() << "swap " << i << ": " << r.err;
+        break;
+      }
+    }
+    stop = true;
+    for (auto& t : clients) t.join();
+    // Judged afterwards, against the complete swap timeline.
+    for (const auto& o : opened_) {
+      auto ok = allowed(o.a, o.b);
+      if (!ok.count(o.version)) {
+        ++wrong;
+        note("a connection opened when the mapping said " + *ok.begin() + " reached " + o.version);
+      }
+    }
+    EXPECT_EQ(swaps_.size(), 100u);
+    EXPECT_GT(requests.load(), 500);
+    EXPECT_EQ(failures.load(), 0) << ::testing::PrintToString(errors);
+    EXPECT_EQ(wrong.load(), 0) << ::testing::PrintToString(errors);
+    EXPECT_EQ(serving(), "v2 green") << "after an even number of flips the newer release serves";
+  }
+
+  struct Opened {
+    Clock::time_point a, b;
+    std::string version;
+  };
+  std::mutex mu_;
+  std::vector<Swap> swaps_;
+  std::vector<Opened> opened_;
+  std::string initial_;
+};
+
+TEST_P(SwapLoadTest, NewConnectionPerRequestAcrossHundredSwaps) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  run_load(/*keep_alive=*/false);
+}
+
+TEST_P(SwapLoadTest, KeepAliveConnectionsAcrossHundredSwaps) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  run_load(/*keep_alive=*/true);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, SwapLoadTest, ::testing::Values("nftables", "iptables"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+}  // namespace
+}  // namespace tern::testing
