@@ -34,7 +34,7 @@ absl::StatusOr<tern::v1::AgentState> StateStore::load() const {
   return state;
 }
 
-absl::Status StateStore::save(const tern::v1::AgentState& state) {
+absl::Status StateStore::save(const tern::v1::AgentState& state, bool durable) {
   std::string json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.add_whitespace = true;
@@ -56,7 +56,7 @@ absl::Status StateStore::save(const tern::v1::AgentState& state) {
     }
     off += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) {
+  if (durable && ::fsync(fd) != 0) {
     int e = errno;
     ::close(fd);
     return absl::InternalError(absl::StrCat("cannot fsync ", tmp, ": ", std::strerror(e)));
@@ -65,7 +65,7 @@ absl::Status StateStore::save(const tern::v1::AgentState& state) {
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path_, ": ", std::strerror(errno)));
   }
-  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = durable ? ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);

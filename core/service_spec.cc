@@ -23,16 +23,14 @@ absl::Status field_error(absl::string_view field, absl::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat("field ", field, ": ", reason));
 }
 
-// Reads an optional duration key straight into a proto Duration.
-void get_duration(YamlMap& m, absl::string_view key, Duration* out) {
-  if (!m.has(key)) {
-    Millis ignored{0};
-    m.get(key, ignored);  // marks the key known
-    return;
-  }
-  Millis v{0};
-  m.get(key, v);
-  *out = to_duration(v);
+// Reads an optional duration key; a proto field stays unset when the key is
+// absent (so defaults apply later). `mutable()` is only called when present.
+template <typename Mutable>
+void get_duration(YamlMap& m, absl::string_view key, Mutable mut) {
+  Millis v{-1};
+  const bool present = m.has(key);
+  m.get(key, v);  // also marks the key known
+  if (present && v >= Millis(0)) *mut() = to_duration(v);
 }
 
 void get_port(YamlMap& m, absl::string_view key, uint32_t& out) { m.get(key, out); }
@@ -118,21 +116,24 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
       g->get("service", *hc->mutable_grpc()->mutable_service());
       h->absorb(g->finish());
     }
-    get_duration(*h, "interval", hc->mutable_interval());
-    get_duration(*h, "timeout", hc->mutable_timeout());
+    get_duration(*h, "interval", [&] { return hc->mutable_interval(); });
+    get_duration(*h, "timeout", [&] { return hc->mutable_timeout(); });
     uint32_t n = 0;
     if (h->has("success_threshold")) h->get("success_threshold", n), hc->set_success_threshold(n);
     else h->get("success_threshold", n);
     n = 0;
     if (h->has("failure_threshold")) h->get("failure_threshold", n), hc->set_failure_threshold(n);
     else h->get("failure_threshold", n);
-    get_duration(*h, "min_healthy_time", hc->mutable_min_healthy_time());
-    get_duration(*h, "healthy_deadline", hc->mutable_healthy_deadline());
-    if (kinds > 1) h->absorb(field_error("health", "give exactly one of http, tcp, exec, grpc"));
+    get_duration(*h, "min_healthy_time", [&] { return hc->mutable_min_healthy_time(); });
+    get_duration(*h, "healthy_deadline", [&] { return hc->mutable_healthy_deadline(); });
+    if (kinds > 1) {
+      h->absorb(absl::InvalidArgumentError(
+          absl::StrCat(origin, ": field health: give exactly one of http, tcp, exec, grpc")));
+    }
     m.absorb(h->finish());
   }
-  get_duration(m, "drain", spec.mutable_drain());
-  get_duration(m, "grace", spec.mutable_grace());
+  get_duration(m, "drain", [&] { return spec.mutable_drain(); });
+  get_duration(m, "grace", [&] { return spec.mutable_grace(); });
   bool keep_warm = false;
   m.get("keep_warm", keep_warm);
   spec.set_keep_warm(keep_warm);
@@ -142,7 +143,7 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
     uint32_t n = 0;
     if (r->has("max_restarts")) r->get("max_restarts", n), rp->set_max_restarts(n);
     else r->get("max_restarts", n);
-    get_duration(*r, "delay", rp->mutable_delay());
+    get_duration(*r, "delay", [&] { return rp->mutable_delay(); });
     m.absorb(r->finish());
   }
   if (auto st = m.finish(); !st.ok()) return st;

@@ -172,6 +172,49 @@ TEST_P(OneHostTest, RulesFlushedBySomeoneElseAreRestored) {
   EXPECT_EQ(run_cmd(with_ns({"nft", "list", "table", "ip", "foreign"})).code, 0);
 }
 
+TEST_P(OneHostTest, ReleaseFromAnHttpUrlIsCheckedAgainstItsSha256) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  // A plain artifact repository: python's http.server in the namespace.
+  auto server = spawn_in_ns({"python3", "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory",
+                             dir_.path().string()},
+                            dir_.file("http.log"));
+  std::string port;
+  ASSERT_TRUE(eventually([&] {
+    std::string log = server->log();
+    auto p = log.find(" port ");
+    if (p == std::string::npos) return false;
+    port = log.substr(p + 6, log.find(' ', p + 6) - p - 6);
+    return !port.empty();
+  })) << server->log();
+  const std::string url = "http://127.0.0.1:" + port + "/good.tar.gz";
+  const std::string wrong(64, 'a');
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v3", "--url", url, "--sha256", wrong});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("failed its checksum"), std::string::npos) << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  auto sha = run_cmd({"sha256sum", dir_.file("good.tar.gz")});
+  ASSERT_EQ(sha.code, 0);
+  r = ctl({"host", "deploy", "h1", "web", "--version", "v3", "--url", url, "--sha256", sha.out.substr(0, 64)});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v3 green");
+}
+
+TEST_P(OneHostTest, ASlotThatDiesIsRestartedByItsPolicy) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(::kill(static_cast<pid_t>(pid), SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).blue().restarts() == 1 &&
+           st->services(0).blue().pid() > 0 && st->services(0).blue().phase() == tern::v1::SLOT_PHASE_HEALTHY;
+  })) << agent_->log();
+  EXPECT_NE(slot_pid(tern::v1::SLOT_COLOR_BLUE), pid);
+  EXPECT_EQ(serving(), "v1 blue");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, OneHostTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 

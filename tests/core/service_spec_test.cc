@@ -1,0 +1,79 @@
+#include "core/service_spec.h"
+
+#include <gtest/gtest.h>
+
+namespace tern {
+namespace {
+
+constexpr const char* kGood = R"(
+name: web
+selector: role=web
+ports: [{name: http, protocol: tcp, public: 8080, blue: 9001, green: 9002}]
+argv: ["{release_dir}/app", "--port", "{port}"]
+user: nobody
+env: {LOG_LEVEL: info}
+health: {http: {path: /healthz}, interval: 500ms, timeout: 1s, success_threshold: 2, healthy_deadline: 30s}
+drain: 5s
+keep_warm: true
+restart: {policy: on-failure, max_restarts: 5, delay: 2s}
+)";
+
+TEST(ServiceSpecTest, ParsesAFullSpecAndFillsDefaults) {
+  auto spec = parse_service_spec(kGood, "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "web");
+  EXPECT_EQ(spec->ports(0).green_port(), 9002u);
+  EXPECT_EQ(spec->health().http().path(), "/healthz");
+  EXPECT_EQ(spec->health().success_threshold(), 2u);
+  EXPECT_EQ(spec->health().interval().nanos(), 500'000'000);
+  EXPECT_EQ(spec->drain().seconds(), 5);
+  EXPECT_EQ(spec->grace().seconds(), 10) << "grace defaults to 10s";
+  EXPECT_TRUE(spec->keep_warm());
+  EXPECT_EQ(spec->restart().max_restarts(), 5u);
+  EXPECT_EQ(spec->env().at("LOG_LEVEL"), "info");
+}
+
+TEST(ServiceSpecTest, MinimalSpecGetsATcpProbe) {
+  auto spec = parse_service_spec("name: api\nports: [{public: 80, blue: 8001, green: 8002}]\nargv: [app]\n", "api.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->health().has_tcp());
+  EXPECT_EQ(spec->ports(0).protocol(), "tcp");
+  EXPECT_EQ(spec->restart().policy(), "on-failure");
+}
+
+struct Bad {
+  const char* yaml;
+  const char* expect;  // in the message
+};
+
+class BadSpecTest : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(BadSpecTest, IsRefusedNamingTheFieldAndTheReason) {
+  auto spec = parse_service_spec(GetParam().yaml, "bad.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(spec.status().message()).find(GetParam().expect), std::string::npos) << spec.status();
+  EXPECT_NE(std::string(spec.status().message()).find("bad.yaml"), std::string::npos) << spec.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, BadSpecTest,
+    ::testing::Values(
+        Bad{"name: Web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n", "field name"},
+        Bad{"name: web\nports: []\nargv: [a]\n", "field ports: at least one"},
+        Bad{"name: web\nports: [{public: 80, blue: 80, green: 82}]\nargv: [a]\n", "ports[0].blue: 80 is already used"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 70000}]\nargv: [a]\n", "ports[0].green"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82, protocol: sctp}]\nargv: [a]\n", "tcp or udp"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\n", "field argv"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nhealth: {http: {path: x}}\n",
+            "health.http.path"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nhealth: {tcp: {}, http: {path: /}}\n",
+            "exactly one"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\ndrain: 5\n", "drain"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nsurprise: 1\n", "unknown key"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nselector: \"a=b=c\"\n", "selector"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nrestart: {policy: always}\n",
+            "restart.policy"}));
+
+}  // namespace
+}  // namespace tern
