@@ -104,7 +104,7 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.stager = stager_.get();
   deps.traffic = traffic_.get();
   deps.clock = &SystemClock::instance();
-  deps.persist = [this](bool durable) { return persist(durable); };
+  deps.persist = [this] { return persist(); };
   deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
   deps.log_dir = config_.state_dir + "/logs";
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
@@ -114,7 +114,7 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   return raw;
 }
 
-absl::Status Agent::persist(bool durable) {
+absl::Status Agent::persist() {
   std::lock_guard plock(persist_mu_);
   tern::v1::AgentState state;
   {
@@ -126,7 +126,7 @@ absl::Status Agent::persist(bool durable) {
       *state.add_services() = sup->snapshot();
     }
   }
-  return store_->save(state, durable);
+  return store_->save(state);
 }
 
 std::vector<tern::v1::ServiceStatus> Agent::services() const {

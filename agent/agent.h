@@ -51,7 +51,7 @@ class Agent {
   tern::v1::Hello build_hello() const;
   void handle_command(const tern::v1::Command& cmd);
   void reply(const tern::v1::CommandResult& result);
-  absl::Status persist(bool durable = true);
+  absl::Status persist();
   void send_event(const tern::v1::AgentEvent& e);
   ServiceSupervisor* add_supervisor(tern::v1::ServiceState state);
   void housekeeping_loop();

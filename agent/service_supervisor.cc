@@ -120,13 +120,13 @@ bool ServiceSupervisor::running(const tern::v1::SlotState& s) const {
   return s.pid() > 0 && s.phase() != tern::v1::SLOT_PHASE_STOPPED && s.phase() != tern::v1::SLOT_PHASE_CRASHED;
 }
 
-void ServiceSupervisor::save(const std::string& operation, bool durable) {
+void ServiceSupervisor::save(const std::string& operation) {
   {
     std::lock_guard lock(mu_);
     state_.set_operation(operation);
   }
   if (deps_.persist) {
-    if (auto st = deps_.persist(durable); !st.ok()) spdlog::error("{}: cannot persist agent state: {}", name_, st.message());
+    if (auto st = deps_.persist(); !st.ok()) spdlog::error("{}: cannot persist agent state: {}", name_, st.message());
   }
 }
 
@@ -605,14 +605,12 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
     previous = state_.active();
     previous_running = previous != tern::v1::SLOT_COLOR_UNSPECIFIED && previous != to && running(slot(previous));
   }
-  // The operation is noted first (for the log after a crash); the new mapping
-  // is recorded durably as soon as the kernel has it, before anything is
-  // stopped. A crash in between re-applies the old mapping, whose slots both
-  // still run: one mapping, never none. The note is not fsynced, to keep the
-  // swap's critical path free of disk flushes.
-  save(absl::StrCat("switching to ", color_name(to), " at ", weight, "%"), /*durable=*/false);
+  // Nothing is written before the kernel change: the state on disk still
+  // names the old mapping, whose slots both run, so a crash right here
+  // re-applies a working mapping (one, never none). The new mapping is
+  // recorded durably as soon as the kernel has it, before anything is
+  // stopped. That keeps disk writes off the swap's critical path.
   if (auto st = set_mapping(to, weight); !st.ok()) {
-    save("");
     return absl::InternalError(absl::StrCat("switching traffic to ", color_name(to), " failed: ", st.message(),
                                             "; the previous mapping stays in force"));
   }

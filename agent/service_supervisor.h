@@ -30,9 +30,7 @@ struct SupervisorDeps {
   const Clock* clock = nullptr;
   // Writes the agent's whole state file; called after every state change and
   // before every action it announces. Must not call back into the supervisor.
-  // `durable` is false only for the intent written just before a traffic
-  // switch, where an fsync would sit on the swap's critical path.
-  std::function<absl::Status(bool durable)> persist;
+  std::function<absl::Status()> persist;
   // Sends an event to the coordinator (best effort).
   std::function<void(const tern::v1::AgentEvent&)> emit;
   // Per-slot logs go to <log_dir>/<service>-<color>.log.
@@ -101,7 +99,7 @@ class ServiceSupervisor {
 
   tern::v1::SlotState& slot(tern::v1::SlotColor color);
   uint16_t slot_port(tern::v1::SlotColor color) const;
-  void save(const std::string& operation, bool durable = true);
+  void save(const std::string& operation);
   void event(const std::string& kind, const std::string& message);
   ProcessHandle handle(const tern::v1::SlotState& s) const { return {s.pid(), s.start_time()}; }
   bool running(const tern::v1::SlotState& s) const;

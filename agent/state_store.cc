@@ -34,7 +34,7 @@ absl::StatusOr<tern::v1::AgentState> StateStore::load() const {
   return state;
 }
 
-absl::Status StateStore::save(const tern::v1::AgentState& state, bool durable) {
+absl::Status StateStore::save(const tern::v1::AgentState& state) {
   std::string json;
   google::protobuf::util::JsonPrintOptions opts;
   opts.add_whitespace = true;
@@ -56,7 +56,7 @@ absl::Status StateStore::save(const tern::v1::AgentState& state, bool durable) {
     }
     off += static_cast<std::size_t>(n);
   }
-  if (durable && ::fsync(fd) != 0) {
+  if (::fsync(fd) != 0) {
     int e = errno;
     ::close(fd);
     return absl::InternalError(absl::StrCat("cannot fsync ", tmp, ": ", std::strerror(e)));
@@ -65,7 +65,7 @@ absl::Status StateStore::save(const tern::v1::AgentState& state, bool durable) {
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path_, ": ", std::strerror(errno)));
   }
-  int dfd = durable ? ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+  int dfd = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);

@@ -18,10 +18,7 @@ class StateStore {
   // but cannot be read or parsed (the agent then refuses to start rather than
   // forget what it runs).
   absl::StatusOr<tern::v1::AgentState> load() const;
-  // `durable`: fsync the file and the directory. Without it the replace is
-  // still atomic against the agent's own crash (the page cache outlives the
-  // process), just not against a power cut; the next durable save covers it.
-  absl::Status save(const tern::v1::AgentState& state, bool durable = true);
+  absl::Status save(const tern::v1::AgentState& state);
   const std::string& path() const { return path_; }
 
  private:

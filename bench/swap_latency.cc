@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "agent/artifact_stager.h"
 #include "agent/exec.h"
 #include "agent/health.h"
@@ -53,8 +55,11 @@ double us_since(SteadyClock::time_point t0) {
   return std::chrono::duration<double, std::micro>(SteadyClock::now() - t0).count();
 }
 
+// Why requests failed, for the report.
+std::atomic<long> g_refused{0}, g_reset{0}, g_timeout{0}, g_other{0};
+
 // One request on a new connection; the body's first word, empty on failure.
-std::string version_at(uint16_t port) {
+std::string version_at(uint16_t port, bool count_errors = false) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -63,22 +68,43 @@ std::string version_at(uint16_t port) {
   timeval tv{1, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   std::string out;
+  int err = 0;
   if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
     const char req[] = "GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
     if (::send(fd, req, sizeof req - 1, MSG_NOSIGNAL) > 0) {
       char buf[1024];
       std::string resp;
       ssize_t n;
-      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0) resp.append(buf, static_cast<std::size_t>(n));
+      while ((n = ::recv(fd, buf, sizeof buf, 0)) > 0 || (n < 0 && errno == EINTR)) {
+        if (n > 0) resp.append(buf, static_cast<std::size_t>(n));
+      }
+      if (n < 0) err = errno;
       auto p = resp.find("\r\n\r\n");
       if (resp.rfind("HTTP/1.1 200", 0) == 0 && p != std::string::npos) {
         out = resp.substr(p + 4);
         out = out.substr(0, out.find_first_of(" \n"));
       }
+    } else {
+      err = errno;
     }
+  } else {
+    err = errno;
   }
   ::close(fd);
+  if (out.empty() && count_errors) {
+    if (err == ECONNREFUSED) ++g_refused;
+    else if (err == ECONNRESET || err == EPIPE) ++g_reset;
+    else if (err == EAGAIN || err == ETIMEDOUT) ++g_timeout;
+    else ++g_other;
+  }
   return out;
+}
+
+std::string failure_kinds() {
+  char b[160];
+  std::snprintf(b, sizeof b, "refused %ld, reset %ld, timed out %ld, other %ld", g_refused.exchange(0),
+                g_reset.exchange(0), g_timeout.exchange(0), g_other.exchange(0));
+  return b;
 }
 
 // Polls new connections until one is answered by `want`.
@@ -159,7 +185,7 @@ void kernel_swaps(const std::string& backend, int swaps) {
           next += std::chrono::milliseconds(1);
           std::this_thread::sleep_until(next);
           ++sent;
-          if (version_at(kPublic).empty()) ++failed;
+          if (version_at(kPublic, true).empty()) ++failed;
         }
       });
     }
@@ -186,8 +212,8 @@ void kernel_swaps(const std::string& backend, int swaps) {
   std::printf("%s\n%s\n%s\n", total.line("kernel swap -> first new conn on new slot").c_str(),
               apply_only.line("  of which PortMapper::apply()").c_str(),
               probe.line("  probe alone (new conn + GET, direct)").c_str());
-  std::printf("  tern swaps under load: %ld of %ld client requests failed during %d swaps\n", failed.load(),
-              sent.load(), swaps);
+  std::printf("  tern swaps under load: %ld of %ld client requests failed during %d swaps (%s)\n", failed.load(),
+              sent.load(), swaps, failure_kinds().c_str());
   (void)(*mapper)->remove_all();
   stop_app(blue);
   stop_app(green);
@@ -228,10 +254,10 @@ void agent_swaps(const std::string& backend, int swaps) {
   deps.stager = &stager;
   deps.traffic = &traffic;
   deps.clock = &SystemClock::instance();
-  deps.persist = [&](bool durable) {
+  deps.persist = [&] {
     tern::v1::AgentState s;
     *s.add_services() = sup_ptr->snapshot();
-    return store.save(s, durable);
+    return store.save(s);
   };
   deps.log_dir = dir + "/logs";
   tern::v1::ServiceState state;
@@ -249,6 +275,7 @@ void agent_swaps(const std::string& backend, int swaps) {
   spec->mutable_health()->mutable_tcp();
   spec->mutable_health()->mutable_interval()->set_nanos(20'000'000);
   spec->set_keep_warm(true);
+  spec->mutable_grace()->set_seconds(2);
   ServiceSupervisor sup(state, deps);
   sup_ptr = &sup;
   sup.start();
@@ -311,7 +338,7 @@ void naive_restarts(int restarts) {
       next += std::chrono::milliseconds(1);
       std::this_thread::sleep_until(next);
       ++sent;
-      if (version_at(kBlue).empty()) ++failed;
+      if (version_at(kBlue, true).empty()) ++failed;
     }
   });
   Stats gap;
@@ -326,9 +353,9 @@ void naive_restarts(int restarts) {
   client.join();
   stop_app(current);
   std::printf("%s\n", gap.line("naive restart: old stopped -> new answering", "ms").c_str());
-  std::printf("  naive restart: %ld of %ld requests failed (%.1f%%) over %d restarts at 1000 req/s\n", failed.load(),
+  std::printf("  naive restart: %ld of %ld requests failed (%.1f%%) over %d restarts (%s)\n", failed.load(),
               sent.load(), 100.0 * static_cast<double>(failed.load()) / static_cast<double>(std::max(1L, sent.load())),
-              restarts);
+              restarts, failure_kinds().c_str());
 }
 
 }  // namespace
@@ -361,6 +388,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   ::signal(SIGPIPE, SIG_IGN);
+  spdlog::set_level(spdlog::level::warn);
   tern::g_launcher = tern::make_system_process_launcher();
   if (realtime) {
     // Measuring threads, the agent's threads and the slots (all forked from

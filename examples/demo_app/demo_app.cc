@@ -88,6 +88,7 @@ bool write_all(int fd, const std::string& s) {
   size_t off = 0;
   while (off < s.size()) {
     ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return false;
     off += static_cast<size_t>(n);
   }
@@ -116,6 +117,7 @@ void serve_connection(int fd) {
         continue;
       }
       ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) goto done;
       buf.append(chunk, static_cast<size_t>(n));
       if (buf.size() > 64 * 1024) goto done;
