@@ -215,6 +215,39 @@ TEST_P(OneHostTest, ASlotThatDiesIsRestartedByItsPolicy) {
   EXPECT_EQ(serving(), "v1 blue");
 }
 
+TEST_P(OneHostTest, RemoteClientsFollowTheMappingThroughPrerouting) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  // A veth pair from this (the test's) namespace into the host's: clients
+  // here are remote to it, so their connections take the prerouting path.
+  // 198.18.0.0/15 is reserved for benchmarks and never routed for real.
+  const int n = ::getpid() % 60000;
+  const std::string outer = "tv" + std::to_string(n) + "o", inner = "tv" + std::to_string(n) + "i";
+  const std::string net = "198.18." + std::to_string(n % 250) + ".";
+  ASSERT_EQ(run_cmd({"ip", "link", "add", outer, "type", "veth", "peer", "name", inner}).code, 0);
+  struct Cleanup {
+    std::string link;
+    ~Cleanup() { run_cmd({"ip", "link", "del", link}); }
+  } cleanup{outer};
+  ASSERT_EQ(run_cmd({"ip", "link", "set", inner, "netns", ns_->name()}).code, 0);
+  ASSERT_EQ(run_cmd({"ip", "addr", "add", net + "1/30", "dev", outer}).code, 0);
+  ASSERT_EQ(run_cmd({"ip", "link", "set", outer, "up"}).code, 0);
+  ASSERT_EQ(run_cmd(with_ns({"ip", "addr", "add", net + "2/30", "dev", inner})).code, 0);
+  ASSERT_EQ(run_cmd(with_ns({"ip", "link", "set", inner, "up"})).code, 0);
+  auto remote = [&] {
+    std::string resp = http_get(net + "2:" + std::to_string(kPublicPort), "/");
+    auto p = resp.find("\r\n\r\n");
+    std::string body = p == std::string::npos ? "" : resp.substr(p + 4);
+    while (!body.empty() && body.back() == '\n') body.pop_back();
+    return body;
+  };
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  EXPECT_TRUE(eventually([&] { return remote() == "v1 blue"; }, std::chrono::seconds(5))) << remote();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+  EXPECT_EQ(remote(), "v2 green");
+  ASSERT_EQ(ctl({"host", "rollback", "h1", "web"}).code, 0);
+  EXPECT_EQ(remote(), "v1 blue");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, OneHostTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
