@@ -529,6 +529,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   SlotColor active, target;
   tern::v1::SlotState target_state;
+  bool already_active = false;
   {
     std::lock_guard lock(mu_);
     if (state_.spec().name().empty()) {
@@ -544,16 +545,16 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     }
     target_state = slot(target);
     if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && slot(active).release().version() == d.release().version() &&
-        slot(active).release().sha256() == d.release().sha256() && state_.active_weight() >= 100 &&
-        running(slot(active))) {
-      p(absl::StrCat(d.release().version(), " is already active on ", color_name(active)));
-      return absl::OkStatus();
+        slot(active).release().sha256() == d.release().sha256() && running(slot(active))) {
+      already_active = true;
     }
   }
-  // Traffic split onto the target slot is taken back first: it is about to be replaced.
-  if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && state_.active_weight() < 100 && state_.active_weight() != 0) {
-    if (auto st = set_mapping(active, 100); !st.ok()) return st;
-    p(absl::StrCat("moved all traffic back to ", color_name(active)));
+  if (already_active) {
+    // The release already takes traffic: a deploy only sets its share (the
+    // promotion of a weighted canary to 100 is such a deploy).
+    p(absl::StrCat(d.release().version(), " is already active on ", color_name(active)));
+    if (!d.switch_on_healthy()) return absl::OkStatus();
+    return switch_traffic(active, weight, p);
   }
   const bool reuse = running(target_state) && target_state.phase() == tern::v1::SLOT_PHASE_HEALTHY &&
                      target_state.release().version() == d.release().version() &&
@@ -561,6 +562,12 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   if (reuse) {
     p(absl::StrCat(color_name(target), " already runs ", d.release().version(), " (warm); reusing it"));
   } else {
+    // A share of the traffic on the target slot is taken back first: that
+    // slot is about to be replaced.
+    if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && state_.active_weight() < 100 && state_.active_weight() != 0) {
+      if (auto st = set_mapping(active, 100); !st.ok()) return st;
+      p(absl::StrCat("moved all traffic back to ", color_name(active)));
+    }
     if (running(target_state)) {
       p(absl::StrCat("stopping idle ", color_name(target), " (", target_state.release().version(), ")"));
       stop_slot(target, tern::v1::SLOT_PHASE_STOPPED, "replaced by a new release");
@@ -591,19 +598,21 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   }
   if (weight == 0) weight = 100;
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
-  SlotColor previous;
-  bool previous_running;
+  const SlotColor previous = other(to);
+  bool previous_had_traffic;
   {
     std::lock_guard lock(mu_);
     if (!running(slot(to))) {
       return absl::FailedPreconditionError(absl::StrCat("cannot switch to ", color_name(to), ": it is not running"));
     }
-    if (weight < 100 && !running(slot(other(to)))) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot split traffic: ", color_name(other(to)),
+    if (weight < 100 && !running(slot(previous))) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot split traffic: ", color_name(previous),
                                                         " is not running"));
     }
-    previous = state_.active();
-    previous_running = previous != tern::v1::SLOT_COLOR_UNSPECIFIED && previous != to && running(slot(previous));
+    // The other slot had traffic if it was active, or shared it with `to`.
+    const uint32_t w = state_.active_weight() == 0 ? 100 : state_.active_weight();
+    previous_had_traffic = running(slot(previous)) &&
+                           (state_.active() == previous || (state_.active() == to && w < 100));
   }
   // Nothing is written before the kernel change: the state on disk still
   // names the old mapping, whose slots both run, so a crash right here
@@ -619,7 +628,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
                   : absl::StrCat("split traffic: ", color_name(to), " ", weight, "%, ", color_name(other(to)), " ",
                                  100 - weight, "%"));
   event("switched", absl::StrCat("traffic now on ", color_name(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
-  if (weight == 100 && previous_running) {
+  if (weight == 100 && previous_had_traffic) {
     bool keep_warm;
     {
       std::lock_guard lock(mu_);

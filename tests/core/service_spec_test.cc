@@ -41,6 +41,13 @@ TEST(ServiceSpecTest, MinimalSpecGetsATcpProbe) {
   EXPECT_EQ(spec->restart().policy(), "on-failure");
 }
 
+TEST(ServiceSpecTest, TheShippedExampleIsValid) {
+  auto spec = load_service_spec_file(TERN_SOURCE_DIR "/examples/web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->name(), "web");
+  EXPECT_TRUE(spec->keep_warm());
+}
+
 struct Bad {
   const char* yaml;
   const char* expect;  // in the message

@@ -52,6 +52,37 @@ TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
   EXPECT_NE(table.out.find("v1"), std::string::npos) << table.out;
 }
 
+TEST_P(OneHostTest, WeightedCanaryThenPromotion) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  push("v2", good_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2", "--weight", "30"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  int v1 = 0, v2 = 0;
+  for (int i = 0; i < 300; ++i) {
+    std::string got = serving();
+    v1 += got == "v1 blue";
+    v2 += got == "v2 green";
+  }
+  EXPECT_EQ(v1 + v2, 300);
+  // 30% of 300 is 90; the band is wide enough never to flake.
+  EXPECT_GT(v2, 40);
+  EXPECT_LT(v2, 150);
+  auto h = host_status();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->services(0).slots(1).weight(), 30u);
+  EXPECT_EQ(h->services(0).slots(0).weight(), 70u);
+
+  // Deploying the same release again promotes it: all traffic, old slot drained and stopped.
+  r = ctl({"host", "deploy", "h1", "web", "--version", "v2"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(serving(), "v2 green");
+  h = host_status();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->services(0).slots(1).weight(), 100u);
+  EXPECT_EQ(h->services(0).slots(0).phase(), tern::v1::SLOT_PHASE_STOPPED);
+}
+
 TEST_P(OneHostTest, GreenThatNeverTurnsHealthyLeavesBlueServing) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
