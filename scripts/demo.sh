@@ -1,21 +1,45 @@
 #!/usr/bin/env bash
-# The local demo: sets up, then runs a coordinator and three agents on this
-# machine with built-in defaults, shows the fleet through ternctl, and cleans
-# up after itself.
+# The local demo: sets up, then runs a coordinator and three demo hosts on
+# this machine with built-in defaults. Each host is a network namespace with
+# its own tern-agent, the demo app in its blue and green slots and real
+# nftables rules. The demo deploys 1.0 everywhere, canaries 2.0 on one host
+# at 25% of new connections, rolls 2.0 out, rolls one host back, and counts
+# the requests a client loop saw fail throughout (none). Everything it made
+# is removed at the end.
+#
+# Needs root for the namespaces and nftables (it re-runs itself with sudo).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "==> the demo creates network namespaces and nftables rules: re-running with sudo"
+  exec sudo TERN_BUILD_DIR="${TERN_BUILD_DIR:-}" "$0" "$@"
+fi
 build=${TERN_BUILD_DIR:-$root/build}
 coordinator=$build/coordinator/tern-coordinator
 agent=$build/agent/tern-agent
 ternctl=$build/ctl/ternctl
+app=$build/examples/demo_app/tern-demo-app
 
+hosts=(a b c)
+bridge=terndemo0
+net=198.18.99        # 198.18.0.0/15 is reserved for benchmarks: never a real network
 work=$(mktemp -d /tmp/tern-demo.XXXXXX)
 pids=()
+keep_logs=0
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
+  set +e
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+  # Agents leave their slots running on purpose (a restart must not stop
+  # the app); the demo's slots go with their namespaces.
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null; done
+  for h in "${hosts[@]}"; do
+    for pid in $(ip netns pids "tern-demo-$h" 2>/dev/null); do kill -9 "$pid" 2>/dev/null; done
+    ip netns del "tern-demo-$h" 2>/dev/null
+  done
+  ip link del "$bridge" 2>/dev/null
+  wait 2>/dev/null
+  if [ "$keep_logs" -eq 0 ]; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -24,13 +48,33 @@ wait_for() {  # wait_for DESCRIPTION SECONDS COMMAND...
   local what=$1 secs=$2; shift 2
   for _ in $(seq $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "demo: timed out waiting for $what; logs are in $work" >&2
-  trap - EXIT
+  keep_logs=1
   exit 1
 }
+host_ip() { echo "$net.$((10 + $1))"; }   # host_ip INDEX
+get() { curl -s --max-time 2 "http://$1:8080/" || echo "FAILED"; }
 
-step "starting tern-coordinator (state in $work)"
-"$coordinator" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --database "$work/coordinator.db" \
-  --ready-file "$work/ready.json" --unreachable-after 3s --heartbeat-interval 500ms \
+step "network: bridge $bridge ($net.1) and one namespace per demo host"
+# Leftovers of an earlier run that was killed before it could clean up.
+ip link del "$bridge" 2>/dev/null || true
+for h in "${hosts[@]}"; do ip netns del "tern-demo-$h" 2>/dev/null || true; done
+ip link add "$bridge" type bridge
+ip addr add "$net.1/24" dev "$bridge"
+ip link set "$bridge" up
+for i in "${!hosts[@]}"; do
+  h=${hosts[$i]} ns=tern-demo-${hosts[$i]}
+  ip netns add "$ns"
+  ip link add "td-$h" type veth peer name eth0 netns "$ns"
+  ip link set "td-$h" master "$bridge" up
+  ip -n "$ns" addr add "$(host_ip "$i")/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  echo "demo-$h: namespace $ns, address $(host_ip "$i")"
+done
+
+step "starting tern-coordinator on $net.1 (state in $work)"
+"$coordinator" --listen "$net.1:0" --metrics-listen 127.0.0.1:0 --database "$work/coordinator.db" \
+  --ready-file "$work/ready.json" --unreachable-after 5s --heartbeat-interval 500ms \
   >"$work/coordinator.log" 2>&1 &
 pids+=($!)
 wait_for "the coordinator to listen" 10 test -s "$work/ready.json"
@@ -38,33 +82,67 @@ export TERN_COORDINATOR=$(python3 -c 'import json,sys; print(json.load(open(sys.
 metrics=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"])' "$work/ready.json")
 echo "coordinator at $TERN_COORDINATOR, metrics at http://$metrics/metrics"
 
-step "starting three agents (zones a, b, c)"
-for zone in a b c; do
-  "$agent" --coordinator "$TERN_COORDINATOR" --host-id "demo-$zone" --label "zone=$zone" --label role=web --state-dir "$work/agent-$zone" \
-    >"$work/agent-$zone.log" 2>&1 &
+step "starting an agent in each demo host"
+for i in "${!hosts[@]}"; do
+  h=${hosts[$i]}
+  ip netns exec "tern-demo-$h" "$agent" --coordinator "$TERN_COORDINATOR" --host-id "demo-$h" \
+    --label "zone=$h" --label role=web --state-dir "$work/agent-$h" --heartbeat-interval 500ms \
+    >"$work/agent-$h.log" 2>&1 &
   pids+=($!)
-  echo "agent demo-$zone (pid $!)"
 done
 all_connected() { [ "$("$ternctl" hosts -o json | grep -c HOST_STATE_CONNECTED)" -eq 3 ]; }
 wait_for "three connected hosts" 20 all_connected
+"$ternctl" hosts
 
-step "ternctl hosts"
-"$ternctl" hosts
-step "ternctl hosts -l zone=b -o json"
-"$ternctl" hosts -l zone=b -o json
-step "ternctl version"
-"$ternctl" version
+step "ternctl service apply -f examples/web.yaml; artifact push (1.0 and 2.0 of the demo app)"
+"$ternctl" service apply -f "$root/examples/web.yaml"
+"$ternctl" service list
+"$ternctl" artifact push "$app" --service web --version 1.0
+"$ternctl" artifact push "$app" --service web --version 2.0
 
-step "stopping agent demo-c: it shows disconnected, then unreachable after the 3s grace"
-kill "${pids[3]}"
-wait "${pids[3]}" 2>/dev/null || true
-sleep 0.5
-"$ternctl" hosts
-unreachable() { "$ternctl" hosts -o json | grep -q HOST_STATE_UNREACHABLE; }
-wait_for "demo-c to turn unreachable" 10 unreachable
-"$ternctl" hosts
+step "deploying 1.0 to every host (stage, start blue, probe, switch)"
+for h in "${hosts[@]}"; do "$ternctl" host deploy "demo-$h" web --version 1.0; done
+for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} $(host_ip "$i"):8080 -> $(get "$(host_ip "$i")")"; done
+
+# A client loop against every host's public port from now on,
+# through every swap that follows.
+: >"$work/client.log"
+(
+  while :; do
+    for i in "${!hosts[@]}"; do echo "$(get "$(host_ip "$i")")" >>"$work/client.log"; done
+    sleep 0.02
+  done
+) &
+client=$!
+pids+=($client)
+
+
+step "canary: 2.0 on demo-a with 25% of new connections"
+"$ternctl" host deploy demo-a web --version 2.0 --weight 25
+echo "40 requests to demo-a:"
+for _ in $(seq 40); do get "$(host_ip 0)"; done | sort | uniq -c
+
+step "promoting 2.0 on demo-a, then rolling it out to demo-b and demo-c"
+for h in "${hosts[@]}"; do "$ternctl" host deploy "demo-$h" web --version 2.0; done
+for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
+
+step "rolling demo-b back (1.0 is still warm in blue: the rollback is a flip)"
+"$ternctl" host rollback demo-b web
+"$ternctl" host status demo-b
+
+kill "$client" 2>/dev/null || true
+wait "$client" 2>/dev/null || true
+total=$(wc -l <"$work/client.log")
+failed=$(grep -c FAILED "$work/client.log" || true)
+step "client loop: $failed of $total requests failed during all of the above"
+sort "$work/client.log" | uniq -c
 
 step "coordinator metrics"
 curl -s "http://$metrics/metrics" | grep -v '^#'
 
-step "done; stopping the demo fleet"
+if [ "$failed" -ne 0 ]; then
+  echo "demo: $failed requests failed; logs are in $work" >&2
+  keep_logs=1
+  exit 1
+fi
+step "done; removing the demo hosts"
