@@ -47,10 +47,7 @@ absl::Status Agent::start() {
     last_command_id_ = state->last_command_id();
     max_epoch_ = state->epoch();
   }
-  // The recorded mapping goes back in before anything else looks at the host.
-  if (auto st = host_.mapper->reconcile(); !st.ok()) {
-    spdlog::warn("checking the port mapping at start: {}", st.status().message());
-  }
+  // The recorded mapping goes back in (recover) before the agent dials anyone.
   for (const auto& svc : state->services()) {
     auto* sup = add_supervisor(svc);
     if (auto st = sup->recover(); !st.ok()) {
