@@ -34,6 +34,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "core/duration.h"
+#include "core/runtime_init.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 extern char** environ;
@@ -575,6 +576,9 @@ class SystemProber final : public Prober {
 
 }  // namespace
 
-std::unique_ptr<Prober> make_system_prober() { return std::make_unique<SystemProber>(); }
+std::unique_ptr<Prober> make_system_prober() {
+  init_runtime();  // before any probe thread dials gRPC: see core/runtime_init.h
+  return std::make_unique<SystemProber>();
+}
 
 }  // namespace tern

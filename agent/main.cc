@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/runtime_init.h"
 #include "core/status_fmt.h"
 
 #include "agent/agent.h"
@@ -14,6 +15,7 @@
 #include "core/version.h"
 
 int main(int argc, char** argv) {
+  tern::init_runtime();
   CLI::App app{"tern-agent: runs an app's blue and green slots on this host for the tern coordinator"};
   std::string config_path, coordinator, host_id, state_dir, log_level, heartbeat;
   std::vector<std::string> labels;

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/runtime_init.h"
 #include "core/status_fmt.h"
 
 #include "core/duration.h"
@@ -34,6 +35,7 @@ bool write_ready_file(const std::string& path, const tern::Coordinator& c) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tern::init_runtime();
   CLI::App app{"tern-coordinator: drives blue/green and canary rollouts across a fleet of tern agents"};
   std::string config_path, listen, metrics_listen, database, log_level, ready_file, unreachable_after,
       heartbeat_interval;
