@@ -83,6 +83,71 @@ TEST_P(OneHostTest, WeightedCanaryThenPromotion) {
   EXPECT_EQ(h->services(0).slots(0).phase(), tern::v1::SLOT_PHASE_STOPPED);
 }
 
+TEST_P(OneHostTest, OldSlotDrainsItsOpenConnectionsBeforeItStops) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  push("v2", good_bundle_);
+  // A keep-alive client on blue, open across the switch.
+  int fd = -1;
+  auto request = [&] {
+    std::string got;
+    ns_->run([&] {
+      const std::string req = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+      if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) < 0) return;
+      char buf[1024];
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n > 0) got.assign(buf, static_cast<std::size_t>(n));
+    });
+    auto p = got.find("\r\n\r\n");
+    return p == std::string::npos ? std::string() : got.substr(p + 4, got.find('\n', p + 4) - p - 4);
+  };
+  ns_->run([&] {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(kPublicPort);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  });
+  ASSERT_EQ(request(), "v1 blue");
+  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--coordinator", address_, "host", "deploy", "h1", "web", "--version", "v2"},
+                            dir_.file("deploy.log"));
+  // Switched, and blue is draining because our connection is still open.
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).active() == tern::v1::SLOT_COLOR_GREEN &&
+           st->services(0).blue().phase() == tern::v1::SLOT_PHASE_DRAINING;
+  })) << agent_->log();
+  EXPECT_EQ(serving(), "v2 green") << "new connections go to green";
+  EXPECT_EQ(request(), "v1 blue") << "the open connection finishes on blue";
+  ::close(fd);  // the last connection ends: the drain is over before its 2s limit
+  EXPECT_EQ(deploy->wait(), 0) << deploy->log();
+  auto h = host_status();
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->services(0).slots(0).phase(), tern::v1::SLOT_PHASE_STOPPED);
+  EXPECT_NE(deploy->log().find("blue drained"), std::string::npos) << deploy->log();
+}
+
+TEST_P(OneHostTest, SlotsRunAsTheSpecsUser) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  // The release dir must be reachable for the unprivileged user.
+  std::filesystem::permissions(dir_.path(), std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                                std::filesystem::perms::group_exec |
+                                                std::filesystem::perms::others_read |
+                                                std::filesystem::perms::others_exec);
+  std::ofstream(dir_.file("web.yaml"), std::ios::app) << "user: nobody\n";
+  auto r = ctl({"service", "apply", "-f", dir_.file("web.yaml")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("generation 2"), std::string::npos) << r.out;
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  std::string status = read_file("/proc/" + std::to_string(pid) + "/status");
+  auto uid = status.find("Uid:");
+  ASSERT_NE(uid, std::string::npos);
+  EXPECT_EQ(status.substr(uid, status.find('\n', uid) - uid).find("65534"), 5u) << status.substr(uid, 40);
+  EXPECT_EQ(serving(), "v1 blue");
+}
+
 TEST_P(OneHostTest, GreenThatNeverTurnsHealthyLeavesBlueServing) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
