@@ -39,6 +39,9 @@ absl::Status Agent::start() {
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
   stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get());
   store_ = std::make_unique<StateStore>(config_.state_dir);
+  if (int n = stager_->remove_abandoned(); n > 0) {
+    spdlog::info("removed {} half-staged release(s) left by an earlier run", n);
+  }
 
   auto state = store_->load();
   if (!state.ok()) return state.status();

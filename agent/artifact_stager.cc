@@ -127,6 +127,22 @@ std::string ArtifactStager::release_dir(const std::string& service, const std::s
   return absl::StrCat(root_, "/", service, "/releases/", version);
 }
 
+int ArtifactStager::remove_abandoned() const {
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& svc : fs::directory_iterator(root_, ec)) {
+    std::error_code ec2;
+    for (const auto& e : fs::directory_iterator(svc.path() / "releases", ec2)) {
+      if (e.path().filename().string().rfind(".staging-", 0) == 0) {
+        std::error_code ignored;
+        fs::remove_all(e.path(), ignored);
+        ++removed;
+      }
+    }
+  }
+  return removed;
+}
+
 absl::Status ArtifactStager::download(const tern::v1::ReleaseRef& release, const std::string& file,
                                       const Progress& progress) {
   if (!release.url().empty()) {

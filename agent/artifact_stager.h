@@ -40,6 +40,8 @@ class ArtifactStager {
   absl::StatusOr<std::string> stage(const std::string& service, const tern::v1::ReleaseRef& release,
                                     const Progress& progress);
   std::string release_dir(const std::string& service, const std::string& version) const;
+  // Removes temp dirs of stagings cut short by a crash; returns how many.
+  int remove_abandoned() const;
 
  private:
   absl::Status download(const tern::v1::ReleaseRef& release, const std::string& file, const Progress& progress);

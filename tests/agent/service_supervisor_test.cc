@@ -1,0 +1,271 @@
+// ServiceSupervisor against fakes of the host: launcher, prober, port mapper.
+#include "agent/service_supervisor.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "core/sha256.h"
+#include "tests/integration/harness.h"
+
+namespace tern {
+namespace {
+
+class FakeLauncher final : public ProcessLauncher {
+ public:
+  absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
+    std::lock_guard lock(mu);
+    ProcessHandle h{next_pid++, 1};
+    alive.insert(h.pid);
+    started.push_back(spec);
+    return h;
+  }
+  std::optional<ExitInfo> poll(const ProcessHandle& h) override {
+    std::lock_guard lock(mu);
+    if (alive.count(h.pid)) return std::nullopt;
+    return ExitInfo{"exited with status 1", false};
+  }
+  void signal_group(const ProcessHandle& h, int sig) override {
+    std::lock_guard lock(mu);
+    if (sig == SIGTERM || sig == SIGKILL) alive.erase(h.pid);
+  }
+  bool recover(const ProcessHandle& h) override {
+    std::lock_guard lock(mu);
+    return alive.count(h.pid) > 0;
+  }
+  void crash(int64_t pid) {
+    std::lock_guard lock(mu);
+    alive.erase(pid);
+  }
+  std::mutex mu;
+  int64_t next_pid = 100;
+  std::set<int64_t> alive;
+  std::vector<LaunchSpec> started;
+};
+
+class FakeProber final : public Prober {
+ public:
+  ProbeResult probe(const tern::v1::HealthCheck&, uint16_t port, Millis) override {
+    std::lock_guard lock(mu);
+    bool ok = !unhealthy.count(port);
+    return {ok, ok ? "ok" : "HTTP 503"};
+  }
+  std::mutex mu;
+  std::set<uint16_t> unhealthy;
+};
+
+class FakeMapper final : public PortMapper {
+ public:
+  absl::Status apply(const DesiredMapping& desired) override {
+    if (!fail_next.ok()) return std::exchange(fail_next, absl::OkStatus());
+    current_ = desired;
+    ++applies;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> reconcile() override { return false; }
+  absl::Status remove_all() override {
+    current_ = {};
+    return absl::OkStatus();
+  }
+  const DesiredMapping& current() const override { return current_; }
+  std::string name() const override { return "fake"; }
+  // The port new connections go to (weight 100), or 0.
+  uint16_t target() const {
+    if (current_.routes.empty() || current_.routes[0].backends.empty()) return 0;
+    return current_.routes[0].backends[0].port;
+  }
+  DesiredMapping current_;
+  absl::Status fail_next;
+  int applies = 0;
+};
+
+class FakeFetcher final : public ArtifactFetcher {
+ public:
+  absl::Status fetch(const std::string&, const Sink& sink) override { return sink("app", 3); }
+};
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  SupervisorTest() : stager_(dir_.path().string(), &fetcher_), traffic_(&mapper_) {}
+
+  std::unique_ptr<ServiceSupervisor> make(tern::v1::ServiceState state = {}) {
+    if (!state.has_spec()) {
+      auto* spec = state.mutable_spec();
+      spec->set_name("web");
+      auto* p = spec->add_ports();
+      p->set_protocol("tcp");
+      p->set_public_port(8080);
+      p->set_blue_port(9001);
+      p->set_green_port(9002);
+      spec->add_argv("{release_dir}/app");
+      spec->add_argv("--port={port}");
+      auto* h = spec->mutable_health();
+      h->mutable_tcp();
+      h->mutable_interval()->set_nanos(10'000'000);
+      h->mutable_healthy_deadline()->set_nanos(300'000'000);
+      spec->mutable_grace()->set_nanos(100'000'000);
+      spec->mutable_restart()->set_policy("on-failure");
+      spec->mutable_restart()->set_max_restarts(1);
+      spec->set_keep_warm(keep_warm_);
+    }
+    SupervisorDeps deps;
+    deps.launcher = &launcher_;
+    deps.prober = &prober_;
+    deps.stager = &stager_;
+    deps.traffic = &traffic_;
+    deps.clock = &SystemClock::instance();
+    deps.persist = [] { return absl::OkStatus(); };
+    deps.log_dir = dir_.path().string();
+    deps.monitor_interval = Millis(10);
+    auto s = std::make_unique<ServiceSupervisor>(state, deps);
+    return s;
+  }
+
+  tern::v1::CommandResult run(ServiceSupervisor& s, tern::v1::Command cmd) {
+    std::promise<tern::v1::CommandResult> p;
+    auto f = p.get_future();
+    s.submit(cmd, [](const std::string&) {}, [&](const tern::v1::CommandResult& r) { p.set_value(r); });
+    return f.get();
+  }
+
+  tern::v1::CommandResult deploy(ServiceSupervisor& s, const std::string& version, uint32_t weight = 100) {
+    tern::v1::Command cmd;
+    auto* d = cmd.mutable_deploy();
+    d->set_service("web");
+    d->mutable_release()->set_version(version);
+    Sha256 h;
+    h.update("app", 3);
+    d->mutable_release()->set_sha256(h.hex_digest());
+    d->mutable_release()->set_kind("executable");
+    d->set_switch_on_healthy(true);
+    d->set_weight(weight);
+    return run(s, cmd);
+  }
+
+  tern::v1::CommandResult rollback(ServiceSupervisor& s) {
+    tern::v1::Command cmd;
+    cmd.mutable_rollback()->set_service("web");
+    return run(s, cmd);
+  }
+
+  testing::TempDir dir_;
+  FakeLauncher launcher_;
+  FakeProber prober_;
+  FakeMapper mapper_;
+  FakeFetcher fetcher_;
+  ArtifactStager stager_;
+  TrafficMap traffic_;
+  bool keep_warm_ = false;
+};
+
+TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(launcher_.started.back().argv[1], "--port=9001");
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.target(), 9002);
+  auto st = s->snapshot();
+  EXPECT_EQ(st.blue().phase(), tern::v1::SLOT_PHASE_STOPPED) << "keep_warm off: blue stopped after the switch";
+  // Rollback restarts the stopped 1 in blue before flipping.
+  const auto starts = launcher_.started.size();
+  ASSERT_EQ(rollback(*s).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(launcher_.started.size(), starts + 1);
+  EXPECT_EQ(s->snapshot().blue().release().version(), "1");
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AnUnhealthyGreenIsStoppedAndTrafficStays) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  const int applies = mapper_.applies;
+  prober_.unhealthy.insert(9002);
+  auto r = deploy(*s, "2");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("did not turn healthy"), std::string::npos) << r.message();
+  EXPECT_EQ(mapper_.applies, applies) << "the mapping was never touched";
+  EXPECT_EQ(mapper_.target(), 9001);
+  auto st = s->snapshot();
+  EXPECT_EQ(st.green().pid(), 0);
+  EXPECT_EQ(st.green().phase(), tern::v1::SLOT_PHASE_CRASHED);
+  EXPECT_EQ(st.blue().phase(), tern::v1::SLOT_PHASE_HEALTHY);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AFailedSwitchLeavesTheOldMappingAndReportsIt) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  mapper_.fail_next = absl::InternalError("netlink: EPERM");
+  auto r = deploy(*s, "2");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("previous mapping stays"), std::string::npos) << r.message();
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_BLUE);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, ACrashedSlotIsRestartedWithinItsPolicyThenLeftCrashed) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  const int64_t first = s->snapshot().blue().pid();
+  launcher_.crash(first);
+  ASSERT_TRUE(testing::eventually([&] {
+    auto b = s->snapshot().blue();
+    return b.restarts() == 1 && b.pid() > 0 && b.pid() != first;
+  }));
+  launcher_.crash(s->snapshot().blue().pid());  // max_restarts is 1
+  ASSERT_TRUE(testing::eventually([&] { return s->snapshot().blue().phase() == tern::v1::SLOT_PHASE_CRASHED; }));
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RecoverAdoptsLiveSlotsAndReappliesTheMapping) {
+  keep_warm_ = true;
+  tern::v1::ServiceState saved;
+  {
+    auto s = make();
+    s->start();
+    ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+    ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+    s->shutdown();
+    saved = s->snapshot();
+  }
+  // A new agent: the kernel mapping is gone, blue died meanwhile, green lives.
+  mapper_.current_ = {};
+  launcher_.crash(saved.blue().pid());
+  const auto starts = launcher_.started.size();
+  auto s = make(saved);
+  ASSERT_TRUE(s->recover().ok());
+  EXPECT_EQ(mapper_.target(), 9002) << "the recorded mapping is back";
+  auto st = s->snapshot();
+  EXPECT_EQ(st.green().pid(), saved.green().pid()) << "adopted, not restarted";
+  EXPECT_EQ(st.blue().pid(), 0);
+  EXPECT_EQ(st.blue().phase(), tern::v1::SLOT_PHASE_CRASHED);
+  EXPECT_EQ(launcher_.started.size(), starts);
+}
+
+TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_EQ(deploy(*s, "2", 20).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_EQ(mapper_.current_.routes[0].backends.size(), 2u);
+  EXPECT_EQ(mapper_.current_.routes[0].backends[0], (PortRoute::Backend{9002, 20}));
+  EXPECT_EQ(mapper_.current_.routes[0].backends[1], (PortRoute::Backend{9001, 80}));
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.current_.routes[0].backends.size(), 1u);
+  EXPECT_EQ(mapper_.target(), 9002);
+  EXPECT_EQ(s->snapshot().blue().phase(), tern::v1::SLOT_PHASE_STOPPED);
+  s->shutdown();
+}
+
+}  // namespace
+}  // namespace tern
