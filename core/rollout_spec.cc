@@ -1,0 +1,160 @@
+#include "core/rollout_spec.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/label_selector.h"
+#include "core/service_spec.h"
+#include "core/yaml_config.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+absl::Status field_error(absl::string_view field, absl::string_view reason) {
+  return absl::InvalidArgumentError(absl::StrCat("field ", field, ": ", reason));
+}
+
+bool valid_version(const std::string& v) {
+  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
+  for (char c : v) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
+  }
+  return true;
+}
+
+template <typename Mutable>
+void get_duration(YamlMap& m, absl::string_view key, Mutable mut) {
+  Millis v{-1};
+  const bool present = m.has(key);
+  m.get(key, v);
+  if (present && v >= Millis(0)) *mut() = TimeUtil::MillisecondsToDuration(v.count());
+}
+
+}  // namespace
+
+absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml, const std::string& origin) {
+  auto root = load_yaml_string(yaml, origin);
+  if (!root.ok()) return root.status();
+  if (!root->IsMap()) return absl::InvalidArgumentError(absl::StrCat(origin, ": expected a mapping (a rollout spec)"));
+  tern::v1::RolloutSpec spec;
+  YamlMap m(*root, origin);
+  m.get("service", *spec.mutable_service());
+  m.get("release", *spec.mutable_release()->mutable_version());
+  m.get("selector", *spec.mutable_selector());
+  int i = 0;
+  for (auto& w : m.children("waves")) {
+    auto* wave = spec.add_waves();
+    uint32_t n = 0;
+    if (w.has("hosts")) w.get("hosts", n), wave->set_hosts(n);
+    else w.get("hosts", n);
+    n = 0;
+    if (w.has("percent")) {
+      if (wave->size_case() == tern::v1::Wave::kHosts) {
+        m.absorb(absl::InvalidArgumentError(
+            absl::StrCat(origin, ": field waves[", i, "]: give hosts or percent, not both")));
+      }
+      w.get("percent", n), wave->set_percent(n);
+    } else {
+      w.get("percent", n);
+    }
+    get_duration(w, "bake", [&] { return wave->mutable_bake(); });
+    std::string gate;
+    w.get("gate", gate);
+    if (gate == "manual") wave->set_gate(tern::v1::WAVE_GATE_MANUAL);
+    else if (gate == "auto" || gate.empty()) wave->set_gate(tern::v1::WAVE_GATE_AUTO);
+    else m.absorb(absl::InvalidArgumentError(absl::StrCat(origin, ": field waves[", i, "].gate: \"", gate,
+                                                          "\" must be auto or manual")));
+    n = 0;
+    w.get("weight", n);
+    wave->set_weight(n);
+    m.absorb(w.finish());
+    ++i;
+  }
+  uint32_t max_parallel = 0;
+  m.get("max_parallel", max_parallel);
+  spec.set_max_parallel(max_parallel);
+  if (auto b = m.child("failure_budget")) {
+    uint32_t v = 0;
+    b->get("max_failed_hosts", v), spec.mutable_failure_budget()->set_max_failed_hosts(v), v = 0;
+    b->get("max_failed_percent", v), spec.mutable_failure_budget()->set_max_failed_percent(v), v = 0;
+    b->get("max_failed_per_wave", v), spec.mutable_failure_budget()->set_max_failed_per_wave(v);
+    m.absorb(b->finish());
+  }
+  std::string on_failure;
+  m.get("on_failure", on_failure);
+  if (on_failure == "rollback") spec.set_on_failure(tern::v1::ON_FAILURE_ROLLBACK);
+  else if (on_failure == "pause") spec.set_on_failure(tern::v1::ON_FAILURE_PAUSE);
+  else if (!on_failure.empty()) {
+    m.absorb(absl::InvalidArgumentError(
+        absl::StrCat(origin, ": field on_failure: \"", on_failure, "\" must be rollback or pause")));
+  }
+  get_duration(m, "progress_deadline", [&] { return spec.mutable_progress_deadline(); });
+  m.get("spread_label", *spec.mutable_spread_label());
+  if (auto st = m.finish(); !st.ok()) return st;
+  apply_rollout_defaults(spec);
+  if (auto st = validate_rollout_spec(spec); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": ", st.message()));
+  }
+  return spec;
+}
+
+absl::StatusOr<tern::v1::RolloutSpec> load_rollout_spec_file(const std::string& path) {
+  auto root = load_yaml_file(path);
+  if (!root.ok()) return root.status();
+  return parse_rollout_spec(YAML::Dump(*root), path);
+}
+
+void apply_rollout_defaults(tern::v1::RolloutSpec& spec) {
+  if (spec.waves_size() == 0) spec.add_waves()->set_percent(100);
+  for (auto& w : *spec.mutable_waves()) {
+    if (w.gate() == tern::v1::WAVE_GATE_UNSPECIFIED) w.set_gate(tern::v1::WAVE_GATE_AUTO);
+    if (w.weight() == 0) w.set_weight(100);
+  }
+  if (spec.on_failure() == tern::v1::ON_FAILURE_UNSPECIFIED) spec.set_on_failure(tern::v1::ON_FAILURE_ROLLBACK);
+  if (!spec.has_progress_deadline()) *spec.mutable_progress_deadline() = TimeUtil::MillisecondsToDuration(600'000);
+}
+
+absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
+  if (!is_valid_service_name(spec.service())) {
+    return field_error("service", absl::StrCat("\"", spec.service(), "\" is not a service name"));
+  }
+  if (!valid_version(spec.release().version())) {
+    return field_error("release", absl::StrCat("\"", spec.release().version(),
+                                               "\" must be 1-64 of letters, digits, '.', '_', '+', '-'"));
+  }
+  if (auto sel = LabelSelector::parse(spec.selector()); !sel.ok()) return field_error("selector", sel.status().message());
+  if (spec.waves_size() > 32) return field_error("waves", "at most 32 waves");
+  for (int i = 0; i < spec.waves_size(); ++i) {
+    const auto& w = spec.waves(i);
+    const std::string f = absl::StrCat("waves[", i, "]");
+    switch (w.size_case()) {
+      case tern::v1::Wave::kHosts:
+        if (w.hosts() == 0) return field_error(f + ".hosts", "must be at least 1");
+        break;
+      case tern::v1::Wave::kPercent:
+        if (w.percent() == 0 || w.percent() > 100) {
+          return field_error(f + ".percent", absl::StrCat(w.percent(), " is not 1-100"));
+        }
+        break;
+      default:
+        return field_error(f, "give its size as hosts: N or percent: P");
+    }
+    if (w.weight() > 100) return field_error(f + ".weight", absl::StrCat(w.weight(), " is not 1-100"));
+    if (TimeUtil::DurationToMilliseconds(w.bake()) < 0) return field_error(f + ".bake", "must not be negative");
+  }
+  const auto& b = spec.failure_budget();
+  if (b.max_failed_percent() > 100) {
+    return field_error("failure_budget.max_failed_percent", absl::StrCat(b.max_failed_percent(), " is not 0-100"));
+  }
+  if (TimeUtil::DurationToMilliseconds(spec.progress_deadline()) < 1000) {
+    return field_error("progress_deadline", "must be at least 1s");
+  }
+  if (!spec.spread_label().empty() && !is_valid_label_key(spec.spread_label())) {
+    return field_error("spread_label", absl::StrCat("\"", spec.spread_label(), "\" is not a label key"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tern
