@@ -296,7 +296,7 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
     case tern::v1::Command::kSwitchTraffic:
       st = switch_traffic(cmd.switch_traffic().to(), cmd.switch_traffic().weight(), op.progress);
       break;
-    case tern::v1::Command::kRollback: st = rollback(op.progress); break;
+    case tern::v1::Command::kRollback: st = rollback(cmd.rollback().to_version(), op.progress); break;
     case tern::v1::Command::kStopSlot: st = stop_slot_op(cmd.stop_slot().slot(), op.progress); break;
     case tern::v1::Command::kRemoveService: st = remove(op.progress); break;
     default: st = absl::UnimplementedError("unknown command"); break;
@@ -651,9 +651,10 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   return absl::OkStatus();
 }
 
-absl::Status ServiceSupervisor::rollback(const Progress& p) {
+absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Progress& p) {
   SlotColor active;
   tern::v1::SlotState prev;
+  enum { kFlip, kAlreadyThere, kTakeBackShare } what = kFlip;
   {
     std::lock_guard lock(mu_);
     active = state_.active();
@@ -661,7 +662,24 @@ absl::Status ServiceSupervisor::rollback(const Progress& p) {
       return absl::FailedPreconditionError(absl::StrCat("service ", name_, " has no active release on this host"));
     }
     prev = slot(other(active));
+    const bool active_is_target =
+        !to_version.empty() && slot(active).release().version() == to_version && running(slot(active));
+    const bool split = state_.active_weight() != 0 && state_.active_weight() < 100;
+    if (active_is_target) {
+      what = split ? kTakeBackShare : kAlreadyThere;
+    } else if (!to_version.empty() && prev.release().version() != to_version) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot roll ", name_, " back to ", to_version,
+                                                        ": neither slot holds it (blue ",
+                                                        state_.blue().release().version(), ", green ",
+                                                        state_.green().release().version(), ")"));
+    }
   }
+  if (what == kAlreadyThere) {
+    p(absl::StrCat(to_version, " is already active on ", color_name(active)));
+    return absl::OkStatus();
+  }
+  // Active but sharing new connections with the other slot: take them all back.
+  if (what == kTakeBackShare) return switch_traffic(active, 100, p);
   const SlotColor target = other(active);
   if (prev.release().version().empty()) {
     return absl::FailedPreconditionError(

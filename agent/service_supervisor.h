@@ -82,7 +82,7 @@ class ServiceSupervisor {
   void run();
   tern::v1::CommandResult execute(const Op& op);
   absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
-  absl::Status rollback(const Progress& p);
+  absl::Status rollback(const std::string& to_version, const Progress& p);
   absl::Status switch_traffic(tern::v1::SlotColor to, uint32_t weight, const Progress& p);
   absl::Status stop_slot_op(tern::v1::SlotColor color, const Progress& p);
   absl::Status remove(const Progress& p);

@@ -1,0 +1,470 @@
+#include "coordinator/rollout_engine.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "core/duration.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using tern::v1::HostRolloutState;
+using tern::v1::Rollout;
+using tern::v1::RolloutPhase;
+
+google::protobuf::Timestamp stamp(TimePoint t) { return TimeUtil::MillisecondsToTimestamp(to_unix_millis(t)); }
+TimePoint from_stamp(const google::protobuf::Timestamp& t) {
+  return from_unix_millis(TimeUtil::TimestampToMilliseconds(t));
+}
+Millis millis(const google::protobuf::Duration& d) { return Millis(TimeUtil::DurationToMilliseconds(d)); }
+
+bool counts_as_failed(HostRolloutState s) {
+  return s == tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE || s == tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY ||
+         s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE || s == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE;
+}
+
+const char* phase_word(RolloutPhase p) {
+  switch (p) {
+    case tern::v1::ROLLOUT_PHASE_PENDING: return "pending";
+    case tern::v1::ROLLOUT_PHASE_RUNNING: return "running";
+    case tern::v1::ROLLOUT_PHASE_PAUSED: return "paused";
+    case tern::v1::ROLLOUT_PHASE_SUCCEEDED: return "succeeded";
+    case tern::v1::ROLLOUT_PHASE_FAILED: return "failed";
+    case tern::v1::ROLLOUT_PHASE_ROLLING_BACK: return "rolling back";
+    case tern::v1::ROLLOUT_PHASE_ROLLED_BACK: return "rolled back";
+    case tern::v1::ROLLOUT_PHASE_ABORTED: return "aborted";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+const char* to_string(RolloutCommand c) {
+  switch (c) {
+    case RolloutCommand::kPause: return "pause";
+    case RolloutCommand::kResume: return "resume";
+    case RolloutCommand::kPromote: return "promote";
+    case RolloutCommand::kAbort: return "abort";
+    case RolloutCommand::kRollback: return "rollback";
+  }
+  return "?";
+}
+
+RolloutEngine::RolloutEngine(const Clock& clock, RolloutEffects effects) : clock_(clock), effects_(std::move(effects)) {}
+
+bool RolloutEngine::is_terminal(RolloutPhase p) {
+  return p == tern::v1::ROLLOUT_PHASE_SUCCEEDED || p == tern::v1::ROLLOUT_PHASE_FAILED ||
+         p == tern::v1::ROLLOUT_PHASE_ROLLED_BACK || p == tern::v1::ROLLOUT_PHASE_ABORTED;
+}
+
+Rollout* RolloutEngine::mutable_find(const std::string& id) {
+  auto it = rollouts_.find(id);
+  return it == rollouts_.end() ? nullptr : &it->second;
+}
+
+const Rollout* RolloutEngine::find(const std::string& id) const {
+  auto it = rollouts_.find(id);
+  return it == rollouts_.end() ? nullptr : &it->second;
+}
+
+std::vector<const Rollout*> RolloutEngine::list() const {
+  std::vector<const Rollout*> out;
+  for (const auto& [id, r] : rollouts_) out.push_back(&r);
+  return out;
+}
+
+const Rollout* RolloutEngine::active_for(const std::string& service) const {
+  for (const auto& [id, r] : rollouts_) {
+    if (r.spec().service() == service && !is_terminal(r.phase())) return &r;
+  }
+  return nullptr;
+}
+
+tern::v1::HostProgress* RolloutEngine::host_of(Rollout& r, const std::string& host) {
+  for (auto& h : *r.mutable_hosts()) {
+    if (h.host_id() == host) return &h;
+  }
+  return nullptr;
+}
+
+bool RolloutEngine::host_reachable(const std::string& host) const {
+  auto it = gone_.find(host);
+  return it == gone_.end() || !it->second;
+}
+
+void RolloutEngine::emit(Rollout& r, const std::string& kind, const std::string& message) {
+  *r.mutable_updated() = stamp(clock_.now());
+  r.set_message(message);
+  if (effects_.changed) effects_.changed(r, kind, message);
+}
+
+void RolloutEngine::set_phase(Rollout& r, RolloutPhase p, const std::string& message) {
+  if (r.phase() == p) return;
+  r.set_phase(p);
+  r.set_generation(r.generation() + 1);
+  emit(r, phase_word(p), message);
+}
+
+absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::v1::RolloutSpec& spec,
+                                             const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
+                                             const tern::v1::ReleaseRef& previous) {
+  if (const auto* active = active_for(spec.service())) {
+    return absl::FailedPreconditionError(absl::StrCat("service ", spec.service(), " already has rollout ",
+                                                      active->id(), " (", phase_word(active->phase()),
+                                                      "); wait for it, or abort it first"));
+  }
+  if (plan.waves.size() != static_cast<std::size_t>(spec.waves_size())) {
+    return absl::InternalError("the plan does not match the spec's waves");
+  }
+  Rollout r;
+  r.set_id(id);
+  r.set_generation(1);
+  *r.mutable_spec() = spec;
+  *r.mutable_spec()->mutable_release() = release;
+  *r.mutable_previous_release() = previous;
+  r.set_phase(tern::v1::ROLLOUT_PHASE_RUNNING);
+  *r.mutable_created() = stamp(clock_.now());
+  uint32_t total = 0;
+  for (std::size_t w = 0; w < plan.waves.size(); ++w) {
+    for (const auto& host : plan.waves[w].host_ids) {
+      auto* h = r.add_hosts();
+      h->set_host_id(host);
+      h->set_wave(static_cast<uint32_t>(w));
+      h->set_state(tern::v1::HOST_ROLLOUT_STATE_WAITING);
+      *h->mutable_updated() = stamp(clock_.now());
+      ++total;
+    }
+  }
+  r.set_total_hosts(total);
+  auto [it, fresh] = rollouts_.emplace(id, std::move(r));
+  if (!fresh) return absl::AlreadyExistsError(absl::StrCat("rollout ", id, " exists"));
+  Rollout& ref = it->second;
+  emit(ref, "started",
+       absl::StrCat("rolling ", spec.service(), " out to ", release.version(), " on ", total, " hosts in ",
+                    spec.waves_size(), " waves"));
+  start_wave(ref, 0);
+  return ref;
+}
+
+void RolloutEngine::restore(const Rollout& rollout) {
+  auto& r = rollouts_[rollout.id()] = rollout;
+  if (is_terminal(r.phase())) return;
+  // Deploys and rollbacks in flight when the coordinator died are asked
+  // again; an agent that already did the work answers at once.
+  for (auto& h : *r.mutable_hosts()) {
+    if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING) {
+      h.set_state(tern::v1::HOST_ROLLOUT_STATE_WAITING);
+    }
+    if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
+  }
+  emit(r, "resumed_after_restart", "the coordinator restarted; the rollout continues from its journal");
+  advance(r);
+}
+
+void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
+  r.set_current_wave(wave);
+  r.set_wave_step(tern::v1::WAVE_STEP_DEPLOYING);
+  r.set_failed_in_wave(0);
+  *r.mutable_step_started() = stamp(clock_.now());
+  r.clear_bake_until();
+  uint32_t n = 0;
+  for (const auto& h : r.hosts()) n += h.wave() == wave;
+  emit(r, "wave_started", absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
+  advance(r);
+}
+
+void RolloutEngine::dispatch(Rollout& r) {
+  const uint32_t wave = r.current_wave();
+  const uint32_t weight = r.spec().waves(static_cast<int>(wave)).weight();
+  uint32_t in_flight = 0;
+  for (const auto& h : r.hosts()) {
+    in_flight += h.wave() == wave && h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING;
+  }
+  const uint32_t limit = r.spec().max_parallel() == 0 ? UINT32_MAX : r.spec().max_parallel();
+  for (auto& h : *r.mutable_hosts()) {
+    if (in_flight >= limit) break;
+    if (h.wave() != wave || h.state() != tern::v1::HOST_ROLLOUT_STATE_WAITING) continue;
+    if (!host_reachable(h.host_id())) {
+      host_failed(r, h, tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE, "unreachable when its turn came");
+      if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
+      continue;
+    }
+    h.set_state(tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+    *h.mutable_sent() = stamp(clock_.now());
+    *h.mutable_updated() = h.sent();
+    ++in_flight;
+    if (effects_.deploy) effects_.deploy(r, h.host_id(), r.spec().release(), weight);
+  }
+}
+
+void RolloutEngine::advance(Rollout& r) {
+  // Each pass settles one step; loop while something moved.
+  for (int guard = 0; guard < 1000; ++guard) {
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
+    const uint32_t wave = r.current_wave();
+    const auto& spec_wave = r.spec().waves(static_cast<int>(wave));
+    if (r.wave_step() == tern::v1::WAVE_STEP_DEPLOYING) {
+      dispatch(r);
+      if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
+      bool busy = false;
+      for (const auto& h : r.hosts()) {
+        busy |= h.wave() == wave && (h.state() == tern::v1::HOST_ROLLOUT_STATE_WAITING ||
+                                     h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+      }
+      if (busy) return;
+      r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
+      *r.mutable_step_started() = stamp(clock_.now());
+      *r.mutable_bake_until() = stamp(clock_.now() + millis(spec_wave.bake()));
+      emit(r, "wave_baking",
+           absl::StrCat("wave ", wave + 1, " deployed; baking for ", format_duration(millis(spec_wave.bake()))));
+      continue;
+    }
+    if (r.wave_step() == tern::v1::WAVE_STEP_BAKING) {
+      if (clock_.now() < from_stamp(r.bake_until())) return;
+      if (spec_wave.gate() == tern::v1::WAVE_GATE_MANUAL) {
+        r.set_wave_step(tern::v1::WAVE_STEP_AWAITING_APPROVAL);
+        *r.mutable_step_started() = stamp(clock_.now());
+        r.set_generation(r.generation() + 1);
+        emit(r, "awaiting_approval",
+             absl::StrCat("wave ", wave + 1, " baked; waiting for `ternctl rollout promote ", r.id(), "`"));
+        return;
+      }
+      r.set_wave_step(tern::v1::WAVE_STEP_DONE);
+      continue;
+    }
+    if (r.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) return;
+    if (r.wave_step() == tern::v1::WAVE_STEP_DONE) {
+      if (wave + 1 < static_cast<uint32_t>(r.spec().waves_size())) {
+        start_wave(r, wave + 1);
+        return;
+      }
+      set_phase(r, tern::v1::ROLLOUT_PHASE_SUCCEEDED,
+                absl::StrCat(r.spec().service(), " ", r.spec().release().version(), " is on all ", r.total_hosts(),
+                             " hosts", r.failed_hosts() ? absl::StrCat(" (", r.failed_hosts(), " failed within the budget)") : ""));
+      return;
+    }
+    return;
+  }
+}
+
+bool RolloutEngine::over_budget(const Rollout& r) const {
+  const auto& b = r.spec().failure_budget();
+  const uint32_t by_percent = static_cast<uint32_t>(static_cast<uint64_t>(b.max_failed_percent()) * r.total_hosts() / 100);
+  const uint32_t allowed = std::max(b.max_failed_hosts(), by_percent);
+  if (r.failed_hosts() > allowed) return true;
+  return b.max_failed_per_wave() > 0 && r.failed_in_wave() > b.max_failed_per_wave();
+}
+
+void RolloutEngine::host_failed(Rollout& r, tern::v1::HostProgress& h, HostRolloutState state,
+                                const std::string& message) {
+  const bool already = counts_as_failed(h.state());
+  h.set_state(state);
+  h.set_message(message);
+  *h.mutable_updated() = stamp(clock_.now());
+  if (!already) {
+    r.set_failed_hosts(r.failed_hosts() + 1);
+    if (h.wave() == r.current_wave()) r.set_failed_in_wave(r.failed_in_wave() + 1);
+  }
+  emit(r, "host_failed", absl::StrCat(h.host_id(), ": ", message));
+  if (over_budget(r)) {
+    on_budget_exceeded(r, absl::StrCat(r.failed_hosts(), " host(s) failed, over the failure budget (last: ",
+                                       h.host_id(), ": ", message, ")"));
+  }
+}
+
+void RolloutEngine::on_budget_exceeded(Rollout& r, const std::string& why) {
+  if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
+  if (r.spec().on_failure() == tern::v1::ON_FAILURE_PAUSE) {
+    set_phase(r, tern::v1::ROLLOUT_PHASE_PAUSED, absl::StrCat(why, "; paused (on_failure: pause)"));
+    return;
+  }
+  begin_rollback(r, absl::StrCat(why, "; rolling back every host"));
+}
+
+void RolloutEngine::send_rollback(Rollout& r, tern::v1::HostProgress& h) {
+  h.set_rollback_pending(true);
+  if (!host_reachable(h.host_id())) return;  // flipped when it returns
+  *h.mutable_sent() = stamp(clock_.now());
+  if (effects_.rollback) effects_.rollback(r, h.host_id());
+}
+
+void RolloutEngine::begin_rollback(Rollout& r, const std::string& why) {
+  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLING_BACK, why);
+  for (auto& h : *r.mutable_hosts()) {
+    // Hosts that reached the new release (or may have: a deploy in flight,
+    // a host that turned unhealthy or vanished afterwards) flip back.
+    const auto s = h.state();
+    if (s == tern::v1::HOST_ROLLOUT_STATE_ON_NEW || s == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING ||
+        s == tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY || s == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE ||
+        s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE) {
+      if (s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE && h.sent().seconds() == 0) continue;  // never reached
+      send_rollback(r, h);
+    }
+  }
+  finish_rollback_if_done(r);
+}
+
+void RolloutEngine::finish_rollback_if_done(Rollout& r) {
+  if (r.phase() != tern::v1::ROLLOUT_PHASE_ROLLING_BACK) return;
+  uint32_t pending = 0;
+  for (const auto& h : r.hosts()) pending += h.rollback_pending();
+  if (pending > 0) return;
+  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLED_BACK,
+            absl::StrCat("every host is back on ", r.previous_release().version().empty()
+                                                       ? std::string("its previous release")
+                                                       : r.previous_release().version()));
+}
+
+void RolloutEngine::on_host_deployed(const std::string& id, const std::string& host, bool ok,
+                                     HostRolloutState failure, const std::string& message) {
+  Rollout* r = mutable_find(id);
+  if (r == nullptr) return;
+  auto* h = host_of(*r, host);
+  if (h == nullptr) return;
+  if (r->phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) {
+    // A deploy that lands after the rollback began is flipped back too.
+    if (ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) send_rollback(*r, *h);
+    if (!ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) {
+      h->set_state(failure);
+      h->set_rollback_pending(false);  // never switched: nothing to undo
+      finish_rollback_if_done(*r);
+    }
+    return;
+  }
+  if (h->state() != tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) return;  // late or duplicate
+  if (ok) {
+    h->set_state(tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+    h->set_message(message);
+    *h->mutable_updated() = stamp(clock_.now());
+    emit(*r, "host_on_new", absl::StrCat(host, " runs ", r->spec().release().version()));
+  } else {
+    host_failed(*r, *h, failure == tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED ? tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE
+                                                                           : failure,
+                message);
+  }
+  advance(*r);
+}
+
+void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string& host, bool ok,
+                                        const std::string& message) {
+  Rollout* r = mutable_find(id);
+  if (r == nullptr) return;
+  auto* h = host_of(*r, host);
+  if (h == nullptr || !h->rollback_pending()) return;
+  if (!ok) {
+    h->set_message(absl::StrCat("rollback failed: ", message, "; retried when the host reconnects"));
+    emit(*r, "host_rollback_failed", absl::StrCat(host, ": ", message));
+    return;
+  }
+  h->set_rollback_pending(false);
+  h->set_state(tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
+  h->set_message(message);
+  *h->mutable_updated() = stamp(clock_.now());
+  emit(*r, "host_rolled_back", absl::StrCat(host, " is back on the previous release"));
+  finish_rollback_if_done(*r);
+}
+
+void RolloutEngine::on_host_unhealthy(const std::string& host, const std::string& message) {
+  for (auto& [id, r] : rollouts_) {
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
+    auto* h = host_of(r, host);
+    if (h == nullptr || h->state() != tern::v1::HOST_ROLLOUT_STATE_ON_NEW) continue;
+    host_failed(r, *h, tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY, absl::StrCat("unhealthy on the new release: ", message));
+  }
+}
+
+void RolloutEngine::on_host_gone(const std::string& host, const std::string& message) {
+  gone_[host] = true;
+  for (auto& [id, r] : rollouts_) {
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
+    auto* h = host_of(r, host);
+    if (h == nullptr) continue;
+    if (h->state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW || h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) {
+      host_failed(r, *h, tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE, message);
+      advance(r);
+    }
+  }
+}
+
+void RolloutEngine::on_host_back(const std::string& host) {
+  gone_[host] = false;
+  for (auto& [id, r] : rollouts_) {
+    auto* h = host_of(r, host);
+    if (h == nullptr || !h->rollback_pending()) continue;
+    // A rollback it missed while away: flipped now, whatever the phase.
+    emit(r, "host_back", absl::StrCat(host, " is back; rolling it back"));
+    send_rollback(r, *h);
+  }
+}
+
+void RolloutEngine::tick() {
+  const TimePoint now = clock_.now();
+  for (auto& [id, r] : rollouts_) {
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) continue;
+    const Millis deadline = millis(r.spec().progress_deadline());
+    for (auto& h : *r.mutable_hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && now - from_stamp(h.sent()) > deadline) {
+        host_failed(r, h, tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE,
+                    absl::StrCat("no answer within the progress deadline of ", format_duration(deadline)));
+        if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) break;
+      }
+    }
+    advance(r);
+  }
+}
+
+absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t generation, RolloutCommand cmd,
+                                               const std::string& reason) {
+  Rollout* r = mutable_find(id);
+  if (r == nullptr) return absl::NotFoundError(absl::StrCat("no rollout \"", id, "\""));
+  if (generation != r->generation()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        to_string(cmd), " ", id, ": the rollout is at generation ", r->generation(), ", not ", generation,
+        " (it changed meanwhile: ", phase_word(r->phase()), "); look at it again and repeat if still wanted"));
+  }
+  const std::string why = reason.empty() ? "" : absl::StrCat(" (", reason, ")");
+  const auto phase = r->phase();
+  auto refuse = [&](const std::string& state) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot ", to_string(cmd), " rollout ", id, ": it is ", state));
+  };
+  switch (cmd) {
+    case RolloutCommand::kPause:
+      if (phase == tern::v1::ROLLOUT_PHASE_PAUSED) return *r;
+      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(phase_word(phase));
+      set_phase(*r, tern::v1::ROLLOUT_PHASE_PAUSED, absl::StrCat("paused by an operator", why));
+      return *r;
+    case RolloutCommand::kResume:
+      if (phase == tern::v1::ROLLOUT_PHASE_RUNNING) return *r;
+      if (phase != tern::v1::ROLLOUT_PHASE_PAUSED) return refuse(phase_word(phase));
+      set_phase(*r, tern::v1::ROLLOUT_PHASE_RUNNING, absl::StrCat("resumed by an operator", why));
+      // Deploys in flight while paused have finished; the bake clock runs on.
+      advance(*r);
+      return *r;
+    case RolloutCommand::kPromote:
+      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(phase_word(phase));
+      if (r->wave_step() != tern::v1::WAVE_STEP_AWAITING_APPROVAL && r->wave_step() != tern::v1::WAVE_STEP_BAKING) {
+        return refuse("still deploying its wave");
+      }
+      r->set_wave_step(tern::v1::WAVE_STEP_DONE);
+      r->set_generation(r->generation() + 1);
+      emit(*r, "promoted", absl::StrCat("wave ", r->current_wave() + 1, " promoted by an operator", why));
+      advance(*r);
+      return *r;
+    case RolloutCommand::kAbort:
+      if (phase == tern::v1::ROLLOUT_PHASE_ABORTED) return *r;
+      if (is_terminal(phase) || phase == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) return refuse(phase_word(phase));
+      set_phase(*r, tern::v1::ROLLOUT_PHASE_ABORTED,
+                absl::StrCat("aborted by an operator", why, "; hosts keep what they run (roll back to undo)"));
+      return *r;
+    case RolloutCommand::kRollback:
+      if (phase == tern::v1::ROLLOUT_PHASE_ROLLING_BACK || phase == tern::v1::ROLLOUT_PHASE_ROLLED_BACK) return *r;
+      begin_rollback(*r, absl::StrCat("rollback requested by an operator", why));
+      return *r;
+  }
+  return absl::InternalError("unknown command");
+}
+
+}  // namespace tern

@@ -1,0 +1,110 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/rollout_plan.h"
+#include "core/clock.h"
+#include "tern/v1/rollout.pb.h"
+
+namespace tern {
+
+// What the engine asks of the world. Calls happen on the engine's thread and
+// must not block: the outcome of a deploy or a rollback comes back later as
+// an event (on_host_deployed, on_host_rolled_back).
+struct RolloutEffects {
+  std::function<void(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+                     uint32_t weight)>
+      deploy;
+  std::function<void(const tern::v1::Rollout& r, const std::string& host)> rollback;
+  // Every transition: persist the rollout, then publish the event. `kind` is
+  // a short word ("started", "wave_started", "host_failed", ...).
+  std::function<void(const tern::v1::Rollout& r, const std::string& kind, const std::string& message)> changed;
+};
+
+enum class RolloutCommand { kPause, kResume, kPromote, kAbort, kRollback };
+const char* to_string(RolloutCommand c);
+
+// The fleet rollout state machine. Single-threaded (the coordinator's event
+// loop) and fed by events: agents' results, host health and connectivity,
+// timer ticks and operator commands; time comes from the injected clock, so
+// tests drive it with a FakeClock.
+//
+// A rollout runs its waves in order. In a wave it deploys to at most
+// max_parallel hosts at once; when every host of the wave has finished it
+// bakes, then waits at a manual gate if the wave has one, then moves on.
+// A host that fails its stage, turns unhealthy while on the new release, or
+// whose agent is gone counts against the failure budget; over budget the
+// rollout rolls back (every host on the new release flips back, in
+// parallel; unreachable ones when they return) or pauses, as the spec says.
+// No step waits without a deadline: a host that does not answer within the
+// progress deadline is counted as gone.
+//
+// Operator commands carry the rollout's generation; a stale one is refused
+// with FAILED_PRECONDITION and changes nothing. The generation rises with
+// every operator command and phase change. Repeating a command that already
+// holds (pause a paused rollout) succeeds without change.
+class RolloutEngine {
+ public:
+  RolloutEngine(const Clock& clock, RolloutEffects effects);
+
+  // Starts a rollout over the planned waves. FAILED_PRECONDITION if the
+  // service already has an active rollout.
+  absl::StatusOr<tern::v1::Rollout> start(const std::string& id, const tern::v1::RolloutSpec& spec,
+                                          const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
+                                          const tern::v1::ReleaseRef& previous);
+  // After a coordinator restart: takes back a persisted rollout. Hosts that
+  // were mid-deploy are asked again (the agent answers at once if it already
+  // runs the release); nothing already finished is redone.
+  void restore(const tern::v1::Rollout& rollout);
+
+  // Agent results.
+  void on_host_deployed(const std::string& rollout_id, const std::string& host, bool ok,
+                        tern::v1::HostRolloutState failure, const std::string& message);
+  void on_host_rolled_back(const std::string& rollout_id, const std::string& host, bool ok,
+                           const std::string& message);
+  // Health and connectivity of a host, whatever rollout it is in.
+  void on_host_unhealthy(const std::string& host, const std::string& message);
+  void on_host_gone(const std::string& host, const std::string& message);
+  void on_host_back(const std::string& host);
+  // Timers: bake ends, progress deadlines.
+  void tick();
+
+  absl::StatusOr<tern::v1::Rollout> command(const std::string& id, uint64_t generation, RolloutCommand cmd,
+                                            const std::string& reason);
+
+  const tern::v1::Rollout* find(const std::string& id) const;
+  std::vector<const tern::v1::Rollout*> list() const;
+  // The active rollout of a service, or null.
+  const tern::v1::Rollout* active_for(const std::string& service) const;
+
+  static bool is_terminal(tern::v1::RolloutPhase p);
+
+ private:
+  tern::v1::Rollout* mutable_find(const std::string& id);
+  tern::v1::HostProgress* host_of(tern::v1::Rollout& r, const std::string& host);
+  void set_phase(tern::v1::Rollout& r, tern::v1::RolloutPhase p, const std::string& message);
+  void emit(tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  // Moves the rollout as far as it can go now.
+  void advance(tern::v1::Rollout& r);
+  void dispatch(tern::v1::Rollout& r);
+  void start_wave(tern::v1::Rollout& r, uint32_t wave);
+  void host_failed(tern::v1::Rollout& r, tern::v1::HostProgress& h, tern::v1::HostRolloutState state,
+                   const std::string& message);
+  bool over_budget(const tern::v1::Rollout& r) const;
+  void on_budget_exceeded(tern::v1::Rollout& r, const std::string& why);
+  void begin_rollback(tern::v1::Rollout& r, const std::string& why);
+  void send_rollback(tern::v1::Rollout& r, tern::v1::HostProgress& h);
+  void finish_rollback_if_done(tern::v1::Rollout& r);
+  bool host_reachable(const std::string& host) const;
+
+  const Clock& clock_;
+  RolloutEffects effects_;
+  std::map<std::string, tern::v1::Rollout> rollouts_;
+  std::map<std::string, bool> gone_;  // hosts known to be unreachable
+};
+
+}  // namespace tern

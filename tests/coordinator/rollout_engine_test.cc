@@ -1,0 +1,267 @@
+// The rollout state machine with a fake clock and recorded effects.
+#include "coordinator/rollout_engine.h"
+
+#include <gtest/gtest.h>
+
+#include "core/rollout_spec.h"
+
+namespace tern {
+namespace {
+
+using tern::v1::HostRolloutState;
+using tern::v1::Rollout;
+
+class RolloutEngineTest : public ::testing::Test {
+ protected:
+  RolloutEngineTest()
+      : engine_(clock_, RolloutEffects{
+                            [this](const Rollout&, const std::string& host, const tern::v1::ReleaseRef& rel,
+                                   uint32_t weight) {
+                              deploys_.push_back(host);
+                              last_weight_ = weight;
+                              last_version_ = rel.version();
+                            },
+                            [this](const Rollout&, const std::string& host) { rollbacks_.push_back(host); },
+                            [this](const Rollout& r, const std::string& kind, const std::string&) {
+                              events_.push_back(kind);
+                              persisted_ = r;
+                            }}) {}
+
+  const Rollout& start(const std::string& yaml, int hosts) {
+    auto spec = parse_rollout_spec("service: web\nrelease: '2'\n" + yaml, "r.yaml");
+    EXPECT_TRUE(spec.ok()) << spec.status();
+    std::vector<PlanHost> fleet;
+    for (int i = 0; i < hosts; ++i) fleet.push_back({"h" + std::to_string(i), {}});
+    auto plan = plan_rollout(*spec, fleet);
+    EXPECT_TRUE(plan.ok()) << plan.status();
+    tern::v1::ReleaseRef rel, prev;
+    rel.set_version("2");
+    prev.set_version("1");
+    auto r = engine_.start("r1", *spec, *plan, rel, prev);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *engine_.find("r1");
+  }
+  const Rollout& r() { return *engine_.find("r1"); }
+  void ok(const std::string& host) { engine_.on_host_deployed("r1", host, true, {}, "done"); }
+  void fail(const std::string& host) {
+    engine_.on_host_deployed("r1", host, false, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "never healthy");
+  }
+  HostRolloutState state(const std::string& host) {
+    for (const auto& h : r().hosts()) {
+      if (h.host_id() == host) return h.state();
+    }
+    return tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED;
+  }
+  bool saw(const std::string& kind) { return std::find(events_.begin(), events_.end(), kind) != events_.end(); }
+
+  FakeClock clock_;
+  RolloutEngine engine_;
+  std::vector<std::string> deploys_, rollbacks_, events_;
+  uint32_t last_weight_ = 0;
+  std::string last_version_;
+  Rollout persisted_;
+};
+
+TEST_F(RolloutEngineTest, WavesBakeThenSucceed) {
+  start("waves: [{hosts: 1, bake: 1m}, {percent: 100}]", 4);
+  EXPECT_EQ(deploys_, (std::vector<std::string>{"h0"}));
+  EXPECT_EQ(last_version_, "2");
+  ok("h0");
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_BAKING);
+  clock_.advance(Millis(59'000));
+  engine_.tick();
+  EXPECT_EQ(r().current_wave(), 0u) << "still baking";
+  clock_.advance(Millis(1'000));
+  engine_.tick();
+  EXPECT_EQ(r().current_wave(), 1u);
+  EXPECT_EQ(deploys_.size(), 4u);
+  ok("h1"), ok("h2"), ok("h3");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_TRUE(saw("wave_baking"));
+  EXPECT_EQ(persisted_.phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << "every transition is persisted";
+}
+
+TEST_F(RolloutEngineTest, MaxParallelLimitsDeploysInFlight) {
+  start("waves: [{percent: 100}]\nmax_parallel: 2", 5);
+  EXPECT_EQ(deploys_.size(), 2u);
+  ok(deploys_[0]);
+  EXPECT_EQ(deploys_.size(), 3u);
+  ok(deploys_[1]), ok(deploys_[2]);
+  EXPECT_EQ(deploys_.size(), 5u);
+  ok(deploys_[3]), ok(deploys_[4]);
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+}
+
+TEST_F(RolloutEngineTest, AFailureOverTheBudgetRollsBackEveryHostOnTheNewRelease) {
+  start("waves: [{hosts: 2}, {percent: 100}]", 4);
+  ok("h0");
+  fail("h1");  // default budget: none
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"})) << "only hosts that reached 2 flip back";
+  EXPECT_EQ(r().failed_hosts(), 1u);
+  engine_.on_host_rolled_back("r1", "h0", true, "flipped");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+  EXPECT_EQ(state("h0"), tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
+  EXPECT_EQ(state("h2"), tern::v1::HOST_ROLLOUT_STATE_WAITING) << "later waves never started";
+}
+
+TEST_F(RolloutEngineTest, FailuresWithinTheBudgetAreCountedNotFatal) {
+  start("waves: [{percent: 100}]\nfailure_budget: {max_failed_hosts: 1}", 4);
+  fail("h0");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_RUNNING);
+  ok("h1"), ok("h2");
+  fail("h3");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+}
+
+TEST_F(RolloutEngineTest, PercentBudgetRoundsDown) {
+  // 10% of 20 hosts: 2 may fail, the third may not.
+  start("waves: [{percent: 100}]\nfailure_budget: {max_failed_percent: 10}", 20);
+  fail("h0"), fail("h1");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_RUNNING);
+  fail("h2");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+}
+
+TEST_F(RolloutEngineTest, PerWaveBudget) {
+  start("waves: [{hosts: 2}, {percent: 100}]\nfailure_budget: {max_failed_hosts: 5, max_failed_per_wave: 1}", 6);
+  fail("h0");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_RUNNING);
+  fail("h1");
+  // Over the per-wave budget; no host had reached 2, so nothing needs flipping.
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+  EXPECT_TRUE(rollbacks_.empty());
+}
+
+TEST_F(RolloutEngineTest, OnFailurePausePausesAndResumeContinues) {
+  start("waves: [{hosts: 1}, {percent: 100}]\non_failure: pause", 3);
+  fail("h0");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_PAUSED);
+  auto resumed = engine_.command("r1", r().generation(), RolloutCommand::kResume, "known flake");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(r().current_wave(), 1u);
+  ok("h1"), ok("h2");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+}
+
+TEST_F(RolloutEngineTest, UnhealthyDuringBakeCounts) {
+  start("waves: [{hosts: 1, bake: 5m}, {percent: 100}]", 3);
+  ok("h0");
+  engine_.on_host_unhealthy("h0", "HTTP 503");
+  EXPECT_EQ(state("h0"), tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY);
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"}));
+}
+
+TEST_F(RolloutEngineTest, ManualGateWaitsForPromoteAndRefusesAStaleOne) {
+  start("waves: [{hosts: 1, gate: manual}, {percent: 100}]", 2);
+  ok("h0");
+  engine_.tick();
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_AWAITING_APPROVAL);
+  clock_.advance(Millis(3'600'000));
+  engine_.tick();
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_AWAITING_APPROVAL) << "a gate waits for a person";
+  const uint64_t gen = r().generation();
+  auto stale = engine_.command("r1", gen - 1, RolloutCommand::kPromote, "");
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_AWAITING_APPROVAL) << "refused means unchanged";
+  ASSERT_TRUE(engine_.command("r1", gen, RolloutCommand::kPromote, "").ok());
+  EXPECT_EQ(r().current_wave(), 1u);
+  ok("h1");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+}
+
+TEST_F(RolloutEngineTest, CommandsAreIdempotentAndFenced) {
+  start("waves: [{percent: 100}]", 2);
+  const uint64_t gen = r().generation();
+  ASSERT_TRUE(engine_.command("r1", gen, RolloutCommand::kPause, "").ok());
+  const uint64_t paused = r().generation();
+  EXPECT_GT(paused, gen);
+  ASSERT_TRUE(engine_.command("r1", paused, RolloutCommand::kPause, "").ok()) << "pausing twice is fine";
+  EXPECT_EQ(r().generation(), paused);
+  EXPECT_FALSE(engine_.command("r1", gen, RolloutCommand::kResume, "").ok()) << "a racing command";
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_PAUSED);
+  ok("h0"), ok("h1");  // results still land while paused
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_PAUSED);
+  ASSERT_TRUE(engine_.command("r1", paused, RolloutCommand::kResume, "").ok());
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_FALSE(engine_.command("r1", r().generation(), RolloutCommand::kPause, "").ok()) << "nothing to pause";
+}
+
+TEST_F(RolloutEngineTest, NoAnswerWithinTheProgressDeadlineCountsAsGone) {
+  start("waves: [{percent: 100}]\nprogress_deadline: 30s\nfailure_budget: {max_failed_hosts: 1}", 2);
+  ok("h0");
+  clock_.advance(Millis(31'000));
+  engine_.tick();
+  EXPECT_EQ(state("h1"), tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE);
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << "one failure was within the budget";
+}
+
+TEST_F(RolloutEngineTest, UnreachableHostsAreRolledBackWhenTheyReturn) {
+  start("waves: [{hosts: 2, bake: 1m}, {percent: 100}]\nfailure_budget: {max_failed_hosts: 1}", 4);
+  ok("h0"), ok("h1");
+  engine_.on_host_gone("h1", "agent gone");  // counted: 1, within budget
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_RUNNING);
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "bad metrics").ok());
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"})) << "h1 cannot be reached yet";
+  engine_.on_host_rolled_back("r1", "h0", true, "");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK) << "h1 still owes its rollback";
+  engine_.on_host_back("h1");
+  EXPECT_EQ(rollbacks_.back(), "h1");
+  engine_.on_host_rolled_back("r1", "h1", true, "");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+}
+
+TEST_F(RolloutEngineTest, ADeployLandingDuringRollbackIsFlippedBackToo) {
+  start("waves: [{percent: 100}]", 3);
+  ok("h0");
+  fail("h1");  // rollback starts while h2 is still deploying
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  engine_.on_host_rolled_back("r1", "h0", true, "");
+  engine_.on_host_rolled_back("r1", "h2", true, "nothing to do yet");
+  ok("h2");
+  EXPECT_EQ(rollbacks_.back(), "h2");
+}
+
+TEST_F(RolloutEngineTest, OneActiveRolloutPerService) {
+  start("waves: [{percent: 100}]", 2);
+  auto spec = parse_rollout_spec("service: web\nrelease: '3'\n", "r.yaml");
+  auto plan = plan_rollout(*spec, {{"h0", {}}});
+  auto second = engine_.start("r2", *spec, *plan, {}, {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(second.status().message()).find("r1"), std::string::npos);
+}
+
+TEST_F(RolloutEngineTest, RestoreRedoesOnlyWhatWasInFlight) {
+  start("waves: [{hosts: 2}, {percent: 100}]", 4);
+  ok("h0");  // h1 still deploying when the coordinator dies
+  const Rollout journal = persisted_;
+  FakeClock clock2;
+  std::vector<std::string> deploys2;
+  RolloutEngine after(clock2, RolloutEffects{
+                                  [&](const Rollout&, const std::string& host, const tern::v1::ReleaseRef&, uint32_t) {
+                                    deploys2.push_back(host);
+                                  },
+                                  nullptr, nullptr});
+  after.restore(journal);
+  EXPECT_EQ(deploys2, (std::vector<std::string>{"h1"})) << "h0 finished and is not redone";
+  after.on_host_deployed("r1", "h1", true, {}, "");
+  EXPECT_EQ(deploys2, (std::vector<std::string>{"h1", "h2", "h3"})) << "the next wave goes on";
+}
+
+TEST_F(RolloutEngineTest, AbortFreezesWhereItStands) {
+  start("waves: [{hosts: 1, bake: 1m}, {percent: 100}]", 3);
+  ok("h0");
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kAbort, "").ok());
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ABORTED);
+  clock_.advance(Millis(120'000));
+  engine_.tick();
+  EXPECT_EQ(deploys_.size(), 1u) << "an aborted rollout deploys nothing more";
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "").ok());
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"}));
+}
+
+}  // namespace
+}  // namespace tern
