@@ -26,7 +26,10 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
       messages_in_(metrics_.counter("tern_agent_messages_received_total", "Messages received on agent streams.")),
       messages_out_(metrics_.counter("tern_agent_messages_sent_total", "Messages sent on agent streams.")),
       agents_connected_(metrics_.gauge("tern_agents_connected", "Agent streams that completed their hello.")),
-      streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")) {}
+      streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")),
+      rollout_transitions_(metrics_.counter("tern_rollout_transitions_total",
+                                            "Rollout events (every transition of every rollout).")),
+      rollouts_active_(metrics_.gauge("tern_rollouts_active", "Rollouts not yet in a final phase.")) {}
 
 Coordinator::~Coordinator() { shutdown(); }
 
@@ -56,6 +59,12 @@ absl::Status Coordinator::start() {
   for (auto& r : *services) services_[r.spec().name()] = std::move(r);
   artifacts_ = std::make_unique<ArtifactStore>(effective_artifact_dir(config_));
   if (auto st = artifacts_->init(); !st.ok()) return st;
+  auto rstore = RolloutStore::open(*db_);
+  if (!rstore.ok()) return rstore.status();
+  rollout_store_ = *std::move(rstore);
+  auto active = rollout_store_->load_active();
+  if (!active.ok()) return active.status();
+  engine_ = std::make_unique<RolloutEngine>(clock_, rollout_effects());
 
   registry_ = std::make_unique<HostRegistry>(*store_, clock_,
                                              HostRegistry::Options{.unreachable_after = config_.unreachable_after},
@@ -65,6 +74,7 @@ absl::Status Coordinator::start() {
   agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get());
   fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *registry_, *store_, *this, epoch_, started_);
   service_service_ = std::make_unique<ServiceServiceImpl>(loop_, *this, *artifacts_, config_.max_artifact_bytes);
+  rollout_service_ = std::make_unique<RolloutServiceImpl>(loop_, *this);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -77,6 +87,7 @@ absl::Status Coordinator::start() {
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(fleet_service_.get());
   builder.RegisterService(service_service_.get());
+  builder.RegisterService(rollout_service_.get());
   // Artifact chunks are 64 KiB; specs and statuses are small. 16 MiB leaves room.
   builder.SetMaxReceiveMessageSize(16 << 20);
   // Agents hold their stream for days: keepalive finds dead peers, and agents
@@ -108,6 +119,16 @@ absl::Status Coordinator::start() {
   }
 
   loop_.start();
+  // Rollouts resume from their journal; hosts that are still reconnecting
+  // get their commands when they say hello.
+  loop_.post([this, rollouts = *std::move(active)] {
+    for (const auto& r : rollouts) {
+      spdlog::info("resuming rollout {} ({} {}) from its journal", r.id(), r.spec().service(),
+                   r.spec().release().version());
+      engine_->restore(r);
+    }
+  });
+  loop_.every(Millis(500), [this] { rollout_tick(); });
   const Millis tick = std::clamp(config_.unreachable_after / 4, Millis(50), Millis(1000));
   loop_.every(tick, [this] {
     if (auto st = registry_->tick(); !st.ok()) spdlog::error("registry: {}", st.message());
@@ -245,6 +266,14 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
   for (const auto& s : hello.services()) known[s.service()] = s;
   // Specs the host should run (or run a newer generation of).
   for (const auto& [name, svc] : services_) push_spec(hello.host_id(), svc, false);
+  // Rollout commands it missed while away.
+  const std::string host = hello.host_id();
+  if (auto owed = owed_deploys_.find(host); owed != owed_deploys_.end()) {
+    OwedDeploy d = owed->second;
+    owed_deploys_.erase(owed);
+    if (const auto* r = engine_->find(d.rollout_id)) rollout_deploy(*r, host, d.release, d.weight);
+  }
+  engine_->on_host_back(host);
 }
 
 void Coordinator::handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) {
@@ -342,6 +371,14 @@ void Coordinator::handle_event(const std::string& host_id, const tern::v1::Agent
   }
   if (event.kind() != "progress") {
     spdlog::info("host {}: {} {}: {}", host_id, event.service(), event.kind(), event.message());
+  }
+  // The active slot turning unhealthy or dying counts against a rollout.
+  if ((event.kind() == "health_changed" || event.kind() == "slot_crashed") && event.has_status()) {
+    for (const auto& slot : event.status().slots()) {
+      if (slot.active() && (slot.phase() == tern::v1::SLOT_PHASE_UNHEALTHY || slot.phase() == tern::v1::SLOT_PHASE_CRASHED)) {
+        engine_->on_host_unhealthy(event.service(), host_id, event.message());
+      }
+    }
   }
   if (event.command_id() == 0) return;
   auto it = pending_.find(event.command_id());
@@ -538,5 +575,250 @@ absl::Status Coordinator::rollback_host(const tern::v1::RollbackHostRequest& req
   spdlog::info("rolling back {} on {}", req.service(), req.host_id());
   return send_command(req.host_id(), std::move(cmd), std::move(observer));
 }
+
+// ---- rollouts ----
+
+RolloutEffects Coordinator::rollout_effects() {
+  RolloutEffects e;
+  e.deploy = [this](const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+                    uint32_t weight) { rollout_deploy(r, host, release, weight); };
+  e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) { rollout_rollback(r, host); };
+  e.changed = [this](const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+    rollout_changed(r, kind, message);
+  };
+  return e;
+}
+
+namespace {
+
+tern::v1::HostRolloutState failure_state(const tern::v1::CommandResult& r) {
+  const auto code = static_cast<grpc::StatusCode>(r.code());
+  if (code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE;
+  }
+  return tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE;
+}
+
+}  // namespace
+
+void Coordinator::rollout_deploy(const tern::v1::Rollout& r, const std::string& host,
+                                 const tern::v1::ReleaseRef& release, uint32_t weight) {
+  const std::string id = r.id();
+  auto svc = services_.find(r.spec().service());
+  if (svc == services_.end()) {
+    loop_.post([this, id, host] {
+      engine_->on_host_deployed(id, host, false, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "the service was deleted");
+    });
+    return;
+  }
+  push_spec(host, svc->second, false);
+  tern::v1::Command cmd;
+  auto* d = cmd.mutable_deploy();
+  d->set_service(r.spec().service());
+  *d->mutable_release() = release;
+  d->set_switch_on_healthy(true);
+  d->set_weight(weight);
+  auto st = send_command(host, std::move(cmd),
+                         CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
+                           const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+                           engine_->on_host_deployed(id, host, ok, ok ? tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED
+                                                                      : failure_state(res),
+                                                     res.message());
+                         }});
+  if (!st.ok()) {
+    // Away right now (e.g. still reconnecting after our restart): sent on its
+    // hello; the progress deadline bounds the wait.
+    spdlog::info("rollout {}: {} is not connected; its deploy waits for it ({})", id, host, st.message());
+    owed_deploys_[host] = OwedDeploy{id, release, weight};
+  }
+}
+
+void Coordinator::rollout_rollback(const tern::v1::Rollout& r, const std::string& host) {
+  const std::string id = r.id();
+  std::string to_version;
+  for (const auto& h : r.hosts()) {
+    if (h.host_id() == host) to_version = h.previous_version();
+  }
+  owed_deploys_.erase(host);
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service(r.spec().service());
+  cmd.mutable_rollback()->set_to_version(to_version);
+  auto st = send_command(host, std::move(cmd), CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
+                           const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+                           if (!ok && failure_state(res) == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE) {
+                             engine_->on_host_gone(host, res.message());
+                           }
+                           engine_->on_host_rolled_back(id, host, ok, res.message());
+                         }});
+  if (!st.ok()) {
+    // Flipped when it returns (the engine resends on its hello).
+    loop_.post([this, host, why = std::string(st.message())] { engine_->on_host_gone(host, why); });
+  }
+}
+
+void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+  const int64_t now = to_unix_millis(clock_.now());
+  auto seq = rollout_store_->record(r, kind, message, now);
+  if (!seq.ok()) {
+    // The journal is what a restart resumes from; without it the rollout
+    // could redo or skip steps. Crash loudly; systemd restarts us and the
+    // rollout resumes from the last recorded step.
+    spdlog::critical("cannot record rollout {} ({}): {}", r.id(), kind, seq.status().message());
+    std::abort();
+  }
+  rollout_transitions_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("rollout {}: {}", r.id(), message);
+  tern::v1::RolloutEvent e;
+  e.set_sequence(*seq);
+  e.set_rollout_id(r.id());
+  *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(now);
+  e.set_kind(kind);
+  e.set_message(message);
+  *e.mutable_rollout() = r;
+  std::vector<std::function<void(const tern::v1::RolloutEvent&)>> fns;
+  for (const auto& [token, w] : watchers_) {
+    if (w.rollout_id == r.id()) fns.push_back(w.fn);
+  }
+  for (auto& fn : fns) fn(e);
+}
+
+void Coordinator::rollout_tick() {
+  // Hosts past the grace count as gone for the rollouts they are in.
+  for (const auto* r : engine_->list()) {
+    if (RolloutEngine::is_terminal(r->phase())) continue;
+    std::vector<std::string> gone;
+    for (const auto& h : r->hosts()) {
+      const auto* entry = registry_->find(h.host_id());
+      if (entry != nullptr && entry->record.state == HostState::kUnreachable) gone.push_back(h.host_id());
+    }
+    for (const auto& host : gone) engine_->on_host_gone(host, "the host is unreachable (no word past the grace)");
+  }
+  engine_->tick();
+  int64_t active = 0;
+  for (const auto* r : engine_->list()) active += !RolloutEngine::is_terminal(r->phase());
+  rollouts_active_.store(active);
+}
+
+absl::StatusOr<std::vector<PlanHost>> Coordinator::eligible_hosts(const tern::v1::ServiceRecord& svc,
+                                                                  const tern::v1::RolloutSpec& spec) {
+  auto svc_sel = LabelSelector::parse(svc.spec().selector());
+  if (!svc_sel.ok()) return svc_sel.status();
+  auto sel = LabelSelector::parse(spec.selector());
+  if (!sel.ok()) return sel.status();
+  std::vector<PlanHost> out;
+  for (const auto* e : registry_->list(*svc_sel)) {
+    if (!sel->matches(e->record.labels)) continue;
+    out.push_back(PlanHost{e->record.host_id, e->record.labels});
+  }
+  return out;
+}
+
+absl::StatusOr<tern::v1::RolloutPlan> Coordinator::plan_rollout(const tern::v1::RolloutSpec& spec) {
+  auto svc = get_service(spec.service());
+  if (!svc.ok()) return svc.status();
+  auto hosts = eligible_hosts(*svc, spec);
+  if (!hosts.ok()) return hosts.status();
+  auto plan = tern::plan_rollout(spec, *std::move(hosts));
+  if (!plan.ok()) return plan.status();
+  tern::v1::RolloutPlan out;
+  for (std::size_t i = 0; i < plan->waves.size(); ++i) {
+    auto* w = out.add_waves();
+    w->set_index(static_cast<uint32_t>(i));
+    for (const auto& h : plan->waves[i].host_ids) w->add_host_ids(h);
+  }
+  for (const auto& warning : plan->warnings) out.add_warnings(warning);
+  return out;
+}
+
+absl::StatusOr<tern::v1::Rollout> Coordinator::start_rollout(const tern::v1::RolloutSpec& spec) {
+  auto svc = get_service(spec.service());
+  if (!svc.ok()) return svc.status();
+  auto found = service_store_->find_artifact(spec.service(), spec.release().version());
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no artifact for ", spec.service(), " ", spec.release().version(),
+                                            "; push it first: ternctl artifact push FILE --service ", spec.service(),
+                                            " --version ", spec.release().version()));
+  }
+  const auto& [artifact, name] = **found;
+  tern::v1::ReleaseRef release;
+  release.set_version(artifact.version());
+  release.set_sha256(artifact.sha256());
+  release.set_kind(artifact.kind());
+  release.set_name(name);
+  auto hosts = eligible_hosts(*svc, spec);
+  if (!hosts.ok()) return hosts.status();
+  auto plan = tern::plan_rollout(spec, *hosts);
+  if (!plan.ok()) return plan.status();
+  // What each host runs now is what a rollback returns it to.
+  std::map<std::string, std::string> previous;
+  std::map<std::string, int> votes;
+  for (const auto& h : *hosts) {
+    for (const auto& st : host_services(h.host_id)) {
+      if (st.service() != spec.service()) continue;
+      for (const auto& slot : st.slots()) {
+        if (slot.active()) previous[h.host_id] = slot.release().version(), ++votes[slot.release().version()];
+      }
+    }
+  }
+  tern::v1::ReleaseRef prev;
+  int best = 0;
+  for (const auto& [v, n] : votes) {
+    if (n > best) best = n, prev.set_version(v);
+  }
+  auto n = rollout_store_->next_number();
+  if (!n.ok()) return n.status();
+  const std::string id = absl::StrCat(spec.service(), "-", *n);
+  tern::v1::RolloutSpec full = spec;
+  auto r = engine_->start(id, full, *plan, release, prev, previous);
+  if (!r.ok()) return r.status();
+  return *engine_->find(id);
+}
+
+absl::StatusOr<tern::v1::Rollout> Coordinator::get_rollout(const std::string& id) {
+  if (const auto* r = engine_->find(id)) return *r;
+  auto all = rollout_store_->list("", 10'000);
+  if (!all.ok()) return all.status();
+  for (auto& r : *all) {
+    if (r.id() == id) return r;
+  }
+  return absl::NotFoundError(absl::StrCat("no rollout \"", id, "\"; `ternctl rollout list` shows them"));
+}
+
+absl::StatusOr<std::vector<tern::v1::Rollout>> Coordinator::list_rollouts(const std::string& service,
+                                                                          bool active_only) {
+  auto all = rollout_store_->list(service, 200);
+  if (!all.ok()) return all.status();
+  std::vector<tern::v1::Rollout> out;
+  for (auto& r : *all) {
+    if (const auto* live = engine_->find(r.id())) r = *live;
+    if (active_only && RolloutEngine::is_terminal(r.phase())) continue;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<tern::v1::RolloutEvent>> Coordinator::rollout_events(const std::string& id,
+                                                                                uint64_t after_sequence) {
+  return rollout_store_->events(id, after_sequence);
+}
+
+absl::StatusOr<tern::v1::Rollout> Coordinator::rollout_command(const std::string& id, uint64_t generation,
+                                                               RolloutCommand cmd, const std::string& reason) {
+  if (engine_->find(id) == nullptr) {
+    auto r = get_rollout(id);
+    if (!r.ok()) return r.status();
+    engine_->restore(*r);  // a finished rollout can still be rolled back
+  }
+  return engine_->command(id, generation, cmd, reason);
+}
+
+uint64_t Coordinator::watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) {
+  const uint64_t token = next_watcher_++;
+  watchers_[token] = Watcher{id, std::move(fn)};
+  return token;
+}
+
+void Coordinator::unwatch(uint64_t token) { watchers_.erase(token); }
 
 }  // namespace tern

@@ -22,6 +22,9 @@
 #include "coordinator/fleet_service.h"
 #include "coordinator/host_registry.h"
 #include "coordinator/host_store.h"
+#include "coordinator/rollout_engine.h"
+#include "coordinator/rollout_service.h"
+#include "coordinator/rollout_store.h"
 #include "coordinator/service_service.h"
 #include "coordinator/service_store.h"
 
@@ -30,7 +33,7 @@ namespace tern {
 // The coordinator process minus flag parsing: database, registry, gRPC
 // server and metrics endpoint, wired together. Agent-stream reactions post
 // to one event loop that owns all mutable state.
-class Coordinator final : public AgentStreamListener, public ControlPlane {
+class Coordinator final : public AgentStreamListener, public ControlPlane, public RolloutControl {
  public:
   Coordinator(CoordinatorConfig config, const Clock& clock);
   ~Coordinator() override;
@@ -63,6 +66,18 @@ class Coordinator final : public AgentStreamListener, public ControlPlane {
   absl::Status deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) override;
   absl::Status rollback_host(const tern::v1::RollbackHostRequest& req, CommandObserver observer) override;
 
+  // RolloutControl (event-loop thread).
+  absl::StatusOr<tern::v1::RolloutPlan> plan_rollout(const tern::v1::RolloutSpec& spec) override;
+  absl::StatusOr<tern::v1::Rollout> start_rollout(const tern::v1::RolloutSpec& spec) override;
+  absl::StatusOr<tern::v1::Rollout> get_rollout(const std::string& id) override;
+  absl::StatusOr<std::vector<tern::v1::Rollout>> list_rollouts(const std::string& service, bool active_only) override;
+  absl::StatusOr<std::vector<tern::v1::RolloutEvent>> rollout_events(const std::string& id,
+                                                                     uint64_t after_sequence) override;
+  absl::StatusOr<tern::v1::Rollout> rollout_command(const std::string& id, uint64_t generation, RolloutCommand cmd,
+                                                    const std::string& reason) override;
+  uint64_t watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) override;
+  void unwatch(uint64_t token) override;
+
  private:
   struct SessionInfo {
     std::shared_ptr<AgentSession> session;
@@ -83,6 +98,16 @@ class Coordinator final : public AgentStreamListener, public ControlPlane {
   void push_spec(const std::string& host_id, const tern::v1::ServiceRecord& svc, bool force);
   void fail_pending(uint64_t session_id, const std::string& why);
 
+  // Rollouts: the engine's effects, and the hosts' side of them.
+  RolloutEffects rollout_effects();
+  void rollout_deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+                      uint32_t weight);
+  void rollout_rollback(const tern::v1::Rollout& r, const std::string& host);
+  void rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
+                                                       const tern::v1::RolloutSpec& spec);
+  void rollout_tick();
+
   struct Pending {
     std::string host_id;
     uint64_t session = 0;
@@ -96,6 +121,8 @@ class Coordinator final : public AgentStreamListener, public ControlPlane {
   Metrics::Value& messages_out_;
   Metrics::Value& agents_connected_;
   Metrics::Value& streams_opened_;
+  Metrics::Value& rollout_transitions_;
+  Metrics::Value& rollouts_active_;
 
   std::unique_ptr<Database> db_;
   std::unique_ptr<HostStore> store_;
@@ -109,8 +136,24 @@ class Coordinator final : public AgentStreamListener, public ControlPlane {
   std::map<std::string, std::map<std::string, tern::v1::ServiceStatus>> host_services_;  // loop thread
   std::map<uint64_t, Pending> pending_;                                                  // loop thread
   uint64_t command_seq_ = 0;
+  std::unique_ptr<RolloutStore> rollout_store_;
+  std::unique_ptr<RolloutEngine> engine_;  // loop thread
+  struct Watcher {
+    std::string rollout_id;
+    std::function<void(const tern::v1::RolloutEvent&)> fn;
+  };
+  std::map<uint64_t, Watcher> watchers_;  // loop thread
+  uint64_t next_watcher_ = 1;
+  // Deploys a rollout could not send because the host was away; sent on its hello.
+  struct OwedDeploy {
+    std::string rollout_id;
+    tern::v1::ReleaseRef release;
+    uint32_t weight = 100;
+  };
+  std::map<std::string, OwedDeploy> owed_deploys_;  // loop thread
   std::unique_ptr<AgentServiceImpl> agent_service_;
   std::unique_ptr<ServiceServiceImpl> service_service_;
+  std::unique_ptr<RolloutServiceImpl> rollout_service_;
   std::unique_ptr<FleetServiceImpl> fleet_service_;
   std::unique_ptr<grpc::Server> server_;
   MetricsHttpServer metrics_server_{metrics_};

@@ -1,5 +1,7 @@
 #include "coordinator/fleet_service.h"
 
+#include "coordinator/update_stream.h"
+
 #include <google/protobuf/util/time_util.h>
 
 #include <deque>
@@ -121,85 +123,9 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerConte
 
 namespace {
 
-// Streams one host operation's progress to the caller. The operation itself
-// belongs to the coordinator: if the caller goes away, the reactor ends and
-// later updates are dropped, but the agent carries on. Updates arrive from
-// the event loop; one write is in flight at a time.
-class OperationStream final : public grpc::ServerWriteReactor<tern::v1::HostOperationUpdate> {
- public:
-  // The event loop's handle; outlives the reactor.
-  struct Sink {
-    std::mutex mu;
-    OperationStream* stream = nullptr;
-    void push(tern::v1::HostOperationUpdate u) {
-      std::lock_guard lock(mu);
-      if (stream != nullptr) stream->enqueue(std::move(u));
-    }
-    void fail(const absl::Status& st) {
-      std::lock_guard lock(mu);
-      if (stream != nullptr) stream->finish_now(to_grpc(st));
-    }
-  };
-
-  OperationStream() : sink_(std::make_shared<Sink>()) { sink_->stream = this; }
-  std::shared_ptr<Sink> sink() { return sink_; }
-
-  void OnWriteDone(bool ok) override {
-    std::lock_guard lock(mu_);
-    in_flight_ = false;
-    queue_.pop_front();
-    if (!ok) {
-      queue_.clear();
-      if (!finish_with_) finish_with_ = grpc::Status(grpc::StatusCode::CANCELLED, "caller went away");
-    }
-    pump();
-  }
-
-  void OnDone() override {
-    {
-      std::lock_guard lock(sink_->mu);
-      sink_->stream = nullptr;
-    }
-    delete this;
-  }
-
- private:
-  // Called with sink_->mu held, so the reactor cannot be deleted meanwhile.
-  void enqueue(tern::v1::HostOperationUpdate u) {
-    std::lock_guard lock(mu_);
-    if (finish_with_) return;
-    if (u.done()) finish_with_ = grpc::Status::OK;  // finish once this last update is out
-    queue_.push_back(std::move(u));
-    if (!in_flight_) pump();
-  }
-  void finish_now(grpc::Status st) {
-    std::lock_guard lock(mu_);
-    if (finish_with_) return;
-    finish_with_ = std::move(st);
-    // The message being written must stay alive until OnWriteDone.
-    while (queue_.size() > (in_flight_ ? 1u : 0u)) queue_.pop_back();
-    if (!in_flight_) pump();
-  }
-  // mu_ held.
-  void pump() {
-    if (queue_.empty()) {
-      if (finish_with_ && !finished_) {
-        finished_ = true;
-        Finish(*finish_with_);
-      }
-      return;
-    }
-    in_flight_ = true;
-    StartWrite(&queue_.front());
-  }
-
-  std::shared_ptr<Sink> sink_;
-  std::mutex mu_;
-  std::deque<tern::v1::HostOperationUpdate> queue_;
-  bool in_flight_ = false;
-  std::optional<grpc::Status> finish_with_;
-  bool finished_ = false;
-};
+// One host operation's progress, streamed to the caller; the operation
+// itself belongs to the coordinator and goes on if the caller goes away.
+using OperationStream = UpdateStream<tern::v1::HostOperationUpdate>;
 
 ControlPlane::CommandObserver observer_for(const std::shared_ptr<OperationStream::Sink>& sink) {
   ControlPlane::CommandObserver obs;
@@ -217,7 +143,7 @@ ControlPlane::CommandObserver observer_for(const std::shared_ptr<OperationStream
     u.set_done(true);
     *u.mutable_result() = r;
     if (r.has_service()) *u.mutable_status() = r.service();
-    sink->push(std::move(u));
+    sink->push(std::move(u), /*last=*/true);
   };
   return obs;
 }

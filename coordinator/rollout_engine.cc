@@ -110,7 +110,8 @@ void RolloutEngine::set_phase(Rollout& r, RolloutPhase p, const std::string& mes
 
 absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::v1::RolloutSpec& spec,
                                              const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
-                                             const tern::v1::ReleaseRef& previous) {
+                                             const tern::v1::ReleaseRef& previous,
+                                             const std::map<std::string, std::string>& previous_versions) {
   if (const auto* active = active_for(spec.service())) {
     return absl::FailedPreconditionError(absl::StrCat("service ", spec.service(), " already has rollout ",
                                                       active->id(), " (", phase_word(active->phase()),
@@ -135,6 +136,7 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
       h->set_wave(static_cast<uint32_t>(w));
       h->set_state(tern::v1::HOST_ROLLOUT_STATE_WAITING);
       *h->mutable_updated() = stamp(clock_.now());
+      if (auto it = previous_versions.find(host); it != previous_versions.end()) h->set_previous_version(it->second);
       ++total;
     }
   }
@@ -367,8 +369,10 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   finish_rollback_if_done(*r);
 }
 
-void RolloutEngine::on_host_unhealthy(const std::string& host, const std::string& message) {
+void RolloutEngine::on_host_unhealthy(const std::string& service, const std::string& host,
+                                      const std::string& message) {
   for (auto& [id, r] : rollouts_) {
+    if (r.spec().service() != service) continue;
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
     auto* h = host_of(r, host);
     if (h == nullptr || h->state() != tern::v1::HOST_ROLLOUT_STATE_ON_NEW) continue;

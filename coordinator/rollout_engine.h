@@ -55,7 +55,8 @@ class RolloutEngine {
   // service already has an active rollout.
   absl::StatusOr<tern::v1::Rollout> start(const std::string& id, const tern::v1::RolloutSpec& spec,
                                           const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
-                                          const tern::v1::ReleaseRef& previous);
+                                          const tern::v1::ReleaseRef& previous,
+                                          const std::map<std::string, std::string>& previous_versions = {});
   // After a coordinator restart: takes back a persisted rollout. Hosts that
   // were mid-deploy are asked again (the agent answers at once if it already
   // runs the release); nothing already finished is redone.
@@ -67,7 +68,7 @@ class RolloutEngine {
   void on_host_rolled_back(const std::string& rollout_id, const std::string& host, bool ok,
                            const std::string& message);
   // Health and connectivity of a host, whatever rollout it is in.
-  void on_host_unhealthy(const std::string& host, const std::string& message);
+  void on_host_unhealthy(const std::string& service, const std::string& host, const std::string& message);
   void on_host_gone(const std::string& host, const std::string& message);
   void on_host_back(const std::string& host);
   // Timers: bake ends, progress deadlines.

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 #include "core/duration.h"
 #include "core/label_selector.h"
 #include "core/version.h"
+#include "ctl/ctl_internal.h"
 #include "ctl/table.h"
 #include "core/service_spec.h"
 #include "core/sha256.h"
@@ -26,6 +28,17 @@
 #include "tern/v1/service.grpc.pb.h"
 
 namespace tern {
+
+std::string to_json(const google::protobuf::Message& msg, bool compact) {
+  google::protobuf::util::JsonPrintOptions opts;
+  opts.add_whitespace = !compact;
+  opts.preserve_proto_field_names = true;
+  opts.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(msg, &out, opts);
+  return out;
+}
+
 namespace {
 
 using google::protobuf::util::TimeUtil;
@@ -35,16 +48,6 @@ struct Globals {
   std::string output = "table";
   std::string timeout = "10s";
 };
-
-std::string to_json(const google::protobuf::Message& msg) {
-  google::protobuf::util::JsonPrintOptions opts;
-  opts.add_whitespace = true;
-  opts.preserve_proto_field_names = true;
-  opts.always_print_primitive_fields = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(msg, &out, opts);
-  return out;
-}
 
 // One line: what was asked, what failed, what to do.
 int report_rpc_error(const std::string& what, const Globals& g, const grpc::Status& st, std::ostream& err) {
@@ -528,6 +531,56 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   auto* host_status = host->add_subcommand("status", "slots of every service on a host");
   host_status->add_option("host", host_id, "host id")->required();
 
+  auto* rollout = app.add_subcommand("rollout", "fleet-wide rollouts in waves");
+  rollout->require_subcommand(1);
+  RolloutFlags rf;
+  std::string rollout_id, reason, rollout_wait = "1h";
+  uint64_t generation = 0;
+  bool active_only = false;
+  auto add_spec_flags = [&](CLI::App* cmd) {
+    cmd->add_option("-f,--file", rf.file, "rollout spec YAML (see examples/rollout.yaml)");
+    cmd->add_option("service", rf.service, "service (without -f)");
+    cmd->add_option("--version", rf.version, "release to roll out (without -f)");
+    cmd->add_option("--waves", rf.waves, "wave sizes, cumulative: hosts or percent (default 1,10%,50%,100%)");
+    cmd->add_option("--bake", rf.bake, "bake time after each wave (e.g. 2m)");
+    cmd->add_option("-l,--selector", rf.selector, "only hosts matching this label selector");
+    cmd->add_option("--max-parallel", rf.max_parallel, "hosts deploying at once in a wave (0: all)");
+    cmd->add_option("--max-failed", rf.max_failed, "hosts that may fail before on-failure applies (default 0)");
+    cmd->add_option("--on-failure", rf.on_failure, "rollback (default) or pause")
+        ->check(CLI::IsMember({"rollback", "pause"}));
+    cmd->add_option("--spread", rf.spread, "label whose values early waves spread across (e.g. zone)");
+  };
+  auto* rollout_plan = rollout->add_subcommand("plan", "dry run: which hosts go in which wave");
+  add_spec_flags(rollout_plan);
+  auto* rollout_start = rollout->add_subcommand("start", "start a rollout");
+  add_spec_flags(rollout_start);
+  rollout_start->add_flag("--watch", rf.watch, "follow it until it ends (exit code = outcome)");
+  rollout_start->add_option("--wait", rollout_wait, "with --watch: give up after this long (default 1h)");
+  auto* rollout_watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
+  rollout_watch->add_option("id", rollout_id, "rollout id")->required();
+  rollout_watch->add_option("--wait", rollout_wait, "give up after this long (default 1h)");
+  auto* rollout_status = rollout->add_subcommand("status", "a rollout and its hosts");
+  rollout_status->add_option("id", rollout_id, "rollout id")->required();
+  auto* rollout_list = rollout->add_subcommand("list", "rollouts, newest first");
+  rollout_list->add_option("--service", rf.service, "only this service's");
+  rollout_list->add_flag("--active", active_only, "only those not finished");
+  auto* rollout_history = rollout->add_subcommand("history", "every event of a rollout");
+  rollout_history->add_option("id", rollout_id, "rollout id")->required();
+  std::map<std::string, CLI::App*> rollout_verbs;
+  for (const char* verb : {"pause", "resume", "promote", "abort", "rollback"}) {
+    const std::map<std::string, std::string> help = {
+        {"pause", "stop starting new deploys"},
+        {"resume", "continue a paused rollout"},
+        {"promote", "pass the current wave's gate (or cut its bake short)"},
+        {"abort", "stop where it is; hosts keep what they run"},
+        {"rollback", "flip every host that got the new release back"}};
+    auto* cmd = rollout->add_subcommand(verb, help.at(verb));
+    cmd->add_option("id", rollout_id, "rollout id")->required();
+    cmd->add_option("--generation", generation, "refuse unless the rollout is at this generation (default: current)");
+    cmd->add_option("--reason", reason, "recorded in the history");
+    rollout_verbs[verb] = cmd;
+  }
+
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
     app.parse(reversed);
@@ -555,6 +608,29 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   if (*host_deploy) return cmd_host_deploy(g, host_id, host_service, deploy_flags, out, err);
   if (*host_rollback) return cmd_host_rollback(g, host_id, host_service, wait, out, err);
   if (*host_status) return cmd_host_status(g, host_id, out, err);
+  if (*rollout) {
+    Session session(g);
+    CtlContext c{out, err, g.output == "json", session.channel(),
+                 [&session](grpc::ClientContext& ctx) { session.deadline(ctx); },
+                 [&g, &err](const std::string& what, const grpc::Status& st) {
+                   return report_rpc_error(what, g, st, err);
+                 }};
+    auto w = parse_duration(rollout_wait);
+    if (!w.ok()) {
+      err << "ternctl: --wait: " << w.status().message() << "\n";
+      return kExitUsage;
+    }
+    rf.wait = *w;
+    if (*rollout_plan) return cmd_rollout_plan(c, rf);
+    if (*rollout_start) return cmd_rollout_start(c, rf);
+    if (*rollout_watch) return cmd_rollout_watch(c, rollout_id, rf.wait);
+    if (*rollout_status) return cmd_rollout_status(c, rollout_id);
+    if (*rollout_list) return cmd_rollout_list(c, rf.service, active_only);
+    if (*rollout_history) return cmd_rollout_history(c, rollout_id);
+    for (const auto& [verb, cmd] : rollout_verbs) {
+      if (*cmd) return cmd_rollout_command(c, verb, rollout_id, generation, reason);
+    }
+  }
   err << "ternctl: no command given (see ternctl --help)\n";
   return kExitUsage;
 }

@@ -13,6 +13,7 @@ enum ExitCode : int {
   kExitUsage = 2,        // bad flags or arguments
   kExitUnavailable = 3,  // the coordinator could not be reached in time
   kExitNotFound = 4,     // the named host, service or rollout does not exist
+  kExitNeedsOperator = 5,  // rollout watch: paused, or waiting at a manual gate
 };
 
 // Runs ternctl with `args` (without the program name). Output goes to `out`,

@@ -147,7 +147,7 @@ TEST_F(RolloutEngineTest, OnFailurePausePausesAndResumeContinues) {
 TEST_F(RolloutEngineTest, UnhealthyDuringBakeCounts) {
   start("waves: [{hosts: 1, bake: 5m}, {percent: 100}]", 3);
   ok("h0");
-  engine_.on_host_unhealthy("h0", "HTTP 503");
+  engine_.on_host_unhealthy("web", "h0", "HTTP 503");
   EXPECT_EQ(state("h0"), tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY);
   EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
   EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"}));

@@ -344,6 +344,37 @@ TEST_P(OneHostTest, RemoteClientsFollowTheMappingThroughPrerouting) {
   EXPECT_EQ(remote(), "v1 blue");
 }
 
+TEST_P(OneHostTest, RolloutsThroughTheEngineSucceedAndRollBack) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  push("v1", good_bundle_);
+  push("v2", good_bundle_);
+  push("v3-bad", bad_bundle_);
+  auto plan = ctl({"rollout", "plan", "web", "--version", "v1", "-o", "json"});
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("h1"), std::string::npos) << plan.out;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--watch", "--wait", "1m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err << agent_->log();
+  EXPECT_EQ(serving(), "v1 blue");
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--watch"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v2 green");
+  // A fleet rollback of the succeeded v2 rollout returns the host to v1.
+  auto list = ctl({"rollout", "list", "-o", "json"});
+  ASSERT_EQ(list.code, 0);
+  EXPECT_NE(list.out.find("web-2"), std::string::npos) << list.out;
+  r = ctl({"rollout", "rollback", "web-2", "--reason", "test"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(eventually([&] { return serving() == "v1 blue"; }, std::chrono::seconds(10))) << agent_->log();
+  EXPECT_TRUE(eventually([&] {
+    return ctl({"rollout", "history", "web-2"}).out.find("host_rolled_back") != std::string::npos;
+  }));
+  // A release that never turns healthy fails its wave; v1 keeps serving.
+  r = ctl({"rollout", "start", "web", "--version", "v3-bad", "--watch"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.out.find("rolled back"), std::string::npos) << r.out;
+  EXPECT_EQ(serving(), "v1 blue");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, OneHostTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 

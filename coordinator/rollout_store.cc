@@ -1,0 +1,158 @@
+#include "coordinator/rollout_store.h"
+
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/rollout_engine.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS rollouts (
+  id TEXT PRIMARY KEY,
+  service TEXT NOT NULL,
+  terminal INTEGER NOT NULL,
+  rollout_json TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollouts_by_service ON rollouts(service, created_ms);
+CREATE TABLE IF NOT EXISTS rollout_events (
+  sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+  rollout_id TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL,
+  rollout_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rollout_events_by_rollout ON rollout_events(rollout_id, sequence);
+)sql";
+
+absl::StatusOr<std::string> to_json(const google::protobuf::Message& m) {
+  std::string out;
+  auto st = google::protobuf::util::MessageToJsonString(m, &out);
+  if (!st.ok()) return absl::InternalError(st.ToString());
+  return out;
+}
+
+absl::StatusOr<tern::v1::Rollout> from_json(const std::string& json) {
+  tern::v1::Rollout r;
+  google::protobuf::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = true;
+  auto st = google::protobuf::util::JsonStringToMessage(json, &r, opts);
+  if (!st.ok()) return absl::DataLossError(absl::StrCat("a stored rollout is unreadable: ", st.ToString()));
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
+  if (auto st = db.exec(kSchema); !st.ok()) return st;
+  return std::unique_ptr<RolloutStore>(new RolloutStore(db));
+}
+
+absl::StatusOr<uint64_t> RolloutStore::record(const tern::v1::Rollout& r, const std::string& kind,
+                                              const std::string& message, int64_t time_ms) {
+  auto json = to_json(r);
+  if (!json.ok()) return json.status();
+  uint64_t seq = 0;
+  auto st = db_.transaction([&]() -> absl::Status {
+    auto up = db_.prepare(
+        "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET terminal = ?3, rollout_json = ?4, "
+        "updated_ms = ?5");
+    if (!up.ok()) return up.status();
+    if (auto s = up->bind(1, r.id())
+                     .bind(2, r.spec().service())
+                     .bind(3, static_cast<int64_t>(RolloutEngine::is_terminal(r.phase())))
+                     .bind(4, *json)
+                     .bind(5, time_ms)
+                     .run();
+        !s.ok()) {
+      return s;
+    }
+    auto ev = db_.prepare(
+        "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!ev.ok()) return ev.status();
+    if (auto s = ev->bind(1, r.id()).bind(2, time_ms).bind(3, kind).bind(4, message).bind(5, *json).run(); !s.ok()) {
+      return s;
+    }
+    seq = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.raw()));
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return seq;
+}
+
+absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::load_active() {
+  auto q = db_.prepare("SELECT rollout_json FROM rollouts WHERE terminal = 0 ORDER BY created_ms");
+  if (!q.ok()) return q.status();
+  std::vector<tern::v1::Rollout> out;
+  while (q->step()) {
+    auto r = from_json(q->text_at(0));
+    if (!r.ok()) return r.status();
+    out.push_back(*std::move(r));
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
+}
+
+absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::list(const std::string& service, uint32_t limit) {
+  auto q = db_.prepare(
+      "SELECT rollout_json FROM rollouts WHERE ?1 = '' OR service = ?1 ORDER BY created_ms DESC LIMIT ?2");
+  if (!q.ok()) return q.status();
+  q->bind(1, service).bind(2, static_cast<int64_t>(limit == 0 ? 50 : limit));
+  std::vector<tern::v1::Rollout> out;
+  while (q->step()) {
+    auto r = from_json(q->text_at(0));
+    if (!r.ok()) return r.status();
+    out.push_back(*std::move(r));
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
+}
+
+absl::StatusOr<std::vector<tern::v1::RolloutEvent>> RolloutStore::events(const std::string& id, uint64_t after) {
+  auto q = db_.prepare(
+      "SELECT sequence, time_ms, kind, message, rollout_json FROM rollout_events "
+      "WHERE rollout_id = ?1 AND sequence > ?2 ORDER BY sequence");
+  if (!q.ok()) return q.status();
+  q->bind(1, id).bind(2, static_cast<int64_t>(after));
+  std::vector<tern::v1::RolloutEvent> out;
+  while (q->step()) {
+    tern::v1::RolloutEvent e;
+    e.set_sequence(static_cast<uint64_t>(q->int_at(0)));
+    e.set_rollout_id(id);
+    *e.mutable_time() = TimeUtil::MillisecondsToTimestamp(q->int_at(1));
+    e.set_kind(q->text_at(2));
+    e.set_message(q->text_at(3));
+    auto r = from_json(q->text_at(4));
+    if (!r.ok()) return r.status();
+    *e.mutable_rollout() = *std::move(r);
+    out.push_back(std::move(e));
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
+}
+
+absl::StatusOr<uint64_t> RolloutStore::next_number() {
+  uint64_t n = 0;
+  auto st = db_.transaction([&]() -> absl::Status {
+    auto q = db_.prepare("SELECT value FROM meta WHERE key = 'rollout_seq'");
+    if (!q.ok()) return q.status();
+    if (q->step()) n = std::stoull(q->text_at(0));
+    ++n;
+    auto up = db_.prepare(
+        "INSERT INTO meta (key, value) VALUES ('rollout_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1");
+    if (!up.ok()) return up.status();
+    return up->bind(1, std::to_string(n)).run();
+  });
+  if (!st.ok()) return st;
+  return n;
+}
+
+}  // namespace tern

@@ -1,0 +1,340 @@
+// ternctl rollout ...: plan, start, status, watch, list, history and the
+// operator commands.
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/time_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <ctime>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "core/duration.h"
+#include "core/rollout_spec.h"
+#include "ctl/ctl_internal.h"
+#include "ctl/table.h"
+#include "tern/v1/rollout.grpc.pb.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+const char* phase_word(tern::v1::RolloutPhase p) {
+  switch (p) {
+    case tern::v1::ROLLOUT_PHASE_PENDING: return "pending";
+    case tern::v1::ROLLOUT_PHASE_RUNNING: return "running";
+    case tern::v1::ROLLOUT_PHASE_PAUSED: return "paused";
+    case tern::v1::ROLLOUT_PHASE_SUCCEEDED: return "succeeded";
+    case tern::v1::ROLLOUT_PHASE_FAILED: return "failed";
+    case tern::v1::ROLLOUT_PHASE_ROLLING_BACK: return "rolling back";
+    case tern::v1::ROLLOUT_PHASE_ROLLED_BACK: return "rolled back";
+    case tern::v1::ROLLOUT_PHASE_ABORTED: return "aborted";
+    default: return "-";
+  }
+}
+
+const char* step_word(tern::v1::WaveStep s) {
+  switch (s) {
+    case tern::v1::WAVE_STEP_DEPLOYING: return "deploying";
+    case tern::v1::WAVE_STEP_BAKING: return "baking";
+    case tern::v1::WAVE_STEP_ANALYZING: return "analyzing";
+    case tern::v1::WAVE_STEP_AWAITING_APPROVAL: return "awaiting approval";
+    case tern::v1::WAVE_STEP_DONE: return "done";
+    default: return "-";
+  }
+}
+
+const char* host_word(tern::v1::HostRolloutState s) {
+  switch (s) {
+    case tern::v1::HOST_ROLLOUT_STATE_WAITING: return "waiting";
+    case tern::v1::HOST_ROLLOUT_STATE_DEPLOYING: return "deploying";
+    case tern::v1::HOST_ROLLOUT_STATE_ON_NEW: return "on new";
+    case tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE: return "failed";
+    case tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY: return "unhealthy";
+    case tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE: return "unreachable";
+    case tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE: return "agent gone";
+    case tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK: return "rolled back";
+    default: return "-";
+  }
+}
+
+// Exit code for a rollout's phase, as `watch` and `start --watch` report it.
+int outcome_code(tern::v1::RolloutPhase p) {
+  switch (p) {
+    case tern::v1::ROLLOUT_PHASE_SUCCEEDED: return kExitOk;
+    case tern::v1::ROLLOUT_PHASE_PAUSED: return kExitNeedsOperator;
+    default: return kExitFailed;
+  }
+}
+
+void print_rollout(const tern::v1::Rollout& r, std::ostream& out) {
+  out << "rollout " << r.id() << ": " << r.spec().service() << " -> " << r.spec().release().version() << ", "
+      << phase_word(r.phase());
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING) {
+    out << ", wave " << r.current_wave() + 1 << "/" << r.spec().waves_size() << " " << step_word(r.wave_step());
+  }
+  out << " (generation " << r.generation() << ", " << r.failed_hosts() << " failed of " << r.total_hosts() << ")\n";
+  if (!r.message().empty()) out << "  " << r.message() << "\n";
+  Table t({"WAVE", "HOST", "STATE", "FROM", "MESSAGE"});
+  for (const auto& h : r.hosts()) {
+    t.add({std::to_string(h.wave() + 1), h.host_id(), host_word(h.state()),
+           h.previous_version().empty() ? "-" : h.previous_version(), h.message()});
+  }
+  t.print(out);
+}
+
+std::string clock_of(const google::protobuf::Timestamp& t) {
+  std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
+// "1,10%,50%,100%" -> waves.
+absl::Status parse_waves(const std::string& text, const std::string& bake, tern::v1::RolloutSpec& spec) {
+  Millis bake_ms{0};
+  if (!bake.empty()) {
+    auto d = parse_duration(bake);
+    if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--bake: ", d.status().message()));
+    bake_ms = *d;
+  }
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::string p(part);
+    auto* w = spec.add_waves();
+    uint32_t n = 0;
+    const bool pct = !p.empty() && p.back() == '%';
+    if (pct) p.pop_back();
+    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos || p.size() > 6) {
+      return absl::InvalidArgumentError(absl::StrCat("--waves: \"", std::string(part),
+                                                     "\" is not a host count or a percentage (e.g. 1,10%,100%)"));
+    }
+    n = static_cast<uint32_t>(std::stoul(p));
+    if (pct) w->set_percent(n);
+    else w->set_hosts(n);
+    *w->mutable_bake() = TimeUtil::MillisecondsToDuration(bake_ms.count());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<tern::v1::RolloutSpec> spec_from(const RolloutFlags& f) {
+  if (!f.file.empty()) {
+    auto s = load_rollout_spec_file(f.file);
+    if (!s.ok()) return s.status();
+    return s;
+  }
+  if (f.service.empty() || f.version.empty()) {
+    return absl::InvalidArgumentError("give -f SPEC.yaml, or SERVICE and --version");
+  }
+  tern::v1::RolloutSpec spec;
+  spec.set_service(f.service);
+  spec.mutable_release()->set_version(f.version);
+  spec.set_selector(f.selector);
+  if (auto st = parse_waves(f.waves, f.bake, spec); !st.ok()) return st;
+  spec.set_max_parallel(f.max_parallel);
+  spec.mutable_failure_budget()->set_max_failed_hosts(f.max_failed);
+  if (f.on_failure == "pause") spec.set_on_failure(tern::v1::ON_FAILURE_PAUSE);
+  spec.set_spread_label(f.spread);
+  apply_rollout_defaults(spec);
+  if (auto st = validate_rollout_spec(spec); !st.ok()) return st;
+  return spec;
+}
+
+}  // namespace
+
+int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
+  auto spec = spec_from(f);
+  if (!spec.ok()) {
+    c.err << "ternctl: rollout plan: " << spec.status().message() << "\n";
+    return kExitUsage;
+  }
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::StartRolloutRequest req;
+  *req.mutable_spec() = *spec;
+  tern::v1::RolloutPlan plan;
+  grpc::Status st = stub->PlanRollout(&ctx, req, &plan);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout plan ", spec->service()), st);
+  if (c.json) {
+    c.out << to_json(plan);
+    return kExitOk;
+  }
+  c.out << "plan for " << spec->service() << " -> " << spec->release().version() << " (nothing is changed)\n";
+  Table t({"WAVE", "SIZE", "BAKE", "GATE", "WEIGHT", "HOSTS"});
+  for (const auto& w : plan.waves()) {
+    const auto& sw = spec->waves(static_cast<int>(w.index()));
+    t.add({std::to_string(w.index() + 1),
+           sw.size_case() == tern::v1::Wave::kHosts ? absl::StrCat(sw.hosts(), " host(s)")
+                                                    : absl::StrCat(sw.percent(), "%"),
+           format_duration(Millis(TimeUtil::DurationToMilliseconds(sw.bake()))),
+           sw.gate() == tern::v1::WAVE_GATE_MANUAL ? "manual" : "auto", absl::StrCat(sw.weight(), "%"),
+           w.host_ids().empty() ? "-" : absl::StrJoin(w.host_ids(), ",")});
+  }
+  t.print(c.out);
+  for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
+  return kExitOk;
+}
+
+int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + wait);
+  tern::v1::WatchRolloutRequest req;
+  req.set_id(id);
+  auto reader = stub->WatchRollout(&ctx, req);
+  tern::v1::RolloutEvent e;
+  tern::v1::Rollout last;
+  bool any = false;
+  while (reader->Read(&e)) {
+    any = true;
+    last = e.rollout();
+    if (c.json) {
+      std::string line = to_json(e, /*compact=*/true);
+      c.out << line << "\n" << std::flush;
+    } else if (e.kind() != "end") {
+      c.out << "  " << clock_of(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
+    }
+    // Stop and hand back to a person when it needs one.
+    if (last.phase() == tern::v1::ROLLOUT_PHASE_PAUSED ||
+        (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
+         last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL && e.kind() == "awaiting_approval")) {
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
+    return c.rpc_error(absl::StrCat("rollout watch ", id), st);
+  }
+  if (!any) {
+    c.err << "ternctl: rollout watch " << id << ": no events\n";
+    return kExitFailed;
+  }
+  if (!c.json) print_rollout(last, c.out);
+  if (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
+      last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) {
+    c.err << "rollout " << id << " waits for approval: ternctl rollout promote " << id << "\n";
+    return kExitNeedsOperator;
+  }
+  return outcome_code(last.phase());
+}
+
+int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
+  auto spec = spec_from(f);
+  if (!spec.ok()) {
+    c.err << "ternctl: rollout start: " << spec.status().message() << "\n";
+    return kExitUsage;
+  }
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::StartRolloutRequest req;
+  *req.mutable_spec() = *spec;
+  tern::v1::Rollout r;
+  grpc::Status st = stub->StartRollout(&ctx, req, &r);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout start ", spec->service()), st);
+  if (!f.watch) {
+    if (c.json) c.out << to_json(r);
+    else c.out << "started rollout " << r.id() << " (" << r.total_hosts() << " hosts in " << r.spec().waves_size()
+               << " waves); follow it with: ternctl rollout watch " << r.id() << "\n";
+    return kExitOk;
+  }
+  if (!c.json) c.out << "started rollout " << r.id() << "\n";
+  return cmd_rollout_watch(c, r.id(), f.wait);
+}
+
+int cmd_rollout_status(const CtlContext& c, const std::string& id) {
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::GetRolloutRequest req;
+  req.set_id(id);
+  tern::v1::Rollout r;
+  grpc::Status st = stub->GetRollout(&ctx, req, &r);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout status ", id), st);
+  if (c.json) c.out << to_json(r);
+  else print_rollout(r, c.out);
+  return kExitOk;
+}
+
+int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active) {
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::ListRolloutsRequest req;
+  req.set_service(service);
+  req.set_active_only(active);
+  tern::v1::ListRolloutsResponse resp;
+  grpc::Status st = stub->ListRollouts(&ctx, req, &resp);
+  if (!st.ok()) return c.rpc_error("rollout list", st);
+  if (c.json) {
+    c.out << to_json(resp);
+    return kExitOk;
+  }
+  Table t({"ROLLOUT", "SERVICE", "RELEASE", "PHASE", "WAVE", "FAILED", "HOSTS", "MESSAGE"});
+  for (const auto& r : resp.rollouts()) {
+    t.add({r.id(), r.spec().service(), r.spec().release().version(), phase_word(r.phase()),
+           absl::StrCat(r.current_wave() + 1, "/", r.spec().waves_size()), std::to_string(r.failed_hosts()),
+           std::to_string(r.total_hosts()), r.message()});
+  }
+  t.print(c.out);
+  return kExitOk;
+}
+
+int cmd_rollout_history(const CtlContext& c, const std::string& id) {
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::GetRolloutRequest req;
+  req.set_id(id);
+  tern::v1::RolloutHistory resp;
+  grpc::Status st = stub->GetRolloutHistory(&ctx, req, &resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout history ", id), st);
+  if (c.json) {
+    c.out << to_json(resp);
+    return kExitOk;
+  }
+  for (const auto& e : resp.events()) {
+    c.out << TimeUtil::ToString(e.time()) << "  " << e.kind() << ": " << e.message() << "\n";
+  }
+  return kExitOk;
+}
+
+int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
+                        const std::string& reason) {
+  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  if (generation == 0) {
+    // No fence given: fence on what the rollout is now.
+    grpc::ClientContext ctx;
+    c.deadline(ctx);
+    tern::v1::GetRolloutRequest g;
+    g.set_id(id);
+    tern::v1::Rollout cur;
+    grpc::Status st = stub->GetRollout(&ctx, g, &cur);
+    if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
+    generation = cur.generation();
+  }
+  grpc::ClientContext ctx;
+  c.deadline(ctx);
+  tern::v1::RolloutCommandRequest req;
+  req.set_id(id);
+  req.set_generation(generation);
+  req.set_reason(reason);
+  tern::v1::Rollout r;
+  grpc::Status st;
+  if (verb == "pause") st = stub->PauseRollout(&ctx, req, &r);
+  else if (verb == "resume") st = stub->ResumeRollout(&ctx, req, &r);
+  else if (verb == "promote") st = stub->PromoteRollout(&ctx, req, &r);
+  else if (verb == "abort") st = stub->AbortRollout(&ctx, req, &r);
+  else st = stub->RollbackRollout(&ctx, req, &r);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
+  if (c.json) c.out << to_json(r);
+  else print_rollout(r, c.out);
+  return kExitOk;
+}
+
+}  // namespace tern
