@@ -667,6 +667,9 @@ void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string&
     std::abort();
   }
   rollout_transitions_.fetch_add(1, std::memory_order_relaxed);
+  int64_t active = 0;
+  for (const auto* x : engine_->list()) active += !RolloutEngine::is_terminal(x->phase());
+  rollouts_active_.store(active);
   spdlog::info("rollout {}: {}", r.id(), message);
   tern::v1::RolloutEvent e;
   e.set_sequence(*seq);

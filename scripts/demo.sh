@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The local demo: sets up, then runs a coordinator and three demo hosts on
+# The local demo: sets up, then runs a coordinator and four demo hosts on
 # this machine with built-in defaults. Each host is a network namespace with
 # its own tern-agent, the demo app in its blue and green slots and real
-# nftables rules. The demo deploys 1.0 everywhere, canaries 2.0 on one host
-# at 25% of new connections, rolls 2.0 out, rolls one host back, and counts
-# the requests a client loop saw fail throughout (none). Everything it made
-# is removed at the end.
+# nftables rules. The demo rolls 1.0 out, then 2.0 in canary waves with live
+# progress, then a bad 3.0 that fails in its first wave and is rolled back
+# automatically, then flips one host by hand; a client loop counts the
+# requests that failed throughout (none). Everything it made is removed at
+# the end.
 #
 # Needs root for the namespaces and nftables (it re-runs itself with sudo).
 set -euo pipefail
@@ -21,7 +22,7 @@ agent=$build/agent/tern-agent
 ternctl=$build/ctl/ternctl
 app=$build/examples/demo_app/tern-demo-app
 
-hosts=(a b c)
+hosts=(a b c d)
 bridge=terndemo0
 net=198.18.99        # 198.18.0.0/15 is reserved for benchmarks: never a real network
 work=$(mktemp -d /tmp/tern-demo.XXXXXX)
@@ -90,18 +91,26 @@ for i in "${!hosts[@]}"; do
     >"$work/agent-$h.log" 2>&1 &
   pids+=($!)
 done
-all_connected() { [ "$("$ternctl" hosts -o json | grep -c HOST_STATE_CONNECTED)" -eq 3 ]; }
-wait_for "three connected hosts" 20 all_connected
+all_connected() { [ "$("$ternctl" hosts -o json | grep -c HOST_STATE_CONNECTED)" -eq "${#hosts[@]}" ]; }
+wait_for "${#hosts[@]} connected hosts" 20 all_connected
 "$ternctl" hosts
 
-step "ternctl service apply -f examples/web.yaml; artifact push (1.0 and 2.0 of the demo app)"
-"$ternctl" service apply -f "$root/examples/web.yaml"
+step "ternctl service apply -f examples/web.yaml; artifact push 1.0, 2.0 and a broken 3.0"
+# examples/web.yaml, with a 5s healthy deadline so the bad release fails fast.
+sed 's/healthy_deadline: 30s/healthy_deadline: 5s /' "$root/examples/web.yaml" >"$work/web.yaml"
+"$ternctl" service apply -f "$work/web.yaml"
 "$ternctl" service list
 "$ternctl" artifact push "$app" --service web --version 1.0
 "$ternctl" artifact push "$app" --service web --version 2.0
+# 3.0 is a bundle whose app never passes its health check.
+mkdir -p "$work/bad"
+printf '#!/bin/sh\nexec %s "$@" --fail-health\n' "$app" >"$work/bad/tern-demo-app"
+chmod +x "$work/bad/tern-demo-app"
+tar -czf "$work/bad.tar.gz" -C "$work/bad" tern-demo-app
+"$ternctl" artifact push "$work/bad.tar.gz" --service web --version 3.0
 
-step "deploying 1.0 to every host (stage, start blue, probe, switch)"
-for h in "${hosts[@]}"; do "$ternctl" host deploy "demo-$h" web --version 1.0; done
+step "rolling 1.0 out to every host (stage, start blue, probe, switch)"
+"$ternctl" rollout start web --version 1.0 --waves 100% --watch
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} $(host_ip "$i"):8080 -> $(get "$(host_ip "$i")")"; done
 
 # A client loop against every host's public port from now on,
@@ -116,19 +125,24 @@ for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} $(host_ip "$i"):8080 -> $(ge
 client=$!
 pids+=($client)
 
+step "ternctl rollout plan: 2.0 in canary waves, spread across zones"
+"$ternctl" rollout plan web --version 2.0 --waves 1,50%,100% --bake 2s --spread zone
 
-step "canary: 2.0 on demo-a with 25% of new connections"
-"$ternctl" host deploy demo-a web --version 2.0 --weight 25
-echo "40 requests to demo-a:"
-for _ in $(seq 40); do get "$(host_ip 0)"; done | sort | uniq -c
-
-step "promoting 2.0 on demo-a, then rolling it out to demo-b and demo-c"
-for h in "${hosts[@]}"; do "$ternctl" host deploy "demo-$h" web --version 2.0; done
+step "rolling 2.0 out: one canary host, then half, then all, baking 2s after each wave"
+"$ternctl" rollout start web --version 2.0 --waves 1,50%,100% --bake 2s --spread zone --watch
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
 
-step "rolling demo-b back (1.0 is still warm in blue: the rollback is a flip)"
+step "rolling out a bad 3.0: its canary never turns healthy, so the rollout rolls back by itself"
+set +e
+"$ternctl" rollout start web --version 3.0 --waves 1,50%,100% --bake 2s --watch
+code=$?
+set -e
+echo "ternctl exited $code (1: the rollout did not complete)"
+for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
+
+step "by hand: roll demo-b back to 1.0 (still warm in blue: the rollback is a flip)"
 "$ternctl" host rollback demo-b web
-"$ternctl" host status demo-b
+"$ternctl" rollout list
 
 kill "$client" 2>/dev/null || true
 wait "$client" 2>/dev/null || true

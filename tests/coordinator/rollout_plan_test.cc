@@ -87,6 +87,13 @@ TEST(PlanRolloutTest, NoEligibleHostsIsAClearError) {
   EXPECT_NE(std::string(plan.status().message()).find("no hosts"), std::string::npos);
 }
 
+TEST(RolloutSpecTest, TheShippedExampleIsValid) {
+  auto s = load_rollout_spec_file(TERN_SOURCE_DIR "/examples/rollout.yaml");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->waves_size(), 4);
+  EXPECT_EQ(s->waves(2).gate(), tern::v1::WAVE_GATE_MANUAL);
+}
+
 TEST(RolloutSpecTest, DefaultsAndFields) {
   auto s = parse_rollout_spec(
       "service: web\nrelease: '2.0'\nwaves: [{hosts: 1, bake: 30s, gate: manual, weight: 10}]\n"
