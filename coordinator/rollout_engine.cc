@@ -156,13 +156,30 @@ void RolloutEngine::restore(const Rollout& rollout) {
   if (is_terminal(r.phase())) return;
   // Deploys and rollbacks in flight when the coordinator died are asked
   // again; an agent that already did the work answers at once.
+  // A paused rollout's in-flight deploys are asked again when it resumes
+  // (their answers died with the old process; waiting for them would only
+  // run into the progress deadline).
+  const bool forward = r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED;
   for (auto& h : *r.mutable_hosts()) {
-    if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING) {
+    if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && forward) {
       h.set_state(tern::v1::HOST_ROLLOUT_STATE_WAITING);
     }
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
   }
   emit(r, "resumed_after_restart", "the coordinator restarted; the rollout continues from its journal");
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && r.wave_step() == tern::v1::WAVE_STEP_UNSPECIFIED) {
+    // Journaled as started, but the first wave's start was not.
+    start_wave(r, r.current_wave());
+    return;
+  }
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) finish_rollback_if_done(r);
+  // Journaled a failure but died before acting on the budget. (A rollout an
+  // operator resumed while over its budget pauses again here: the cautious
+  // reading of a journal that cannot tell the two apart.)
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && over_budget(r)) {
+    on_budget_exceeded(r, absl::StrCat(r.failed_hosts(), " host(s) failed, over the failure budget"));
+    return;
+  }
   advance(r);
 }
 
@@ -294,17 +311,22 @@ void RolloutEngine::send_rollback(Rollout& r, tern::v1::HostProgress& h) {
 }
 
 void RolloutEngine::begin_rollback(Rollout& r, const std::string& why) {
-  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLING_BACK, why);
+  // Hosts that reached the new release (or may have: a deploy in flight, a
+  // host that turned unhealthy or vanished afterwards) flip back. They are
+  // marked before the phase change is journaled, so a restart in between
+  // still knows whom it owes a rollback.
   for (auto& h : *r.mutable_hosts()) {
-    // Hosts that reached the new release (or may have: a deploy in flight,
-    // a host that turned unhealthy or vanished afterwards) flip back.
     const auto s = h.state();
     if (s == tern::v1::HOST_ROLLOUT_STATE_ON_NEW || s == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING ||
         s == tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY || s == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE ||
         s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE) {
       if (s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE && h.sent().seconds() == 0) continue;  // never reached
-      send_rollback(r, h);
+      h.set_rollback_pending(true);
     }
+  }
+  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLING_BACK, why);
+  for (auto& h : *r.mutable_hosts()) {
+    if (h.rollback_pending()) send_rollback(r, h);
   }
   finish_rollback_if_done(r);
 }

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+#include <utility>
+
 #include "core/rollout_spec.h"
 
 namespace tern {
@@ -261,6 +264,198 @@ TEST_F(RolloutEngineTest, AbortFreezesWhereItStands) {
   EXPECT_EQ(deploys_.size(), 1u) << "an aborted rollout deploys nothing more";
   ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "").ok());
   EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"}));
+}
+
+
+TEST_F(RolloutEngineTest, BudgetsOnTinyFleets) {
+  // 50% of 1 host rounds down to none; of 2 hosts, one; of 3 hosts, one.
+  struct Case {
+    int hosts;
+    int failures_allowed;
+  };
+  for (const Case c : {Case{1, 0}, Case{2, 1}, Case{3, 1}}) {
+    FakeClock clock;
+    std::vector<std::string> sent;
+    RolloutEngine engine(clock, RolloutEffects{[&](const Rollout&, const std::string& host,
+                                                   const tern::v1::ReleaseRef&, uint32_t) { sent.push_back(host); },
+                                               nullptr, nullptr});
+    auto spec = parse_rollout_spec("service: web\nrelease: '2'\nwaves: [{percent: 100}]\n"
+                                   "failure_budget: {max_failed_percent: 50}\n",
+                                   "r.yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    std::vector<PlanHost> fleet;
+    for (int i = 0; i < c.hosts; ++i) fleet.push_back({"h" + std::to_string(i), {}});
+    auto plan = plan_rollout(*spec, fleet);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    ASSERT_TRUE(engine.start("r", *spec, *plan, {}, {}).ok());
+    for (int i = 0; i < c.hosts; ++i) {
+      engine.on_host_deployed("r", "h" + std::to_string(i), false, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "x");
+      const bool within = i + 1 <= c.failures_allowed;
+      EXPECT_EQ(engine.find("r")->phase() == tern::v1::ROLLOUT_PHASE_RUNNING ||
+                    engine.find("r")->phase() == tern::v1::ROLLOUT_PHASE_SUCCEEDED,
+                within)
+          << c.hosts << " hosts, failure " << i + 1;
+      if (!within) break;
+    }
+  }
+}
+
+TEST_F(RolloutEngineTest, ARollbackOfASucceededRolloutFlipsEveryHost) {
+  start("waves: [{percent: 100}]", 3);
+  ok("h0"), ok("h1"), ok("h2");
+  ASSERT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "").ok());
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0", "h1", "h2"})) << "all at once, not wave by wave";
+  const uint64_t gen = r().generation();
+  ASSERT_TRUE(engine_.command("r1", gen, RolloutCommand::kRollback, "").ok()) << "idempotent";
+  EXPECT_EQ(rollbacks_.size(), 3u) << "a repeated rollback sends nothing twice";
+  for (const char* h : {"h0", "h1", "h2"}) engine_.on_host_rolled_back("r1", h, true, "");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+}
+
+// Restart at every point of the journal: a new engine restored from each
+// persisted snapshot finishes the rollout the same way, without deploying
+// again to a host that had already finished, and without leaving a host on
+// the new release after a rollback.
+class RolloutRestartTest : public ::testing::TestWithParam<bool> {};
+
+struct Journal {
+  std::vector<Rollout> snapshots;
+};
+
+// Runs a rollout over 5 hosts in waves [1, 2, rest] (bake 1m, a manual gate
+// after the second wave), answering every deploy; with `failing`, h3 fails
+// its stage (no budget: rollback). Records every persisted snapshot.
+Journal record_journal(bool failing) {
+  Journal j;
+  FakeClock clock;
+  std::vector<std::string> pending;
+  RolloutEngine engine(clock, RolloutEffects{[&](const Rollout&, const std::string& host,
+                                                 const tern::v1::ReleaseRef&, uint32_t) { pending.push_back(host); },
+                                             [&](const Rollout&, const std::string& host) {
+                                               pending.push_back("rollback:" + host);
+                                             },
+                                             [&](const Rollout& r, const std::string&, const std::string&) {
+                                               j.snapshots.push_back(r);
+                                             }});
+  auto spec = parse_rollout_spec(
+      "service: web\nrelease: '2'\nwaves: [{hosts: 1, bake: 1m}, {hosts: 2, gate: manual}, {percent: 100}]\n",
+      "r.yaml");
+  std::vector<PlanHost> fleet;
+  for (int i = 0; i < 5; ++i) fleet.push_back({"h" + std::to_string(i), {}});
+  auto plan = plan_rollout(*spec, fleet);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(engine.start("r", *spec, *plan, {}, {}).ok());
+  for (int step = 0; step < 100 && !RolloutEngine::is_terminal(engine.find("r")->phase()); ++step) {
+    auto work = std::exchange(pending, {});
+    for (const auto& w : work) {
+      if (w.rfind("rollback:", 0) == 0) {
+        engine.on_host_rolled_back("r", w.substr(9), true, "");
+      } else {
+        const bool ok = !(failing && w == "h3");
+        engine.on_host_deployed("r", w, ok, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "");
+      }
+    }
+    if (engine.find("r")->wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) {
+      EXPECT_TRUE(engine.command("r", engine.find("r")->generation(), RolloutCommand::kPromote, "").ok());
+    }
+    clock.advance(Millis(30'000));
+    engine.tick();
+  }
+  return j;
+}
+
+TEST_P(RolloutRestartTest, EveryJournalSnapshotResumesToTheSameEnd) {
+  const bool failing = GetParam();
+  const Journal j = record_journal(failing);
+  ASSERT_GT(j.snapshots.size(), 8u);
+  const auto want = j.snapshots.back().phase();
+  ASSERT_EQ(want, failing ? tern::v1::ROLLOUT_PHASE_ROLLED_BACK : tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  for (std::size_t k = 0; k < j.snapshots.size(); ++k) {
+    const Rollout& snap = j.snapshots[k];
+    SCOPED_TRACE("restored from snapshot " + std::to_string(k) + ": " + snap.message());
+    std::set<std::string> finished;  // hosts the snapshot already has on the new release
+    for (const auto& h : snap.hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) finished.insert(h.host_id());
+    }
+    FakeClock clock;
+    clock.advance(Millis(10'000'000));  // the restart happens later in wall time
+    std::vector<std::string> pending;
+    std::set<std::string> on_new, rolled_back;
+    RolloutEngine engine(clock, RolloutEffects{[&](const Rollout&, const std::string& host,
+                                                   const tern::v1::ReleaseRef&,
+                                                   uint32_t) { pending.push_back(host); },
+                                               [&](const Rollout&, const std::string& host) {
+                                                 pending.push_back("rollback:" + host);
+                                               },
+                                               nullptr});
+    engine.restore(snap);
+    for (int step = 0; step < 100 && !RolloutEngine::is_terminal(engine.find("r")->phase()); ++step) {
+      for (const auto& w : std::exchange(pending, {})) {
+        if (w.rfind("rollback:", 0) == 0) {
+          rolled_back.insert(w.substr(9));
+          on_new.erase(w.substr(9));
+          engine.on_host_rolled_back("r", w.substr(9), true, "");
+          continue;
+        }
+        EXPECT_EQ(finished.count(w), 0u) << w << " had finished before the restart and was deployed again";
+        const bool ok = !(failing && w == "h3");
+        if (ok) on_new.insert(w);
+        engine.on_host_deployed("r", w, ok, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "");
+      }
+      const auto& r = *engine.find("r");
+      if (r.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL && r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING) {
+        ASSERT_TRUE(engine.command("r", r.generation(), RolloutCommand::kPromote, "").ok());
+      }
+      clock.advance(Millis(30'000));
+      engine.tick();
+    }
+    const auto& r = *engine.find("r");
+    EXPECT_EQ(r.phase(), want);
+    if (failing) {
+      for (const auto& h : r.hosts()) {
+        EXPECT_NE(h.state(), tern::v1::HOST_ROLLOUT_STATE_ON_NEW) << h.host_id() << " left on the new release";
+        EXPECT_FALSE(h.rollback_pending()) << h.host_id();
+      }
+      for (const auto& host : finished) {
+        if (snap.phase() != tern::v1::ROLLOUT_PHASE_ROLLED_BACK) {
+          EXPECT_TRUE(rolled_back.count(host) || [&] {
+            for (const auto& h : snap.hosts()) {
+              if (h.host_id() == host) return !h.rollback_pending() && snap.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK;
+            }
+            return false;
+          }()) << host << " was on the new release and was never flipped back";
+        }
+      }
+    } else {
+      for (const auto& h : r.hosts()) EXPECT_EQ(h.state(), tern::v1::HOST_ROLLOUT_STATE_ON_NEW) << h.host_id();
+      EXPECT_EQ(finished.size() + on_new.size(), 5u) << "every host deployed exactly once over both lives";
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Journal, RolloutRestartTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "FailingRollsBack" : "Succeeds"; });
+
+TEST_F(RolloutEngineTest, APausedRolloutRestoredWithADeployInFlightRedeploysItOnResume) {
+  start("waves: [{percent: 100}]\nprogress_deadline: 1m", 2);
+  ok("h0");
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kPause, "").ok());
+  const Rollout journal = persisted_;  // h1 still deploying; its answer dies with the coordinator
+  FakeClock clock2;
+  std::vector<std::string> deploys2;
+  RolloutEngine after(clock2, RolloutEffects{[&](const Rollout&, const std::string& host,
+                                                 const tern::v1::ReleaseRef&, uint32_t) { deploys2.push_back(host); },
+                                             nullptr, nullptr});
+  after.restore(journal);
+  EXPECT_TRUE(deploys2.empty()) << "paused: nothing is sent";
+  clock2.advance(Millis(600'000));
+  after.tick();
+  ASSERT_TRUE(after.command("r1", after.find("r1")->generation(), RolloutCommand::kResume, "").ok());
+  EXPECT_EQ(deploys2, (std::vector<std::string>{"h1"})) << "asked again, not counted as gone";
+  after.on_host_deployed("r1", "h1", true, {}, "");
+  EXPECT_EQ(after.find("r1")->phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_EQ(after.find("r1")->failed_hosts(), 0u);
 }
 
 }  // namespace
