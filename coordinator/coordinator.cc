@@ -200,16 +200,16 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
                                 "the first message on an agent stream must be a hello"));
     return;
   }
+  // Any message is a sign of life; one that ends a silence brings the host
+  // back into the rollouts that owe it something.
+  if (registry_->on_heartbeat(session->id(), info.host_id)) host_returned(info.host_id);
   switch (msg.body_case()) {
     case tern::v1::AgentMessage::kHeartbeat:
-      registry_->on_heartbeat(session->id(), info.host_id);
       break;
     case tern::v1::AgentMessage::kResult:
-      registry_->on_heartbeat(session->id(), info.host_id);
       handle_result(info.host_id, msg.result());
       break;
     case tern::v1::AgentMessage::kEvent:
-      registry_->on_heartbeat(session->id(), info.host_id);
       handle_event(info.host_id, msg.event());
       break;
     default:
@@ -266,8 +266,11 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
   for (const auto& s : hello.services()) known[s.service()] = s;
   // Specs the host should run (or run a newer generation of).
   for (const auto& [name, svc] : services_) push_spec(hello.host_id(), svc, false);
+  host_returned(hello.host_id());
+}
+
+void Coordinator::host_returned(const std::string& host) {
   // Rollout commands it missed while away.
-  const std::string host = hello.host_id();
   if (auto owed = owed_deploys_.find(host); owed != owed_deploys_.end()) {
     OwedDeploy d = owed->second;
     owed_deploys_.erase(owed);
@@ -626,8 +629,16 @@ void Coordinator::rollout_deploy(const tern::v1::Rollout& r, const std::string& 
                                                      res.message());
                          }});
   if (!st.ok()) {
-    // Away right now (e.g. still reconnecting after our restart): sent on its
-    // hello; the progress deadline bounds the wait.
+    const auto* entry = registry_->find(host);
+    if (entry != nullptr && entry->record.state == HostState::kUnreachable) {
+      loop_.post([this, id, host] {
+        engine_->on_host_deployed(id, host, false, tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE,
+                                  "unreachable when its turn came");
+      });
+      return;
+    }
+    // Away for a moment (e.g. still reconnecting after our restart): sent on
+    // its hello; the progress deadline bounds the wait.
     spdlog::info("rollout {}: {} is not connected; its deploy waits for it ({})", id, host, st.message());
     owed_deploys_[host] = OwedDeploy{id, release, weight};
   }
@@ -768,6 +779,13 @@ absl::StatusOr<tern::v1::Rollout> Coordinator::start_rollout(const tern::v1::Rol
   int best = 0;
   for (const auto& [v, n] : votes) {
     if (n > best) best = n, prev.set_version(v);
+  }
+  // Hosts already past the grace are known gone before the first wave.
+  for (const auto& h : *hosts) {
+    const auto* entry = registry_->find(h.host_id);
+    if (entry != nullptr && entry->record.state == HostState::kUnreachable) {
+      engine_->on_host_gone(h.host_id, "unreachable");
+    }
   }
   auto n = rollout_store_->next_number();
   if (!n.ok()) return n.status();

@@ -87,6 +87,9 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
   void handle_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                       const tern::v1::AgentMessage& msg);
   void handle_hello(SessionInfo& info, const std::string& peer, const tern::v1::Hello& hello);
+  // The host is back (a hello, or heartbeats after a silence): sends what the
+  // rollouts owe it.
+  void host_returned(const std::string& host);
   void handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason);
   void handle_result(const std::string& host_id, const tern::v1::CommandResult& result);
   void handle_event(const std::string& host_id, const tern::v1::AgentEvent& event);

@@ -102,9 +102,9 @@ absl::StatusOr<HostRegistry::HelloResult> HostRegistry::on_hello(uint64_t sessio
   return result;
 }
 
-void HostRegistry::on_heartbeat(uint64_t session, const std::string& host_id) {
+bool HostRegistry::on_heartbeat(uint64_t session, const std::string& host_id) {
   auto it = hosts_.find(host_id);
-  if (it == hosts_.end() || it->second.session != session) return;
+  if (it == hosts_.end() || it->second.session != session) return false;
   Entry& e = it->second;
   const TimePoint now = clock_.now();
   e.heard_from = now;
@@ -115,8 +115,10 @@ void HostRegistry::on_heartbeat(uint64_t session, const std::string& host_id) {
       spdlog::error("host {}: cannot record recovery: {}", host_id, st.message());
     } else {
       spdlog::info("host {} reachable again (heartbeats resumed)", host_id);
+      return true;
     }
   }
+  return false;
 }
 
 absl::Status HostRegistry::on_stream_closed(uint64_t session, const std::string& host_id, const std::string& reason) {

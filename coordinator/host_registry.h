@@ -49,7 +49,9 @@ class HostRegistry {
   };
   absl::StatusOr<HelloResult> on_hello(uint64_t session, const std::string& host_id, const Labels& labels,
                                        const std::string& agent_version, const std::string& peer);
-  void on_heartbeat(uint64_t session, const std::string& host_id);
+  // True when this heartbeat brought the host back from unreachable (a
+  // stream that went silent, e.g. a partition, and recovered).
+  bool on_heartbeat(uint64_t session, const std::string& host_id);
   absl::Status on_stream_closed(uint64_t session, const std::string& host_id, const std::string& reason);
   // Marks silent hosts unreachable and flushes stale last_seen values.
   absl::Status tick();

@@ -1,0 +1,324 @@
+// The fleet: a coordinator and six hosts, each a network namespace on a
+// bridge with its own agent, slots and real nftables, driven by rollouts
+// through ternctl while a client load runs against every host.
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <google/protobuf/util/json_util.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tern/v1/rollout.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/netns.h"
+
+namespace tern::testing {
+namespace {
+
+constexpr int kHosts = 6;
+
+class FleetRolloutTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    skip_ = netns_unavailable_reason();
+    if (!skip_.empty()) return;
+    // Unique names per test: a namespace deleted by the previous test may
+    // linger (with its veth) until the kernel has reaped it.
+    static int counter = 0;
+    const int n = ::getpid() % 200;
+    bridge_ = "tfb" + std::to_string(::getpid() % 100000) + "x" + std::to_string(counter++ % 10);
+    net_ = "198.19." + std::to_string(n) + ".";
+    ASSERT_EQ(run_cmd({"ip", "link", "add", bridge_, "type", "bridge"}).code, 0);
+    ASSERT_EQ(run_cmd({"ip", "addr", "add", net_ + "1/24", "dev", bridge_}).code, 0);
+    ASSERT_EQ(run_cmd({"ip", "link", "set", bridge_, "up"}).code, 0);
+    for (int i = 0; i < kHosts; ++i) {
+      auto ns = std::make_unique<NetNs>();
+      ASSERT_TRUE(ns->ok()) << ns->error();
+      const std::string veth = bridge_ + "v" + std::to_string(i);
+      ASSERT_EQ(run_cmd({"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns->name()}).code,
+                0);
+      ASSERT_EQ(run_cmd({"ip", "link", "set", veth, "master", bridge_, "up"}).code, 0);
+      ASSERT_EQ(run_cmd({"ip", "-n", ns->name(), "addr", "add", ip(i) + "/24", "dev", "eth0"}).code, 0);
+      ASSERT_EQ(run_cmd({"ip", "-n", ns->name(), "link", "set", "eth0", "up"}).code, 0);
+      veths_.push_back(veth);
+      ns_.push_back(std::move(ns));
+    }
+    make_bundles();
+    start_coordinator(net_ + "1:0");
+    for (int i = 0; i < kHosts; ++i) start_agent(i);
+    ASSERT_TRUE(eventually([&] {
+      auto r = ctl({"hosts", "-o", "json"});
+      int connected = 0;
+      for (std::size_t p = 0; (p = r.out.find("HOST_STATE_CONNECTED", p)) != std::string::npos; ++p) ++connected;
+      return connected == kHosts;
+    })) << read_file(dir_.file("coordinator.log"));
+    std::ofstream(dir_.file("web.yaml"))
+        << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
+        << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\", \"--version\", \"{version}\", \"--drain\", \"200ms\"]\n"
+        << "health: {http: {path: /healthz}, interval: 100ms, timeout: 1s, failure_threshold: 2, "
+           "healthy_deadline: 4s}\n"
+        << "drain: 1s\ngrace: 2s\nkeep_warm: true\n";
+    ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0);
+    for (const char* v : {"v1", "v2", "v3"}) {
+      auto r = ctl({"artifact", "push", good_bundle_, "--service", "web", "--version", v});
+      ASSERT_EQ(r.code, 0) << r.err;
+    }
+  }
+
+  void TearDown() override {
+    for (auto& a : agents_) {
+      if (a) a->signal(SIGKILL);
+    }
+    if (coordinator_) coordinator_->signal(SIGKILL);
+    for (const auto& v : veths_) run_cmd({"ip", "link", "del", v});
+    ns_.clear();
+    if (!bridge_.empty()) run_cmd({"ip", "link", "del", bridge_});
+  }
+
+  std::string ip(int i) const { return net_ + std::to_string(10 + i); }
+
+  CommandResult ctl(std::vector<std::string> args) const {
+    std::vector<std::string> argv{TERN_CTL_BIN, "--coordinator", address_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_cmd(argv);
+  }
+
+  std::string version_on(int i) const {
+    std::string resp = http_get(ip(i) + ":8080", "/");
+    auto p = resp.find("\r\n\r\n");
+    if (p == std::string::npos) return "";
+    std::string body = resp.substr(p + 4);
+    return body.substr(0, body.find_first_of(" \n"));
+  }
+
+  bool all_on(const std::string& v) const {
+    for (int i = 0; i < kHosts; ++i) {
+      if (version_on(i) != v) return false;
+    }
+    return true;
+  }
+
+  std::optional<tern::v1::Rollout> rollout(const std::string& id) const {
+    auto r = ctl({"rollout", "status", id, "-o", "json"});
+    if (r.code != 0) return std::nullopt;
+    tern::v1::Rollout out;
+    if (!google::protobuf::util::JsonStringToMessage(r.out, &out).ok()) return std::nullopt;
+    return out;
+  }
+
+  void start_coordinator(const std::string& listen) {
+    std::filesystem::remove(dir_.file("ready.json"));
+    coordinator_ = std::make_unique<Process>(
+        TERN_COORDINATOR_BIN,
+        std::vector<std::string>{"--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
+                                 dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
+                                 "--heartbeat-interval", "200ms", "--unreachable-after", "2s"},
+        dir_.file("coordinator.log"));
+    ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir_.file("ready.json")); }))
+        << coordinator_->log();
+    std::string ready = read_file(dir_.file("ready.json"));
+    auto k = ready.find("\"grpc\": \"");
+    address_ = ready.substr(k + 9, ready.find('"', k + 9) - (k + 9));
+  }
+
+  void start_agent(int i) {
+    const std::string id = "host-" + std::to_string(i);
+    const std::string zone = std::string(1, static_cast<char>('a' + i % 3));
+    std::ofstream(dir_.file(id + ".yaml")) << "coordinator: " << address_ << "\nhost_id: " << id
+                                           << "\nlabels: {role: web, zone: " << zone << "}\nstate_dir: "
+                                           << dir_.file(id) << "\nheartbeat_interval: 200ms\n"
+                                           << "reconnect: {initial: 100ms, max: 500ms}\n";
+    if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(static_cast<std::size_t>(i) + 1);
+    agents_[static_cast<std::size_t>(i)] =
+        std::make_unique<Process>("ip", std::vector<std::string>{"netns", "exec", ns_[static_cast<std::size_t>(i)]->name(),
+                                                                 TERN_AGENT_BIN, "-c", dir_.file(id + ".yaml")},
+                                  dir_.file(id + ".log"));
+  }
+
+  void make_bundles() {
+    auto d = dir_.path() / "bundle";
+    std::filesystem::create_directories(d);
+    std::filesystem::copy_file(TERN_DEMO_APP_BIN, d / "app");
+    good_bundle_ = dir_.file("good.tar.gz");
+    ASSERT_EQ(run_cmd({"tar", "-czf", good_bundle_, "-C", d.string(), "app"}).code, 0);
+  }
+
+  // Constant-rate clients against every host's public port (remote clients:
+  // the prerouting path), counting failures until stopped.
+  void start_load() {
+    load_stop_ = false;
+    for (int c = 0; c < 2; ++c) {
+      load_.emplace_back([this, c] {
+        auto next = std::chrono::steady_clock::now();
+        int i = c;
+        while (!load_stop_) {
+          next += std::chrono::milliseconds(4);
+          std::this_thread::sleep_until(next);
+          ++requests_;
+          if (version_on(i % kHosts).empty()) ++failures_;
+          ++i;
+        }
+      });
+    }
+  }
+  void stop_load() {
+    load_stop_ = true;
+    for (auto& t : load_) t.join();
+    load_.clear();
+  }
+
+  std::string skip_;
+  TempDir dir_;
+  std::string bridge_, net_, address_, good_bundle_;
+  std::vector<std::unique_ptr<NetNs>> ns_;
+  std::vector<std::string> veths_;
+  std::unique_ptr<Process> coordinator_;
+  std::vector<std::unique_ptr<Process>> agents_;
+  std::vector<std::thread> load_;
+  std::atomic<bool> load_stop_{false};
+  std::atomic<long> requests_{0}, failures_{0};
+};
+
+TEST_F(FleetRolloutTest, CanaryWavesThenAnUnhealthyCanaryRollsTheFleetBack) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_TRUE(all_on("v1"));
+  start_load();
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "1,50%,100%", "--bake", "500ms", "--spread", "zone",
+           "--watch"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(all_on("v2"));
+  // v3 starts fine on two canaries, then one turns unhealthy while they bake.
+  r = ctl({"rollout", "start", "web", "--version", "v3", "--waves", "2,100%", "--bake", "30s"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string id = "web-3";
+  std::vector<int> canaries;
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout(id);
+    if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_BAKING) return false;
+    canaries.clear();
+    for (const auto& h : ro->hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canaries.push_back(std::stoi(h.host_id().substr(5)));
+    }
+    return canaries.size() == 2;
+  }, std::chrono::seconds(30)));
+  const int sick = canaries[0];
+  // Its v3 slot (green: v2 is in blue... whichever slot runs v3) starts failing health.
+  for (int port : {9001, 9002}) http_get(ip(sick) + ":" + std::to_string(port), "/admin/fail-health");
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout(id);
+    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_ROLLED_BACK;
+  }, std::chrono::seconds(30))) << ctl({"rollout", "history", id}).out;
+  stop_load();
+  EXPECT_TRUE(all_on("v2")) << "every host is back on v2";
+  auto ro = rollout(id);
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->failed_hosts(), 1u);
+  EXPECT_EQ(failures_.load(), 0) << "of " << requests_.load() << " requests during the rollouts";
+  EXPECT_GT(requests_.load(), 200);
+}
+
+TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "2,100%", "--bake", "3s"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    return ro && ro->wave_step() == tern::v1::WAVE_STEP_BAKING;
+  }, std::chrono::seconds(30)));
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait();
+  start_coordinator(address_);  // same database, same address: the agents come back by themselves
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_SUCCEEDED;
+  }, std::chrono::seconds(60))) << ctl({"rollout", "history", "web-2"}).out << read_file(dir_.file("coordinator.log"));
+  EXPECT_TRUE(all_on("v2"));
+  auto hist = ctl({"rollout", "history", "web-2"});
+  EXPECT_NE(hist.out.find("resumed_after_restart"), std::string::npos) << hist.out;
+}
+
+TEST_F(FleetRolloutTest, AHostCutOffBeforeItsWaveCountsPerPolicyAndStaysConsistent) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // One host's link goes down before its wave; the budget allows one failure.
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[5], "down"}).code, 0);
+  ASSERT_TRUE(eventually([&] {
+    auto h = ctl({"hosts", "-o", "json", "-l", "role=web"});
+    return h.out.find("HOST_STATE_UNREACHABLE") != std::string::npos;
+  }, std::chrono::seconds(20)));
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "1,100%", "--max-failed", "1", "--watch",
+           "--wait", "2m"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->failed_hosts(), 1u);
+  for (const auto& h : ro->hosts()) {
+    if (h.host_id() == "host-5") {
+      EXPECT_EQ(h.state(), tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE);
+    }
+  }
+  // Back online it still runs v1, consistently (never half-switched), and is
+  // reported as such.
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[5], "up"}).code, 0);
+  EXPECT_TRUE(eventually([&] { return version_on(5) == "v1"; }, std::chrono::seconds(20)));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(version_on(i), "v2");
+}
+
+
+TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // No failure budget: losing a canary rolls the fleet back.
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "2,100%", "--bake", "1m"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<int> canaries;
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_BAKING) return false;
+    canaries.clear();
+    for (const auto& h : ro->hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canaries.push_back(std::stoi(h.host_id().substr(5)));
+    }
+    return canaries.size() == 2;
+  }, std::chrono::seconds(30)));
+  const int cut = canaries[0], other = canaries[1];
+  ASSERT_EQ(version_on(cut), "v2");
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[static_cast<std::size_t>(cut)], "down"}).code, 0);
+  // Gone past the grace: counted, and the rollback starts without it.
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && version_on(other) == "v1";
+  }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  for (const auto& h : ro->hosts()) {
+    if (h.host_id() == "host-" + std::to_string(cut)) {
+      EXPECT_EQ(h.state(), tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE);
+      EXPECT_TRUE(h.rollback_pending()) << "it owes a rollback";
+    }
+  }
+  // Back on the network: it is flipped to v1 and the rollout completes.
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[static_cast<std::size_t>(cut)], "up"}).code, 0);
+  ASSERT_TRUE(eventually([&] {
+    auto x = rollout("web-2");
+    return x && x->phase() == tern::v1::ROLLOUT_PHASE_ROLLED_BACK;
+  }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
+  EXPECT_TRUE(all_on("v1")) << "no host left mixed";
+}
+
+}  // namespace
+}  // namespace tern::testing
