@@ -27,8 +27,6 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
       messages_out_(metrics_.counter("tern_agent_messages_sent_total", "Messages sent on agent streams.")),
       agents_connected_(metrics_.gauge("tern_agents_connected", "Agent streams that completed their hello.")),
       streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")),
-      rollout_transitions_(metrics_.counter("tern_rollout_transitions_total",
-                                            "Rollout events (every transition of every rollout).")),
       rollouts_active_(metrics_.gauge("tern_rollouts_active", "Rollouts not yet in a final phase.")) {}
 
 Coordinator::~Coordinator() { shutdown(); }
@@ -677,7 +675,12 @@ void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string&
     spdlog::critical("cannot record rollout {} ({}): {}", r.id(), kind, seq.status().message());
     std::abort();
   }
-  rollout_transitions_.fetch_add(1, std::memory_order_relaxed);
+  // Kinds are a small fixed set of engine words, so the label stays bounded.
+  std::string label = kind;
+  std::replace(label.begin(), label.end(), ' ', '_');
+  metrics_.counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
+                   absl::StrCat("kind=\"", label, "\""))
+      .fetch_add(1, std::memory_order_relaxed);
   int64_t active = 0;
   for (const auto* x : engine_->list()) active += !RolloutEngine::is_terminal(x->phase());
   rollouts_active_.store(active);

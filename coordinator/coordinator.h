@@ -124,7 +124,6 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
   Metrics::Value& messages_out_;
   Metrics::Value& agents_connected_;
   Metrics::Value& streams_opened_;
-  Metrics::Value& rollout_transitions_;
   Metrics::Value& rollouts_active_;
 
   std::unique_ptr<Database> db_;

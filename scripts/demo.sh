@@ -3,9 +3,10 @@
 # this machine with built-in defaults. Each host is a network namespace with
 # its own tern-agent, the demo app in its blue and green slots and real
 # nftables rules. The demo rolls 1.0 out, then 2.0 in canary waves with live
-# progress, then a bad 3.0 that fails in its first wave and is rolled back
-# automatically, then flips one host by hand; a client loop counts the
-# requests that failed throughout (none). Everything it made is removed at
+# progress, then a bad 3.0 that turns unhealthy on its canaries while they
+# bake and is rolled back automatically (the canaries flip back to 2.0),
+# then flips one host by hand; a client loop counts the requests that failed
+# throughout (none). Everything it made is removed at
 # the end.
 #
 # Needs root for the namespaces and nftables (it re-runs itself with sudo).
@@ -102,9 +103,10 @@ sed 's/healthy_deadline: 30s/healthy_deadline: 5s /' "$root/examples/web.yaml" >
 "$ternctl" service list
 "$ternctl" artifact push "$app" --service web --version 1.0
 "$ternctl" artifact push "$app" --service web --version 2.0
-# 3.0 is a bundle whose app never passes its health check.
+# 3.0 is a bundle whose app passes its health checks at first and starts
+# failing them 3s later: it goes bad while its canary wave bakes.
 mkdir -p "$work/bad"
-printf '#!/bin/sh\nexec %s "$@" --fail-health\n' "$app" >"$work/bad/tern-demo-app"
+printf '#!/bin/sh\nexec %s "$@" --fail-health-after 3s\n' "$app" >"$work/bad/tern-demo-app"
 chmod +x "$work/bad/tern-demo-app"
 tar -czf "$work/bad.tar.gz" -C "$work/bad" tern-demo-app
 "$ternctl" artifact push "$work/bad.tar.gz" --service web --version 3.0
@@ -132,9 +134,9 @@ step "rolling 2.0 out: one canary host, then half, then all, baking 2s after eac
 "$ternctl" rollout start web --version 2.0 --waves 1,50%,100% --bake 2s --spread zone --watch
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
 
-step "rolling out a bad 3.0: its canary never turns healthy, so the rollout rolls back by itself"
+step "rolling out a bad 3.0: two canaries take it, it turns unhealthy while they bake, the rollout flips them back"
 set +e
-"$ternctl" rollout start web --version 3.0 --waves 1,50%,100% --bake 2s --watch
+"$ternctl" rollout start web --version 3.0 --waves 2,100% --bake 15s --spread zone --watch
 code=$?
 set -e
 echo "ternctl exited $code (1: the rollout did not complete)"

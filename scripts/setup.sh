@@ -15,7 +15,7 @@ packages=(
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libssl-dev nftables iptables iproute2 conntrack tar gzip
-  python3 curl
+  python3 curl python3-grpcio python3-protobuf
 )
 
 missing=()

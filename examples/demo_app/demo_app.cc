@@ -7,6 +7,8 @@
 //   GET /admin/fail-health     /admin/heal     flip health at run time
 //
 // Flags: --port N (required), --version V, --color C, --fail-health,
+// --fail-health-after 10s (healthy at first, then failing, as a release that
+// goes bad while its wave bakes),
 // --crash-after N (abort after N requests), --start-delay 2s (listen late),
 // --error-rate 0.2 (that share of / answers 500), --drain 5s (on SIGTERM stop
 // accepting, finish open connections for at most this long, then exit).
@@ -37,6 +39,7 @@ struct Options {
   bool fail_health = false;
   long crash_after = -1;
   double start_delay_s = 0;
+  double fail_health_after_s = 0;  // healthy at first, then failing: a release that goes bad in its bake
   double error_rate = 0;
   double drain_s = 5;
 };
@@ -58,7 +61,7 @@ double parse_seconds(const char* text) {
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr, "tern-demo-app: %s\nusage: tern-demo-app --port N [--version V] [--color C] "
-                       "[--fail-health] [--crash-after N] [--start-delay D] [--error-rate F] [--drain D]\n", why);
+                       "[--fail-health] [--fail-health-after D] [--crash-after N] [--start-delay D] [--error-rate F] [--drain D]\n", why);
   std::exit(2);
 }
 
@@ -74,6 +77,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--version") o.version = value();
     else if (a == "--color") o.color = value();
     else if (a == "--fail-health") o.fail_health = true;
+    else if (a == "--fail-health-after") o.fail_health_after_s = parse_seconds(value());
     else if (a == "--crash-after") o.crash_after = std::atol(value());
     else if (a == "--start-delay") o.start_delay_s = parse_seconds(value());
     else if (a == "--error-rate") o.error_rate = std::atof(value());
@@ -165,6 +169,12 @@ done:
 int main(int argc, char** argv) {
   g_opts = parse(argc, argv);
   g_healthy = !g_opts.fail_health;
+  if (g_opts.fail_health_after_s > 0) {
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::duration<double>(g_opts.fail_health_after_s));
+      g_healthy = false;
+    }).detach();
+  }
 
   sigset_t stop;
   sigemptyset(&stop);

@@ -52,6 +52,13 @@ TEST_F(DemoAppTest, HealthCanBeFailedAtStartOrAtRunTime) {
   EXPECT_NE(http_get(bad, "/healthz").find("503"), std::string::npos);
 }
 
+TEST_F(DemoAppTest, HealthCanFailAfterAWhile) {
+  std::string addr = start({"--fail-health-after", "2s"});
+  EXPECT_NE(http_get(addr, "/healthz").find("200 OK"), std::string::npos) << "healthy at first";
+  EXPECT_TRUE(eventually([&] { return http_get(addr, "/healthz").find("503") != std::string::npos; }));
+  EXPECT_NE(http_get(addr, "/").find("200 OK"), std::string::npos) << "it still serves";
+}
+
 TEST_F(DemoAppTest, CrashesAfterNRequestsAsTold) {
   std::string addr = start({"--crash-after", "2"});
   EXPECT_NE(http_get(addr, "/").find("200 OK"), std::string::npos);

@@ -127,6 +127,8 @@ class FleetRolloutTest : public ::testing::Test {
     std::string ready = read_file(dir_.file("ready.json"));
     auto k = ready.find("\"grpc\": \"");
     address_ = ready.substr(k + 9, ready.find('"', k + 9) - (k + 9));
+    auto m = ready.find("\"metrics\": \"");
+    metrics_ = m == std::string::npos ? "" : ready.substr(m + 12, ready.find('"', m + 12) - (m + 12));
   }
 
   void start_agent(int i) {
@@ -177,7 +179,7 @@ class FleetRolloutTest : public ::testing::Test {
 
   std::string skip_;
   TempDir dir_;
-  std::string bridge_, net_, address_, good_bundle_;
+  std::string bridge_, net_, address_, metrics_, good_bundle_;
   std::vector<std::unique_ptr<NetNs>> ns_;
   std::vector<std::string> veths_;
   std::unique_ptr<Process> coordinator_;
@@ -225,6 +227,10 @@ TEST_F(FleetRolloutTest, CanaryWavesThenAnUnhealthyCanaryRollsTheFleetBack) {
   EXPECT_EQ(ro->failed_hosts(), 1u);
   EXPECT_EQ(failures_.load(), 0) << "of " << requests_.load() << " requests during the rollouts";
   EXPECT_GT(requests_.load(), 200);
+  // Every transition is counted by kind.
+  const std::string metrics = http_get(metrics_, "/metrics");
+  EXPECT_NE(metrics.find("tern_rollout_events_total{kind=\"rolled_back\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("tern_rollout_events_total{kind=\"succeeded\"} 2"), std::string::npos) << metrics;
 }
 
 TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart) {
@@ -318,6 +324,44 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
     return x && x->phase() == tern::v1::ROLLOUT_PHASE_ROLLED_BACK;
   }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
   EXPECT_TRUE(all_on("v1")) << "no host left mixed";
+}
+
+
+// Ops tooling: a stock gRPC client (Python, Debian's python3-grpcio) starts
+// a rollout, watches it to its first bake, aborts it and watches it end.
+TEST_F(FleetRolloutTest, APythonClientStartsWatchesAndAbortsARollout) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  if (run_cmd({"/usr/bin/python3", "-c", "import grpc, google.protobuf"}).code != 0) {
+    GTEST_SKIP() << "needs python3-grpcio and python3-protobuf (scripts/setup.sh installs them)";
+  }
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string client = std::string(TERN_SOURCE_DIR) + "/examples/api/rollout_client.py";
+  auto py = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{"env", "XDG_CACHE_HOME=" + dir_.file("cache"), "/usr/bin/python3", client,
+                                  "--coordinator", address_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_cmd(argv);
+  };
+  auto started = py({"start", "web", "v2", "--waves", "1,100%", "--bake", "10m"});
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+  const std::string id = started.out.substr(0, started.out.find('\n'));
+  EXPECT_EQ(id, "web-2");
+  auto baking = py({"watch", id, "--until", "baking"});
+  ASSERT_EQ(baking.code, 0) << baking.out << baking.err;
+  EXPECT_NE(baking.out.find("wave_baking"), std::string::npos) << baking.out;
+  auto aborted = py({"abort", id, "--reason", "from python"});
+  ASSERT_EQ(aborted.code, 0) << aborted.out << aborted.err;
+  auto ended = py({"watch", id});
+  EXPECT_EQ(ended.code, 1) << "an aborted rollout is not a success: " << ended.out;
+  EXPECT_NE(ended.out.find("aborted"), std::string::npos) << ended.out;
+  auto ro = rollout(id);
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_ABORTED);
+  EXPECT_NE(ctl({"rollout", "history", id}).out.find("from python"), std::string::npos);
+  // An unknown rollout: NOT_FOUND, exit 4.
+  auto again = py({"abort", "web-404"});
+  EXPECT_EQ(again.code, 4) << again.err;
 }
 
 }  // namespace
