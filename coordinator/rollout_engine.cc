@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/duration.h"
 
 namespace tern {
@@ -306,6 +307,7 @@ void RolloutEngine::on_budget_exceeded(Rollout& r, const std::string& why) {
 void RolloutEngine::send_rollback(Rollout& r, tern::v1::HostProgress& h) {
   h.set_rollback_pending(true);
   if (!host_reachable(h.host_id())) return;  // flipped when it returns
+  if (!rollbacks_in_flight_.insert({r.id(), h.host_id()}).second) return;  // already asked
   *h.mutable_sent() = stamp(clock_.now());
   if (effects_.rollback) effects_.rollback(r, h.host_id());
 }
@@ -333,13 +335,40 @@ void RolloutEngine::begin_rollback(Rollout& r, const std::string& why) {
 
 void RolloutEngine::finish_rollback_if_done(Rollout& r) {
   if (r.phase() != tern::v1::ROLLOUT_PHASE_ROLLING_BACK) return;
-  uint32_t pending = 0;
-  for (const auto& h : r.hosts()) pending += h.rollback_pending();
-  if (pending > 0) return;
-  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLED_BACK,
-            absl::StrCat("every host is back on ", r.previous_release().version().empty()
-                                                       ? std::string("its previous release")
-                                                       : r.previous_release().version()));
+  // Done when no flip is in flight. Hosts that are away do not hold the
+  // rollout (nor the service's next one) open: they stay marked and are
+  // flipped when they return. A reachable host whose flip failed ends the
+  // rollback as failed, naming it, so a person looks.
+  std::vector<std::string> away, failed;
+  for (const auto& h : r.hosts()) {
+    if (!h.rollback_pending()) continue;
+    if (rollbacks_in_flight_.count({r.id(), h.host_id()})) return;
+    (host_reachable(h.host_id()) ? failed : away).push_back(h.host_id());
+  }
+  const std::string to = r.previous_release().version().empty() ? std::string("its previous release")
+                                                                : r.previous_release().version();
+  if (!failed.empty()) {
+    set_phase(r, tern::v1::ROLLOUT_PHASE_FAILED,
+              absl::StrCat("rollback incomplete: ", failed.size(), " host(s) could not be flipped back (",
+                           absl::StrJoin(failed, ", "), "); see `ternctl rollout status ", r.id(),
+                           "`, fix them, then run `ternctl rollout rollback ", r.id(), "` again"));
+    return;
+  }
+  if (!away.empty()) {
+    set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLED_BACK,
+              absl::StrCat("every reachable host is back on ", to, "; ", away.size(), " host(s) away (",
+                           absl::StrJoin(away, ", "), ") are flipped back when they return"));
+    return;
+  }
+  set_phase(r, tern::v1::ROLLOUT_PHASE_ROLLED_BACK, absl::StrCat("every host is back on ", to));
+}
+
+bool RolloutEngine::is_settled(const Rollout& r) {
+  if (!is_terminal(r.phase())) return false;
+  for (const auto& h : r.hosts()) {
+    if (h.rollback_pending()) return false;
+  }
+  return true;
 }
 
 void RolloutEngine::on_host_deployed(const std::string& id, const std::string& host, bool ok,
@@ -377,10 +406,13 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   Rollout* r = mutable_find(id);
   if (r == nullptr) return;
   auto* h = host_of(*r, host);
-  if (h == nullptr || !h->rollback_pending()) return;
+  if (h == nullptr) return;
+  rollbacks_in_flight_.erase({id, host});
+  if (!h->rollback_pending()) return;
   if (!ok) {
-    h->set_message(absl::StrCat("rollback failed: ", message, "; retried when the host reconnects"));
+    h->set_message(absl::StrCat("rollback failed: ", message));
     emit(*r, "host_rollback_failed", absl::StrCat(host, ": ", message));
+    finish_rollback_if_done(*r);
     return;
   }
   h->set_rollback_pending(false);
@@ -405,6 +437,13 @@ void RolloutEngine::on_host_unhealthy(const std::string& service, const std::str
 void RolloutEngine::on_host_gone(const std::string& host, const std::string& message) {
   gone_[host] = true;
   for (auto& [id, r] : rollouts_) {
+    if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && host_of(r, host) != nullptr) {
+      // Its flip, if it was being sent, will not be answered now; it is
+      // owed until the host returns.
+      rollbacks_in_flight_.erase({id, host});
+      finish_rollback_if_done(r);
+      continue;
+    }
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
     auto* h = host_of(r, host);
     if (h == nullptr) continue;
@@ -419,7 +458,7 @@ void RolloutEngine::on_host_back(const std::string& host) {
   gone_[host] = false;
   for (auto& [id, r] : rollouts_) {
     auto* h = host_of(r, host);
-    if (h == nullptr || !h->rollback_pending()) continue;
+    if (h == nullptr || !h->rollback_pending() || rollbacks_in_flight_.count({id, host})) continue;
     // A rollback it missed while away: flipped now, whatever the phase.
     emit(r, "host_back", absl::StrCat(host, " is back; rolling it back"));
     send_rollback(r, *h);

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,11 @@ class RolloutEngine {
   const tern::v1::Rollout* active_for(const std::string& service) const;
 
   static bool is_terminal(tern::v1::RolloutPhase p);
+  // Terminal and owing no host a rollback: nothing more will ever happen to
+  // it. A rolled-back rollout with hosts away is terminal but not settled:
+  // it is restored after a restart so they are still flipped when they
+  // return.
+  static bool is_settled(const tern::v1::Rollout& r);
 
  private:
   tern::v1::Rollout* mutable_find(const std::string& id);
@@ -106,6 +112,8 @@ class RolloutEngine {
   RolloutEffects effects_;
   std::map<std::string, tern::v1::Rollout> rollouts_;
   std::map<std::string, bool> gone_;  // hosts known to be unreachable
+  // (rollout, host) flips sent and not yet answered.
+  std::set<std::pair<std::string, std::string>> rollbacks_in_flight_;
 };
 
 }  // namespace tern

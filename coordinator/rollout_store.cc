@@ -11,7 +11,13 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 
+// `meta` is shared with HostStore (same definition); the rollout counter
+// lives there.
 constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS meta (
+  key TEXT PRIMARY KEY,
+  value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rollouts (
   id TEXT PRIMARY KEY,
   service TEXT NOT NULL,
@@ -68,7 +74,7 @@ absl::StatusOr<uint64_t> RolloutStore::record(const tern::v1::Rollout& r, const 
     if (!up.ok()) return up.status();
     if (auto s = up->bind(1, r.id())
                      .bind(2, r.spec().service())
-                     .bind(3, static_cast<int64_t>(RolloutEngine::is_terminal(r.phase())))
+                     .bind(3, static_cast<int64_t>(RolloutEngine::is_settled(r)))
                      .bind(4, *json)
                      .bind(5, time_ms)
                      .run();

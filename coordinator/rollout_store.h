@@ -21,7 +21,8 @@ class RolloutStore {
   // Saves the rollout and appends the event; returns the event's sequence.
   absl::StatusOr<uint64_t> record(const tern::v1::Rollout& rollout, const std::string& kind,
                                   const std::string& message, int64_t time_ms);
-  // Every rollout that has not reached a terminal phase.
+  // Every rollout not yet settled: not in a final phase, or still owing a
+  // host that was away its rollback (the `terminal` column means settled).
   absl::StatusOr<std::vector<tern::v1::Rollout>> load_active();
   absl::StatusOr<std::vector<tern::v1::Rollout>> list(const std::string& service, uint32_t limit);
   absl::StatusOr<std::vector<tern::v1::RolloutEvent>> events(const std::string& rollout_id, uint64_t after_sequence);

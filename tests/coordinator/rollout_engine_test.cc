@@ -209,11 +209,35 @@ TEST_F(RolloutEngineTest, UnreachableHostsAreRolledBackWhenTheyReturn) {
   ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "bad metrics").ok());
   EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0"})) << "h1 cannot be reached yet";
   engine_.on_host_rolled_back("r1", "h0", true, "");
-  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK) << "h1 still owes its rollback";
+  // An absent host does not hold the rollout (or the service's next one) open.
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+  EXPECT_NE(r().message().find("h1"), std::string::npos) << r().message();
+  EXPECT_FALSE(RolloutEngine::is_settled(r())) << "h1 still owes its rollback";
   engine_.on_host_back("h1");
   EXPECT_EQ(rollbacks_.back(), "h1");
+  engine_.on_host_back("h1");
+  EXPECT_EQ(std::count(rollbacks_.begin(), rollbacks_.end(), "h1"), 1) << "one flip in flight at a time";
+  engine_.on_host_rolled_back("r1", "h1", true, "");
+  EXPECT_EQ(state("h1"), tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
+  EXPECT_TRUE(RolloutEngine::is_settled(r()));
+}
+
+TEST_F(RolloutEngineTest, AFlipThatFailsOnAReachableHostEndsTheRollbackAsFailedAndCanBeRetried) {
+  start("waves: [{percent: 100}]", 3);
+  ok("h0"), ok("h1");
+  fail("h2");
+  ASSERT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  engine_.on_host_rolled_back("r1", "h0", true, "");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK) << "h1's flip is still in flight";
+  engine_.on_host_rolled_back("r1", "h1", false, "the previous release would not start");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_FAILED) << "bounded: no waiting forever";
+  EXPECT_NE(r().message().find("h1"), std::string::npos) << r().message();
+  rollbacks_.clear();
+  ASSERT_TRUE(engine_.command("r1", r().generation(), RolloutCommand::kRollback, "fixed h1").ok());
+  EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h1"})) << "only the host still owed";
   engine_.on_host_rolled_back("r1", "h1", true, "");
   EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+  EXPECT_TRUE(RolloutEngine::is_settled(r()));
 }
 
 TEST_F(RolloutEngineTest, ADeployLandingDuringRollbackIsFlippedBackToo) {

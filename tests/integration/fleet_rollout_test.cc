@@ -304,10 +304,11 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
   const int cut = canaries[0], other = canaries[1];
   ASSERT_EQ(version_on(cut), "v2");
   ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[static_cast<std::size_t>(cut)], "down"}).code, 0);
-  // Gone past the grace: counted, and the rollback starts without it.
+  // Gone past the grace: counted, and the fleet is rolled back without it;
+  // the absent host does not hold the rollout open.
   ASSERT_TRUE(eventually([&] {
     auto ro = rollout("web-2");
-    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && version_on(other) == "v1";
+    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_ROLLED_BACK && version_on(other) == "v1";
   }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
   auto ro = rollout("web-2");
   ASSERT_TRUE(ro);
@@ -317,11 +318,17 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
       EXPECT_TRUE(h.rollback_pending()) << "it owes a rollback";
     }
   }
-  // Back on the network: it is flipped to v1 and the rollout completes.
+  // Back on the network: it is flipped to v1.
   ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[static_cast<std::size_t>(cut)], "up"}).code, 0);
   ASSERT_TRUE(eventually([&] {
     auto x = rollout("web-2");
-    return x && x->phase() == tern::v1::ROLLOUT_PHASE_ROLLED_BACK;
+    if (!x) return false;
+    for (const auto& h : x->hosts()) {
+      if (h.host_id() == "host-" + std::to_string(cut)) {
+        return h.state() == tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK && !h.rollback_pending();
+      }
+    }
+    return false;
   }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
   EXPECT_TRUE(all_on("v1")) << "no host left mixed";
 }
