@@ -5,11 +5,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include <ctime>
+#include <thread>
 #include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/backoff.h"
 #include "core/duration.h"
 #include "core/rollout_spec.h"
 #include "ctl/ctl_internal.h"
@@ -181,32 +183,64 @@ int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
 
 int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + wait);
-  tern::v1::WatchRolloutRequest req;
-  req.set_id(id);
-  auto reader = stub->WatchRollout(&ctx, req);
-  tern::v1::RolloutEvent e;
+  const auto deadline = std::chrono::system_clock::now() + wait;
   tern::v1::Rollout last;
+  uint64_t after = 0;
   bool any = false;
-  while (reader->Read(&e)) {
-    any = true;
-    last = e.rollout();
-    if (c.json) {
-      std::string line = to_json(e, /*compact=*/true);
-      c.out << line << "\n" << std::flush;
-    } else if (e.kind() != "end") {
-      c.out << "  " << clock_of(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
+  bool done = false;
+  // Is the rollout still where this (possibly replayed) event left it? The
+  // stream replays the journal first, and a pause there may be long over.
+  auto still_current = [&](const tern::v1::Rollout& r) {
+    grpc::ClientContext gctx;
+    gctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    tern::v1::GetRolloutRequest g;
+    g.set_id(id);
+    tern::v1::Rollout now;
+    return !stub->GetRollout(&gctx, g, &now).ok() || now.generation() == r.generation();
+  };
+  Backoff backoff(BackoffPolicy{.initial = Millis(200), .max = Millis(5'000)});
+  grpc::Status st;
+  while (!done) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    tern::v1::WatchRolloutRequest req;
+    req.set_id(id);
+    req.set_after_sequence(after);
+    auto reader = stub->WatchRollout(&ctx, req);
+    tern::v1::RolloutEvent e;
+    while (reader->Read(&e)) {
+      any = true;
+      backoff.reset();
+      last = e.rollout();
+      if (e.sequence() > 0) after = e.sequence();
+      if (c.json) {
+        std::string line = to_json(e, /*compact=*/true);
+        c.out << line << "\n" << std::flush;
+      } else if (e.kind() != "end") {
+        c.out << "  " << clock_of(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
+      }
+      // Stop and hand back to a person when it needs one.
+      const bool needs_person = e.kind() == "paused" || e.kind() == "awaiting_approval";
+      if (needs_person && (last.phase() == tern::v1::ROLLOUT_PHASE_PAUSED ||
+                           last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) &&
+          still_current(last)) {
+        ctx.TryCancel();
+        done = true;
+        break;
+      }
     }
-    // Stop and hand back to a person when it needs one.
-    if (last.phase() == tern::v1::ROLLOUT_PHASE_PAUSED ||
-        (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
-         last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL && e.kind() == "awaiting_approval")) {
-      ctx.TryCancel();
+    st = reader->Finish();
+    if (done || st.ok()) break;
+    // The coordinator restarted or the network dropped: pick up after the
+    // last event seen, until the --wait deadline.
+    const Millis delay = backoff.next_delay();
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE ||
+        std::chrono::system_clock::now() + delay >= deadline) {
       break;
     }
+    if (!c.json) c.err << "ternctl: lost the coordinator (" << st.error_message() << "); reconnecting\n";
+    std::this_thread::sleep_for(delay);
   }
-  grpc::Status st = reader->Finish();
   if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
     return c.rpc_error(absl::StrCat("rollout watch ", id), st);
   }

@@ -243,6 +243,15 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart)
     auto ro = rollout("web-2");
     return ro && ro->wave_step() == tern::v1::WAVE_STEP_BAKING;
   }, std::chrono::seconds(30)));
+  // A pause that is over by the time anyone watches: the replayed journal
+  // holds it, and a watcher must not stop there.
+  ASSERT_EQ(ctl({"rollout", "pause", "web-2"}).code, 0);
+  ASSERT_EQ(ctl({"rollout", "resume", "web-2"}).code, 0);
+  // A watcher that follows the rollout through the coordinator's restart.
+  Process watcher(TERN_CTL_BIN, {"--coordinator", address_, "rollout", "watch", "web-2", "--wait", "2m"},
+                  dir_.file("watch.log"));
+  ASSERT_TRUE(eventually([&] { return read_file(dir_.file("watch.log")).find("resumed") != std::string::npos; }))
+      << read_file(dir_.file("watch.log"));
   coordinator_->signal(SIGKILL);
   coordinator_->wait();
   start_coordinator(address_);  // same database, same address: the agents come back by themselves
@@ -250,6 +259,11 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart)
     auto ro = rollout("web-2");
     return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_SUCCEEDED;
   }, std::chrono::seconds(60))) << ctl({"rollout", "history", "web-2"}).out << read_file(dir_.file("coordinator.log"));
+  EXPECT_EQ(watcher.wait(), 0) << "the watch reconnects and exits with the outcome:\n"
+                               << read_file(dir_.file("watch.log"));
+  const std::string watched = read_file(dir_.file("watch.log"));
+  EXPECT_NE(watched.find("resumed_after_restart"), std::string::npos) << watched;
+  EXPECT_NE(watched.find("succeeded"), std::string::npos) << watched;
   EXPECT_TRUE(all_on("v2"));
   auto hist = ctl({"rollout", "history", "web-2"});
   EXPECT_NE(hist.out.find("resumed_after_restart"), std::string::npos) << hist.out;
