@@ -268,12 +268,24 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
       });
 }
 
+void Agent::set_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping) {
+  ping_period_ = period;
+  ping_ = std::move(ping);
+}
+
 void Agent::housekeeping_loop() {
+  using Steady = std::chrono::steady_clock;
+  auto next_reconcile = Steady::now() + config_.reconcile_interval;
   for (;;) {
     {
+      auto wake = next_reconcile;
+      if (ping_) wake = std::min(wake, Steady::now() + ping_period_);
       std::unique_lock lock(stop_mu_);
-      if (stop_cv_.wait_for(lock, config_.reconcile_interval, [&] { return stopping_; })) return;
+      if (stop_cv_.wait_until(lock, wake, [&] { return stopping_; })) return;
     }
+    if (ping_) ping_();
+    if (Steady::now() < next_reconcile) continue;
+    next_reconcile = Steady::now() + config_.reconcile_interval;
     auto restored = traffic_->reconcile();
     if (!restored.ok()) {
       spdlog::error("port mapping check failed: {}", restored.status().message());

@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -44,6 +46,9 @@ class Agent {
 
   absl::Status start();
   void stop();
+  // Calls `ping` every `period` from the housekeeping thread, the one that
+  // checks the port mapping: if it wedges, the pings stop. Before start().
+  void set_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
   const CoordinatorLink& link() const { return *link_; }
   std::vector<tern::v1::ServiceStatus> services() const;
 
@@ -74,6 +79,8 @@ class Agent {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   std::thread housekeeping_;
+  std::chrono::milliseconds ping_period_{0};
+  std::function<void()> ping_;
 };
 
 }  // namespace tern

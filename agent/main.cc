@@ -12,6 +12,7 @@
 #include "core/duration.h"
 #include "core/logging.h"
 #include "core/signals.h"
+#include "core/systemd_notify.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -77,12 +78,20 @@ int main(int argc, char** argv) {
 
   tern::StopSignals stop_signals;
 
+  tern::SystemdNotifier systemd;
   tern::Agent agent(cfg, *id);
+  if (auto interval = systemd.watchdog_interval()) {
+    agent.set_liveness_ping(*interval, [&systemd] { systemd.watchdog_ping(); });
+  }
   if (auto st = agent.start(); !st.ok()) {
     spdlog::error("cannot start: {}", st.message());
     return 1;
   }
+  // Ready once the recorded slots are adopted and the mapping re-applied;
+  // the coordinator link connects (and reconnects) on its own.
+  systemd.ready("host " + *id + ", coordinator " + cfg.coordinator);
   spdlog::info("received {}, stopping", stop_signals.wait());
+  systemd.stopping();
   agent.stop();
   return 0;
 }

@@ -577,6 +577,10 @@ absl::Status Coordinator::rollback_host(const tern::v1::RollbackHostRequest& req
   return send_command(req.host_id(), std::move(cmd), std::move(observer));
 }
 
+void Coordinator::add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping) {
+  loop_.every(period, std::move(ping));
+}
+
 // ---- rollouts ----
 
 RolloutEffects Coordinator::rollout_effects() {

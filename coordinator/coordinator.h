@@ -1,5 +1,7 @@
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -48,6 +50,10 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
   const std::string& grpc_address() const { return grpc_address_; }
   const std::string& metrics_address() const { return metrics_address_; }
   uint64_t epoch() const { return epoch_; }
+  // Calls `ping` every `period` from the event loop thread, the one that owns
+  // all state: if the loop wedges, the pings stop (systemd's watchdog then
+  // restarts the daemon and the journal resumes it). After start().
+  void add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
 
   void on_agent_stream_open(const std::shared_ptr<AgentSession>& session) override;
   void on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,

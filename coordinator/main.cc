@@ -15,6 +15,7 @@
 #include "core/duration.h"
 #include "core/logging.h"
 #include "core/signals.h"
+#include "core/systemd_notify.h"
 #include "core/version.h"
 #include "coordinator/coordinator.h"
 
@@ -92,7 +93,13 @@ int main(int argc, char** argv) {
     spdlog::error("cannot write ready file {}", ready_file);
     return 1;
   }
+  tern::SystemdNotifier systemd;
+  if (auto interval = systemd.watchdog_interval()) {
+    coordinator.add_liveness_ping(*interval, [&systemd] { systemd.watchdog_ping(); });
+  }
+  systemd.ready("serving on " + coordinator.grpc_address());
   spdlog::info("received {}, shutting down", stop_signals.wait());
+  systemd.stopping();
   coordinator.shutdown();
   return 0;
 }
