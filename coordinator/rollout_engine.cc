@@ -382,6 +382,7 @@ void RolloutEngine::on_host_deployed(const std::string& id, const std::string& h
     if (ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) send_rollback(*r, *h);
     if (!ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) {
       h->set_state(failure);
+      h->set_message(message);
       h->set_rollback_pending(false);  // never switched: nothing to undo
       finish_rollback_if_done(*r);
     }
@@ -408,7 +409,12 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   auto* h = host_of(*r, host);
   if (h == nullptr) return;
   rollbacks_in_flight_.erase({id, host});
-  if (!h->rollback_pending()) return;
+  if (!h->rollback_pending()) {
+    // Its deploy failed meanwhile: nothing to undo, but this answer may be
+    // the last one the rollback waited for.
+    finish_rollback_if_done(*r);
+    return;
+  }
   if (!ok) {
     h->set_message(absl::StrCat("rollback failed: ", message));
     emit(*r, "host_rollback_failed", absl::StrCat(host, ": ", message));

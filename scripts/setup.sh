@@ -16,6 +16,7 @@ packages=(
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libssl-dev libsystemd-dev nftables iptables iproute2 conntrack tar gzip
   python3 curl python3-grpcio python3-protobuf
+  systemd ansible ansible-lint
 )
 
 missing=()

@@ -251,6 +251,16 @@ TEST_F(RolloutEngineTest, ADeployLandingDuringRollbackIsFlippedBackToo) {
   EXPECT_EQ(rollbacks_.back(), "h2");
 }
 
+TEST_F(RolloutEngineTest, ADeployFailingDuringRollbackDoesNotHoldItOpen) {
+  start("waves: [{percent: 100}]", 2);
+  fail("h0");  // rollback begins while h1 is deploying; its flip is sent
+  ASSERT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  fail("h1");  // then its deploy fails: never switched
+  EXPECT_EQ(state("h1"), tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE);
+  engine_.on_host_rolled_back("r1", "h1", true, "nothing to flip");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+}
+
 TEST_F(RolloutEngineTest, OneActiveRolloutPerService) {
   start("waves: [{percent: 100}]", 2);
   auto spec = parse_rollout_spec("service: web\nrelease: '3'\n", "r.yaml");
