@@ -4,8 +4,8 @@
 # runs), on a bridge, each with sshd. ansible-playbook, over SSH, installs
 # the coordinator on one and agents on the other two from this build's Debian
 # packages. Then: the agents register, a rollout runs across them, an agent
-# restart leaves its app running (same pid), and a second playbook run
-# changes nothing. Everything but the cached root filesystem is removed at
+# restart and a package upgrade (by Ansible) leave the apps running (same
+# pids), and a further playbook run changes nothing. Everything but the cached root filesystem is removed at
 # the end.
 #
 #   sudo tests/e2e/install_test.sh            # scripts/e2e.sh builds first
@@ -144,9 +144,10 @@ tern_deb_dir=$work/packages
 tern_agent_heartbeat_interval=1s
 tern_coordinator_heartbeat_interval=1s
 EOF
-playbook() {  # playbook LOG
+playbook() {  # playbook LOG [ANSIBLE-ARGS...]
+  local log=$1; shift
   ANSIBLE_CONFIG=$root/ansible/ansible.cfg ANSIBLE_FORCE_COLOR=0 \
-    ansible-playbook -i "$work/inventory.ini" "$root/ansible/site.yml" >"$1" 2>&1
+    ansible-playbook -i "$work/inventory.ini" "$root/ansible/site.yml" "$@" >"$log" 2>&1
 }
 
 step "ansible-playbook site.yml: coordinator on coord, agents on agent1 and agent2"
@@ -195,11 +196,42 @@ body=$(curl -s --max-time 3 "http://${ip[agent1]}:8080/") || fail "agent1 stoppe
 [ "${body%% *}" = "2.0" ] || fail "agent1 serves '$body' after the agent restart"
 connected || fail "agent1 did not come back"
 
+step "upgrading the packages with Ansible leaves the apps running"
+# The same build repackaged as a newer version: what an upgrade does to the
+# running daemons (postinst restarts them) is what is tested.
+version=$(dpkg-deb -f "$work"/packages/tern-agent_*.deb Version)
+next=$version+e2e1
+for p in "$work"/packages/*_"$version"_*.deb; do
+  x=$work/repack/$(basename "$p" .deb)
+  mkdir -p "$work/repack"
+  dpkg-deb -R "$p" "$x"
+  sed -i "s/^Version: .*/Version: $next/" "$x/DEBIAN/control"
+  name=$(dpkg-deb -f "$p" Package) arch=$(dpkg-deb -f "$p" Architecture)
+  dpkg-deb --root-owner-group -b "$x" "$work/packages/${name}_${next}_${arch}.deb" >/dev/null
+done
+pids_before=$(ssh_to agent2 "pgrep -d, -x tern-demo-app")
+playbook "$work/ansible-upgrade.log" -e "tern_version=$next" ||
+  { tail -40 "$work/ansible-upgrade.log"; fail "the upgrade playbook run"; }
+sed -n '/PLAY RECAP/,$p' "$work/ansible-upgrade.log"
+for m in coord agent1 agent2; do
+  pkg=tern-agent; [ "$m" = coord ] && pkg=tern-coordinator
+  v=$(ssh_to "$m" "dpkg-query -W -f='\${Version}' $pkg")
+  [ "$v" = "$next" ] || fail "$m runs $pkg $v after the upgrade, not $next"
+done
+for _ in $(seq 40); do connected 2>/dev/null && break; sleep 0.5; done
+connected || fail "the agents did not come back after the upgrade"
+pids_after=$(ssh_to agent2 "pgrep -d, -x tern-demo-app")
+echo "agent2 slot pids before the upgrade: $pids_before, after: $pids_after"
+[ -n "$pids_before" ] && [ "$pids_before" = "$pids_after" ] || fail "the upgrade restarted the slots"
+body=$(curl -s --max-time 3 "http://${ip[agent2]}:8080/") || fail "agent2 stopped serving"
+[ "${body%% *}" = "2.0" ] || fail "agent2 serves '$body' after the upgrade"
+
 step "ansible-playbook site.yml again: nothing changes"
-playbook "$work/ansible-2.log" || { tail -40 "$work/ansible-2.log"; fail "the second playbook run"; }
+playbook "$work/ansible-2.log" -e "tern_version=$next" ||
+  { tail -40 "$work/ansible-2.log"; fail "the second playbook run"; }
 sed -n '/PLAY RECAP/,$p' "$work/ansible-2.log"
 if grep -A10 'PLAY RECAP' "$work/ansible-2.log" | grep -E 'changed=[1-9]'; then
   fail "the second run changed something (see $work/ansible-2.log)"
 fi
 
-step "done in $(($(date +%s) - started))s: installed, registered, rolled out, restarted, idempotent; tearing down"
+step "done in $(($(date +%s) - started))s: installed, registered, rolled out, restarted, upgraded, idempotent; tearing down"
