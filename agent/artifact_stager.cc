@@ -13,6 +13,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "agent/bundle.h"
 #include "core/sha256.h"
 #include "agent/exec.h"
 #include "tern/v1/agent.grpc.pb.h"
@@ -30,10 +31,18 @@ bool is_valid_version(const std::string& v) {
 
 namespace {
 
+grpc::ChannelArguments channel_args(const std::string& server_name) {
+  grpc::ChannelArguments args;
+  if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  return args;
+}
+
 class GrpcArtifactFetcher final : public ArtifactFetcher {
  public:
-  explicit GrpcArtifactFetcher(const std::string& target)
-      : stub_(tern::v1::AgentService::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()))) {}
+  GrpcArtifactFetcher(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> credentials,
+                      const std::string& server_name)
+      : stub_(tern::v1::AgentService::NewStub(grpc::CreateCustomChannel(
+            target, credentials ? credentials : grpc::InsecureChannelCredentials(), channel_args(server_name)))) {}
 
   absl::Status fetch(const std::string& sha256, const Sink& sink) override {
     grpc::ClientContext ctx;
@@ -108,6 +117,8 @@ class FileSink {
   std::string path_;
 };
 
+constexpr const char* kMarkerName = ".tern-sha256";
+
 bool looks_gzip(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   unsigned char magic[2] = {0, 0};
@@ -115,13 +126,36 @@ bool looks_gzip(const std::string& file) {
   return in.gcount() == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
 }
 
-}  // namespace
-
-std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target) {
-  return std::make_unique<GrpcArtifactFetcher>(target);
+// The marker that says the release is complete. O_EXCL | O_NOFOLLOW: a
+// bundle that ships its own marker (or a symlink in its place) is refused
+// rather than trusted or written through.
+absl::Status write_marker(const std::string& content, const std::string& sha256) {
+  const std::string path = content + "/" + kMarkerName;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == EEXIST) {
+    return absl::InvalidArgumentError(absl::StrCat("the bundle contains ", kMarkerName,
+                                                   ", a name tern reserves; remove it from the bundle"));
+  }
+  if (fd < 0) return absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+  const std::string line = sha256 + "\n";
+  const ssize_t n = ::write(fd, line.data(), line.size());
+  const int write_errno = errno;
+  if (::close(fd) != 0 || n != static_cast<ssize_t>(line.size())) {
+    return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(n < 0 ? write_errno : errno)));
+  }
+  return absl::OkStatus();
 }
 
-ArtifactStager::ArtifactStager(std::string root, ArtifactFetcher* fetcher) : root_(std::move(root)), fetcher_(fetcher) {}
+}  // namespace
+
+std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target,
+                                                            std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                                            const std::string& server_name) {
+  return std::make_unique<GrpcArtifactFetcher>(target, std::move(credentials), server_name);
+}
+
+ArtifactStager::ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits)
+    : root_(std::move(root)), fetcher_(fetcher), limits_(limits) {}
 
 std::string ArtifactStager::release_dir(const std::string& service, const std::string& version) const {
   return absl::StrCat(root_, "/", service, "/releases/", version);
@@ -182,7 +216,7 @@ absl::StatusOr<std::string> ArtifactStager::stage(const std::string& service, co
         absl::StrCat("release ", release.version(), ": sha256 \"", release.sha256(), "\" is not 64 lower-case hex digits"));
   }
   const std::string final_dir = release_dir(service, release.version());
-  const std::string marker = final_dir + "/.tern-sha256";
+  const std::string marker = absl::StrCat(final_dir, "/", kMarkerName);
   std::error_code ec;
   if (fs::exists(final_dir, ec)) {
     std::ifstream in(marker);
@@ -228,13 +262,10 @@ absl::StatusOr<std::string> ArtifactStager::stage(const std::string& service, co
   const bool bundle = release.kind() == "tar.gz" || (release.kind().empty() && looks_gzip(blob));
   const std::string content = tmp + "/content";
   if (bundle) {
-    auto out = run_command({"tar", "-xzf", blob, "-C", content, "--no-same-owner", "--no-same-permissions",
-                            "--delay-directory-restore"},
-                           "", Millis(600'000));
-    if (!out.ok() || out->exit_code != 0) {
+    if (auto st = unpack_bundle(blob, content, limits_); !st.ok()) {
       cleanup();
-      return absl::InvalidArgumentError(absl::StrCat("cannot unpack the ", release.version(), " bundle: ",
-                                                     out.ok() ? out->err : std::string(out.status().message())));
+      return absl::Status(st.code(), absl::StrCat("cannot unpack the ", release.version(), " bundle of ", service,
+                                                  ": ", st.message(), "; nothing was installed"));
     }
   } else {
     std::string name = release.name().empty() ? service : release.name();
@@ -249,9 +280,9 @@ absl::StatusOr<std::string> ArtifactStager::stage(const std::string& service, co
       return absl::InternalError(absl::StrCat("cannot install executable: ", ec.message()));
     }
   }
-  {
-    std::ofstream m(content + "/.tern-sha256");
-    m << release.sha256() << "\n";
+  if (auto st = write_marker(content, release.sha256()); !st.ok()) {
+    cleanup();
+    return st;
   }
   ::chmod(content.c_str(), 0755);
   fs::rename(content, final_dir, ec);

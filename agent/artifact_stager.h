@@ -1,5 +1,7 @@
 #pragma once
 
+#include <grpcpp/security/credentials.h>
+
 #include <cstddef>
 #include <functional>
 #include <memory>
@@ -7,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "agent/bundle.h"
 #include "tern/v1/common.pb.h"
 
 namespace tern {
@@ -23,19 +26,24 @@ class ArtifactFetcher {
 };
 
 // FetchArtifact over gRPC to the coordinator at `target` (host:port).
-std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target);
+// Fetches from the coordinator's store; `credentials` null: plaintext.
+std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target,
+                                                            std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
+                                                            const std::string& server_name = "");
 
 // Puts releases on disk: <root>/<service>/releases/<version>/.
 //
 // A release is downloaded into a temp dir beside its final place, its sha256
-// checked, unpacked (tar.gz) or installed as one executable, then renamed into
-// place, so a release dir that exists is always complete and verified. A
-// version once staged is immutable: staging it again with another sha256 is
-// refused. Thread-safe for different services.
+// checked, unpacked (tar.gz, in-process under the policy and `limits` of
+// agent/bundle.h) or installed as one executable, then renamed into place, so
+// a release dir that exists is always complete and verified; a refused or
+// broken bundle leaves nothing behind. A version once staged is immutable:
+// staging it again with another sha256 is refused. Thread-safe for different
+// services.
 class ArtifactStager {
  public:
   using Progress = std::function<void(const std::string&)>;
-  ArtifactStager(std::string root, ArtifactFetcher* fetcher);
+  ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits = BundleLimits());
 
   absl::StatusOr<std::string> stage(const std::string& service, const tern::v1::ReleaseRef& release,
                                     const Progress& progress);
@@ -48,6 +56,7 @@ class ArtifactStager {
 
   std::string root_;
   ArtifactFetcher* fetcher_;
+  BundleLimits limits_;
 };
 
 // Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.

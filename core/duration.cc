@@ -45,8 +45,24 @@ absl::StatusOr<Millis> parse_duration(absl::string_view text) {
     else if (unit.empty()) return invalid("missing unit");
     else return invalid(absl::StrCat("unknown unit \"", std::string(unit), "\""));
     total_ms += whole * per_unit + static_cast<int64_t>(frac * static_cast<double>(per_unit));
+    // 1e15 ms is some 30,000 years; checked per part so the sum never overflows.
+    if (total_ms > 1'000'000'000'000'000) return invalid("too large");
   }
   return Millis(total_ms);
+}
+
+absl::StatusOr<Millis> checked_duration(const google::protobuf::Duration& d, Millis max) {
+  if (d.nanos() <= -1'000'000'000 || d.nanos() >= 1'000'000'000 || (d.seconds() > 0 && d.nanos() < 0) ||
+      (d.seconds() < 0 && d.nanos() > 0)) {
+    return absl::InvalidArgumentError("is not a valid duration (nanos out of range or of the other sign)");
+  }
+  if (d.seconds() < 0 || d.nanos() < 0) return absl::InvalidArgumentError("must not be negative");
+  if (d.seconds() > max.count() / 1000) {
+    return absl::InvalidArgumentError(absl::StrCat("must be at most ", format_duration(max)));
+  }
+  const Millis m(d.seconds() * 1000 + d.nanos() / 1'000'000);
+  if (m > max) return absl::InvalidArgumentError(absl::StrCat("must be at most ", format_duration(max)));
+  return m;
 }
 
 std::string format_duration(Millis d) {

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "core/duration.h"
 #include "core/label_selector.h"
 #include "core/service_spec.h"
 #include "core/yaml_config.h"
@@ -142,11 +143,16 @@ absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
         return field_error(f, "give its size as hosts: N or percent: P");
     }
     if (w.weight() > 100) return field_error(f + ".weight", absl::StrCat(w.weight(), " is not 1-100"));
-    if (TimeUtil::DurationToMilliseconds(w.bake()) < 0) return field_error(f + ".bake", "must not be negative");
+    if (auto m = checked_duration(w.bake(), Millis(30LL * 24 * 3600 * 1000)); !m.ok()) {
+      return field_error(f + ".bake", std::string(m.status().message()));
+    }
   }
   const auto& b = spec.failure_budget();
   if (b.max_failed_percent() > 100) {
     return field_error("failure_budget.max_failed_percent", absl::StrCat(b.max_failed_percent(), " is not 0-100"));
+  }
+  if (auto m = checked_duration(spec.progress_deadline(), Millis(30LL * 24 * 3600 * 1000)); !m.ok()) {
+    return field_error("progress_deadline", std::string(m.status().message()));
   }
   if (TimeUtil::DurationToMilliseconds(spec.progress_deadline()) < 1000) {
     return field_error("progress_deadline", "must be at least 1s");

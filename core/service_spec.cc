@@ -236,8 +236,9 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
       {"grace", &spec.grace()},
       {"restart.delay", &spec.restart().delay()}};
   for (const auto& [f, d] : durations) {
-    if (to_millis(*d) < Millis(0)) return field_error(f, "must not be negative");
-    if (to_millis(*d) > Millis(24LL * 3600 * 1000)) return field_error(f, "must be at most 24h");
+    if (auto m = checked_duration(*d, Millis(24LL * 3600 * 1000)); !m.ok()) {
+      return field_error(f, std::string(m.status().message()));
+    }
   }
   if (h.has_interval() && to_millis(h.interval()) < Millis(10)) return field_error("health.interval", "must be at least 10ms");
   const auto& r = spec.restart();

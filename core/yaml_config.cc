@@ -1,9 +1,13 @@
 #include "core/yaml_config.h"
 
+#include <yaml-cpp/eventhandler.h>
+
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -17,9 +21,135 @@ std::string position(const std::string& origin, const YAML::Mark& mark) {
   return absl::StrCat(origin, ":", mark.line + 1, ":", mark.column + 1);
 }
 
+// yaml-cpp passes bytes through as they are, but every string ends up in a
+// protobuf string field, which must be UTF-8 (a spec that is not cannot be
+// sent to the coordinator or stored).
+bool is_utf8(const std::string& s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  const auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const auto cont = [&](std::size_t k) { return k < n && (at(k) & 0xC0) == 0x80; };
+  while (i < n) {
+    const unsigned char c = at(i);
+    std::size_t len = 0;
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      // No overlong forms (E0 80-9F) and no UTF-16 surrogates (ED A0-BF).
+      if (i + 1 >= n || (c == 0xE0 && at(i + 1) < 0xA0) || (c == 0xED && at(i + 1) > 0x9F)) return false;
+      len = 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      // No overlong forms (F0 80-8F) and nothing past U+10FFFF (F4 90-).
+      if (i + 1 >= n || (c == 0xF0 && at(i + 1) < 0x90) || (c == 0xF4 && at(i + 1) > 0x8F)) return false;
+      len = 4;
+    } else {
+      return false;
+    }
+    for (std::size_t k = 1; k < len; ++k) {
+      if (!cont(i + k)) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
+// Thrown out of YamlShapeCheck to stop the parse at the first refusal.
+struct YamlRefusal {
+  YAML::Mark mark;
+  std::string reason;
+};
+
+// Walks the parser's events before any node is built and refuses what a tern
+// file never needs but an attacker can use: anchors and aliases (a few
+// hundred bytes of nested aliases expand to billions of nodes for whoever
+// walks or re-emits the tree), nesting deeper than kMaxYamlDepth, and the
+// same key twice in one mapping (yaml-cpp would silently use one of them).
+class YamlShapeCheck final : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override {}
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override { node(mark, anchor, nullptr); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override {
+    throw YamlRefusal{mark, "aliases (*name) are not allowed in tern files; write the value out in full"};
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, const std::string& value) override {
+    if (!is_utf8(value)) {
+      throw YamlRefusal{mark, "this value is not valid UTF-8; tern files are UTF-8 text (re-save the file as UTF-8)"};
+    }
+    if (value.find('\0') != std::string::npos) {
+      throw YamlRefusal{mark, "this value contains a NUL character (\\0), which no tern setting accepts"};
+    }
+    node(mark, anchor, &value);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    node(mark, anchor, nullptr);
+    open(mark, /*is_map=*/false);
+  }
+  void OnSequenceEnd() override { frames_.pop_back(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    node(mark, anchor, nullptr);
+    open(mark, /*is_map=*/true);
+  }
+  void OnMapEnd() override { frames_.pop_back(); }
+  void OnAnchor(const YAML::Mark& mark, const std::string&) override { anchor_refused(mark); }
+
+ private:
+  struct Frame {
+    bool is_map;
+    bool expect_key = true;
+    std::set<std::string> keys;
+  };
+
+  [[noreturn]] static void anchor_refused(const YAML::Mark& mark) {
+    throw YamlRefusal{mark, "anchors (&name) and aliases (*name) are not allowed in tern files; write the value out in full"};
+  }
+
+  // Every node, scalar or collection, in document order. Inside a mapping
+  // nodes alternate key, value.
+  void node(const YAML::Mark& mark, YAML::anchor_t anchor, const std::string* scalar) {
+    if (anchor != YAML::NullAnchor) anchor_refused(mark);
+    if (frames_.empty() || !frames_.back().is_map) return;
+    Frame& f = frames_.back();
+    if (f.expect_key && scalar != nullptr && !f.keys.insert(*scalar).second) {
+      throw YamlRefusal{mark, absl::StrCat("key \"", *scalar, "\" appears twice in the same mapping; keep one")};
+    }
+    f.expect_key = !f.expect_key;
+  }
+
+  void open(const YAML::Mark& mark, bool is_map) {
+    if (frames_.size() >= kMaxYamlDepth) {
+      throw YamlRefusal{mark, absl::StrCat("nested deeper than ", kMaxYamlDepth, " levels; tern files never need that")};
+    }
+    frames_.push_back(Frame{is_map, true, {}});
+  }
+
+  std::vector<Frame> frames_;
+};
+
 }  // namespace
 
 absl::StatusOr<YAML::Node> load_yaml_string(const std::string& text, const std::string& origin) {
+  if (text.size() > kMaxYamlBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": the file is ", text.size(),
+                                                   " bytes; tern files are at most ", kMaxYamlBytes, " bytes"));
+  }
+  try {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    YamlShapeCheck check;
+    if (parser.HandleNextDocument(check) && parser.HandleNextDocument(check)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          origin, ": holds more than one YAML document (a second \"---\"); a tern file is one document"));
+    }
+  } catch (const YamlRefusal& r) {
+    return absl::InvalidArgumentError(absl::StrCat(position(origin, r.mark), ": ", r.reason));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(position(origin, e.mark), ": not valid YAML: ", e.msg));
+  }
   try {
     YAML::Node node = YAML::Load(text);
     if (!node.IsDefined() || node.IsNull()) return YAML::Node(YAML::NodeType::Map);
@@ -39,11 +169,19 @@ absl::StatusOr<YAML::Node> load_yaml_file(const std::string& path) {
   if (!std::filesystem::exists(path, ec)) {
     return absl::NotFoundError(absl::StrCat(path, ": config file not found"));
   }
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot open config file for reading"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return load_yaml_string(buf.str(), path);
+  // Read one byte past the limit, never more: the path may name something
+  // endless (a fifo, /dev/zero).
+  std::string text(kMaxYamlBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (in.bad()) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot read config file"));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  if (text.size() > kMaxYamlBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": the file is larger than ", kMaxYamlBytes, " bytes, the limit for tern files"));
+  }
+  return load_yaml_string(text, path);
 }
 
 YamlMap::YamlMap(const YAML::Node& node, std::string origin, std::string path)
@@ -124,8 +262,19 @@ void YamlMap::get(absl::string_view key, Millis& out) {
   auto v = lookup(key);
   if (!v) return;
   if (!v->IsScalar()) return fail(error_at(*v, key, "expected a duration such as 5s"));
+  // No real duration is this long to write; a longer one can overflow while
+  // it is summed up.
+  if (v->Scalar().size() > 32) {
+    return fail(error_at(*v, key, "expected a duration such as 5s, 1m30s or 2h (at most 32 characters)"));
+  }
   auto d = parse_duration(v->Scalar());
   if (!d.ok()) return fail(error_at(*v, key, d.status().message()));
+  // Also keeps it far inside what a protobuf Duration can hold.
+  if (*d > kMaxYamlDuration) {
+    return fail(error_at(*v, key, absl::StrCat("\"", v->Scalar(), "\" is longer than ",
+                                               kMaxYamlDuration.count() / 3'600'000, "h, the longest duration a tern "
+                                               "file may give")));
+  }
   out = *d;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -16,8 +17,20 @@
 
 namespace tern {
 
+// Limits for tern's YAML files (configs, specs), which may come from
+// untrusted hands: the document size and the nesting depth.
+inline constexpr std::size_t kMaxYamlBytes = 1 << 20;
+inline constexpr std::size_t kMaxYamlDepth = 32;
+// The longest duration a tern file may give (a year).
+inline constexpr Millis kMaxYamlDuration{365LL * 24 * 3'600'000};
+
 // Reads a YAML file into a node. Errors name the file and, for syntax errors,
-// the line and column.
+// the line and column. Refused, with the position: documents over
+// kMaxYamlBytes, nesting deeper than kMaxYamlDepth, anchors (&name) and
+// aliases (*name) (the "billion laughs" expansion; tern files never need
+// them), a key repeated in one mapping, a second document in the stream, and
+// values that are not UTF-8 or hold a NUL character.
+// The top level must be a mapping (an empty document reads as an empty one).
 absl::StatusOr<YAML::Node> load_yaml_file(const std::string& path);
 absl::StatusOr<YAML::Node> load_yaml_string(const std::string& text, const std::string& origin);
 
@@ -39,7 +52,7 @@ class YamlMap {
   void get(absl::string_view key, bool& out);
   void get(absl::string_view key, uint32_t& out);
   void get(absl::string_view key, int64_t& out);
-  void get(absl::string_view key, Millis& out);  // a duration string: "5s"
+  void get(absl::string_view key, Millis& out);  // a duration string: "5s", at most kMaxYamlDuration
   void get(absl::string_view key, std::map<std::string, std::string>& out);
   void get(absl::string_view key, std::vector<std::string>& out);
   // A nested mapping; nullopt when absent. Its errors surface through this

@@ -37,3 +37,33 @@ TEST(DurationTest, FormatsShortestExactForm) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(CheckedDurationTest, RefusesWhatProtobufCallsInvalidBeforeConverting) {
+  google::protobuf::Duration d;
+  d.set_seconds(2);
+  d.set_nanos(1'573'741'824);  // found by the command fuzzer: nanos past a second
+  EXPECT_FALSE(checked_duration(d, Millis(86'400'000)).ok());
+  d.set_nanos(-5);
+  EXPECT_FALSE(checked_duration(d, Millis(86'400'000)).ok()) << "mixed signs";
+  d.set_seconds(9'000'000'000'000'000'000);
+  d.set_nanos(0);
+  auto huge = checked_duration(d, Millis(86'400'000));
+  ASSERT_FALSE(huge.ok()) << "must not wrap into a small number";
+  EXPECT_NE(std::string(huge.status().message()).find("at most 24h"), std::string::npos) << huge.status();
+  d.set_seconds(-1);
+  EXPECT_NE(std::string(checked_duration(d, Millis(1000)).status().message()).find("negative"), std::string::npos);
+  d.set_seconds(1);
+  d.set_nanos(500'000'000);
+  EXPECT_EQ(*checked_duration(d, Millis(2000)), Millis(1500));
+}
+
+TEST(ParseDurationTest, HugeSumsAreRefusedNotWrapped) {
+  EXPECT_FALSE(parse_duration("1000000000000h1000000000000h1000000000000h").ok());
+  EXPECT_FALSE(parse_duration("999999999999h").ok());
+}
+
+}  // namespace
+}  // namespace tern
