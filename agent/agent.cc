@@ -35,7 +35,13 @@ absl::Status Agent::start() {
   }
   if (!host_.launcher) host_.launcher = make_system_process_launcher();
   if (!host_.prober) host_.prober = make_system_prober();
-  if (!host_.fetcher) host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator);
+  auto trusted = TrustedKeys::load(config_.trusted_keys);
+  if (!trusted.ok()) return trusted.status();
+  trusted_ = *std::move(trusted);
+  if (!trusted_.empty()) spdlog::info("only releases signed by one of {} trusted key(s) are started", trusted_.size());
+  if (!host_.fetcher) {
+    host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
+  }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
   stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get());
   store_ = std::make_unique<StateStore>(config_.state_dir);
@@ -65,7 +71,8 @@ absl::Status Agent::start() {
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
 
   link_ = std::make_unique<CoordinatorLink>(
-      CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval},
+      CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval, credentials_,
+                               config_.tls.server_name},
       [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
   link_->start();
   spdlog::info("tern-agent {} started as host {} (labels {}), coordinator {}, port mapping by {}", kVersion, host_id_,
@@ -195,6 +202,20 @@ tern::v1::CommandResult refusal(const tern::v1::Command& cmd, tern::v1::CommandO
 
 }  // namespace
 
+absl::Status Agent::check_own_rules(const tern::v1::Command& cmd) const {
+  if (cmd.action_case() == tern::v1::Command::kApplyService) {
+    return check_policy(config_.policy, cmd.apply_service().spec());
+  }
+  if (cmd.action_case() == tern::v1::Command::kDeploy && !trusted_.empty()) {
+    const auto& release = cmd.deploy().release();
+    if (auto st = trusted_.verify(release.sha256(), release.signature()); !st.ok()) {
+      return absl::PermissionDeniedError(absl::StrCat(cmd.deploy().service(), " ", release.version(), ": ",
+                                                      st.message(), "; nothing was staged or started"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 void Agent::handle_command(const tern::v1::Command& cmd) {
   const std::string service = service_of(cmd);
   ServiceSupervisor* sup = nullptr;
@@ -218,6 +239,19 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
   }
   if (refused) {
     reply(*refused);
+    return;
+  }
+  // This host's own rules come before anything the coordinator says.
+  if (auto st = check_own_rules(cmd); !st.ok()) {
+    spdlog::warn("refused {} for {}: {}", cmd.action_case() == tern::v1::Command::kDeploy ? "a deploy" : "a spec",
+                 service, st.message());
+    reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED, st));
+    tern::v1::AgentEvent e;
+    e.set_service(service);
+    e.set_kind("refused");
+    e.set_message(std::string(st.message()));
+    e.set_command_id(cmd.command_id());
+    send_event(e);
     return;
   }
   if (sup == nullptr) {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "core/signing.h"
 #include "agent/artifact_stager.h"
 #include "agent/config.h"
 #include "agent/coordinator_link.h"
@@ -40,6 +41,8 @@ struct AgentHost {
 class Agent {
  public:
   Agent(AgentConfig config, std::string host_id);
+  // With TLS to the coordinator (null: plaintext, `insecure`).
+  void set_credentials(std::shared_ptr<grpc::ChannelCredentials> credentials) { credentials_ = std::move(credentials); }
   // For tests: the host's OS pieces supplied by the caller (null = real).
   Agent(AgentConfig config, std::string host_id, AgentHost host);
   ~Agent();
@@ -55,6 +58,8 @@ class Agent {
  private:
   tern::v1::Hello build_hello() const;
   void handle_command(const tern::v1::Command& cmd);
+  // The agent's policy and trusted keys, checked before any command acts.
+  absl::Status check_own_rules(const tern::v1::Command& cmd) const;
   void reply(const tern::v1::CommandResult& result);
   absl::Status persist();
   void send_event(const tern::v1::AgentEvent& e);
@@ -79,6 +84,8 @@ class Agent {
   std::condition_variable stop_cv_;
   bool stopping_ = false;
   std::thread housekeeping_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  TrustedKeys trusted_;
   std::chrono::milliseconds ping_period_{0};
   std::function<void()> ping_;
 };

@@ -1,5 +1,8 @@
 #include "agent/config.h"
 
+#include <algorithm>
+#include <optional>
+
 #include <fstream>
 
 #include "absl/strings/ascii.h"
@@ -30,6 +33,21 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     r->get("initial", cfg.reconnect.initial);
     r->get("max", cfg.reconnect.max);
     m.absorb(r->finish());
+  }
+  m.get("insecure", cfg.insecure);
+  if (auto t = m.child("tls")) {
+    t->get("ca", cfg.tls.ca);
+    t->get("cert", cfg.tls.cert);
+    t->get("key", cfg.tls.key);
+    t->get("server_name", cfg.tls.server_name);
+    m.absorb(t->finish());
+  }
+  m.get("trusted_keys", cfg.trusted_keys);
+  if (auto p = m.child("policy")) {
+    p->get("services", cfg.policy.services);
+    p->get("users", cfg.policy.users);
+    p->get("ports", cfg.policy.ports);
+    m.absorb(p->finish());
   }
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -74,6 +92,69 @@ absl::Status validate(const AgentConfig& cfg) {
     return absl::InvalidArgumentError("key \"reconcile_interval\": must be at least 100ms");
   }
   if (cfg.state_dir.empty()) return absl::InvalidArgumentError("key \"state_dir\": must not be empty");
+  if (cfg.insecure && !cfg.tls.empty()) {
+    return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
+  }
+  for (const auto& r : cfg.policy.ports) {
+    if (auto st = check_policy(AgentPolicy{{}, {}, {r}}, tern::v1::ServiceSpec()); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"policy.ports\": ", st.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::StatusOr<std::pair<uint32_t, uint32_t>> parse_port_range(const std::string& r) {
+  auto dash = r.find('-');
+  auto num = [](const std::string& t) -> std::optional<uint32_t> {
+    if (t.empty() || t.size() > 5 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    uint32_t v = static_cast<uint32_t>(std::stoul(t));
+    if (v == 0 || v > 65535) return std::nullopt;
+    return v;
+  };
+  auto lo = num(dash == std::string::npos ? r : r.substr(0, dash));
+  auto hi = dash == std::string::npos ? lo : num(r.substr(dash + 1));
+  if (!lo || !hi || *hi < *lo) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", r, "\" is not a port or a range like 8000-8999"));
+  }
+  return std::make_pair(*lo, *hi);
+}
+
+}  // namespace
+
+absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec) {
+  std::vector<std::pair<uint32_t, uint32_t>> ranges;
+  for (const auto& r : policy.ports) {
+    auto range = parse_port_range(r);
+    if (!range.ok()) return range.status();
+    ranges.push_back(*range);
+  }
+  const std::string why = " by this host's agent policy (policy: in its config); change the spec or the policy";
+  if (!policy.services.empty() &&
+      std::find(policy.services.begin(), policy.services.end(), spec.name()) == policy.services.end()) {
+    return absl::PermissionDeniedError(absl::StrCat("service \"", spec.name(), "\" is not allowed", why));
+  }
+  const std::string user = spec.user().empty() ? "root" : spec.user();
+  if (!policy.users.empty() && std::find(policy.users.begin(), policy.users.end(), user) == policy.users.end()) {
+    return absl::PermissionDeniedError(absl::StrCat("service ", spec.name(), " runs as \"", user, "\"",
+                                                    spec.user().empty() ? " (no user in the spec: the agent's own)" : "",
+                                                    ", which is not allowed", why));
+  }
+  if (!ranges.empty()) {
+    for (const auto& pm : spec.ports()) {
+      for (uint32_t port : {pm.public_port(), pm.blue_port(), pm.green_port()}) {
+        const bool ok = std::any_of(ranges.begin(), ranges.end(),
+                                    [port](const auto& r) { return port >= r.first && port <= r.second; });
+        if (!ok) {
+          return absl::PermissionDeniedError(
+              absl::StrCat("service ", spec.name(), " uses port ", port, ", which is not allowed", why));
+        }
+      }
+    }
+  }
   return absl::OkStatus();
 }
 

@@ -5,12 +5,28 @@
 #include "absl/status/statusor.h"
 #include "core/backoff.h"
 #include "core/clock.h"
+#include "core/tls.h"
+#include "tern/v1/service.pb.h"
 #include "agent/port_mapper.h"
 #include "core/label_selector.h"
 
 namespace tern {
 
 // tern-agent settings, from /etc/tern/agent.yaml and flags.
+// The agent's own limits on what the coordinator may ask of it: which
+// services, run-as users and ports. Checked before a spec is applied or a
+// release deployed; a refusal is reported and changes nothing.
+struct AgentPolicy {
+  std::vector<std::string> services;
+  std::vector<std::string> users;
+  // "8000-8999" or "443"; every public and slot port must fall in one.
+  std::vector<std::string> ports;
+};
+
+// OK when the spec is within the policy; PERMISSION_DENIED naming the field
+// and the policy otherwise. INVALID_ARGUMENT for a malformed port range.
+absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec);
+
 struct AgentConfig {
   std::string coordinator = "127.0.0.1:7400";
   // Empty: read /etc/machine-id.
@@ -25,6 +41,16 @@ struct AgentConfig {
   PortMapperOptions port_mapper;
   // How often the agent checks that its rules are still in force.
   Millis reconcile_interval{5'000};
+  // Mutual TLS to the coordinator: the fleet CA, this host's certificate
+  // (its CN is the host id) and key. Required unless `insecure`.
+  TlsFiles tls;
+  bool insecure = false;
+  // Ed25519 public keys (PEM): with any, only releases signed by one of them
+  // are staged and started.
+  std::vector<std::string> trusted_keys;
+  // What this host accepts from the coordinator, whatever the coordinator
+  // says; empty lists allow everything.
+  AgentPolicy policy;
 };
 
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path);

@@ -80,7 +80,9 @@ void CoordinatorLink::session() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  auto channel = grpc::CreateCustomChannel(options_.target, grpc::InsecureChannelCredentials(), args);
+  if (!options_.server_name.empty()) args.SetSslTargetNameOverride(options_.server_name);
+  auto channel = grpc::CreateCustomChannel(
+      options_.target, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);
   auto stub = tern::v1::AgentService::NewStub(channel);
 
   grpc::ClientContext ctx;

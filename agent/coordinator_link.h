@@ -29,6 +29,10 @@ class CoordinatorLink {
     std::string target;
     BackoffPolicy backoff;
     Millis heartbeat_interval{5'000};
+    // TLS (the agent's certificate and the fleet CA); null: plaintext.
+    std::shared_ptr<grpc::ChannelCredentials> credentials;
+    // Name expected in the coordinator's certificate, when not the dialled host.
+    std::string server_name;
   };
   // Builds the hello for each new connection (state may have changed).
   using HelloBuilder = std::function<tern::v1::Hello()>;

@@ -13,6 +13,7 @@
 #include "core/logging.h"
 #include "core/signals.h"
 #include "core/systemd_notify.h"
+#include "core/tls.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -27,6 +28,12 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", state_dir, "state directory (default /var/lib/tern)");
   app.add_option("--heartbeat-interval", heartbeat, "heartbeat interval until the coordinator sets one");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  std::string tls_ca, tls_cert, tls_key;
+  bool insecure = false;
+  app.add_option("--tls-ca", tls_ca, "fleet CA certificate (PEM) that signed the coordinator's certificate");
+  app.add_option("--tls-cert", tls_cert, "this host's certificate (PEM; its CN is the host id)");
+  app.add_option("--tls-key", tls_key, "this host's private key (PEM)");
+  app.add_flag("--insecure", insecure, "plaintext to the coordinator (local demos only)");
   app.add_flag_callback("--version", [] {
     std::cout << "tern-agent " << tern::kVersion << "\n";
     std::exit(0);
@@ -43,6 +50,10 @@ int main(int argc, char** argv) {
     cfg = *loaded;
   }
   if (app.count("--coordinator")) cfg.coordinator = coordinator;
+  if (app.count("--tls-ca")) cfg.tls.ca = tls_ca;
+  if (app.count("--tls-cert")) cfg.tls.cert = tls_cert;
+  if (app.count("--tls-key")) cfg.tls.key = tls_key;
+  if (insecure) cfg.insecure = true;
   if (app.count("--host-id")) cfg.host_id = host_id;
   if (app.count("--state-dir")) cfg.state_dir = state_dir;
   if (app.count("--log-level")) cfg.log_level = log_level;
@@ -70,6 +81,32 @@ int main(int argc, char** argv) {
     std::cerr << "tern-agent: " << st.message() << "\n";
     return 2;
   }
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (!cfg.insecure) {
+    if (cfg.tls.empty()) {
+      spdlog::error("no TLS configured: set tls.ca, tls.cert and tls.key (--tls-ca, --tls-cert, --tls-key; "
+                    "scripts/tern-pki.sh makes them), or --insecure for a local demo");
+      return 2;
+    }
+    auto tls = tern::load_tls(cfg.tls, /*need_cert=*/true, "agent");
+    if (!tls.ok()) {
+      spdlog::error("{}", tls.status().message());
+      return 2;
+    }
+    // The certificate names the host: one host cannot speak for another.
+    auto cert = tern::cert_identity(tls->cert_pem);
+    if (!cert.ok() || cert->common_name.empty()) {
+      spdlog::error("{}: the certificate has no CN (the host id)", cfg.tls.cert);
+      return 2;
+    }
+    if (!cfg.host_id.empty() && cfg.host_id != cert->common_name) {
+      spdlog::error("host_id \"{}\" differs from the certificate's \"{}\" ({}); drop host_id or use this host's "
+                    "certificate", cfg.host_id, cert->common_name, cfg.tls.cert);
+      return 2;
+    }
+    cfg.host_id = cert->common_name;
+    credentials = tern::tls_channel_credentials(*tls);
+  }
   auto id = tern::resolve_host_id(cfg);
   if (!id.ok()) {
     spdlog::error("{}", id.status().message());
@@ -80,6 +117,7 @@ int main(int argc, char** argv) {
 
   tern::SystemdNotifier systemd;
   tern::Agent agent(cfg, *id);
+  agent.set_credentials(credentials);
   if (auto interval = systemd.watchdog_interval()) {
     agent.set_liveness_ping(*interval, [&systemd] { systemd.watchdog_ping(); });
   }

@@ -1,5 +1,11 @@
 #include "coordinator/agent_stream.h"
 
+#include "core/grpc_status.h"
+
+#include <spdlog/spdlog.h>
+
+#include "core/status_fmt.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -24,9 +30,9 @@ void AgentSession::close(grpc::Status status) {
 }
 
 AgentStream::AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
-                         std::atomic<int64_t>* sent_counter)
+                         std::atomic<int64_t>* sent_counter, std::string certified_host)
     : ctx_(ctx),
-      session_(std::make_shared<AgentSession>(session_id)),
+      session_(std::make_shared<AgentSession>(session_id, std::move(certified_host))),
       listener_(listener),
       sent_counter_(sent_counter),
       peer_(ctx->peer()) {
@@ -112,9 +118,30 @@ void AgentStream::OnDone() {
   delete this;
 }
 
+namespace {
+
+// An agent stream refused before it starts (not an agent certificate).
+class RefusedAgentStream final
+    : public grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage> {
+ public:
+  explicit RefusedAgentStream(grpc::Status st) { Finish(std::move(st)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
 grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* ctx) {
-  return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_);
+  std::string certified;
+  if (auth_ != nullptr) {
+    auto p = auth_->authorize(*ctx, Permission::kAgent);
+    if (!p.ok()) {
+      spdlog::warn("refused an agent stream from {}: {}", ctx->peer(), p.status().message());
+      return new RefusedAgentStream(to_grpc(p.status()));
+    }
+    if (p->via() == "certificate") certified = p->name();
+  }
+  return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_, std::move(certified));
 }
 
 namespace {
@@ -190,7 +217,12 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
 }  // namespace
 
 grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifact(
-    grpc::CallbackServerContext*, const tern::v1::FetchArtifactRequest* req) {
+    grpc::CallbackServerContext* ctx, const tern::v1::FetchArtifactRequest* req) {
+  if (auth_ != nullptr) {
+    if (auto p = auth_->authorize(*ctx, Permission::kAgent); !p.ok()) {
+      return new RefusedWriter<tern::v1::ArtifactChunk>(to_grpc(p.status()));
+    }
+  }
   return new FetchReactor(artifacts_, *req);
 }
 

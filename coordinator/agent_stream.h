@@ -13,6 +13,8 @@
 #include "coordinator/artifact_store.h"
 #include "tern/v1/agent.grpc.pb.h"
 
+#include "coordinator/auth.h"
+
 namespace tern {
 
 class AgentStream;
@@ -22,8 +24,12 @@ class AgentStream;
 // no-ops. Thread-safe.
 class AgentSession {
  public:
-  explicit AgentSession(uint64_t id) : id_(id) {}
+  explicit AgentSession(uint64_t id, std::string certified_host = "")
+      : id_(id), certified_host_(std::move(certified_host)) {}
   uint64_t id() const { return id_; }
+  // The host id the agent's certificate names (its CN); empty without TLS.
+  // A hello for any other host is refused.
+  const std::string& certified_host() const { return certified_host_; }
   // Queues a message; false when the stream is already gone.
   bool send(tern::v1::CoordinatorMessage msg);
   // Ends the stream with `status` after queued writes drain.
@@ -32,6 +38,7 @@ class AgentSession {
  private:
   friend class AgentStream;
   const uint64_t id_;
+  const std::string certified_host_;
   std::mutex mu_;
   AgentStream* stream_ = nullptr;
 };
@@ -52,7 +59,7 @@ class AgentStreamListener {
 class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage> {
  public:
   AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
-              std::atomic<int64_t>* sent_counter);
+              std::atomic<int64_t>* sent_counter, std::string certified_host = "");
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -85,9 +92,10 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
 // AgentService.Connect: creates one AgentStream per call.
 class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
  public:
+  // `auth` null: no checks (tests of the stream mechanics).
   AgentServiceImpl(AgentStreamListener& listener, std::atomic<int64_t>* sent_counter,
-                   const ArtifactStore* artifacts = nullptr)
-      : listener_(listener), sent_counter_(sent_counter), artifacts_(artifacts) {}
+                   const ArtifactStore* artifacts = nullptr, const Authenticator* auth = nullptr)
+      : listener_(listener), sent_counter_(sent_counter), artifacts_(artifacts), auth_(auth) {}
 
   grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
@@ -100,6 +108,7 @@ class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
   AgentStreamListener& listener_;
   std::atomic<int64_t>* sent_counter_;
   const ArtifactStore* artifacts_;
+  const Authenticator* auth_;
   std::atomic<uint64_t> next_session_{1};
 };
 

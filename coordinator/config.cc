@@ -26,6 +26,13 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   int64_t max_bytes = static_cast<int64_t>(cfg.max_artifact_bytes);
   m.get("max_artifact_bytes", max_bytes);
   cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
+  m.get("insecure", cfg.insecure);
+  if (auto t = m.child("tls")) {
+    t->get("ca", cfg.tls.ca);
+    t->get("cert", cfg.tls.cert);
+    t->get("key", cfg.tls.key);
+    m.absorb(t->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -52,6 +59,9 @@ absl::Status validate(const CoordinatorConfig& cfg) {
   }
   if (cfg.hello_timeout < Millis(10)) {
     return absl::InvalidArgumentError("key \"hello_timeout\": must be at least 10ms");
+  }
+  if (cfg.insecure && !cfg.tls.empty()) {
+    return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
   }
   if (cfg.unreachable_after <= cfg.heartbeat_interval) {
     return absl::InvalidArgumentError(

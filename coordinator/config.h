@@ -4,6 +4,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/clock.h"
+#include "core/tls.h"
 
 namespace tern {
 
@@ -27,6 +28,12 @@ struct CoordinatorConfig {
   uint64_t max_artifact_bytes = 2ULL << 30;
   // A host command with no result by then is reported as failed.
   Millis command_timeout{600'000};
+  // Mutual TLS: the coordinator's certificate and key, and the fleet CA that
+  // signed agents' and operators' certificates. Required unless `insecure`.
+  TlsFiles tls;
+  // Plaintext, no authentication: every caller is an admin and agents are
+  // who they say they are. Only for a local demo.
+  bool insecure = false;
 };
 
 // artifact_dir, or its default beside the database.

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/status_fmt.h"
+#include "core/tls.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -33,6 +34,21 @@ Coordinator::~Coordinator() { shutdown(); }
 
 absl::Status Coordinator::start() {
   if (auto st = validate(config_); !st.ok()) return st;
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (config_.insecure) {
+    spdlog::warn("insecure: plaintext and no authentication; every caller is an admin (local demos only)");
+    creds = grpc::InsecureServerCredentials();
+  } else {
+    if (config_.tls.empty()) {
+      return absl::FailedPreconditionError(
+          "no TLS configured: set tls.ca, tls.cert and tls.key (--tls-ca, --tls-cert, --tls-key; "
+          "scripts/tern-pki.sh makes a CA and certificates), or pass --insecure for a local demo");
+    }
+    auto tls = load_tls(config_.tls, /*need_cert=*/true, "coordinator");
+    if (!tls.ok()) return tls.status();
+    creds = tls_server_credentials(*tls);
+  }
+  auth_ = std::make_unique<Authenticator>(config_.insecure);
   started_ = clock_.now();
   if (config_.database != ":memory:") {
     auto dir = std::filesystem::path(config_.database).parent_path();
@@ -69,10 +85,16 @@ absl::Status Coordinator::start() {
                                              &metrics_);
   if (auto st = registry_->load(); !st.ok()) return st;
 
-  agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get());
-  fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *registry_, *store_, *this, epoch_, started_);
-  service_service_ = std::make_unique<ServiceServiceImpl>(loop_, *this, *artifacts_, config_.max_artifact_bytes);
-  rollout_service_ = std::make_unique<RolloutServiceImpl>(loop_, *this);
+  auto admin = AdminStore::open(*db_);
+  if (!admin.ok()) return admin.status();
+  admin_store_ = *std::move(admin);
+  agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get(), auth_.get());
+  fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *registry_, *store_, *this, epoch_, started_, *auth_);
+  service_service_ =
+      std::make_unique<ServiceServiceImpl>(loop_, *this, *artifacts_, config_.max_artifact_bytes, *auth_);
+  rollout_service_ = std::make_unique<RolloutServiceImpl>(loop_, *this, *auth_);
+  admin_service_ = std::make_unique<AdminServiceImpl>(loop_, *admin_store_, *auth_);
+  if (auto st = admin_service_->refresh_tokens(); !st.ok()) return st;
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -81,11 +103,22 @@ absl::Status Coordinator::start() {
   // gRPC sets SO_REUSEPORT by default, which would let a second coordinator
   // bind the same port and silently split the fleet between two processes.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(config_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config_.listen, creds, &port);
   builder.RegisterService(agent_service_.get());
   builder.RegisterService(fleet_service_.get());
   builder.RegisterService(service_service_.get());
   builder.RegisterService(rollout_service_.get());
+  builder.RegisterService(admin_service_.get());
+  // Every mutating call, allowed or refused, lands in the audit trail.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<AuditInterceptorFactory>(*auth_, [this](tern::v1::AuditEntry e) {
+    loop_.post([this, e = std::move(e)] {
+      if (auto st = admin_store_->record(e); !st.ok()) spdlog::error("cannot record an audit entry: {}", st.message());
+      spdlog::info("audit: {} ({}) {} -> {}", e.principal().name(), role_name(e.principal().role()), e.method(),
+                   e.code());
+    });
+  }));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // Artifact chunks are 64 KiB; specs and statuses are small. 16 MiB leaves room.
   builder.SetMaxReceiveMessageSize(16 << 20);
   // Agents hold their stream for days: keepalive finds dead peers, and agents
@@ -227,6 +260,11 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
     return refuse(grpc::StatusCode::INVALID_ARGUMENT,
                   absl::StrCat("invalid host id \"", hello.host_id(),
                                "\": use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit"));
+  }
+  if (!info.session->certified_host().empty() && info.session->certified_host() != hello.host_id()) {
+    return refuse(grpc::StatusCode::PERMISSION_DENIED,
+                  absl::StrCat("this agent's certificate is for host \"", info.session->certified_host(),
+                               "\", not \"", hello.host_id(), "\"; a host can only speak for itself"));
   }
   if (hello.protocol() != kProtocolRevision) {
     return refuse(grpc::StatusCode::FAILED_PRECONDITION,
@@ -372,6 +410,16 @@ void Coordinator::handle_event(const std::string& host_id, const tern::v1::Agent
   }
   if (event.kind() != "progress") {
     spdlog::info("host {}: {} {}: {}", host_id, event.service(), event.kind(), event.message());
+  }
+  // A host's own policy or trusted keys turned something down: part of its
+  // history (`ternctl host history`), not only a log line.
+  if (event.kind() == "refused") {
+    if (const auto* entry = registry_->find(host_id)) {
+      HostEventRecord rec{host_id, clock_.now(), "refused", absl::StrCat(event.service(), ": ", event.message())};
+      if (auto st = store_->save(entry->record, &rec); !st.ok()) {
+        spdlog::error("host {}: cannot record a refusal: {}", host_id, st.message());
+      }
+    }
   }
   // The active slot turning unhealthy or dying counts against a rollout.
   if ((event.kind() == "health_changed" || event.kind() == "slot_crashed") && event.has_status()) {
@@ -554,6 +602,7 @@ absl::Status Coordinator::deploy_host(const tern::v1::DeployHostRequest& req, Co
     release.set_sha256(a.sha256());
     release.set_kind(a.kind());
     release.set_name(name);
+    release.set_signature(a.signature());
   }
   // The agent runs the newest spec before it deploys (same stream, in order).
   push_spec(req.host_id(), *svc, false);
@@ -767,6 +816,7 @@ absl::StatusOr<tern::v1::Rollout> Coordinator::start_rollout(const tern::v1::Rol
   release.set_sha256(artifact.sha256());
   release.set_kind(artifact.kind());
   release.set_name(name);
+  release.set_signature(artifact.signature());
   auto hosts = eligible_hosts(*svc, spec);
   if (!hosts.ok()) return hosts.status();
   auto plan = tern::plan_rollout(spec, *hosts);

@@ -16,6 +16,8 @@
 #include "core/clock.h"
 #include "core/event_loop.h"
 #include "core/metrics.h"
+#include "coordinator/admin_service.h"
+#include "coordinator/auth.h"
 #include "coordinator/agent_stream.h"
 #include "coordinator/artifact_store.h"
 #include "coordinator/control_plane.h"
@@ -163,6 +165,9 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
   std::unique_ptr<ServiceServiceImpl> service_service_;
   std::unique_ptr<RolloutServiceImpl> rollout_service_;
   std::unique_ptr<FleetServiceImpl> fleet_service_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<AdminStore> admin_store_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   MetricsHttpServer metrics_server_{metrics_};
   std::string grpc_address_;

@@ -48,6 +48,7 @@ void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
 grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContext* ctx,
                                                       const tern::v1::ListHostsRequest* req,
                                                       tern::v1::ListHostsResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   auto selector = LabelSelector::parse(req->selector());
   if (!selector.ok()) {
@@ -67,6 +68,7 @@ grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContex
 
 grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext* ctx,
                                                     const tern::v1::GetHostRequest* req, tern::v1::Host* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     const auto* entry = registry_.find(req->host_id());
@@ -86,6 +88,7 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::GetHostHistoryRequest* req,
                                                            tern::v1::GetHostHistoryResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     if (registry_.find(req->host_id()) == nullptr) {
@@ -113,6 +116,7 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerC
 grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerContext* ctx,
                                                        const tern::v1::GetVersionRequest*,
                                                        tern::v1::VersionInfo* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   resp->set_version(kVersion);
   resp->set_epoch(epoch_);
@@ -151,7 +155,8 @@ ControlPlane::CommandObserver observer_for(const std::shared_ptr<OperationStream
 }  // namespace
 
 grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::DeployHost(
-    grpc::CallbackServerContext*, const tern::v1::DeployHostRequest* req) {
+    grpc::CallbackServerContext* ctx, const tern::v1::DeployHostRequest* req) {
+  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return new RefusedWriter<tern::v1::HostOperationUpdate>(to_grpc(p.status()));
   auto* stream = new OperationStream();
   auto sink = stream->sink();
   loop_.post([this, sink, r = *req] {
@@ -161,7 +166,8 @@ grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::Deplo
 }
 
 grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::RollbackHost(
-    grpc::CallbackServerContext*, const tern::v1::RollbackHostRequest* req) {
+    grpc::CallbackServerContext* ctx, const tern::v1::RollbackHostRequest* req) {
+  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return new RefusedWriter<tern::v1::HostOperationUpdate>(to_grpc(p.status()));
   auto* stream = new OperationStream();
   auto sink = stream->sink();
   loop_.post([this, sink, r = *req] {

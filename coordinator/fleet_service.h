@@ -11,6 +11,8 @@
 #include "coordinator/host_store.h"
 #include "tern/v1/fleet.grpc.pb.h"
 
+#include "coordinator/auth.h"
+
 namespace tern {
 
 void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out);
@@ -20,8 +22,8 @@ void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out);
 class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
  public:
   FleetServiceImpl(EventLoop& loop, HostRegistry& registry, HostStore& store, ControlPlane& plane, uint64_t epoch,
-                   TimePoint started)
-      : loop_(loop), registry_(registry), store_(store), plane_(plane), epoch_(epoch), started_(started) {}
+                   TimePoint started, const Authenticator& auth)
+      : loop_(loop), registry_(registry), store_(store), plane_(plane), epoch_(epoch), started_(started), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx, const tern::v1::ListHostsRequest* req,
                                       tern::v1::ListHostsResponse* resp) override;
@@ -44,6 +46,7 @@ class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
   ControlPlane& plane_;
   const uint64_t epoch_;
   const TimePoint started_;
+  const Authenticator& auth_;
 };
 
 }  // namespace tern

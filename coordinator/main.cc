@@ -48,6 +48,12 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", heartbeat_interval, "heartbeat interval told to agents (e.g. 5s)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", ready_file, "write the bound addresses as JSON here once serving");
+  std::string tls_ca, tls_cert, tls_key;
+  bool insecure = false;
+  app.add_option("--tls-ca", tls_ca, "fleet CA certificate (PEM) that signed agents' and operators' certificates");
+  app.add_option("--tls-cert", tls_cert, "the coordinator's certificate (PEM)");
+  app.add_option("--tls-key", tls_key, "the coordinator's private key (PEM)");
+  app.add_flag("--insecure", insecure, "plaintext, no authentication (local demos only)");
   app.add_flag_callback("--version", [] {
     std::cout << "tern-coordinator " << tern::kVersion << "\n";
     std::exit(0);
@@ -64,6 +70,10 @@ int main(int argc, char** argv) {
     cfg = *loaded;
   }
   if (app.count("--listen")) cfg.listen = listen;
+  if (app.count("--tls-ca")) cfg.tls.ca = tls_ca;
+  if (app.count("--tls-cert")) cfg.tls.cert = tls_cert;
+  if (app.count("--tls-key")) cfg.tls.key = tls_key;
+  if (insecure) cfg.insecure = true;
   if (app.count("--metrics-listen")) cfg.metrics_listen = metrics_listen;
   if (app.count("--database")) cfg.database = database;
   if (app.count("--log-level")) cfg.log_level = log_level;

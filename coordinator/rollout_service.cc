@@ -1,5 +1,6 @@
 #include "coordinator/rollout_service.h"
 
+#include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/rollout_spec.h"
 #include "coordinator/update_stream.h"
@@ -21,6 +22,7 @@ absl::StatusOr<tern::v1::RolloutSpec> checked(const tern::v1::RolloutSpec& in) {
 grpc::ServerUnaryReactor* RolloutServiceImpl::PlanRollout(grpc::CallbackServerContext* ctx,
                                                           const tern::v1::StartRolloutRequest* req,
                                                           tern::v1::RolloutPlan* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   auto spec = checked(req->spec());
   if (!spec.ok()) {
@@ -39,6 +41,7 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::PlanRollout(grpc::CallbackServerCo
 grpc::ServerUnaryReactor* RolloutServiceImpl::StartRollout(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::StartRolloutRequest* req,
                                                            tern::v1::Rollout* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   auto spec = checked(req->spec());
   if (!spec.ok()) {
@@ -57,6 +60,7 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::StartRollout(grpc::CallbackServerC
 grpc::ServerUnaryReactor* RolloutServiceImpl::GetRollout(grpc::CallbackServerContext* ctx,
                                                          const tern::v1::GetRolloutRequest* req,
                                                          tern::v1::Rollout* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     auto r = control_.get_rollout(req->id());
@@ -70,6 +74,7 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::GetRollout(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* RolloutServiceImpl::ListRollouts(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ListRolloutsRequest* req,
                                                            tern::v1::ListRolloutsResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     auto rs = control_.list_rollouts(req->service(), req->active_only());
@@ -83,6 +88,7 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::ListRollouts(grpc::CallbackServerC
 grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutHistory(grpc::CallbackServerContext* ctx,
                                                                 const tern::v1::GetRolloutRequest* req,
                                                                 tern::v1::RolloutHistory* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     if (auto r = control_.get_rollout(req->id()); !r.ok()) return reactor->Finish(to_grpc(r.status()));
@@ -95,7 +101,8 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutHistory(grpc::CallbackSe
 }
 
 grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollout(
-    grpc::CallbackServerContext*, const tern::v1::WatchRolloutRequest* req) {
+    grpc::CallbackServerContext* ctx, const tern::v1::WatchRolloutRequest* req) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return new RefusedWriter<tern::v1::RolloutEvent>(to_grpc(p.status()));
   using Stream = UpdateStream<tern::v1::RolloutEvent>;
   auto* stream = new Stream();
   auto sink = stream->sink();
@@ -137,9 +144,15 @@ grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollo
 grpc::ServerUnaryReactor* RolloutServiceImpl::run_command(grpc::CallbackServerContext* ctx,
                                                           const tern::v1::RolloutCommandRequest* req,
                                                           tern::v1::Rollout* resp, RolloutCommand cmd) {
+  auto who = auth_.authorize(*ctx, Permission::kOperate);
+  if (!who.ok()) return refuse_unary(ctx, who.status());
   auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp, cmd] {
-    auto r = control_.rollout_command(req->id(), req->generation(), cmd, req->reason());
+  // The history says who did it.
+  std::string reason = who->via() == "insecure" ? req->reason()
+                       : req->reason().empty()  ? absl::StrCat("by ", who->name())
+                                                : absl::StrCat(req->reason(), ", by ", who->name());
+  loop_.post([this, reactor, req, resp, cmd, reason] {
+    auto r = control_.rollout_command(req->id(), req->generation(), cmd, reason);
     if (!r.ok()) return reactor->Finish(to_grpc(r.status()));
     *resp = *r;
     reactor->Finish(grpc::Status::OK);

@@ -8,6 +8,8 @@
 #include "core/event_loop.h"
 #include "tern/v1/rollout.grpc.pb.h"
 
+#include "coordinator/auth.h"
+
 namespace tern {
 
 // What RolloutService asks of the coordinator; every method runs on the
@@ -31,7 +33,8 @@ class RolloutControl {
 
 class RolloutServiceImpl final : public tern::v1::RolloutService::CallbackService {
  public:
-  RolloutServiceImpl(EventLoop& loop, RolloutControl& control) : loop_(loop), control_(control) {}
+  RolloutServiceImpl(EventLoop& loop, RolloutControl& control, const Authenticator& auth)
+      : loop_(loop), control_(control), auth_(auth) {}
 
   grpc::ServerUnaryReactor* PlanRollout(grpc::CallbackServerContext* ctx, const tern::v1::StartRolloutRequest* req,
                                         tern::v1::RolloutPlan* resp) override;
@@ -64,6 +67,7 @@ class RolloutServiceImpl final : public tern::v1::RolloutService::CallbackServic
                                         tern::v1::Rollout* resp, RolloutCommand cmd);
   EventLoop& loop_;
   RolloutControl& control_;
+  const Authenticator& auth_;
 };
 
 }  // namespace tern

@@ -77,6 +77,9 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
     if (!meta_.kind().empty() && meta_.kind() != "executable" && meta_.kind() != "tar.gz") {
       return absl::InvalidArgumentError(absl::StrCat("kind \"", meta_.kind(), "\" must be executable or tar.gz"));
     }
+    if (!meta_.signature().empty() && meta_.signature().size() != 64) {
+      return absl::InvalidArgumentError("an ed25519 signature is 64 bytes");
+    }
     if (!meta_.file_name().empty() && !valid_file_name(meta_.file_name())) {
       return absl::InvalidArgumentError(absl::StrCat("file name \"", meta_.file_name(), "\" must be a plain file name"));
     }
@@ -95,6 +98,7 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
     a.set_size(upload_->size());
     a.set_kind(meta_.kind().empty() ? (gzip_ ? "tar.gz" : "executable") : meta_.kind());
     a.set_file_name(meta_.file_name().empty() ? meta_.service() : meta_.file_name());
+    a.set_signature(meta_.signature());
     loop_.post([this, a, name = a.file_name()] {
       auto saved = plane_.register_artifact(a, name);
       if (!saved.ok()) return fail(saved.status());
@@ -125,6 +129,7 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
 grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ApplyServiceRequest* req,
                                                            tern::v1::ApplyServiceResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   tern::v1::ServiceSpec spec = req->spec();
   apply_service_defaults(spec);
@@ -146,6 +151,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerContext* ctx,
                                                          const tern::v1::GetServiceRequest* req,
                                                          tern::v1::ServiceRecord* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     auto out = plane_.get_service(req->name());
@@ -159,6 +165,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ListServicesRequest*,
                                                            tern::v1::ListServicesResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, resp] {
     for (auto& s : plane_.list_services()) *resp->add_services() = std::move(s);
@@ -170,19 +177,22 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ServiceServiceImpl::DeleteService(grpc::CallbackServerContext* ctx,
                                                             const tern::v1::DeleteServiceRequest* req,
                                                             tern::v1::DeleteServiceResponse*) {
+  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req] { reactor->Finish(to_grpc(plane_.delete_service(req->name()))); });
   return reactor;
 }
 
 grpc::ServerReadReactor<tern::v1::UploadArtifactRequest>* ServiceServiceImpl::UploadArtifact(
-    grpc::CallbackServerContext*, tern::v1::Artifact* resp) {
+    grpc::CallbackServerContext* ctx, tern::v1::Artifact* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return new RefusedReader<tern::v1::UploadArtifactRequest>(to_grpc(p.status()));
   return new UploadReactor(loop_, plane_, artifacts_, max_artifact_bytes_, resp);
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServerContext* ctx,
                                                             const tern::v1::ListArtifactsRequest* req,
                                                             tern::v1::ListArtifactsResponse* resp) {
+  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
     auto out = plane_.list_artifacts(req->service());

@@ -7,6 +7,8 @@
 #include "coordinator/control_plane.h"
 #include "tern/v1/service.grpc.pb.h"
 
+#include "coordinator/auth.h"
+
 namespace tern {
 
 // ServiceService: specs and artifacts. Calls are finished from the event
@@ -14,8 +16,9 @@ namespace tern {
 // upload's chunks in order), never buffered whole.
 class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackService {
  public:
-  ServiceServiceImpl(EventLoop& loop, ControlPlane& plane, ArtifactStore& artifacts, uint64_t max_artifact_bytes)
-      : loop_(loop), plane_(plane), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes) {}
+  ServiceServiceImpl(EventLoop& loop, ControlPlane& plane, ArtifactStore& artifacts, uint64_t max_artifact_bytes,
+                     const Authenticator& auth)
+      : loop_(loop), plane_(plane), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ApplyService(grpc::CallbackServerContext* ctx, const tern::v1::ApplyServiceRequest* req,
                                          tern::v1::ApplyServiceResponse* resp) override;
@@ -35,6 +38,7 @@ class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackServic
   ControlPlane& plane_;
   ArtifactStore& artifacts_;
   uint64_t max_artifact_bytes_;
+  const Authenticator& auth_;
 };
 
 }  // namespace tern

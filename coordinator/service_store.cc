@@ -28,7 +28,25 @@ CREATE TABLE IF NOT EXISTS artifacts (
   PRIMARY KEY (service, version)
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_sha ON artifacts(sha256);
+CREATE TABLE IF NOT EXISTS artifact_signatures (
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  signature_hex TEXT NOT NULL,
+  PRIMARY KEY (service, version)
+);
 )sql";
+
+std::string to_hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) out += digits[c >> 4], out += digits[c & 15];
+  return out;
+}
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out += static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16));
+  return out;
+}
 
 tern::v1::Artifact artifact_row(Statement& q) {
   tern::v1::Artifact a;
@@ -39,6 +57,7 @@ tern::v1::Artifact artifact_row(Statement& q) {
   a.set_kind(q.text_at(4));
   a.set_file_name(q.text_at(5));
   *a.mutable_created() = TimeUtil::MillisecondsToTimestamp(q.int_at(6));
+  a.set_signature(from_hex(q.text_at(7)));
   return a;
 }
 
@@ -90,25 +109,35 @@ absl::Status ServiceStore::delete_service(const std::string& name) {
 }
 
 absl::Status ServiceStore::save_artifact(const tern::v1::Artifact& a, const std::string& file_name) {
-  auto q = db_.prepare(
-      "INSERT INTO artifacts (service, version, sha256, size, kind, file_name, created_ms) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
-  if (!q.ok()) return q.status();
-  return q->bind(1, a.service())
-      .bind(2, a.version())
-      .bind(3, a.sha256())
-      .bind(4, static_cast<int64_t>(a.size()))
-      .bind(5, a.kind())
-      .bind(6, file_name)
-      .bind(7, TimeUtil::TimestampToMilliseconds(a.created()))
-      .run();
+  return db_.transaction([&]() -> absl::Status {
+    auto q = db_.prepare(
+        "INSERT INTO artifacts (service, version, sha256, size, kind, file_name, created_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+    if (!q.ok()) return q.status();
+    if (auto st = q->bind(1, a.service())
+                      .bind(2, a.version())
+                      .bind(3, a.sha256())
+                      .bind(4, static_cast<int64_t>(a.size()))
+                      .bind(5, a.kind())
+                      .bind(6, file_name)
+                      .bind(7, TimeUtil::TimestampToMilliseconds(a.created()))
+                      .run();
+        !st.ok()) {
+      return st;
+    }
+    if (a.signature().empty()) return absl::OkStatus();
+    auto sig = db_.prepare("INSERT INTO artifact_signatures (service, version, signature_hex) VALUES (?1, ?2, ?3)");
+    if (!sig.ok()) return sig.status();
+    return sig->bind(1, a.service()).bind(2, a.version()).bind(3, to_hex(a.signature())).run();
+  });
 }
 
 absl::StatusOr<std::optional<std::pair<tern::v1::Artifact, std::string>>> ServiceStore::find_artifact(
     const std::string& service, const std::string& version) {
   auto q = db_.prepare(
-      "SELECT service, version, sha256, size, kind, file_name, created_ms FROM artifacts "
-      "WHERE service = ?1 AND version = ?2");
+      "SELECT a.service, a.version, a.sha256, a.size, a.kind, a.file_name, a.created_ms, "
+      "COALESCE(s.signature_hex, '') FROM artifacts a LEFT JOIN artifact_signatures s "
+      "ON s.service = a.service AND s.version = a.version WHERE a.service = ?1 AND a.version = ?2");
   if (!q.ok()) return q.status();
   q->bind(1, service).bind(2, version);
   if (!q->step()) {
@@ -120,8 +149,10 @@ absl::StatusOr<std::optional<std::pair<tern::v1::Artifact, std::string>>> Servic
 
 absl::StatusOr<std::vector<tern::v1::Artifact>> ServiceStore::list_artifacts(const std::string& service) {
   auto q = db_.prepare(
-      "SELECT service, version, sha256, size, kind, file_name, created_ms FROM artifacts "
-      "WHERE ?1 = '' OR service = ?1 ORDER BY service, created_ms");
+      "SELECT a.service, a.version, a.sha256, a.size, a.kind, a.file_name, a.created_ms, "
+      "COALESCE(s.signature_hex, '') FROM artifacts a LEFT JOIN artifact_signatures s "
+      "ON s.service = a.service AND s.version = a.version WHERE ?1 = '' OR a.service = ?1 "
+      "ORDER BY a.service, a.created_ms");
   if (!q.ok()) return q.status();
   q->bind(1, service);
   std::vector<tern::v1::Artifact> out;

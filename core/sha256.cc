@@ -69,4 +69,10 @@ bool is_sha256_hex(const std::string& s) {
   return true;
 }
 
+std::string sha256_hex(const std::string& data) {
+  Sha256 h;
+  h.update(data.data(), data.size());
+  return h.hex_digest();
+}
+
 }  // namespace tern

@@ -28,5 +28,7 @@ class Sha256 {
 // Hashes a whole file in 64 KiB reads.
 absl::StatusOr<std::string> sha256_file(const std::string& path);
 bool is_sha256_hex(const std::string& s);
+// The lower-case hex sha256 of a string.
+std::string sha256_hex(const std::string& data);
 
 }  // namespace tern

@@ -20,10 +20,13 @@
 #include "core/duration.h"
 #include "core/label_selector.h"
 #include "core/version.h"
+#include "core/signing.h"
+#include "core/tls.h"
 #include "ctl/ctl_internal.h"
 #include "ctl/table.h"
 #include "core/service_spec.h"
 #include "core/sha256.h"
+#include "tern/v1/admin.grpc.pb.h"
 #include "tern/v1/fleet.grpc.pb.h"
 #include "tern/v1/service.grpc.pb.h"
 
@@ -47,7 +50,40 @@ struct Globals {
   std::string coordinator;
   std::string output = "table";
   std::string timeout = "10s";
+  TlsFiles tls;
+  std::string token;
+  bool insecure = false;
+  std::shared_ptr<grpc::Channel> channel;
 };
+
+std::string env_or(const char* name, const std::string& fallback = "") {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+// TLS with a client certificate, or TLS with a bearer token, or (only when
+// asked for) plaintext.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const Globals& g) {
+  if (g.insecure) {
+    if (!g.tls.empty() || !g.token.empty()) {
+      return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token");
+    }
+    return grpc::CreateChannel(g.coordinator, grpc::InsecureChannelCredentials());
+  }
+  if (g.tls.ca.empty()) {
+    return absl::InvalidArgumentError(
+        "no credentials: give --ca (the fleet CA) with --cert/--key or --token (or TERN_CA, TERN_CERT, TERN_KEY, "
+        "TERN_TOKEN), or --insecure for a coordinator running without TLS");
+  }
+  auto tls = load_tls(g.tls, /*need_cert=*/false, "ternctl");
+  if (!tls.ok()) return tls.status();
+  if (tls->cert_pem.empty() && g.token.empty()) {
+    return absl::InvalidArgumentError("give --cert and --key, or --token, to say who you are");
+  }
+  auto creds = tls_channel_credentials(*tls);
+  if (!g.token.empty()) creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(g.token));
+  return grpc::CreateCustomChannel(g.coordinator, creds, tls_channel_args(*tls));
+}
 
 // One line: what was asked, what failed, what to do.
 int report_rpc_error(const std::string& what, const Globals& g, const grpc::Status& st, std::ostream& err) {
@@ -60,6 +96,10 @@ int report_rpc_error(const std::string& what, const Globals& g, const grpc::Stat
     case grpc::StatusCode::NOT_FOUND:
       err << "ternctl: " << what << ": " << st.error_message() << "\n";
       return kExitNotFound;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      err << "ternctl: " << what << ": refused: " << st.error_message() << "\n";
+      return kExitDenied;
     case grpc::StatusCode::UNIMPLEMENTED:
       err << "ternctl: " << what << ": the coordinator at " << g.coordinator
           << " does not support this call; upgrade tern-coordinator\n";
@@ -89,9 +129,7 @@ const char* state_word(tern::v1::HostState s) {
 
 class Session {
  public:
-  explicit Session(const Globals& g) : g_(g) {
-    channel_ = grpc::CreateChannel(g.coordinator, grpc::InsecureChannelCredentials());
-  }
+  explicit Session(const Globals& g) : g_(g), channel_(g.channel) {}
   void deadline(grpc::ClientContext& ctx) const {
     auto d = parse_duration(g_.timeout);
     ctx.set_deadline(std::chrono::system_clock::now() + (d.ok() ? *d : Millis(10'000)));
@@ -229,13 +267,22 @@ std::string human_bytes(uint64_t n) {
 }
 
 int cmd_artifact_push(const Globals& g, const std::string& file, const std::string& service,
-                      const std::string& version, const std::string& kind, const std::string& name, std::ostream& out,
-                      std::ostream& err) {
+                      const std::string& version, const std::string& kind, const std::string& name,
+                      const std::string& sign_key, std::ostream& out, std::ostream& err) {
   // Hashed first, so the coordinator can check the bytes end to end.
   auto digest = sha256_file(file);
   if (!digest.ok()) {
     err << "ternctl: artifact push: " << digest.status().message() << "\n";
     return kExitUsage;
+  }
+  std::string signature;
+  if (!sign_key.empty()) {
+    auto sig = sign_artifact(sign_key, *digest);
+    if (!sig.ok()) {
+      err << "ternctl: artifact push: --sign-key: " << sig.status().message() << "\n";
+      return kExitUsage;
+    }
+    signature = *std::move(sig);
   }
   std::ifstream in(file, std::ios::binary);
   in.seekg(0, std::ios::end);
@@ -253,6 +300,7 @@ int cmd_artifact_push(const Globals& g, const std::string& file, const std::stri
   meta->set_version(version);
   meta->set_sha256(*digest);
   meta->set_kind(kind);
+  meta->set_signature(signature);
   std::string base = name.empty() ? file.substr(file.find_last_of('/') + 1) : name;
   if (kind != "tar.gz") meta->set_file_name(base);
   bool ok = writer->Write(req);
@@ -339,6 +387,27 @@ void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, st
     }
   }
   t.print(out);
+}
+
+int cmd_host_history(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::GetHostHistoryRequest req;
+  req.set_host_id(host);
+  req.set_limit(100);
+  tern::v1::GetHostHistoryResponse resp;
+  grpc::Status st = stub->GetHostHistory(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error(absl::StrCat("host history ", host), g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  Table t({"TIME", "EVENT", "DETAIL"});
+  for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
+  t.print(out);
+  return kExitOk;
 }
 
 int cmd_host_status(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
@@ -469,6 +538,120 @@ int cmd_host_rollback(const Globals& g, const std::string& host, const std::stri
   return follow_operation(g, absl::StrCat("rollback ", service, " on ", host), *reader, out, err);
 }
 
+
+const char* role_word(tern::v1::Role r) {
+  switch (r) {
+    case tern::v1::ROLE_VIEWER: return "viewer";
+    case tern::v1::ROLE_OPERATOR: return "operator";
+    case tern::v1::ROLE_ADMIN: return "admin";
+    case tern::v1::ROLE_AGENT: return "agent";
+    default: return "-";
+  }
+}
+
+int cmd_whoami(const Globals& g, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::AdminService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::Principal p;
+  grpc::Status st = stub->WhoAmI(&ctx, tern::v1::WhoAmIRequest(), &p);
+  if (!st.ok()) return report_rpc_error("whoami", g, st, err);
+  if (g.output == "json") {
+    out << to_json(p);
+  } else {
+    out << p.name() << " (" << role_word(p.role()) << ", by " << p.via() << ")\n";
+  }
+  return kExitOk;
+}
+
+int cmd_token_create(const Globals& g, const std::string& name, const std::string& role, std::ostream& out,
+                     std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::AdminService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::CreateTokenRequest req;
+  req.set_name(name);
+  req.set_role(role == "admin" ? tern::v1::ROLE_ADMIN : role == "operator" ? tern::v1::ROLE_OPERATOR
+                                                                            : tern::v1::ROLE_VIEWER);
+  tern::v1::CreateTokenResponse resp;
+  grpc::Status st = stub->CreateToken(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error(absl::StrCat("token create ", name), g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+  } else {
+    out << resp.secret() << "\n";
+    err << "token " << name << " (" << role << ") created; the secret above is shown only now. "
+        << "Use it with --token or TERN_TOKEN.\n";
+  }
+  return kExitOk;
+}
+
+int cmd_token_list(const Globals& g, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::AdminService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::ListTokensResponse resp;
+  grpc::Status st = stub->ListTokens(&ctx, tern::v1::ListTokensRequest(), &resp);
+  if (!st.ok()) return report_rpc_error("token list", g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  Table t({"NAME", "ROLE", "CREATED", "BY", "REVOKED"});
+  for (const auto& tk : resp.tokens()) {
+    t.add({tk.name(), role_word(tk.role()), TimeUtil::ToString(tk.created()).substr(0, 19), tk.created_by(),
+           tk.revoked() ? "yes" : "-"});
+  }
+  t.print(out);
+  return kExitOk;
+}
+
+int cmd_token_revoke(const Globals& g, const std::string& name, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::AdminService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::RevokeTokenRequest req;
+  req.set_name(name);
+  tern::v1::RevokeTokenResponse resp;
+  grpc::Status st = stub->RevokeToken(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error(absl::StrCat("token revoke ", name), g, st, err);
+  if (g.output == "json") {
+    out << "{}\n";
+  } else {
+    out << "token " << name << " revoked\n";
+  }
+  return kExitOk;
+}
+
+int cmd_audit(const Globals& g, uint32_t limit, std::ostream& out, std::ostream& err) {
+  Session s(g);
+  auto stub = tern::v1::AdminService::NewStub(s.channel());
+  grpc::ClientContext ctx;
+  s.deadline(ctx);
+  tern::v1::ListAuditRequest req;
+  req.set_limit(limit);
+  tern::v1::ListAuditResponse resp;
+  grpc::Status st = stub->ListAudit(&ctx, req, &resp);
+  if (!st.ok()) return report_rpc_error("audit", g, st, err);
+  if (g.output == "json") {
+    out << to_json(resp);
+    return kExitOk;
+  }
+  Table t({"TIME", "WHO", "ROLE", "CALL", "RESULT", "REQUEST"});
+  for (const auto& e : resp.entries()) {
+    std::string call = e.method().substr(e.method().find_last_of('/') + 1);
+    std::string result = e.code() == "OK" ? "OK" : absl::StrCat(e.code(), ": ", e.message().substr(0, 60));
+    t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), role_word(e.principal().role()), call,
+           result, e.request().substr(0, 60)});
+  }
+  t.print(out);
+  return kExitOk;
+}
+
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -482,6 +665,17 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   app.add_option("--coordinator", g.coordinator, "coordinator address (env TERN_COORDINATOR; default 127.0.0.1:7400)");
   app.add_option("-o,--output", g.output, "output format")->check(CLI::IsMember({"table", "json"}));
   app.add_option("--timeout", g.timeout, "deadline for each call (e.g. 10s)");
+  g.tls.ca = env_or("TERN_CA");
+  g.tls.cert = env_or("TERN_CERT");
+  g.tls.key = env_or("TERN_KEY");
+  g.token = env_or("TERN_TOKEN");
+  g.insecure = env_or("TERN_INSECURE") == "1";
+  app.add_option("--ca", g.tls.ca, "fleet CA certificate (PEM) (env TERN_CA)");
+  app.add_option("--cert", g.tls.cert, "your client certificate (PEM); its OU is your role (env TERN_CERT)");
+  app.add_option("--key", g.tls.key, "your private key (PEM) (env TERN_KEY)");
+  app.add_option("--token", g.token, "a bearer token instead of a certificate (env TERN_TOKEN)");
+  app.add_option("--server-name", g.tls.server_name, "name to expect in the coordinator's certificate");
+  app.add_flag("--insecure", g.insecure, "plaintext, for a coordinator started with --insecure (env TERN_INSECURE=1)");
 
   std::string selector;
   auto* hosts = app.add_subcommand("hosts", "list the fleet's hosts and their state");
@@ -508,6 +702,24 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   artifact_push->add_option("--kind", art_kind, "executable or tar.gz (default: told apart by content)")
       ->check(CLI::IsMember({"executable", "tar.gz"}));
   artifact_push->add_option("--name", art_name, "file name of an executable in the release dir (default: its own)");
+  std::string sign_key;
+  artifact_push->add_option("--sign-key", sign_key,
+                            "sign it with this ed25519 private key (PEM); agents with trusted_keys require it");
+
+  auto* whoami = app.add_subcommand("whoami", "who the coordinator thinks you are, and your role");
+  auto* token = app.add_subcommand("token", "bearer tokens for ternctl and API callers (admin)");
+  token->require_subcommand(1);
+  std::string token_name, token_role = "viewer";
+  auto* token_create = token->add_subcommand("create", "create a token; prints its secret once");
+  token_create->add_option("name", token_name, "who or what it is for")->required();
+  token_create->add_option("--role", token_role, "viewer, operator or admin")
+      ->check(CLI::IsMember({"viewer", "operator", "admin"}));
+  auto* token_list = token->add_subcommand("list", "tokens (never their secrets)");
+  auto* token_revoke = token->add_subcommand("revoke", "revoke a token");
+  token_revoke->add_option("name", token_name, "the token's name")->required();
+  uint32_t audit_limit = 50;
+  auto* audit = app.add_subcommand("audit", "the audit trail: every mutating call, who, when, result (admin)");
+  audit->add_option("-n,--limit", audit_limit, "newest entries to show");
   auto* artifact_list = artifact->add_subcommand("list", "list artifacts");
   artifact_list->add_option("--service", art_service, "only this service's");
 
@@ -530,6 +742,8 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   host_rollback->add_option("--wait", wait, "give up waiting after this long (default 15m)");
   auto* host_status = host->add_subcommand("status", "slots of every service on a host");
   host_status->add_option("host", host_id, "host id")->required();
+  auto* host_history = host->add_subcommand("history", "a host's events: connects, losses, refusals");
+  host_history->add_option("host", host_id, "host id")->required();
 
   auto* rollout = app.add_subcommand("rollout", "fleet-wide rollouts in waves");
   rollout->require_subcommand(1);
@@ -599,15 +813,31 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     err << "ternctl: --timeout: " << d.status().message() << "\n";
     return kExitUsage;
   }
+  if (!(*version && client_only)) {
+    auto channel = make_channel(g);
+    if (!channel.ok()) {
+      err << "ternctl: " << channel.status().message() << "\n";
+      return kExitUsage;
+    }
+    g.channel = *std::move(channel);
+  }
   if (*hosts) return cmd_hosts(g, selector, out, err);
   if (*version) return cmd_version(g, client_only, out, err);
   if (*service_apply) return cmd_service_apply(g, spec_file, out, err);
   if (*service_list) return cmd_service_list(g, out, err);
-  if (*artifact_push) return cmd_artifact_push(g, art_file, art_service, art_version, art_kind, art_name, out, err);
+  if (*artifact_push) {
+    return cmd_artifact_push(g, art_file, art_service, art_version, art_kind, art_name, sign_key, out, err);
+  }
+  if (*whoami) return cmd_whoami(g, out, err);
+  if (*token_create) return cmd_token_create(g, token_name, token_role, out, err);
+  if (*token_list) return cmd_token_list(g, out, err);
+  if (*token_revoke) return cmd_token_revoke(g, token_name, out, err);
+  if (*audit) return cmd_audit(g, audit_limit, out, err);
   if (*artifact_list) return cmd_artifact_list(g, art_service, out, err);
   if (*host_deploy) return cmd_host_deploy(g, host_id, host_service, deploy_flags, out, err);
   if (*host_rollback) return cmd_host_rollback(g, host_id, host_service, wait, out, err);
   if (*host_status) return cmd_host_status(g, host_id, out, err);
+  if (*host_history) return cmd_host_history(g, host_id, out, err);
   if (*rollout) {
     Session session(g);
     CtlContext c{out, err, g.output == "json", session.channel(),

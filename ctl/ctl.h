@@ -14,6 +14,7 @@ enum ExitCode : int {
   kExitUnavailable = 3,  // the coordinator could not be reached in time
   kExitNotFound = 4,     // the named host, service or rollout does not exist
   kExitNeedsOperator = 5,  // rollout watch: paused, or waiting at a manual gate
+  kExitDenied = 6,       // not authenticated, or the caller's role does not allow it
 };
 
 // Runs ternctl with `args` (without the program name). Output goes to `out`,

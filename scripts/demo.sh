@@ -75,11 +75,14 @@ for i in "${!hosts[@]}"; do
 done
 
 step "starting tern-coordinator on $net.1 (state in $work)"
-"$coordinator" --listen "$net.1:0" --metrics-listen 127.0.0.1:0 --database "$work/coordinator.db" \
+# --insecure: plaintext and no authentication, for this local demo only
+# (a real fleet uses mutual TLS: scripts/tern-pki.sh, README "Security").
+"$coordinator" --insecure --listen "$net.1:0" --metrics-listen 127.0.0.1:0 --database "$work/coordinator.db" \
   --ready-file "$work/ready.json" --unreachable-after 5s --heartbeat-interval 500ms \
   >"$work/coordinator.log" 2>&1 &
 pids+=($!)
 wait_for "the coordinator to listen" 10 test -s "$work/ready.json"
+export TERN_INSECURE=1
 export TERN_COORDINATOR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["grpc"])' "$work/ready.json")
 metrics=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["metrics"])' "$work/ready.json")
 echo "coordinator at $TERN_COORDINATOR, metrics at http://$metrics/metrics"
@@ -87,7 +90,7 @@ echo "coordinator at $TERN_COORDINATOR, metrics at http://$metrics/metrics"
 step "starting an agent in each demo host"
 for i in "${!hosts[@]}"; do
   h=${hosts[$i]}
-  ip netns exec "tern-demo-$h" "$agent" --coordinator "$TERN_COORDINATOR" --host-id "demo-$h" \
+  ip netns exec "tern-demo-$h" "$agent" --insecure --coordinator "$TERN_COORDINATOR" --host-id "demo-$h" \
     --label "zone=$h" --label role=web --state-dir "$work/agent-$h" --heartbeat-interval 500ms \
     >"$work/agent-$h.log" 2>&1 &
   pids+=($!)

@@ -165,10 +165,29 @@ def cmd_command(stub, args):
     return EXIT_REFUSED
 
 
+def open_channel(args):
+    """Mutual TLS (certificate) or TLS plus a bearer token; plaintext only when asked."""
+    if args.insecure:
+        return grpc.insecure_channel(args.coordinator)
+    if not args.ca:
+        sys.exit("rollout_client: give --ca with --cert/--key or --token, or --insecure")
+    read = lambda path: open(path, "rb").read() if path else None
+    creds = grpc.ssl_channel_credentials(read(args.ca), read(args.key), read(args.cert))
+    if args.token:
+        creds = grpc.composite_channel_credentials(creds, grpc.access_token_call_credentials(args.token))
+    return grpc.secure_channel(args.coordinator, creds)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--coordinator", default=os.environ.get("TERN_COORDINATOR", "127.0.0.1:7400"),
                    help="host:port (default: $TERN_COORDINATOR or 127.0.0.1:7400)")
+    p.add_argument("--ca", default=os.environ.get("TERN_CA"), help="fleet CA certificate (PEM)")
+    p.add_argument("--cert", default=os.environ.get("TERN_CERT"), help="client certificate (PEM); OU is the role")
+    p.add_argument("--key", default=os.environ.get("TERN_KEY"), help="client private key (PEM)")
+    p.add_argument("--token", default=os.environ.get("TERN_TOKEN"), help="bearer token instead of a certificate")
+    p.add_argument("--insecure", action="store_true", default=os.environ.get("TERN_INSECURE") == "1",
+                   help="plaintext, for a coordinator started with --insecure")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start", help="start a rollout; prints its id")
     s.add_argument("service")
@@ -185,7 +204,7 @@ def main():
         c.add_argument("id")
         c.add_argument("--reason", default="")
     args = p.parse_args()
-    with grpc.insecure_channel(args.coordinator) as channel:
+    with open_channel(args) as channel:
         stub = rollout_pb2_grpc.RolloutServiceStub(channel)
         if args.cmd == "start":
             return cmd_start(stub, args)

@@ -1,5 +1,7 @@
 #include "agent/config.h"
 
+#include "tests/integration/harness.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -91,6 +93,58 @@ TEST(AgentConfigTest, HostIdFallsBackToMachineId) {
   auto missing = resolve_host_id(cfg, "/nonexistent/machine-id");
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("host_id"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace tern
+
+namespace tern {
+namespace {
+
+tern::v1::ServiceSpec policy_spec(const std::string& name, const std::string& user, uint32_t pub) {
+  tern::v1::ServiceSpec s;
+  s.set_name(name);
+  s.set_user(user);
+  auto* p = s.add_ports();
+  p->set_public_port(pub);
+  p->set_blue_port(9001);
+  p->set_green_port(9002);
+  return s;
+}
+
+TEST(AgentPolicyTest, AnEmptyPolicyAllowsEverything) {
+  EXPECT_TRUE(check_policy({}, policy_spec("web", "", 80)).ok());
+}
+
+TEST(AgentPolicyTest, ServicesUsersAndPortsAreEachChecked) {
+  AgentPolicy p{{"web", "api"}, {"nobody", "www-data"}, {"8000-9999", "443"}};
+  EXPECT_TRUE(check_policy(p, policy_spec("web", "nobody", 8080)).ok());
+  EXPECT_TRUE(check_policy(p, policy_spec("api", "www-data", 443)).ok());
+  auto service = check_policy(p, policy_spec("db", "nobody", 8080));
+  EXPECT_EQ(service.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(std::string(service.message()).find("service \"db\""), std::string::npos) << service.message();
+  auto root = check_policy(p, policy_spec("web", "", 8080));
+  EXPECT_NE(std::string(root.message()).find("\"root\""), std::string::npos) << "no user means the agent's: root";
+  auto port = check_policy(p, policy_spec("web", "nobody", 80));
+  EXPECT_NE(std::string(port.message()).find("port 80"), std::string::npos) << port.message();
+}
+
+TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
+  testing::TempDir dir;
+  std::ofstream(dir.file("a.yaml")) << "policy: {services: [web], users: [nobody], ports: [\"9000-9999\"]}\n"
+                                    << "tls: {ca: /c, cert: /x, key: /y, server_name: coord}\n"
+                                    << "trusted_keys: [/k1.pub]\n";
+  auto cfg = load_agent_config(dir.file("a.yaml"));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->policy.ports, std::vector<std::string>{"9000-9999"});
+  EXPECT_EQ(cfg->tls.server_name, "coord");
+  EXPECT_EQ(cfg->trusted_keys, std::vector<std::string>{"/k1.pub"});
+  std::ofstream(dir.file("b.yaml")) << "policy: {ports: [\"9999-9000\"]}\n";
+  auto bad = load_agent_config(dir.file("b.yaml"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("policy.ports"), std::string::npos) << bad.status();
+  std::ofstream(dir.file("c.yaml")) << "insecure: true\ntls: {ca: /c}\n";
+  EXPECT_FALSE(load_agent_config(dir.file("c.yaml")).ok()) << "insecure and tls do not go together";
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ bool eventually(const std::function<bool()>& cond, Millis deadline = Millis(15'0
 CoordinatorConfig test_config(const std::string& listen) {
   CoordinatorConfig cfg;
   cfg.listen = listen;
+  cfg.insecure = true;
   cfg.metrics_listen = "";
   cfg.database = ":memory:";
   cfg.heartbeat_interval = Millis(50);
@@ -44,7 +45,7 @@ TEST(CoordinatorLinkTest, ConnectsAndReconnectsAfterTheCoordinatorRestarts) {
   ASSERT_TRUE(first->start().ok());
   const std::string address = first->grpc_address();
 
-  CoordinatorLink link({address, {.initial = Millis(20), .max = Millis(200)}, Millis(50)}, hello,
+  CoordinatorLink link({address, {.initial = Millis(20), .max = Millis(200)}, Millis(50), nullptr, ""}, hello,
                        [](const tern::v1::Command&) {});
   link.start();
   ASSERT_TRUE(eventually([&] { return link.connected(); }));
@@ -71,7 +72,7 @@ TEST(CoordinatorLinkTest, KeepsRetryingWhileNothingListensAndStopsPromptly) {
     ASSERT_TRUE(probe.start().ok());
     address = probe.grpc_address();
   }
-  CoordinatorLink link({address, {.initial = Millis(10), .max = Millis(50)}, Millis(50)}, hello,
+  CoordinatorLink link({address, {.initial = Millis(10), .max = Millis(50)}, Millis(50), nullptr, ""}, hello,
                        [](const tern::v1::Command&) {});
   link.start();
   ASSERT_TRUE(eventually([&] { return link.failed_attempts() >= 3; }));

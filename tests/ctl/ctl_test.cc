@@ -24,7 +24,7 @@ CtlRun ctl(const std::vector<std::string>& args) {
 
 TEST(CtlTest, UnreachableCoordinatorIsOneLineAndExitCode3) {
   // Port 1 on loopback: nothing listens there on a sane machine.
-  CtlRun r = ctl({"--coordinator", "127.0.0.1:1", "--timeout", "2s", "hosts"});
+  CtlRun r = ctl({"--insecure", "--coordinator", "127.0.0.1:1", "--timeout", "2s", "hosts"});
   EXPECT_EQ(r.code, kExitUnavailable);
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("127.0.0.1:1"), std::string::npos) << r.err;
@@ -32,14 +32,23 @@ TEST(CtlTest, UnreachableCoordinatorIsOneLineAndExitCode3) {
   EXPECT_TRUE(r.out.empty());
 }
 
+TEST(CtlTest, NoCredentialsIsAUsageErrorThatSaysWhatToGive) {
+  CtlRun r = ctl({"--coordinator", "127.0.0.1:1", "hosts"});
+  EXPECT_EQ(r.code, kExitUsage);
+  EXPECT_NE(r.err.find("--ca"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--insecure"), std::string::npos) << r.err;
+  CtlRun both = ctl({"--insecure", "--token", "x", "hosts"});
+  EXPECT_EQ(both.code, kExitUsage) << "plaintext and a token do not go together";
+}
+
 TEST(CtlTest, UsageErrorsExit2) {
   EXPECT_EQ(ctl({}).code, kExitUsage);
   EXPECT_EQ(ctl({"frobnicate"}).code, kExitUsage);
   EXPECT_EQ(ctl({"hosts", "-o", "yaml"}).code, kExitUsage);
-  CtlRun bad_sel = ctl({"hosts", "-l", "zone=a b"});
+  CtlRun bad_sel = ctl({"--insecure", "hosts", "-l", "zone=a b"});
   EXPECT_EQ(bad_sel.code, kExitUsage);
   EXPECT_NE(bad_sel.err.find("label selector"), std::string::npos);
-  EXPECT_EQ(ctl({"--timeout", "soon", "hosts"}).code, kExitUsage);
+  EXPECT_EQ(ctl({"--insecure", "--timeout", "soon", "hosts"}).code, kExitUsage);
 }
 
 TEST(CtlTest, ClientVersionNeedsNoCoordinator) {

@@ -3,7 +3,7 @@
 # systemd under systemd-nspawn (a debootstrap root filesystem, cached between
 # runs), on a bridge, each with sshd. ansible-playbook, over SSH, installs
 # the coordinator on one and agents on the other two from this build's Debian
-# packages. Then: the agents register, a rollout runs across them, an agent
+# packages, with mutual TLS from a test CA. Then: the agents register, a rollout runs across them, an agent
 # restart and a package upgrade (by Ansible) leave the apps running (same
 # pids), and a further playbook run changes nothing. Everything but the cached root filesystem is removed at
 # the end.
@@ -127,13 +127,22 @@ for m in "${machines[@]}"; do
   echo "tern-$m: ${ip[$m]}, $(ssh_to "$m" systemctl is-system-running 2>/dev/null || true)"
 done
 
+# Mutual TLS as a fleet would have it: a CA, the coordinator's certificate
+# for the address agents dial, one certificate per agent (its CN is the host
+# id), and an admin certificate for ternctl.
+pki=$work/pki
+"$root/scripts/tern-pki.sh" init "$pki" >/dev/null
+"$root/scripts/tern-pki.sh" coordinator "$pki" tern-coord "IP:${ip[coord]}" >/dev/null
+for m in agent1 agent2; do "$root/scripts/tern-pki.sh" agent "$pki" "$m" >/dev/null; done
+"$root/scripts/tern-pki.sh" operator "$pki" e2e-admin admin >/dev/null
+
 cat >"$work/inventory.ini" <<EOF
 [tern_coordinators]
-coord ansible_host=${ip[coord]}
+coord ansible_host=${ip[coord]} tern_tls_cert=$pki/coordinator.crt tern_tls_key=$pki/coordinator.key
 
 [tern_agents]
-agent1 ansible_host=${ip[agent1]} tern_agent_host_id=agent1 tern_agent_labels='{"zone": "${zone[agent1]}", "role": "web"}'
-agent2 ansible_host=${ip[agent2]} tern_agent_host_id=agent2 tern_agent_labels='{"zone": "${zone[agent2]}", "role": "web"}'
+agent1 ansible_host=${ip[agent1]} tern_tls_cert=$pki/agent-agent1.crt tern_tls_key=$pki/agent-agent1.key tern_agent_labels='{"zone": "${zone[agent1]}", "role": "web"}'
+agent2 ansible_host=${ip[agent2]} tern_tls_cert=$pki/agent-agent2.crt tern_tls_key=$pki/agent-agent2.key tern_agent_labels='{"zone": "${zone[agent2]}", "role": "web"}'
 
 [all:vars]
 ansible_user=root
@@ -141,6 +150,7 @@ ansible_ssh_private_key_file=$work/id_ed25519
 ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'
 ansible_python_interpreter=/usr/bin/python3
 tern_deb_dir=$work/packages
+tern_tls_ca=$pki/ca.crt
 tern_agent_heartbeat_interval=1s
 tern_coordinator_heartbeat_interval=1s
 EOF
@@ -154,7 +164,8 @@ step "ansible-playbook site.yml: coordinator on coord, agents on agent1 and agen
 playbook "$work/ansible-1.log" || { tail -40 "$work/ansible-1.log"; fail "the first playbook run"; }
 sed -n '/PLAY RECAP/,$p' "$work/ansible-1.log"
 
-export TERN_COORDINATOR=${ip[coord]}:7400
+export TERN_COORDINATOR=${ip[coord]}:7400 TERN_CA=$pki/ca.crt TERN_CERT=$pki/operator-e2e-admin.crt \
+  TERN_KEY=$pki/operator-e2e-admin.key
 step "the agents register with the coordinator"
 for m in coord agent1 agent2; do
   unit=tern-agent; [ "$m" = coord ] && unit=tern-coordinator
@@ -166,6 +177,7 @@ connected() { [ "$("$ternctl" hosts -o json | grep -c HOST_STATE_CONNECTED)" -eq
 for _ in $(seq 60); do connected 2>/dev/null && break; sleep 0.5; done
 connected || fail "the agents did not register: $("$ternctl" hosts 2>&1)"
 "$ternctl" hosts
+"$ternctl" whoami
 
 step "a rollout over the installed fleet: 1.0 everywhere, then 2.0 in waves"
 sed -e 's/^# user: tern-app .*/user: nobody/' -e 's/healthy_deadline: 30s/healthy_deadline: 15s/' \

@@ -86,7 +86,7 @@ class FleetRolloutTest : public ::testing::Test {
   std::string ip(int i) const { return net_ + std::to_string(10 + i); }
 
   CommandResult ctl(std::vector<std::string> args) const {
-    std::vector<std::string> argv{TERN_CTL_BIN, "--coordinator", address_};
+    std::vector<std::string> argv{TERN_CTL_BIN, "--insecure", "--coordinator", address_};
     argv.insert(argv.end(), args.begin(), args.end());
     return run_cmd(argv);
   }
@@ -118,7 +118,7 @@ class FleetRolloutTest : public ::testing::Test {
     std::filesystem::remove(dir_.file("ready.json"));
     coordinator_ = std::make_unique<Process>(
         TERN_COORDINATOR_BIN,
-        std::vector<std::string>{"--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
+        std::vector<std::string>{"--insecure", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
                                  dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
                                  "--heartbeat-interval", "200ms", "--unreachable-after", "2s"},
         dir_.file("coordinator.log"));
@@ -137,7 +137,7 @@ class FleetRolloutTest : public ::testing::Test {
     std::ofstream(dir_.file(id + ".yaml")) << "coordinator: " << address_ << "\nhost_id: " << id
                                            << "\nlabels: {role: web, zone: " << zone << "}\nstate_dir: "
                                            << dir_.file(id) << "\nheartbeat_interval: 200ms\n"
-                                           << "reconnect: {initial: 100ms, max: 500ms}\n";
+                                           << "reconnect: {initial: 100ms, max: 500ms}\ninsecure: true\n";
     if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(static_cast<std::size_t>(i) + 1);
     agents_[static_cast<std::size_t>(i)] =
         std::make_unique<Process>("ip", std::vector<std::string>{"netns", "exec", ns_[static_cast<std::size_t>(i)]->name(),
@@ -248,7 +248,7 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart)
   ASSERT_EQ(ctl({"rollout", "pause", "web-2"}).code, 0);
   ASSERT_EQ(ctl({"rollout", "resume", "web-2"}).code, 0);
   // A watcher that follows the rollout through the coordinator's restart.
-  Process watcher(TERN_CTL_BIN, {"--coordinator", address_, "rollout", "watch", "web-2", "--wait", "2m"},
+  Process watcher(TERN_CTL_BIN, {"--insecure", "--coordinator", address_, "rollout", "watch", "web-2", "--wait", "2m"},
                   dir_.file("watch.log"));
   ASSERT_TRUE(eventually([&] { return read_file(dir_.file("watch.log")).find("resumed") != std::string::npos; }))
       << read_file(dir_.file("watch.log"));
@@ -360,7 +360,7 @@ TEST_F(FleetRolloutTest, APythonClientStartsWatchesAndAbortsARollout) {
   const std::string client = std::string(TERN_SOURCE_DIR) + "/examples/api/rollout_client.py";
   auto py = [&](std::vector<std::string> args) {
     std::vector<std::string> argv{"env", "XDG_CACHE_HOME=" + dir_.file("cache"), "/usr/bin/python3", client,
-                                  "--coordinator", address_};
+                                  "--coordinator", address_, "--insecure"};
     argv.insert(argv.end(), args.begin(), args.end());
     return run_cmd(argv);
   };

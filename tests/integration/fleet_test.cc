@@ -26,7 +26,7 @@ class FleetTest : public ::testing::Test {
     std::filesystem::remove(dir_.file("ready.json"));
     coordinator_ = std::make_unique<Process>(
         TERN_COORDINATOR_BIN,
-        std::vector<std::string>{"--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
+        std::vector<std::string>{"--insecure", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
                                  dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
                                  "--heartbeat-interval", "100ms", "--unreachable-after", "3s",
                                  "--log-level", "debug"},
@@ -47,7 +47,7 @@ class FleetTest : public ::testing::Test {
   void start_agent(const std::string& id, const std::string& zone) {
     agents_[id] = std::make_unique<Process>(
         TERN_AGENT_BIN,
-        std::vector<std::string>{"--coordinator", address_, "--host-id", id, "--label", "zone=" + zone,
+        std::vector<std::string>{"--insecure", "--coordinator", address_, "--host-id", id, "--label", "zone=" + zone,
                                  "--label", "role=web", "--state-dir", dir_.file("state-" + id), "--log-level",
                                  "debug"},
         dir_.file("agent-" + id + ".log"));
@@ -55,7 +55,7 @@ class FleetTest : public ::testing::Test {
 
   // `ternctl hosts -o json`, parsed with the API's own message type.
   std::optional<tern::v1::ListHostsResponse> hosts(const std::string& selector = "") {
-    std::vector<std::string> args{"--coordinator", address_, "--timeout", "5s", "hosts", "-o", "json"};
+    std::vector<std::string> args{"--insecure", "--coordinator", address_, "--timeout", "5s", "hosts", "-o", "json"};
     if (!selector.empty()) {
       args.push_back("-l");
       args.push_back(selector);
@@ -123,7 +123,7 @@ TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGon
   // 2. kill -9 the coordinator; restart it on the same database and port.
   coordinator_->signal(SIGKILL);
   EXPECT_EQ(coordinator_->wait(), 128 + SIGKILL);
-  CommandResult down = run(TERN_CTL_BIN, {"--coordinator", address_, "--timeout", "2s", "hosts"});
+  CommandResult down = run(TERN_CTL_BIN, {"--insecure", "--coordinator", address_, "--timeout", "2s", "hosts"});
   EXPECT_EQ(down.code, 3) << "ternctl's documented exit code for an unreachable coordinator";
   EXPECT_NE(down.err.find(address_), std::string::npos) << down.err;
   start_coordinator(address_);
@@ -136,7 +136,7 @@ TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGon
               TimeUtil::TimestampToMilliseconds(h.first_seen()))
         << id << " keeps its first_seen across the crash";
   }
-  CommandResult version = run(TERN_CTL_BIN, {"--coordinator", address_, "version", "-o", "json"});
+  CommandResult version = run(TERN_CTL_BIN, {"--insecure", "--coordinator", address_, "version", "-o", "json"});
   EXPECT_EQ(version.code, 0);
   EXPECT_NE(version.out.find("\"epoch\": \"2\""), std::string::npos) << version.out;
 
@@ -161,7 +161,7 @@ TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGon
   })) << http_get(metrics_, "/metrics");
 
   // 4. The table view works too and the coordinator stops cleanly.
-  CommandResult table = run(TERN_CTL_BIN, {"--coordinator", address_, "hosts"});
+  CommandResult table = run(TERN_CTL_BIN, {"--insecure", "--coordinator", address_, "hosts"});
   EXPECT_EQ(table.code, 0);
   EXPECT_NE(table.out.find("unreachable"), std::string::npos) << table.out;
   coordinator_->signal(SIGTERM);
@@ -171,7 +171,7 @@ TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGon
 TEST_F(FleetTest, CoordinatorRefusesAPortInUseWithAClearError) {
   start_coordinator("127.0.0.1:0");
   Process second(TERN_COORDINATOR_BIN,
-                 {"--listen", address_, "--metrics-listen", "", "--database", dir_.file("other.db")},
+                 {"--insecure", "--listen", address_, "--metrics-listen", "", "--database", dir_.file("other.db")},
                  dir_.file("second.log"));
   EXPECT_EQ(second.wait(), 1);
   EXPECT_NE(second.log().find("cannot listen on " + address_), std::string::npos) << second.log();

@@ -68,7 +68,7 @@ class OneHostFixture : public ::testing::Test {
   }
 
   CommandResult ctl(std::vector<std::string> args) const {
-    std::vector<std::string> argv{TERN_CTL_BIN, "--coordinator", address_};
+    std::vector<std::string> argv{TERN_CTL_BIN, "--insecure", "--coordinator", address_};
     argv.insert(argv.end(), args.begin(), args.end());
     return run_cmd(with_ns(argv));
   }
@@ -132,7 +132,8 @@ class OneHostFixture : public ::testing::Test {
                                            << "heartbeat_interval: 200ms\n"
                                            << "reconcile_interval: 200ms\n"
                                            << "reconnect: {initial: 50ms, max: 500ms}\n"
-                                           << "port_mapper: {backend: " << backend_ << ", table: terntest}\n";
+                                           << "port_mapper: {backend: " << backend_ << ", table: terntest}\n"
+                                           << "insecure: true\n";
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
   }
 
@@ -148,7 +149,7 @@ class OneHostFixture : public ::testing::Test {
  private:
   void start_coordinator() {
     coordinator_ = spawn_in_ns(
-        {TERN_COORDINATOR_BIN, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--database",
+        {TERN_COORDINATOR_BIN, "--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--database",
                  dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"), "--heartbeat-interval", "200ms",
                  "--log-level", "debug"},
         dir_.file("coordinator.log"));

@@ -110,7 +110,7 @@ TEST_P(OneHostTest, OldSlotDrainsItsOpenConnectionsBeforeItStops) {
     ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
   });
   ASSERT_EQ(request(), "v1 blue");
-  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--coordinator", address_, "host", "deploy", "h1", "web", "--version", "v2"},
+  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version", "v2"},
                             dir_.file("deploy.log"));
   // Switched, and blue is draining because our connection is still open.
   ASSERT_TRUE(eventually([&] {
@@ -211,7 +211,7 @@ TEST_P(OneHostTest, AgentKilledMidDeployAdoptsItsSlotsWithoutRestartingThem) {
   const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
   push("v2-slow", slow_bundle_);
   // The deploy is under way (green started, still probing) when the agent dies.
-  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--coordinator", address_, "host", "deploy", "h1", "web", "--version",
+  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version",
                              "v2-slow"},
                             dir_.file("deploy.log"));
   ASSERT_TRUE(eventually([&] {

@@ -64,7 +64,7 @@ TEST_F(SystemdNotifyTest, CoordinatorSaysReadyPingsTheWatchdogFromItsLoopAndSays
   FakeSystemd systemd(dir_.file("notify"));
   Process coordinator("env",
                       {"NOTIFY_SOCKET=" + dir_.file("notify"), "WATCHDOG_USEC=400000", TERN_COORDINATOR_BIN,
-                       "--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db")},
+                       "--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db")},
                       dir_.file("coordinator.log"));
   ASSERT_TRUE(eventually([&] { return systemd.count("READY=1") == 1; })) << coordinator.log();
   // WatchdogSec=0.4s: a ping every 200ms.
@@ -79,7 +79,7 @@ TEST_F(SystemdNotifyTest, AgentSaysReadyWithoutWaitingForTheCoordinator) {
   // Nothing listens at the coordinator address: the agent still serves what
   // it has, so it is ready, and it keeps pinging while it redials.
   Process agent("env",
-                {"NOTIFY_SOCKET=" + dir_.file("notify"), "WATCHDOG_USEC=400000", TERN_AGENT_BIN, "--coordinator",
+                {"NOTIFY_SOCKET=" + dir_.file("notify"), "WATCHDOG_USEC=400000", TERN_AGENT_BIN, "--insecure", "--coordinator",
                  "127.0.0.1:1", "--host-id", "notify-test", "--state-dir", dir_.file("state")},
                 dir_.file("agent.log"));
   ASSERT_TRUE(eventually([&] { return systemd.count("READY=1") == 1; })) << agent.log();
@@ -92,7 +92,7 @@ TEST_F(SystemdNotifyTest, AgentSaysReadyWithoutWaitingForTheCoordinator) {
 TEST_F(SystemdNotifyTest, WithoutSystemdNothingIsSentAndNothingBreaks) {
   // No NOTIFY_SOCKET: the same binary runs by hand.
   Process coordinator(TERN_COORDINATOR_BIN,
-                      {"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db"),
+                      {"--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db"),
                        "--ready-file", dir_.file("ready.json")},
                       dir_.file("coordinator.log"));
   ASSERT_TRUE(eventually([&] { return read_file(dir_.file("ready.json")).find("grpc") != std::string::npos; }));

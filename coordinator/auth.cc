@@ -1,0 +1,240 @@
+#include "coordinator/auth.h"
+
+#include <google/protobuf/message.h>
+#include <google/protobuf/util/time_util.h>
+#include <openssl/rand.h>
+
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/clock.h"
+#include "core/sha256.h"
+#include "core/tls.h"
+
+namespace tern {
+namespace {
+
+using tern::v1::Principal;
+using tern::v1::Role;
+
+bool allows(Role r, Permission p) {
+  switch (p) {
+    case Permission::kRead: return r == tern::v1::ROLE_VIEWER || r == tern::v1::ROLE_OPERATOR || r == tern::v1::ROLE_ADMIN;
+    case Permission::kOperate: return r == tern::v1::ROLE_OPERATOR || r == tern::v1::ROLE_ADMIN;
+    case Permission::kAdmin: return r == tern::v1::ROLE_ADMIN;
+    case Permission::kAgent: return r == tern::v1::ROLE_AGENT;
+  }
+  return false;
+}
+
+const char* needs(Permission p) {
+  switch (p) {
+    case Permission::kRead: return "the viewer, operator or admin role";
+    case Permission::kOperate: return "the operator or admin role";
+    case Permission::kAdmin: return "the admin role";
+    case Permission::kAgent: return "an agent certificate (OU=agent)";
+  }
+  return "?";
+}
+
+std::string first(const grpc::AuthContext& ctx, const char* property) {
+  auto v = ctx.FindPropertyValues(property);
+  return v.empty() ? "" : std::string(v.front().data(), v.front().size());
+}
+
+}  // namespace
+
+const char* role_name(Role r) {
+  switch (r) {
+    case tern::v1::ROLE_VIEWER: return "viewer";
+    case tern::v1::ROLE_OPERATOR: return "operator";
+    case tern::v1::ROLE_ADMIN: return "admin";
+    case tern::v1::ROLE_AGENT: return "agent";
+    default: return "none";
+  }
+}
+
+absl::StatusOr<Role> parse_role(const std::string& name) {
+  if (name == "viewer") return tern::v1::ROLE_VIEWER;
+  if (name == "operator") return tern::v1::ROLE_OPERATOR;
+  if (name == "admin") return tern::v1::ROLE_ADMIN;
+  if (name == "agent") return tern::v1::ROLE_AGENT;
+  return absl::InvalidArgumentError(absl::StrCat("role \"", name, "\" must be viewer, operator, admin or agent"));
+}
+
+absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextBase& ctx) const {
+  Principal p;
+  if (insecure_) {
+    p.set_name("anonymous");
+    p.set_role(tern::v1::ROLE_ADMIN);
+    p.set_via("insecure");
+    return p;
+  }
+  auto auth = ctx.auth_context();
+  const std::string pem = auth ? first(*auth, "x509_pem_cert") : "";
+  if (!pem.empty()) {
+    // gRPC has verified the chain against the fleet CA and its validity.
+    auto id = cert_identity(pem);
+    if (!id.ok()) return absl::UnauthenticatedError(absl::StrCat("unreadable client certificate: ", id.status().message()));
+    auto role = parse_role(id->org_unit);
+    if (!role.ok() || id->common_name.empty()) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "client certificate \"", id->common_name, "\" names no Tern role (OU must be viewer, operator, admin or "
+          "agent); issue one with scripts/tern-pki.sh"));
+    }
+    p.set_name(id->common_name);
+    p.set_role(*role);
+    p.set_via("certificate");
+    return p;
+  }
+  const auto& md = ctx.client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) {
+    return absl::UnauthenticatedError(
+        "no client certificate and no token: give ternctl --cert/--key (or --token), "
+        "or set TERN_CERT/TERN_KEY or TERN_TOKEN");
+  }
+  const std::string value(it->second.data(), it->second.size());
+  if (!absl::StartsWith(value, "Bearer ")) {
+    return absl::UnauthenticatedError("the authorization header must be \"Bearer <token>\"");
+  }
+  const std::string hash = sha256_hex(value.substr(7));
+  std::shared_lock lock(mu_);
+  auto t = by_hash_.find(hash);
+  if (t == by_hash_.end()) {
+    return absl::UnauthenticatedError("unknown or revoked token; ask an admin for a new one (ternctl token create)");
+  }
+  p.set_name(t->second.name());
+  p.set_role(t->second.role());
+  p.set_via("token");
+  return p;
+}
+
+absl::StatusOr<Principal> Authenticator::authorize(const grpc::ServerContextBase& ctx, Permission perm) const {
+  auto p = authenticate(ctx);
+  if (!p.ok()) return p.status();
+  // Without authentication anyone may do anything, agents included.
+  if (insecure_) {
+    if (perm == Permission::kAgent) p->set_role(tern::v1::ROLE_AGENT);
+    return p;
+  }
+  if (!allows(p->role(), perm)) {
+    return absl::PermissionDeniedError(absl::StrCat(p->name(), " (", role_name(p->role()), ", by ", p->via(),
+                                                    ") may not do this: it needs ", needs(perm)));
+  }
+  return p;
+}
+
+void Authenticator::set_tokens(std::vector<TokenRecord> tokens) {
+  std::map<std::string, tern::v1::TokenInfo> m;
+  for (auto& t : tokens) {
+    if (!t.info.revoked()) m[t.secret_sha256] = t.info;
+  }
+  std::unique_lock lock(mu_);
+  by_hash_ = std::move(m);
+}
+
+std::pair<std::string, std::string> Authenticator::new_secret() {
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) std::abort();  // no randomness: nothing safe to hand out
+  static const char* digits = "0123456789abcdef";
+  std::string secret = "tern_";
+  for (unsigned char c : raw) secret += digits[c >> 4], secret += digits[c & 15];
+  return {secret, sha256_hex(secret)};
+}
+
+grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* ctx, const absl::Status& st) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message())));
+  return r;
+}
+
+// ---- audit ----
+
+namespace {
+
+const char* code_name(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK: return "OK";
+    case grpc::StatusCode::CANCELLED: return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED: return "ABORTED";
+    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
+    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
+    case grpc::StatusCode::INTERNAL: return "INTERNAL";
+    default: return "UNKNOWN";
+  }
+}
+
+class AuditInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  AuditInterceptor(grpc::experimental::ServerRpcInfo* info, const Authenticator& auth,
+                   const AuditInterceptorFactory::Sink& sink)
+      : info_(info), auth_(auth), sink_(sink) {}
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    using grpc::experimental::InterceptionHookPoints;
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) && request_.empty()) {
+      // The first message: the request (for an upload, its metadata).
+      if (auto* m = static_cast<const google::protobuf::Message*>(methods->GetRecvMessage())) {
+        request_ = m->ShortDebugString();
+        if (request_.size() > 2000) request_ = request_.substr(0, 2000) + "...";
+      }
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      tern::v1::AuditEntry e;
+      *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
+          to_unix_millis(SystemClock::instance().now()));
+      auto* ctx = info_->server_context();
+      if (auto p = auth_.authenticate(*ctx); p.ok()) {
+        *e.mutable_principal() = *p;
+      } else {
+        e.mutable_principal()->set_name("unauthenticated");
+      }
+      e.set_method(info_->method());
+      e.set_request(request_);
+      const grpc::Status st = methods->GetSendStatus();
+      e.set_code(code_name(st.error_code()));
+      e.set_message(st.error_message());
+      e.set_peer(ctx->peer());
+      sink_(std::move(e));
+    }
+    methods->Proceed();
+  }
+
+ private:
+  grpc::experimental::ServerRpcInfo* info_;
+  const Authenticator& auth_;
+  const AuditInterceptorFactory::Sink& sink_;
+  std::string request_;
+};
+
+}  // namespace
+
+bool AuditInterceptorFactory::is_mutating(const std::string& method) {
+  static const std::set<std::string> kMutating = {
+      "/tern.v1.FleetService/DeployHost",        "/tern.v1.FleetService/RollbackHost",
+      "/tern.v1.ServiceService/ApplyService",    "/tern.v1.ServiceService/DeleteService",
+      "/tern.v1.ServiceService/UploadArtifact",  "/tern.v1.RolloutService/StartRollout",
+      "/tern.v1.RolloutService/PauseRollout",    "/tern.v1.RolloutService/ResumeRollout",
+      "/tern.v1.RolloutService/PromoteRollout",  "/tern.v1.RolloutService/AbortRollout",
+      "/tern.v1.RolloutService/RollbackRollout", "/tern.v1.AdminService/CreateToken",
+      "/tern.v1.AdminService/RevokeToken",
+  };
+  return kMutating.count(method) > 0;
+}
+
+grpc::experimental::Interceptor* AuditInterceptorFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  if (info->method() == nullptr || !is_mutating(info->method())) return nullptr;
+  return new AuditInterceptor(info, auth_, sink_);
+}
+
+}  // namespace tern

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
+
+#include "absl/status/statusor.h"
+#include "tern/v1/admin.pb.h"
+
+namespace tern {
+
+// What a call needs.
+enum class Permission {
+  kRead,     // viewer, operator, admin
+  kOperate,  // operator, admin: rollouts, host deploys
+  kAdmin,    // admin: services, artifacts, tokens, the audit trail
+  kAgent,    // agents only: the agent stream and artifact downloads
+};
+
+const char* role_name(tern::v1::Role r);
+absl::StatusOr<tern::v1::Role> parse_role(const std::string& name);
+
+// A bearer token as the coordinator keeps it: only the secret's sha256.
+struct TokenRecord {
+  tern::v1::TokenInfo info;
+  std::string secret_sha256;
+};
+
+// Who is calling, and may they. A caller proves who it is with a client
+// certificate from the fleet CA (CN: name or host id, OU: its role) or a
+// bearer token ("authorization: Bearer <secret>"). With `insecure` (the
+// local demo, plaintext) there is no proof: every caller is an anonymous
+// admin, and agents are who they say they are.
+//
+// Thread-safe: gRPC threads authenticate while the event loop changes the
+// tokens.
+class Authenticator {
+ public:
+  explicit Authenticator(bool insecure) : insecure_(insecure) {}
+
+  bool insecure() const { return insecure_; }
+  absl::StatusOr<tern::v1::Principal> authenticate(const grpc::ServerContextBase& ctx) const;
+  // The principal if it may do `p`; UNAUTHENTICATED or PERMISSION_DENIED
+  // (saying who, what was asked, and what would allow it) otherwise.
+  absl::StatusOr<tern::v1::Principal> authorize(const grpc::ServerContextBase& ctx, Permission p) const;
+
+  void set_tokens(std::vector<TokenRecord> tokens);
+  // A fresh random secret ("tern_" + 64 hex digits) and its sha256.
+  static std::pair<std::string, std::string> new_secret();
+
+ private:
+  const bool insecure_;
+  mutable std::shared_mutex mu_;
+  std::map<std::string, tern::v1::TokenInfo> by_hash_;  // live tokens by secret sha256
+};
+
+// A finished refusal, for handlers that must return a reactor.
+grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* ctx, const absl::Status& st);
+template <class T>
+class RefusedWriter final : public grpc::ServerWriteReactor<T> {
+ public:
+  explicit RefusedWriter(grpc::Status st) { this->Finish(std::move(st)); }
+  void OnDone() override { delete this; }
+};
+template <class T>
+class RefusedReader final : public grpc::ServerReadReactor<T> {
+ public:
+  explicit RefusedReader(grpc::Status st) { this->Finish(std::move(st)); }
+  void OnDone() override { delete this; }
+};
+
+// Records every mutating call (who, what, when, result) through `sink`,
+// which must not block (it posts to the event loop).
+class AuditInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  using Sink = std::function<void(tern::v1::AuditEntry)>;
+  AuditInterceptorFactory(const Authenticator& auth, Sink sink) : auth_(auth), sink_(std::move(sink)) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
+  static bool is_mutating(const std::string& method);
+
+ private:
+  const Authenticator& auth_;
+  Sink sink_;
+};
+
+}  // namespace tern

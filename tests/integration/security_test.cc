@@ -1,0 +1,313 @@
+// Refusals, end to end: a coordinator with mutual TLS, agents and ternctl
+// with certificates from a test CA (scripts/tern-pki.sh), and every way in
+// that must stay shut. Each test asserts the clear error and that nothing
+// changed on the host.
+#include <unistd.h>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/tls.h"
+#include "tern/v1/admin.grpc.pb.h"
+#include "tern/v1/agent.grpc.pb.h"
+#include "tern/v1/fleet.grpc.pb.h"
+#include "tests/integration/harness.h"
+
+namespace tern::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SecurityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root (the agent owns nftables state; CI runs as root)";
+    pki_ = dir_.file("pki");
+    pki({"init", pki_});
+    pki({"coordinator", pki_, "coordinator"});
+    pki({"agent", pki_, "web-1"});
+    pki({"agent", pki_, "web-2"});
+    pki({"operator", pki_, "alice", "admin"});
+    pki({"operator", pki_, "olga", "operator"});
+    pki({"operator", pki_, "victor", "viewer"});
+    ASSERT_EQ(run_cmd({"env", "TERN_PKI_DAYS=-1", TERN_PKI_SCRIPT, "agent", pki_, "web-3"}).code, 0);
+    rogue_ = dir_.file("rogue");
+    pki({"init", rogue_});
+    pki({"agent", rogue_, "web-4"});
+    table_ = "ternsec" + std::to_string(::getpid() % 100000);
+
+    coordinator_ = std::make_unique<Process>(
+        TERN_COORDINATOR_BIN,
+        std::vector<std::string>{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db"),
+                                 "--ready-file", dir_.file("ready.json"), "--tls-ca", pki_ + "/ca.crt", "--tls-cert",
+                                 pki_ + "/coordinator.crt", "--tls-key", pki_ + "/coordinator.key",
+                                 "--heartbeat-interval", "200ms", "--unreachable-after", "2s"},
+        dir_.file("coordinator.log"));
+    ASSERT_TRUE(eventually([&] { return read_file(dir_.file("ready.json")).find("grpc") != std::string::npos; }))
+        << coordinator_->log();
+    std::string ready = read_file(dir_.file("ready.json"));
+    auto k = ready.find("\"grpc\": \"");
+    address_ = ready.substr(k + 9, ready.find('"', k + 9) - (k + 9));
+  }
+
+  void TearDown() override {
+    for (auto& [id, a] : agents_) a->signal(SIGKILL);
+    if (coordinator_) coordinator_->signal(SIGKILL);
+    run_cmd({"nft", "delete", "table", "inet", table_});
+  }
+
+  void pki(std::vector<std::string> args) {
+    args.insert(args.begin(), TERN_PKI_SCRIPT);
+    auto r = run_cmd(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+
+  // ternctl as one of the operators (by certificate), or with a token.
+  CommandResult ctl(const std::string& who, std::vector<std::string> args) const {
+    std::vector<std::string> argv{TERN_CTL_BIN, "--coordinator", address_, "--ca", pki_ + "/ca.crt"};
+    if (who.rfind("token:", 0) == 0) {
+      argv.insert(argv.end(), {"--token", who.substr(6)});
+    } else {
+      argv.insert(argv.end(), {"--cert", pki_ + "/operator-" + who + ".crt", "--key", pki_ + "/operator-" + who + ".key"});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_cmd(argv);
+  }
+
+  // An agent with the given certificate (from `ca_dir`) and extra config.
+  Process& start_agent(const std::string& cert_host, const std::string& ca_dir, const std::string& extra = "") {
+    const std::string yaml = dir_.file("agent-" + cert_host + ".yaml");
+    std::ofstream(yaml) << "coordinator: " << address_ << "\nlabels: {role: web}\nstate_dir: "
+                        << dir_.file("state-" + cert_host) << "\nheartbeat_interval: 200ms\n"
+                        << "reconnect: {initial: 100ms, max: 300ms}\nport_mapper: {table: " << table_ << "}\n"
+                        << "tls: {ca: " << pki_ << "/ca.crt, cert: " << ca_dir << "/agent-" << cert_host
+                        << ".crt, key: " << ca_dir << "/agent-" << cert_host << ".key}\n"
+                        << extra;
+    auto& p = agents_[cert_host];
+    p = std::make_unique<Process>(TERN_AGENT_BIN, std::vector<std::string>{"-c", yaml},
+                                  dir_.file("agent-" + cert_host + ".log"));
+    return *p;
+  }
+
+  bool connected(const std::string& host) const {
+    auto r = ctl("alice", {"hosts", "-o", "json"});
+    auto at = r.out.find("\"" + host + "\"");
+    return at != std::string::npos && r.out.find("HOST_STATE_CONNECTED", at) != std::string::npos;
+  }
+
+  // A gRPC channel to the coordinator presenting `cert` (a path prefix
+  // without .crt/.key), or none.
+  std::shared_ptr<grpc::Channel> channel(const std::string& cert_prefix) const {
+    TlsFiles f{pki_ + "/ca.crt", cert_prefix.empty() ? "" : cert_prefix + ".crt",
+               cert_prefix.empty() ? "" : cert_prefix + ".key", ""};
+    auto tls = load_tls(f, false, "test");
+    EXPECT_TRUE(tls.ok()) << tls.status();
+    return grpc::CreateChannel(address_, tls_channel_credentials(*tls));
+  }
+
+  void push_service(const std::string& extra_spec = "") {
+    std::ofstream(dir_.file("web.yaml"))
+        << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
+        << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\"]\n"
+        << "health: {tcp: {}, healthy_deadline: 5s}\n"
+        << extra_spec;
+    auto r = ctl("alice", {"service", "apply", "-f", dir_.file("web.yaml")});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+
+  // Nothing of `service` was staged or started on the agent's host.
+  void expect_untouched(const std::string& host) {
+    const fs::path releases = fs::path(dir_.file("state-" + host)) / "web" / "releases";
+    if (fs::exists(releases)) {
+      for (const auto& e : fs::directory_iterator(releases)) ADD_FAILURE() << "staged: " << e.path();
+    }
+    auto status = ctl("alice", {"host", "status", host, "-o", "json"});
+    EXPECT_EQ(status.out.find("SLOT_PHASE_RUNNING"), std::string::npos) << status.out;
+    EXPECT_EQ(status.out.find("SLOT_PHASE_HEALTHY"), std::string::npos) << status.out;
+  }
+
+  TempDir dir_;
+  std::string pki_, rogue_, table_, address_;
+  std::unique_ptr<Process> coordinator_;
+  std::map<std::string, std::unique_ptr<Process>> agents_;
+};
+
+TEST_F(SecurityTest, CertificatesFromAnotherCaExpiredOrAbsentAreRefused) {
+  start_agent("web-1", pki_);
+  start_agent("web-4", rogue_);  // signed by a CA the coordinator does not trust
+  start_agent("web-3", pki_);    // expired
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+
+  // The same handshakes, made directly: refused before any call.
+  tern::v1::Principal who;
+  for (const std::string& cert : {rogue_ + "/agent-web-4", pki_ + "/agent-web-3"}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    auto st = tern::v1::AdminService::NewStub(channel(cert))->WhoAmI(&ctx, {}, &who);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE) << cert << ": " << st.error_message();
+  }
+  // TLS without a certificate or a token: who are you?
+  grpc::ClientContext ctx;
+  tern::v1::ListHostsResponse hosts;
+  auto st = tern::v1::FleetService::NewStub(channel(""))->ListHosts(&ctx, {}, &hosts);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_NE(st.error_message().find("--cert"), std::string::npos) << st.error_message();
+  // Plaintext is not spoken at all.
+  auto plain = run_cmd({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "--timeout", "2s", "hosts"});
+  EXPECT_EQ(plain.code, 3) << plain.err;
+
+  auto r = ctl("victor", {"hosts", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.find("web-4"), std::string::npos) << "nothing registered for the rogue CA's agent";
+  EXPECT_EQ(r.out.find("web-3"), std::string::npos) << "nothing registered for the expired certificate";
+  EXPECT_TRUE(agents_["web-4"]->running()) << "it keeps serving what it has and keeps trying";
+}
+
+TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
+  // Configured to claim another host: it refuses to start.
+  auto& liar = start_agent("web-1", pki_, "host_id: web-2\n");
+  EXPECT_EQ(liar.wait(), 2);
+  EXPECT_NE(liar.log().find("differs from the certificate"), std::string::npos) << liar.log();
+
+  // A hand-made client with web-1's certificate saying hello as web-2. It
+  // keeps its side open: the coordinator must be the one to end the stream.
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto stream = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-1"))->Connect(&ctx);
+  tern::v1::AgentMessage hello;
+  hello.mutable_hello()->set_host_id("web-2");
+  hello.mutable_hello()->set_protocol(1);
+  stream->Write(hello);
+  tern::v1::CoordinatorMessage msg;
+  while (stream->Read(&msg)) {
+  }
+  auto st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_NE(st.error_message().find("web-1"), std::string::npos) << st.error_message();
+
+  // An operator's certificate is not an agent's.
+  grpc::ClientContext ctx2;
+  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto op = tern::v1::AgentService::NewStub(channel(pki_ + "/operator-alice"))->Connect(&ctx2);
+  op->Write(hello);
+  while (op->Read(&msg)) {
+  }
+  EXPECT_EQ(op->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  auto hosts = ctl("alice", {"hosts", "-o", "json"});
+  EXPECT_EQ(hosts.out.find("web-2"), std::string::npos) << hosts.out;
+}
+
+TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
+  push_service();
+  // A viewer reads, and may not start a rollout or change a service.
+  EXPECT_EQ(ctl("victor", {"hosts"}).code, 0);
+  auto start = ctl("victor", {"rollout", "start", "web", "--version", "1.0", "--waves", "100%"});
+  EXPECT_EQ(start.code, 6) << start.err;
+  EXPECT_NE(start.err.find("victor (viewer"), std::string::npos) << start.err;
+  EXPECT_NE(start.err.find("operator or admin role"), std::string::npos) << start.err;
+  EXPECT_EQ(ctl("victor", {"service", "apply", "-f", dir_.file("web.yaml")}).code, 6);
+  EXPECT_EQ(ctl("olga", {"service", "apply", "-f", dir_.file("web.yaml")}).code, 6) << "services are admin's";
+  auto list = ctl("alice", {"rollout", "list", "-o", "json"});
+  EXPECT_EQ(list.out.find("web-"), std::string::npos) << "the refused start left nothing: " << list.out;
+
+  // A token for a CI job: operator, then revoked.
+  auto created = ctl("alice", {"token", "create", "ci", "--role", "operator"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string secret = created.out.substr(0, created.out.find('\n'));
+  ASSERT_EQ(secret.rfind("tern_", 0), 0u) << created.out;
+  auto me = ctl("token:" + secret, {"whoami"});
+  EXPECT_EQ(me.code, 0) << me.err;
+  EXPECT_NE(me.out.find("ci (operator, by token)"), std::string::npos) << me.out;
+  EXPECT_EQ(ctl("token:" + secret, {"token", "list"}).code, 6) << "tokens are admin's";
+  EXPECT_EQ(ctl("token:tern_0000", {"hosts"}).code, 6) << "an unknown token";
+  ASSERT_EQ(ctl("alice", {"token", "revoke", "ci"}).code, 0);
+  auto revoked = ctl("token:" + secret, {"hosts"});
+  EXPECT_EQ(revoked.code, 6);
+  EXPECT_NE(revoked.err.find("revoked"), std::string::npos) << revoked.err;
+
+  // The audit trail: who, what, result, for allowed and refused calls alike.
+  auto audit = ctl("alice", {"audit", "-o", "json"});
+  ASSERT_EQ(audit.code, 0) << audit.err;
+  for (const char* want : {"StartRollout", "PERMISSION_DENIED", "victor", "ApplyService", "CreateToken", "RevokeToken"}) {
+    EXPECT_NE(audit.out.find(want), std::string::npos) << want << " missing from " << audit.out;
+  }
+  EXPECT_EQ(ctl("olga", {"audit"}).code, 6) << "the audit trail is admin's";
+}
+
+TEST_F(SecurityTest, UnsignedOrWronglySignedReleasesAreNeverStaged) {
+  for (const char* k : {"trusted", "other"}) {
+    ASSERT_EQ(run_cmd({"openssl", "genpkey", "-algorithm", "ed25519", "-out", dir_.file(std::string(k) + ".pem")}).code, 0);
+  }
+  ASSERT_EQ(run_cmd({"openssl", "pkey", "-in", dir_.file("trusted.pem"), "-pubout", "-out", dir_.file("trusted.pub")}).code,
+            0);
+  start_agent("web-1", pki_, "trusted_keys: [" + dir_.file("trusted.pub") + "]\n");
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  std::filesystem::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "wrong-key",
+                          "--sign-key", dir_.file("other.pem")})
+                .code,
+            0);
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "unsigned"}).code, 0);
+
+  auto wrong = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "wrong-key"});
+  EXPECT_EQ(wrong.code, 1);
+  EXPECT_NE((wrong.out + wrong.err).find("not made by any of the 1 key(s) this agent trusts"), std::string::npos)
+      << wrong.out << wrong.err;
+  auto unsigned_ = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "unsigned"});
+  EXPECT_EQ(unsigned_.code, 1);
+  EXPECT_NE((unsigned_.out + unsigned_.err).find("not signed"), std::string::npos) << unsigned_.out << unsigned_.err;
+  expect_untouched("web-1");
+  auto history = ctl("alice", {"host", "history", "web-1"});
+  EXPECT_NE(history.out.find("refused"), std::string::npos) << "reported in the host's history: " << history.out;
+}
+
+TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
+  start_agent("web-2", pki_, "policy: {services: [web], users: [nobody], ports: [9000-9999]}\n");
+  ASSERT_TRUE(eventually([&] { return connected("web-2"); })) << agents_["web-2"]->log();
+  // Runs as root (no user) on public port 8080: twice outside the policy.
+  push_service();
+  ASSERT_TRUE(eventually([&] {
+    return ctl("alice", {"host", "history", "web-2"}).out.find("refused") != std::string::npos;
+  })) << agents_["web-2"]->log();
+  auto history = ctl("alice", {"host", "history", "web-2"});
+  EXPECT_NE(history.out.find("not allowed by this host's agent policy"), std::string::npos) << history.out;
+  std::filesystem::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "1.0"}).code, 0);
+  auto deploy = ctl("alice", {"host", "deploy", "web-2", "web", "--version", "1.0"});
+  EXPECT_EQ(deploy.code, 1) << deploy.out;
+  expect_untouched("web-2");
+}
+
+TEST_F(SecurityTest, ABundleThatReachesOutOfItsReleaseDirIsRefused) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  const std::string evil = "tern-evil-" + std::to_string(::getpid());
+  // A bundle whose second member climbs out of the release directory.
+  auto made = run_cmd({"/usr/bin/python3", "-c",
+                       "import io,sys,tarfile\n"
+                       "t=tarfile.open(sys.argv[1],'w:gz')\n"
+                       "for n in ['app','../../" + evil + "']:\n"
+                       "  d=b'#!/bin/sh\\n'; i=tarfile.TarInfo(n); i.size=len(d); i.mode=0o755\n"
+                       "  t.addfile(i,io.BytesIO(d))\n"
+                       "t.close()\n",
+                       dir_.file("evil.tar.gz")});
+  ASSERT_EQ(made.code, 0) << made.err;
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("evil.tar.gz"), "--service", "web", "--version", "evil"}).code,
+            0);
+  auto deploy = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "evil"});
+  EXPECT_EQ(deploy.code, 1);
+  EXPECT_NE((deploy.out + deploy.err).find(".."), std::string::npos) << deploy.out << deploy.err;
+  expect_untouched("web-1");
+  for (const auto& e : fs::recursive_directory_iterator(dir_.path())) {
+    EXPECT_EQ(e.path().filename().string().find(evil), std::string::npos) << "written: " << e.path();
+  }
+}
+
+}  // namespace
+}  // namespace tern::testing
