@@ -634,9 +634,22 @@ void Coordinator::add_liveness_ping(std::chrono::milliseconds period, std::funct
 
 RolloutEffects Coordinator::rollout_effects() {
   RolloutEffects e;
+  // Commands to agents go out only after the transitions that led to them
+  // are in the journal (flush_journal): a restart never finds a host flipped
+  // or deployed that its journal does not know it asked for.
   e.deploy = [this](const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
-                    uint32_t weight) { rollout_deploy(r, host, release, weight); };
-  e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) { rollout_rollback(r, host); };
+                    uint32_t weight) {
+    deferred_effects_.push_back([this, id = r.id(), host, release, weight] {
+      if (const auto* x = engine_->find(id)) rollout_deploy(*x, host, release, weight);
+    });
+    schedule_journal_flush();
+  };
+  e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) {
+    deferred_effects_.push_back([this, id = r.id(), host] {
+      if (const auto* x = engine_->find(id)) rollout_rollback(*x, host);
+    });
+    schedule_journal_flush();
+  };
   e.changed = [this](const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
     rollout_changed(r, kind, message);
   };
@@ -718,38 +731,102 @@ void Coordinator::rollout_rollback(const tern::v1::Rollout& r, const std::string
   }
 }
 
+namespace {
+
+// What an event carries: the rollout without its per-host list (a rollout
+// of 10,000 hosts is megabytes; GetRollout has the hosts).
+tern::v1::Rollout summary_of(const tern::v1::Rollout& r) {
+  tern::v1::Rollout s;
+  s.set_id(r.id());
+  s.set_generation(r.generation());
+  *s.mutable_spec() = r.spec();
+  s.set_phase(r.phase());
+  s.set_current_wave(r.current_wave());
+  s.set_wave_step(r.wave_step());
+  s.set_message(r.message());
+  *s.mutable_created() = r.created();
+  *s.mutable_updated() = r.updated();
+  *s.mutable_previous_release() = r.previous_release();
+  *s.mutable_step_started() = r.step_started();
+  *s.mutable_bake_until() = r.bake_until();
+  s.set_failed_hosts(r.failed_hosts());
+  s.set_failed_in_wave(r.failed_in_wave());
+  s.set_total_hosts(r.total_hosts());
+  return s;
+}
+
+}  // namespace
+
 void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
-  const int64_t now = to_unix_millis(clock_.now());
-  auto seq = rollout_store_->record(r, kind, message, now);
-  if (!seq.ok()) {
-    // The journal is what a restart resumes from; without it the rollout
-    // could redo or skip steps. Crash loudly; systemd restarts us and the
-    // rollout resumes from the last recorded step.
-    spdlog::critical("cannot record rollout {} ({}): {}", r.id(), kind, seq.status().message());
-    std::abort();
+  RolloutStore::Event ev;
+  ev.summary = summary_of(r);
+  ev.kind = kind;
+  ev.message = message;
+  ev.time_ms = to_unix_millis(clock_.now());
+  journal_.push_back(std::move(ev));
+  dirty_rollouts_.insert(r.id());
+  schedule_journal_flush();
+}
+
+void Coordinator::schedule_journal_flush() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  // After whatever is already queued: a burst of agent results is written
+  // in one transaction, and the batch grows by itself when writing is slow.
+  loop_.post([this] { flush_journal(); });
+}
+
+void Coordinator::flush_journal() {
+  flush_posted_ = false;
+  auto events = std::exchange(journal_, {});
+  auto ids = std::exchange(dirty_rollouts_, {});
+  auto effects = std::exchange(deferred_effects_, {});
+  if (!events.empty()) {
+    std::vector<const tern::v1::Rollout*> rollouts;
+    for (const auto& id : ids) {
+      if (const auto* x = engine_->find(id)) rollouts.push_back(x);
+    }
+    const int64_t now = to_unix_millis(clock_.now());
+    auto seqs = rollout_store_->record_batch(events, rollouts, now);
+    if (!seqs.ok()) {
+      // The journal is what a restart resumes from; without it the rollout
+      // could redo or skip steps. Crash loudly before acting on it; systemd
+      // restarts us and the rollout resumes from the last recorded step.
+      spdlog::critical("cannot record {} rollout event(s): {}", events.size(), seqs.status().message());
+      std::abort();
+    }
+    int64_t active = 0;
+    for (const auto* x : engine_->list()) active += !RolloutEngine::is_terminal(x->phase());
+    rollouts_active_.store(active);
+    for (std::size_t i = 0; i < events.size(); ++i) {
+      auto& ev = events[i];
+      // Kinds are a small fixed set of engine words, so the label stays bounded.
+      std::string label = ev.kind;
+      std::replace(label.begin(), label.end(), ' ', '_');
+      metrics_.counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
+                       absl::StrCat("kind=\"", label, "\""))
+          .fetch_add(1, std::memory_order_relaxed);
+      // One line per host would drown the log of a large fleet.
+      if (ev.kind == "host_on_new" || ev.kind == "host_rolled_back") {
+        spdlog::debug("rollout {}: {}", ev.summary.id(), ev.message);
+      } else {
+        spdlog::info("rollout {}: {}", ev.summary.id(), ev.message);
+      }
+      tern::v1::RolloutEvent e;
+      e.set_sequence((*seqs)[i]);
+      e.set_rollout_id(ev.summary.id());
+      *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ev.time_ms);
+      e.set_kind(ev.kind);
+      e.set_message(ev.message);
+      *e.mutable_rollout() = std::move(ev.summary);
+      std::vector<std::function<void(const tern::v1::RolloutEvent&)>> fns;
+      for (const auto& [token, w] : watchers_) {
+        if (w.rollout_id == e.rollout_id()) fns.push_back(w.fn);
+      }
+      for (auto& fn : fns) fn(e);
+    }
   }
-  // Kinds are a small fixed set of engine words, so the label stays bounded.
-  std::string label = kind;
-  std::replace(label.begin(), label.end(), ' ', '_');
-  metrics_.counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
-                   absl::StrCat("kind=\"", label, "\""))
-      .fetch_add(1, std::memory_order_relaxed);
-  int64_t active = 0;
-  for (const auto* x : engine_->list()) active += !RolloutEngine::is_terminal(x->phase());
-  rollouts_active_.store(active);
-  spdlog::info("rollout {}: {}", r.id(), message);
-  tern::v1::RolloutEvent e;
-  e.set_sequence(*seq);
-  e.set_rollout_id(r.id());
-  *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(now);
-  e.set_kind(kind);
-  e.set_message(message);
-  *e.mutable_rollout() = r;
-  std::vector<std::function<void(const tern::v1::RolloutEvent&)>> fns;
-  for (const auto& [token, w] : watchers_) {
-    if (w.rollout_id == r.id()) fns.push_back(w.fn);
-  }
-  for (auto& fn : fns) fn(e);
+  for (auto& fn : effects) fn();
 }
 
 void Coordinator::rollout_tick() {
@@ -850,6 +927,7 @@ absl::StatusOr<tern::v1::Rollout> Coordinator::start_rollout(const tern::v1::Rol
   tern::v1::RolloutSpec full = spec;
   auto r = engine_->start(id, full, *plan, release, prev, previous);
   if (!r.ok()) return r.status();
+  flush_journal();  // durable before the caller hears of it
   return *engine_->find(id);
 }
 
@@ -888,7 +966,9 @@ absl::StatusOr<tern::v1::Rollout> Coordinator::rollout_command(const std::string
     if (!r.ok()) return r.status();
     engine_->restore(*r);  // a finished rollout can still be rolled back
   }
-  return engine_->command(id, generation, cmd, reason);
+  auto r = engine_->command(id, generation, cmd, reason);
+  flush_journal();  // durable before the caller hears of it
+  return r;
 }
 
 uint64_t Coordinator::watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) {

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <vector>
 
@@ -115,6 +116,10 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
                       uint32_t weight);
   void rollout_rollback(const tern::v1::Rollout& r, const std::string& host);
   void rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  // Writes the queued rollout events (and each changed rollout once) in one
+  // transaction, publishes them, then sends the commands they led to.
+  void schedule_journal_flush();
+  void flush_journal();
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
                                                        const tern::v1::RolloutSpec& spec);
   void rollout_tick();
@@ -153,6 +158,11 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
     std::function<void(const tern::v1::RolloutEvent&)> fn;
   };
   std::map<uint64_t, Watcher> watchers_;  // loop thread
+  // The rollout journal's write-ahead queue (loop thread).
+  std::vector<RolloutStore::Event> journal_;
+  std::set<std::string> dirty_rollouts_;
+  std::vector<std::function<void()>> deferred_effects_;
+  bool flush_posted_ = false;
   uint64_t next_watcher_ = 1;
   // Deploys a rollout could not send because the host was away; sent on its hello.
   struct OwedDeploy {

@@ -94,6 +94,47 @@ absl::StatusOr<uint64_t> RolloutStore::record(const tern::v1::Rollout& r, const 
   return seq;
 }
 
+absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vector<Event>& events,
+                                                                const std::vector<const tern::v1::Rollout*>& rollouts,
+                                                                int64_t time_ms) {
+  std::vector<uint64_t> seqs;
+  auto st = db_.transaction([&]() -> absl::Status {
+    for (const auto* r : rollouts) {
+      auto json = to_json(*r);
+      if (!json.ok()) return json.status();
+      auto up = db_.prepare(
+          "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET terminal = ?3, rollout_json = ?4, "
+          "updated_ms = ?5");
+      if (!up.ok()) return up.status();
+      if (auto s = up->bind(1, r->id())
+                       .bind(2, r->spec().service())
+                       .bind(3, static_cast<int64_t>(RolloutEngine::is_settled(*r)))
+                       .bind(4, *json)
+                       .bind(5, time_ms)
+                       .run();
+          !s.ok()) {
+        return s;
+      }
+    }
+    for (const auto& e : events) {
+      auto json = to_json(e.summary);
+      if (!json.ok()) return json.status();
+      auto ev = db_.prepare(
+          "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
+      if (!ev.ok()) return ev.status();
+      if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, e.kind).bind(4, e.message).bind(5, *json).run();
+          !s.ok()) {
+        return s;
+      }
+      seqs.push_back(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.raw())));
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return seqs;
+}
+
 absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::load_active() {
   auto q = db_.prepare("SELECT rollout_json FROM rollouts WHERE terminal = 0 ORDER BY created_ms");
   if (!q.ok()) return q.status();

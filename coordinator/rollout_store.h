@@ -21,6 +21,22 @@ class RolloutStore {
   // Saves the rollout and appends the event; returns the event's sequence.
   absl::StatusOr<uint64_t> record(const tern::v1::Rollout& rollout, const std::string& kind,
                                   const std::string& message, int64_t time_ms);
+
+  // One journal entry: an event and the rollout's summary (no per-host
+  // list) as it stood after it.
+  struct Event {
+    tern::v1::Rollout summary;
+    std::string kind;
+    std::string message;
+    int64_t time_ms = 0;
+  };
+  // Many events and the rollouts' full state after them, in one
+  // transaction; returns the events' sequences, in order. The full state is
+  // written once per rollout however many events there are: with 10,000
+  // hosts a rollout is megabytes, an event a few hundred bytes.
+  absl::StatusOr<std::vector<uint64_t>> record_batch(const std::vector<Event>& events,
+                                                     const std::vector<const tern::v1::Rollout*>& rollouts,
+                                                     int64_t time_ms);
   // Every rollout not yet settled: not in a final phase, or still owing a
   // host that was away its rollback (the `terminal` column means settled).
   absl::StatusOr<std::vector<tern::v1::Rollout>> load_active();

@@ -248,7 +248,16 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
     c.err << "ternctl: rollout watch " << id << ": no events\n";
     return kExitFailed;
   }
-  if (!c.json) print_rollout(last, c.out);
+  if (!c.json) {
+    // Events carry the rollout's summary; the per-host table comes from the
+    // rollout itself.
+    grpc::ClientContext gctx;
+    c.deadline(gctx);
+    tern::v1::GetRolloutRequest g;
+    g.set_id(id);
+    tern::v1::Rollout full;
+    print_rollout(stub->GetRollout(&gctx, g, &full).ok() ? full : last, c.out);
+  }
   if (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
       last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) {
     c.err << "rollout " << id << " waits for approval: ternctl rollout promote " << id << "\n";
