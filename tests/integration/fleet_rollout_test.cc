@@ -114,6 +114,22 @@ class FleetRolloutTest : public ::testing::Test {
     return out;
   }
 
+  // Waits until rollout `id` bakes its first wave with `n` hosts on the new
+  // release; returns their indexes (empty on timeout).
+  std::vector<int> baking_canaries(const std::string& id, std::size_t n) const {
+    std::vector<int> canaries;
+    bool ok = eventually([&] {
+      auto ro = rollout(id);
+      if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_BAKING) return false;
+      canaries.clear();
+      for (const auto& h : ro->hosts()) {
+        if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canaries.push_back(std::stoi(h.host_id().substr(5)));
+      }
+      return canaries.size() == n;
+    }, std::chrono::seconds(30));
+    return ok ? canaries : std::vector<int>{};
+  }
+
   void start_coordinator(const std::string& listen) {
     std::filesystem::remove(dir_.file("ready.json"));
     coordinator_ = std::make_unique<Process>(
@@ -203,16 +219,8 @@ TEST_F(FleetRolloutTest, CanaryWavesThenAnUnhealthyCanaryRollsTheFleetBack) {
   r = ctl({"rollout", "start", "web", "--version", "v3", "--waves", "2,100%", "--bake", "30s"});
   ASSERT_EQ(r.code, 0) << r.err;
   const std::string id = "web-3";
-  std::vector<int> canaries;
-  ASSERT_TRUE(eventually([&] {
-    auto ro = rollout(id);
-    if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_BAKING) return false;
-    canaries.clear();
-    for (const auto& h : ro->hosts()) {
-      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canaries.push_back(std::stoi(h.host_id().substr(5)));
-    }
-    return canaries.size() == 2;
-  }, std::chrono::seconds(30)));
+  const std::vector<int> canaries = baking_canaries(id, 2);
+  ASSERT_EQ(canaries.size(), 2u);
   const int sick = canaries[0];
   // Its v3 slot (green: v2 is in blue... whichever slot runs v3) starts failing health.
   for (int port : {9001, 9002}) http_get(ip(sick) + ":" + std::to_string(port), "/admin/fail-health");
@@ -305,16 +313,8 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
   // No failure budget: losing a canary rolls the fleet back.
   r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "2,100%", "--bake", "1m"});
   ASSERT_EQ(r.code, 0) << r.err;
-  std::vector<int> canaries;
-  ASSERT_TRUE(eventually([&] {
-    auto ro = rollout("web-2");
-    if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_BAKING) return false;
-    canaries.clear();
-    for (const auto& h : ro->hosts()) {
-      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canaries.push_back(std::stoi(h.host_id().substr(5)));
-    }
-    return canaries.size() == 2;
-  }, std::chrono::seconds(30)));
+  const std::vector<int> canaries = baking_canaries("web-2", 2);
+  ASSERT_EQ(canaries.size(), 2u);
   const int cut = canaries[0], other = canaries[1];
   ASSERT_EQ(version_on(cut), "v2");
   ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[static_cast<std::size_t>(cut)], "down"}).code, 0);
