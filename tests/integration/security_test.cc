@@ -211,6 +211,13 @@ TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
   EXPECT_NE(start.err.find("operator or admin role"), std::string::npos) << start.err;
   EXPECT_EQ(ctl("victor", {"service", "apply", "-f", dir_.file("web.yaml")}).code, 6);
   EXPECT_EQ(ctl("olga", {"service", "apply", "-f", dir_.file("web.yaml")}).code, 6) << "services are admin's";
+  // Streaming calls are refused the same way (a host deploy, an upload).
+  auto deploy = ctl("victor", {"host", "deploy", "web-1", "web", "--version", "1.0"});
+  EXPECT_EQ(deploy.code, 6) << deploy.out << deploy.err;
+  std::filesystem::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  auto upload = ctl("olga", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "1.0"});
+  EXPECT_EQ(upload.code, 6) << upload.err;
+  EXPECT_NE(upload.err.find("admin role"), std::string::npos) << upload.err;
   auto list = ctl("alice", {"rollout", "list", "-o", "json"});
   EXPECT_EQ(list.out.find("web-"), std::string::npos) << "the refused start left nothing: " << list.out;
 
