@@ -35,13 +35,7 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     m.absorb(r->finish());
   }
   m.get("insecure", cfg.insecure);
-  if (auto t = m.child("tls")) {
-    t->get("ca", cfg.tls.ca);
-    t->get("cert", cfg.tls.cert);
-    t->get("key", cfg.tls.key);
-    t->get("server_name", cfg.tls.server_name);
-    m.absorb(t->finish());
-  }
+  read_tls(m, cfg.tls, /*client=*/true);
   m.get("trusted_keys", cfg.trusted_keys);
   if (auto p = m.child("policy")) {
     p->get("services", cfg.policy.services);

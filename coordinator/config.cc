@@ -27,12 +27,7 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("max_artifact_bytes", max_bytes);
   cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
   m.get("insecure", cfg.insecure);
-  if (auto t = m.child("tls")) {
-    t->get("ca", cfg.tls.ca);
-    t->get("cert", cfg.tls.cert);
-    t->get("key", cfg.tls.key);
-    m.absorb(t->finish());
-  }
+  read_tls(m, cfg.tls, /*client=*/false);
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));

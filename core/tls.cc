@@ -51,6 +51,16 @@ TimePoint asn1_time(const ASN1_TIME* t) {
 
 }  // namespace
 
+void read_tls(YamlMap& m, TlsFiles& out, bool client) {
+  auto t = m.child("tls");
+  if (!t) return;
+  t->get("ca", out.ca);
+  t->get("cert", out.cert);
+  t->get("key", out.key);
+  if (client) t->get("server_name", out.server_name);
+  m.absorb(t->finish());
+}
+
 absl::StatusOr<TlsMaterial> load_tls(const TlsFiles& files, bool need_cert, const std::string& what) {
   if (files.ca.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("the ", what, "'s TLS settings need `ca` (the CA certificate ",

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/clock.h"
+#include "core/yaml_config.h"
 
 namespace tern {
 
@@ -23,6 +24,11 @@ struct TlsFiles {
 
   bool empty() const { return ca.empty() && cert.empty() && key.empty(); }
 };
+
+// Reads a config's `tls:` mapping (ca, cert, key and, for a client, the
+// server_name it expects) into `out`; absent: `out` is left as it is. Errors
+// surface through `m`'s finish(), like every other key.
+void read_tls(YamlMap& m, TlsFiles& out, bool client);
 
 // The same files, read.
 struct TlsMaterial {
