@@ -61,39 +61,6 @@ absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
   return std::unique_ptr<RolloutStore>(new RolloutStore(db));
 }
 
-absl::StatusOr<uint64_t> RolloutStore::record(const tern::v1::Rollout& r, const std::string& kind,
-                                              const std::string& message, int64_t time_ms) {
-  auto json = to_json(r);
-  if (!json.ok()) return json.status();
-  uint64_t seq = 0;
-  auto st = db_.transaction([&]() -> absl::Status {
-    auto up = db_.prepare(
-        "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET terminal = ?3, rollout_json = ?4, "
-        "updated_ms = ?5");
-    if (!up.ok()) return up.status();
-    if (auto s = up->bind(1, r.id())
-                     .bind(2, r.spec().service())
-                     .bind(3, static_cast<int64_t>(RolloutEngine::is_settled(r)))
-                     .bind(4, *json)
-                     .bind(5, time_ms)
-                     .run();
-        !s.ok()) {
-      return s;
-    }
-    auto ev = db_.prepare(
-        "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
-    if (!ev.ok()) return ev.status();
-    if (auto s = ev->bind(1, r.id()).bind(2, time_ms).bind(3, kind).bind(4, message).bind(5, *json).run(); !s.ok()) {
-      return s;
-    }
-    seq = static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.raw()));
-    return absl::OkStatus();
-  });
-  if (!st.ok()) return st;
-  return seq;
-}
-
 absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vector<Event>& events,
                                                                 const std::vector<const tern::v1::Rollout*>& rollouts,
                                                                 int64_t time_ms) {

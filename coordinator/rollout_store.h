@@ -11,16 +11,13 @@
 namespace tern {
 
 // Rollouts and their event journal in the coordinator's SQLite database.
-// Each transition is one transaction: the rollout's new state and the event
-// that describes it, so a restart resumes from exactly the last step taken.
+// Transitions are written in transactions that hold the events and the
+// rollouts' state after them, so a restart resumes from exactly the last
+// step written.
 // Same thread rules as Database.
 class RolloutStore {
  public:
   static absl::StatusOr<std::unique_ptr<RolloutStore>> open(Database& db);
-
-  // Saves the rollout and appends the event; returns the event's sequence.
-  absl::StatusOr<uint64_t> record(const tern::v1::Rollout& rollout, const std::string& kind,
-                                  const std::string& message, int64_t time_ms);
 
   // One journal entry: an event and the rollout's summary (no per-host
   // list) as it stood after it.

@@ -46,7 +46,9 @@ class RolloutStoreTest : public ::testing::Test {
     life->engine = std::make_unique<RolloutEngine>(
         clock_, RolloutEffects{nullptr, [l](const Rollout&, const std::string& host) { l->rollbacks.push_back(host); },
                                [l, this](const Rollout& r, const std::string& kind, const std::string& message) {
-                                 auto seq = l->store->record(r, kind, message, to_unix_millis(clock_.now()));
+                                 // One event per transaction here; the coordinator batches.
+                                 const int64_t now = to_unix_millis(clock_.now());
+                                 auto seq = l->store->record_batch({{r, kind, message, now}}, {&r}, now);
                                  ASSERT_TRUE(seq.ok()) << seq.status();
                                }});
     auto active = life->store->load_active();
