@@ -10,15 +10,9 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "==> the e2e test boots containers and makes a bridge: re-running with sudo"
   exec sudo TERN_BUILD_DIR="${TERN_BUILD_DIR:-}" TERN_E2E_CACHE="${TERN_E2E_CACHE:-}" "$0" "$@"
 fi
-missing=()
-for p in debootstrap systemd-container openssh-client; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt_install.sh
+. "$root/scripts/apt_install.sh"
+apt_install debootstrap systemd-container openssh-client
 [ -n "${TERN_E2E_CACHE:-}" ] || unset TERN_E2E_CACHE
 [ -n "${TERN_BUILD_DIR:-}" ] || unset TERN_BUILD_DIR
 exec "$root/tests/e2e/install_test.sh" "$@"

@@ -38,20 +38,9 @@ packages=(
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libsystemd-dev zlib1g-dev
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "==> installing ${#missing[@]} missing packages: ${missing[*]}"
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || { echo "error: need root (or sudo) to apt-get install: ${missing[*]}" >&2; exit 1; }
-    sudo=sudo
-  fi
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=scripts/apt_install.sh
+. "$root/scripts/apt_install.sh"
+apt_install "${packages[@]}"
 
 # Every library the fuzzers link is instrumented (sanitizers and coverage);
 # -fsanitize=fuzzer itself is added to the fuzzer executables only. Warnings
