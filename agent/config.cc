@@ -152,6 +152,39 @@ absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec
   return absl::OkStatus();
 }
 
+absl::StatusOr<AgentIdentity> resolve_identity(const AgentConfig& cfg, const std::string& machine_id_path) {
+  AgentIdentity out;
+  if (cfg.insecure) {
+    auto id = resolve_host_id(cfg, machine_id_path);
+    if (!id.ok()) return id.status();
+    out.host_id = *id;
+    return out;
+  }
+  if (cfg.tls.empty()) {
+    return absl::FailedPreconditionError(
+        "no TLS configured: set tls.ca, tls.cert and tls.key (--tls-ca, --tls-cert, --tls-key; "
+        "scripts/tern-pki.sh makes them), or --insecure for a local demo");
+  }
+  auto tls = load_tls(cfg.tls, /*need_cert=*/true, "agent");
+  if (!tls.ok()) return tls.status();
+  auto cert = cert_identity(tls->cert_pem);
+  if (!cert.ok() || cert->common_name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(cfg.tls.cert, ": the certificate has no CN (the host id)"));
+  }
+  if (!cfg.host_id.empty() && cfg.host_id != cert->common_name) {
+    return absl::InvalidArgumentError(absl::StrCat("host_id \"", cfg.host_id, "\" differs from the certificate's \"",
+                                                   cert->common_name, "\" (", cfg.tls.cert,
+                                                   "); drop host_id or use this host's certificate"));
+  }
+  if (!is_valid_host_id(cert->common_name)) {
+    return absl::InvalidArgumentError(absl::StrCat(cfg.tls.cert, ": CN \"", cert->common_name,
+                                                   "\" is not a valid host id"));
+  }
+  out.host_id = cert->common_name;
+  out.credentials = tls_channel_credentials(*tls);
+  return out;
+}
+
 absl::StatusOr<std::string> resolve_host_id(const AgentConfig& cfg, const std::string& machine_id_path) {
   if (!cfg.host_id.empty()) return cfg.host_id;
   std::ifstream in(machine_id_path);

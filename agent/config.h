@@ -61,4 +61,15 @@ absl::Status validate(const AgentConfig& cfg);
 absl::StatusOr<std::string> resolve_host_id(const AgentConfig& cfg,
                                             const std::string& machine_id_path = "/etc/machine-id");
 
+// Who the agent is and how it proves it. With TLS the host id is the
+// certificate's CN (one host cannot speak for another; a configured host_id
+// must match it); `insecure` has no credentials and resolve_host_id's id.
+// Errors name the file and say what to do.
+struct AgentIdentity {
+  std::string host_id;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // null: plaintext
+};
+absl::StatusOr<AgentIdentity> resolve_identity(const AgentConfig& cfg,
+                                               const std::string& machine_id_path = "/etc/machine-id");
+
 }  // namespace tern

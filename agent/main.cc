@@ -13,7 +13,6 @@
 #include "core/logging.h"
 #include "core/signals.h"
 #include "core/systemd_notify.h"
-#include "core/tls.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -81,33 +80,7 @@ int main(int argc, char** argv) {
     std::cerr << "tern-agent: " << st.message() << "\n";
     return 2;
   }
-  std::shared_ptr<grpc::ChannelCredentials> credentials;
-  if (!cfg.insecure) {
-    if (cfg.tls.empty()) {
-      spdlog::error("no TLS configured: set tls.ca, tls.cert and tls.key (--tls-ca, --tls-cert, --tls-key; "
-                    "scripts/tern-pki.sh makes them), or --insecure for a local demo");
-      return 2;
-    }
-    auto tls = tern::load_tls(cfg.tls, /*need_cert=*/true, "agent");
-    if (!tls.ok()) {
-      spdlog::error("{}", tls.status().message());
-      return 2;
-    }
-    // The certificate names the host: one host cannot speak for another.
-    auto cert = tern::cert_identity(tls->cert_pem);
-    if (!cert.ok() || cert->common_name.empty()) {
-      spdlog::error("{}: the certificate has no CN (the host id)", cfg.tls.cert);
-      return 2;
-    }
-    if (!cfg.host_id.empty() && cfg.host_id != cert->common_name) {
-      spdlog::error("host_id \"{}\" differs from the certificate's \"{}\" ({}); drop host_id or use this host's "
-                    "certificate", cfg.host_id, cert->common_name, cfg.tls.cert);
-      return 2;
-    }
-    cfg.host_id = cert->common_name;
-    credentials = tern::tls_channel_credentials(*tls);
-  }
-  auto id = tern::resolve_host_id(cfg);
+  auto id = tern::resolve_identity(cfg);
   if (!id.ok()) {
     spdlog::error("{}", id.status().message());
     return 2;
@@ -116,8 +89,8 @@ int main(int argc, char** argv) {
   tern::StopSignals stop_signals;
 
   tern::SystemdNotifier systemd;
-  tern::Agent agent(cfg, *id);
-  agent.set_credentials(credentials);
+  tern::Agent agent(cfg, id->host_id);
+  agent.set_credentials(id->credentials);
   if (auto interval = systemd.watchdog_interval()) {
     agent.set_liveness_ping(*interval, [&systemd] { systemd.watchdog_ping(); });
   }
@@ -127,7 +100,7 @@ int main(int argc, char** argv) {
   }
   // Ready once the recorded slots are adopted and the mapping re-applied;
   // the coordinator link connects (and reconnects) on its own.
-  systemd.ready("host " + *id + ", coordinator " + cfg.coordinator);
+  systemd.ready("host " + id->host_id + ", coordinator " + cfg.coordinator);
   spdlog::info("received {}, stopping", stop_signals.wait());
   systemd.stopping();
   agent.stop();

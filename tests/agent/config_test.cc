@@ -149,3 +149,37 @@ TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
 
 }  // namespace
 }  // namespace tern
+
+namespace tern {
+namespace {
+
+TEST(AgentIdentityTest, TheCertificateNamesTheHostAndAConflictingHostIdIsRefused) {
+  testing::TempDir dir;
+  const std::string pki = dir.file("pki");
+  for (std::vector<std::string> args : {std::vector<std::string>{"init", pki}, {"agent", pki, "web-7"}}) {
+    args.insert(args.begin(), std::string(TERN_SOURCE_DIR) + "/scripts/tern-pki.sh");
+    ASSERT_EQ(testing::run_cmd(args).code, 0);
+  }
+  AgentConfig cfg;
+  cfg.tls = {pki + "/ca.crt", pki + "/agent-web-7.crt", pki + "/agent-web-7.key", ""};
+  auto id = resolve_identity(cfg, dir.file("no-machine-id"));
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(id->host_id, "web-7");
+  EXPECT_NE(id->credentials, nullptr);
+  cfg.host_id = "web-8";
+  auto liar = resolve_identity(cfg, dir.file("no-machine-id"));
+  ASSERT_FALSE(liar.ok());
+  EXPECT_NE(std::string(liar.status().message()).find("differs from the certificate"), std::string::npos);
+  AgentConfig none;
+  auto refused = resolve_identity(none, dir.file("no-machine-id"));
+  EXPECT_NE(std::string(refused.status().message()).find("--insecure"), std::string::npos) << refused.status();
+  none.insecure = true;
+  none.host_id = "lab-1";
+  auto plain = resolve_identity(none, dir.file("no-machine-id"));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->host_id, "lab-1");
+  EXPECT_EQ(plain->credentials, nullptr);
+}
+
+}  // namespace
+}  // namespace tern
