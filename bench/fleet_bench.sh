@@ -36,6 +36,27 @@ wait_for() {  # wait_for SECONDS COMMAND...
   return 1
 }
 ulimit -n "$(ulimit -Hn)"
+# Who paid for a phase: CPU milliseconds of the coordinator and of the
+# simulator, so a figure can be told apart from the simulator's own cost.
+phase_begin() { pc0=$(cpu_ticks "$cpid"); ps0=$(cpu_ticks "$spid"); }
+phase_end() {
+  local hz; hz=$(getconf CLK_TCK)
+  echo "  cpu: coordinator $((($(cpu_ticks "$cpid") - pc0) * 1000 / hz)) ms, simulator $((($(cpu_ticks "$spid") - ps0) * 1000 / hz)) ms"
+}
+# TERN_BENCH_PERF=DIR records the coordinator with perf (call graphs) from
+# the spec push to the end of the rollback, for `perf report -i DIR/coordinator.perf`.
+perf_pid=
+perf_begin() {
+  [ -n "${TERN_BENCH_PERF:-}" ] || return 0
+  mkdir -p "$TERN_BENCH_PERF"
+  perf record -q -F 499 -g -p "$cpid" -o "$TERN_BENCH_PERF/coordinator.perf" >/dev/null 2>&1 &
+  perf_pid=$!
+  sleep 0.5
+}
+perf_end() {
+  [ -n "$perf_pid" ] || return 0
+  kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; perf_pid=
+}
 
 start_coordinator() {
   rm -f "$work/ready.json"
@@ -73,6 +94,8 @@ echo "heartbeats: $beats in $(((s1 - s0) / 1000)) s cost $(((c1 - c0) * 1000 / h
 
 sed "s/healthy_deadline: 30s/healthy_deadline: 30s/" "$root/examples/web.yaml" >"$work/web.yaml"
 : >"$work/mark"
+perf_begin
+phase_begin
 t0=$(now_ms)
 "$ternctl" service apply -f "$work/web.yaml" >/dev/null
 wait_for 120 bash -c "[ \$(grep -c '^command apply_service' '$work/sim.log') -ge $n ]"
@@ -83,15 +106,19 @@ d = sorted(int(l.split()[3]) - t0 for l in open(sys.argv[1]) if l.startswith("co
 p = lambda q: d[min(len(d) - 1, int(q * len(d)))]
 print(f"fan-out: one spec push to {len(d)} agents: p50 {p(0.5)} ms, p99 {p(0.99)} ms, max {d[-1]} ms")
 EOF
+phase_end
 
 "$ternctl" artifact push "$app" --service web --version 2.0 >/dev/null
+phase_begin
 t0=$(now_ms)
 "$ternctl" rollout start web --version 2.0 --waves 1,10%,50%,100% --bake 0s --watch --wait 30m >"$work/rollout.log" 2>&1 ||
   { tail -5 "$work/rollout.log"; exit 1; }
 t1=$(now_ms)
 echo "rollout: $n hosts in 4 waves, zero bake, agents answering at once: $((t1 - t0)) ms"
+phase_end
 
 before=$(grep -c '^command rollback' "$work/sim.log" || true)
+phase_begin
 t0=$(now_ms)
 "$ternctl" rollout rollback web-1 >/dev/null
 "$ternctl" rollout watch web-1 --wait 30m >"$work/rollback.log" 2>&1 || true
@@ -106,6 +133,8 @@ if d:
     print(f"rollback: flip reached {len(d)} agents: p50 {p(0.5)} ms, p99 {p(0.99)} ms, max {d[-1]} ms")
 EOF
 echo "rollback: command -> rollout rolled back (every flip acknowledged): $((t1 - t0)) ms"
+phase_end
+perf_end
 
 # Reconnect storm: kill -9 the coordinator, restart it on the same port.
 kill -9 "$cpid"

@@ -642,12 +642,14 @@ RolloutEffects Coordinator::rollout_effects() {
     deferred_effects_.push_back([this, id = r.id(), host, release, weight] {
       if (const auto* x = engine_->find(id)) rollout_deploy(*x, host, release, weight);
     });
+    dirty_rollouts_.insert(r.id());  // the host's new state is written before the command goes out
     schedule_journal_flush();
   };
   e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) {
     deferred_effects_.push_back([this, id = r.id(), host] {
       if (const auto* x = engine_->find(id)) rollout_rollback(*x, host);
     });
+    dirty_rollouts_.insert(r.id());
     schedule_journal_flush();
   };
   e.changed = [this](const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
@@ -710,10 +712,8 @@ void Coordinator::rollout_deploy(const tern::v1::Rollout& r, const std::string& 
 
 void Coordinator::rollout_rollback(const tern::v1::Rollout& r, const std::string& host) {
   const std::string id = r.id();
-  std::string to_version;
-  for (const auto& h : r.hosts()) {
-    if (h.host_id() == host) to_version = h.previous_version();
-  }
+  const auto* progress = engine_->host(id, host);
+  const std::string to_version = progress != nullptr ? progress->previous_version() : "";
   owed_deploys_.erase(host);
   tern::v1::Command cmd;
   cmd.mutable_rollback()->set_service(r.spec().service());
@@ -731,35 +731,9 @@ void Coordinator::rollout_rollback(const tern::v1::Rollout& r, const std::string
   }
 }
 
-namespace {
-
-// What an event carries: the rollout without its per-host list (a rollout
-// of 10,000 hosts is megabytes; GetRollout has the hosts).
-tern::v1::Rollout summary_of(const tern::v1::Rollout& r) {
-  tern::v1::Rollout s;
-  s.set_id(r.id());
-  s.set_generation(r.generation());
-  *s.mutable_spec() = r.spec();
-  s.set_phase(r.phase());
-  s.set_current_wave(r.current_wave());
-  s.set_wave_step(r.wave_step());
-  s.set_message(r.message());
-  *s.mutable_created() = r.created();
-  *s.mutable_updated() = r.updated();
-  *s.mutable_previous_release() = r.previous_release();
-  *s.mutable_step_started() = r.step_started();
-  *s.mutable_bake_until() = r.bake_until();
-  s.set_failed_hosts(r.failed_hosts());
-  s.set_failed_in_wave(r.failed_in_wave());
-  s.set_total_hosts(r.total_hosts());
-  return s;
-}
-
-}  // namespace
-
 void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
   RolloutStore::Event ev;
-  ev.summary = summary_of(r);
+  ev.summary = rollout_summary(r);
   ev.kind = kind;
   ev.message = message;
   ev.time_ms = to_unix_millis(clock_.now());
@@ -781,10 +755,13 @@ void Coordinator::flush_journal() {
   auto events = std::exchange(journal_, {});
   auto ids = std::exchange(dirty_rollouts_, {});
   auto effects = std::exchange(deferred_effects_, {});
-  if (!events.empty()) {
-    std::vector<const tern::v1::Rollout*> rollouts;
+  if (!events.empty() || !ids.empty()) {
+    std::vector<RolloutStore::RolloutWrite> rollouts;
     for (const auto& id : ids) {
-      if (const auto* x = engine_->find(id)) rollouts.push_back(x);
+      const auto* x = engine_->find(id);
+      if (x == nullptr) continue;
+      auto changed = engine_->take_changed(id);
+      rollouts.push_back({x, std::move(changed.positions), changed.all});
     }
     const int64_t now = to_unix_millis(clock_.now());
     auto seqs = rollout_store_->record_batch(events, rollouts, now);
@@ -933,12 +910,7 @@ absl::StatusOr<tern::v1::Rollout> Coordinator::start_rollout(const tern::v1::Rol
 
 absl::StatusOr<tern::v1::Rollout> Coordinator::get_rollout(const std::string& id) {
   if (const auto* r = engine_->find(id)) return *r;
-  auto all = rollout_store_->list("", 10'000);
-  if (!all.ok()) return all.status();
-  for (auto& r : *all) {
-    if (r.id() == id) return r;
-  }
-  return absl::NotFoundError(absl::StrCat("no rollout \"", id, "\"; `ternctl rollout list` shows them"));
+  return rollout_store_->get(id);
 }
 
 absl::StatusOr<std::vector<tern::v1::Rollout>> Coordinator::list_rollouts(const std::string& service,
@@ -947,7 +919,7 @@ absl::StatusOr<std::vector<tern::v1::Rollout>> Coordinator::list_rollouts(const 
   if (!all.ok()) return all.status();
   std::vector<tern::v1::Rollout> out;
   for (auto& r : *all) {
-    if (const auto* live = engine_->find(r.id())) r = *live;
+    if (const auto* live = engine_->find(r.id())) r = rollout_summary(*live);
     if (active_only && RolloutEngine::is_terminal(r.phase())) continue;
     out.push_back(std::move(r));
   }

@@ -67,6 +67,11 @@ Statement& Statement::bind(int i, absl::string_view v) {
   return *this;
 }
 
+Statement& Statement::bind_blob(int i, absl::string_view bytes) {
+  sqlite3_bind_blob(stmt_, i, bytes.data(), static_cast<int>(bytes.size()), SQLITE_TRANSIENT);
+  return *this;
+}
+
 Statement& Statement::bind_null(int i) {
   sqlite3_bind_null(stmt_, i);
   return *this;
@@ -98,6 +103,12 @@ int64_t Statement::int_at(int col) const { return sqlite3_column_int64(stmt_, co
 std::string Statement::text_at(int col) const {
   const unsigned char* p = sqlite3_column_text(stmt_, col);
   return p ? std::string(reinterpret_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+           : std::string();
+}
+
+std::string Statement::blob_at(int col) const {
+  const void* p = sqlite3_column_blob(stmt_, col);
+  return p ? std::string(static_cast<const char*>(p), static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
            : std::string();
 }
 

@@ -59,6 +59,7 @@ class Statement {
   Statement& bind(int i, int64_t v);
   Statement& bind(int i, absl::string_view v);
   Statement& bind_null(int i);
+  Statement& bind_blob(int i, absl::string_view bytes);
   // True while a row is available; false when done. Errors surface in status().
   bool step();
   // Runs to completion, for statements without results.
@@ -68,6 +69,7 @@ class Statement {
 
   int64_t int_at(int col) const;
   std::string text_at(int col) const;
+  std::string blob_at(int col) const;
   bool null_at(int col) const;
 
  private:

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -63,32 +64,95 @@ bool RolloutEngine::is_terminal(RolloutPhase p) {
 
 Rollout* RolloutEngine::mutable_find(const std::string& id) {
   auto it = rollouts_.find(id);
-  return it == rollouts_.end() ? nullptr : &it->second;
+  return it == rollouts_.end() ? nullptr : &it->second.rollout;
 }
 
 const Rollout* RolloutEngine::find(const std::string& id) const {
   auto it = rollouts_.find(id);
-  return it == rollouts_.end() ? nullptr : &it->second;
+  return it == rollouts_.end() ? nullptr : &it->second.rollout;
+}
+
+const tern::v1::HostProgress* RolloutEngine::host(const std::string& rollout_id, const std::string& host) const {
+  auto it = rollouts_.find(rollout_id);
+  if (it == rollouts_.end()) return nullptr;
+  auto pos = it->second.index.position.find(host);
+  return pos == it->second.index.position.end() ? nullptr : &it->second.rollout.hosts(pos->second);
 }
 
 std::vector<const Rollout*> RolloutEngine::list() const {
   std::vector<const Rollout*> out;
-  for (const auto& [id, r] : rollouts_) out.push_back(&r);
+  for (const auto& [id, e] : rollouts_) out.push_back(&e.rollout);
   return out;
 }
 
 const Rollout* RolloutEngine::active_for(const std::string& service) const {
-  for (const auto& [id, r] : rollouts_) {
-    if (r.spec().service() == service && !is_terminal(r.phase())) return &r;
+  for (const auto& [id, e] : rollouts_) {
+    if (e.rollout.spec().service() == service && !is_terminal(e.rollout.phase())) return &e.rollout;
   }
   return nullptr;
 }
 
-tern::v1::HostProgress* RolloutEngine::host_of(Rollout& r, const std::string& host) {
-  for (auto& h : *r.mutable_hosts()) {
-    if (h.host_id() == host) return &h;
+RolloutEngine::Index& RolloutEngine::index_of(const Rollout& r) { return rollouts_.at(r.id()).index; }
+
+void RolloutEngine::build_index(const Rollout& r, Index& ix) {
+  ix = Index{};
+  const std::size_t waves = static_cast<std::size_t>(r.spec().waves_size());
+  ix.wave_hosts.resize(waves);
+  ix.waiting.assign(waves, 0);
+  ix.deploying.assign(waves, 0);
+  ix.position.reserve(static_cast<std::size_t>(r.hosts_size()));
+  ix.is_changed.assign(static_cast<std::size_t>(r.hosts_size()), false);
+  for (int i = 0; i < r.hosts_size(); ++i) {
+    const auto& h = r.hosts(i);
+    ix.position.emplace(h.host_id(), i);
+    if (h.wave() >= waves) continue;  // not in any wave the spec has: never dispatched
+    ix.wave_hosts[h.wave()].push_back(i);
+    ix.waiting[h.wave()] += h.state() == tern::v1::HOST_ROLLOUT_STATE_WAITING;
+    ix.deploying[h.wave()] += h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING;
   }
-  return nullptr;
+}
+
+tern::v1::HostProgress* RolloutEngine::host_of(Rollout& r, const std::string& host) {
+  auto& ix = index_of(r);
+  auto it = ix.position.find(host);
+  return it == ix.position.end() ? nullptr : r.mutable_hosts(it->second);
+}
+
+RolloutEngine::ChangedHosts RolloutEngine::take_changed(const std::string& rollout_id) {
+  ChangedHosts out;
+  auto it = rollouts_.find(rollout_id);
+  if (it == rollouts_.end()) return out;
+  auto& ix = it->second.index;
+  out.all = std::exchange(ix.all_changed, false);
+  out.positions = std::exchange(ix.changed, {});
+  for (int pos : out.positions) ix.is_changed[static_cast<std::size_t>(pos)] = false;
+  if (out.all) out.positions.clear();
+  return out;
+}
+
+void RolloutEngine::touch(Rollout& r, const tern::v1::HostProgress& h) {
+  auto& ix = index_of(r);
+  if (ix.all_changed) return;
+  auto it = ix.position.find(h.host_id());
+  if (it == ix.position.end()) return;
+  const auto pos = static_cast<std::size_t>(it->second);
+  if (ix.is_changed[pos]) return;
+  ix.is_changed[pos] = true;
+  ix.changed.push_back(it->second);
+}
+
+void RolloutEngine::set_state(Rollout& r, tern::v1::HostProgress& h, HostRolloutState s) {
+  touch(r, h);
+  auto& ix = index_of(r);
+  if (h.wave() < ix.waiting.size()) {
+    auto count = [&](HostRolloutState st, int d) {
+      if (st == tern::v1::HOST_ROLLOUT_STATE_WAITING) ix.waiting[h.wave()] += d;
+      if (st == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) ix.deploying[h.wave()] += d;
+    };
+    count(h.state(), -1);
+    count(s, +1);
+  }
+  h.set_state(s);
 }
 
 bool RolloutEngine::host_reachable(const std::string& host) const {
@@ -142,9 +206,10 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
     }
   }
   r.set_total_hosts(total);
-  auto [it, fresh] = rollouts_.emplace(id, std::move(r));
+  auto [it, fresh] = rollouts_.try_emplace(id);
   if (!fresh) return absl::AlreadyExistsError(absl::StrCat("rollout ", id, " exists"));
-  Rollout& ref = it->second;
+  Rollout& ref = it->second.rollout = std::move(r);
+  build_index(ref, it->second.index);
   emit(ref, "started",
        absl::StrCat("rolling ", spec.service(), " out to ", release.version(), " on ", total, " hosts in ",
                     spec.waves_size(), " waves"));
@@ -153,7 +218,10 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
 }
 
 void RolloutEngine::restore(const Rollout& rollout) {
-  auto& r = rollouts_[rollout.id()] = rollout;
+  auto& entry = rollouts_[rollout.id()];
+  entry.rollout = rollout;
+  build_index(entry.rollout, entry.index);
+  auto& r = entry.rollout;
   if (is_terminal(r.phase())) return;
   // Deploys and rollbacks in flight when the coordinator died are asked
   // again; an agent that already did the work answers at once.
@@ -163,7 +231,7 @@ void RolloutEngine::restore(const Rollout& rollout) {
   const bool forward = r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED;
   for (auto& h : *r.mutable_hosts()) {
     if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && forward) {
-      h.set_state(tern::v1::HOST_ROLLOUT_STATE_WAITING);
+      set_state(r, h, tern::v1::HOST_ROLLOUT_STATE_WAITING);
     }
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
   }
@@ -190,8 +258,9 @@ void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
   r.set_failed_in_wave(0);
   *r.mutable_step_started() = stamp(clock_.now());
   r.clear_bake_until();
-  uint32_t n = 0;
-  for (const auto& h : r.hosts()) n += h.wave() == wave;
+  auto& ix = index_of(r);
+  ix.cursor = 0;
+  const std::size_t n = wave < ix.wave_hosts.size() ? ix.wave_hosts[wave].size() : 0;
   emit(r, "wave_started", absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
   advance(r);
 }
@@ -199,23 +268,26 @@ void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
 void RolloutEngine::dispatch(Rollout& r) {
   const uint32_t wave = r.current_wave();
   const uint32_t weight = r.spec().waves(static_cast<int>(wave)).weight();
-  uint32_t in_flight = 0;
-  for (const auto& h : r.hosts()) {
-    in_flight += h.wave() == wave && h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING;
-  }
+  auto& ix = index_of(r);
+  if (wave >= ix.wave_hosts.size()) return;
+  const auto& hosts = ix.wave_hosts[wave];
   const uint32_t limit = r.spec().max_parallel() == 0 ? UINT32_MAX : r.spec().max_parallel();
-  for (auto& h : *r.mutable_hosts()) {
-    if (in_flight >= limit) break;
-    if (h.wave() != wave || h.state() != tern::v1::HOST_ROLLOUT_STATE_WAITING) continue;
+  // Hosts only ever leave WAITING within a wave, so the cursor never has to
+  // look back: dispatching a whole wave is one pass however it is sliced.
+  while (ix.waiting[wave] > 0 && ix.deploying[wave] < limit && ix.cursor < hosts.size()) {
+    auto& h = *r.mutable_hosts(hosts[ix.cursor]);
+    if (h.state() != tern::v1::HOST_ROLLOUT_STATE_WAITING) {
+      ++ix.cursor;
+      continue;
+    }
     if (!host_reachable(h.host_id())) {
       host_failed(r, h, tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE, "unreachable when its turn came");
       if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
       continue;
     }
-    h.set_state(tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+    set_state(r, h, tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
     *h.mutable_sent() = stamp(clock_.now());
     *h.mutable_updated() = h.sent();
-    ++in_flight;
     if (effects_.deploy) effects_.deploy(r, h.host_id(), r.spec().release(), weight);
   }
 }
@@ -229,12 +301,8 @@ void RolloutEngine::advance(Rollout& r) {
     if (r.wave_step() == tern::v1::WAVE_STEP_DEPLOYING) {
       dispatch(r);
       if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
-      bool busy = false;
-      for (const auto& h : r.hosts()) {
-        busy |= h.wave() == wave && (h.state() == tern::v1::HOST_ROLLOUT_STATE_WAITING ||
-                                     h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
-      }
-      if (busy) return;
+      const auto& ix = index_of(r);
+      if (wave < ix.waiting.size() && ix.waiting[wave] + ix.deploying[wave] > 0) return;
       r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
       *r.mutable_step_started() = stamp(clock_.now());
       *r.mutable_bake_until() = stamp(clock_.now() + millis(spec_wave.bake()));
@@ -281,7 +349,7 @@ bool RolloutEngine::over_budget(const Rollout& r) const {
 void RolloutEngine::host_failed(Rollout& r, tern::v1::HostProgress& h, HostRolloutState state,
                                 const std::string& message) {
   const bool already = counts_as_failed(h.state());
-  h.set_state(state);
+  set_state(r, h, state);
   h.set_message(message);
   *h.mutable_updated() = stamp(clock_.now());
   if (!already) {
@@ -305,9 +373,10 @@ void RolloutEngine::on_budget_exceeded(Rollout& r, const std::string& why) {
 }
 
 void RolloutEngine::send_rollback(Rollout& r, tern::v1::HostProgress& h) {
+  touch(r, h);
   h.set_rollback_pending(true);
   if (!host_reachable(h.host_id())) return;  // flipped when it returns
-  if (!rollbacks_in_flight_.insert({r.id(), h.host_id()}).second) return;  // already asked
+  if (!index_of(r).flips_in_flight.insert(h.host_id()).second) return;  // already asked
   *h.mutable_sent() = stamp(clock_.now());
   if (effects_.rollback) effects_.rollback(r, h.host_id());
 }
@@ -323,6 +392,7 @@ void RolloutEngine::begin_rollback(Rollout& r, const std::string& why) {
         s == tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY || s == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE ||
         s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE) {
       if (s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE && h.sent().seconds() == 0) continue;  // never reached
+      touch(r, h);
       h.set_rollback_pending(true);
     }
   }
@@ -339,10 +409,10 @@ void RolloutEngine::finish_rollback_if_done(Rollout& r) {
   // rollout (nor the service's next one) open: they stay marked and are
   // flipped when they return. A reachable host whose flip failed ends the
   // rollback as failed, naming it, so a person looks.
+  if (!index_of(r).flips_in_flight.empty()) return;
   std::vector<std::string> away, failed;
   for (const auto& h : r.hosts()) {
     if (!h.rollback_pending()) continue;
-    if (rollbacks_in_flight_.count({r.id(), h.host_id()})) return;
     (host_reachable(h.host_id()) ? failed : away).push_back(h.host_id());
   }
   const std::string to = r.previous_release().version().empty() ? std::string("its previous release")
@@ -381,7 +451,7 @@ void RolloutEngine::on_host_deployed(const std::string& id, const std::string& h
     // A deploy that lands after the rollback began is flipped back too.
     if (ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) send_rollback(*r, *h);
     if (!ok && h->state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) {
-      h->set_state(failure);
+      set_state(*r, *h, failure);
       h->set_message(message);
       h->set_rollback_pending(false);  // never switched: nothing to undo
       finish_rollback_if_done(*r);
@@ -390,7 +460,7 @@ void RolloutEngine::on_host_deployed(const std::string& id, const std::string& h
   }
   if (h->state() != tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) return;  // late or duplicate
   if (ok) {
-    h->set_state(tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+    set_state(*r, *h, tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
     h->set_message(message);
     *h->mutable_updated() = stamp(clock_.now());
     emit(*r, "host_on_new", absl::StrCat(host, " runs ", r->spec().release().version()));
@@ -408,7 +478,7 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   if (r == nullptr) return;
   auto* h = host_of(*r, host);
   if (h == nullptr) return;
-  rollbacks_in_flight_.erase({id, host});
+  index_of(*r).flips_in_flight.erase(host);
   if (!h->rollback_pending()) {
     // Its deploy failed meanwhile: nothing to undo, but this answer may be
     // the last one the rollback waited for.
@@ -416,13 +486,14 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
     return;
   }
   if (!ok) {
+    touch(*r, *h);
     h->set_message(absl::StrCat("rollback failed: ", message));
     emit(*r, "host_rollback_failed", absl::StrCat(host, ": ", message));
     finish_rollback_if_done(*r);
     return;
   }
   h->set_rollback_pending(false);
-  h->set_state(tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
+  set_state(*r, *h, tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
   h->set_message(message);
   *h->mutable_updated() = stamp(clock_.now());
   emit(*r, "host_rolled_back", absl::StrCat(host, " is back on the previous release"));
@@ -431,7 +502,8 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
 
 void RolloutEngine::on_host_unhealthy(const std::string& service, const std::string& host,
                                       const std::string& message) {
-  for (auto& [id, r] : rollouts_) {
+  for (auto& [id, e] : rollouts_) {
+    auto& r = e.rollout;
     if (r.spec().service() != service) continue;
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
     auto* h = host_of(r, host);
@@ -442,11 +514,12 @@ void RolloutEngine::on_host_unhealthy(const std::string& service, const std::str
 
 void RolloutEngine::on_host_gone(const std::string& host, const std::string& message) {
   gone_[host] = true;
-  for (auto& [id, r] : rollouts_) {
+  for (auto& [id, e] : rollouts_) {
+    auto& r = e.rollout;
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && host_of(r, host) != nullptr) {
       // Its flip, if it was being sent, will not be answered now; it is
       // owed until the host returns.
-      rollbacks_in_flight_.erase({id, host});
+      e.index.flips_in_flight.erase(host);
       finish_rollback_if_done(r);
       continue;
     }
@@ -462,9 +535,10 @@ void RolloutEngine::on_host_gone(const std::string& host, const std::string& mes
 
 void RolloutEngine::on_host_back(const std::string& host) {
   gone_[host] = false;
-  for (auto& [id, r] : rollouts_) {
+  for (auto& [id, e] : rollouts_) {
+    auto& r = e.rollout;
     auto* h = host_of(r, host);
-    if (h == nullptr || !h->rollback_pending() || rollbacks_in_flight_.count({id, host})) continue;
+    if (h == nullptr || !h->rollback_pending() || e.index.flips_in_flight.count(host)) continue;
     // A rollback it missed while away: flipped now, whatever the phase.
     emit(r, "host_back", absl::StrCat(host, " is back; rolling it back"));
     send_rollback(r, *h);
@@ -473,10 +547,15 @@ void RolloutEngine::on_host_back(const std::string& host) {
 
 void RolloutEngine::tick() {
   const TimePoint now = clock_.now();
-  for (auto& [id, r] : rollouts_) {
+  for (auto& [id, e] : rollouts_) {
+    auto& r = e.rollout;
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) continue;
     const Millis deadline = millis(r.spec().progress_deadline());
-    for (auto& h : *r.mutable_hosts()) {
+    // Nothing to time out when no deploy is in flight.
+    bool deploying = false;
+    for (uint32_t n : e.index.deploying) deploying |= n > 0;
+    for (int i = 0; deploying && i < r.hosts_size(); ++i) {
+      auto& h = *r.mutable_hosts(i);
       if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING && now - from_stamp(h.sent()) > deadline) {
         host_failed(r, h, tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE,
                     absl::StrCat("no answer within the progress deadline of ", format_duration(deadline)));

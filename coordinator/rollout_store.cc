@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS rollout_events (
   rollout_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rollout_events_by_rollout ON rollout_events(rollout_id, sequence);
+CREATE TABLE IF NOT EXISTS rollout_hosts (
+  rollout_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  progress BLOB NOT NULL,
+  PRIMARY KEY (rollout_id, position)
+) WITHOUT ROWID;
 )sql";
 
 absl::StatusOr<std::string> to_json(const google::protobuf::Message& m) {
@@ -56,40 +62,84 @@ absl::StatusOr<tern::v1::Rollout> from_json(const std::string& json) {
 
 }  // namespace
 
+tern::v1::Rollout rollout_summary(const tern::v1::Rollout& r) {
+  // Field by field: copying the whole message and clearing its hosts would
+  // copy the hosts first. (A test checks this copies every field but hosts.)
+  tern::v1::Rollout s;
+  s.set_id(r.id());
+  s.set_generation(r.generation());
+  if (r.has_spec()) *s.mutable_spec() = r.spec();
+  s.set_phase(r.phase());
+  s.set_current_wave(r.current_wave());
+  s.set_wave_step(r.wave_step());
+  s.set_message(r.message());
+  if (r.has_created()) *s.mutable_created() = r.created();
+  if (r.has_updated()) *s.mutable_updated() = r.updated();
+  if (r.has_previous_release()) *s.mutable_previous_release() = r.previous_release();
+  if (r.has_step_started()) *s.mutable_step_started() = r.step_started();
+  if (r.has_bake_until()) *s.mutable_bake_until() = r.bake_until();
+  s.set_failed_hosts(r.failed_hosts());
+  s.set_failed_in_wave(r.failed_in_wave());
+  s.set_total_hosts(r.total_hosts());
+  return s;
+}
+
 absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
   if (auto st = db.exec(kSchema); !st.ok()) return st;
   return std::unique_ptr<RolloutStore>(new RolloutStore(db));
 }
 
 absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vector<Event>& events,
-                                                                const std::vector<const tern::v1::Rollout*>& rollouts,
+                                                                const std::vector<RolloutWrite>& rollouts,
                                                                 int64_t time_ms) {
   std::vector<uint64_t> seqs;
   auto st = db_.transaction([&]() -> absl::Status {
-    for (const auto* r : rollouts) {
-      auto json = to_json(*r);
+    auto up = db_.prepare(
+        "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET terminal = ?3, rollout_json = ?4, "
+        "updated_ms = ?5");
+    if (!up.ok()) return up.status();
+    auto host = db_.prepare("INSERT OR REPLACE INTO rollout_hosts (rollout_id, position, progress) VALUES (?1, ?2, ?3)");
+    if (!host.ok()) return host.status();
+    std::string bytes;
+    for (const auto& w : rollouts) {
+      const tern::v1::Rollout& r = *w.rollout;
+      auto json = to_json(rollout_summary(r));
       if (!json.ok()) return json.status();
-      auto up = db_.prepare(
-          "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(id) DO UPDATE SET terminal = ?3, rollout_json = ?4, "
-          "updated_ms = ?5");
-      if (!up.ok()) return up.status();
-      if (auto s = up->bind(1, r->id())
-                       .bind(2, r->spec().service())
-                       .bind(3, static_cast<int64_t>(RolloutEngine::is_settled(*r)))
+      up->reset();
+      if (auto s = up->bind(1, r.id())
+                       .bind(2, r.spec().service())
+                       .bind(3, static_cast<int64_t>(RolloutEngine::is_settled(r)))
                        .bind(4, *json)
                        .bind(5, time_ms)
                        .run();
           !s.ok()) {
         return s;
       }
+      auto write_host = [&](int pos) -> absl::Status {
+        if (pos < 0 || pos >= r.hosts_size()) return absl::InternalError("a changed host outside the rollout");
+        bytes.clear();
+        if (!r.hosts(pos).SerializeToString(&bytes)) return absl::InternalError("cannot encode a host's progress");
+        host->reset();
+        return host->bind(1, r.id()).bind(2, static_cast<int64_t>(pos)).bind_blob(3, bytes).run();
+      };
+      if (w.all_hosts) {
+        for (int pos = 0; pos < r.hosts_size(); ++pos) {
+          if (auto s = write_host(pos); !s.ok()) return s;
+        }
+      } else {
+        for (int pos : w.hosts) {
+          if (auto s = write_host(pos); !s.ok()) return s;
+        }
+      }
     }
+    auto ev = db_.prepare(
+        "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!ev.ok()) return ev.status();
     for (const auto& e : events) {
       auto json = to_json(e.summary);
       if (!json.ok()) return json.status();
-      auto ev = db_.prepare(
-          "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
-      if (!ev.ok()) return ev.status();
+      ev->reset();
       if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, e.kind).bind(4, e.message).bind(5, *json).run();
           !s.ok()) {
         return s;
@@ -102,6 +152,27 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
   return seqs;
 }
 
+absl::Status RolloutStore::load_hosts(tern::v1::Rollout& r) {
+  if (r.hosts_size() > 0) return absl::OkStatus();  // written before the split: hosts inline
+  auto q = db_.prepare("SELECT position, progress FROM rollout_hosts WHERE rollout_id = ?1 ORDER BY position");
+  if (!q.ok()) return q.status();
+  q->bind(1, r.id());
+  while (q->step()) {
+    if (q->int_at(0) != r.hosts_size()) {
+      return absl::DataLossError(absl::StrCat("rollout ", r.id(), ": host row ", q->int_at(0), " is missing"));
+    }
+    if (!r.add_hosts()->ParseFromString(q->blob_at(1))) {
+      return absl::DataLossError(absl::StrCat("rollout ", r.id(), ": host row ", q->int_at(0), " is unreadable"));
+    }
+  }
+  if (!q->status().ok()) return q->status();
+  if (static_cast<uint32_t>(r.hosts_size()) != r.total_hosts()) {
+    return absl::DataLossError(absl::StrCat("rollout ", r.id(), " has ", r.hosts_size(), " host rows of ",
+                                            r.total_hosts()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::load_active() {
   auto q = db_.prepare("SELECT rollout_json FROM rollouts WHERE terminal = 0 ORDER BY created_ms");
   if (!q.ok()) return q.status();
@@ -112,7 +183,24 @@ absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::load_active() {
     out.push_back(*std::move(r));
   }
   if (!q->status().ok()) return q->status();
+  for (auto& r : out) {
+    if (auto st = load_hosts(r); !st.ok()) return st;
+  }
   return out;
+}
+
+absl::StatusOr<tern::v1::Rollout> RolloutStore::get(const std::string& id) {
+  auto q = db_.prepare("SELECT rollout_json FROM rollouts WHERE id = ?1");
+  if (!q.ok()) return q.status();
+  q->bind(1, id);
+  if (!q->step()) {
+    if (!q->status().ok()) return q->status();
+    return absl::NotFoundError(absl::StrCat("no rollout \"", id, "\"; `ternctl rollout list` shows them"));
+  }
+  auto r = from_json(q->text_at(0));
+  if (!r.ok()) return r.status();
+  if (auto st = load_hosts(*r); !st.ok()) return st;
+  return r;
 }
 
 absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::list(const std::string& service, uint32_t limit) {
@@ -124,6 +212,7 @@ absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::list(const std::str
   while (q->step()) {
     auto r = from_json(q->text_at(0));
     if (!r.ok()) return r.status();
+    r->clear_hosts();  // a row from before the split
     out.push_back(*std::move(r));
   }
   if (!q->status().ok()) return q->status();

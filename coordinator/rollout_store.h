@@ -10,10 +10,20 @@
 
 namespace tern {
 
+// A rollout without its per-host list: what events, lists and the summary
+// row carry (a rollout of 10,000 hosts is megabytes; its summary is not).
+tern::v1::Rollout rollout_summary(const tern::v1::Rollout& r);
+
 // Rollouts and their event journal in the coordinator's SQLite database.
 // Transitions are written in transactions that hold the events and the
 // rollouts' state after them, so a restart resumes from exactly the last
 // step written.
+//
+// A rollout is stored as its summary (JSON, readable with sqlite3) plus one
+// row per host (binary HostProgress), so a batch writes only the hosts that
+// changed in it: one agent's answer costs one small row, not the whole
+// rollout. (Rows written before the split carry their hosts inline in the
+// summary; they are read as they are and split on their next write.)
 // Same thread rules as Database.
 class RolloutStore {
  public:
@@ -27,16 +37,25 @@ class RolloutStore {
     std::string message;
     int64_t time_ms = 0;
   };
-  // Many events and the rollouts' full state after them, in one
-  // transaction; returns the events' sequences, in order. The full state is
-  // written once per rollout however many events there are: with 10,000
-  // hosts a rollout is megabytes, an event a few hundred bytes.
+  // A rollout's state to write: its summary always, and the hosts at
+  // `hosts` (positions in rollout->hosts()), or every host when `all_hosts`.
+  struct RolloutWrite {
+    const tern::v1::Rollout* rollout = nullptr;
+    std::vector<int> hosts;
+    bool all_hosts = false;
+  };
+  // Many events and the rollouts' state after them, in one transaction;
+  // returns the events' sequences, in order. Each rollout's summary is
+  // written once however many events there are, and only its changed hosts.
   absl::StatusOr<std::vector<uint64_t>> record_batch(const std::vector<Event>& events,
-                                                     const std::vector<const tern::v1::Rollout*>& rollouts,
-                                                     int64_t time_ms);
-  // Every rollout not yet settled: not in a final phase, or still owing a
-  // host that was away its rollback (the `terminal` column means settled).
+                                                     const std::vector<RolloutWrite>& rollouts, int64_t time_ms);
+  // Every rollout not yet settled, with its hosts: not in a final phase, or
+  // still owing a host that was away its rollback (the `terminal` column
+  // means settled).
   absl::StatusOr<std::vector<tern::v1::Rollout>> load_active();
+  // One rollout with its hosts; NOT_FOUND if there is none.
+  absl::StatusOr<tern::v1::Rollout> get(const std::string& id);
+  // Newest first, as summaries: without the per-host list (get() has it).
   absl::StatusOr<std::vector<tern::v1::Rollout>> list(const std::string& service, uint32_t limit);
   absl::StatusOr<std::vector<tern::v1::RolloutEvent>> events(const std::string& rollout_id, uint64_t after_sequence);
   // The next rollout number, for ids like "web-7".
@@ -44,6 +63,8 @@ class RolloutStore {
 
  private:
   explicit RolloutStore(Database& db) : db_(db) {}
+  // Fills in the hosts of a rollout read as a summary.
+  absl::Status load_hosts(tern::v1::Rollout& r);
   Database& db_;
 };
 

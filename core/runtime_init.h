@@ -3,7 +3,8 @@
 namespace tern {
 
 // Runs the one-time initialisations of the libraries underneath (today:
-// abseil's CPU-frequency probe) on the calling thread, before any other
+// abseil's CPU-frequency probe, and switching off absl::Mutex's deadlock
+// detector, which Debian's debug-mode abseil leaves on) on the calling thread, before any other
 // thread or gRPC channel exists. Idempotent and thread-safe.
 //
 // Why: the first contended absl::Mutex makes abseil probe

@@ -95,6 +95,70 @@ TEST_F(RolloutEngineTest, MaxParallelLimitsDeploysInFlight) {
   EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
 }
 
+TEST_F(RolloutEngineTest, MaxParallelDispatchesEachHostOnceWhateverOrderAnswersComeIn) {
+  start("waves: [{hosts: 2}, {percent: 100}]\nmax_parallel: 3\nfailure_budget: {max_failed_hosts: 5}", 12);
+  engine_.on_host_gone("h5", "cut off");  // its turn comes later in the second wave
+  ok("h1"), ok("h0");                     // out of order
+  ASSERT_EQ(r().current_wave(), 1u);
+  // Answer the newest deploy first each time, so the in-flight window moves
+  // over the wave unevenly.
+  for (int guard = 0; guard < 100 && r().phase() == tern::v1::ROLLOUT_PHASE_RUNNING; ++guard) {
+    ok(deploys_.back());
+    for (const auto& h : r().hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_DEPLOYING) ok(h.host_id());
+    }
+  }
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  std::set<std::string> unique(deploys_.begin(), deploys_.end());
+  EXPECT_EQ(unique.size(), deploys_.size()) << "a host was sent its deploy twice";
+  EXPECT_EQ(deploys_.size(), 11u) << "every host but the unreachable one";
+  EXPECT_EQ(unique.count("h5"), 0u);
+  EXPECT_EQ(state("h5"), tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE);
+  EXPECT_EQ(r().failed_hosts(), 1u);
+}
+
+TEST(RolloutEngineScaleTest, TenThousandHostsRollOutAndBackWithEachHostAskedOnce) {
+  // Effects that only count (the fixture's copy of the whole rollout per
+  // event would be the slow part here).
+  FakeClock clock;
+  std::vector<std::string> deploys, rollbacks;
+  std::size_t events = 0;
+  RolloutEngine engine(clock, RolloutEffects{
+                                  [&](const Rollout&, const std::string& host, const tern::v1::ReleaseRef&, uint32_t) {
+                                    deploys.push_back(host);
+                                  },
+                                  [&](const Rollout&, const std::string& host) { rollbacks.push_back(host); },
+                                  [&](const Rollout&, const std::string&, const std::string&) { ++events; }});
+  auto spec = parse_rollout_spec("service: web\nrelease: '2'\nwaves: [{hosts: 1}, {percent: 10}, {percent: 50}, {percent: 100}]",
+                                 "r.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::vector<PlanHost> fleet;
+  for (int i = 0; i < 10'000; ++i) fleet.push_back({"h" + std::to_string(i), {}});
+  auto plan = plan_rollout(*spec, fleet);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  tern::v1::ReleaseRef rel, prev;
+  rel.set_version("2");
+  prev.set_version("1");
+  ASSERT_TRUE(engine.start("r1", *spec, *plan, rel, prev).ok());
+  auto phase = [&] { return engine.find("r1")->phase(); };
+
+  for (std::size_t i = 0; i < deploys.size(); ++i) engine.on_host_deployed("r1", deploys[i], true, {}, "");  // grows as waves start
+  ASSERT_EQ(phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_EQ(deploys.size(), 10'000u);
+  EXPECT_EQ(std::set<std::string>(deploys.begin(), deploys.end()).size(), 10'000u);
+  EXPECT_GE(events, 10'000u) << "one event per host on the new release at least";
+
+  ASSERT_TRUE(engine.command("r1", engine.find("r1")->generation(), RolloutCommand::kRollback, "").ok());
+  EXPECT_EQ(rollbacks.size(), 10'000u);
+  for (std::size_t i = 0; i + 1 < rollbacks.size(); ++i) engine.on_host_rolled_back("r1", rollbacks[i], true, "");
+  EXPECT_EQ(phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK) << "one flip still unanswered";
+  engine.on_host_rolled_back("r1", rollbacks.back(), true, "");
+  EXPECT_EQ(phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK);
+  ASSERT_NE(engine.host("r1", "h9999"), nullptr);
+  EXPECT_EQ(engine.host("r1", "h9999")->state(), tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
+  EXPECT_EQ(engine.host("r1", "h10000"), nullptr);
+}
+
 TEST_F(RolloutEngineTest, AFailureOverTheBudgetRollsBackEveryHostOnTheNewRelease) {
   start("waves: [{hosts: 2}, {percent: 100}]", 4);
   ok("h0");

@@ -7,6 +7,9 @@
 
 #include <filesystem>
 
+#include <google/protobuf/util/json_util.h>
+#include <google/protobuf/util/message_differencer.h>
+
 #include "coordinator/rollout_engine.h"
 #include "core/rollout_spec.h"
 
@@ -48,7 +51,9 @@ class RolloutStoreTest : public ::testing::Test {
                                [l, this](const Rollout& r, const std::string& kind, const std::string& message) {
                                  // One event per transaction here; the coordinator batches.
                                  const int64_t now = to_unix_millis(clock_.now());
-                                 auto seq = l->store->record_batch({{r, kind, message, now}}, {&r}, now);
+                                 auto changed = l->engine->take_changed(r.id());
+                                 auto seq = l->store->record_batch({{rollout_summary(r), kind, message, now}},
+                                                                   {{&r, changed.positions, changed.all}}, now);
                                  ASSERT_TRUE(seq.ok()) << seq.status();
                                }});
     auto active = life->store->load_active();
@@ -92,7 +97,12 @@ TEST_F(RolloutStoreTest, ARolloutOwingAnAbsentHostItsRollbackSurvivesRestartsUnt
   auto all = life->store->list("web", 10);
   ASSERT_TRUE(all.ok());
   ASSERT_EQ(all->size(), 1u);
-  for (const auto& h : (*all)[0].hosts()) EXPECT_FALSE(h.rollback_pending()) << h.host_id();
+  EXPECT_EQ((*all)[0].hosts_size(), 0) << "lists carry summaries";
+  auto stored = life->store->get("web-1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->hosts_size(), 3);
+  for (const auto& h : stored->hosts()) EXPECT_FALSE(h.rollback_pending()) << h.host_id();
+  EXPECT_EQ(life->store->get("web-9").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(RolloutStoreTest, EventsReplayInOrderAfterASequence) {
@@ -115,6 +125,164 @@ TEST_F(RolloutStoreTest, EventsReplayInOrderAfterASequence) {
   EXPECT_EQ(tail->front().sequence(), (*all)[3].sequence());
   EXPECT_EQ(*life->store->next_number(), 1u);
   EXPECT_EQ(*life->store->next_number(), 2u) << "ids never repeat";
+}
+
+// What the coordinator does: after each turn of its loop, the turn's
+// events and every changed host in one batch. After every step the stored
+// rollout must equal the one in memory, which catches a host changed
+// without being marked for the journal.
+TEST_F(RolloutStoreTest, TheStoredRolloutEqualsTheLiveOneAfterEveryBatch) {
+  auto db = Database::open(path_.string());
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto store = RolloutStore::open(**db);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::vector<RolloutStore::Event> pending;
+  std::vector<std::string> deploys, flips;
+  RolloutEngine engine(clock_, RolloutEffects{
+                                   [&](const Rollout&, const std::string& h, const tern::v1::ReleaseRef&, uint32_t) {
+                                     deploys.push_back(h);
+                                   },
+                                   [&](const Rollout&, const std::string& h) { flips.push_back(h); },
+                                   [&](const Rollout& r, const std::string& kind, const std::string& message) {
+                                     pending.push_back({rollout_summary(r), kind, message, 0});
+                                   }});
+  auto flush_and_compare = [&](const char* step) {
+    const auto* live = engine.find("web-1");
+    ASSERT_NE(live, nullptr);
+    auto changed = engine.take_changed("web-1");
+    auto seqs = (*store)->record_batch(pending, {{live, changed.positions, changed.all}}, 0);
+    ASSERT_TRUE(seqs.ok()) << seqs.status();
+    pending.clear();
+    auto stored = (*store)->get("web-1");
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    std::string diff;
+    google::protobuf::util::MessageDifferencer d;
+    d.ReportDifferencesToString(&diff);
+    EXPECT_TRUE(d.Compare(*live, *stored)) << "after " << step << ": " << diff;
+  };
+  auto spec = parse_rollout_spec(
+      "service: web\nrelease: '2'\nwaves: [{hosts: 2}, {percent: 100}]\nmax_parallel: 3\n"
+      "failure_budget: {max_failed_hosts: 2}\n",
+      "r.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  std::vector<PlanHost> fleet;
+  for (int i = 0; i < 8; ++i) fleet.push_back({"h" + std::to_string(i), {}});
+  auto plan = plan_rollout(*spec, fleet);
+  ASSERT_TRUE(plan.ok());
+  ASSERT_TRUE(engine.start("web-1", *spec, *plan, {}, {}).ok());
+  flush_and_compare("start");
+  engine.on_host_deployed("web-1", deploys[0], true, {}, "ok");
+  flush_and_compare("one deploy");
+  engine.on_host_deployed("web-1", deploys[1], false, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "no");
+  flush_and_compare("a failed deploy (next wave starts)");
+  engine.on_host_gone(deploys[2], "link down");
+  flush_and_compare("a host gone mid-deploy");
+  engine.on_host_deployed("web-1", deploys[3], true, {}, "ok");
+  flush_and_compare("a deploy frees a slot");
+  clock_.advance(Millis(3'600'000));
+  engine.tick();
+  flush_and_compare("deploys past the progress deadline (over budget: rollback)");
+  ASSERT_EQ(engine.find("web-1")->phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK);
+  ASSERT_FALSE(flips.empty());
+  engine.on_host_rolled_back("web-1", flips[0], false, "refused");
+  flush_and_compare("a failed flip");
+  for (std::size_t i = 1; i < flips.size(); ++i) engine.on_host_rolled_back("web-1", flips[i], true, "");
+  flush_and_compare("the other flips");
+  engine.on_host_back(deploys[2]);
+  flush_and_compare("the away host is back");
+}
+
+TEST_F(RolloutStoreTest, ARolloutWrittenWithItsHostsInlineIsReadAndSplitOnItsNextWrite) {
+  auto life = boot();
+  // A row as the journal wrote it before per-host rows: the whole rollout
+  // in rollout_json.
+  Rollout old;
+  old.set_id("web-1");
+  old.set_generation(2);
+  old.mutable_spec()->set_service("web");
+  old.mutable_spec()->add_waves()->set_percent(100);
+  old.set_phase(tern::v1::ROLLOUT_PHASE_RUNNING);
+  old.set_wave_step(tern::v1::WAVE_STEP_DEPLOYING);
+  old.set_total_hosts(2);
+  for (const char* h : {"h0", "h1"}) {
+    auto* p = old.add_hosts();
+    p->set_host_id(h);
+    p->set_state(tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+  }
+  old.mutable_hosts(1)->set_state(tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+  std::string json;
+  ASSERT_TRUE(google::protobuf::util::MessageToJsonString(old, &json).ok());
+  auto ins = life->db->prepare(
+      "INSERT INTO rollouts (id, service, terminal, rollout_json, created_ms, updated_ms) VALUES ('web-1', 'web', 0, ?1, 1, 1)");
+  ASSERT_TRUE(ins.ok());
+  ASSERT_TRUE(ins->bind(1, json).run().ok());
+
+  life.reset();
+  life = boot();  // restores it and asks h1 again; the write splits the row
+  const Rollout* r = life->engine->find("web-1");
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->hosts_size(), 2);
+  life->engine->on_host_deployed("web-1", "h1", true, {}, "");
+  EXPECT_EQ(life->engine->find("web-1")->phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  auto stored = life->store->get("web-1");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(stored->hosts_size(), 2);
+  EXPECT_EQ(stored->hosts(1).state(), tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+  auto row = life->db->prepare("SELECT rollout_json FROM rollouts WHERE id = 'web-1'");
+  ASSERT_TRUE(row.ok() && row->step());
+  EXPECT_EQ(row->text_at(0).find("\"hosts\""), std::string::npos) << "the summary row no longer holds the hosts";
+}
+
+TEST(RolloutSummaryTest, CopiesEveryFieldButTheHosts) {
+  // Field by field for speed, so a field added to Rollout must be added
+  // there too; this fails until it is.
+  Rollout r;
+  const auto* d = r.GetDescriptor();
+  const auto* refl = r.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    if (f->is_repeated()) {
+      ASSERT_EQ(f->name(), "hosts") << "a new repeated field in Rollout: copy it in rollout_summary";
+      continue;
+    }
+    switch (f->cpp_type()) {
+      case google::protobuf::FieldDescriptor::CPPTYPE_STRING: refl->SetString(&r, f, "x" + f->name()); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_UINT32: refl->SetUInt32(&r, f, 7 + i); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_UINT64: refl->SetUInt64(&r, f, 7 + i); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_INT32: refl->SetInt32(&r, f, 7 + i); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_INT64: refl->SetInt64(&r, f, 7 + i); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_BOOL: refl->SetBool(&r, f, true); break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_ENUM:
+        refl->SetEnumValue(&r, f, f->enum_type()->value(f->enum_type()->value_count() - 1)->number());
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE: {
+        // Any non-empty content will do: its first scalar field.
+        auto* m = refl->MutableMessage(&r, f);
+        const auto* md = m->GetDescriptor();
+        for (int j = 0; j < md->field_count(); ++j) {
+          const auto* mf = md->field(j);
+          if (mf->is_repeated()) continue;
+          if (mf->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_STRING) {
+            m->GetReflection()->SetString(m, mf, "y");
+            break;
+          }
+          if (mf->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_INT64) {
+            m->GetReflection()->SetInt64(m, mf, 42);
+            break;
+          }
+        }
+        break;
+      }
+      default: FAIL() << "unexpected field type in Rollout: " << f->name();
+    }
+  }
+  r.add_hosts()->set_host_id("h0");
+  Rollout expected = r;
+  expected.clear_hosts();
+  std::string diff;
+  google::protobuf::util::MessageDifferencer md;
+  md.ReportDifferencesToString(&diff);
+  EXPECT_TRUE(md.Compare(expected, rollout_summary(r))) << diff;
 }
 
 }  // namespace
