@@ -49,7 +49,7 @@ perf_pid=
 perf_begin() {
   [ -n "${TERN_BENCH_PERF:-}" ] || return 0
   mkdir -p "$TERN_BENCH_PERF"
-  perf record -q -F 499 -g -p "$cpid" -o "$TERN_BENCH_PERF/coordinator.perf" >/dev/null 2>&1 &
+  perf record -q -F "${TERN_BENCH_PERF_HZ:-499}" --call-graph "${TERN_BENCH_PERF_CALLGRAPH:-fp}" -p "$cpid" -o "$TERN_BENCH_PERF/coordinator.perf" >/dev/null 2>&1 &
   perf_pid=$!
   sleep 0.5
 }

@@ -86,6 +86,16 @@ tern::v1::Rollout rollout_summary(const tern::v1::Rollout& r) {
 
 absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
   if (auto st = db.exec(kSchema); !st.ok()) return st;
+  // Events carry their rollout summary as binary protobuf in `summary`
+  // (parsing thousands of JSON summaries made a watch's replay slow);
+  // `rollout_json` stays for rows written before, and is '' after.
+  auto cols = db.prepare("SELECT 1 FROM pragma_table_info('rollout_events') WHERE name = 'summary'");
+  if (!cols.ok()) return cols.status();
+  const bool has_summary = cols->step();
+  if (!cols->status().ok()) return cols->status();
+  if (!has_summary) {
+    if (auto st = db.exec("ALTER TABLE rollout_events ADD COLUMN summary BLOB"); !st.ok()) return st;
+  }
   return std::unique_ptr<RolloutStore>(new RolloutStore(db));
 }
 
@@ -134,13 +144,14 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
       }
     }
     auto ev = db_.prepare(
-        "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json) VALUES (?1, ?2, ?3, ?4, ?5)");
+        "INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json, summary) "
+        "VALUES (?1, ?2, ?3, ?4, '', ?5)");
     if (!ev.ok()) return ev.status();
     for (const auto& e : events) {
-      auto json = to_json(e.summary);
-      if (!json.ok()) return json.status();
+      bytes.clear();
+      if (!e.summary.SerializeToString(&bytes)) return absl::InternalError("cannot encode a rollout summary");
       ev->reset();
-      if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, e.kind).bind(4, e.message).bind(5, *json).run();
+      if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, e.kind).bind(4, e.message).bind_blob(5, bytes).run();
           !s.ok()) {
         return s;
       }
@@ -221,7 +232,7 @@ absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutStore::list(const std::str
 
 absl::StatusOr<std::vector<tern::v1::RolloutEvent>> RolloutStore::events(const std::string& id, uint64_t after) {
   auto q = db_.prepare(
-      "SELECT sequence, time_ms, kind, message, rollout_json FROM rollout_events "
+      "SELECT sequence, time_ms, kind, message, rollout_json, summary FROM rollout_events "
       "WHERE rollout_id = ?1 AND sequence > ?2 ORDER BY sequence");
   if (!q.ok()) return q.status();
   q->bind(1, id).bind(2, static_cast<int64_t>(after));
@@ -233,9 +244,15 @@ absl::StatusOr<std::vector<tern::v1::RolloutEvent>> RolloutStore::events(const s
     *e.mutable_time() = TimeUtil::MillisecondsToTimestamp(q->int_at(1));
     e.set_kind(q->text_at(2));
     e.set_message(q->text_at(3));
-    auto r = from_json(q->text_at(4));
-    if (!r.ok()) return r.status();
-    *e.mutable_rollout() = *std::move(r);
+    if (!q->null_at(5)) {
+      if (!e.mutable_rollout()->ParseFromString(q->blob_at(5))) {
+        return absl::DataLossError(absl::StrCat("rollout ", id, ": event ", e.sequence(), " is unreadable"));
+      }
+    } else {
+      auto r = from_json(q->text_at(4));  // written before the binary column
+      if (!r.ok()) return r.status();
+      *e.mutable_rollout() = *std::move(r);
+    }
     out.push_back(std::move(e));
   }
   if (!q->status().ok()) return q->status();

@@ -233,6 +233,41 @@ TEST_F(RolloutStoreTest, ARolloutWrittenWithItsHostsInlineIsReadAndSplitOnItsNex
   EXPECT_EQ(row->text_at(0).find("\"hosts\""), std::string::npos) << "the summary row no longer holds the hosts";
 }
 
+TEST_F(RolloutStoreTest, AJournalFromBeforeBinarySummariesIsUpgradedAndStillReadable) {
+  {
+    auto db = Database::open(path_.string());
+    ASSERT_TRUE(db.ok()) << db.status();
+    // The event table as it was: summaries as JSON only.
+    ASSERT_TRUE((*db)->exec(R"sql(
+      CREATE TABLE rollout_events (
+        sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+        rollout_id TEXT NOT NULL,
+        time_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        message TEXT NOT NULL,
+        rollout_json TEXT NOT NULL);
+      INSERT INTO rollout_events (rollout_id, time_ms, kind, message, rollout_json)
+        VALUES ('web-1', 5, 'started', 'rolling', '{"id":"web-1","phase":"ROLLOUT_PHASE_RUNNING","totalHosts":3}');
+    )sql").ok());
+  }
+  auto db = Database::open(path_.string());
+  ASSERT_TRUE(db.ok()) << db.status();
+  auto store = RolloutStore::open(**db);
+  ASSERT_TRUE(store.ok()) << store.status();
+  Rollout r;
+  r.set_id("web-1");
+  r.set_phase(tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  ASSERT_TRUE((*store)->record_batch({{r, "succeeded", "done", 9}}, {}, 9).ok());
+  auto events = (*store)->events("web-1", 0);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].rollout().total_hosts(), 3u) << "the old row, from its JSON";
+  EXPECT_EQ((*events)[0].rollout().phase(), tern::v1::ROLLOUT_PHASE_RUNNING);
+  EXPECT_EQ((*events)[1].rollout().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << "the new row, binary";
+  // Opening again does not try to add the column twice.
+  EXPECT_TRUE(RolloutStore::open(**db).ok());
+}
+
 TEST(RolloutSummaryTest, CopiesEveryFieldButTheHosts) {
   // Field by field for speed, so a field added to Rollout must be added
   // there too; this fails until it is.
