@@ -25,7 +25,7 @@ in_ns() { ip netns exec "$ns" "$@"; }
 in_ns "$build/coordinator/tern-coordinator" --insecure --listen 127.0.0.1:7400 --metrics-listen "" \
   --database "$work/c.db" --ready-file "$work/ready.json" --log-level warn >"$work/c.log" 2>&1 &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
-in_ns "$build/agent/tern-agent" --insecure --coordinator 127.0.0.1:7400 --host-id footprint --label role=web \
+in_ns env ${TERN_AGENT_ENV:-} "$build/agent/tern-agent" --insecure --coordinator 127.0.0.1:7400 --host-id footprint --label role=web \
   --state-dir "$work/agent" --log-level warn >"$work/agent.log" 2>&1 &
 export TERN_INSECURE=1 TERN_COORDINATOR=127.0.0.1:7400
 ctl() { in_ns "$build/ctl/ternctl" "$@"; }
@@ -44,5 +44,15 @@ t1=$(awk '{print $14 + $15}' "/proc/$agent/stat")
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$agent/status")
 threads=$(awk '/Threads/ {print $2}' "/proc/$agent/status")
 cpu_ms=$(((t1 - t0) * 1000 / hz))
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$agent/status")
+pss=$(awk '/^Pss:/ {print $2}' "/proc/$agent/smaps_rollup")
+file=$(awk '/RssFile/ {print $2}' "/proc/$agent/status")
+# The biggest mappings, for where the memory is (TERN_FOOTPRINT_MAPS=1).
+if [ -n "${TERN_FOOTPRINT_MAPS:-}" ]; then
+  awk '/^[0-9a-f]+-/ {name=$6} /^Rss:/ {rss[name]+=$2} END {for (n in rss) if (rss[n] >= 256) printf "%8d KiB  %s\n", rss[n], n}' \
+    "/proc/$agent/smaps" | sort -rn | head -25
+fi
 echo "agent idle with one service (two slots, probed every 500 ms): RSS $((rss / 1024)) MiB ($rss KiB), $threads threads"
+echo "  of which private (heap, stacks): $((anon / 1024)) MiB ($anon KiB); mapped files (shared library code): $((file / 1024)) MiB ($file KiB)"
+echo "  proportional share (PSS; shared pages divided among the processes mapping them): $((pss / 1024)) MiB ($pss KiB)"
 echo "agent CPU over ${secs}s: ${cpu_ms} ms ($(awk -v c="$cpu_ms" -v s="$secs" 'BEGIN {printf "%.2f", c / (s * 10)}')% of one core)"

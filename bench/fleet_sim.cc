@@ -5,13 +5,15 @@
 // A simulated agent says hello (host id sim-NNNNN, labels role=web and
 // zone=zK), heartbeats at the interval the coordinator's HelloAck gives,
 // answers every command with a result after --latency (failing a share
-// --fail-rate of them), and redials with jittered exponential backoff when
-// its stream ends. No slots, no port mapping: a command's result is all
-// the coordinator sees of a host anyway.
+// --fail-rate of them), and when its stream ends redials as tern-agent
+// does: on a fresh channel, after the agent's own jittered exponential
+// backoff (core/backoff.h, the agent's default policy). No slots, no port
+// mapping: a command's result is all the coordinator sees of a host anyway.
 //
 // It prints one line per event that a benchmark script needs, with the wall
 // clock in milliseconds:
 //   all_connected <n> <unix_ms>       every agent has its HelloAck (again)
+//   hello <host> <unix_ms>             an agent got its HelloAck (when --log-hellos)
 //   command <kind> <host> <unix_ms>    a command arrived (when --log-commands)
 //   stats <connected> <commands> <reconnects>   every 5 s
 //
@@ -35,6 +37,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "core/backoff.h"
 #include "core/duration.h"
 #include "core/runtime_init.h"
 #include "tern/v1/agent.grpc.pb.h"
@@ -53,6 +56,7 @@ struct Options {
   Millis latency{0};
   double fail_rate = 0;
   bool log_commands = false;
+  bool log_hellos = false;
   int zones = 10;
 };
 
@@ -124,7 +128,7 @@ class SimAgent {
   std::unique_ptr<tern::v1::AgentService::Stub> stub_;
   std::mutex mu_;
   Stream* stream_ = nullptr;  // the live connection, if any
-  int failures_ = 0;
+  Backoff backoff_;
   friend class Stream;
 };
 
@@ -194,9 +198,13 @@ class SimAgent::Stream final
       }
       {
         std::lock_guard lock(agent_.mu_);
-        agent_.failures_ = 0;
+        agent_.backoff_.reset();
       }
       acked_ = true;
+      if (fleet.opt.log_hellos) {
+        std::lock_guard lock(fleet.out_mu);
+        std::printf("hello %s %lld\n", agent_.id_.c_str(), static_cast<long long>(wall_ms()));
+      }
       fleet.note_acked();
     } else if (in_.has_command()) {
       const auto& cmd = in_.command();
@@ -250,22 +258,24 @@ class SimAgent::Stream final
   bool acked_ = false;
 };
 
-SimAgent::SimAgent(Fleet& fleet, int index) : fleet_(fleet), index_(index), id_([index] {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "sim-%05d", index);
-  return std::string(buf);
-}()) {
-  grpc::ChannelArguments args;
-  // A connection of its own, as a real agent has.
-  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  channel_ = grpc::CreateCustomChannel(fleet.opt.coordinator, grpc::InsecureChannelCredentials(), args);
-  stub_ = tern::v1::AgentService::NewStub(channel_);
-}
+SimAgent::SimAgent(Fleet& fleet, int index)
+    : fleet_(fleet),
+      index_(index),
+      id_([index] {
+        char buf[32];
+        std::snprintf(buf, sizeof(buf), "sim-%05d", index);
+        return std::string(buf);
+      }()),
+      backoff_(BackoffPolicy{}, std::random_device{}()) {}
 
 void SimAgent::connect() {
   std::lock_guard lock(mu_);
+  // A fresh channel with a private subchannel per attempt, as the agent's
+  // CoordinatorLink dials: its own backoff, not gRPC's, paces redials.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  channel_ = grpc::CreateCustomChannel(fleet_.opt.coordinator, grpc::InsecureChannelCredentials(), args);
+  stub_ = tern::v1::AgentService::NewStub(channel_);
   stream_ = new Stream(*this);
 }
 
@@ -282,12 +292,7 @@ void SimAgent::on_stream_done() {
   {
     std::lock_guard lock(mu_);
     stream_ = nullptr;
-    // Jittered exponential backoff, as the real agent: 100 ms doubling to
-    // 5 s, each delay drawn from [0.5, 1] of its ceiling.
-    const int64_t ceiling = std::min<int64_t>(5000, 100LL << std::min(failures_, 6));
-    ++failures_;
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    delay = Millis(std::uniform_int_distribution<int64_t>(ceiling / 2, ceiling)(rng));
+    delay = backoff_.next_delay();
   }
   fleet_.reconnects.fetch_add(1);
   fleet_.timers.after(delay, [this] { connect(); });
@@ -308,6 +313,7 @@ int main(int argc, char** argv) {
   app.add_option("--latency", latency, "delay before each command's result (e.g. 50ms)");
   app.add_option("--fail-rate", opt.fail_rate, "share of commands that fail (0-1)");
   app.add_flag("--log-commands", opt.log_commands, "print a line per command received");
+  app.add_flag("--log-hellos", opt.log_hellos, "print a line per HelloAck received");
   CLI11_PARSE(app, argc, argv);
   auto lat = tern::parse_duration(latency);
   if (!lat.ok()) {
@@ -315,7 +321,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   opt.latency = *lat;
-  // Two descriptors per agent (socket, wakeup): lift the soft limit.
+  // One socket per agent (two for a moment while one redials): lift the
+  // soft limit to the hard one.
   rlimit rl{};
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
