@@ -693,6 +693,7 @@ void Coordinator::rollout_deploy(const tern::v1::Rollout& r, const std::string& 
                            engine_->on_host_deployed(id, host, ok, ok ? tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED
                                                                       : failure_state(res),
                                                      res.message());
+                           journal_answer(id);
                          }});
   if (!st.ok()) {
     const auto* entry = registry_->find(host);
@@ -724,6 +725,7 @@ void Coordinator::rollout_rollback(const tern::v1::Rollout& r, const std::string
                              engine_->on_host_gone(host, res.message());
                            }
                            engine_->on_host_rolled_back(id, host, ok, res.message());
+                           journal_answer(id);
                          }});
   if (!st.ok()) {
     // Flipped when it returns (the engine resends on its hello).
@@ -739,6 +741,13 @@ void Coordinator::rollout_changed(const tern::v1::Rollout& r, const std::string&
   ev.time_ms = to_unix_millis(clock_.now());
   journal_.push_back(std::move(ev));
   dirty_rollouts_.insert(r.id());
+  schedule_journal_flush();
+}
+
+void Coordinator::journal_answer(const std::string& rollout_id) {
+  // What an agent's answer changed is written even when it raised no event
+  // (a late deploy failing during a rollback, say).
+  dirty_rollouts_.insert(rollout_id);
   schedule_journal_flush();
 }
 

@@ -118,6 +118,7 @@ class Coordinator final : public AgentStreamListener, public ControlPlane, publi
   void rollout_changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message);
   // Writes the queued rollout events (and each changed rollout once) in one
   // transaction, publishes them, then sends the commands they led to.
+  void journal_answer(const std::string& rollout_id);
   void schedule_journal_flush();
   void flush_journal();
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
