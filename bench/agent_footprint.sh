@@ -5,6 +5,7 @@
 # Runs in a network namespace of its own with a coordinator beside it.
 #
 #   sudo bench/agent_footprint.sh [SECONDS]     # default 60
+#   TERN_AGENT_BIN=PATH measures another agent binary (bench/link_static_agent.sh makes one)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${TERN_BUILD_DIR:-$root/build}
@@ -25,7 +26,7 @@ in_ns() { ip netns exec "$ns" "$@"; }
 in_ns "$build/coordinator/tern-coordinator" --insecure --listen 127.0.0.1:7400 --metrics-listen "" \
   --database "$work/c.db" --ready-file "$work/ready.json" --log-level warn >"$work/c.log" 2>&1 &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
-in_ns env ${TERN_AGENT_ENV:-} "$build/agent/tern-agent" --insecure --coordinator 127.0.0.1:7400 --host-id footprint --label role=web \
+in_ns "${TERN_AGENT_BIN:-$build/agent/tern-agent}" --insecure --coordinator 127.0.0.1:7400 --host-id footprint --label role=web \
   --state-dir "$work/agent" --log-level warn >"$work/agent.log" 2>&1 &
 export TERN_INSECURE=1 TERN_COORDINATOR=127.0.0.1:7400
 ctl() { in_ns "$build/ctl/ternctl" "$@"; }

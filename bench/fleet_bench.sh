@@ -60,7 +60,7 @@ perf_end() {
 
 start_coordinator() {
   rm -f "$work/ready.json"
-  "$coordinator" --insecure --listen 127.0.0.1:${port:-0} --metrics-listen "" --database "$work/c.db" \
+  "$coordinator" --insecure --listen "127.0.0.1:${port:-0}" --metrics-listen "" --database "$work/c.db" \
     --ready-file "$work/ready.json" --log-level warn --heartbeat-interval 5s --unreachable-after 30s \
     >>"$work/coordinator.log" 2>&1 &
   cpid=$!
