@@ -7,19 +7,12 @@
 
 #include "coordinator/coordinator.h"
 #include "core/version.h"
+#include "tests/support/eventually.h"
 
 namespace tern {
 namespace {
 
-// Polls `cond` until it holds or the deadline passes.
-bool eventually(const std::function<bool()>& cond, Millis deadline = Millis(15'000)) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(Millis(10));
-  }
-  return cond();
-}
+using testing::eventually;
 
 CoordinatorConfig test_config(const std::string& listen) {
   CoordinatorConfig cfg;

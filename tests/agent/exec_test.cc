@@ -12,6 +12,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include "tests/support/eventually.h"
 
 namespace tern {
 namespace {
@@ -84,15 +85,7 @@ bool alive(pid_t pid) {
   return close_paren != std::string::npos && close_paren + 2 < line.size() && line[close_paren + 2] != 'Z';
 }
 
-// Polls `cond` until it holds or `deadline` passes.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (!cond()) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return true;
-}
+using testing::eventually;
 
 TEST(RunCommandTest, KillsTheProcessGroupOfProgramsThatOverrunTheTimeout) {
   // The shell prints the pid of its own child, then waits for it.

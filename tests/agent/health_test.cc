@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <vector>
+#include "tests/support/eventually.h"
 
 namespace tern {
 namespace {
@@ -288,15 +289,7 @@ TEST(HealthTrackerTest, StateNames) {
 // ---------------------------------------------------------------------------
 // The system prober, against real servers on 127.0.0.1
 
-// Polls `cond` until it holds or the deadline passes.
-bool eventually(const std::function<bool()>& cond, Millis deadline = Millis(10'000)) {
-  const auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(Millis(10));
-  }
-  return cond();
-}
+using testing::eventually;
 
 // Generous: the prober must give up near its timeout; this only catches a hang.
 constexpr Millis kSlack{2'000};

@@ -116,15 +116,6 @@ CommandResult run(const std::string& exe, const std::vector<std::string>& args) 
   return r;
 }
 
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
-  auto until = std::chrono::steady_clock::now() + deadline;
-  while (std::chrono::steady_clock::now() < until) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return cond();
-}
-
 std::string http_get(const std::string& host_port, const std::string& path) {
   auto colon = host_port.rfind(':');
   std::string host = host_port.substr(0, colon);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "tests/support/eventually.h"
 
 namespace tern::testing {
 
@@ -59,9 +60,6 @@ CommandResult run(const std::string& exe, const std::vector<std::string>& args);
 inline CommandResult run_cmd(const std::vector<std::string>& argv) {
   return run(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
 }
-
-// Polls `cond` every 20 ms until it holds or `deadline` passes.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds deadline = std::chrono::seconds(20));
 
 std::string read_file(const std::string& path);
 // GET over plain HTTP; empty on failure.
