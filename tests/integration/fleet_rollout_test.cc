@@ -140,11 +140,9 @@ class FleetRolloutTest : public ::testing::Test {
         dir_.file("coordinator.log"));
     ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir_.file("ready.json")); }))
         << coordinator_->log();
-    std::string ready = read_file(dir_.file("ready.json"));
-    auto k = ready.find("\"grpc\": \"");
-    address_ = ready.substr(k + 9, ready.find('"', k + 9) - (k + 9));
-    auto m = ready.find("\"metrics\": \"");
-    metrics_ = m == std::string::npos ? "" : ready.substr(m + 12, ready.find('"', m + 12) - (m + 12));
+    const std::string ready = read_file(dir_.file("ready.json"));
+    address_ = ready_address(ready, "grpc");
+    metrics_ = ready_address(ready, "metrics");
   }
 
   void start_agent(int i) {

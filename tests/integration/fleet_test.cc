@@ -33,15 +33,9 @@ class FleetTest : public ::testing::Test {
         dir_.file("coordinator.log"));
     ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir_.file("ready.json")); }))
         << coordinator_->log();
-    std::string ready = read_file(dir_.file("ready.json"));
-    address_ = field(ready, "grpc");
-    metrics_ = field(ready, "metrics");
-  }
-
-  static std::string field(const std::string& json, const std::string& key) {
-    auto k = json.find("\"" + key + "\": \"");
-    auto start = k + key.size() + 5;
-    return json.substr(start, json.find('"', start) - start);
+    const std::string ready = read_file(dir_.file("ready.json"));
+    address_ = ready_address(ready, "grpc");
+    metrics_ = ready_address(ready, "metrics");
   }
 
   void start_agent(const std::string& id, const std::string& zone) {

@@ -116,6 +116,14 @@ CommandResult run(const std::string& exe, const std::vector<std::string>& args) 
   return r;
 }
 
+std::string ready_address(const std::string& ready_json, const std::string& key) {
+  const std::string prefix = "\"" + key + "\": \"";
+  const auto k = ready_json.find(prefix);
+  if (k == std::string::npos) return "";
+  const auto start = k + prefix.size();
+  return ready_json.substr(start, ready_json.find('"', start) - start);
+}
+
 std::string http_get(const std::string& host_port, const std::string& path) {
   auto colon = host_port.rfind(':');
   std::string host = host_port.substr(0, colon);

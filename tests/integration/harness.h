@@ -62,6 +62,9 @@ inline CommandResult run_cmd(const std::vector<std::string>& argv) {
 }
 
 std::string read_file(const std::string& path);
+// An address from a daemon's --ready-file JSON, by key ("grpc", "metrics");
+// empty when the key is absent.
+std::string ready_address(const std::string& ready_json, const std::string& key);
 // GET over plain HTTP; empty on failure.
 std::string http_get(const std::string& host_port, const std::string& path);
 

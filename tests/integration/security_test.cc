@@ -48,9 +48,7 @@ class SecurityTest : public ::testing::Test {
         dir_.file("coordinator.log"));
     ASSERT_TRUE(eventually([&] { return read_file(dir_.file("ready.json")).find("grpc") != std::string::npos; }))
         << coordinator_->log();
-    std::string ready = read_file(dir_.file("ready.json"));
-    auto k = ready.find("\"grpc\": \"");
-    address_ = ready.substr(k + 9, ready.find('"', k + 9) - (k + 9));
+    address_ = ready_address(read_file(dir_.file("ready.json")), "grpc");
   }
 
   void TearDown() override {
