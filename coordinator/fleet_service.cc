@@ -10,57 +10,19 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
-#include "core/version.h"
 
 namespace tern {
-namespace {
-
 using google::protobuf::util::TimeUtil;
-
-void set_time(TimePoint t, google::protobuf::Timestamp* out) {
-  *out = TimeUtil::MillisecondsToTimestamp(to_unix_millis(t));
-}
-
-tern::v1::HostState to_proto(HostState s) {
-  switch (s) {
-    case HostState::kConnected: return tern::v1::HOST_STATE_CONNECTED;
-    case HostState::kDisconnected: return tern::v1::HOST_STATE_DISCONNECTED;
-    case HostState::kUnreachable: return tern::v1::HOST_STATE_UNREACHABLE;
-  }
-  return tern::v1::HOST_STATE_UNSPECIFIED;
-}
-
-}  // namespace
-
-void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
-  const HostRecord& r = entry.record;
-  out->set_host_id(r.host_id);
-  out->mutable_labels()->insert(r.labels.begin(), r.labels.end());
-  out->set_agent_version(r.agent_version);
-  out->set_state(to_proto(r.state));
-  set_time(r.first_seen, out->mutable_first_seen());
-  set_time(r.last_seen, out->mutable_last_seen());
-  set_time(r.state_since, out->mutable_state_since());
-  out->set_connect_count(r.connect_count);
-  out->set_peer(r.peer);
-}
 
 grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContext* ctx,
                                                       const tern::v1::ListHostsRequest* req,
                                                       tern::v1::ListHostsResponse* resp) {
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
-  auto selector = LabelSelector::parse(req->selector());
-  if (!selector.ok()) {
-    reactor->Finish(to_grpc(selector.status()));
-    return reactor;
-  }
-  loop_.post([this, reactor, resp, sel = *std::move(selector)] {
-    for (const auto* entry : registry_.list(sel)) {
-      auto* h = resp->add_hosts();
-      to_proto(*entry, h);
-      for (auto& svc : plane_.host_services(entry->record.host_id)) *h->add_services() = std::move(svc);
-    }
+  loop_.post([this, reactor, req, resp] {
+    auto hosts = fleet_.list_hosts(req->selector());
+    if (!hosts.ok()) return reactor->Finish(to_grpc(hosts.status()));
+    for (auto& h : *hosts) *resp->add_hosts() = std::move(h);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -71,15 +33,9 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext*
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
-    const auto* entry = registry_.find(req->host_id());
-    if (entry == nullptr) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                   absl::StrCat("no host \"", req->host_id(), "\" in the registry; ",
-                                                "`ternctl hosts` lists the known ones")));
-      return;
-    }
-    to_proto(*entry, resp);
-    for (auto& svc : plane_.host_services(req->host_id())) *resp->add_services() = std::move(svc);
+    auto host = fleet_.get_host(req->host_id());
+    if (!host.ok()) return reactor->Finish(to_grpc(host.status()));
+    *resp = *std::move(host);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -91,23 +47,9 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerC
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
-    if (registry_.find(req->host_id()) == nullptr) {
-      reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                   absl::StrCat("no host \"", req->host_id(), "\" in the registry")));
-      return;
-    }
-    auto events = store_.history(req->host_id(), req->limit());
-    if (!events.ok()) {
-      reactor->Finish(to_grpc(events.status()));
-      return;
-    }
-    for (const auto& e : *events) {
-      auto* ev = resp->add_events();
-      ev->set_host_id(e.host_id);
-      set_time(e.time, ev->mutable_time());
-      ev->set_kind(e.kind);
-      ev->set_detail(e.detail);
-    }
+    auto events = fleet_.host_history(req->host_id(), req->limit());
+    if (!events.ok()) return reactor->Finish(to_grpc(events.status()));
+    for (auto& e : *events) *resp->add_events() = std::move(e);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -118,10 +60,10 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerConte
                                                        tern::v1::VersionInfo* resp) {
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
-  resp->set_version(kVersion);
-  resp->set_epoch(epoch_);
-  set_time(started_, resp->mutable_started());
-  reactor->Finish(grpc::Status::OK);
+  loop_.post([this, reactor, resp] {
+    *resp = fleet_.version();
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 
@@ -131,8 +73,8 @@ namespace {
 // itself belongs to the coordinator and goes on if the caller goes away.
 using OperationStream = UpdateStream<tern::v1::HostOperationUpdate>;
 
-ControlPlane::CommandObserver observer_for(const std::shared_ptr<OperationStream::Sink>& sink) {
-  ControlPlane::CommandObserver obs;
+CommandObserver observer_for(const std::shared_ptr<OperationStream::Sink>& sink) {
+  CommandObserver obs;
   obs.progress = [sink](const tern::v1::AgentEvent& e) {
     tern::v1::HostOperationUpdate u;
     *u.mutable_time() = TimeUtil::GetCurrentTime();
@@ -160,7 +102,7 @@ grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::Deplo
   auto* stream = new OperationStream();
   auto sink = stream->sink();
   loop_.post([this, sink, r = *req] {
-    if (auto st = plane_.deploy_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
+    if (auto st = fleet_.deploy_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
   });
   return stream;
 }
@@ -171,7 +113,7 @@ grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::Rollb
   auto* stream = new OperationStream();
   auto sink = stream->sink();
   loop_.post([this, sink, r = *req] {
-    if (auto st = plane_.rollback_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
+    if (auto st = fleet_.rollback_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
   });
   return stream;
 }

@@ -4,26 +4,20 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include "core/clock.h"
 #include "core/event_loop.h"
-#include "coordinator/host_registry.h"
-#include "coordinator/control_plane.h"
-#include "coordinator/host_store.h"
+#include "coordinator/fleet_control.h"
 #include "tern/v1/fleet.grpc.pb.h"
 
 #include "coordinator/auth.h"
 
 namespace tern {
 
-void to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out);
-
-// FleetService: reads of the registry. Each call is handed to the event loop
+// FleetService: the hosts, and one-host operations. Each call is handed to the event loop
 // that owns the registry and finished from there; no gRPC thread blocks.
 class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
  public:
-  FleetServiceImpl(EventLoop& loop, HostRegistry& registry, HostStore& store, ControlPlane& plane, uint64_t epoch,
-                   TimePoint started, const Authenticator& auth)
-      : loop_(loop), registry_(registry), store_(store), plane_(plane), epoch_(epoch), started_(started), auth_(auth) {}
+  FleetServiceImpl(EventLoop& loop, FleetControl& fleet, const Authenticator& auth)
+      : loop_(loop), fleet_(fleet), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ListHosts(grpc::CallbackServerContext* ctx, const tern::v1::ListHostsRequest* req,
                                       tern::v1::ListHostsResponse* resp) override;
@@ -41,11 +35,7 @@ class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
 
  private:
   EventLoop& loop_;
-  HostRegistry& registry_;
-  HostStore& store_;
-  ControlPlane& plane_;
-  const uint64_t epoch_;
-  const TimePoint started_;
+  FleetControl& fleet_;
   const Authenticator& auth_;
 };
 

@@ -4,32 +4,13 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
-#include "coordinator/rollout_engine.h"
+#include "coordinator/rollout_control.h"
 #include "core/event_loop.h"
 #include "tern/v1/rollout.grpc.pb.h"
 
 #include "coordinator/auth.h"
 
 namespace tern {
-
-// What RolloutService asks of the coordinator; every method runs on the
-// coordinator's event loop.
-class RolloutControl {
- public:
-  virtual ~RolloutControl() = default;
-  virtual absl::StatusOr<tern::v1::RolloutPlan> plan_rollout(const tern::v1::RolloutSpec& spec) = 0;
-  virtual absl::StatusOr<tern::v1::Rollout> start_rollout(const tern::v1::RolloutSpec& spec) = 0;
-  virtual absl::StatusOr<tern::v1::Rollout> get_rollout(const std::string& id) = 0;
-  virtual absl::StatusOr<std::vector<tern::v1::Rollout>> list_rollouts(const std::string& service,
-                                                                       bool active_only) = 0;
-  virtual absl::StatusOr<std::vector<tern::v1::RolloutEvent>> rollout_events(const std::string& id,
-                                                                             uint64_t after_sequence) = 0;
-  virtual absl::StatusOr<tern::v1::Rollout> rollout_command(const std::string& id, uint64_t generation,
-                                                            RolloutCommand cmd, const std::string& reason) = 0;
-  // Live events of one rollout; returns a token for unwatch().
-  virtual uint64_t watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) = 0;
-  virtual void unwatch(uint64_t token) = 0;
-};
 
 class RolloutServiceImpl final : public tern::v1::RolloutService::CallbackService {
  public:

@@ -30,8 +30,8 @@ bool valid_file_name(const std::string& n) {
 // Reads one upload: metadata first, then the bytes, straight into the store.
 class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtifactRequest> {
  public:
-  UploadReactor(EventLoop& loop, ControlPlane& plane, ArtifactStore& store, uint64_t max_bytes, tern::v1::Artifact* resp)
-      : loop_(loop), plane_(plane), store_(store), max_bytes_(max_bytes), resp_(resp) {
+  UploadReactor(EventLoop& loop, ServiceControl& control, ArtifactStore& store, uint64_t max_bytes, tern::v1::Artifact* resp)
+      : loop_(loop), control_(control), store_(store), max_bytes_(max_bytes), resp_(resp) {
     StartRead(&req_);
   }
 
@@ -100,7 +100,7 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
     a.set_file_name(meta_.file_name().empty() ? meta_.service() : meta_.file_name());
     a.set_signature(meta_.signature());
     loop_.post([this, a, name = a.file_name()] {
-      auto saved = plane_.register_artifact(a, name);
+      auto saved = control_.register_artifact(a, name);
       if (!saved.ok()) return fail(saved.status());
       *resp_ = *saved;
       Finish(grpc::Status::OK);
@@ -113,7 +113,7 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
   }
 
   EventLoop& loop_;
-  ControlPlane& plane_;
+  ServiceControl& control_;
   ArtifactStore& store_;
   uint64_t max_bytes_;
   tern::v1::Artifact* resp_;
@@ -140,7 +140,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerC
   loop_.post([this, reactor, req, resp, spec] {
     tern::v1::ApplyServiceRequest r = *req;
     *r.mutable_spec() = spec;
-    auto out = plane_.apply_service(r);
+    auto out = control_.apply_service(r);
     if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
     *resp = *out;
     reactor->Finish(grpc::Status::OK);
@@ -154,7 +154,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerCon
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
-    auto out = plane_.get_service(req->name());
+    auto out = control_.get_service(req->name());
     if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
     *resp = *out;
     reactor->Finish(grpc::Status::OK);
@@ -168,7 +168,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerC
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, resp] {
-    for (auto& s : plane_.list_services()) *resp->add_services() = std::move(s);
+    for (auto& s : control_.list_services()) *resp->add_services() = std::move(s);
     reactor->Finish(grpc::Status::OK);
   });
   return reactor;
@@ -179,14 +179,14 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::DeleteService(grpc::CallbackServer
                                                             tern::v1::DeleteServiceResponse*) {
   if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req] { reactor->Finish(to_grpc(plane_.delete_service(req->name()))); });
+  loop_.post([this, reactor, req] { reactor->Finish(to_grpc(control_.delete_service(req->name()))); });
   return reactor;
 }
 
 grpc::ServerReadReactor<tern::v1::UploadArtifactRequest>* ServiceServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, tern::v1::Artifact* resp) {
   if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return new RefusedReader<tern::v1::UploadArtifactRequest>(to_grpc(p.status()));
-  return new UploadReactor(loop_, plane_, artifacts_, max_artifact_bytes_, resp);
+  return new UploadReactor(loop_, control_, artifacts_, max_artifact_bytes_, resp);
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServerContext* ctx,
@@ -195,7 +195,7 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServer
   if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
   auto* reactor = ctx->DefaultReactor();
   loop_.post([this, reactor, req, resp] {
-    auto out = plane_.list_artifacts(req->service());
+    auto out = control_.list_artifacts(req->service());
     if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
     for (auto& a : *out) *resp->add_artifacts() = std::move(a);
     reactor->Finish(grpc::Status::OK);

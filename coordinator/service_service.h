@@ -4,7 +4,7 @@
 
 #include "core/event_loop.h"
 #include "coordinator/artifact_store.h"
-#include "coordinator/control_plane.h"
+#include "coordinator/service_control.h"
 #include "tern/v1/service.grpc.pb.h"
 
 #include "coordinator/auth.h"
@@ -16,9 +16,9 @@ namespace tern {
 // upload's chunks in order), never buffered whole.
 class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackService {
  public:
-  ServiceServiceImpl(EventLoop& loop, ControlPlane& plane, ArtifactStore& artifacts, uint64_t max_artifact_bytes,
+  ServiceServiceImpl(EventLoop& loop, ServiceControl& control, ArtifactStore& artifacts, uint64_t max_artifact_bytes,
                      const Authenticator& auth)
-      : loop_(loop), plane_(plane), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes), auth_(auth) {}
+      : loop_(loop), control_(control), artifacts_(artifacts), max_artifact_bytes_(max_artifact_bytes), auth_(auth) {}
 
   grpc::ServerUnaryReactor* ApplyService(grpc::CallbackServerContext* ctx, const tern::v1::ApplyServiceRequest* req,
                                          tern::v1::ApplyServiceResponse* resp) override;
@@ -35,7 +35,7 @@ class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackServic
 
  private:
   EventLoop& loop_;
-  ControlPlane& plane_;
+  ServiceControl& control_;
   ArtifactStore& artifacts_;
   uint64_t max_artifact_bytes_;
   const Authenticator& auth_;

@@ -1,0 +1,134 @@
+#include "coordinator/fleet.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_fmt.h"
+#include "core/label_selector.h"
+#include "core/sha256.h"
+#include "core/version.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+void set_time(TimePoint t, google::protobuf::Timestamp* out) {
+  *out = TimeUtil::MillisecondsToTimestamp(to_unix_millis(t));
+}
+
+tern::v1::HostState to_proto(HostState s) {
+  switch (s) {
+    case HostState::kConnected: return tern::v1::HOST_STATE_CONNECTED;
+    case HostState::kDisconnected: return tern::v1::HOST_STATE_DISCONNECTED;
+    case HostState::kUnreachable: return tern::v1::HOST_STATE_UNREACHABLE;
+  }
+  return tern::v1::HOST_STATE_UNSPECIFIED;
+}
+
+void host_to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
+  const HostRecord& r = entry.record;
+  out->set_host_id(r.host_id);
+  out->mutable_labels()->insert(r.labels.begin(), r.labels.end());
+  out->set_agent_version(r.agent_version);
+  out->set_state(to_proto(r.state));
+  set_time(r.first_seen, out->mutable_first_seen());
+  set_time(r.last_seen, out->mutable_last_seen());
+  set_time(r.state_since, out->mutable_state_since());
+  out->set_connect_count(r.connect_count);
+  out->set_peer(r.peer);
+}
+
+}  // namespace
+
+tern::v1::Host Fleet::host_view(const HostRegistry::Entry& entry) const {
+  tern::v1::Host h;
+  host_to_proto(entry, &h);
+  for (auto& svc : catalog_.host_services(entry.record.host_id)) *h.add_services() = std::move(svc);
+  return h;
+}
+
+absl::StatusOr<std::vector<tern::v1::Host>> Fleet::list_hosts(const std::string& selector) {
+  auto sel = LabelSelector::parse(selector);
+  if (!sel.ok()) return sel.status();
+  std::vector<tern::v1::Host> out;
+  for (const auto* entry : registry_.list(*sel)) out.push_back(host_view(*entry));
+  return out;
+}
+
+absl::StatusOr<tern::v1::Host> Fleet::get_host(const std::string& host_id) {
+  const auto* entry = registry_.find(host_id);
+  if (entry == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("no host \"", host_id, "\" in the registry; `ternctl hosts` lists the known ones"));
+  }
+  return host_view(*entry);
+}
+
+absl::StatusOr<std::vector<tern::v1::HostEvent>> Fleet::host_history(const std::string& host_id,
+                                                                           uint32_t limit) {
+  if (registry_.find(host_id) == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no host \"", host_id, "\" in the registry"));
+  }
+  auto events = store_.history(host_id, limit);
+  if (!events.ok()) return events.status();
+  std::vector<tern::v1::HostEvent> out;
+  for (const auto& e : *events) {
+    auto& ev = out.emplace_back();
+    ev.set_host_id(e.host_id);
+    set_time(e.time, ev.mutable_time());
+    ev.set_kind(e.kind);
+    ev.set_detail(e.detail);
+  }
+  return out;
+}
+
+tern::v1::VersionInfo Fleet::version() {
+  tern::v1::VersionInfo v;
+  v.set_version(kVersion);
+  v.set_epoch(epoch_);
+  set_time(started_, v.mutable_started());
+  return v;
+}
+
+absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) {
+  auto svc = catalog_.get_service(req.service());
+  if (!svc.ok()) return svc.status();
+  if (auto st = catalog_.check_host_for(req.host_id(), *svc); !st.ok()) return st;
+  if (req.weight() > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", req.weight(), " is not 1-100"));
+  tern::v1::ReleaseRef release;
+  if (!req.release().url().empty()) {
+    release = req.release();
+    if (release.version().empty() || !is_sha256_hex(release.sha256())) {
+      return absl::InvalidArgumentError("a release by URL needs a version and the sha256 of the file");
+    }
+  } else {
+    if (req.version().empty()) return absl::InvalidArgumentError("give the version to deploy");
+    auto stored = catalog_.release(req.service(), req.version());
+    if (!stored.ok()) return stored.status();
+    release = *std::move(stored);
+  }
+  // The agent runs the newest spec before it deploys (same stream, in order).
+  catalog_.push_spec(req.host_id(), *svc);
+  tern::v1::Command cmd;
+  auto* d = cmd.mutable_deploy();
+  d->set_service(req.service());
+  *d->mutable_release() = release;
+  d->set_switch_on_healthy(!req.no_switch());
+  d->set_weight(req.weight() == 0 ? 100 : req.weight());
+  spdlog::info("deploying {} {} to {}", req.service(), release.version(), req.host_id());
+  return commands_.send(req.host_id(), std::move(cmd), std::move(observer));
+}
+
+absl::Status Fleet::rollback_host(const tern::v1::RollbackHostRequest& req, CommandObserver observer) {
+  auto svc = catalog_.get_service(req.service());
+  if (!svc.ok()) return svc.status();
+  if (auto st = catalog_.check_host_for(req.host_id(), *svc); !st.ok()) return st;
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service(req.service());
+  spdlog::info("rolling back {} on {}", req.service(), req.host_id());
+  return commands_.send(req.host_id(), std::move(cmd), std::move(observer));
+}
+
+}  // namespace tern

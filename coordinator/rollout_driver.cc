@@ -1,0 +1,380 @@
+#include "coordinator/rollout_driver.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "core/status_fmt.h"
+#include "core/label_selector.h"
+
+namespace tern {
+namespace {
+
+tern::v1::HostRolloutState failure_state(const tern::v1::CommandResult& r) {
+  const auto code = static_cast<grpc::StatusCode>(r.code());
+  if (code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE;
+  }
+  return tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE;
+}
+
+}  // namespace
+
+RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegistry& registry,
+                             ServiceCatalog& catalog, HostCommands& commands, RolloutStore& store, Metrics& metrics)
+    : clock_(clock),
+      loop_(loop),
+      registry_(registry),
+      catalog_(catalog),
+      commands_(commands),
+      store_(store),
+      metrics_(metrics),
+      rollouts_active_(metrics.gauge("tern_rollouts_active", "Rollouts not yet in a final phase.")),
+      engine_(std::make_unique<RolloutEngine>(clock, effects())) {}
+
+absl::Status RolloutDriver::load() {
+  auto active = store_.load_active();
+  if (!active.ok()) return active.status();
+  to_resume_ = *std::move(active);
+  return absl::OkStatus();
+}
+
+void RolloutDriver::resume() {
+  // Hosts that are still reconnecting get their commands when they say hello.
+  for (const auto& r : std::exchange(to_resume_, {})) {
+    spdlog::info("resuming rollout {} ({} {}) from its journal", r.id(), r.spec().service(),
+                 r.spec().release().version());
+    engine_->restore(r);
+  }
+}
+
+RolloutEffects RolloutDriver::effects() {
+  RolloutEffects e;
+  // Commands to agents go out only after the transitions that led to them
+  // are in the journal (flush): a restart never finds a host flipped or
+  // deployed that its journal does not know it asked for.
+  e.deploy = [this](const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+                    uint32_t weight) {
+    deferred_effects_.push_back([this, id = r.id(), host, release, weight] {
+      if (const auto* x = engine_->find(id)) deploy(*x, host, release, weight);
+    });
+    dirty_rollouts_.insert(r.id());  // the host's new state is written before the command goes out
+    schedule_flush();
+  };
+  e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) {
+    deferred_effects_.push_back([this, id = r.id(), host] {
+      if (const auto* x = engine_->find(id)) rollback(*x, host);
+    });
+    dirty_rollouts_.insert(r.id());
+    schedule_flush();
+  };
+  e.changed = [this](const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+    changed(r, kind, message);
+  };
+  return e;
+}
+
+bool RolloutDriver::unreachable(const std::string& host) const {
+  const auto* entry = registry_.find(host);
+  return entry != nullptr && entry->record.state == HostState::kUnreachable;
+}
+
+void RolloutDriver::host_returned(const std::string& host) {
+  // Rollout commands it missed while away.
+  if (auto owed = owed_deploys_.find(host); owed != owed_deploys_.end()) {
+    OwedDeploy d = owed->second;
+    owed_deploys_.erase(owed);
+    if (const auto* r = engine_->find(d.rollout_id)) deploy(*r, host, d.release, d.weight);
+  }
+  engine_->on_host_back(host);
+}
+
+void RolloutDriver::host_unhealthy(const std::string& service, const std::string& host, const std::string& message) {
+  engine_->on_host_unhealthy(service, host, message);
+}
+
+void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+                           uint32_t weight) {
+  const std::string id = r.id();
+  const auto* svc = catalog_.find(r.spec().service());
+  if (svc == nullptr) {
+    loop_.post([this, id, host] {
+      engine_->on_host_deployed(id, host, false, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE, "the service was deleted");
+    });
+    return;
+  }
+  catalog_.push_spec(host, *svc);
+  tern::v1::Command cmd;
+  auto* d = cmd.mutable_deploy();
+  d->set_service(r.spec().service());
+  *d->mutable_release() = release;
+  d->set_switch_on_healthy(true);
+  d->set_weight(weight);
+  auto st = commands_.send(host, std::move(cmd),
+                           CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
+                             const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+                             engine_->on_host_deployed(id, host, ok,
+                                                       ok ? tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED
+                                                          : failure_state(res),
+                                                       res.message());
+                             journal_answer(id);
+                           }});
+  if (st.ok()) return;
+  if (unreachable(host)) {
+    loop_.post([this, id, host] {
+      engine_->on_host_deployed(id, host, false, tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE,
+                                "unreachable when its turn came");
+    });
+    return;
+  }
+  // Away for a moment (e.g. still reconnecting after our restart): sent on
+  // its hello; the progress deadline bounds the wait.
+  spdlog::info("rollout {}: {} is not connected; its deploy waits for it ({})", id, host, st.message());
+  owed_deploys_[host] = OwedDeploy{id, release, weight};
+}
+
+void RolloutDriver::rollback(const tern::v1::Rollout& r, const std::string& host) {
+  const std::string id = r.id();
+  const auto* progress = engine_->host(id, host);
+  const std::string to_version = progress != nullptr ? progress->previous_version() : "";
+  owed_deploys_.erase(host);
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service(r.spec().service());
+  cmd.mutable_rollback()->set_to_version(to_version);
+  auto st = commands_.send(host, std::move(cmd),
+                           CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
+                             const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+                             if (!ok && failure_state(res) == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE) {
+                               engine_->on_host_gone(host, res.message());
+                             }
+                             engine_->on_host_rolled_back(id, host, ok, res.message());
+                             journal_answer(id);
+                           }});
+  if (!st.ok()) {
+    // Flipped when it returns (the engine resends on its hello).
+    loop_.post([this, host, why = std::string(st.message())] { engine_->on_host_gone(host, why); });
+  }
+}
+
+void RolloutDriver::changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+  RolloutStore::Event ev;
+  ev.summary = rollout_summary(r);
+  ev.kind = kind;
+  ev.message = message;
+  ev.time_ms = to_unix_millis(clock_.now());
+  journal_.push_back(std::move(ev));
+  dirty_rollouts_.insert(r.id());
+  schedule_flush();
+}
+
+void RolloutDriver::journal_answer(const std::string& rollout_id) {
+  // A late deploy failing during a rollback, say, raises no event but
+  // changes the host's row.
+  dirty_rollouts_.insert(rollout_id);
+  schedule_flush();
+}
+
+void RolloutDriver::schedule_flush() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  // After whatever is already queued: a burst of agent results is written
+  // in one transaction, and the batch grows by itself when writing is slow.
+  loop_.post([this] { flush(); });
+}
+
+void RolloutDriver::flush() {
+  flush_posted_ = false;
+  auto events = std::exchange(journal_, {});
+  auto ids = std::exchange(dirty_rollouts_, {});
+  auto effects = std::exchange(deferred_effects_, {});
+  if (!events.empty() || !ids.empty()) {
+    std::vector<RolloutStore::RolloutWrite> rollouts;
+    for (const auto& id : ids) {
+      const auto* x = engine_->find(id);
+      if (x == nullptr) continue;
+      auto changed = engine_->take_changed(id);
+      rollouts.push_back({x, std::move(changed.positions), changed.all});
+    }
+    auto seqs = store_.record_batch(events, rollouts, to_unix_millis(clock_.now()));
+    if (!seqs.ok()) {
+      // The journal is what a restart resumes from; without it the rollout
+      // could redo or skip steps. Crash loudly before acting on it; systemd
+      // restarts us and the rollout resumes from the last recorded step.
+      spdlog::critical("cannot record {} rollout event(s): {}", events.size(), seqs.status().message());
+      std::abort();
+    }
+    count_active();
+    publish(std::move(events), *seqs);
+  }
+  for (auto& fn : effects) fn();
+}
+
+void RolloutDriver::publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences) {
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto& ev = events[i];
+    // Kinds are a small fixed set of engine words, so the label stays bounded.
+    std::string label = ev.kind;
+    std::replace(label.begin(), label.end(), ' ', '_');
+    metrics_
+        .counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
+                 absl::StrCat("kind=\"", label, "\""))
+        .fetch_add(1, std::memory_order_relaxed);
+    // One line per host would drown the log of a large fleet.
+    if (ev.kind == "host_on_new" || ev.kind == "host_rolled_back") {
+      spdlog::debug("rollout {}: {}", ev.summary.id(), ev.message);
+    } else {
+      spdlog::info("rollout {}: {}", ev.summary.id(), ev.message);
+    }
+    tern::v1::RolloutEvent e;
+    e.set_sequence(sequences[i]);
+    e.set_rollout_id(ev.summary.id());
+    *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(ev.time_ms);
+    e.set_kind(ev.kind);
+    e.set_message(ev.message);
+    *e.mutable_rollout() = std::move(ev.summary);
+    // A watcher may unwatch from inside its callback.
+    std::vector<std::function<void(const tern::v1::RolloutEvent&)>> fns;
+    for (const auto& [token, w] : watchers_) {
+      if (w.rollout_id == e.rollout_id()) fns.push_back(w.fn);
+    }
+    for (auto& fn : fns) fn(e);
+  }
+}
+
+void RolloutDriver::count_active() {
+  int64_t active = 0;
+  for (const auto* r : engine_->list()) active += !RolloutEngine::is_terminal(r->phase());
+  rollouts_active_.store(active);
+}
+
+void RolloutDriver::tick() {
+  // Hosts past the grace count as gone for the rollouts they are in.
+  for (const auto* r : engine_->list()) {
+    if (RolloutEngine::is_terminal(r->phase())) continue;
+    std::vector<std::string> gone;
+    for (const auto& h : r->hosts()) {
+      if (unreachable(h.host_id())) gone.push_back(h.host_id());
+    }
+    for (const auto& host : gone) engine_->on_host_gone(host, "the host is unreachable (no word past the grace)");
+  }
+  engine_->tick();
+  count_active();
+}
+
+absl::StatusOr<std::vector<PlanHost>> RolloutDriver::eligible_hosts(const tern::v1::ServiceRecord& svc,
+                                                                    const tern::v1::RolloutSpec& spec) {
+  auto svc_sel = LabelSelector::parse(svc.spec().selector());
+  if (!svc_sel.ok()) return svc_sel.status();
+  auto sel = LabelSelector::parse(spec.selector());
+  if (!sel.ok()) return sel.status();
+  std::vector<PlanHost> out;
+  for (const auto* e : registry_.list(*svc_sel)) {
+    if (!sel->matches(e->record.labels)) continue;
+    out.push_back(PlanHost{e->record.host_id, e->record.labels});
+  }
+  return out;
+}
+
+absl::StatusOr<tern::v1::RolloutPlan> RolloutDriver::plan_rollout(const tern::v1::RolloutSpec& spec) {
+  auto svc = catalog_.get_service(spec.service());
+  if (!svc.ok()) return svc.status();
+  auto hosts = eligible_hosts(*svc, spec);
+  if (!hosts.ok()) return hosts.status();
+  auto plan = tern::plan_rollout(spec, *std::move(hosts));
+  if (!plan.ok()) return plan.status();
+  tern::v1::RolloutPlan out;
+  for (std::size_t i = 0; i < plan->waves.size(); ++i) {
+    auto* w = out.add_waves();
+    w->set_index(static_cast<uint32_t>(i));
+    for (const auto& h : plan->waves[i].host_ids) w->add_host_ids(h);
+  }
+  for (const auto& warning : plan->warnings) out.add_warnings(warning);
+  return out;
+}
+
+absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::RolloutSpec& spec) {
+  auto svc = catalog_.get_service(spec.service());
+  if (!svc.ok()) return svc.status();
+  auto release = catalog_.release(spec.service(), spec.release().version());
+  if (!release.ok()) return release.status();
+  auto hosts = eligible_hosts(*svc, spec);
+  if (!hosts.ok()) return hosts.status();
+  auto plan = tern::plan_rollout(spec, *hosts);
+  if (!plan.ok()) return plan.status();
+  // What each host runs now is what a rollback returns it to.
+  std::map<std::string, std::string> previous;
+  std::map<std::string, int> votes;
+  for (const auto& h : *hosts) {
+    for (const auto& st : catalog_.host_services(h.host_id)) {
+      if (st.service() != spec.service()) continue;
+      for (const auto& slot : st.slots()) {
+        if (slot.active()) previous[h.host_id] = slot.release().version(), ++votes[slot.release().version()];
+      }
+    }
+  }
+  tern::v1::ReleaseRef prev;
+  int best = 0;
+  for (const auto& [v, n] : votes) {
+    if (n > best) best = n, prev.set_version(v);
+  }
+  // Hosts already past the grace are known gone before the first wave.
+  for (const auto& h : *hosts) {
+    if (unreachable(h.host_id)) engine_->on_host_gone(h.host_id, "unreachable");
+  }
+  auto n = store_.next_number();
+  if (!n.ok()) return n.status();
+  const std::string id = absl::StrCat(spec.service(), "-", *n);
+  auto r = engine_->start(id, spec, *plan, *release, prev, previous);
+  if (!r.ok()) return r.status();
+  flush();  // durable before the caller hears of it
+  return *engine_->find(id);
+}
+
+absl::StatusOr<tern::v1::Rollout> RolloutDriver::get_rollout(const std::string& id) {
+  if (const auto* r = engine_->find(id)) return *r;
+  return store_.get(id);
+}
+
+absl::StatusOr<std::vector<tern::v1::Rollout>> RolloutDriver::list_rollouts(const std::string& service,
+                                                                            bool active_only) {
+  auto all = store_.list(service, 200);
+  if (!all.ok()) return all.status();
+  std::vector<tern::v1::Rollout> out;
+  for (auto& r : *all) {
+    if (const auto* live = engine_->find(r.id())) r = rollout_summary(*live);
+    if (active_only && RolloutEngine::is_terminal(r.phase())) continue;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<tern::v1::RolloutEvent>> RolloutDriver::rollout_events(const std::string& id,
+                                                                                  uint64_t after_sequence) {
+  return store_.events(id, after_sequence);
+}
+
+absl::StatusOr<tern::v1::Rollout> RolloutDriver::rollout_command(const std::string& id, uint64_t generation,
+                                                                 RolloutCommand cmd, const std::string& reason) {
+  if (engine_->find(id) == nullptr) {
+    auto r = get_rollout(id);
+    if (!r.ok()) return r.status();
+    engine_->restore(*r);  // a finished rollout can still be rolled back
+  }
+  auto r = engine_->command(id, generation, cmd, reason);
+  flush();  // durable before the caller hears of it
+  return r;
+}
+
+uint64_t RolloutDriver::watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) {
+  const uint64_t token = next_watcher_++;
+  watchers_[token] = Watcher{id, std::move(fn)};
+  return token;
+}
+
+void RolloutDriver::unwatch(uint64_t token) { watchers_.erase(token); }
+
+}  // namespace tern

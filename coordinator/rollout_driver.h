@@ -1,0 +1,119 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "core/clock.h"
+#include "core/event_loop.h"
+#include "core/metrics.h"
+#include "coordinator/host_commands.h"
+#include "coordinator/host_registry.h"
+#include "coordinator/rollout_control.h"
+#include "coordinator/rollout_engine.h"
+#include "coordinator/rollout_plan.h"
+#include "coordinator/rollout_store.h"
+#include "coordinator/service_catalog.h"
+
+namespace tern {
+
+// Drives the rollout engine against the fleet: turns its effects into agent
+// commands, feeds the agents' answers back, journals every transition and
+// publishes it to watchers and metrics.
+//
+// Write-ahead: the engine's transitions, and the hosts they changed, are
+// queued and written to the journal in one transaction per loop turn; the
+// commands they lead to go out only after that write. A restart therefore
+// never finds a host deployed or flipped that its journal does not know it
+// asked for, and resumes each rollout from its last recorded step. A failed
+// journal write aborts the process (systemd restarts it).
+//
+// Not thread-safe: owned by the coordinator's event loop.
+class RolloutDriver final : public RolloutControl {
+ public:
+  RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegistry& registry, ServiceCatalog& catalog,
+                HostCommands& commands, RolloutStore& store, Metrics& metrics);
+
+  // Reads the rollouts that were not finished from the journal; resume()
+  // then hands them back to the engine (on the loop, once hosts may dial in).
+  absl::Status load();
+  void resume();
+
+  // The host is back (a hello, or heartbeats after a silence): sends what the
+  // rollouts owe it.
+  void host_returned(const std::string& host);
+  // The host's active slot of `service` turned unhealthy or died.
+  void host_unhealthy(const std::string& service, const std::string& host, const std::string& message);
+  // Hosts past the grace count as gone; bakes and deadlines move on.
+  void tick();
+
+  // RolloutControl.
+  absl::StatusOr<tern::v1::RolloutPlan> plan_rollout(const tern::v1::RolloutSpec& spec) override;
+  absl::StatusOr<tern::v1::Rollout> start_rollout(const tern::v1::RolloutSpec& spec) override;
+  absl::StatusOr<tern::v1::Rollout> get_rollout(const std::string& id) override;
+  absl::StatusOr<std::vector<tern::v1::Rollout>> list_rollouts(const std::string& service, bool active_only) override;
+  absl::StatusOr<std::vector<tern::v1::RolloutEvent>> rollout_events(const std::string& id,
+                                                                     uint64_t after_sequence) override;
+  absl::StatusOr<tern::v1::Rollout> rollout_command(const std::string& id, uint64_t generation, RolloutCommand cmd,
+                                                    const std::string& reason) override;
+  uint64_t watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) override;
+  void unwatch(uint64_t token) override;
+
+ private:
+  RolloutEffects effects();
+  // The hosts' side of the engine's effects.
+  void deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
+              uint32_t weight);
+  void rollback(const tern::v1::Rollout& r, const std::string& host);
+  void changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  // What an agent's answer changed is journaled even when it raised no event.
+  void journal_answer(const std::string& rollout_id);
+  void schedule_flush();
+  // Writes the queued events (and each changed rollout once) in one
+  // transaction, publishes them, then sends the commands they led to.
+  void flush();
+  void publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences);
+  void count_active();
+  absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
+                                                       const tern::v1::RolloutSpec& spec);
+  bool unreachable(const std::string& host) const;
+
+  const Clock& clock_;
+  EventLoop& loop_;
+  const HostRegistry& registry_;
+  ServiceCatalog& catalog_;
+  HostCommands& commands_;
+  RolloutStore& store_;
+  Metrics& metrics_;
+  Metrics::Value& rollouts_active_;
+  std::unique_ptr<RolloutEngine> engine_;
+  std::vector<tern::v1::Rollout> to_resume_;
+
+  // The journal's write-ahead queue.
+  std::vector<RolloutStore::Event> journal_;
+  std::set<std::string> dirty_rollouts_;
+  std::vector<std::function<void()>> deferred_effects_;
+  bool flush_posted_ = false;
+
+  struct Watcher {
+    std::string rollout_id;
+    std::function<void(const tern::v1::RolloutEvent&)> fn;
+  };
+  std::map<uint64_t, Watcher> watchers_;
+  uint64_t next_watcher_ = 1;
+
+  // Deploys a rollout could not send because the host was away; sent on its hello.
+  struct OwedDeploy {
+    std::string rollout_id;
+    tern::v1::ReleaseRef release;
+    uint32_t weight = 100;
+  };
+  std::map<std::string, OwedDeploy> owed_deploys_;
+};
+
+}  // namespace tern
