@@ -1,5 +1,7 @@
 #include "coordinator/admin_service.h"
 
+#include "coordinator/serve.h"
+
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -108,91 +110,73 @@ absl::Status AdminServiceImpl::refresh_tokens() {
 
 grpc::ServerUnaryReactor* AdminServiceImpl::WhoAmI(grpc::CallbackServerContext* ctx, const tern::v1::WhoAmIRequest*,
                                                    tern::v1::Principal* resp) {
-  auto p = auth_.authenticate(*ctx);
-  if (!p.ok()) return refuse_unary(ctx, p.status());
-  *resp = *p;
-  auto* r = ctx->DefaultReactor();
-  r->Finish(grpc::Status::OK);
-  return r;
+  return serve_unary(ctx, auth_, loop_, Rpc::kWhoAmI, [resp](const tern::v1::Principal& who) {
+    *resp = who;
+    return absl::OkStatus();
+  });
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateToken(grpc::CallbackServerContext* ctx,
                                                         const tern::v1::CreateTokenRequest* req,
                                                         tern::v1::CreateTokenResponse* resp) {
-  auto p = auth_.authorize(*ctx, Permission::kAdmin);
-  if (!p.ok()) return refuse_unary(ctx, p.status());
-  if (!is_valid_label_value(req->name()) || req->name().empty()) {
-    return refuse_unary(ctx, absl::InvalidArgumentError(absl::StrCat("token name \"", req->name(),
-                                                                     "\" must be 1-63 letters, digits, '-', '_', '.'")));
-  }
-  if (req->role() != tern::v1::ROLE_VIEWER && req->role() != tern::v1::ROLE_OPERATOR &&
-      req->role() != tern::v1::ROLE_ADMIN) {
-    return refuse_unary(ctx, absl::InvalidArgumentError("a token's role is viewer, operator or admin"));
-  }
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, resp, name = req->name(), role = req->role(), by = p->name()] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kCreateToken, [this, req, resp](const tern::v1::Principal& who) {
+    const std::string& name = req->name();
+    if (!is_valid_label_value(name) || name.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token name \"", name, "\" must be 1-63 letters, digits, '-', '_', '.'"));
+    }
+    if (req->role() != tern::v1::ROLE_VIEWER && req->role() != tern::v1::ROLE_OPERATOR &&
+        req->role() != tern::v1::ROLE_ADMIN) {
+      return absl::InvalidArgumentError("a token's role is viewer, operator or admin");
+    }
     auto [secret, hash] = Authenticator::new_secret();
     TokenRecord t;
     t.info.set_name(name);
-    t.info.set_role(role);
-    t.info.set_created_by(by);
+    t.info.set_role(req->role());
+    t.info.set_created_by(who.name());
     t.secret_sha256 = hash;
     const int64_t now = to_unix_millis(SystemClock::instance().now());
     *t.info.mutable_created() = TimeUtil::MillisecondsToTimestamp(now);
     if (auto st = store_.add_token(t, now); !st.ok()) {
-      return reactor->Finish(to_grpc(absl::AlreadyExistsError(absl::StrCat(
-          "cannot create token \"", name, "\": a token of that name exists (revoke it or pick another name)"))));
+      return absl::AlreadyExistsError(absl::StrCat("cannot create token \"", name,
+                                                   "\": a token of that name exists (revoke it or pick another name)"));
     }
-    if (auto st = refresh_tokens(); !st.ok()) return reactor->Finish(to_grpc(st));
+    if (auto st = refresh_tokens(); !st.ok()) return st;
     *resp->mutable_token() = t.info;
     resp->set_secret(secret);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RevokeToken(grpc::CallbackServerContext* ctx,
                                                         const tern::v1::RevokeTokenRequest* req,
                                                         tern::v1::RevokeTokenResponse*) {
-  auto p = auth_.authorize(*ctx, Permission::kAdmin);
-  if (!p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, name = req->name()] {
-    if (auto st = store_.revoke_token(name); !st.ok()) return reactor->Finish(to_grpc(st));
-    if (auto st = refresh_tokens(); !st.ok()) return reactor->Finish(to_grpc(st));
-    reactor->Finish(grpc::Status::OK);
+  return serve_unary(ctx, auth_, loop_, Rpc::kRevokeToken, [this, req] {
+    if (auto st = store_.revoke_token(req->name()); !st.ok()) return st;
+    return refresh_tokens();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListTokens(grpc::CallbackServerContext* ctx,
                                                        const tern::v1::ListTokensRequest*,
                                                        tern::v1::ListTokensResponse* resp) {
-  auto p = auth_.authorize(*ctx, Permission::kAdmin);
-  if (!p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kListTokens, [this, resp]() -> absl::Status {
     auto all = store_.tokens();
-    if (!all.ok()) return reactor->Finish(to_grpc(all.status()));
+    if (!all.ok()) return all.status();
     for (const auto& t : *all) *resp->add_tokens() = t.info;
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListAudit(grpc::CallbackServerContext* ctx,
                                                       const tern::v1::ListAuditRequest* req,
                                                       tern::v1::ListAuditResponse* resp) {
-  auto p = auth_.authorize(*ctx, Permission::kAdmin);
-  if (!p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, resp, limit = req->limit()] {
-    auto all = store_.audit(limit);
-    if (!all.ok()) return reactor->Finish(to_grpc(all.status()));
+  return serve_unary(ctx, auth_, loop_, Rpc::kListAudit, [this, req, resp]() -> absl::Status {
+    auto all = store_.audit(req->limit());
+    if (!all.ok()) return all.status();
     for (auto& e : *all) *resp->add_entries() = std::move(e);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 }  // namespace tern

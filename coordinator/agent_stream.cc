@@ -134,7 +134,7 @@ grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* A
     grpc::CallbackServerContext* ctx) {
   std::string certified;
   if (auth_ != nullptr) {
-    auto p = auth_->authorize(*ctx, Permission::kAgent);
+    auto p = auth_->authorize(*ctx, Rpc::kConnect);
     if (!p.ok()) {
       spdlog::warn("refused an agent stream from {}: {}", ctx->peer(), p.status().message());
       return new RefusedAgentStream(to_grpc(p.status()));
@@ -219,7 +219,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
 grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifact(
     grpc::CallbackServerContext* ctx, const tern::v1::FetchArtifactRequest* req) {
   if (auth_ != nullptr) {
-    if (auto p = auth_->authorize(*ctx, Permission::kAgent); !p.ok()) {
+    if (auto p = auth_->authorize(*ctx, Rpc::kConnect); !p.ok()) {
       return new RefusedWriter<tern::v1::ArtifactChunk>(to_grpc(p.status()));
     }
   }

@@ -4,7 +4,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <openssl/rand.h>
 
-#include <set>
+#include <cstdlib>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -20,6 +20,7 @@ using tern::v1::Role;
 
 bool allows(Role r, Permission p) {
   switch (p) {
+    case Permission::kAnyone: return true;
     case Permission::kRead: return r == tern::v1::ROLE_VIEWER || r == tern::v1::ROLE_OPERATOR || r == tern::v1::ROLE_ADMIN;
     case Permission::kOperate: return r == tern::v1::ROLE_OPERATOR || r == tern::v1::ROLE_ADMIN;
     case Permission::kAdmin: return r == tern::v1::ROLE_ADMIN;
@@ -30,6 +31,7 @@ bool allows(Role r, Permission p) {
 
 const char* needs(Permission p) {
   switch (p) {
+    case Permission::kAnyone: return "credentials";
     case Permission::kRead: return "the viewer, operator or admin role";
     case Permission::kOperate: return "the operator or admin role";
     case Permission::kAdmin: return "the admin role";
@@ -150,6 +152,66 @@ grpc::ServerUnaryReactor* refuse_unary(grpc::CallbackServerContext* ctx, const a
   return r;
 }
 
+// ---- who may call what ----
+
+namespace {
+
+constexpr Permission kAnyone = Permission::kAnyone, kRead = Permission::kRead, kOperate = Permission::kOperate,
+                     kAdmin = Permission::kAdmin, kAgent = Permission::kAgent;
+constexpr bool kAudited = true, kNotAudited = false;
+
+// One row per Rpc; tests/coordinator/auth_rules_test.cc holds it against the protos.
+const std::vector<MethodRule> kRules = {
+    {Rpc::kConnect, "/tern.v1.AgentService/Connect", kAgent, kNotAudited},
+    {Rpc::kFetchArtifact, "/tern.v1.AgentService/FetchArtifact", kAgent, kNotAudited},
+    {Rpc::kListHosts, "/tern.v1.FleetService/ListHosts", kRead, kNotAudited},
+    {Rpc::kGetHost, "/tern.v1.FleetService/GetHost", kRead, kNotAudited},
+    {Rpc::kGetHostHistory, "/tern.v1.FleetService/GetHostHistory", kRead, kNotAudited},
+    {Rpc::kGetVersion, "/tern.v1.FleetService/GetVersion", kRead, kNotAudited},
+    {Rpc::kDeployHost, "/tern.v1.FleetService/DeployHost", kOperate, kAudited},
+    {Rpc::kRollbackHost, "/tern.v1.FleetService/RollbackHost", kOperate, kAudited},
+    {Rpc::kApplyService, "/tern.v1.ServiceService/ApplyService", kAdmin, kAudited},
+    {Rpc::kGetService, "/tern.v1.ServiceService/GetService", kRead, kNotAudited},
+    {Rpc::kListServices, "/tern.v1.ServiceService/ListServices", kRead, kNotAudited},
+    {Rpc::kDeleteService, "/tern.v1.ServiceService/DeleteService", kAdmin, kAudited},
+    {Rpc::kUploadArtifact, "/tern.v1.ServiceService/UploadArtifact", kAdmin, kAudited},
+    {Rpc::kListArtifacts, "/tern.v1.ServiceService/ListArtifacts", kRead, kNotAudited},
+    {Rpc::kPlanRollout, "/tern.v1.RolloutService/PlanRollout", kRead, kNotAudited},
+    {Rpc::kStartRollout, "/tern.v1.RolloutService/StartRollout", kOperate, kAudited},
+    {Rpc::kGetRollout, "/tern.v1.RolloutService/GetRollout", kRead, kNotAudited},
+    {Rpc::kListRollouts, "/tern.v1.RolloutService/ListRollouts", kRead, kNotAudited},
+    {Rpc::kWatchRollout, "/tern.v1.RolloutService/WatchRollout", kRead, kNotAudited},
+    {Rpc::kGetRolloutHistory, "/tern.v1.RolloutService/GetRolloutHistory", kRead, kNotAudited},
+    {Rpc::kPauseRollout, "/tern.v1.RolloutService/PauseRollout", kOperate, kAudited},
+    {Rpc::kResumeRollout, "/tern.v1.RolloutService/ResumeRollout", kOperate, kAudited},
+    {Rpc::kPromoteRollout, "/tern.v1.RolloutService/PromoteRollout", kOperate, kAudited},
+    {Rpc::kAbortRollout, "/tern.v1.RolloutService/AbortRollout", kOperate, kAudited},
+    {Rpc::kRollbackRollout, "/tern.v1.RolloutService/RollbackRollout", kOperate, kAudited},
+    {Rpc::kWhoAmI, "/tern.v1.AdminService/WhoAmI", kAnyone, kNotAudited},
+    {Rpc::kCreateToken, "/tern.v1.AdminService/CreateToken", kAdmin, kAudited},
+    {Rpc::kRevokeToken, "/tern.v1.AdminService/RevokeToken", kAdmin, kAudited},
+    {Rpc::kListTokens, "/tern.v1.AdminService/ListTokens", kAdmin, kNotAudited},
+    {Rpc::kListAudit, "/tern.v1.AdminService/ListAudit", kAdmin, kNotAudited},
+};
+
+}  // namespace
+
+const std::vector<MethodRule>& method_rules() { return kRules; }
+
+const MethodRule& rule(Rpc rpc) {
+  for (const auto& r : kRules) {
+    if (r.rpc == rpc) return r;
+  }
+  std::abort();  // an Rpc without a row: the table test names it
+}
+
+const MethodRule* find_rule(std::string_view path) {
+  for (const auto& r : kRules) {
+    if (path == r.path) return &r;
+  }
+  return nullptr;
+}
+
 // ---- audit ----
 
 namespace {
@@ -218,22 +280,11 @@ class AuditInterceptor final : public grpc::experimental::Interceptor {
 
 }  // namespace
 
-bool AuditInterceptorFactory::is_mutating(const std::string& method) {
-  static const std::set<std::string> kMutating = {
-      "/tern.v1.FleetService/DeployHost",        "/tern.v1.FleetService/RollbackHost",
-      "/tern.v1.ServiceService/ApplyService",    "/tern.v1.ServiceService/DeleteService",
-      "/tern.v1.ServiceService/UploadArtifact",  "/tern.v1.RolloutService/StartRollout",
-      "/tern.v1.RolloutService/PauseRollout",    "/tern.v1.RolloutService/ResumeRollout",
-      "/tern.v1.RolloutService/PromoteRollout",  "/tern.v1.RolloutService/AbortRollout",
-      "/tern.v1.RolloutService/RollbackRollout", "/tern.v1.AdminService/CreateToken",
-      "/tern.v1.AdminService/RevokeToken",
-  };
-  return kMutating.count(method) > 0;
-}
-
 grpc::experimental::Interceptor* AuditInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  if (info->method() == nullptr || !is_mutating(info->method())) return nullptr;
+  if (info->method() == nullptr) return nullptr;
+  const auto* r = find_rule(info->method());
+  if (r == nullptr || !r->audited) return nullptr;
   return new AuditInterceptor(info, auth_, sink_);
 }
 

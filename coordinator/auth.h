@@ -4,6 +4,7 @@
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -16,11 +17,36 @@ namespace tern {
 
 // What a call needs.
 enum class Permission {
+  kAnyone,   // any authenticated caller, agents included
   kRead,     // viewer, operator, admin
   kOperate,  // operator, admin: rollouts, host deploys
   kAdmin,    // admin: services, artifacts, tokens, the audit trail
   kAgent,    // agents only: the agent stream and artifact downloads
 };
+
+// Every method the coordinator serves. The enum names a method in code;
+// rule() says what it needs. Handlers authorize by their Rpc, the audit
+// interceptor finds the rule by the method's path: one table for both.
+enum class Rpc {
+  kConnect, kFetchArtifact,
+  kListHosts, kGetHost, kGetHostHistory, kGetVersion, kDeployHost, kRollbackHost,
+  kApplyService, kGetService, kListServices, kDeleteService, kUploadArtifact, kListArtifacts,
+  kPlanRollout, kStartRollout, kGetRollout, kListRollouts, kWatchRollout, kGetRolloutHistory,
+  kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout,
+  kWhoAmI, kCreateToken, kRevokeToken, kListTokens, kListAudit,
+};
+struct MethodRule {
+  Rpc rpc;
+  const char* path;  // as gRPC names it: "/tern.v1.FleetService/DeployHost"
+  Permission permission;
+  // Changes state: every call, allowed or refused, lands in the audit trail.
+  bool audited;
+};
+const MethodRule& rule(Rpc rpc);
+const std::vector<MethodRule>& method_rules();
+// The rule for a method path; null for methods Tern does not define
+// (health, reflection).
+const MethodRule* find_rule(std::string_view path);
 
 const char* role_name(tern::v1::Role r);
 absl::StatusOr<tern::v1::Role> parse_role(const std::string& name);
@@ -48,6 +74,10 @@ class Authenticator {
   // The principal if it may do `p`; UNAUTHENTICATED or PERMISSION_DENIED
   // (saying who, what was asked, and what would allow it) otherwise.
   absl::StatusOr<tern::v1::Principal> authorize(const grpc::ServerContextBase& ctx, Permission p) const;
+  // The same, for what rule(rpc) asks.
+  absl::StatusOr<tern::v1::Principal> authorize(const grpc::ServerContextBase& ctx, Rpc rpc) const {
+    return authorize(ctx, rule(rpc).permission);
+  }
 
   void set_tokens(std::vector<TokenRecord> tokens);
   // A fresh random secret ("tern_" + 64 hex digits) and its sha256.
@@ -74,14 +104,13 @@ class RefusedReader final : public grpc::ServerReadReactor<T> {
   void OnDone() override { delete this; }
 };
 
-// Records every mutating call (who, what, when, result) through `sink`,
+// Records every audited call (who, what, when, result) through `sink`,
 // which must not block (it posts to the event loop).
 class AuditInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
   using Sink = std::function<void(tern::v1::AuditEntry)>;
   AuditInterceptorFactory(const Authenticator& auth, Sink sink) : auth_(auth), sink_(std::move(sink)) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
-  static bool is_mutating(const std::string& method);
 
  private:
   const Authenticator& auth_;

@@ -1,5 +1,6 @@
 #include "coordinator/fleet_service.h"
 
+#include "coordinator/serve.h"
 #include "coordinator/update_stream.h"
 
 #include <google/protobuf/util/time_util.h>
@@ -17,54 +18,38 @@ using google::protobuf::util::TimeUtil;
 grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContext* ctx,
                                                       const tern::v1::ListHostsRequest* req,
                                                       tern::v1::ListHostsResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kListHosts, [this, req, resp]() -> absl::Status {
     auto hosts = fleet_.list_hosts(req->selector());
-    if (!hosts.ok()) return reactor->Finish(to_grpc(hosts.status()));
+    if (!hosts.ok()) return hosts.status();
     for (auto& h : *hosts) *resp->add_hosts() = std::move(h);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* FleetServiceImpl::GetHost(grpc::CallbackServerContext* ctx,
                                                     const tern::v1::GetHostRequest* req, tern::v1::Host* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
-    auto host = fleet_.get_host(req->host_id());
-    if (!host.ok()) return reactor->Finish(to_grpc(host.status()));
-    *resp = *std::move(host);
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetHost,
+                     [this, req, resp] { return reply(fleet_.get_host(req->host_id()), resp); });
 }
 
 grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::GetHostHistoryRequest* req,
                                                            tern::v1::GetHostHistoryResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetHostHistory, [this, req, resp]() -> absl::Status {
     auto events = fleet_.host_history(req->host_id(), req->limit());
-    if (!events.ok()) return reactor->Finish(to_grpc(events.status()));
+    if (!events.ok()) return events.status();
     for (auto& e : *events) *resp->add_events() = std::move(e);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerContext* ctx,
                                                        const tern::v1::GetVersionRequest*,
                                                        tern::v1::VersionInfo* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetVersion, [this, resp] {
     *resp = fleet_.version();
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 namespace {
@@ -96,26 +81,28 @@ CommandObserver observer_for(const std::shared_ptr<OperationStream::Sink>& sink)
 
 }  // namespace
 
-grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::DeployHost(
-    grpc::CallbackServerContext* ctx, const tern::v1::DeployHostRequest* req) {
-  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return new RefusedWriter<tern::v1::HostOperationUpdate>(to_grpc(p.status()));
+grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::operate(
+    grpc::CallbackServerContext* ctx, Rpc rpc, std::function<absl::Status(CommandObserver)> op) {
+  if (auto p = auth_.authorize(*ctx, rpc); !p.ok()) {
+    return new RefusedWriter<tern::v1::HostOperationUpdate>(to_grpc(p.status()));
+  }
   auto* stream = new OperationStream();
-  auto sink = stream->sink();
-  loop_.post([this, sink, r = *req] {
-    if (auto st = fleet_.deploy_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
+  loop_.post([sink = stream->sink(), op = std::move(op)] {
+    if (auto st = op(observer_for(sink)); !st.ok()) sink->fail(st);
   });
   return stream;
 }
 
+grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::DeployHost(
+    grpc::CallbackServerContext* ctx, const tern::v1::DeployHostRequest* req) {
+  return operate(ctx, Rpc::kDeployHost,
+                 [this, r = *req](CommandObserver obs) { return fleet_.deploy_host(r, std::move(obs)); });
+}
+
 grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* FleetServiceImpl::RollbackHost(
     grpc::CallbackServerContext* ctx, const tern::v1::RollbackHostRequest* req) {
-  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return new RefusedWriter<tern::v1::HostOperationUpdate>(to_grpc(p.status()));
-  auto* stream = new OperationStream();
-  auto sink = stream->sink();
-  loop_.post([this, sink, r = *req] {
-    if (auto st = fleet_.rollback_host(r, observer_for(sink)); !st.ok()) sink->fail(st);
-  });
-  return stream;
+  return operate(ctx, Rpc::kRollbackHost,
+                 [this, r = *req](CommandObserver obs) { return fleet_.rollback_host(r, std::move(obs)); });
 }
 
 }  // namespace tern

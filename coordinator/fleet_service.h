@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include <grpcpp/grpcpp.h>
 
@@ -34,6 +35,11 @@ class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
       grpc::CallbackServerContext* ctx, const tern::v1::RollbackHostRequest* req) override;
 
  private:
+  // A one-host operation streamed to the caller: authorized by `rpc`, then
+  // `op` runs on the loop with an observer that feeds the stream.
+  grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* operate(grpc::CallbackServerContext* ctx, Rpc rpc,
+                                                                   std::function<absl::Status(CommandObserver)> op);
+
   EventLoop& loop_;
   FleetControl& fleet_;
   const Authenticator& auth_;

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/rollout_spec.h"
+#include "coordinator/serve.h"
 #include "coordinator/update_stream.h"
 
 namespace tern {
@@ -22,87 +23,58 @@ absl::StatusOr<tern::v1::RolloutSpec> checked(const tern::v1::RolloutSpec& in) {
 grpc::ServerUnaryReactor* RolloutServiceImpl::PlanRollout(grpc::CallbackServerContext* ctx,
                                                           const tern::v1::StartRolloutRequest* req,
                                                           tern::v1::RolloutPlan* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  auto spec = checked(req->spec());
-  if (!spec.ok()) {
-    reactor->Finish(to_grpc(spec.status()));
-    return reactor;
-  }
-  loop_.post([this, reactor, resp, s = *spec] {
-    auto plan = control_.plan_rollout(s);
-    if (!plan.ok()) return reactor->Finish(to_grpc(plan.status()));
-    *resp = *plan;
-    reactor->Finish(grpc::Status::OK);
+  return serve_unary(ctx, auth_, loop_, Rpc::kPlanRollout, [this, req, resp]() -> absl::Status {
+    auto spec = checked(req->spec());
+    if (!spec.ok()) return spec.status();
+    return reply(control_.plan_rollout(*spec), resp);
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RolloutServiceImpl::StartRollout(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::StartRolloutRequest* req,
                                                            tern::v1::Rollout* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kOperate); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  auto spec = checked(req->spec());
-  if (!spec.ok()) {
-    reactor->Finish(to_grpc(spec.status()));
-    return reactor;
-  }
-  loop_.post([this, reactor, resp, s = *spec] {
-    auto r = control_.start_rollout(s);
-    if (!r.ok()) return reactor->Finish(to_grpc(r.status()));
-    *resp = *r;
-    reactor->Finish(grpc::Status::OK);
+  return serve_unary(ctx, auth_, loop_, Rpc::kStartRollout, [this, req, resp]() -> absl::Status {
+    auto spec = checked(req->spec());
+    if (!spec.ok()) return spec.status();
+    return reply(control_.start_rollout(*spec), resp);
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RolloutServiceImpl::GetRollout(grpc::CallbackServerContext* ctx,
                                                          const tern::v1::GetRolloutRequest* req,
                                                          tern::v1::Rollout* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
-    auto r = control_.get_rollout(req->id());
-    if (!r.ok()) return reactor->Finish(to_grpc(r.status()));
-    *resp = *r;
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetRollout,
+                     [this, req, resp] { return reply(control_.get_rollout(req->id()), resp); });
 }
 
 grpc::ServerUnaryReactor* RolloutServiceImpl::ListRollouts(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ListRolloutsRequest* req,
                                                            tern::v1::ListRolloutsResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kListRollouts, [this, req, resp]() -> absl::Status {
     auto rs = control_.list_rollouts(req->service(), req->active_only());
-    if (!rs.ok()) return reactor->Finish(to_grpc(rs.status()));
+    if (!rs.ok()) return rs.status();
     for (auto& r : *rs) *resp->add_rollouts() = std::move(r);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutHistory(grpc::CallbackServerContext* ctx,
                                                                 const tern::v1::GetRolloutRequest* req,
                                                                 tern::v1::RolloutHistory* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
-    if (auto r = control_.get_rollout(req->id()); !r.ok()) return reactor->Finish(to_grpc(r.status()));
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetRolloutHistory, [this, req, resp]() -> absl::Status {
+    if (auto r = control_.get_rollout(req->id()); !r.ok()) return r.status();
     auto evs = control_.rollout_events(req->id(), 0);
-    if (!evs.ok()) return reactor->Finish(to_grpc(evs.status()));
+    if (!evs.ok()) return evs.status();
     for (auto& e : *evs) *resp->add_events() = std::move(e);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollout(
     grpc::CallbackServerContext* ctx, const tern::v1::WatchRolloutRequest* req) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return new RefusedWriter<tern::v1::RolloutEvent>(to_grpc(p.status()));
+  if (auto p = auth_.authorize(*ctx, Rpc::kWatchRollout); !p.ok()) {
+    return new RefusedWriter<tern::v1::RolloutEvent>(to_grpc(p.status()));
+  }
   using Stream = UpdateStream<tern::v1::RolloutEvent>;
   auto* stream = new Stream();
   auto sink = stream->sink();
@@ -141,49 +113,42 @@ grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollo
   return stream;
 }
 
-grpc::ServerUnaryReactor* RolloutServiceImpl::run_command(grpc::CallbackServerContext* ctx,
+grpc::ServerUnaryReactor* RolloutServiceImpl::run_command(grpc::CallbackServerContext* ctx, Rpc rpc,
                                                           const tern::v1::RolloutCommandRequest* req,
                                                           tern::v1::Rollout* resp, RolloutCommand cmd) {
-  auto who = auth_.authorize(*ctx, Permission::kOperate);
-  if (!who.ok()) return refuse_unary(ctx, who.status());
-  auto* reactor = ctx->DefaultReactor();
-  // The history says who did it.
-  std::string reason = who->via() == "insecure" ? req->reason()
-                       : req->reason().empty()  ? absl::StrCat("by ", who->name())
-                                                : absl::StrCat(req->reason(), ", by ", who->name());
-  loop_.post([this, reactor, req, resp, cmd, reason] {
-    auto r = control_.rollout_command(req->id(), req->generation(), cmd, reason);
-    if (!r.ok()) return reactor->Finish(to_grpc(r.status()));
-    *resp = *r;
-    reactor->Finish(grpc::Status::OK);
+  return serve_unary(ctx, auth_, loop_, rpc, [this, req, resp, cmd](const tern::v1::Principal& who) {
+    // The history says who did it.
+    const std::string reason = who.via() == "insecure" ? req->reason()
+                               : req->reason().empty()  ? absl::StrCat("by ", who.name())
+                                                        : absl::StrCat(req->reason(), ", by ", who.name());
+    return reply(control_.rollout_command(req->id(), req->generation(), cmd, reason), resp);
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* RolloutServiceImpl::PauseRollout(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::RolloutCommandRequest* req,
                                                            tern::v1::Rollout* resp) {
-  return run_command(ctx, req, resp, RolloutCommand::kPause);
+  return run_command(ctx, Rpc::kPauseRollout, req, resp, RolloutCommand::kPause);
 }
 grpc::ServerUnaryReactor* RolloutServiceImpl::ResumeRollout(grpc::CallbackServerContext* ctx,
                                                             const tern::v1::RolloutCommandRequest* req,
                                                             tern::v1::Rollout* resp) {
-  return run_command(ctx, req, resp, RolloutCommand::kResume);
+  return run_command(ctx, Rpc::kResumeRollout, req, resp, RolloutCommand::kResume);
 }
 grpc::ServerUnaryReactor* RolloutServiceImpl::PromoteRollout(grpc::CallbackServerContext* ctx,
                                                              const tern::v1::RolloutCommandRequest* req,
                                                              tern::v1::Rollout* resp) {
-  return run_command(ctx, req, resp, RolloutCommand::kPromote);
+  return run_command(ctx, Rpc::kPromoteRollout, req, resp, RolloutCommand::kPromote);
 }
 grpc::ServerUnaryReactor* RolloutServiceImpl::AbortRollout(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::RolloutCommandRequest* req,
                                                            tern::v1::Rollout* resp) {
-  return run_command(ctx, req, resp, RolloutCommand::kAbort);
+  return run_command(ctx, Rpc::kAbortRollout, req, resp, RolloutCommand::kAbort);
 }
 grpc::ServerUnaryReactor* RolloutServiceImpl::RollbackRollout(grpc::CallbackServerContext* ctx,
                                                               const tern::v1::RolloutCommandRequest* req,
                                                               tern::v1::Rollout* resp) {
-  return run_command(ctx, req, resp, RolloutCommand::kRollback);
+  return run_command(ctx, Rpc::kRollbackRollout, req, resp, RolloutCommand::kRollback);
 }
 
 }  // namespace tern

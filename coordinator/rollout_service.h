@@ -44,8 +44,9 @@ class RolloutServiceImpl final : public tern::v1::RolloutService::CallbackServic
                                             tern::v1::Rollout* resp) override;
 
  private:
-  grpc::ServerUnaryReactor* run_command(grpc::CallbackServerContext* ctx, const tern::v1::RolloutCommandRequest* req,
-                                        tern::v1::Rollout* resp, RolloutCommand cmd);
+  grpc::ServerUnaryReactor* run_command(grpc::CallbackServerContext* ctx, Rpc rpc,
+                                        const tern::v1::RolloutCommandRequest* req, tern::v1::Rollout* resp,
+                                        RolloutCommand cmd);
   EventLoop& loop_;
   RolloutControl& control_;
   const Authenticator& auth_;

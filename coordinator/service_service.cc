@@ -1,5 +1,7 @@
 #include "coordinator/service_service.h"
 
+#include "coordinator/serve.h"
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -129,78 +131,54 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
 grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ApplyServiceRequest* req,
                                                            tern::v1::ApplyServiceResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  tern::v1::ServiceSpec spec = req->spec();
-  apply_service_defaults(spec);
-  if (auto st = validate_service_spec(spec); !st.ok()) {
-    reactor->Finish(to_grpc(st));
-    return reactor;
-  }
-  loop_.post([this, reactor, req, resp, spec] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kApplyService, [this, req, resp]() -> absl::Status {
     tern::v1::ApplyServiceRequest r = *req;
-    *r.mutable_spec() = spec;
-    auto out = control_.apply_service(r);
-    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
-    *resp = *out;
-    reactor->Finish(grpc::Status::OK);
+    apply_service_defaults(*r.mutable_spec());
+    if (auto st = validate_service_spec(r.spec()); !st.ok()) return st;
+    return reply(control_.apply_service(r), resp);
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerContext* ctx,
                                                          const tern::v1::GetServiceRequest* req,
                                                          tern::v1::ServiceRecord* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
-    auto out = control_.get_service(req->name());
-    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
-    *resp = *out;
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetService,
+                     [this, req, resp] { return reply(control_.get_service(req->name()), resp); });
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ListServicesRequest*,
                                                            tern::v1::ListServicesResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kListServices, [this, resp] {
     for (auto& s : control_.list_services()) *resp->add_services() = std::move(s);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::DeleteService(grpc::CallbackServerContext* ctx,
                                                             const tern::v1::DeleteServiceRequest* req,
                                                             tern::v1::DeleteServiceResponse*) {
-  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req] { reactor->Finish(to_grpc(control_.delete_service(req->name()))); });
-  return reactor;
+  return serve_unary(ctx, auth_, loop_, Rpc::kDeleteService,
+                     [this, req] { return control_.delete_service(req->name()); });
 }
 
 grpc::ServerReadReactor<tern::v1::UploadArtifactRequest>* ServiceServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, tern::v1::Artifact* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kAdmin); !p.ok()) return new RefusedReader<tern::v1::UploadArtifactRequest>(to_grpc(p.status()));
+  if (auto p = auth_.authorize(*ctx, Rpc::kUploadArtifact); !p.ok()) {
+    return new RefusedReader<tern::v1::UploadArtifactRequest>(to_grpc(p.status()));
+  }
   return new UploadReactor(loop_, control_, artifacts_, max_artifact_bytes_, resp);
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServerContext* ctx,
                                                             const tern::v1::ListArtifactsRequest* req,
                                                             tern::v1::ListArtifactsResponse* resp) {
-  if (auto p = auth_.authorize(*ctx, Permission::kRead); !p.ok()) return refuse_unary(ctx, p.status());
-  auto* reactor = ctx->DefaultReactor();
-  loop_.post([this, reactor, req, resp] {
+  return serve_unary(ctx, auth_, loop_, Rpc::kListArtifacts, [this, req, resp]() -> absl::Status {
     auto out = control_.list_artifacts(req->service());
-    if (!out.ok()) return reactor->Finish(to_grpc(out.status()));
+    if (!out.ok()) return out.status();
     for (auto& a : *out) *resp->add_artifacts() = std::move(a);
-    reactor->Finish(grpc::Status::OK);
+    return absl::OkStatus();
   });
-  return reactor;
 }
 
 }  // namespace tern
