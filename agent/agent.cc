@@ -1,5 +1,7 @@
 #include "agent/agent.h"
 
+#include "core/words.h"
+
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -246,10 +248,7 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
     spdlog::warn("refused {} for {}: {}", cmd.action_case() == tern::v1::Command::kDeploy ? "a deploy" : "a spec",
                  service, st.message());
     reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED, st));
-    tern::v1::AgentEvent e;
-    e.set_service(service);
-    e.set_kind("refused");
-    e.set_message(std::string(st.message()));
+    auto e = agent_event(tern::v1::AGENT_EVENT_KIND_REFUSED, service, std::string(st.message()));
     e.set_command_id(cmd.command_id());
     send_event(e);
     return;
@@ -289,10 +288,7 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
       cmd,
       [this, id, service](const std::string& step) {
         spdlog::info("{}: {}", service, step);
-        tern::v1::AgentEvent e;
-        e.set_service(service);
-        e.set_kind("progress");
-        e.set_message(step);
+        auto e = agent_event(tern::v1::AGENT_EVENT_KIND_PROGRESS, service, step);
         e.set_command_id(id);
         send_event(e);
       },
@@ -325,10 +321,8 @@ void Agent::housekeeping_loop() {
       spdlog::error("port mapping check failed: {}", restored.status().message());
     } else if (*restored) {
       spdlog::warn("the agent's port mapping had been changed or removed by someone else; restored it");
-      tern::v1::AgentEvent e;
-      e.set_kind("mapping_restored");
-      e.set_message("the port mapping had been changed by someone else; restored");
-      send_event(e);
+      send_event(agent_event(tern::v1::AGENT_EVENT_KIND_MAPPING_RESTORED, "",
+                             "the port mapping had been changed by someone else; restored"));
     }
     // Drop supervisors of removed services (their threads are idle).
     std::vector<std::unique_ptr<ServiceSupervisor>> gone;

@@ -1,5 +1,7 @@
 #include "agent/service_supervisor.h"
 
+#include "core/words.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -130,13 +132,10 @@ void ServiceSupervisor::save(const std::string& operation) {
   }
 }
 
-void ServiceSupervisor::event(const std::string& kind, const std::string& message) {
+void ServiceSupervisor::event(tern::v1::AgentEventKind kind, const std::string& message) {
   spdlog::info("{}: {}", name_, message);
   if (!deps_.emit) return;
-  tern::v1::AgentEvent e;
-  e.set_service(name_);
-  e.set_kind(kind);
-  e.set_message(message);
+  auto e = agent_event(kind, name_, message);
   *e.mutable_status() = status();
   deps_.emit(e);
 }
@@ -221,7 +220,7 @@ absl::Status ServiceSupervisor::recover() {
   tern::v1::ServiceState snap = snapshot();
   auto st = deps_.traffic->set_routes(name_, routes_for(snap));
   save("");
-  if (!interrupted.empty()) event("operation_interrupted", absl::StrCat("\"", interrupted, "\" was interrupted by an agent restart"));
+  if (!interrupted.empty()) event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, absl::StrCat("\"", interrupted, "\" was interrupted by an agent restart"));
   return st;
 }
 
@@ -627,7 +626,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   p(weight == 100 ? absl::StrCat("switched traffic to ", color_name(to))
                   : absl::StrCat("split traffic: ", color_name(to), " ", weight, "%, ", color_name(other(to)), " ",
                                  100 - weight, "%"));
-  event("switched", absl::StrCat("traffic now on ", color_name(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
+  event(tern::v1::AGENT_EVENT_KIND_SWITCHED, absl::StrCat("traffic now on ", color_name(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
   if (weight == 100 && previous_had_traffic) {
     bool keep_warm;
     {
@@ -746,7 +745,7 @@ void ServiceSupervisor::monitor() {
         std::lock_guard lock(mu_);
         slot(c).set_restarts(restarts);
       }
-      event("slot_restarted", st.ok() ? absl::StrCat("restarted ", color_name(c), " (", s.release().version(),
+      event(tern::v1::AGENT_EVENT_KIND_SLOT_RESTARTED, st.ok() ? absl::StrCat("restarted ", color_name(c), " (", s.release().version(),
                                                      "), restart ", restarts, " of ", spec.restart().max_restarts())
                                       : absl::StrCat("restarting ", color_name(c), " failed: ", st.message()));
       save("");
@@ -770,7 +769,7 @@ void ServiceSupervisor::monitor() {
       const bool restart = spec.restart().policy() == "on-failure" && s.restarts() < spec.restart().max_restarts();
       if (restart) restart_at_[c] = now + millis(spec.restart().delay());
       save("");
-      event("slot_crashed", absl::StrCat(why, restart ? "; restarting" : "; not restarting (restart policy)"));
+      event(tern::v1::AGENT_EVENT_KIND_SLOT_CRASHED, absl::StrCat(why, restart ? "; restarting" : "; not restarting (restart policy)"));
       continue;
     }
     // Steady-state health of a running slot.
@@ -799,7 +798,7 @@ void ServiceSupervisor::monitor() {
     if (after == HealthTracker::State::kFailed) {
       stop_slot(c, tern::v1::SLOT_PHASE_CRASHED,
                 absl::StrCat("did not turn healthy after a restart: ", tracker->last_detail()));
-      event("health_changed", absl::StrCat(color_name(c), " never turned healthy after a restart; stopped"));
+      event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(color_name(c), " never turned healthy after a restart; stopped"));
       continue;
     }
     {
@@ -808,7 +807,7 @@ void ServiceSupervisor::monitor() {
       slot(c).set_message(after == HealthTracker::State::kUnhealthy ? r.detail : "");
     }
     save("");
-    event("health_changed", absl::StrCat(color_name(c), " is now ", to_string(after),
+    event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(color_name(c), " is now ", to_string(after),
                                          after == HealthTracker::State::kUnhealthy ? absl::StrCat(": ", r.detail) : ""));
   }
 }

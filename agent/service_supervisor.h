@@ -100,7 +100,7 @@ class ServiceSupervisor {
   tern::v1::SlotState& slot(tern::v1::SlotColor color);
   uint16_t slot_port(tern::v1::SlotColor color) const;
   void save(const std::string& operation);
-  void event(const std::string& kind, const std::string& message);
+  void event(tern::v1::AgentEventKind kind, const std::string& message);
   ProcessHandle handle(const tern::v1::SlotState& s) const { return {s.pid(), s.start_time()}; }
   bool running(const tern::v1::SlotState& s) const;
 

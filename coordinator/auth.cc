@@ -11,6 +11,7 @@
 #include "core/clock.h"
 #include "core/sha256.h"
 #include "core/tls.h"
+#include "core/words.h"
 
 namespace tern {
 namespace {
@@ -47,21 +48,8 @@ std::string first(const grpc::AuthContext& ctx, const char* property) {
 
 }  // namespace
 
-const char* role_name(Role r) {
-  switch (r) {
-    case tern::v1::ROLE_VIEWER: return "viewer";
-    case tern::v1::ROLE_OPERATOR: return "operator";
-    case tern::v1::ROLE_ADMIN: return "admin";
-    case tern::v1::ROLE_AGENT: return "agent";
-    default: return "none";
-  }
-}
-
 absl::StatusOr<Role> parse_role(const std::string& name) {
-  if (name == "viewer") return tern::v1::ROLE_VIEWER;
-  if (name == "operator") return tern::v1::ROLE_OPERATOR;
-  if (name == "admin") return tern::v1::ROLE_ADMIN;
-  if (name == "agent") return tern::v1::ROLE_AGENT;
+  if (auto r = role(name)) return *r;
   return absl::InvalidArgumentError(absl::StrCat("role \"", name, "\" must be viewer, operator, admin or agent"));
 }
 
@@ -122,7 +110,7 @@ absl::StatusOr<Principal> Authenticator::authorize(const grpc::ServerContextBase
     return p;
   }
   if (!allows(p->role(), perm)) {
-    return absl::PermissionDeniedError(absl::StrCat(p->name(), " (", role_name(p->role()), ", by ", p->via(),
+    return absl::PermissionDeniedError(absl::StrCat(p->name(), " (", word(p->role()), ", by ", p->via(),
                                                     ") may not do this: it needs ", needs(perm)));
   }
   return p;

@@ -48,7 +48,6 @@ const std::vector<MethodRule>& method_rules();
 // (health, reflection).
 const MethodRule* find_rule(std::string_view path);
 
-const char* role_name(tern::v1::Role r);
 absl::StatusOr<tern::v1::Role> parse_role(const std::string& name);
 
 // A bearer token as the coordinator keeps it: only the secret's sha256.

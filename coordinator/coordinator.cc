@@ -15,6 +15,7 @@
 #include "core/label_selector.h"
 #include "core/tls.h"
 #include "core/version.h"
+#include "core/words.h"
 
 namespace tern {
 namespace {
@@ -113,7 +114,7 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
   interceptors.push_back(std::make_unique<AuditInterceptorFactory>(*auth_, [this](tern::v1::AuditEntry e) {
     loop_.post([this, e = std::move(e)] {
       if (auto st = admin_store_->record(e); !st.ok()) spdlog::error("cannot record an audit entry: {}", st.message());
-      spdlog::info("audit: {} ({}) {} -> {}", e.principal().name(), role_name(e.principal().role()), e.method(),
+      spdlog::info("audit: {} ({}) {} -> {}", e.principal().name(), word(e.principal().role()), e.method(),
                    e.code());
     });
   }));
@@ -320,12 +321,17 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
 
 void Coordinator::handle_event(const std::string& host_id, const tern::v1::AgentEvent& event) {
   if (event.has_status()) catalog_->on_status(host_id, event.status());
-  if (event.kind() != "progress") {
-    spdlog::info("host {}: {} {}: {}", host_id, event.service(), event.kind(), event.message());
+  // Agents from before the enum send only the word.
+  const tern::v1::AgentEventKind kind =
+      event.kind() != tern::v1::AGENT_EVENT_KIND_UNSPECIFIED
+          ? event.kind()
+          : agent_event_kind(event.kind_word()).value_or(tern::v1::AGENT_EVENT_KIND_UNSPECIFIED);
+  if (kind != tern::v1::AGENT_EVENT_KIND_PROGRESS) {
+    spdlog::info("host {}: {} {}: {}", host_id, event.service(), word(kind), event.message());
   }
   // A host's own policy or trusted keys turned something down: part of its
   // history (`ternctl host history`), not only a log line.
-  if (event.kind() == "refused") {
+  if (kind == tern::v1::AGENT_EVENT_KIND_REFUSED) {
     if (const auto* entry = registry_->find(host_id)) {
       HostEventRecord rec{host_id, clock_.now(), "refused", absl::StrCat(event.service(), ": ", event.message())};
       if (auto st = host_store_->save(entry->record, &rec); !st.ok()) {
@@ -334,7 +340,8 @@ void Coordinator::handle_event(const std::string& host_id, const tern::v1::Agent
     }
   }
   // The active slot turning unhealthy or dying counts against a rollout.
-  if ((event.kind() == "health_changed" || event.kind() == "slot_crashed") && event.has_status()) {
+  if ((kind == tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED || kind == tern::v1::AGENT_EVENT_KIND_SLOT_CRASHED) &&
+      event.has_status()) {
     for (const auto& slot : event.status().slots()) {
       if (slot.active() &&
           (slot.phase() == tern::v1::SLOT_PHASE_UNHEALTHY || slot.phase() == tern::v1::SLOT_PHASE_CRASHED)) {

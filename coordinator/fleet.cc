@@ -8,6 +8,7 @@
 #include "core/label_selector.h"
 #include "core/sha256.h"
 #include "core/version.h"
+#include "core/words.h"
 
 namespace tern {
 namespace {
@@ -16,15 +17,6 @@ using google::protobuf::util::TimeUtil;
 
 void set_time(TimePoint t, google::protobuf::Timestamp* out) {
   *out = TimeUtil::MillisecondsToTimestamp(to_unix_millis(t));
-}
-
-tern::v1::HostState to_proto(HostState s) {
-  switch (s) {
-    case HostState::kConnected: return tern::v1::HOST_STATE_CONNECTED;
-    case HostState::kDisconnected: return tern::v1::HOST_STATE_DISCONNECTED;
-    case HostState::kUnreachable: return tern::v1::HOST_STATE_UNREACHABLE;
-  }
-  return tern::v1::HOST_STATE_UNSPECIFIED;
 }
 
 void host_to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
@@ -116,7 +108,7 @@ absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandO
   d->set_service(req.service());
   *d->mutable_release() = release;
   d->set_switch_on_healthy(!req.no_switch());
-  d->set_weight(req.weight() == 0 ? 100 : req.weight());
+  d->set_weight(effective_weight(req.weight()));
   spdlog::info("deploying {} {} to {}", req.service(), release.version(), req.host_id());
   return commands_.send(req.host_id(), std::move(cmd), std::move(observer));
 }

@@ -1,17 +1,20 @@
 #include "coordinator/host_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "core/words.h"
 
 namespace tern {
 
-const char* host_state_name(HostState s) {
+tern::v1::HostState to_proto(HostState s) {
   switch (s) {
-    case HostState::kConnected: return "connected";
-    case HostState::kDisconnected: return "disconnected";
-    case HostState::kUnreachable: return "unreachable";
+    case HostState::kConnected: return tern::v1::HOST_STATE_CONNECTED;
+    case HostState::kDisconnected: return tern::v1::HOST_STATE_DISCONNECTED;
+    case HostState::kUnreachable: return tern::v1::HOST_STATE_UNREACHABLE;
   }
-  return "unknown";
+  return tern::v1::HOST_STATE_UNSPECIFIED;
 }
+
+const char* host_state_name(HostState s) { return word(to_proto(s)); }
 
 namespace {
 

@@ -9,10 +9,13 @@
 #include "core/clock.h"
 #include "core/label_selector.h"
 #include "coordinator/database.h"
+#include "tern/v1/common.pb.h"
 
 namespace tern {
 
 enum class HostState { kConnected, kDisconnected, kUnreachable };
+tern::v1::HostState to_proto(HostState s);
+// Its word, as shown and as stored.
 const char* host_state_name(HostState s);
 
 // What the coordinator remembers about a host across restarts.

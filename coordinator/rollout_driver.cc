@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status_fmt.h"
+#include "core/words.h"
 #include "core/label_selector.h"
 
 namespace tern {
@@ -72,7 +73,7 @@ RolloutEffects RolloutDriver::effects() {
     dirty_rollouts_.insert(r.id());
     schedule_flush();
   };
-  e.changed = [this](const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+  e.changed = [this](const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {
     changed(r, kind, message);
   };
   return e;
@@ -160,7 +161,7 @@ void RolloutDriver::rollback(const tern::v1::Rollout& r, const std::string& host
   }
 }
 
-void RolloutDriver::changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message) {
+void RolloutDriver::changed(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {
   RolloutStore::Event ev;
   ev.summary = rollout_summary(r);
   ev.kind = kind;
@@ -216,15 +217,15 @@ void RolloutDriver::flush() {
 void RolloutDriver::publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences) {
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto& ev = events[i];
-    // Kinds are a small fixed set of engine words, so the label stays bounded.
-    std::string label = ev.kind;
+    // Kinds are a small fixed set, so the label stays bounded.
+    std::string label = word(ev.kind);
     std::replace(label.begin(), label.end(), ' ', '_');
     metrics_
         .counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
                  absl::StrCat("kind=\"", label, "\""))
         .fetch_add(1, std::memory_order_relaxed);
     // One line per host would drown the log of a large fleet.
-    if (ev.kind == "host_on_new" || ev.kind == "host_rolled_back") {
+    if (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW || ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK) {
       spdlog::debug("rollout {}: {}", ev.summary.id(), ev.message);
     } else {
       spdlog::info("rollout {}: {}", ev.summary.id(), ev.message);

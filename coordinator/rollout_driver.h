@@ -70,7 +70,7 @@ class RolloutDriver final : public RolloutControl {
   void deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
               uint32_t weight);
   void rollback(const tern::v1::Rollout& r, const std::string& host);
-  void changed(const tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  void changed(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message);
   // What an agent's answer changed is journaled even when it raised no event.
   void journal_answer(const std::string& rollout_id);
   void schedule_flush();

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "core/words.h"
 #include "absl/strings/str_join.h"
 #include "core/duration.h"
 
@@ -26,20 +27,6 @@ Millis millis(const google::protobuf::Duration& d) { return Millis(TimeUtil::Dur
 bool counts_as_failed(HostRolloutState s) {
   return s == tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE || s == tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY ||
          s == tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE || s == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE;
-}
-
-const char* phase_word(RolloutPhase p) {
-  switch (p) {
-    case tern::v1::ROLLOUT_PHASE_PENDING: return "pending";
-    case tern::v1::ROLLOUT_PHASE_RUNNING: return "running";
-    case tern::v1::ROLLOUT_PHASE_PAUSED: return "paused";
-    case tern::v1::ROLLOUT_PHASE_SUCCEEDED: return "succeeded";
-    case tern::v1::ROLLOUT_PHASE_FAILED: return "failed";
-    case tern::v1::ROLLOUT_PHASE_ROLLING_BACK: return "rolling back";
-    case tern::v1::ROLLOUT_PHASE_ROLLED_BACK: return "rolled back";
-    case tern::v1::ROLLOUT_PHASE_ABORTED: return "aborted";
-    default: return "unknown";
-  }
 }
 
 }  // namespace
@@ -160,7 +147,7 @@ bool RolloutEngine::host_reachable(const std::string& host) const {
   return it == gone_.end() || !it->second;
 }
 
-void RolloutEngine::emit(Rollout& r, const std::string& kind, const std::string& message) {
+void RolloutEngine::emit(Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {
   *r.mutable_updated() = stamp(clock_.now());
   r.set_message(message);
   if (effects_.changed) effects_.changed(r, kind, message);
@@ -170,7 +157,7 @@ void RolloutEngine::set_phase(Rollout& r, RolloutPhase p, const std::string& mes
   if (r.phase() == p) return;
   r.set_phase(p);
   r.set_generation(r.generation() + 1);
-  emit(r, phase_word(p), message);
+  emit(r, entered(p), message);
 }
 
 absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::v1::RolloutSpec& spec,
@@ -179,7 +166,7 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
                                              const std::map<std::string, std::string>& previous_versions) {
   if (const auto* active = active_for(spec.service())) {
     return absl::FailedPreconditionError(absl::StrCat("service ", spec.service(), " already has rollout ",
-                                                      active->id(), " (", phase_word(active->phase()),
+                                                      active->id(), " (", word(active->phase()),
                                                       "); wait for it, or abort it first"));
   }
   if (plan.waves.size() != static_cast<std::size_t>(spec.waves_size())) {
@@ -210,7 +197,7 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
   if (!fresh) return absl::AlreadyExistsError(absl::StrCat("rollout ", id, " exists"));
   Rollout& ref = it->second.rollout = std::move(r);
   build_index(ref, it->second.index);
-  emit(ref, "started",
+  emit(ref, tern::v1::ROLLOUT_EVENT_KIND_STARTED,
        absl::StrCat("rolling ", spec.service(), " out to ", release.version(), " on ", total, " hosts in ",
                     spec.waves_size(), " waves"));
   start_wave(ref, 0);
@@ -235,7 +222,7 @@ void RolloutEngine::restore(const Rollout& rollout) {
     }
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
   }
-  emit(r, "resumed_after_restart", "the coordinator restarted; the rollout continues from its journal");
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_RESUMED_AFTER_RESTART, "the coordinator restarted; the rollout continues from its journal");
   if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && r.wave_step() == tern::v1::WAVE_STEP_UNSPECIFIED) {
     // Journaled as started, but the first wave's start was not.
     start_wave(r, r.current_wave());
@@ -261,7 +248,7 @@ void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
   auto& ix = index_of(r);
   ix.cursor = 0;
   const std::size_t n = wave < ix.wave_hosts.size() ? ix.wave_hosts[wave].size() : 0;
-  emit(r, "wave_started", absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_STARTED, absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
   advance(r);
 }
 
@@ -306,7 +293,7 @@ void RolloutEngine::advance(Rollout& r) {
       r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
       *r.mutable_step_started() = stamp(clock_.now());
       *r.mutable_bake_until() = stamp(clock_.now() + millis(spec_wave.bake()));
-      emit(r, "wave_baking",
+      emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_BAKING,
            absl::StrCat("wave ", wave + 1, " deployed; baking for ", format_duration(millis(spec_wave.bake()))));
       continue;
     }
@@ -316,7 +303,7 @@ void RolloutEngine::advance(Rollout& r) {
         r.set_wave_step(tern::v1::WAVE_STEP_AWAITING_APPROVAL);
         *r.mutable_step_started() = stamp(clock_.now());
         r.set_generation(r.generation() + 1);
-        emit(r, "awaiting_approval",
+        emit(r, tern::v1::ROLLOUT_EVENT_KIND_AWAITING_APPROVAL,
              absl::StrCat("wave ", wave + 1, " baked; waiting for `ternctl rollout promote ", r.id(), "`"));
         return;
       }
@@ -356,7 +343,7 @@ void RolloutEngine::host_failed(Rollout& r, tern::v1::HostProgress& h, HostRollo
     r.set_failed_hosts(r.failed_hosts() + 1);
     if (h.wave() == r.current_wave()) r.set_failed_in_wave(r.failed_in_wave() + 1);
   }
-  emit(r, "host_failed", absl::StrCat(h.host_id(), ": ", message));
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_HOST_FAILED, absl::StrCat(h.host_id(), ": ", message));
   if (over_budget(r)) {
     on_budget_exceeded(r, absl::StrCat(r.failed_hosts(), " host(s) failed, over the failure budget (last: ",
                                        h.host_id(), ": ", message, ")"));
@@ -463,7 +450,7 @@ void RolloutEngine::on_host_deployed(const std::string& id, const std::string& h
     set_state(*r, *h, tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
     h->set_message(message);
     *h->mutable_updated() = stamp(clock_.now());
-    emit(*r, "host_on_new", absl::StrCat(host, " runs ", r->spec().release().version()));
+    emit(*r, tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW, absl::StrCat(host, " runs ", r->spec().release().version()));
   } else {
     host_failed(*r, *h, failure == tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED ? tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE
                                                                            : failure,
@@ -488,7 +475,7 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   if (!ok) {
     touch(*r, *h);
     h->set_message(absl::StrCat("rollback failed: ", message));
-    emit(*r, "host_rollback_failed", absl::StrCat(host, ": ", message));
+    emit(*r, tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLBACK_FAILED, absl::StrCat(host, ": ", message));
     finish_rollback_if_done(*r);
     return;
   }
@@ -496,7 +483,7 @@ void RolloutEngine::on_host_rolled_back(const std::string& id, const std::string
   set_state(*r, *h, tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK);
   h->set_message(message);
   *h->mutable_updated() = stamp(clock_.now());
-  emit(*r, "host_rolled_back", absl::StrCat(host, " is back on the previous release"));
+  emit(*r, tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK, absl::StrCat(host, " is back on the previous release"));
   finish_rollback_if_done(*r);
 }
 
@@ -540,7 +527,7 @@ void RolloutEngine::on_host_back(const std::string& host) {
     auto* h = host_of(r, host);
     if (h == nullptr || !h->rollback_pending() || e.index.flips_in_flight.count(host)) continue;
     // A rollback it missed while away: flipped now, whatever the phase.
-    emit(r, "host_back", absl::StrCat(host, " is back; rolling it back"));
+    emit(r, tern::v1::ROLLOUT_EVENT_KIND_HOST_BACK, absl::StrCat(host, " is back; rolling it back"));
     send_rollback(r, *h);
   }
 }
@@ -573,7 +560,7 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
   if (generation != r->generation()) {
     return absl::FailedPreconditionError(absl::StrCat(
         to_string(cmd), " ", id, ": the rollout is at generation ", r->generation(), ", not ", generation,
-        " (it changed meanwhile: ", phase_word(r->phase()), "); look at it again and repeat if still wanted"));
+        " (it changed meanwhile: ", word(r->phase()), "); look at it again and repeat if still wanted"));
   }
   const std::string why = reason.empty() ? "" : absl::StrCat(" (", reason, ")");
   const auto phase = r->phase();
@@ -583,29 +570,29 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
   switch (cmd) {
     case RolloutCommand::kPause:
       if (phase == tern::v1::ROLLOUT_PHASE_PAUSED) return *r;
-      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(phase_word(phase));
+      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(word(phase));
       set_phase(*r, tern::v1::ROLLOUT_PHASE_PAUSED, absl::StrCat("paused by an operator", why));
       return *r;
     case RolloutCommand::kResume:
       if (phase == tern::v1::ROLLOUT_PHASE_RUNNING) return *r;
-      if (phase != tern::v1::ROLLOUT_PHASE_PAUSED) return refuse(phase_word(phase));
+      if (phase != tern::v1::ROLLOUT_PHASE_PAUSED) return refuse(word(phase));
       set_phase(*r, tern::v1::ROLLOUT_PHASE_RUNNING, absl::StrCat("resumed by an operator", why));
       // Deploys in flight while paused have finished; the bake clock runs on.
       advance(*r);
       return *r;
     case RolloutCommand::kPromote:
-      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(phase_word(phase));
+      if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(word(phase));
       if (r->wave_step() != tern::v1::WAVE_STEP_AWAITING_APPROVAL && r->wave_step() != tern::v1::WAVE_STEP_BAKING) {
         return refuse("still deploying its wave");
       }
       r->set_wave_step(tern::v1::WAVE_STEP_DONE);
       r->set_generation(r->generation() + 1);
-      emit(*r, "promoted", absl::StrCat("wave ", r->current_wave() + 1, " promoted by an operator", why));
+      emit(*r, tern::v1::ROLLOUT_EVENT_KIND_PROMOTED, absl::StrCat("wave ", r->current_wave() + 1, " promoted by an operator", why));
       advance(*r);
       return *r;
     case RolloutCommand::kAbort:
       if (phase == tern::v1::ROLLOUT_PHASE_ABORTED) return *r;
-      if (is_terminal(phase) || phase == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) return refuse(phase_word(phase));
+      if (is_terminal(phase) || phase == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) return refuse(word(phase));
       set_phase(*r, tern::v1::ROLLOUT_PHASE_ABORTED,
                 absl::StrCat("aborted by an operator", why, "; hosts keep what they run (roll back to undo)"));
       return *r;

@@ -22,9 +22,9 @@ struct RolloutEffects {
                      uint32_t weight)>
       deploy;
   std::function<void(const tern::v1::Rollout& r, const std::string& host)> rollback;
-  // Every transition: persist the rollout, then publish the event. `kind` is
-  // a short word ("started", "wave_started", "host_failed", ...).
-  std::function<void(const tern::v1::Rollout& r, const std::string& kind, const std::string& message)> changed;
+  // Every transition: persist the rollout, then publish the event.
+  std::function<void(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message)>
+      changed;
 };
 
 enum class RolloutCommand { kPause, kResume, kPromote, kAbort, kRollback };
@@ -130,7 +130,7 @@ class RolloutEngine {
   void set_state(tern::v1::Rollout& r, tern::v1::HostProgress& h, tern::v1::HostRolloutState s);
   void touch(tern::v1::Rollout& r, const tern::v1::HostProgress& h);
   void set_phase(tern::v1::Rollout& r, tern::v1::RolloutPhase p, const std::string& message);
-  void emit(tern::v1::Rollout& r, const std::string& kind, const std::string& message);
+  void emit(tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message);
   // Moves the rollout as far as it can go now.
   void advance(tern::v1::Rollout& r);
   void dispatch(tern::v1::Rollout& r);

@@ -93,7 +93,7 @@ grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollo
     if (RolloutEngine::is_terminal(current->phase())) {
       tern::v1::RolloutEvent end;
       end.set_rollout_id(id);
-      end.set_kind("end");
+      end.set_kind(tern::v1::ROLLOUT_EVENT_KIND_END);
       end.set_message("the rollout has finished");
       *end.mutable_rollout() = *current;
       sink->push(std::move(end), /*last=*/true);

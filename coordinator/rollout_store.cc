@@ -1,5 +1,7 @@
 #include "coordinator/rollout_store.h"
 
+#include "core/words.h"
+
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
@@ -151,7 +153,7 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
       bytes.clear();
       if (!e.summary.SerializeToString(&bytes)) return absl::InternalError("cannot encode a rollout summary");
       ev->reset();
-      if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, e.kind).bind(4, e.message).bind_blob(5, bytes).run();
+      if (auto s = ev->bind(1, e.summary.id()).bind(2, e.time_ms).bind(3, word(e.kind)).bind(4, e.message).bind_blob(5, bytes).run();
           !s.ok()) {
         return s;
       }
@@ -242,7 +244,7 @@ absl::StatusOr<std::vector<tern::v1::RolloutEvent>> RolloutStore::events(const s
     e.set_sequence(static_cast<uint64_t>(q->int_at(0)));
     e.set_rollout_id(id);
     *e.mutable_time() = TimeUtil::MillisecondsToTimestamp(q->int_at(1));
-    e.set_kind(q->text_at(2));
+    e.set_kind(rollout_event_kind(q->text_at(2)).value_or(tern::v1::ROLLOUT_EVENT_KIND_UNSPECIFIED));
     e.set_message(q->text_at(3));
     if (!q->null_at(5)) {
       if (!e.mutable_rollout()->ParseFromString(q->blob_at(5))) {

@@ -33,7 +33,7 @@ class RolloutStore {
   // list) as it stood after it.
   struct Event {
     tern::v1::Rollout summary;
-    std::string kind;
+    tern::v1::RolloutEventKind kind = tern::v1::ROLLOUT_EVENT_KIND_UNSPECIFIED;  // stored as its word
     std::string message;
     int64_t time_ms = 0;
   };

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "core/words.h"
 #include "core/backoff.h"
 #include "core/duration.h"
 #include "core/rollout_spec.h"
@@ -216,11 +217,12 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
       if (c.json) {
         std::string line = to_json(e, /*compact=*/true);
         c.out << line << "\n" << std::flush;
-      } else if (e.kind() != "end") {
-        c.out << "  " << clock_of(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
+      } else if (e.kind() != tern::v1::ROLLOUT_EVENT_KIND_END) {
+        c.out << "  " << clock_of(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n" << std::flush;
       }
       // Stop and hand back to a person when it needs one.
-      const bool needs_person = e.kind() == "paused" || e.kind() == "awaiting_approval";
+      const bool needs_person = e.kind() == tern::v1::ROLLOUT_EVENT_KIND_PAUSED ||
+                                e.kind() == tern::v1::ROLLOUT_EVENT_KIND_AWAITING_APPROVAL;
       if (needs_person && (last.phase() == tern::v1::ROLLOUT_PHASE_PAUSED ||
                            last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) &&
           still_current(last)) {
@@ -342,7 +344,7 @@ int cmd_rollout_history(const CtlContext& c, const std::string& id) {
     return kExitOk;
   }
   for (const auto& e : resp.events()) {
-    c.out << TimeUtil::ToString(e.time()) << "  " << e.kind() << ": " << e.message() << "\n";
+    c.out << TimeUtil::ToString(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n";
   }
   return kExitOk;
 }

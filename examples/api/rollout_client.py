@@ -70,6 +70,8 @@ EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 1, 3, 4
 PHASE = {v.number: v.name.removeprefix("ROLLOUT_PHASE_").lower()
          for v in rollout_pb2.RolloutPhase.DESCRIPTOR.values}
 STEP = {v.number: v.name.removeprefix("WAVE_STEP_").lower() for v in rollout_pb2.WaveStep.DESCRIPTOR.values}
+EVENT = {v.number: v.name.removeprefix("ROLLOUT_EVENT_KIND_").lower()
+         for v in rollout_pb2.RolloutEventKind.DESCRIPTOR.values}
 TERMINAL = {rollout_pb2.ROLLOUT_PHASE_SUCCEEDED, rollout_pb2.ROLLOUT_PHASE_FAILED,
             rollout_pb2.ROLLOUT_PHASE_ROLLED_BACK, rollout_pb2.ROLLOUT_PHASE_ABORTED}
 
@@ -130,7 +132,7 @@ def cmd_watch(stub, args):
                 after = max(after, e.sequence)
                 backoff = 0.2
                 r = e.rollout
-                print(f"[{e.sequence:>4}] {e.kind:<22} {e.message}")
+                print(f"[{e.sequence:>4}] {EVENT.get(e.kind, e.kind):<22} {e.message}")
                 if args.until and r.phase == rollout_pb2.ROLLOUT_PHASE_RUNNING and STEP[r.wave_step] == args.until:
                     print(describe(r))
                     return 0

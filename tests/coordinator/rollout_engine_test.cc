@@ -1,4 +1,5 @@
 // The rollout state machine with a fake clock and recorded effects.
+#include "core/words.h"
 #include "coordinator/rollout_engine.h"
 
 #include <gtest/gtest.h>
@@ -25,8 +26,8 @@ class RolloutEngineTest : public ::testing::Test {
                               last_version_ = rel.version();
                             },
                             [this](const Rollout&, const std::string& host) { rollbacks_.push_back(host); },
-                            [this](const Rollout& r, const std::string& kind, const std::string&) {
-                              events_.push_back(kind);
+                            [this](const Rollout& r, tern::v1::RolloutEventKind kind, const std::string&) {
+                              events_.push_back(word(kind));
                               persisted_ = r;
                             }}) {}
 
@@ -128,7 +129,7 @@ TEST(RolloutEngineScaleTest, TenThousandHostsRollOutAndBackWithEachHostAskedOnce
                                     deploys.push_back(host);
                                   },
                                   [&](const Rollout&, const std::string& host) { rollbacks.push_back(host); },
-                                  [&](const Rollout&, const std::string&, const std::string&) { ++events; }});
+                                  [&](const Rollout&, tern::v1::RolloutEventKind, const std::string&) { ++events; }});
   auto spec = parse_rollout_spec("service: web\nrelease: '2'\nwaves: [{hosts: 1}, {percent: 10}, {percent: 50}, {percent: 100}]",
                                  "r.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -433,7 +434,7 @@ Journal record_journal(bool failing) {
                                              [&](const Rollout&, const std::string& host) {
                                                pending.push_back("rollback:" + host);
                                              },
-                                             [&](const Rollout& r, const std::string&, const std::string&) {
+                                             [&](const Rollout& r, tern::v1::RolloutEventKind, const std::string&) {
                                                j.snapshots.push_back(r);
                                              }});
   auto spec = parse_rollout_spec(

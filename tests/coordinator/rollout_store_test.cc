@@ -1,5 +1,6 @@
 // The rollout journal in a real SQLite file, with the engine writing to it
 // and a "restart" that reopens the file and restores from it.
+#include "core/words.h"
 #include "coordinator/rollout_store.h"
 
 #include <gtest/gtest.h>
@@ -48,7 +49,7 @@ class RolloutStoreTest : public ::testing::Test {
     Life* l = life.get();
     life->engine = std::make_unique<RolloutEngine>(
         clock_, RolloutEffects{nullptr, [l](const Rollout&, const std::string& host) { l->rollbacks.push_back(host); },
-                               [l, this](const Rollout& r, const std::string& kind, const std::string& message) {
+                               [l, this](const Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {
                                  // One event per transaction here; the coordinator batches.
                                  const int64_t now = to_unix_millis(clock_.now());
                                  auto changed = l->engine->take_changed(r.id());
@@ -116,8 +117,8 @@ TEST_F(RolloutStoreTest, EventsReplayInOrderAfterASequence) {
   auto all = life->store->events("web-1", 0);
   ASSERT_TRUE(all.ok());
   ASSERT_GE(all->size(), 5u);
-  EXPECT_EQ(all->front().kind(), "started");
-  EXPECT_EQ(all->back().kind(), "succeeded");
+  EXPECT_EQ(word(all->front().kind()), std::string("started"));
+  EXPECT_EQ(word(all->back().kind()), std::string("succeeded"));
   for (std::size_t i = 1; i < all->size(); ++i) EXPECT_GT((*all)[i].sequence(), (*all)[i - 1].sequence());
   auto tail = life->store->events("web-1", (*all)[2].sequence());
   ASSERT_TRUE(tail.ok());
@@ -143,7 +144,7 @@ TEST_F(RolloutStoreTest, TheStoredRolloutEqualsTheLiveOneAfterEveryBatch) {
                                      deploys.push_back(h);
                                    },
                                    [&](const Rollout&, const std::string& h) { flips.push_back(h); },
-                                   [&](const Rollout& r, const std::string& kind, const std::string& message) {
+                                   [&](const Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {
                                      pending.push_back({rollout_summary(r), kind, message, 0});
                                    }});
   auto flush_and_compare = [&](const char* step) {
@@ -257,7 +258,7 @@ TEST_F(RolloutStoreTest, AJournalFromBeforeBinarySummariesIsUpgradedAndStillRead
   Rollout r;
   r.set_id("web-1");
   r.set_phase(tern::v1::ROLLOUT_PHASE_SUCCEEDED);
-  ASSERT_TRUE((*store)->record_batch({{r, "succeeded", "done", 9}}, {}, 9).ok());
+  ASSERT_TRUE((*store)->record_batch({{r, tern::v1::ROLLOUT_EVENT_KIND_SUCCEEDED, "done", 9}}, {}, 9).ok());
   auto events = (*store)->events("web-1", 0);
   ASSERT_TRUE(events.ok()) << events.status();
   ASSERT_EQ(events->size(), 2u);
