@@ -1,6 +1,7 @@
 #include "agent/config.h"
 
-#include "tests/integration/harness.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
 
