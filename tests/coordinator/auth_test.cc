@@ -1,13 +1,17 @@
-// Who may do what: Authenticator's roles, tokens and insecure mode, and which
-// calls the audit trail records. The certificate path needs a TLS handshake
-// and is covered by the security integration tests.
+// Who may do what: Authenticator's roles, certificates, tokens and insecure
+// mode, and which calls the audit trail records.
 #include "coordinator/auth.h"
 
 #include <google/protobuf/descriptor.h>
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
 #include <grpcpp/test/server_context_test_spouse.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <optional>
 #include <regex>
 #include <string>
@@ -16,11 +20,14 @@
 
 #include "absl/strings/match.h"
 #include "core/sha256.h"
+#include "core/tls.h"
 #include "tern/v1/admin.pb.h"
 #include "tern/v1/agent.pb.h"
 #include "tern/v1/fleet.pb.h"
 #include "tern/v1/rollout.pb.h"
 #include "tern/v1/service.pb.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -289,6 +296,159 @@ TEST(RoleNameTest, AnUnknownRoleIsRefusedByName) {
     ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_TRUE(absl::StrContains(r.status().message(), "\"" + bad + "\"")) << r.status();
   }
+}
+
+// ---- certificates ----
+
+// The handler of the test server below: asks an Authenticator for the
+// permission its method names ("/test/read", "/test/agent", ...) and answers
+// with the principal in the trailing metadata, or with the refusal.
+class PermissionAsker final : public grpc::CallbackGenericService {
+ public:
+  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+    std::optional<Permission> wanted;
+    for (Permission p : kAllPermissions) {
+      if (ctx->method() == std::string("/test/") + permission_name(p)) wanted = p;
+    }
+    if (!wanted) return new Finished(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, ctx->method()));
+    auto who = auth_.authorize(*ctx, *wanted);
+    if (!who.ok()) {
+      return new Finished(
+          grpc::Status(static_cast<grpc::StatusCode>(who.status().code()), std::string(who.status().message())));
+    }
+    ctx->AddTrailingMetadata("principal", who->name() + "/" + role_name(who->role()) + "/" + who->via());
+    return new Finished(grpc::Status::OK);
+  }
+
+ private:
+  class Finished final : public grpc::ServerGenericBidiReactor {
+   public:
+    explicit Finished(grpc::Status st) { Finish(std::move(st)); }
+    void OnDone() override { delete this; }
+  };
+  Authenticator auth_{/*insecure=*/false};
+};
+
+// A TLS server as the coordinator runs it (tls_server_credentials: client
+// certificates verified against the fleet CA when presented) with a
+// PermissionAsker, and a test CA with a certificate per role.
+class CertificateAuthTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir;
+    for (std::vector<std::string> args : {std::vector<std::string>{"init", pki()},
+                                          {"coordinator", pki(), "coord"},
+                                          {"operator", pki(), "vera", "viewer"},
+                                          {"operator", pki(), "otto", "operator"},
+                                          {"operator", pki(), "ada", "admin"},
+                                          {"agent", pki(), "web-1"}}) {
+      args.insert(args.begin(), std::string(TERN_SOURCE_DIR) + "/scripts/tern-pki.sh");
+      const auto made = testing::run_cmd(args);
+      ASSERT_EQ(made.code, 0) << made.err;
+    }
+    auto tls = load_tls({pki() + "/ca.crt", pki() + "/coordinator.crt", pki() + "/coordinator.key", ""}, true,
+                        "coordinator");
+    ASSERT_TRUE(tls.ok()) << tls.status();
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", tls_server_credentials(*tls), &port_);
+    asker_ = new PermissionAsker;
+    builder.RegisterCallbackGenericService(asker_);
+    server_ = builder.BuildAndStart().release();
+    ASSERT_NE(server_, nullptr);
+  }
+  static void TearDownTestSuite() {
+    if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    delete server_;
+    server_ = nullptr;
+    delete asker_;
+    asker_ = nullptr;
+    delete dir_;
+    dir_ = nullptr;
+  }
+  static std::string pki() { return dir_->file("pki"); }
+
+  struct Answer {
+    grpc::StatusCode code = grpc::StatusCode::UNKNOWN;
+    std::string message;
+    std::string principal;  // "name/role/via" when allowed
+  };
+  // A call presenting `cert` (a file stem in the PKI dir; empty: none).
+  static Answer ask(const std::string& cert, Permission p) {
+    TlsFiles files{pki() + "/ca.crt", "", "", "coord"};
+    if (!cert.empty()) files.cert = pki() + "/" + cert + ".crt", files.key = pki() + "/" + cert + ".key";
+    auto tls = load_tls(files, !cert.empty(), "ternctl");
+    EXPECT_TRUE(tls.ok()) << tls.status();
+    if (!tls.ok()) return {};
+    auto channel = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port_), tls_channel_credentials(*tls),
+                                             tls_channel_args(*tls));
+    grpc::GenericStub stub(channel);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    grpc::Slice empty("");
+    const grpc::ByteBuffer request(&empty, 1);
+    grpc::ByteBuffer response;
+    std::promise<grpc::Status> done;
+    stub.UnaryCall(&ctx, std::string("/test/") + permission_name(p), grpc::StubOptions(), &request, &response,
+                   [&](grpc::Status st) { done.set_value(std::move(st)); });
+    const grpc::Status st = done.get_future().get();
+    Answer a{st.error_code(), st.error_message(), ""};
+    const auto& trailers = ctx.GetServerTrailingMetadata();
+    if (auto it = trailers.find("principal"); it != trailers.end()) a.principal.assign(it->second.data(), it->second.size());
+    return a;
+  }
+
+ private:
+  static inline testing::TempDir* dir_ = nullptr;
+  static inline PermissionAsker* asker_ = nullptr;
+  static inline grpc::Server* server_ = nullptr;
+  static inline int port_ = 0;
+};
+
+// The certificate's CN names the caller and its OU the role; the same
+// matrix as for tokens.
+TEST_F(CertificateAuthTest, TheRoleIsTheCertificatesOrgUnit) {
+  struct Holder {
+    const char* cert;
+    const char* name;
+    Role role;
+  };
+  for (const Holder& h : {Holder{"operator-vera", "vera", tern::v1::ROLE_VIEWER},
+                          Holder{"operator-otto", "otto", tern::v1::ROLE_OPERATOR},
+                          Holder{"operator-ada", "ada", tern::v1::ROLE_ADMIN},
+                          Holder{"agent-web-1", "web-1", tern::v1::ROLE_AGENT}}) {
+    const Grants* grants = nullptr;
+    for (const auto& g : kMatrix) {
+      if (g.role == h.role) grants = &g;
+    }
+    ASSERT_NE(grants, nullptr);
+    for (Permission p : kAllPermissions) {
+      SCOPED_TRACE(std::string(h.cert) + " asks to " + permission_name(p));
+      const Answer a = ask(h.cert, p);
+      if (grants->may(p)) {
+        EXPECT_EQ(a.code, grpc::StatusCode::OK) << a.message;
+        EXPECT_EQ(a.principal, std::string(h.name) + "/" + role_name(h.role) + "/certificate");
+      } else {
+        EXPECT_EQ(a.code, grpc::StatusCode::PERMISSION_DENIED) << a.message;
+        EXPECT_TRUE(absl::StrContains(a.message, h.name)) << a.message;
+      }
+    }
+  }
+}
+
+TEST_F(CertificateAuthTest, ACertificateThatNamesNoRoleIsRefused) {
+  // The coordinator's own certificate is a valid client certificate of the
+  // fleet CA, but OU=coordinator is no Tern role.
+  for (Permission p : kAllPermissions) {
+    const Answer a = ask("coordinator", p);
+    EXPECT_EQ(a.code, grpc::StatusCode::PERMISSION_DENIED) << permission_name(p) << ": " << a.message;
+    EXPECT_TRUE(a.principal.empty());
+  }
+}
+
+TEST_F(CertificateAuthTest, NoCertificateAndNoTokenIsUnauthenticated) {
+  const Answer a = ask("", Permission::kRead);
+  EXPECT_EQ(a.code, grpc::StatusCode::UNAUTHENTICATED) << a.message;
+  EXPECT_FALSE(a.message.empty());
 }
 
 // ---- the audit trail ----
