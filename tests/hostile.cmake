@@ -3,5 +3,5 @@
 find_package(ZLIB REQUIRED)
 
 tern_test(tern_bundle_tests
-  SOURCES agent/bundle_test.cc integration/harness.cc
+  SOURCES agent/bundle_test.cc
   LIBS tern_agent_lib ZLIB::ZLIB)

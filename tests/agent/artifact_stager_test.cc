@@ -8,7 +8,7 @@
 
 #include "agent/exec.h"
 #include "core/sha256.h"
-#include "tests/integration/harness.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {

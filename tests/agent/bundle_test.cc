@@ -13,7 +13,8 @@
 
 #include "agent/artifact_stager.h"
 #include "core/sha256.h"
-#include "tests/integration/harness.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {

@@ -1,25 +1,16 @@
 #include "agent/config.h"
 
-#include "tests/integration/harness.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
-
-#include <filesystem>
-#include <fstream>
 
 namespace tern {
 namespace {
 
-std::string write_temp(const std::string& text) {
-  static int n = 0;
-  auto path = std::filesystem::temp_directory_path() /
-              ("tern-agent-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".yaml");
-  std::ofstream(path) << text;
-  return path.string();
-}
-
 TEST(AgentConfigTest, ReadsEverySetting) {
-  auto path = write_temp(R"(coordinator: coord.example:7400
+  testing::TempDir dir;
+  auto path = dir.write("agent.yaml", R"(coordinator: coord.example:7400
 host_id: web-1
 labels:
   zone: a
@@ -32,7 +23,6 @@ reconnect:
   max: 10s
 )");
   auto cfg = load_agent_config(path);
-  std::filesystem::remove(path);
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->coordinator, "coord.example:7400");
   EXPECT_EQ(cfg->host_id, "web-1");
@@ -57,9 +47,9 @@ TEST(AgentConfigTest, BadInputIsOneClearErrorNamingFileAndKey) {
            Case{"host_id: 'bad id'\n", "key \"host_id\""},
            Case{"labels: {zone: 'a b'}\n", "key \"labels\""},
        }) {
-    auto path = write_temp(c.yaml);
+    testing::TempDir dir;
+    auto path = dir.write("agent.yaml", c.yaml);
     auto cfg = load_agent_config(path);
-    std::filesystem::remove(path);
     ASSERT_FALSE(cfg.ok()) << c.yaml;
     EXPECT_EQ(cfg.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(cfg.status().message().find(path), absl::string_view::npos) << cfg.status().message();
@@ -82,9 +72,9 @@ TEST(AgentConfigTest, MissingFileIsNotFoundAndNamed) {
 
 TEST(AgentConfigTest, HostIdFallsBackToMachineId) {
   AgentConfig cfg;
-  auto path = write_temp("0123456789abcdef0123456789abcdef\n");
+  testing::TempDir dir;
+  auto path = dir.write("machine-id", "0123456789abcdef0123456789abcdef\n");
   auto id = resolve_host_id(cfg, path);
-  std::filesystem::remove(path);
   ASSERT_TRUE(id.ok()) << id.status();
   EXPECT_EQ(*id, "0123456789abcdef0123456789abcdef");
   cfg.host_id = "web-1";
@@ -131,20 +121,18 @@ TEST(AgentPolicyTest, ServicesUsersAndPortsAreEachChecked) {
 
 TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
   testing::TempDir dir;
-  std::ofstream(dir.file("a.yaml")) << "policy: {services: [web], users: [nobody], ports: [\"9000-9999\"]}\n"
-                                    << "tls: {ca: /c, cert: /x, key: /y, server_name: coord}\n"
-                                    << "trusted_keys: [/k1.pub]\n";
-  auto cfg = load_agent_config(dir.file("a.yaml"));
+  auto cfg = load_agent_config(dir.write("a.yaml",
+                                          "policy: {services: [web], users: [nobody], ports: [\"9000-9999\"]}\n"
+                                          "tls: {ca: /c, cert: /x, key: /y, server_name: coord}\n"
+                                          "trusted_keys: [/k1.pub]\n"));
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->policy.ports, std::vector<std::string>{"9000-9999"});
   EXPECT_EQ(cfg->tls.server_name, "coord");
   EXPECT_EQ(cfg->trusted_keys, std::vector<std::string>{"/k1.pub"});
-  std::ofstream(dir.file("b.yaml")) << "policy: {ports: [\"9999-9000\"]}\n";
-  auto bad = load_agent_config(dir.file("b.yaml"));
+  auto bad = load_agent_config(dir.write("b.yaml", "policy: {ports: [\"9999-9000\"]}\n"));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(std::string(bad.status().message()).find("policy.ports"), std::string::npos) << bad.status();
-  std::ofstream(dir.file("c.yaml")) << "insecure: true\ntls: {ca: /c}\n";
-  EXPECT_FALSE(load_agent_config(dir.file("c.yaml")).ok()) << "insecure and tls do not go together";
+  EXPECT_FALSE(load_agent_config(dir.write("c.yaml", "insecure: true\ntls: {ca: /c}\n")).ok()) << "insecure and tls do not go together";
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 #include "tests/support/eventually.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -608,10 +609,6 @@ TEST(SystemProberExecTest, ATimeoutKillsTheProbe) {
   EXPECT_LT(t.elapsed, timeout + kSlack);
 }
 
-std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "/tern_health_" + std::to_string(::getpid()) + "_" + name;
-}
-
 pid_t read_pid(const std::string& path) {
   std::ifstream in(path);
   pid_t pid = 0;
@@ -631,8 +628,8 @@ bool not_running(pid_t pid) {
 }
 
 TEST(SystemProberExecTest, ATimeoutKillsWhatTheProbeStarted) {
-  const std::string pidfile = temp_path("bg_timeout");
-  ::unlink(pidfile.c_str());
+  testing::TempDir dir;
+  const std::string pidfile = dir.file("helper.pid");
   auto prober = make_system_prober();
   const ProbeResult r = prober->probe(
       exec_check({"/bin/sh", "-c", "sleep 30 & echo $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait", pidfile}), 0,
@@ -642,12 +639,11 @@ TEST(SystemProberExecTest, ATimeoutKillsWhatTheProbeStarted) {
   ASSERT_GT(helper, 0) << "the script did not start its helper within the timeout";
   EXPECT_TRUE(eventually([&] { return not_running(helper); })) << "helper " << helper << " survived";
   ::kill(helper, SIGKILL);
-  ::unlink(pidfile.c_str());
 }
 
 TEST(SystemProberExecTest, AHelperLeftRunningDoesNotHoldTheProbe) {
-  const std::string pidfile = temp_path("bg_exit");
-  ::unlink(pidfile.c_str());
+  testing::TempDir dir;
+  const std::string pidfile = dir.file("helper.pid");
   auto prober = make_system_prober();
   // The helper inherits the output pipe; the probe must not wait for it.
   const ProbeResult r = prober->probe(exec_check({"/bin/sh", "-c", "sleep 30 & echo $! > \"$0\"", pidfile}), 0,
@@ -655,7 +651,6 @@ TEST(SystemProberExecTest, AHelperLeftRunningDoesNotHoldTheProbe) {
   EXPECT_TRUE(r.ok) << r.detail;
   const pid_t helper = read_pid(pidfile);
   if (helper > 0) ::kill(helper, SIGKILL);
-  ::unlink(pidfile.c_str());
 }
 
 // ---- grpc

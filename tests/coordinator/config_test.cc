@@ -1,20 +1,11 @@
 #include "coordinator/config.h"
 
-#include <gtest/gtest.h>
+#include "tests/support/temp_dir.h"
 
-#include <filesystem>
-#include <fstream>
+#include <gtest/gtest.h>
 
 namespace tern {
 namespace {
-
-std::string write_temp(const std::string& text) {
-  static int n = 0;
-  auto path = std::filesystem::temp_directory_path() /
-              ("tern-coord-" + std::to_string(getpid()) + "-" + std::to_string(n++) + ".yaml");
-  std::ofstream(path) << text;
-  return path.string();
-}
 
 TEST(CoordinatorConfigTest, DefaultsNeedNoFile) {
   CoordinatorConfig cfg;
@@ -23,9 +14,9 @@ TEST(CoordinatorConfigTest, DefaultsNeedNoFile) {
 }
 
 TEST(CoordinatorConfigTest, ReadsAFile) {
-  auto path = write_temp("listen: 0.0.0.0:7500\ndatabase: /tmp/x.db\nunreachable_after: 1m\n");
+  testing::TempDir dir;
+  auto path = dir.write("coordinator.yaml", "listen: 0.0.0.0:7500\ndatabase: /tmp/x.db\nunreachable_after: 1m\n");
   auto cfg = load_coordinator_config(path);
-  std::filesystem::remove(path);
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->listen, "0.0.0.0:7500");
   EXPECT_EQ(cfg->unreachable_after, Millis(60'000));
@@ -41,9 +32,9 @@ TEST(CoordinatorConfigTest, BadInputNamesFileAndKey) {
                         Case{"unreachable_after: soon\n", "key \"unreachable_after\""},
                         Case{"listen: nowhere\n", "key \"listen\""},
                         Case{"heartbeat_interval: 10s\nunreachable_after: 5s\n", "key \"unreachable_after\""}}) {
-    auto path = write_temp(c.yaml);
+    testing::TempDir dir;
+    auto path = dir.write("coordinator.yaml", c.yaml);
     auto cfg = load_coordinator_config(path);
-    std::filesystem::remove(path);
     ASSERT_FALSE(cfg.ok()) << c.yaml;
     EXPECT_NE(cfg.status().message().find(path), absl::string_view::npos) << cfg.status().message();
     EXPECT_NE(cfg.status().message().find(c.expect), absl::string_view::npos) << cfg.status().message();

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -123,9 +123,9 @@ TEST_F(HostRegistryTest, LabelsChangeOnReconnectAndSelectorsFilter) {
 }
 
 TEST_F(HostRegistryTest, RestartKeepsHistoryAndMarksConnectedHostsDisconnected) {
-  auto path = std::filesystem::temp_directory_path() / ("tern-registry-" + std::to_string(getpid()) + ".db");
-  std::filesystem::remove(path);
-  open(path.string());
+  testing::TempDir dir;
+  const std::string path = dir.file("registry.db");
+  open(path);
   ASSERT_TRUE(registry_->on_hello(1, "web-1", {{"zone", "a"}}, "0.1.0", "p").ok());
   ASSERT_TRUE(registry_->on_hello(2, "web-2", {}, "0.1.0", "p").ok());
   ASSERT_TRUE(registry_->on_stream_closed(2, "web-2", "x").ok());
@@ -133,7 +133,7 @@ TEST_F(HostRegistryTest, RestartKeepsHistoryAndMarksConnectedHostsDisconnected) 
 
   // The coordinator dies and comes back much later on the same file.
   clock_.advance(Millis(3'600'000));
-  open(path.string());
+  open(path);
   EXPECT_EQ(state("web-1"), HostState::kDisconnected);
   EXPECT_EQ(state("web-2"), HostState::kDisconnected);
   EXPECT_EQ(registry_->find("web-1")->record.first_seen, first_seen);
@@ -150,12 +150,9 @@ TEST_F(HostRegistryTest, RestartKeepsHistoryAndMarksConnectedHostsDisconnected) 
   clock_.advance(Millis(3001));
   ASSERT_TRUE(registry_->tick().ok());
   EXPECT_EQ(state("web-2"), HostState::kUnreachable);
-  registry_.reset();
+  registry_.reset();  // closed before its directory goes
   store_.reset();
   db_.reset();
-  std::filesystem::remove(path);
-  std::filesystem::remove(path.string() + "-wal");
-  std::filesystem::remove(path.string() + "-shm");
 }
 
 TEST_F(HostRegistryTest, HeartbeatLastSeenIsFlushedPeriodically) {

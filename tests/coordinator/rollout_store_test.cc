@@ -4,15 +4,13 @@
 #include "coordinator/rollout_store.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <filesystem>
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/message_differencer.h>
 
 #include "coordinator/rollout_engine.h"
 #include "core/rollout_spec.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -21,15 +19,9 @@ using tern::v1::Rollout;
 
 class RolloutStoreTest : public ::testing::Test {
  protected:
-  RolloutStoreTest()
-      : path_(std::filesystem::temp_directory_path() /
-              ("tern-rollout-store-" + std::to_string(::getpid()) + "-" +
-               ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db")) {
-    std::filesystem::remove(path_);
-  }
-  ~RolloutStoreTest() override {
-    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_.string() + suffix);
-  }
+  // A fresh directory per test; every boot() reopens the same file in it.
+  testing::TempDir dir_;
+  const std::string path_ = dir_.file("rollouts.db");
 
   // A coordinator's life: the database opened, the engine journaling into it.
   struct Life {
@@ -40,7 +32,7 @@ class RolloutStoreTest : public ::testing::Test {
   };
   std::unique_ptr<Life> boot() {
     auto life = std::make_unique<Life>();
-    auto db = Database::open(path_.string());
+    auto db = Database::open(path_);
     EXPECT_TRUE(db.ok()) << db.status();
     life->db = *std::move(db);
     auto store = RolloutStore::open(*life->db);
@@ -63,7 +55,6 @@ class RolloutStoreTest : public ::testing::Test {
     return life;
   }
 
-  std::filesystem::path path_;
   FakeClock clock_;
 };
 
@@ -133,7 +124,7 @@ TEST_F(RolloutStoreTest, EventsReplayInOrderAfterASequence) {
 // rollout must equal the one in memory, which catches a host changed
 // without being marked for the journal.
 TEST_F(RolloutStoreTest, TheStoredRolloutEqualsTheLiveOneAfterEveryBatch) {
-  auto db = Database::open(path_.string());
+  auto db = Database::open(path_);
   ASSERT_TRUE(db.ok()) << db.status();
   auto store = RolloutStore::open(**db);
   ASSERT_TRUE(store.ok()) << store.status();
@@ -236,7 +227,7 @@ TEST_F(RolloutStoreTest, ARolloutWrittenWithItsHostsInlineIsReadAndSplitOnItsNex
 
 TEST_F(RolloutStoreTest, AJournalFromBeforeBinarySummariesIsUpgradedAndStillReadable) {
   {
-    auto db = Database::open(path_.string());
+    auto db = Database::open(path_);
     ASSERT_TRUE(db.ok()) << db.status();
     // The event table as it was: summaries as JSON only.
     ASSERT_TRUE((*db)->exec(R"sql(
@@ -251,7 +242,7 @@ TEST_F(RolloutStoreTest, AJournalFromBeforeBinarySummariesIsUpgradedAndStillRead
         VALUES ('web-1', 5, 'started', 'rolling', '{"id":"web-1","phase":"ROLLOUT_PHASE_RUNNING","totalHosts":3}');
     )sql").ok());
   }
-  auto db = Database::open(path_.string());
+  auto db = Database::open(path_);
   ASSERT_TRUE(db.ok()) << db.status();
   auto store = RolloutStore::open(**db);
   ASSERT_TRUE(store.ok()) << store.status();

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "tests/integration/harness.h"
+#include "tests/support/http.h"
 
 namespace tern {
 namespace {

@@ -6,7 +6,8 @@
 
 #include <fstream>
 
-#include "tests/integration/harness.h"
+#include "tests/support/command.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {

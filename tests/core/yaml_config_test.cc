@@ -2,8 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -109,10 +108,8 @@ TEST(YamlConfigTest, MissingFileIsNamed) {
 }
 
 TEST(YamlConfigTest, ReadsARealFile) {
-  auto path = std::filesystem::temp_directory_path() / ("tern-yaml-" + std::to_string(getpid()) + ".yaml");
-  std::ofstream(path) << "name: from-file\n";
-  auto r = load_yaml_file(path.string());
-  std::filesystem::remove(path);
+  testing::TempDir dir;
+  auto r = load_yaml_file(dir.write("sample.yaml", "name: from-file\n"));
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ((*r)["name"].Scalar(), "from-file");
 }
@@ -163,16 +160,13 @@ TEST(YamlConfigTest, RefusesOversizedDocuments) {
   std::string big = "name: x\n" + std::string(kMaxYamlBytes, '#') + "\n";
   expect_refused(big, "sample.yaml", "at most 1048576 bytes");
 
-  auto path = std::filesystem::temp_directory_path() / ("tern-yaml-big-" + std::to_string(getpid()) + ".yaml");
-  {
-    std::ofstream out(path);
-    out << "name: x\n";
-    for (int i = 0; i < 100'000; ++i) out << "# padding padding padding\n";
-  }
-  auto r = load_yaml_file(path.string());
-  std::filesystem::remove(path);
+  std::string padded = "name: x\n";
+  for (int i = 0; i < 100'000; ++i) padded += "# padding padding padding\n";
+  testing::TempDir dir;
+  const std::string path = dir.write("big.yaml", padded);
+  auto r = load_yaml_file(path);
   ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(r.status().message().find(path.string()), absl::string_view::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find(path), absl::string_view::npos) << r.status().message();
   EXPECT_NE(r.status().message().find("larger than"), absl::string_view::npos) << r.status().message();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
-// Helpers for tests that run the real tern binaries on loopback.
+// Helpers for tests that run the real tern binaries on loopback, on top of
+// the unit tests' support (tests/support/): temp dirs, commands, HTTP.
 
 #include <sys/types.h>
 
@@ -10,21 +11,12 @@
 #include <memory>
 #include <string>
 #include <vector>
+#include "tests/support/command.h"
 #include "tests/support/eventually.h"
+#include "tests/support/http.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern::testing {
-
-// A fresh directory under $TMPDIR, removed with everything in it.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // A child process with stdout and stderr in `log_path`. Killed (SIGKILL) on
 // destruction if still running.
@@ -49,23 +41,8 @@ class Process {
   int status_ = 0;
 };
 
-struct CommandResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-// Runs a program (looked up in PATH unless it has a '/') to completion with
-// its output captured.
-CommandResult run(const std::string& exe, const std::vector<std::string>& args);
-inline CommandResult run_cmd(const std::vector<std::string>& argv) {
-  return run(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()));
-}
-
-std::string read_file(const std::string& path);
 // An address from a daemon's --ready-file JSON, by key ("grpc", "metrics");
 // empty when the key is absent.
 std::string ready_address(const std::string& ready_json, const std::string& key);
-// GET over plain HTTP; empty on failure.
-std::string http_get(const std::string& host_port, const std::string& path);
 
 }  // namespace tern::testing
