@@ -43,7 +43,9 @@ absl::Status Agent::start() {
     host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
   }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
-  stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get());
+  if (!host_.url_fetcher) host_.url_fetcher = make_url_artifact_fetcher();
+  stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get(), BundleLimits(),
+                                             host_.url_fetcher.get());
   store_ = std::make_unique<StateStore>(config_.state_dir);
   if (int n = stager_->remove_abandoned(); n > 0) {
     spdlog::info("removed {} half-staged release(s) left by an earlier run", n);

@@ -29,7 +29,8 @@ struct AgentHost {
   std::unique_ptr<PortMapper> mapper;
   std::unique_ptr<ProcessLauncher> launcher;
   std::unique_ptr<Prober> prober;
-  std::unique_ptr<ArtifactFetcher> fetcher;
+  std::unique_ptr<ArtifactFetcher> fetcher;      // releases without a URL: the coordinator's store
+  std::unique_ptr<ArtifactFetcher> url_fetcher;  // releases with a URL
 };
 
 // The agent process minus flag parsing: identity, the coordinator link, one

@@ -21,8 +21,10 @@ class FakeFetcher final : public ArtifactFetcher {
   std::string bytes;
   std::size_t cut_at = std::string::npos;
   int calls = 0;
-  absl::Status fetch(const std::string&, const Sink& sink) override {
+  std::string last_source;
+  absl::Status fetch(const std::string& source, const Sink& sink) override {
     ++calls;
+    last_source = source;
     const std::size_t n = std::min(bytes.size(), cut_at);
     if (auto st = sink(bytes.data(), n); !st.ok()) return st;
     if (n < bytes.size()) return absl::DataLossError("stream broke off");
@@ -45,6 +47,25 @@ tern::v1::ReleaseRef release(const std::string& version, const std::string& sha,
 }
 
 const auto kQuiet = [](const std::string&) {};
+
+TEST(ArtifactStagerTest, AReleaseWithAUrlComesThroughTheUrlFetcher) {
+  testing::TempDir dir;
+  FakeFetcher store, web;
+  web.bytes = "#!/bin/sh\necho hi\n";
+  ArtifactStager stager(dir.path().string(), &store, BundleLimits(), &web);
+  auto r = release("1.0", sha_of(web.bytes));
+  r.set_url("https://artifacts.example/app");
+  auto got = stager.stage("web", r, kQuiet);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(web.last_source, "https://artifacts.example/app");
+  EXPECT_EQ(store.calls, 0);
+  // Only http and https, refused before anything is fetched.
+  r.set_version("1.1");
+  r.set_url("ftp://artifacts.example/app");
+  auto refused = stager.stage("web", r, kQuiet);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(web.calls, 1);
+}
 
 TEST(ArtifactStagerTest, InstallsAnExecutableAndReusesIt) {
   testing::TempDir dir;
