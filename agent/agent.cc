@@ -35,6 +35,7 @@ absl::Status Agent::start() {
   }
   if (!host_.launcher) host_.launcher = make_system_process_launcher();
   if (!host_.prober) host_.prober = make_system_prober();
+  if (!host_.os) host_.os = make_system_host_os();
   auto trusted = TrustedKeys::load(config_.trusted_keys);
   if (!trusted.ok()) return trusted.status();
   trusted_ = *std::move(trusted);
@@ -112,7 +113,7 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.prober = host_.prober.get();
   deps.stager = stager_.get();
   deps.traffic = traffic_.get();
-  deps.clock = &SystemClock::instance();
+  deps.os = host_.os.get();
   deps.persist = [this] { return persist(); };
   deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
   deps.log_dir = config_.state_dir + "/logs";

@@ -16,6 +16,7 @@
 #include "agent/config.h"
 #include "agent/coordinator_link.h"
 #include "agent/health.h"
+#include "agent/host_os.h"
 #include "agent/port_mapper.h"
 #include "agent/process_launcher.h"
 #include "agent/service_supervisor.h"
@@ -31,6 +32,7 @@ struct AgentHost {
   std::unique_ptr<Prober> prober;
   std::unique_ptr<ArtifactFetcher> fetcher;      // releases without a URL: the coordinator's store
   std::unique_ptr<ArtifactFetcher> url_fetcher;  // releases with a URL
+  std::unique_ptr<HostOs> os;                    // time, waits, ports and sockets
 };
 
 // The agent process minus flag parsing: identity, the coordinator link, one

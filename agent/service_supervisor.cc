@@ -1,16 +1,9 @@
 #include "agent/service_supervisor.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -43,21 +36,6 @@ std::string log_tail(const std::string& path, std::size_t max_lines = 3) {
   return out;
 }
 
-// Whether something already listens on the port (any address).
-bool port_in_use(uint16_t port, const std::string& protocol) {
-  int fd = ::socket(AF_INET, (protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  bool busy = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == EADDRINUSE;
-  ::close(fd);
-  return busy;
-}
-
 }  // namespace
 
 SlotColor other(SlotColor c) {
@@ -70,32 +48,6 @@ const char* color_name(SlotColor c) {
     case tern::v1::SLOT_COLOR_GREEN: return "green";
     default: return "none";
   }
-}
-
-PortSockets read_port_sockets(uint16_t port) {
-  PortSockets out;
-  for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(file);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, st, queues;
-      if (!(f >> sl >> local >> remote >> st >> queues)) continue;
-      auto colon = local.rfind(':');
-      if (colon == std::string::npos) continue;
-      if (std::stoul(local.substr(colon + 1), nullptr, 16) != port) continue;
-      const unsigned long state = std::stoul(st, nullptr, 16);
-      if (state == 0x0A) {  // LISTEN: rx_queue is the accept queue
-        out.listening = true;
-        auto q = queues.find(':');
-        if (q != std::string::npos) out.accept_queue += static_cast<uint32_t>(std::stoul(queues.substr(q + 1), nullptr, 16));
-      } else if (state == 0x01 || state == 0x03 || state == 0x08) {  // ESTABLISHED, SYN_RECV, CLOSE_WAIT
-        ++out.established;
-      }
-    }
-  }
-  return out;
 }
 
 ServiceSupervisor::ServiceSupervisor(tern::v1::ServiceState state, SupervisorDeps deps)
@@ -271,7 +223,7 @@ void ServiceSupervisor::run() {
     std::optional<Op> op;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, deps_.monitor_interval, [&] { return stopping_ || !queue_.empty(); });
+      deps_.os->wait_for(lock, cv_, deps_.monitor_interval, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
       if (!queue_.empty()) {
         op = std::move(queue_.front());
@@ -350,7 +302,7 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
   const uint16_t port = slot_port(color);
   for (const auto& pm : spec.ports()) {
     const auto sp = static_cast<uint16_t>(color == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
-    if (port_in_use(sp, pm.protocol())) {
+    if (deps_.os->port_in_use(sp, pm.protocol())) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cannot start ", color_name(color), " (", release.version(), "): its port ", sp,
           " is already in use by another process on this host; stop that process or change the ", color_name(color),
@@ -424,7 +376,7 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
     s = slot(color);
   }
   const HealthParams params = health_params(check);
-  HealthTracker tracker(params, deps_.clock->now());
+  HealthTracker tracker(params, clock().now());
   const std::string log = absl::StrCat(deps_.log_dir, "/", name_, "-", color_name(color), ".log");
   auto fail = [&](const std::string& why) {
     stop_slot(color, tern::v1::SLOT_PHASE_CRASHED, why);
@@ -438,7 +390,7 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
                                "; the active slot was not touched"));
     }
     auto r = deps_.prober->probe(check, slot_port(color), params.timeout);
-    auto verdict = tracker.observe(r, deps_.clock->now());
+    auto verdict = tracker.observe(r, clock().now());
     if (verdict == HealthTracker::State::kHealthy) {
       std::lock_guard lock(mu_);
       slot(color).set_phase(tern::v1::SLOT_PHASE_HEALTHY);
@@ -450,10 +402,7 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
                                format_duration(params.healthy_deadline), ": ", r.detail,
                                "; it was stopped and the active slot was not touched"));
     }
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, params.interval, [&] { return stopping_; })) {
-      return absl::AbortedError("the agent is shutting down");
-    }
+    if (pause(params.interval)) return absl::AbortedError("the agent is shutting down");
   }
   p(absl::StrCat(color_name(color), " is healthy"));
   return absl::OkStatus();
@@ -470,19 +419,17 @@ void ServiceSupervisor::stop_slot(SlotColor color, SlotPhase final_phase, const 
   if (s.pid() > 0) {
     const ProcessHandle h = handle(s);
     deps_.launcher->signal_group(h, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const TimePoint deadline = clock().now() + grace;
     bool gone = false;
-    while (!(gone = deps_.launcher->poll(h).has_value()) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (!(gone = deps_.launcher->poll(h).has_value()) && clock().now() < deadline) {
+      deps_.os->sleep_for(Millis(20));
     }
     if (!gone) {
       spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", name_, color_name(color),
                    s.pid(), format_duration(grace));
       deps_.launcher->signal_group(h, SIGKILL);
-      const auto kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (!deps_.launcher->poll(h) && std::chrono::steady_clock::now() < kill_deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
+      const TimePoint kill_deadline = clock().now() + Millis(5'000);
+      while (!deps_.launcher->poll(h) && clock().now() < kill_deadline) deps_.os->sleep_for(Millis(10));
     }
   }
   {
@@ -507,15 +454,14 @@ void ServiceSupervisor::drain(SlotColor color, const Progress& p) {
   }
   save(absl::StrCat("draining ", color_name(color)));
   p(absl::StrCat("draining ", color_name(color), " (up to ", format_duration(drain_time), ")"));
-  const auto deadline = std::chrono::steady_clock::now() + drain_time;
+  const TimePoint deadline = clock().now() + drain_time;
   const uint16_t port = slot_port(color);
   PortSockets ps;
   for (;;) {
-    ps = read_port_sockets(port);
+    ps = deps_.os->port_sockets(port);
     if (ps.accept_queue == 0 && ps.established == 0) break;
-    if (std::chrono::steady_clock::now() >= deadline) break;
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; })) return;
+    if (clock().now() >= deadline) break;
+    if (pause(Millis(100))) return;
   }
   if (ps.established > 0) {
     p(absl::StrCat("drain time passed with ", ps.established, " connection(s) still open on ", color_name(color)));
@@ -726,8 +672,13 @@ absl::Status ServiceSupervisor::remove(const Progress& p) {
   return absl::OkStatus();
 }
 
+bool ServiceSupervisor::pause(Millis d) {
+  std::unique_lock lock(mu_);
+  return deps_.os->wait_for(lock, cv_, d, [&] { return stopping_; });
+}
+
 void ServiceSupervisor::monitor() {
-  const TimePoint now = deps_.clock->now();
+  const TimePoint now = clock().now();
   for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
     tern::v1::SlotState s;
     tern::v1::ServiceSpec spec;
@@ -791,7 +742,7 @@ void ServiceSupervisor::monitor() {
     next_probe_[c] = now + tracker->params().interval;
     auto before = tracker->state();
     auto r = deps_.prober->probe(spec.health(), slot_port(c), tracker->params().timeout);
-    auto after = tracker->observe(r, deps_.clock->now());
+    auto after = tracker->observe(r, clock().now());
     if (after == before) continue;
     SlotPhase phase = s.phase();
     if (after == HealthTracker::State::kHealthy) phase = tern::v1::SLOT_PHASE_HEALTHY;

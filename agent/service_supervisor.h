@@ -13,9 +13,9 @@
 #include "absl/status/status.h"
 #include "agent/artifact_stager.h"
 #include "agent/health.h"
+#include "agent/host_os.h"
 #include "agent/process_launcher.h"
 #include "agent/traffic.h"
-#include "core/clock.h"
 #include "tern/v1/agent.pb.h"
 #include "tern/v1/agent_state.pb.h"
 
@@ -27,7 +27,8 @@ struct SupervisorDeps {
   Prober* prober = nullptr;
   ArtifactStager* stager = nullptr;
   TrafficMap* traffic = nullptr;
-  const Clock* clock = nullptr;
+  // Time, waits and the host's sockets: the supervisor reads no other clock.
+  HostOs* os = nullptr;
   // Writes the agent's whole state file; called after every state change and
   // before every action it announces. Must not call back into the supervisor.
   std::function<absl::Status()> persist;
@@ -35,7 +36,7 @@ struct SupervisorDeps {
   std::function<void(const tern::v1::AgentEvent&)> emit;
   // Per-slot logs go to <log_dir>/<service>-<color>.log.
   std::string log_dir;
-  // How often an idle supervisor checks its processes.
+  // How often (host time) an idle supervisor checks its processes.
   Millis monitor_interval{200};
 };
 
@@ -96,6 +97,9 @@ class ServiceSupervisor {
   void drain(tern::v1::SlotColor color, const Progress& p);
   absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
   void monitor();
+  const Clock& clock() const { return deps_.os->clock(); }
+  // Waits up to `d` for shutdown; true when the supervisor is stopping.
+  bool pause(Millis d);
 
   tern::v1::SlotState& slot(tern::v1::SlotColor color);
   uint16_t slot_port(tern::v1::SlotColor color) const;
@@ -121,14 +125,5 @@ class ServiceSupervisor {
 
 tern::v1::SlotColor other(tern::v1::SlotColor c);
 const char* color_name(tern::v1::SlotColor c);
-
-// Sockets of a local TCP port from /proc/net/tcp{,6}: the listener's accept
-// queue and the established connections, for draining.
-struct PortSockets {
-  uint32_t accept_queue = 0;
-  uint32_t established = 0;
-  bool listening = false;
-};
-PortSockets read_port_sockets(uint16_t port);
 
 }  // namespace tern

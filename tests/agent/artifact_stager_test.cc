@@ -9,28 +9,14 @@
 #include "agent/exec.h"
 #include "core/sha256.h"
 #include "tests/integration/harness.h"
+#include "tests/support/agent_fakes.h"
 
 namespace tern {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Serves fixed bytes, optionally cut short.
-class FakeFetcher final : public ArtifactFetcher {
- public:
-  std::string bytes;
-  std::size_t cut_at = std::string::npos;
-  int calls = 0;
-  std::string last_source;
-  absl::Status fetch(const std::string& source, const Sink& sink) override {
-    ++calls;
-    last_source = source;
-    const std::size_t n = std::min(bytes.size(), cut_at);
-    if (auto st = sink(bytes.data(), n); !st.ok()) return st;
-    if (n < bytes.size()) return absl::DataLossError("stream broke off");
-    return absl::OkStatus();
-  }
-};
+using testing::FakeFetcher;
 
 std::string sha_of(const std::string& s) {
   Sha256 h;
