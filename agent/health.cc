@@ -75,7 +75,8 @@ HealthParams health_params(const tern::v1::HealthCheck& check) {
 // it cannot. tick() only notices the deadline; becoming healthy always takes a
 // probe, so the verdict rests on evidence, not on the passage of time.
 
-HealthTracker::HealthTracker(HealthParams params, TimePoint started) : params_(std::move(params)), started_(started) {
+HealthTracker::HealthTracker(HealthParams params, TimePoint started, State initial)
+    : params_(std::move(params)), started_(started), state_(initial == State::kHealthy ? initial : State::kStarting) {
   // Hand-built params may carry zeros; a threshold of 0 would mean "no evidence needed".
   params_.success_threshold = std::max<uint32_t>(params_.success_threshold, 1);
   params_.failure_threshold = std::max<uint32_t>(params_.failure_threshold, 1);

@@ -3,7 +3,6 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,6 +14,7 @@
 #include "agent/health.h"
 #include "agent/host_os.h"
 #include "agent/process_launcher.h"
+#include "agent/slot.h"
 #include "agent/traffic.h"
 #include "tern/v1/agent.pb.h"
 #include "tern/v1/agent_state.pb.h"
@@ -89,7 +89,8 @@ class ServiceSupervisor {
   absl::Status remove(const Progress& p);
   absl::Status apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p);
 
-  // Slot mechanics; called on the supervisor thread.
+  // A slot's steps, recorded in state_ around what its Slot does; called on
+  // the supervisor thread.
   absl::Status start_slot(tern::v1::SlotColor color, const tern::v1::ReleaseRef& release, const std::string& dir,
                           const Progress& p);
   absl::Status wait_healthy(tern::v1::SlotColor color, const Progress& p);
@@ -101,7 +102,10 @@ class ServiceSupervisor {
   // Waits up to `d` for shutdown; true when the supervisor is stopping.
   bool pause(Millis d);
 
-  tern::v1::SlotState& slot(tern::v1::SlotColor color);
+  // The slot's recorded state (guarded by mu_) and its mechanics.
+  tern::v1::SlotState& recorded(tern::v1::SlotColor color);
+  Slot& slot(tern::v1::SlotColor color);
+  Slot::Deps slot_deps();
   uint16_t slot_port(tern::v1::SlotColor color) const;
   void save(const std::string& operation);
   void event(const std::string& kind, const std::string& message);
@@ -117,13 +121,9 @@ class ServiceSupervisor {
   bool stopping_ = false;
   bool removed_ = false;
   std::thread thread_;
-  // Steady-state health per slot (only for slots that are up).
-  std::map<int, std::unique_ptr<HealthTracker>> trackers_;
-  std::map<int, TimePoint> next_probe_;
-  std::map<int, TimePoint> restart_at_;
+  // Used only by the supervisor thread (and recover(), before it starts).
+  Slot blue_;
+  Slot green_;
 };
-
-tern::v1::SlotColor other(tern::v1::SlotColor c);
-const char* color_name(tern::v1::SlotColor c);
 
 }  // namespace tern
