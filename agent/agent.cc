@@ -1,5 +1,6 @@
 #include "agent/agent.h"
 
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -67,6 +68,7 @@ absl::Status Agent::start() {
                     st.message());
     }
   }
+  stop_unknown_slot_processes();
   for (auto& [name, sup] : supervisors_) sup->start();
   if (!state->services().empty()) {
     spdlog::info("restored {} service(s) from {}", state->services_size(), store_->path());
@@ -117,11 +119,32 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.persist = [this] { return persist(); };
   deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
   deps.log_dir = config_.state_dir + "/logs";
+  deps.state_dir = config_.state_dir;
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
   std::lock_guard lock(mu_);
   supervisors_[name] = std::move(sup);
   return raw;
+}
+
+void Agent::stop_unknown_slot_processes() {
+  std::vector<ProcessHandle> known;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sup] : supervisors_) {
+      const auto st = sup->snapshot();
+      for (const auto* s : {&st.blue(), &st.green()}) {
+        if (s->pid() > 0) known.push_back(ProcessHandle{s->pid(), s->start_time()});
+      }
+    }
+  }
+  // Each supervisor stopped the orphans of its own slots in recover(); what
+  // is left belongs to no service the state names, so nothing routes to it.
+  for (const Orphan& o : host_.launcher->find_orphans(config_.state_dir, known)) {
+    spdlog::warn("slot process {} ({}) belongs to no service in the agent's state; killing its process group",
+                 o.handle.pid, o.slot_id);
+    host_.launcher->signal_group(o.handle, SIGKILL);
+  }
 }
 
 absl::Status Agent::persist() {

@@ -67,6 +67,9 @@ class Agent {
   absl::Status persist();
   void send_event(const tern::v1::AgentEvent& e);
   ServiceSupervisor* add_supervisor(tern::v1::ServiceState state);
+  // After recover(): kills slot processes (named under the state dir) of
+  // services the state does not name at all.
+  void stop_unknown_slot_processes();
   void housekeeping_loop();
 
   AgentConfig config_;

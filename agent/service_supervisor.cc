@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "agent/failpoint.h"
 #include "core/duration.h"
 #include "core/grpc_status.h"
 #include "core/service_spec.h"
@@ -33,7 +34,8 @@ ServiceSupervisor::ServiceSupervisor(tern::v1::ServiceState state, SupervisorDep
 ServiceSupervisor::~ServiceSupervisor() { shutdown(); }
 
 Slot::Deps ServiceSupervisor::slot_deps() {
-  return Slot::Deps{deps_.launcher, deps_.prober, deps_.os, deps_.log_dir, [this](Millis d) { return pause(d); }};
+  return Slot::Deps{deps_.launcher, deps_.prober, deps_.os, deps_.log_dir, deps_.state_dir,
+                    [this](Millis d) { return pause(d); }};
 }
 
 Slot& ServiceSupervisor::slot(SlotColor color) { return color == tern::v1::SLOT_COLOR_GREEN ? green_ : blue_; }
@@ -137,6 +139,7 @@ absl::Status ServiceSupervisor::recover() {
       }
     }
   }
+  stop_orphans();
   std::string interrupted;
   {
     std::lock_guard lock(mu_);
@@ -151,6 +154,28 @@ absl::Status ServiceSupervisor::recover() {
   save("");
   if (!interrupted.empty()) event("operation_interrupted", absl::StrCat("\"", interrupted, "\" was interrupted by an agent restart"));
   return st;
+}
+
+void ServiceSupervisor::stop_orphans() {
+  std::vector<ProcessHandle> known;
+  Millis grace;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto* s : {&state_.blue(), &state_.green()}) {
+      if (s->pid() > 0) known.push_back(handle(*s));
+    }
+    grace = millis(state_.spec().grace());
+  }
+  for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
+    Slot& sl = slot(c);
+    if (sl.slot_id().empty()) continue;
+    for (const Orphan& o : deps_.launcher->find_orphans(sl.slot_id(), known)) {
+      spdlog::warn("{}: {} process {} runs but was never recorded (the agent stopped between its start and the "
+                   "state write); stopping it",
+                   name_, color_name(c), o.handle.pid);
+      sl.stop(o.handle, grace);
+    }
+  }
 }
 
 void ServiceSupervisor::start() { thread_ = std::thread([this] { run(); }); }
@@ -296,6 +321,7 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     recorded(color).set_message(std::string(h.status().message()));
     return h.status();
   }
+  failpoint("after_slot_start");  // the process runs; nothing names it on disk yet
   {
     std::lock_guard lock(mu_);
     recorded(color).set_pid(h->pid);

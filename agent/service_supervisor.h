@@ -36,6 +36,9 @@ struct SupervisorDeps {
   std::function<void(const tern::v1::AgentEvent&)> emit;
   // Per-slot logs go to <log_dir>/<service>-<color>.log.
   std::string log_dir;
+  // Slot processes are named <state_dir>/<service>/<color> (LaunchSpec::slot_id),
+  // so that recover() finds the ones the state never recorded. Empty: unnamed.
+  std::string state_dir;
   // How often (host time) an idle supervisor checks its processes.
   Millis monitor_interval{200};
 };
@@ -57,8 +60,10 @@ class ServiceSupervisor {
   ~ServiceSupervisor();
 
   // Adopts the slots the state names (same pid and start time), marks the
-  // ones that are gone, and re-applies the recorded mapping. Call once,
-  // before start().
+  // ones that are gone, stops the slot processes the launcher finds that the
+  // state does not name (orphans: started, then the agent died before it
+  // recorded them; they would hold the slot's port), and re-applies the
+  // recorded mapping. Call once, before start().
   absl::Status recover();
   void start();
   // Stops the thread; slots keep running (an agent restart never stops them).
@@ -81,6 +86,7 @@ class ServiceSupervisor {
   };
 
   void run();
+  void stop_orphans();
   tern::v1::CommandResult execute(const Op& op);
   absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
   absl::Status rollback(const std::string& to_version, const Progress& p);

@@ -44,7 +44,8 @@ Slot::Slot(std::string service, SlotColor color, Deps deps)
     : service_(std::move(service)),
       color_(color),
       deps_(std::move(deps)),
-      log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", color_name(color_), ".log")) {}
+      log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", color_name(color_), ".log")),
+      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", color_name(color_))) {}
 
 std::string Slot::log_tail() const {
   constexpr std::size_t kMaxLines = 3;
@@ -91,6 +92,7 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
   ls.working_dir = spec.working_dir().empty() ? dir : subst(spec.working_dir());
   ls.user = spec.user();
   ls.log_path = log_path_;
+  ls.slot_id = slot_id_;
   return ls;
 }
 

@@ -49,6 +49,9 @@ class Slot {
     HostOs* os = nullptr;
     // The slot's output goes to <log_dir>/<service>-<color>.log.
     std::string log_dir;
+    // Names the slot's processes <state_dir>/<service>/<color>
+    // (LaunchSpec::slot_id) so that recovery finds them; empty: unnamed.
+    std::string state_dir;
     // Waits up to `d` of host time; true when the owner is shutting down.
     std::function<bool(Millis d)> pause;
   };
@@ -57,13 +60,14 @@ class Slot {
 
   tern::v1::SlotColor color() const { return color_; }
   const std::string& log_path() const { return log_path_; }
+  const std::string& slot_id() const { return slot_id_; }
   // The last lines of the slot's log, " | "-joined, for an error message.
   std::string log_tail() const;
 
   // The process `release` (unpacked in `dir`) runs as in this slot: argv with
   // {port}, {port:<name>}, {release_dir}, {version}, {slot} and {service}
   // substituted (a bare argv[0] found in `dir` runs from there); TERN_* and
-  // the spec's environment; output appended to log_path().
+  // the spec's environment; output appended to log_path(); named slot_id().
   LaunchSpec launch(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
                     const std::string& dir) const;
   // FAILED_PRECONDITION when another process holds one of the slot's ports.
@@ -89,6 +93,7 @@ class Slot {
   const tern::v1::SlotColor color_;
   Deps deps_;
   const std::string log_path_;
+  const std::string slot_id_;
   SlotRuntime runtime_;
 };
 

@@ -54,6 +54,7 @@ class SupervisorTest : public ::testing::Test {
     deps.os = &os_;
     deps.persist = [] { return absl::OkStatus(); };
     deps.log_dir = dir_.path().string();
+    deps.state_dir = state_dir_;
     deps.monitor_interval = Millis(10);
     auto s = std::make_unique<ServiceSupervisor>(state, deps);
     return s;
@@ -96,6 +97,7 @@ class SupervisorTest : public ::testing::Test {
   TrafficMap traffic_;
   bool keep_warm_ = false;
   Millis drain_{0};
+  std::string state_dir_;
 };
 
 TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
@@ -186,6 +188,36 @@ TEST_F(SupervisorTest, RecoverAdoptsLiveSlotsAndReappliesTheMapping) {
   EXPECT_EQ(st.blue().pid(), 0);
   EXPECT_EQ(st.blue().phase(), tern::v1::SLOT_PHASE_CRASHED);
   EXPECT_EQ(launcher_.started.size(), starts);
+}
+
+TEST_F(SupervisorTest, RecoverStopsSlotProcessesTheStateNeverRecorded) {
+  state_dir_ = "/var/lib/tern";
+  tern::v1::ServiceState saved;
+  {
+    auto s = make();
+    s->start();
+    ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+    s->shutdown();
+    saved = s->snapshot();
+  }
+  EXPECT_EQ(launcher_.started.back().slot_id, "/var/lib/tern/web/blue");
+  // The agent died right after it started green, before it recorded the pid.
+  LaunchSpec ls;
+  ls.argv = {"app"};
+  ls.slot_id = "/var/lib/tern/web/green";
+  auto orphan = launcher_.start(ls);
+  // Another agent's slot (another state dir) is none of this one's business.
+  ls.slot_id = "/var/lib/tern2/web/green";
+  auto foreign = launcher_.start(ls);
+  ASSERT_TRUE(orphan.ok() && foreign.ok());
+
+  auto s = make(saved);
+  ASSERT_TRUE(s->recover().ok());
+  EXPECT_FALSE(launcher_.recover(*orphan)) << "the orphan was stopped";
+  EXPECT_TRUE(launcher_.recover(*foreign));
+  const auto blue = s->snapshot().blue();
+  EXPECT_EQ(blue.pid(), saved.blue().pid()) << "the recorded blue is adopted";
+  EXPECT_TRUE(launcher_.recover(ProcessHandle{blue.pid(), blue.start_time()}));
 }
 
 TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {

@@ -26,7 +26,8 @@
 namespace tern::testing {
 
 // Processes that live until signalled (SIGTERM or SIGKILL) or crash()ed; pids
-// from 100 up. A pid in `ignore_sigterm` only dies of SIGKILL.
+// from 100 up, start time 1. A pid in `ignore_sigterm` only dies of SIGKILL.
+// find_orphans() reports the live ones started with a slot_id.
 class FakeLauncher final : public ProcessLauncher {
  public:
   absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
@@ -34,6 +35,7 @@ class FakeLauncher final : public ProcessLauncher {
     ProcessHandle h{next_pid++, 1};
     alive.insert(h.pid);
     started.push_back(spec);
+    if (!spec.slot_id.empty()) slot_ids[h.pid] = spec.slot_id;
     return h;
   }
   std::optional<ExitInfo> poll(const ProcessHandle& h) override {
@@ -50,6 +52,16 @@ class FakeLauncher final : public ProcessLauncher {
     std::lock_guard lock(mu);
     return alive.count(h.pid) > 0;
   }
+  std::vector<Orphan> find_orphans(const std::string& scope, const std::vector<ProcessHandle>& known) override {
+    std::lock_guard lock(mu);
+    std::vector<Orphan> out;
+    for (const auto& [pid, id] : slot_ids) {
+      const ProcessHandle h{pid, 1};
+      if (!alive.count(pid) || std::find(known.begin(), known.end(), h) != known.end()) continue;
+      if (id == scope || id.rfind(scope + "/", 0) == 0) out.push_back(Orphan{h, id});
+    }
+    return out;
+  }
   void crash(int64_t pid) {
     std::lock_guard lock(mu);
     alive.erase(pid);
@@ -59,6 +71,7 @@ class FakeLauncher final : public ProcessLauncher {
   std::set<int64_t> alive;
   std::set<int64_t> ignore_sigterm;
   std::vector<LaunchSpec> started;
+  std::map<int64_t, std::string> slot_ids;
   std::vector<std::pair<int64_t, int>> signals;  // (pid, signal) in the order sent
 };
 
