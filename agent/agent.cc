@@ -1,7 +1,6 @@
 #include "agent/agent.h"
 
-#include "core/words.h"
-
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
@@ -12,6 +11,7 @@
 #include "core/service_spec.h"
 #include "core/status_fmt.h"
 #include "core/version.h"
+#include "core/words.h"
 
 namespace tern {
 
@@ -37,6 +37,7 @@ absl::Status Agent::start() {
   }
   if (!host_.launcher) host_.launcher = make_system_process_launcher();
   if (!host_.prober) host_.prober = make_system_prober();
+  if (!host_.os) host_.os = make_system_host_os();
   auto trusted = TrustedKeys::load(config_.trusted_keys);
   if (!trusted.ok()) return trusted.status();
   trusted_ = *std::move(trusted);
@@ -45,7 +46,9 @@ absl::Status Agent::start() {
     host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
   }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
-  stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get());
+  if (!host_.url_fetcher) host_.url_fetcher = make_url_artifact_fetcher();
+  stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get(), BundleLimits(),
+                                             host_.url_fetcher.get());
   store_ = std::make_unique<StateStore>(config_.state_dir);
   if (int n = stager_->remove_abandoned(); n > 0) {
     spdlog::info("removed {} half-staged release(s) left by an earlier run", n);
@@ -66,6 +69,7 @@ absl::Status Agent::start() {
                     st.message());
     }
   }
+  stop_unknown_slot_processes();
   for (auto& [name, sup] : supervisors_) sup->start();
   if (!state->services().empty()) {
     spdlog::info("restored {} service(s) from {}", state->services_size(), store_->path());
@@ -112,15 +116,36 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.prober = host_.prober.get();
   deps.stager = stager_.get();
   deps.traffic = traffic_.get();
-  deps.clock = &SystemClock::instance();
+  deps.os = host_.os.get();
   deps.persist = [this] { return persist(); };
   deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
   deps.log_dir = config_.state_dir + "/logs";
+  deps.state_dir = config_.state_dir;
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
   std::lock_guard lock(mu_);
   supervisors_[name] = std::move(sup);
   return raw;
+}
+
+void Agent::stop_unknown_slot_processes() {
+  std::vector<ProcessHandle> known;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sup] : supervisors_) {
+      const auto st = sup->snapshot();
+      for (const auto* s : {&st.blue(), &st.green()}) {
+        if (s->pid() > 0) known.push_back(ProcessHandle{s->pid(), s->start_time()});
+      }
+    }
+  }
+  // Each supervisor stopped the orphans of its own slots in recover(); what
+  // is left belongs to no service the state names, so nothing routes to it.
+  for (const Orphan& o : host_.launcher->find_orphans(config_.state_dir, known)) {
+    spdlog::warn("slot process {} ({}) belongs to no service in the agent's state; killing its process group",
+                 o.handle.pid, o.slot_id);
+    host_.launcher->signal_group(o.handle, SIGKILL);
+  }
 }
 
 absl::Status Agent::persist() {

@@ -16,6 +16,7 @@
 #include "agent/config.h"
 #include "agent/coordinator_link.h"
 #include "agent/health.h"
+#include "agent/host_os.h"
 #include "agent/port_mapper.h"
 #include "agent/process_launcher.h"
 #include "agent/service_supervisor.h"
@@ -29,7 +30,9 @@ struct AgentHost {
   std::unique_ptr<PortMapper> mapper;
   std::unique_ptr<ProcessLauncher> launcher;
   std::unique_ptr<Prober> prober;
-  std::unique_ptr<ArtifactFetcher> fetcher;
+  std::unique_ptr<ArtifactFetcher> fetcher;      // releases without a URL: the coordinator's store
+  std::unique_ptr<ArtifactFetcher> url_fetcher;  // releases with a URL
+  std::unique_ptr<HostOs> os;                    // time, waits, ports and sockets
 };
 
 // The agent process minus flag parsing: identity, the coordinator link, one
@@ -64,6 +67,9 @@ class Agent {
   absl::Status persist();
   void send_event(const tern::v1::AgentEvent& e);
   ServiceSupervisor* add_supervisor(tern::v1::ServiceState state);
+  // After recover(): kills slot processes (named under the state dir) of
+  // services the state does not name at all.
+  void stop_unknown_slot_processes();
   void housekeeping_loop();
 
   AgentConfig config_;

@@ -16,6 +16,7 @@
 #include "agent/bundle.h"
 #include "core/sha256.h"
 #include "agent/exec.h"
+#include "agent/unique_fd.h"
 #include "tern/v1/agent.grpc.pb.h"
 
 namespace tern {
@@ -117,6 +118,42 @@ class FileSink {
   std::string path_;
 };
 
+// curl writes the file itself; fetch() goes through a temp file.
+class UrlArtifactFetcher final : public ArtifactFetcher {
+ public:
+  absl::Status fetch_to_file(const std::string& url, const std::string& path) override {
+    auto out = run_command({"curl", "--fail", "--silent", "--show-error", "--location", "--proto", "=http,https",
+                            "--max-time", "1800", "--output", path, url},
+                           "", Millis(1'900'000));
+    if (!out.ok()) return out.status();
+    if (out->exit_code != 0) {
+      std::string why = out->err;
+      while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+      return absl::UnavailableError(absl::StrCat("downloading ", url, " failed: ", why.empty() ? "curl error" : why));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status fetch(const std::string& url, const Sink& sink) override {
+    std::string tmp = (fs::temp_directory_path() / "tern-download-XXXXXX").string();
+    unique_fd fd(::mkstemp(tmp.data()));
+    if (!fd.valid()) return absl::InternalError(absl::StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+    struct Unlink {
+      std::string path;
+      ~Unlink() { ::unlink(path.c_str()); }
+    } unlink_tmp{tmp};
+    if (auto st = fetch_to_file(url, tmp); !st.ok()) return st;
+    char buf[64 * 1024];
+    for (;;) {
+      const ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return absl::InternalError(absl::StrCat("reading ", tmp, ": ", std::strerror(errno)));
+      if (n == 0) return absl::OkStatus();
+      if (auto st = sink(buf, static_cast<std::size_t>(n)); !st.ok()) return st;
+    }
+  }
+};
+
 constexpr const char* kMarkerName = ".tern-sha256";
 
 bool looks_gzip(const std::string& file) {
@@ -148,14 +185,29 @@ absl::Status write_marker(const std::string& content, const std::string& sha256)
 
 }  // namespace
 
+absl::Status ArtifactFetcher::fetch_to_file(const std::string& source, const std::string& path) {
+  FileSink sink(path);
+  if (auto st = sink.open_status(); !st.ok()) return st;
+  auto st = fetch(source, [&](const char* d, std::size_t n) { return sink.write(d, n); });
+  if (!st.ok()) return st;
+  return sink.finish();
+}
+
+std::unique_ptr<ArtifactFetcher> make_url_artifact_fetcher() { return std::make_unique<UrlArtifactFetcher>(); }
+
 std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target,
                                                             std::shared_ptr<grpc::ChannelCredentials> credentials,
                                                             const std::string& server_name) {
   return std::make_unique<GrpcArtifactFetcher>(target, std::move(credentials), server_name);
 }
 
-ArtifactStager::ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits)
-    : root_(std::move(root)), fetcher_(fetcher), limits_(limits) {}
+ArtifactStager::ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits,
+                               ArtifactFetcher* url_fetcher)
+    : root_(std::move(root)),
+      fetcher_(fetcher),
+      limits_(limits),
+      own_url_fetcher_(url_fetcher ? nullptr : make_url_artifact_fetcher()),
+      url_fetcher_(url_fetcher ? url_fetcher : own_url_fetcher_.get()) {}
 
 std::string ArtifactStager::release_dir(const std::string& service, const std::string& version) const {
   return absl::StrCat(root_, "/", service, "/releases/", version);
@@ -185,24 +237,11 @@ absl::Status ArtifactStager::download(const tern::v1::ReleaseRef& release, const
       return absl::InvalidArgumentError(absl::StrCat("release url \"", url, "\" must be http:// or https://"));
     }
     progress(absl::StrCat("downloading ", url));
-    auto out = run_command({"curl", "--fail", "--silent", "--show-error", "--location", "--proto", "=http,https",
-                            "--max-time", "1800", "--output", file, url},
-                           "", Millis(1'900'000));
-    if (!out.ok()) return out.status();
-    if (out->exit_code != 0) {
-      std::string why = out->err;
-      while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
-      return absl::UnavailableError(absl::StrCat("downloading ", url, " failed: ", why.empty() ? "curl error" : why));
-    }
-    return absl::OkStatus();
+    return url_fetcher_->fetch_to_file(url, file);
   }
   if (fetcher_ == nullptr) return absl::FailedPreconditionError("no artifact source configured");
   progress(absl::StrCat("fetching artifact ", release.sha256().substr(0, 12), " from the coordinator"));
-  FileSink sink(file);
-  if (auto st = sink.open_status(); !st.ok()) return st;
-  auto st = fetcher_->fetch(release.sha256(), [&](const char* d, std::size_t n) { return sink.write(d, n); });
-  if (!st.ok()) return st;
-  return sink.finish();
+  return fetcher_->fetch_to_file(release.sha256(), file);
 }
 
 absl::StatusOr<std::string> ArtifactStager::stage(const std::string& service, const tern::v1::ReleaseRef& release,

@@ -14,15 +14,20 @@
 
 namespace tern {
 
-// Where artifact bytes come from when a release names no URL: the
-// coordinator's content-addressed store. Thread-safe.
+// Where artifact bytes come from: the coordinator's content-addressed store
+// (the source is a sha256) or a web server (the source is a URL).
+// Thread-safe.
 class ArtifactFetcher {
  public:
   using Sink = std::function<absl::Status(const char* data, std::size_t len)>;
   virtual ~ArtifactFetcher() = default;
-  // Streams the blob into `sink`; an error when the transfer breaks off, the
-  // blob is unknown or the sink refuses.
-  virtual absl::Status fetch(const std::string& sha256, const Sink& sink) = 0;
+  // Streams the artifact `source` names into `sink`; an error when the
+  // transfer breaks off, the artifact is unknown or the sink refuses.
+  virtual absl::Status fetch(const std::string& source, const Sink& sink) = 0;
+  // Fetches into the file `path` (created with mode 0600, or truncated). By
+  // default through fetch(), synced to disk; a fetcher whose tool writes files
+  // itself overrides it.
+  virtual absl::Status fetch_to_file(const std::string& source, const std::string& path);
 };
 
 // FetchArtifact over gRPC to the coordinator at `target` (host:port).
@@ -30,6 +35,11 @@ class ArtifactFetcher {
 std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& target,
                                                             std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr,
                                                             const std::string& server_name = "");
+
+// http:// and https:// URLs, downloaded with curl (redirects followed, 30
+// minutes at most). Errors: UNAVAILABLE "downloading <url> failed: <curl's
+// reason>".
+std::unique_ptr<ArtifactFetcher> make_url_artifact_fetcher();
 
 // Puts releases on disk: <root>/<service>/releases/<version>/.
 //
@@ -43,7 +53,10 @@ std::unique_ptr<ArtifactFetcher> make_grpc_artifact_fetcher(const std::string& t
 class ArtifactStager {
  public:
   using Progress = std::function<void(const std::string&)>;
-  ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits = BundleLimits());
+  // `fetcher` serves releases without a URL (null: none), `url_fetcher` the
+  // ones with a URL (null: make_url_artifact_fetcher()). Neither is owned.
+  ArtifactStager(std::string root, ArtifactFetcher* fetcher, BundleLimits limits = BundleLimits(),
+                 ArtifactFetcher* url_fetcher = nullptr);
 
   absl::StatusOr<std::string> stage(const std::string& service, const tern::v1::ReleaseRef& release,
                                     const Progress& progress);
@@ -57,6 +70,8 @@ class ArtifactStager {
   std::string root_;
   ArtifactFetcher* fetcher_;
   BundleLimits limits_;
+  std::unique_ptr<ArtifactFetcher> own_url_fetcher_;
+  ArtifactFetcher* url_fetcher_;
 };
 
 // Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.

@@ -18,6 +18,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "agent/unique_fd.h"
 
 namespace tern {
 namespace {
@@ -694,35 +695,9 @@ class MemorySource final : public ByteSource {
   std::string_view bytes_;
 };
 
-// Owns a file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_ = -1;
-};
-
 class FileSource final : public ByteSource {
  public:
-  FileSource(Fd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+  FileSource(unique_fd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
   absl::StatusOr<std::size_t> read(char* buf, std::size_t len) override {
     for (;;) {
       const ssize_t n = ::read(fd_.get(), buf, len);
@@ -734,7 +709,7 @@ class FileSource final : public ByteSource {
   }
 
  private:
-  Fd fd_;
+  unique_fd fd_;
   std::string path_;
 };
 
@@ -775,8 +750,8 @@ class DiskWriter final : public BundleVisitor {
         }
         return absl::OkStatus();
       case BundleEntryKind::kFile: {
-        file_ = Fd(::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-        if (!file_.ok()) {
+        file_ = unique_fd(::openat(dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+        if (!file_.valid()) {
           if (errno == EEXIST) return replaces();
           return io_error("creating file", entry.path, errno);
         }
@@ -798,7 +773,7 @@ class DiskWriter final : public BundleVisitor {
   }
 
   absl::Status end_entry() override {
-    if (!file_.ok()) return absl::OkStatus();
+    if (!file_.valid()) return absl::OkStatus();
     if (::fchmod(file_.get(), entry_.mode) != 0) return io_error("setting the mode of", entry_.path, errno);
     const struct timespec times[2] = {{0, UTIME_OMIT}, {static_cast<time_t>(entry_.mtime), 0}};
     if (::futimens(file_.get(), times) != 0) return io_error("setting the time of", entry_.path, errno);
@@ -824,20 +799,20 @@ class DiskWriter final : public BundleVisitor {
       if (!path.empty()) path += '/';
       path.append(part.data(), part.size());
     }
-    if (parent_.ok() && path == parent_path_) return parent_.get();
-    Fd cur;
+    if (parent_.valid() && path == parent_path_) return parent_.get();
+    unique_fd cur;
     std::string walked;
     for (std::string_view part : parts) {
       const std::string name(part);
       absl::StrAppend(&walked, walked.empty() ? "" : "/", name);
-      const int at = cur.ok() ? cur.get() : root_;
-      Fd next(::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      if (!next.ok() && errno == ENOENT) {
+      const int at = cur.valid() ? cur.get() : root_;
+      unique_fd next(::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next.valid() && errno == ENOENT) {
         if (::mkdirat(at, name.c_str(), 0755) != 0) return io_error("creating directory", walked, errno);
-        next = Fd(::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        if (next.ok() && ::fchmod(next.get(), 0755) != 0) return io_error("setting the mode of", walked, errno);
+        next = unique_fd(::openat(at, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (next.valid() && ::fchmod(next.get(), 0755) != 0) return io_error("setting the mode of", walked, errno);
       }
-      if (!next.ok()) {
+      if (!next.valid()) {
         if (errno == ELOOP || errno == ENOTDIR) {
           return bad_bundle(absl::StrCat("entry ", shown(entry_.path), " (member ", entry_.index, ") lies under ",
                                          shown(walked),
@@ -862,15 +837,15 @@ class DiskWriter final : public BundleVisitor {
       return absl::OkStatus();  // a directory named twice: fine
     }
     // mkdirat's mode is cut by the umask; set it exactly.
-    Fd d(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!d.ok() || ::fchmod(d.get(), entry_.mode) != 0) return io_error("setting the mode of", entry_.path, errno);
+    unique_fd d(::openat(dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!d.valid() || ::fchmod(d.get(), entry_.mode) != 0) return io_error("setting the mode of", entry_.path, errno);
     return absl::OkStatus();
   }
 
   const int root_;
   BundleEntry entry_;
-  Fd file_;
-  Fd parent_;
+  unique_fd file_;
+  unique_fd parent_;
   std::string parent_path_;
 };
 
@@ -889,12 +864,12 @@ absl::Status read_tar_gz(std::string_view bytes, const BundleLimits& limits, Bun
 }
 
 absl::Status unpack_bundle(const std::string& archive_path, const std::string& dest_dir, const BundleLimits& limits) {
-  Fd archive(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!archive.ok()) {
+  unique_fd archive(::open(archive_path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!archive.valid()) {
     return absl::InternalError(absl::StrCat("cannot open the bundle ", archive_path, ": ", std::strerror(errno)));
   }
-  Fd root(::open(dest_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!root.ok()) {
+  unique_fd root(::open(dest_dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!root.valid()) {
     return absl::FailedPreconditionError(absl::StrCat("cannot open ", dest_dir, " to unpack a bundle into: ",
                                                       std::strerror(errno), "; create it first"));
   }

@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "agent/unique_fd.h"
 
 extern char** environ;
 
@@ -27,40 +28,6 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
-// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = other.release();
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-  void reset() {
-    // close() is not retried on EINTR: on Linux the fd is gone either way.
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 absl::Status errno_status(int err, const std::string& what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(err)));
 }
@@ -68,23 +35,23 @@ absl::Status errno_status(int err, const std::string& what) {
 // Moves an fd to 3 or above: fds 0-2 are the child's stdio, and a pipe end
 // sitting there (when the caller has closed its own stdin, say) would be
 // overwritten by the dup2 calls that set up the child.
-absl::Status lift_above_stdio(Fd& fd) {
+absl::Status lift_above_stdio(unique_fd& fd) {
   if (fd.get() > 2) return absl::OkStatus();
   int moved = fcntl(fd.get(), F_DUPFD_CLOEXEC, 3);
   if (moved < 0) return errno_status(errno, "fcntl(F_DUPFD_CLOEXEC)");
-  fd = Fd(moved);
+  fd = unique_fd(moved);
   return absl::OkStatus();
 }
 
 struct Pipe {
-  Fd read;
-  Fd write;
+  unique_fd read;
+  unique_fd write;
 };
 
 absl::StatusOr<Pipe> make_pipe() {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return errno_status(errno, "pipe2");
-  Pipe p{Fd(fds[0]), Fd(fds[1])};
+  Pipe p{unique_fd(fds[0]), unique_fd(fds[1])};
   if (auto st = lift_above_stdio(p.read); !st.ok()) return st;
   if (auto st = lift_above_stdio(p.write); !st.ok()) return st;
   return p;
@@ -255,15 +222,15 @@ absl::StatusOr<ExecResult> run_command(const std::vector<std::string>& argv, con
   // pipes open cannot keep us waiting. Without one (kernel < 5.3) we wait for
   // EOF on both pipes instead.
   // (Called through syscall(): glibc 2.36's <sys/pidfd.h> lacks extern "C".)
-  Fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  unique_fd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
 
   ExecResult result;
-  Fd& in_w = in->write;
-  Fd& out_r = out->read;
-  Fd& err_r = err->read;
+  unique_fd& in_w = in->write;
+  unique_fd& out_r = out->read;
+  unique_fd& err_r = err->read;
   size_t written = 0;
   if (stdin_data.empty()) in_w.reset();
-  for (Fd* fd : {&in_w, &out_r, &err_r}) {
+  for (unique_fd* fd : {&in_w, &out_r, &err_r}) {
     if (fd->valid()) {
       if (auto st = set_nonblocking(fd->get()); !st.ok()) {
         kill(-pid, SIGKILL);

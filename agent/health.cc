@@ -33,6 +33,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "agent/unique_fd.h"
 #include "core/duration.h"
 #include "core/runtime_init.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -74,7 +75,8 @@ HealthParams health_params(const tern::v1::HealthCheck& check) {
 // it cannot. tick() only notices the deadline; becoming healthy always takes a
 // probe, so the verdict rests on evidence, not on the passage of time.
 
-HealthTracker::HealthTracker(HealthParams params, TimePoint started) : params_(std::move(params)), started_(started) {
+HealthTracker::HealthTracker(HealthParams params, TimePoint started, State initial)
+    : params_(std::move(params)), started_(started), state_(initial == State::kHealthy ? initial : State::kStarting) {
   // Hand-built params may carry zeros; a threshold of 0 would mean "no evidence needed".
   params_.success_threshold = std::max<uint32_t>(params_.success_threshold, 1);
   params_.failure_threshold = std::max<uint32_t>(params_.failure_threshold, 1);
@@ -180,31 +182,6 @@ std::string one_line(absl::string_view text, size_t max = 200) {
   return std::string(absl::StripAsciiWhitespace(out));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
 // Waits for `events` on `fd` until `deadline`. Returns true when the fd is
 // ready (or in error: the next syscall reports it), false on timeout.
 bool wait_fd(int fd, short events, SteadyTime deadline) {
@@ -221,9 +198,9 @@ std::string loopback(uint16_t port) { return absl::StrCat("127.0.0.1:", port); }
 
 // Connects to 127.0.0.1:<port>. The error message is a complete phrase:
 // "connect 127.0.0.1:9001: Connection refused".
-absl::StatusOr<Fd> connect_loopback(uint16_t port, Millis timeout, SteadyTime deadline) {
+absl::StatusOr<unique_fd> connect_loopback(uint16_t port, Millis timeout, SteadyTime deadline) {
   const std::string what = absl::StrCat("connect ", loopback(port));
-  Fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  unique_fd fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return absl::ResourceExhaustedError(absl::StrCat(what, ": socket: ", errno_text(errno)));
 
   sockaddr_in addr{};
@@ -424,9 +401,9 @@ std::string signal_name(int sig) {
 // An fd at 3 or above: 0-2 become the child's stdio, and a pipe end sitting
 // there (when the agent runs with a closed stdin, say) would be overwritten
 // by the file actions that set them up.
-bool lift_above_stdio(Fd& fd) {
+bool lift_above_stdio(unique_fd& fd) {
   if (fd.get() > 2) return true;
-  Fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
+  unique_fd moved(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 3));
   if (moved.get() < 0) return false;
   fd = std::move(moved);
   return true;
@@ -445,7 +422,7 @@ ProbeResult probe_exec(const tern::v1::ExecProbe& exec, uint16_t port, Millis ti
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) < 0) return failed(absl::StrCat(what, ": pipe: ", errno_text(errno)));
-  Fd out_r(fds[0]), out_w(fds[1]);
+  unique_fd out_r(fds[0]), out_w(fds[1]);
   if (!lift_above_stdio(out_r) || !lift_above_stdio(out_w) ||
       ::fcntl(out_r.get(), F_SETFL, ::fcntl(out_r.get(), F_GETFL) | O_NONBLOCK) < 0) {
     return failed(absl::StrCat(what, ": fcntl: ", errno_text(errno)));
@@ -478,7 +455,7 @@ ProbeResult probe_exec(const tern::v1::ExecProbe& exec, uint16_t port, Millis ti
 
   // A pidfd makes the child's exit pollable. glibc 2.36 declares
   // pidfd_open() without C linkage, so it is called through syscall().
-  Fd exited(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  unique_fd exited(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   std::string output;
   constexpr size_t kMaxOutput = 4096;
   bool reading = true;

@@ -49,11 +49,14 @@ HealthParams health_params(const tern::v1::HealthCheck& check);
 // is not healthy by `started + healthy_deadline`, it is kFailed (terminal).
 // Running: a healthy slot becomes kUnhealthy after `failure_threshold`
 // consecutive failures and healthy again after `success_threshold` passes.
+// A tracker made with kHealthy starts there, for a slot already known to be
+// healthy (adopted after an agent restart, or just verified by a deploy).
 class HealthTracker {
  public:
   enum class State { kStarting, kHealthy, kUnhealthy, kFailed };
 
-  HealthTracker(HealthParams params, TimePoint started);
+  // `initial`: kStarting or kHealthy.
+  HealthTracker(HealthParams params, TimePoint started, State initial = State::kStarting);
 
   // Records one probe result taken at `now`; returns the new state.
   State observe(const ProbeResult& result, TimePoint now);

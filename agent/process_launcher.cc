@@ -10,38 +10,68 @@
 
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
 namespace tern {
 namespace bp = boost::process;
 
-std::optional<uint64_t> process_start_time(int64_t pid) {
+namespace {
+
+// The fields of /proc/<pid>/stat from field 3 (the state) on; empty if gone.
+std::vector<std::string> stat_fields(int64_t pid) {
   std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
   std::string line;
-  if (!in || !std::getline(in, line)) return std::nullopt;
+  if (!in || !std::getline(in, line)) return {};
   // comm may hold spaces and parentheses: fields resume after the last ')'.
   auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
+  if (close == std::string::npos || close + 2 > line.size()) return {};
   std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  // Field 3 is the state; field 22 the start time.
-  rest >> field;
-  if (field == "Z" || field == "X") return std::nullopt;
-  for (int i = 4; i <= 22; ++i) {
-    if (!(rest >> field)) return std::nullopt;
-  }
+  std::vector<std::string> fields;
+  for (std::string f; rest >> f;) fields.push_back(f);
+  return fields;
+}
+
+// Field n (1-based, as proc(5) counts) of stat_fields(), as a number.
+std::optional<uint64_t> stat_number(const std::vector<std::string>& fields, std::size_t n) {
+  if (fields.size() < n - 2) return std::nullopt;
   try {
-    return std::stoull(field);
+    return std::stoull(fields[n - 3]);
   } catch (...) {
     return std::nullopt;
   }
+}
+
+bool gone_or_zombie(const std::vector<std::string>& fields) {
+  return fields.empty() || fields[0] == "Z" || fields[0] == "X";
+}
+
+// The value of `name` in a process's initial environment (/proc/<pid>/environ).
+std::optional<std::string> environ_value(int64_t pid, const std::string& name) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/environ"), std::ios::binary);
+  const std::string prefix = name + "=";
+  for (std::string entry; std::getline(in, entry, '\0');) {
+    if (entry.rfind(prefix, 0) == 0) return entry.substr(prefix.size());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<uint64_t> process_start_time(int64_t pid) {
+  const auto fields = stat_fields(pid);
+  if (gone_or_zombie(fields)) return std::nullopt;
+  return stat_number(fields, 22);
 }
 
 namespace {
@@ -111,6 +141,7 @@ class SystemProcessLauncher final : public ProcessLauncher {
     }
     bp::environment env;
     for (const auto& [k, v] : spec.env) env[k] = v;
+    if (!spec.slot_id.empty()) env["TERN_SLOT_ID"] = spec.slot_id;
     std::vector<std::string> args(spec.argv.begin() + 1, spec.argv.end());
     const std::string dir = spec.working_dir.empty() ? "/" : spec.working_dir;
 
@@ -188,6 +219,38 @@ class SystemProcessLauncher final : public ProcessLauncher {
     if (h.pid <= 0) return false;
     auto st = process_start_time(h.pid);
     return st.has_value() && *st == h.start_time;
+  }
+
+  std::vector<Orphan> find_orphans(const std::string& scope, const std::vector<ProcessHandle>& known) override {
+    std::vector<Orphan> out;
+    if (scope.empty()) return out;
+    auto is_known = [&](int64_t pid) {
+      return std::any_of(known.begin(), known.end(), [&](const ProcessHandle& h) { return h.pid == pid; });
+    };
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+      const std::string name = e.path().filename().string();
+      if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+      const int64_t pid = std::stoll(name);
+      auto id = environ_value(pid, "TERN_SLOT_ID");
+      if (!id || (*id != scope && id->rfind(scope + "/", 0) != 0)) continue;
+      const auto fields = stat_fields(pid);
+      if (gone_or_zombie(fields) || stat_number(fields, 5) != static_cast<uint64_t>(pid)) continue;  // pgrp
+      const auto start_time = stat_number(fields, 22);
+      if (!start_time) continue;
+      const ProcessHandle h{pid, *start_time};
+      if (std::find(known.begin(), known.end(), h) != known.end()) continue;
+      // A known slot's own child that made a group of its own is still the slot's.
+      bool under_known = false;
+      for (int64_t p = pid, hops = 0; p > 1 && hops < 64 && !under_known; ++hops) {
+        const auto parent = stat_number(stat_fields(p), 4);
+        if (!parent) break;
+        p = static_cast<int64_t>(*parent);
+        under_known = is_known(p);
+      }
+      if (!under_known) out.push_back(Orphan{h, *id});
+    }
+    return out;
   }
 
  private:

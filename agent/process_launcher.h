@@ -21,6 +21,11 @@ struct LaunchSpec {
   std::string user;         // empty: the agent's user
   // stdout and stderr are appended here.
   std::string log_path;
+  // Names the slot the process runs in, "<state dir>/<service>/<color>", so
+  // that find_orphans() finds it after an agent restart even if its start
+  // was never recorded. The system launcher puts it in the child's
+  // environment as TERN_SLOT_ID. Empty: unnamed.
+  std::string slot_id;
 };
 
 // A process the agent started, identified beyond its pid by its kernel start
@@ -37,6 +42,12 @@ struct ExitInfo {
   bool clean = false;  // exit status 0
 };
 
+// A running process that recovery found and the recorded state does not know.
+struct Orphan {
+  ProcessHandle handle;
+  std::string slot_id;
+};
+
 // Starts and watches slot processes. Every process leads its own session and
 // process group, so a stop reaches all its children. Thread-safe.
 class ProcessLauncher {
@@ -51,6 +62,14 @@ class ProcessLauncher {
   // After an agent restart: true when the recorded process is still the one
   // running under that pid (adopt it), false when it is gone or was recycled.
   virtual bool recover(const ProcessHandle& h) = 0;
+  // After an agent restart, the other half of recovery (the contract of
+  // Mesos' Launcher::recover): the processes this launcher can find whose
+  // LaunchSpec::slot_id is `scope` or lies below it ("<scope>/...") and that
+  // `known` does not name: started but never recorded, as when the agent
+  // died between a start and its state write. Only the leader of each
+  // process group is reported (signal_group() reaches the rest), and never a
+  // descendant of a known process.
+  virtual std::vector<Orphan> find_orphans(const std::string& scope, const std::vector<ProcessHandle>& known) = 0;
 };
 
 std::unique_ptr<ProcessLauncher> make_system_process_launcher();

@@ -1,24 +1,15 @@
 #include "agent/service_supervisor.h"
 
 #include "core/words.h"
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
+#include "agent/failpoint.h"
 #include "core/duration.h"
 #include "core/grpc_status.h"
+#include "core/service_spec.h"
 #include "core/status_fmt.h"
+#include "core/words.h"
 #include <google/protobuf/util/time_util.h>
 
 namespace tern {
@@ -30,93 +21,32 @@ using tern::v1::SlotPhase;
 
 Millis millis(const google::protobuf::Duration& d) { return Millis(TimeUtil::DurationToMilliseconds(d)); }
 
-// Last lines of a slot's log, for an error message about why it died.
-std::string log_tail(const std::string& path, std::size_t max_lines = 3) {
-  std::ifstream in(path);
-  std::deque<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    lines.push_back(line.size() > 200 ? line.substr(0, 200) : line);
-    if (lines.size() > max_lines) lines.pop_front();
-  }
-  std::string out;
-  for (const auto& l : lines) absl::StrAppend(&out, out.empty() ? "" : " | ", l);
-  return out;
-}
-
-// Whether something already listens on the port (any address).
-bool port_in_use(uint16_t port, const std::string& protocol) {
-  int fd = ::socket(AF_INET, (protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_ANY);
-  bool busy = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno == EADDRINUSE;
-  ::close(fd);
-  return busy;
-}
-
 }  // namespace
 
-SlotColor other(SlotColor c) {
-  return c == tern::v1::SLOT_COLOR_BLUE ? tern::v1::SLOT_COLOR_GREEN : tern::v1::SLOT_COLOR_BLUE;
-}
-
-const char* color_name(SlotColor c) {
-  switch (c) {
-    case tern::v1::SLOT_COLOR_BLUE: return "blue";
-    case tern::v1::SLOT_COLOR_GREEN: return "green";
-    default: return "none";
-  }
-}
-
-PortSockets read_port_sockets(uint16_t port) {
-  PortSockets out;
-  for (const char* file : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(file);
-    std::string line;
-    std::getline(in, line);  // header
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, st, queues;
-      if (!(f >> sl >> local >> remote >> st >> queues)) continue;
-      auto colon = local.rfind(':');
-      if (colon == std::string::npos) continue;
-      if (std::stoul(local.substr(colon + 1), nullptr, 16) != port) continue;
-      const unsigned long state = std::stoul(st, nullptr, 16);
-      if (state == 0x0A) {  // LISTEN: rx_queue is the accept queue
-        out.listening = true;
-        auto q = queues.find(':');
-        if (q != std::string::npos) out.accept_queue += static_cast<uint32_t>(std::stoul(queues.substr(q + 1), nullptr, 16));
-      } else if (state == 0x01 || state == 0x03 || state == 0x08) {  // ESTABLISHED, SYN_RECV, CLOSE_WAIT
-        ++out.established;
-      }
-    }
-  }
-  return out;
-}
-
 ServiceSupervisor::ServiceSupervisor(tern::v1::ServiceState state, SupervisorDeps deps)
-    : deps_(std::move(deps)), name_(state.spec().name()), state_(std::move(state)) {
+    : deps_(std::move(deps)),
+      name_(state.spec().name()),
+      state_(std::move(state)),
+      blue_(name_, tern::v1::SLOT_COLOR_BLUE, slot_deps()),
+      green_(name_, tern::v1::SLOT_COLOR_GREEN, slot_deps()) {
   state_.mutable_blue()->set_color(tern::v1::SLOT_COLOR_BLUE);
   state_.mutable_green()->set_color(tern::v1::SLOT_COLOR_GREEN);
 }
 
 ServiceSupervisor::~ServiceSupervisor() { shutdown(); }
 
-tern::v1::SlotState& ServiceSupervisor::slot(SlotColor color) {
+Slot::Deps ServiceSupervisor::slot_deps() {
+  return Slot::Deps{deps_.launcher, deps_.prober, deps_.os, deps_.log_dir, deps_.state_dir,
+                    [this](Millis d) { return pause(d); }};
+}
+
+Slot& ServiceSupervisor::slot(SlotColor color) { return color == tern::v1::SLOT_COLOR_GREEN ? green_ : blue_; }
+
+tern::v1::SlotState& ServiceSupervisor::recorded(SlotColor color) {
   return color == tern::v1::SLOT_COLOR_GREEN ? *state_.mutable_green() : *state_.mutable_blue();
 }
 
-uint16_t ServiceSupervisor::slot_port(SlotColor color) const {
-  if (state_.spec().ports_size() == 0) return 0;
-  const auto& p = state_.spec().ports(0);
-  return static_cast<uint16_t>(color == tern::v1::SLOT_COLOR_GREEN ? p.green_port() : p.blue_port());
-}
+uint16_t ServiceSupervisor::slot_port(SlotColor color) const { return tern::slot_port(state_.spec(), color); }
 
 bool ServiceSupervisor::running(const tern::v1::SlotState& s) const {
   return s.pid() > 0 && s.phase() != tern::v1::SLOT_PHASE_STOPPED && s.phase() != tern::v1::SLOT_PHASE_CRASHED;
@@ -192,7 +122,7 @@ absl::Status ServiceSupervisor::set_mapping(SlotColor active, uint32_t weight) {
 absl::Status ServiceSupervisor::recover() {
   for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
     std::lock_guard lock(mu_);
-    auto& s = slot(c);
+    auto& s = recorded(c);
     if (s.pid() <= 0) continue;
     if (deps_.launcher->recover(handle(s))) {
       spdlog::info("{}: adopted {} slot (pid {}, release {}) without restarting it", name_, color_name(c), s.pid(),
@@ -208,6 +138,7 @@ absl::Status ServiceSupervisor::recover() {
       }
     }
   }
+  stop_orphans();
   std::string interrupted;
   {
     std::lock_guard lock(mu_);
@@ -222,6 +153,28 @@ absl::Status ServiceSupervisor::recover() {
   save("");
   if (!interrupted.empty()) event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, absl::StrCat("\"", interrupted, "\" was interrupted by an agent restart"));
   return st;
+}
+
+void ServiceSupervisor::stop_orphans() {
+  std::vector<ProcessHandle> known;
+  Millis grace;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto* s : {&state_.blue(), &state_.green()}) {
+      if (s->pid() > 0) known.push_back(handle(*s));
+    }
+    grace = millis(state_.spec().grace());
+  }
+  for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
+    Slot& sl = slot(c);
+    if (sl.slot_id().empty()) continue;
+    for (const Orphan& o : deps_.launcher->find_orphans(sl.slot_id(), known)) {
+      spdlog::warn("{}: {} process {} runs but was never recorded (the agent stopped between its start and the "
+                   "state write); stopping it",
+                   name_, color_name(c), o.handle.pid);
+      sl.stop(o.handle, grace);
+    }
+  }
 }
 
 void ServiceSupervisor::start() { thread_ = std::thread([this] { run(); }); }
@@ -270,7 +223,7 @@ void ServiceSupervisor::run() {
     std::optional<Op> op;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, deps_.monitor_interval, [&] { return stopping_ || !queue_.empty(); });
+      deps_.os->wait_for(lock, cv_, deps_.monitor_interval, [&] { return stopping_ || !queue_.empty(); });
       if (stopping_) return;
       if (!queue_.empty()) {
         op = std::move(queue_.front());
@@ -346,47 +299,12 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     std::lock_guard lock(mu_);
     spec = state_.spec();
   }
-  const uint16_t port = slot_port(color);
-  for (const auto& pm : spec.ports()) {
-    const auto sp = static_cast<uint16_t>(color == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
-    if (port_in_use(sp, pm.protocol())) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot start ", color_name(color), " (", release.version(), "): its port ", sp,
-          " is already in use by another process on this host; stop that process or change the ", color_name(color),
-          " port in the spec"));
-    }
-  }
-  auto subst = [&](const std::string& in) {
-    std::vector<std::pair<std::string, std::string>> repl = {
-        {"{port}", std::to_string(port)},
-        {"{release_dir}", dir},
-        {"{version}", release.version()},
-        {"{slot}", color_name(color)},
-        {"{service}", spec.name()}};
-    for (const auto& pm : spec.ports()) {
-      repl.emplace_back(absl::StrCat("{port:", pm.name(), "}"),
-                        std::to_string(color == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port()));
-    }
-    return absl::StrReplaceAll(in, repl);
-  };
-  LaunchSpec ls;
-  for (const auto& a : spec.argv()) ls.argv.push_back(subst(a));
-  if (!ls.argv.empty() && ls.argv[0].find('/') == std::string::npos && std::ifstream(dir + "/" + ls.argv[0])) {
-    ls.argv[0] = dir + "/" + ls.argv[0];
-  }
-  ls.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-            {"TERN_SERVICE", spec.name()},
-            {"TERN_SLOT", color_name(color)},
-            {"TERN_VERSION", release.version()},
-            {"TERN_PORT", std::to_string(port)},
-            {"TERN_RELEASE_DIR", dir}};
-  for (const auto& [k, v] : spec.env()) ls.env[k] = subst(v);
-  ls.working_dir = spec.working_dir().empty() ? dir : subst(spec.working_dir());
-  ls.user = spec.user();
-  ls.log_path = absl::StrCat(deps_.log_dir, "/", spec.name(), "-", color_name(color), ".log");
+  Slot& sl = slot(color);
+  if (auto st = sl.check_ports(spec, release.version()); !st.ok()) return st;
+  const LaunchSpec ls = sl.launch(spec, release, dir);
   {
     std::lock_guard lock(mu_);
-    auto& s = slot(color);
+    auto& s = recorded(color);
     *s.mutable_release() = release;
     s.set_release_dir(dir);
     s.set_phase(tern::v1::SLOT_PHASE_STARTING);
@@ -395,22 +313,22 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     s.set_message("");
   }
   save(absl::StrCat("starting ", color_name(color), " ", release.version()));
-  auto h = deps_.launcher->start(ls);
+  auto h = sl.start(ls);
   if (!h.ok()) {
     std::lock_guard lock(mu_);
-    slot(color).set_phase(tern::v1::SLOT_PHASE_CRASHED);
-    slot(color).set_message(std::string(h.status().message()));
+    recorded(color).set_phase(tern::v1::SLOT_PHASE_CRASHED);
+    recorded(color).set_message(std::string(h.status().message()));
     return h.status();
   }
+  failpoint("after_slot_start");  // the process runs; nothing names it on disk yet
   {
     std::lock_guard lock(mu_);
-    slot(color).set_pid(h->pid);
-    slot(color).set_start_time(h->start_time);
+    recorded(color).set_pid(h->pid);
+    recorded(color).set_start_time(h->start_time);
   }
-  trackers_.erase(color);
   save(absl::StrCat("probing ", color_name(color), " ", release.version()));
-  p(absl::StrCat("started ", color_name(color), " ", release.version(), " on port ", port, " (pid ", h->pid,
-                 "), log ", ls.log_path));
+  p(absl::StrCat("started ", color_name(color), " ", release.version(), " on port ", slot_port(color), " (pid ",
+                 h->pid, "), log ", ls.log_path));
   return absl::OkStatus();
 }
 
@@ -420,39 +338,18 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
   {
     std::lock_guard lock(mu_);
     check = state_.spec().health();
-    s = slot(color);
+    s = recorded(color);
   }
-  const HealthParams params = health_params(check);
-  HealthTracker tracker(params, deps_.clock->now());
-  const std::string log = absl::StrCat(deps_.log_dir, "/", name_, "-", color_name(color), ".log");
-  auto fail = [&](const std::string& why) {
-    stop_slot(color, tern::v1::SLOT_PHASE_CRASHED, why);
-    return absl::FailedPreconditionError(why);
-  };
-  for (;;) {
-    if (auto exited = deps_.launcher->poll(handle(s))) {
-      std::string tail = log_tail(log);
-      return fail(absl::StrCat(color_name(color), " (", s.release().version(), ") ", exited->description,
-                               " before turning healthy", tail.empty() ? "" : absl::StrCat("; last output: ", tail),
-                               "; the active slot was not touched"));
-    }
-    auto r = deps_.prober->probe(check, slot_port(color), params.timeout);
-    auto verdict = tracker.observe(r, deps_.clock->now());
-    if (verdict == HealthTracker::State::kHealthy) {
-      std::lock_guard lock(mu_);
-      slot(color).set_phase(tern::v1::SLOT_PHASE_HEALTHY);
-      slot(color).set_message("");
-      break;
-    }
-    if (verdict == HealthTracker::State::kFailed) {
-      return fail(absl::StrCat(color_name(color), " (", s.release().version(), ") did not turn healthy within ",
-                               format_duration(params.healthy_deadline), ": ", r.detail,
-                               "; it was stopped and the active slot was not touched"));
-    }
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, params.interval, [&] { return stopping_; })) {
-      return absl::AbortedError("the agent is shutting down");
-    }
+  auto st = slot(color).wait_healthy(check, slot_port(color), handle(s), s.release().version());
+  if (st.code() == absl::StatusCode::kAborted) return st;
+  if (!st.ok()) {
+    stop_slot(color, tern::v1::SLOT_PHASE_CRASHED, std::string(st.message()));
+    return st;
+  }
+  {
+    std::lock_guard lock(mu_);
+    recorded(color).set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+    recorded(color).set_message("");
   }
   p(absl::StrCat(color_name(color), " is healthy"));
   return absl::OkStatus();
@@ -463,37 +360,19 @@ void ServiceSupervisor::stop_slot(SlotColor color, SlotPhase final_phase, const 
   Millis grace;
   {
     std::lock_guard lock(mu_);
-    s = slot(color);
+    s = recorded(color);
     grace = millis(state_.spec().grace());
   }
-  if (s.pid() > 0) {
-    const ProcessHandle h = handle(s);
-    deps_.launcher->signal_group(h, SIGTERM);
-    const auto deadline = std::chrono::steady_clock::now() + grace;
-    bool gone = false;
-    while (!(gone = deps_.launcher->poll(h).has_value()) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    if (!gone) {
-      spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", name_, color_name(color),
-                   s.pid(), format_duration(grace));
-      deps_.launcher->signal_group(h, SIGKILL);
-      const auto kill_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      while (!deps_.launcher->poll(h) && std::chrono::steady_clock::now() < kill_deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-    }
-  }
+  slot(color).stop(handle(s), grace);
   {
     std::lock_guard lock(mu_);
-    auto& m = slot(color);
+    auto& m = recorded(color);
     m.set_pid(0);
     m.set_start_time(0);
     m.set_phase(final_phase);
     m.set_message(why);
   }
-  trackers_.erase(color);
-  restart_at_.erase(color);
+  slot(color).runtime() = SlotRuntime{};
   save("");
 }
 
@@ -502,22 +381,14 @@ void ServiceSupervisor::drain(SlotColor color, const Progress& p) {
   {
     std::lock_guard lock(mu_);
     drain_time = millis(state_.spec().drain());
-    slot(color).set_phase(tern::v1::SLOT_PHASE_DRAINING);
+    recorded(color).set_phase(tern::v1::SLOT_PHASE_DRAINING);
   }
   save(absl::StrCat("draining ", color_name(color)));
   p(absl::StrCat("draining ", color_name(color), " (up to ", format_duration(drain_time), ")"));
-  const auto deadline = std::chrono::steady_clock::now() + drain_time;
-  const uint16_t port = slot_port(color);
-  PortSockets ps;
-  for (;;) {
-    ps = read_port_sockets(port);
-    if (ps.accept_queue == 0 && ps.established == 0) break;
-    if (std::chrono::steady_clock::now() >= deadline) break;
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, std::chrono::milliseconds(100), [&] { return stopping_; })) return;
-  }
-  if (ps.established > 0) {
-    p(absl::StrCat("drain time passed with ", ps.established, " connection(s) still open on ", color_name(color)));
+  auto ps = slot(color).drain(slot_port(color), drain_time);
+  if (!ps) return;
+  if (ps->established > 0) {
+    p(absl::StrCat("drain time passed with ", ps->established, " connection(s) still open on ", color_name(color)));
   } else {
     p(absl::StrCat(color_name(color), " drained"));
   }
@@ -542,9 +413,9 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     } else {
       target = other(active);
     }
-    target_state = slot(target);
-    if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && slot(active).release().version() == d.release().version() &&
-        slot(active).release().sha256() == d.release().sha256() && running(slot(active))) {
+    target_state = recorded(target);
+    if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && recorded(active).release().version() == d.release().version() &&
+        recorded(active).release().sha256() == d.release().sha256() && running(recorded(active))) {
       already_active = true;
     }
   }
@@ -577,9 +448,9 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     if (!dir.ok()) return dir.status();
     {
       std::lock_guard lock(mu_);
-      slot(target).set_restarts(0);
+      recorded(target).set_restarts(0);
     }
-    restart_at_.erase(target);
+    slot(target).runtime().restart_at.reset();
     if (auto st = start_slot(target, d.release(), *dir, p); !st.ok()) return st;
     if (auto st = wait_healthy(target, p); !st.ok()) return st;
     save("");
@@ -601,16 +472,16 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   bool previous_had_traffic;
   {
     std::lock_guard lock(mu_);
-    if (!running(slot(to))) {
+    if (!running(recorded(to))) {
       return absl::FailedPreconditionError(absl::StrCat("cannot switch to ", color_name(to), ": it is not running"));
     }
-    if (weight < 100 && !running(slot(previous))) {
+    if (weight < 100 && !running(recorded(previous))) {
       return absl::FailedPreconditionError(absl::StrCat("cannot split traffic: ", color_name(previous),
                                                         " is not running"));
     }
     // The other slot had traffic if it was active, or shared it with `to`.
     const uint32_t w = state_.active_weight() == 0 ? 100 : state_.active_weight();
-    previous_had_traffic = running(slot(previous)) &&
+    previous_had_traffic = running(recorded(previous)) &&
                            (state_.active() == previous || (state_.active() == to && w < 100));
   }
   // Nothing is written before the kernel change: the state on disk still
@@ -660,9 +531,9 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
     if (active == tern::v1::SLOT_COLOR_UNSPECIFIED) {
       return absl::FailedPreconditionError(absl::StrCat("service ", name_, " has no active release on this host"));
     }
-    prev = slot(other(active));
+    prev = recorded(other(active));
     const bool active_is_target =
-        !to_version.empty() && slot(active).release().version() == to_version && running(slot(active));
+        !to_version.empty() && recorded(active).release().version() == to_version && running(recorded(active));
     const bool split = state_.active_weight() != 0 && state_.active_weight() < 100;
     if (active_is_target) {
       what = split ? kTakeBackShare : kAlreadyThere;
@@ -725,25 +596,31 @@ absl::Status ServiceSupervisor::remove(const Progress& p) {
   return absl::OkStatus();
 }
 
+bool ServiceSupervisor::pause(Millis d) {
+  std::unique_lock lock(mu_);
+  return deps_.os->wait_for(lock, cv_, d, [&] { return stopping_; });
+}
+
 void ServiceSupervisor::monitor() {
-  const TimePoint now = deps_.clock->now();
+  const TimePoint now = clock().now();
   for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
     tern::v1::SlotState s;
     tern::v1::ServiceSpec spec;
     {
       std::lock_guard lock(mu_);
-      s = slot(c);
+      s = recorded(c);
       spec = state_.spec();
     }
+    SlotRuntime& rt = slot(c).runtime();
     // A crashed slot waiting for its restart.
-    if (auto it = restart_at_.find(c); it != restart_at_.end()) {
-      if (now < it->second) continue;
-      restart_at_.erase(it);
+    if (rt.restart_at) {
+      if (now < *rt.restart_at) continue;
+      rt.restart_at.reset();
       const uint32_t restarts = s.restarts() + 1;
       auto st = start_slot(c, s.release(), s.release_dir(), [](const std::string&) {});
       {
         std::lock_guard lock(mu_);
-        slot(c).set_restarts(restarts);
+        recorded(c).set_restarts(restarts);
       }
       event(tern::v1::AGENT_EVENT_KIND_SLOT_RESTARTED, st.ok() ? absl::StrCat("restarted ", color_name(c), " (", s.release().version(),
                                                      "), restart ", restarts, " of ", spec.restart().max_restarts())
@@ -753,44 +630,40 @@ void ServiceSupervisor::monitor() {
     }
     if (!running(s)) continue;
     if (auto exited = deps_.launcher->poll(handle(s))) {
-      const std::string log = absl::StrCat(deps_.log_dir, "/", name_, "-", color_name(c), ".log");
       std::string why = absl::StrCat(color_name(c), " (", s.release().version(), ", pid ", s.pid(), ") ",
                                      exited->description);
-      std::string tail = log_tail(log);
+      std::string tail = slot(c).log_tail();
       {
         std::lock_guard lock(mu_);
-        auto& m = slot(c);
+        auto& m = recorded(c);
         m.set_pid(0);
         m.set_start_time(0);
         m.set_phase(tern::v1::SLOT_PHASE_CRASHED);
         m.set_message(tail.empty() ? why : absl::StrCat(why, "; last output: ", tail));
       }
-      trackers_.erase(c);
-      const bool restart = spec.restart().policy() == "on-failure" && s.restarts() < spec.restart().max_restarts();
-      if (restart) restart_at_[c] = now + millis(spec.restart().delay());
+      rt.tracker.reset();
+      const bool restart = restart_policy(spec.restart()) == RestartPolicy::kOnFailure &&
+                           s.restarts() < spec.restart().max_restarts();
+      if (restart) rt.restart_at = now + millis(spec.restart().delay());
       save("");
       event(tern::v1::AGENT_EVENT_KIND_SLOT_CRASHED, absl::StrCat(why, restart ? "; restarting" : "; not restarting (restart policy)"));
       continue;
     }
-    // Steady-state health of a running slot.
-    auto& tracker = trackers_[c];
-    if (!tracker) {
-      tracker = std::make_unique<HealthTracker>(health_params(spec.health()), now);
-      next_probe_[c] = now;
-      // A slot that was healthy before (adopted after an agent restart, or
-      // just verified by a deploy) keeps its verdict until the probes say otherwise.
-      if (s.phase() == tern::v1::SLOT_PHASE_HEALTHY) {
-        tracker->observe(ProbeResult{true, "previously healthy"}, now - tracker->params().min_healthy_time);
-        for (uint32_t i = 0; i < tracker->params().success_threshold; ++i) {
-          tracker->observe(ProbeResult{true, "previously healthy"}, now);
-        }
-      }
+    // Steady-state health of a running slot. One that was healthy before
+    // (adopted after an agent restart, or just verified by a deploy) keeps
+    // its verdict until the probes say otherwise.
+    if (!rt.tracker) {
+      rt.tracker = std::make_unique<HealthTracker>(
+          health_params(spec.health()), now,
+          s.phase() == tern::v1::SLOT_PHASE_HEALTHY ? HealthTracker::State::kHealthy : HealthTracker::State::kStarting);
+      rt.next_probe = now;
     }
-    if (now < next_probe_[c]) continue;
-    next_probe_[c] = now + tracker->params().interval;
+    auto& tracker = rt.tracker;
+    if (now < rt.next_probe) continue;
+    rt.next_probe = now + tracker->params().interval;
     auto before = tracker->state();
     auto r = deps_.prober->probe(spec.health(), slot_port(c), tracker->params().timeout);
-    auto after = tracker->observe(r, deps_.clock->now());
+    auto after = tracker->observe(r, clock().now());
     if (after == before) continue;
     SlotPhase phase = s.phase();
     if (after == HealthTracker::State::kHealthy) phase = tern::v1::SLOT_PHASE_HEALTHY;
@@ -803,8 +676,8 @@ void ServiceSupervisor::monitor() {
     }
     {
       std::lock_guard lock(mu_);
-      slot(c).set_phase(phase);
-      slot(c).set_message(after == HealthTracker::State::kUnhealthy ? r.detail : "");
+      recorded(c).set_phase(phase);
+      recorded(c).set_message(after == HealthTracker::State::kUnhealthy ? r.detail : "");
     }
     save("");
     event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(color_name(c), " is now ", to_string(after),

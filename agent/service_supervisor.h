@@ -3,7 +3,6 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -13,9 +12,10 @@
 #include "absl/status/status.h"
 #include "agent/artifact_stager.h"
 #include "agent/health.h"
+#include "agent/host_os.h"
 #include "agent/process_launcher.h"
+#include "agent/slot.h"
 #include "agent/traffic.h"
-#include "core/clock.h"
 #include "tern/v1/agent.pb.h"
 #include "tern/v1/agent_state.pb.h"
 
@@ -27,7 +27,8 @@ struct SupervisorDeps {
   Prober* prober = nullptr;
   ArtifactStager* stager = nullptr;
   TrafficMap* traffic = nullptr;
-  const Clock* clock = nullptr;
+  // Time, waits and the host's sockets: the supervisor reads no other clock.
+  HostOs* os = nullptr;
   // Writes the agent's whole state file; called after every state change and
   // before every action it announces. Must not call back into the supervisor.
   std::function<absl::Status()> persist;
@@ -35,7 +36,10 @@ struct SupervisorDeps {
   std::function<void(const tern::v1::AgentEvent&)> emit;
   // Per-slot logs go to <log_dir>/<service>-<color>.log.
   std::string log_dir;
-  // How often an idle supervisor checks its processes.
+  // Slot processes are named <state_dir>/<service>/<color> (LaunchSpec::slot_id),
+  // so that recover() finds the ones the state never recorded. Empty: unnamed.
+  std::string state_dir;
+  // How often (host time) an idle supervisor checks its processes.
   Millis monitor_interval{200};
 };
 
@@ -56,8 +60,10 @@ class ServiceSupervisor {
   ~ServiceSupervisor();
 
   // Adopts the slots the state names (same pid and start time), marks the
-  // ones that are gone, and re-applies the recorded mapping. Call once,
-  // before start().
+  // ones that are gone, stops the slot processes the launcher finds that the
+  // state does not name (orphans: started, then the agent died before it
+  // recorded them; they would hold the slot's port), and re-applies the
+  // recorded mapping. Call once, before start().
   absl::Status recover();
   void start();
   // Stops the thread; slots keep running (an agent restart never stops them).
@@ -80,6 +86,7 @@ class ServiceSupervisor {
   };
 
   void run();
+  void stop_orphans();
   tern::v1::CommandResult execute(const Op& op);
   absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
   absl::Status rollback(const std::string& to_version, const Progress& p);
@@ -88,7 +95,8 @@ class ServiceSupervisor {
   absl::Status remove(const Progress& p);
   absl::Status apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p);
 
-  // Slot mechanics; called on the supervisor thread.
+  // A slot's steps, recorded in state_ around what its Slot does; called on
+  // the supervisor thread.
   absl::Status start_slot(tern::v1::SlotColor color, const tern::v1::ReleaseRef& release, const std::string& dir,
                           const Progress& p);
   absl::Status wait_healthy(tern::v1::SlotColor color, const Progress& p);
@@ -96,8 +104,14 @@ class ServiceSupervisor {
   void drain(tern::v1::SlotColor color, const Progress& p);
   absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
   void monitor();
+  const Clock& clock() const { return deps_.os->clock(); }
+  // Waits up to `d` for shutdown; true when the supervisor is stopping.
+  bool pause(Millis d);
 
-  tern::v1::SlotState& slot(tern::v1::SlotColor color);
+  // The slot's recorded state (guarded by mu_) and its mechanics.
+  tern::v1::SlotState& recorded(tern::v1::SlotColor color);
+  Slot& slot(tern::v1::SlotColor color);
+  Slot::Deps slot_deps();
   uint16_t slot_port(tern::v1::SlotColor color) const;
   void save(const std::string& operation);
   void event(tern::v1::AgentEventKind kind, const std::string& message);
@@ -113,22 +127,9 @@ class ServiceSupervisor {
   bool stopping_ = false;
   bool removed_ = false;
   std::thread thread_;
-  // Steady-state health per slot (only for slots that are up).
-  std::map<int, std::unique_ptr<HealthTracker>> trackers_;
-  std::map<int, TimePoint> next_probe_;
-  std::map<int, TimePoint> restart_at_;
+  // Used only by the supervisor thread (and recover(), before it starts).
+  Slot blue_;
+  Slot green_;
 };
-
-tern::v1::SlotColor other(tern::v1::SlotColor c);
-const char* color_name(tern::v1::SlotColor c);
-
-// Sockets of a local TCP port from /proc/net/tcp{,6}: the listener's accept
-// queue and the established connections, for draining.
-struct PortSockets {
-  uint32_t accept_queue = 0;
-  uint32_t established = 0;
-  bool listening = false;
-};
-PortSockets read_port_sockets(uint16_t port);
 
 }  // namespace tern

@@ -243,6 +243,7 @@ void agent_swaps(const std::string& backend, int swaps) {
   const std::string dir = "/var/tmp/tern-bench-swap-" + std::to_string(::getpid());
   std::filesystem::create_directories(dir + "/logs");
   auto prober = make_system_prober();
+  auto os = make_system_host_os();
   FileFetcher fetcher(TERN_DEMO_APP_BIN);
   ArtifactStager stager(dir, &fetcher);
   TrafficMap traffic(mapper->get());
@@ -253,7 +254,7 @@ void agent_swaps(const std::string& backend, int swaps) {
   deps.prober = prober.get();
   deps.stager = &stager;
   deps.traffic = &traffic;
-  deps.clock = &SystemClock::instance();
+  deps.os = os.get();
   deps.persist = [&] {
     tern::v1::AgentState s;
     *s.add_services() = sup_ptr->snapshot();

@@ -174,7 +174,17 @@ void apply_service_defaults(tern::v1::ServiceSpec& spec) {
   auto* r = spec.mutable_restart();
   if (r->policy().empty()) r->set_policy("on-failure");
   if (!spec.restart().has_delay()) *r->mutable_delay() = to_duration(Millis(1'000));
-  if (r->max_restarts() == 0 && r->policy() == "on-failure") r->set_max_restarts(3);
+  if (r->max_restarts() == 0 && restart_policy(*r) == RestartPolicy::kOnFailure) r->set_max_restarts(3);
+}
+
+std::optional<RestartPolicy> parse_restart_policy(const std::string& word) {
+  if (word == "on-failure") return RestartPolicy::kOnFailure;
+  if (word == "never") return RestartPolicy::kNever;
+  return std::nullopt;
+}
+
+RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart) {
+  return parse_restart_policy(restart.policy()).value_or(RestartPolicy::kNever);
 }
 
 absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
@@ -242,7 +252,7 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
   }
   if (h.has_interval() && to_millis(h.interval()) < Millis(10)) return field_error("health.interval", "must be at least 10ms");
   const auto& r = spec.restart();
-  if (!r.policy().empty() && r.policy() != "on-failure" && r.policy() != "never") {
+  if (!r.policy().empty() && !parse_restart_policy(r.policy())) {
     return field_error("restart.policy", absl::StrCat("\"", r.policy(), "\" must be on-failure or never"));
   }
   return absl::OkStatus();

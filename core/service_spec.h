@@ -1,5 +1,6 @@
 #pragma once
 
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -37,5 +38,13 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec);
 void apply_service_defaults(tern::v1::ServiceSpec& spec);
 
 bool is_valid_service_name(const std::string& name);
+
+// restart.policy, the one place its words are read: "on-failure" or "never".
+enum class RestartPolicy { kOnFailure, kNever };
+// nullopt for any other word (an empty policy is not a word either: the
+// defaults fill it in before anyone acts on it).
+std::optional<RestartPolicy> parse_restart_policy(const std::string& word);
+// What the agent does: restarts only on "on-failure"; anything else, never.
+RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart);
 
 }  // namespace tern

@@ -8,6 +8,7 @@
 
 #include "agent/exec.h"
 #include "core/sha256.h"
+#include "tests/support/agent_fakes.h"
 #include "tests/support/temp_dir.h"
 
 namespace tern {
@@ -15,20 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Serves fixed bytes, optionally cut short.
-class FakeFetcher final : public ArtifactFetcher {
- public:
-  std::string bytes;
-  std::size_t cut_at = std::string::npos;
-  int calls = 0;
-  absl::Status fetch(const std::string&, const Sink& sink) override {
-    ++calls;
-    const std::size_t n = std::min(bytes.size(), cut_at);
-    if (auto st = sink(bytes.data(), n); !st.ok()) return st;
-    if (n < bytes.size()) return absl::DataLossError("stream broke off");
-    return absl::OkStatus();
-  }
-};
+using testing::FakeFetcher;
 
 std::string sha_of(const std::string& s) {
   Sha256 h;
@@ -45,6 +33,25 @@ tern::v1::ReleaseRef release(const std::string& version, const std::string& sha,
 }
 
 const auto kQuiet = [](const std::string&) {};
+
+TEST(ArtifactStagerTest, AReleaseWithAUrlComesThroughTheUrlFetcher) {
+  testing::TempDir dir;
+  FakeFetcher store, web;
+  web.bytes = "#!/bin/sh\necho hi\n";
+  ArtifactStager stager(dir.path().string(), &store, BundleLimits(), &web);
+  auto r = release("1.0", sha_of(web.bytes));
+  r.set_url("https://artifacts.example/app");
+  auto got = stager.stage("web", r, kQuiet);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(web.last_source, "https://artifacts.example/app");
+  EXPECT_EQ(store.calls, 0);
+  // Only http and https, refused before anything is fetched.
+  r.set_version("1.1");
+  r.set_url("ftp://artifacts.example/app");
+  auto refused = stager.stage("web", r, kQuiet);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(web.calls, 1);
+}
 
 TEST(ArtifactStagerTest, InstallsAnExecutableAndReusesIt) {
   testing::TempDir dir;

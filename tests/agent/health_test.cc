@@ -101,6 +101,16 @@ TEST(HealthTrackerTest, StartsStarting) {
   EXPECT_EQ(t.tick(clock.now()), State::kStarting);
 }
 
+TEST(HealthTrackerTest, AKnownHealthySlotStartsHealthyAndNeedsItsFailuresToTurn) {
+  FakeClock clock;
+  HealthTracker t(params(3, 2, Millis(5'000), Millis(1'000)), clock.now(), State::kHealthy);
+  EXPECT_EQ(t.state(), State::kHealthy);
+  clock.advance(Millis(10'000));  // far past the healthy deadline: it no longer applies
+  EXPECT_EQ(t.tick(clock.now()), State::kHealthy);
+  EXPECT_EQ(t.observe(kFail, clock.now()), State::kHealthy);
+  EXPECT_EQ(t.observe(kFail, clock.now()), State::kUnhealthy);
+}
+
 TEST(HealthTrackerTest, OnePassWithThresholdOne) {
   FakeClock clock;
   HealthTracker t(params(1, 3), clock.now());

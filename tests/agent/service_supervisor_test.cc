@@ -1,92 +1,26 @@
-// ServiceSupervisor against fakes of the host: launcher, prober, port mapper.
+// ServiceSupervisor against fakes of the host: launcher, prober, port mapper,
+// and time on a FakeClock.
 #include "agent/service_supervisor.h"
 
 #include <gtest/gtest.h>
-#include <signal.h>
 
 #include <future>
-#include <map>
-#include <mutex>
-#include <set>
+
+#include <google/protobuf/util/time_util.h>
 
 #include "core/sha256.h"
-#include "tests/integration/harness.h"
+#include "tests/support/eventually.h"
+#include "tests/support/temp_dir.h"
+#include "tests/support/agent_fakes.h"
 
 namespace tern {
 namespace {
 
-class FakeLauncher final : public ProcessLauncher {
- public:
-  absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
-    std::lock_guard lock(mu);
-    ProcessHandle h{next_pid++, 1};
-    alive.insert(h.pid);
-    started.push_back(spec);
-    return h;
-  }
-  std::optional<ExitInfo> poll(const ProcessHandle& h) override {
-    std::lock_guard lock(mu);
-    if (alive.count(h.pid)) return std::nullopt;
-    return ExitInfo{"exited with status 1", false};
-  }
-  void signal_group(const ProcessHandle& h, int sig) override {
-    std::lock_guard lock(mu);
-    if (sig == SIGTERM || sig == SIGKILL) alive.erase(h.pid);
-  }
-  bool recover(const ProcessHandle& h) override {
-    std::lock_guard lock(mu);
-    return alive.count(h.pid) > 0;
-  }
-  void crash(int64_t pid) {
-    std::lock_guard lock(mu);
-    alive.erase(pid);
-  }
-  std::mutex mu;
-  int64_t next_pid = 100;
-  std::set<int64_t> alive;
-  std::vector<LaunchSpec> started;
-};
-
-class FakeProber final : public Prober {
- public:
-  ProbeResult probe(const tern::v1::HealthCheck&, uint16_t port, Millis) override {
-    std::lock_guard lock(mu);
-    bool ok = !unhealthy.count(port);
-    return {ok, ok ? "ok" : "HTTP 503"};
-  }
-  std::mutex mu;
-  std::set<uint16_t> unhealthy;
-};
-
-class FakeMapper final : public PortMapper {
- public:
-  absl::Status apply(const DesiredMapping& desired) override {
-    if (!fail_next.ok()) return std::exchange(fail_next, absl::OkStatus());
-    current_ = desired;
-    ++applies;
-    return absl::OkStatus();
-  }
-  absl::StatusOr<bool> reconcile() override { return false; }
-  absl::Status remove_all() override {
-    current_ = {};
-    return absl::OkStatus();
-  }
-  const DesiredMapping& current() const override { return current_; }
-  std::string name() const override { return "fake"; }
-  // The port new connections go to (weight 100), or 0.
-  uint16_t target() const {
-    if (current_.routes.empty() || current_.routes[0].backends.empty()) return 0;
-    return current_.routes[0].backends[0].port;
-  }
-  DesiredMapping current_;
-  absl::Status fail_next;
-  int applies = 0;
-};
-
-class FakeFetcher final : public ArtifactFetcher {
- public:
-  absl::Status fetch(const std::string&, const Sink& sink) override { return sink("app", 3); }
-};
+using testing::FakeFetcher;
+using testing::FakeHostOs;
+using testing::FakeLauncher;
+using testing::FakeMapper;
+using testing::FakeProber;
 
 class SupervisorTest : public ::testing::Test {
  protected:
@@ -111,15 +45,17 @@ class SupervisorTest : public ::testing::Test {
       spec->mutable_restart()->set_policy("on-failure");
       spec->mutable_restart()->set_max_restarts(1);
       spec->set_keep_warm(keep_warm_);
+      *spec->mutable_drain() = google::protobuf::util::TimeUtil::MillisecondsToDuration(drain_.count());
     }
     SupervisorDeps deps;
     deps.launcher = &launcher_;
     deps.prober = &prober_;
     deps.stager = &stager_;
     deps.traffic = &traffic_;
-    deps.clock = &SystemClock::instance();
+    deps.os = &os_;
     deps.persist = [] { return absl::OkStatus(); };
     deps.log_dir = dir_.path().string();
+    deps.state_dir = state_dir_;
     deps.monitor_interval = Millis(10);
     auto s = std::make_unique<ServiceSupervisor>(state, deps);
     return s;
@@ -157,9 +93,12 @@ class SupervisorTest : public ::testing::Test {
   FakeProber prober_;
   FakeMapper mapper_;
   FakeFetcher fetcher_;
+  FakeHostOs os_;
   ArtifactStager stager_;
   TrafficMap traffic_;
   bool keep_warm_ = false;
+  Millis drain_{0};
+  std::string state_dir_;
 };
 
 TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
@@ -252,6 +191,36 @@ TEST_F(SupervisorTest, RecoverAdoptsLiveSlotsAndReappliesTheMapping) {
   EXPECT_EQ(launcher_.started.size(), starts);
 }
 
+TEST_F(SupervisorTest, RecoverStopsSlotProcessesTheStateNeverRecorded) {
+  state_dir_ = "/var/lib/tern";
+  tern::v1::ServiceState saved;
+  {
+    auto s = make();
+    s->start();
+    ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+    s->shutdown();
+    saved = s->snapshot();
+  }
+  EXPECT_EQ(launcher_.started.back().slot_id, "/var/lib/tern/web/blue");
+  // The agent died right after it started green, before it recorded the pid.
+  LaunchSpec ls;
+  ls.argv = {"app"};
+  ls.slot_id = "/var/lib/tern/web/green";
+  auto orphan = launcher_.start(ls);
+  // Another agent's slot (another state dir) is none of this one's business.
+  ls.slot_id = "/var/lib/tern2/web/green";
+  auto foreign = launcher_.start(ls);
+  ASSERT_TRUE(orphan.ok() && foreign.ok());
+
+  auto s = make(saved);
+  ASSERT_TRUE(s->recover().ok());
+  EXPECT_FALSE(launcher_.recover(*orphan)) << "the orphan was stopped";
+  EXPECT_TRUE(launcher_.recover(*foreign));
+  const auto blue = s->snapshot().blue();
+  EXPECT_EQ(blue.pid(), saved.blue().pid()) << "the recorded blue is adopted";
+  EXPECT_TRUE(launcher_.recover(ProcessHandle{blue.pid(), blue.start_time()}));
+}
+
 TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {
   auto s = make();
   s->start();
@@ -264,6 +233,26 @@ TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {
   EXPECT_EQ(mapper_.current_.routes[0].backends.size(), 1u);
   EXPECT_EQ(mapper_.target(), 9002);
   EXPECT_EQ(s->snapshot().blue().phase(), tern::v1::SLOT_PHASE_STOPPED);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, DrainingWaitsForOpenConnectionsOnlyUntilTheDrainTime) {
+  drain_ = Millis(30'000);
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  TimePoint before = os_.clock().now();
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_LT(os_.clock().now() - before, drain_) << "nothing open on blue: no wait";
+  {
+    std::lock_guard lock(os_.mu);
+    os_.sockets[9002] = PortSockets{.accept_queue = 0, .established = 2, .listening = true};
+  }
+  before = os_.clock().now();
+  ASSERT_EQ(deploy(*s, "3").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_GE(os_.clock().now() - before, drain_) << "two clients that never hang up: the whole drain time";
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(s->snapshot().green().phase(), tern::v1::SLOT_PHASE_STOPPED);
   s->shutdown();
 }
 

@@ -251,6 +251,62 @@ TEST_P(OneHostTest, AgentKilledMidDeployAdoptsItsSlotsWithoutRestartingThem) {
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
 }
 
+// Processes running the release staged under the agent's state dir (the demo
+// app as the slots run it), zombies aside.
+std::vector<pid_t> slot_processes(const std::string& state_dir) {
+  std::vector<pid_t> out;
+  const std::string releases = state_dir + "/web/releases/";
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string argv0 = read_file(e.path().string() + "/cmdline");
+    argv0 = argv0.substr(0, argv0.find('\0'));
+    std::string stat = read_file(e.path().string() + "/stat");
+    const auto close = stat.rfind(") ");
+    if (argv0.rfind(releases, 0) == 0 && close != std::string::npos && stat[close + 2] != 'Z') {
+      out.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return out;
+}
+
+TEST_P(OneHostTest, AnAgentKilledBetweenStartingASlotAndRecordingItLeavesNoOrphan) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  // This agent dies (as kill -9 would) right after it starts a slot process,
+  // before it writes that process down.
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  ::setenv("TERN_FAILPOINT", "after_slot_start", 1);
+  start_agent();
+  ::unsetenv("TERN_FAILPOINT");
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED;
+  })) << agent_->log();
+  push("v1", good_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v1"});
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(agent_->wait(), 128 + SIGKILL) << agent_->log();
+  auto st = agent_state();
+  ASSERT_TRUE(st && st->services_size() == 1);
+  EXPECT_EQ(st->services(0).blue().pid(), 0) << "the start was never recorded";
+  const std::vector<pid_t> orphans = slot_processes(dir_.file("agent"));
+  ASSERT_EQ(orphans.size(), 1u) << "the app runs on, holding blue's port";
+
+  // The next agent finds it, and blue can be deployed again.
+  start_agent();
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED;
+  })) << agent_->log();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1", /*push_first=*/false));
+  EXPECT_EQ(serving(), "v1 blue");
+  const std::vector<pid_t> now = slot_processes(dir_.file("agent"));
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_NE(now[0], orphans[0]) << "the orphan was stopped, blue runs a process the agent recorded";
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), now[0]);
+}
+
 TEST_P(OneHostTest, RulesFlushedBySomeoneElseAreRestored) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));

@@ -1,0 +1,168 @@
+#include "agent/slot.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <deque>
+#include <fstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "core/duration.h"
+
+namespace tern {
+
+using tern::v1::SlotColor;
+
+SlotColor other(SlotColor c) {
+  return c == tern::v1::SLOT_COLOR_BLUE ? tern::v1::SLOT_COLOR_GREEN : tern::v1::SLOT_COLOR_BLUE;
+}
+
+const char* color_name(SlotColor c) {
+  switch (c) {
+    case tern::v1::SLOT_COLOR_BLUE: return "blue";
+    case tern::v1::SLOT_COLOR_GREEN: return "green";
+    default: return "none";
+  }
+}
+
+namespace {
+
+uint16_t port_of(const tern::v1::PortMap& pm, SlotColor color) {
+  return static_cast<uint16_t>(color == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
+}
+
+}  // namespace
+
+uint16_t slot_port(const tern::v1::ServiceSpec& spec, SlotColor color) {
+  return spec.ports_size() == 0 ? 0 : port_of(spec.ports(0), color);
+}
+
+Slot::Slot(std::string service, SlotColor color, Deps deps)
+    : service_(std::move(service)),
+      color_(color),
+      deps_(std::move(deps)),
+      log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", color_name(color_), ".log")),
+      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", color_name(color_))) {}
+
+std::string Slot::log_tail() const {
+  constexpr std::size_t kMaxLines = 3;
+  std::ifstream in(log_path_);
+  std::deque<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    lines.push_back(line.size() > 200 ? line.substr(0, 200) : line);
+    if (lines.size() > kMaxLines) lines.pop_front();
+  }
+  std::string out;
+  for (const auto& l : lines) absl::StrAppend(&out, out.empty() ? "" : " | ", l);
+  return out;
+}
+
+LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                        const std::string& dir) const {
+  const uint16_t port = slot_port(spec, color_);
+  auto subst = [&](const std::string& in) {
+    std::vector<std::pair<std::string, std::string>> repl = {
+        {"{port}", std::to_string(port)},
+        {"{release_dir}", dir},
+        {"{version}", release.version()},
+        {"{slot}", color_name(color_)},
+        {"{service}", spec.name()}};
+    for (const auto& pm : spec.ports()) {
+      repl.emplace_back(absl::StrCat("{port:", pm.name(), "}"), std::to_string(port_of(pm, color_)));
+    }
+    return absl::StrReplaceAll(in, repl);
+  };
+  LaunchSpec ls;
+  for (const auto& a : spec.argv()) ls.argv.push_back(subst(a));
+  if (!ls.argv.empty() && ls.argv[0].find('/') == std::string::npos && std::ifstream(dir + "/" + ls.argv[0])) {
+    ls.argv[0] = dir + "/" + ls.argv[0];
+  }
+  ls.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+            {"TERN_SERVICE", spec.name()},
+            {"TERN_SLOT", color_name(color_)},
+            {"TERN_VERSION", release.version()},
+            {"TERN_PORT", std::to_string(port)},
+            {"TERN_RELEASE_DIR", dir}};
+  for (const auto& [k, v] : spec.env()) ls.env[k] = subst(v);
+  ls.working_dir = spec.working_dir().empty() ? dir : subst(spec.working_dir());
+  ls.user = spec.user();
+  ls.log_path = log_path_;
+  ls.slot_id = slot_id_;
+  return ls;
+}
+
+absl::Status Slot::check_ports(const tern::v1::ServiceSpec& spec, const std::string& version) const {
+  for (const auto& pm : spec.ports()) {
+    const uint16_t sp = port_of(pm, color_);
+    if (deps_.os->port_in_use(sp, pm.protocol())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot start ", color_name(color_), " (", version, "): its port ", sp,
+          " is already in use by another process on this host; stop that process or change the ", color_name(color_),
+          " port in the spec"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ProcessHandle> Slot::start(const LaunchSpec& launch) {
+  auto h = deps_.launcher->start(launch);
+  if (h.ok()) runtime_.tracker.reset();
+  return h;
+}
+
+absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
+                                const std::string& version) {
+  const HealthParams params = health_params(check);
+  const Clock& clock = deps_.os->clock();
+  HealthTracker tracker(params, clock.now());
+  for (;;) {
+    if (auto exited = deps_.launcher->poll(h)) {
+      const std::string tail = log_tail();
+      return absl::FailedPreconditionError(
+          absl::StrCat(color_name(color_), " (", version, ") ", exited->description, " before turning healthy",
+                       tail.empty() ? "" : absl::StrCat("; last output: ", tail), "; the active slot was not touched"));
+    }
+    auto r = deps_.prober->probe(check, port, params.timeout);
+    auto verdict = tracker.observe(r, clock.now());
+    if (verdict == HealthTracker::State::kHealthy) return absl::OkStatus();
+    if (verdict == HealthTracker::State::kFailed) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          color_name(color_), " (", version, ") did not turn healthy within ", format_duration(params.healthy_deadline),
+          ": ", r.detail, "; it was stopped and the active slot was not touched"));
+    }
+    if (deps_.pause(params.interval)) return absl::AbortedError("the agent is shutting down");
+  }
+}
+
+std::optional<PortSockets> Slot::drain(uint16_t port, Millis drain_time) {
+  const Clock& clock = deps_.os->clock();
+  const TimePoint deadline = clock.now() + drain_time;
+  for (;;) {
+    PortSockets ps = deps_.os->port_sockets(port);
+    if (ps.accept_queue == 0 && ps.established == 0) return ps;
+    if (clock.now() >= deadline) return ps;
+    if (deps_.pause(Millis(100))) return std::nullopt;
+  }
+}
+
+void Slot::stop(const ProcessHandle& h, Millis grace) {
+  if (h.pid <= 0) return;
+  const Clock& clock = deps_.os->clock();
+  deps_.launcher->signal_group(h, SIGTERM);
+  const TimePoint deadline = clock.now() + grace;
+  bool gone = false;
+  while (!(gone = deps_.launcher->poll(h).has_value()) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));
+  if (gone) return;
+  spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", service_, color_name(color_), h.pid,
+               format_duration(grace));
+  deps_.launcher->signal_group(h, SIGKILL);
+  const TimePoint kill_deadline = clock.now() + Millis(5'000);
+  while (!deps_.launcher->poll(h) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
+}
+
+}  // namespace tern

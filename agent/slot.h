@@ -1,0 +1,100 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "agent/health.h"
+#include "agent/host_os.h"
+#include "agent/process_launcher.h"
+#include "core/clock.h"
+#include "tern/v1/agent_state.pb.h"
+#include "tern/v1/common.pb.h"
+#include "tern/v1/service.pb.h"
+
+namespace tern {
+
+tern::v1::SlotColor other(tern::v1::SlotColor c);
+const char* color_name(tern::v1::SlotColor c);
+// The slot's port for the spec's first port mapping (0 when it has none).
+uint16_t slot_port(const tern::v1::ServiceSpec& spec, tern::v1::SlotColor color);
+
+// What the supervisor keeps about a slot between operations, beside its
+// recorded SlotState. Never persisted: after an agent restart it starts over.
+struct SlotRuntime {
+  // Steady-state health while the slot is up; null until its first check.
+  std::unique_ptr<HealthTracker> tracker;
+  TimePoint next_probe{};
+  // A crashed slot waiting for its restart.
+  std::optional<TimePoint> restart_at;
+};
+
+// One slot (blue or green) of one service: the mechanics of running a release
+// there. How the release is launched (argv, environment, working dir, log
+// file), the check that the slot's ports are free, the start, the probes until
+// it is healthy, the drain and the stop.
+//
+// A Slot records nothing: the slot's SlotState lives in the supervisor's
+// ServiceState, and the supervisor writes there what the Slot reports. Not
+// thread-safe: the supervisor's thread owns it. Every wait goes through
+// Deps::pause (host time, cut short by a shutdown) or HostOs::sleep_for.
+class Slot {
+ public:
+  struct Deps {
+    ProcessLauncher* launcher = nullptr;
+    Prober* prober = nullptr;
+    HostOs* os = nullptr;
+    // The slot's output goes to <log_dir>/<service>-<color>.log.
+    std::string log_dir;
+    // Names the slot's processes <state_dir>/<service>/<color>
+    // (LaunchSpec::slot_id) so that recovery finds them; empty: unnamed.
+    std::string state_dir;
+    // Waits up to `d` of host time; true when the owner is shutting down.
+    std::function<bool(Millis d)> pause;
+  };
+
+  Slot(std::string service, tern::v1::SlotColor color, Deps deps);
+
+  tern::v1::SlotColor color() const { return color_; }
+  const std::string& log_path() const { return log_path_; }
+  const std::string& slot_id() const { return slot_id_; }
+  // The last lines of the slot's log, " | "-joined, for an error message.
+  std::string log_tail() const;
+
+  // The process `release` (unpacked in `dir`) runs as in this slot: argv with
+  // {port}, {port:<name>}, {release_dir}, {version}, {slot} and {service}
+  // substituted (a bare argv[0] found in `dir` runs from there); TERN_* and
+  // the spec's environment; output appended to log_path(); named slot_id().
+  LaunchSpec launch(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                    const std::string& dir) const;
+  // FAILED_PRECONDITION when another process holds one of the slot's ports.
+  absl::Status check_ports(const tern::v1::ServiceSpec& spec, const std::string& version) const;
+  // Starts the process; its steady-state health (runtime().tracker) starts over.
+  absl::StatusOr<ProcessHandle> start(const LaunchSpec& launch);
+  // Probes the started process until its health check passes. FAILED_PRECONDITION
+  // with the reason when it exits first or misses its healthy deadline (the
+  // caller stops it); ABORTED when the owner shuts down meanwhile.
+  absl::Status wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
+                            const std::string& version);
+  // Waits until `port` has no queued or open connections, or `drain_time`
+  // passed; the sockets still open then. nullopt when cut short by a shutdown.
+  std::optional<PortSockets> drain(uint16_t port, Millis drain_time);
+  // SIGTERM to the process group, up to `grace` for it to exit, then SIGKILL
+  // (and up to 5 s more). Returns at once for pid 0.
+  void stop(const ProcessHandle& h, Millis grace);
+
+  SlotRuntime& runtime() { return runtime_; }
+
+ private:
+  const std::string service_;
+  const tern::v1::SlotColor color_;
+  Deps deps_;
+  const std::string log_path_;
+  const std::string slot_id_;
+  SlotRuntime runtime_;
+};
+
+}  // namespace tern

@@ -1,0 +1,171 @@
+// One slot's mechanics alone: launch, ports, probes until healthy, drain and
+// stop, on fakes of the host and a FakeClock.
+#include "agent/slot.h"
+
+#include <google/protobuf/util/time_util.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <fstream>
+#include <utility>
+
+#include "tests/support/temp_dir.h"
+#include "tests/support/agent_fakes.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using testing::FakeHostOs;
+using testing::FakeLauncher;
+using testing::FakeProber;
+
+class SlotTest : public ::testing::Test {
+ protected:
+  SlotTest() {
+    spec_.set_name("web");
+    auto* p = spec_.add_ports();
+    p->set_name("http");
+    p->set_protocol("tcp");
+    p->set_public_port(8080);
+    p->set_blue_port(9001);
+    p->set_green_port(9002);
+    auto* admin = spec_.add_ports();
+    admin->set_name("admin");
+    admin->set_protocol("tcp");
+    admin->set_public_port(8081);
+    admin->set_blue_port(9101);
+    admin->set_green_port(9102);
+    release_.set_version("1.4");
+  }
+
+  Slot make(tern::v1::SlotColor color) {
+    Slot::Deps deps;
+    deps.launcher = &launcher_;
+    deps.prober = &prober_;
+    deps.os = &os_;
+    deps.log_dir = dir_.path().string();
+    deps.pause = [this](Millis d) {
+      os_.sleep_for(d);
+      return stopping_;
+    };
+    return Slot("web", color, std::move(deps));
+  }
+
+  Millis elapsed() const { return os_.clock().now() - start_; }
+
+  testing::TempDir dir_;
+  FakeLauncher launcher_;
+  FakeProber prober_;
+  FakeHostOs os_;
+  const TimePoint start_ = os_.clock().now();
+  bool stopping_ = false;
+  tern::v1::ServiceSpec spec_;
+  tern::v1::ReleaseRef release_;
+};
+
+TEST_F(SlotTest, TheLaunchSubstitutesTheSpecsPlaceholders) {
+  std::ofstream(dir_.file("app")) << "#!/bin/sh\n";
+  for (const char* a : {"app", "--port={port}", "--admin={port:admin}", "{service}/{slot}/{version}"}) {
+    spec_.add_argv(a);
+  }
+  (*spec_.mutable_env())["ADMIN"] = "{port:admin}";
+  spec_.set_user("nobody");
+  const LaunchSpec ls = make(tern::v1::SLOT_COLOR_GREEN).launch(spec_, release_, dir_.path().string());
+  EXPECT_EQ(ls.argv, (std::vector<std::string>{dir_.file("app"), "--port=9002", "--admin=9102", "web/green/1.4"}))
+      << "a bare argv[0] shipped in the release runs from there";
+  EXPECT_EQ(ls.env.at("TERN_SLOT"), "green");
+  EXPECT_EQ(ls.env.at("TERN_PORT"), "9002");
+  EXPECT_EQ(ls.env.at("TERN_RELEASE_DIR"), dir_.path().string());
+  EXPECT_EQ(ls.env.at("ADMIN"), "9102");
+  EXPECT_EQ(ls.working_dir, dir_.path().string()) << "no working_dir: the release dir";
+  EXPECT_EQ(ls.user, "nobody");
+  EXPECT_EQ(ls.log_path, dir_.file("web-green.log"));
+}
+
+TEST_F(SlotTest, APortHeldByAnotherProcessIsRefusedByName) {
+  os_.taken.insert(9101);
+  auto st = make(tern::v1::SLOT_COLOR_BLUE).check_ports(spec_, "1.4");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("port 9101 is already in use"), std::string::npos) << st;
+  EXPECT_TRUE(make(tern::v1::SLOT_COLOR_GREEN).check_ports(spec_, "1.4").ok());
+}
+
+TEST_F(SlotTest, ProbingGivesUpAtTheHealthyDeadlineOfHostTime) {
+  auto* h = spec_.mutable_health();
+  h->mutable_tcp();
+  *h->mutable_interval() = TimeUtil::MillisecondsToDuration(1'000);
+  *h->mutable_healthy_deadline() = TimeUtil::MillisecondsToDuration(30'000);
+  prober_.unhealthy.insert(9001);
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(started.ok());
+  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("did not turn healthy within 30s: HTTP 503"), std::string::npos) << st;
+  EXPECT_GE(elapsed(), Millis(30'000));
+  EXPECT_EQ(prober_.probes, 31) << "one probe a second, from 0 s to 30 s";
+
+  prober_.unhealthy.clear();
+  EXPECT_TRUE(slot.wait_healthy(spec_.health(), 9001, *started, "1.4").ok());
+}
+
+TEST_F(SlotTest, AProcessThatExitsBeforeTurningHealthyIsReportedWithItsLastOutput) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(started.ok());
+  std::ofstream(slot.log_path()) << "listening\n\nbind: address in use\n";
+  launcher_.crash(started->pid);
+  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4");
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("blue (1.4) exited with status 1 before turning healthy; last output: listening | "
+                              "bind: address in use"),
+            std::string::npos)
+      << st;
+}
+
+TEST_F(SlotTest, ProbingStopsWhenTheOwnerShutsDown) {
+  prober_.unhealthy.insert(9001);
+  stopping_ = true;
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(started.ok());
+  EXPECT_EQ(slot.wait_healthy(spec_.health(), 9001, *started, "1.4").code(), absl::StatusCode::kAborted);
+  os_.sockets[9001] = PortSockets{.accept_queue = 0, .established = 1, .listening = true};
+  EXPECT_FALSE(slot.drain(9001, Millis(10'000)).has_value());
+}
+
+TEST_F(SlotTest, StopGivesTheGraceThenKillsTheGroup) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto polite = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(polite.ok());
+  slot.stop(*polite, Millis(10'000));
+  EXPECT_LT(elapsed(), Millis(10'000)) << "it left on SIGTERM";
+  EXPECT_EQ(launcher_.signals, (std::vector<std::pair<int64_t, int>>{{polite->pid, SIGTERM}}));
+
+  auto stubborn = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(stubborn.ok());
+  launcher_.ignore_sigterm.insert(stubborn->pid);
+  const TimePoint before = os_.clock().now();
+  slot.stop(*stubborn, Millis(10'000));
+  EXPECT_GE(os_.clock().now() - before, Millis(10'000));
+  EXPECT_EQ(launcher_.signals.back(), std::make_pair(stubborn->pid, SIGKILL));
+  EXPECT_FALSE(launcher_.recover(*stubborn));
+}
+
+TEST_F(SlotTest, DrainEndsWhenTheLastConnectionDoesOrAtTheDrainTime) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto drained = slot.drain(9001, Millis(10'000));
+  ASSERT_TRUE(drained.has_value());
+  EXPECT_EQ(drained->established, 0u);
+  EXPECT_EQ(elapsed(), Millis(0)) << "nothing open: no wait";
+
+  os_.sockets[9001] = PortSockets{.accept_queue = 1, .established = 3, .listening = true};
+  auto left = slot.drain(9001, Millis(10'000));
+  ASSERT_TRUE(left.has_value());
+  EXPECT_EQ(left->established, 3u);
+  EXPECT_GE(elapsed(), Millis(10'000));
+}
+
+}  // namespace
+}  // namespace tern
