@@ -10,7 +10,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "core/backoff.h"
 #include "core/duration.h"
 #include "core/rollout_spec.h"
@@ -96,7 +95,7 @@ std::string clock_of(const google::protobuf::Timestamp& t) {
   return buf;
 }
 
-// "1,10%,50%,100%" -> waves.
+// --waves and --bake: every wave bakes for the same time.
 absl::Status parse_waves(const std::string& text, const std::string& bake, tern::v1::RolloutSpec& spec) {
   Millis bake_ms{0};
   if (!bake.empty()) {
@@ -104,20 +103,11 @@ absl::Status parse_waves(const std::string& text, const std::string& bake, tern:
     if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--bake: ", d.status().message()));
     bake_ms = *d;
   }
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    std::string p(part);
-    auto* w = spec.add_waves();
-    uint32_t n = 0;
-    const bool pct = !p.empty() && p.back() == '%';
-    if (pct) p.pop_back();
-    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos || p.size() > 6) {
-      return absl::InvalidArgumentError(absl::StrCat("--waves: \"", std::string(part),
-                                                     "\" is not a host count or a percentage (e.g. 1,10%,100%)"));
-    }
-    n = static_cast<uint32_t>(std::stoul(p));
-    if (pct) w->set_percent(n);
-    else w->set_hosts(n);
-    *w->mutable_bake() = TimeUtil::MillisecondsToDuration(bake_ms.count());
+  auto waves = parse_wave_list(text);
+  if (!waves.ok()) return absl::InvalidArgumentError(absl::StrCat("--waves: ", waves.status().message()));
+  for (auto& w : *waves) {
+    *w.mutable_bake() = TimeUtil::MillisecondsToDuration(bake_ms.count());
+    *spec.add_waves() = std::move(w);
   }
   return absl::OkStatus();
 }
