@@ -42,18 +42,64 @@ std::string to_json(const google::protobuf::Message& msg, bool compact) {
   return out;
 }
 
+void CtlContext::set_deadline(grpc::ClientContext& ctx) const {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+// One line: what was asked, what failed, what to do.
+int CtlContext::rpc_error(const std::string& what, const grpc::Status& st) const {
+  switch (st.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      err << "ternctl: " << what << ": cannot reach the coordinator at " << coordinator << " ("
+          << st.error_message() << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
+      return kExitUnavailable;
+    case grpc::StatusCode::NOT_FOUND:
+      err << "ternctl: " << what << ": " << st.error_message() << "\n";
+      return kExitNotFound;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      err << "ternctl: " << what << ": refused: " << st.error_message() << "\n";
+      return kExitDenied;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      err << "ternctl: " << what << ": the coordinator at " << coordinator
+          << " does not support this call; upgrade tern-coordinator\n";
+      return kExitFailed;
+    default:
+      err << "ternctl: " << what << ": " << st.error_message() << "\n";
+      return kExitFailed;
+  }
+}
+
+std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  int64_t d = now_ms - google::protobuf::util::TimeUtil::TimestampToMilliseconds(t);
+  if (d < 0) d = 0;
+  d -= d % 1000;  // whole seconds are enough for a table
+  return d == 0 ? "now" : format_duration(Millis(d)) + " ago";
+}
+
+std::string clock_time(const google::protobuf::Timestamp& t) {
+  std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
 namespace {
 
 using google::protobuf::util::TimeUtil;
 
-struct Globals {
+// The global flags as given, before they become a CtlContext.
+struct GlobalFlags {
   std::string coordinator;
   std::string output = "table";
   std::string timeout = "10s";
   TlsFiles tls;
   std::string token;
   bool insecure = false;
-  std::shared_ptr<grpc::Channel> channel;
 };
 
 std::string env_or(const char* name, const std::string& fallback = "") {
@@ -63,7 +109,7 @@ std::string env_or(const char* name, const std::string& fallback = "") {
 
 // TLS with a client certificate, or TLS with a bearer token, or (only when
 // asked for) plaintext.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const Globals& g) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g) {
   if (g.insecure) {
     if (!g.tls.empty() || !g.token.empty()) {
       return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token");
@@ -85,39 +131,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const Globals& g) {
   return grpc::CreateCustomChannel(g.coordinator, creds, tls_channel_args(*tls));
 }
 
-// One line: what was asked, what failed, what to do.
-int report_rpc_error(const std::string& what, const Globals& g, const grpc::Status& st, std::ostream& err) {
-  switch (st.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      err << "ternctl: " << what << ": cannot reach the coordinator at " << g.coordinator << " ("
-          << st.error_message() << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
-      return kExitUnavailable;
-    case grpc::StatusCode::NOT_FOUND:
-      err << "ternctl: " << what << ": " << st.error_message() << "\n";
-      return kExitNotFound;
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED:
-      err << "ternctl: " << what << ": refused: " << st.error_message() << "\n";
-      return kExitDenied;
-    case grpc::StatusCode::UNIMPLEMENTED:
-      err << "ternctl: " << what << ": the coordinator at " << g.coordinator
-          << " does not support this call; upgrade tern-coordinator\n";
-      return kExitFailed;
-    default:
-      err << "ternctl: " << what << ": " << st.error_message() << "\n";
-      return kExitFailed;
-  }
-}
-
-std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
-  if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  int64_t d = now_ms - TimeUtil::TimestampToMilliseconds(t);
-  if (d < 0) d = 0;
-  d -= d % 1000;  // whole seconds are enough for a table
-  return d == 0 ? "now" : format_duration(Millis(d)) + " ago";
-}
-
 const char* state_word(tern::v1::HostState s) {
   switch (s) {
     case tern::v1::HOST_STATE_CONNECTED: return "connected";
@@ -127,36 +140,21 @@ const char* state_word(tern::v1::HostState s) {
   }
 }
 
-class Session {
- public:
-  explicit Session(const Globals& g) : g_(g), channel_(g.channel) {}
-  void deadline(grpc::ClientContext& ctx) const {
-    auto d = parse_duration(g_.timeout);
-    ctx.set_deadline(std::chrono::system_clock::now() + (d.ok() ? *d : Millis(10'000)));
-  }
-  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
-
- private:
-  const Globals& g_;
-  std::shared_ptr<grpc::Channel> channel_;
-};
-
-int cmd_hosts(const Globals& g, const std::string& selector, std::ostream& out, std::ostream& err) {
+int cmd_hosts(const CtlContext& c, const std::string& selector) {
   if (auto sel = LabelSelector::parse(selector); !sel.ok()) {
-    err << "ternctl: hosts: " << sel.status().message() << "\n";
+    c.err << "ternctl: hosts: " << sel.status().message() << "\n";
     return kExitUsage;
   }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  auto stub = tern::v1::FleetService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListHostsRequest req;
   req.set_selector(selector);
   tern::v1::ListHostsResponse resp;
   grpc::Status st = stub->ListHosts(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("list hosts", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error("list hosts", st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   const int64_t now = to_unix_millis(SystemClock::instance().now());
@@ -167,60 +165,58 @@ int cmd_hosts(const Globals& g, const std::string& selector, std::ostream& out, 
            h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
            labels.empty() ? "-" : format_labels(labels)});
   }
-  t.print(out);
+  t.print(c.out);
   if (resp.hosts().empty()) {
-    err << (selector.empty() ? "no hosts have registered yet\n"
+    c.err << (selector.empty() ? "no hosts have registered yet\n"
                              : absl::StrCat("no hosts match \"", selector, "\"\n"));
   }
   return kExitOk;
 }
 
-int cmd_version(const Globals& g, bool client_only, std::ostream& out, std::ostream& err) {
+int cmd_version(const CtlContext& c, bool client_only) {
   tern::v1::VersionInfo server;
   grpc::Status st;
   if (!client_only) {
-    Session s(g);
-    auto stub = tern::v1::FleetService::NewStub(s.channel());
+      auto stub = tern::v1::FleetService::NewStub(c.channel);
     grpc::ClientContext ctx;
-    s.deadline(ctx);
+    c.set_deadline(ctx);
     st = stub->GetVersion(&ctx, tern::v1::GetVersionRequest(), &server);
   }
-  if (g.output == "json") {
+  if (c.json) {
     std::string coordinator = !client_only && st.ok() ? to_json(server) : "null";
     while (!coordinator.empty() && coordinator.back() == '\n') coordinator.pop_back();
-    out << "{\n  \"client\": \"" << kVersion << "\",\n  \"coordinator\": " << coordinator << "\n}\n";
+    c.out << "{\n  \"client\": \"" << kVersion << "\",\n  \"coordinator\": " << coordinator << "\n}\n";
   } else {
-    out << "ternctl " << kVersion << "\n";
+    c.out << "ternctl " << kVersion << "\n";
     if (!client_only && st.ok()) {
-      out << "tern-coordinator " << server.version() << " at " << g.coordinator << " (epoch " << server.epoch()
+      c.out << "tern-coordinator " << server.version() << " at " << c.coordinator << " (epoch " << server.epoch()
           << ", up since " << TimeUtil::ToString(server.started()) << ")\n";
     }
   }
-  if (!client_only && !st.ok()) return report_rpc_error("coordinator version", g, st, err);
+  if (!client_only && !st.ok()) return c.rpc_error("coordinator version", st);
   return kExitOk;
 }
 
 // ---- services and artifacts ----
 
-int cmd_service_apply(const Globals& g, const std::string& file, std::ostream& out, std::ostream& err) {
+int cmd_service_apply(const CtlContext& c, const std::string& file) {
   auto spec = load_service_spec_file(file);
   if (!spec.ok()) {
-    err << "ternctl: service apply: " << spec.status().message() << "\n";
+    c.err << "ternctl: service apply: " << spec.status().message() << "\n";
     return kExitUsage;
   }
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  auto stub = tern::v1::ServiceService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ApplyServiceRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::ApplyServiceResponse resp;
   grpc::Status st = stub->ApplyService(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("service apply ", spec->name()), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("service apply ", spec->name()), st);
+  if (c.json) {
+    c.out << to_json(resp);
   } else {
-    out << "service " << resp.service().spec().name() << (resp.changed() ? " applied" : " unchanged")
+    c.out << "service " << resp.service().spec().name() << (resp.changed() ? " applied" : " unchanged")
         << " (generation " << resp.service().generation() << ")\n";
   }
   return kExitOk;
@@ -234,16 +230,15 @@ std::string ports_word(const tern::v1::ServiceSpec& spec) {
   return absl::StrJoin(parts, ",");
 }
 
-int cmd_service_list(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+int cmd_service_list(const CtlContext& c) {
+  auto stub = tern::v1::ServiceService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListServicesResponse resp;
   grpc::Status st = stub->ListServices(&ctx, tern::v1::ListServicesRequest(), &resp);
-  if (!st.ok()) return report_rpc_error("list services", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error("list services", st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   Table t({"SERVICE", "GENERATION", "SELECTOR", "PORTS (PUBLIC->BLUE|GREEN)", "KEEP WARM"});
@@ -251,8 +246,8 @@ int cmd_service_list(const Globals& g, std::ostream& out, std::ostream& err) {
     t.add({r.spec().name(), std::to_string(r.generation()), r.spec().selector().empty() ? "(all)" : r.spec().selector(),
            ports_word(r.spec()), r.spec().keep_warm() ? "yes" : "no"});
   }
-  t.print(out);
-  if (resp.services().empty()) err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
+  t.print(c.out);
+  if (resp.services().empty()) c.err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
   return kExitOk;
 }
 
@@ -266,20 +261,20 @@ std::string human_bytes(uint64_t n) {
   return o.str();
 }
 
-int cmd_artifact_push(const Globals& g, const std::string& file, const std::string& service,
+int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::string& service,
                       const std::string& version, const std::string& kind, const std::string& name,
-                      const std::string& sign_key, std::ostream& out, std::ostream& err) {
+                      const std::string& sign_key) {
   // Hashed first, so the coordinator can check the bytes end to end.
   auto digest = sha256_file(file);
   if (!digest.ok()) {
-    err << "ternctl: artifact push: " << digest.status().message() << "\n";
+    c.err << "ternctl: artifact push: " << digest.status().message() << "\n";
     return kExitUsage;
   }
   std::string signature;
   if (!sign_key.empty()) {
     auto sig = sign_artifact(sign_key, *digest);
     if (!sig.ok()) {
-      err << "ternctl: artifact push: --sign-key: " << sig.status().message() << "\n";
+      c.err << "ternctl: artifact push: --sign-key: " << sig.status().message() << "\n";
       return kExitUsage;
     }
     signature = *std::move(sig);
@@ -288,8 +283,7 @@ int cmd_artifact_push(const Globals& g, const std::string& file, const std::stri
   in.seekg(0, std::ios::end);
   const uint64_t total = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+  auto stub = tern::v1::ServiceService::NewStub(c.channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(1));
   tern::v1::Artifact resp;
@@ -316,35 +310,34 @@ int cmd_artifact_push(const Globals& g, const std::string& file, const std::stri
     ok = writer->Write(req);
     sent += n;
     const int tenth = total ? static_cast<int>(sent * 10 / total) : 10;
-    if (total > (8u << 20) && tenth > last_tenth && g.output != "json") {
-      err << "  uploaded " << human_bytes(sent) << " of " << human_bytes(total) << "\n";
+    if (total > (8u << 20) && tenth > last_tenth && !c.json) {
+      c.err << "  uploaded " << human_bytes(sent) << " of " << human_bytes(total) << "\n";
       last_tenth = tenth;
     }
   }
   writer->WritesDone();
   grpc::Status st = writer->Finish();
-  if (!st.ok()) return report_rpc_error(absl::StrCat("artifact push ", service, " ", version), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("artifact push ", service, " ", version), st);
+  if (c.json) {
+    c.out << to_json(resp);
   } else {
-    out << "pushed " << resp.service() << " " << resp.version() << " (" << resp.kind() << ", "
+    c.out << "pushed " << resp.service() << " " << resp.version() << " (" << resp.kind() << ", "
         << human_bytes(resp.size()) << ", sha256 " << resp.sha256().substr(0, 12) << ")\n";
   }
   return kExitOk;
 }
 
-int cmd_artifact_list(const Globals& g, const std::string& service, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
+int cmd_artifact_list(const CtlContext& c, const std::string& service) {
+  auto stub = tern::v1::ServiceService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListArtifactsRequest req;
   req.set_service(service);
   tern::v1::ListArtifactsResponse resp;
   grpc::Status st = stub->ListArtifacts(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("list artifacts", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error("list artifacts", st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   const int64_t now = to_unix_millis(SystemClock::instance().now());
@@ -352,7 +345,7 @@ int cmd_artifact_list(const Globals& g, const std::string& service, std::ostream
   for (const auto& a : resp.artifacts()) {
     t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12), ago(a.created(), now)});
   }
-  t.print(out);
+  t.print(c.out);
   return kExitOk;
 }
 
@@ -389,90 +382,78 @@ void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, st
   t.print(out);
 }
 
-int cmd_host_history(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
+int cmd_host_history(const CtlContext& c, const std::string& host) {
+  auto stub = tern::v1::FleetService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::GetHostHistoryRequest req;
   req.set_host_id(host);
   req.set_limit(100);
   tern::v1::GetHostHistoryResponse resp;
   grpc::Status st = stub->GetHostHistory(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("host history ", host), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("host history ", host), st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   Table t({"TIME", "EVENT", "DETAIL"});
   for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
-  t.print(out);
+  t.print(c.out);
   return kExitOk;
 }
 
-int cmd_host_status(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
+int cmd_host_status(const CtlContext& c, const std::string& host) {
+  auto stub = tern::v1::FleetService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::GetHostRequest req;
   req.set_host_id(host);
   tern::v1::Host resp;
   grpc::Status st = stub->GetHost(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("host status ", host), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("host status ", host), st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   const int64_t now = to_unix_millis(SystemClock::instance().now());
-  out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
+  c.out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
       << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
   if (resp.services().empty()) {
-    out << "no services on this host\n";
+    c.out << "no services on this host\n";
     return kExitOk;
   }
   std::vector<const tern::v1::ServiceStatus*> svcs;
   for (const auto& sv : resp.services()) svcs.push_back(&sv);
-  print_slots(svcs, out);
+  print_slots(svcs, c.out);
   return kExitOk;
 }
 
-std::string clock_time(const google::protobuf::Timestamp& t) {
-  std::time_t secs = static_cast<std::time_t>(t.seconds());
-  std::tm tm{};
-  localtime_r(&secs, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-  return buf;
-}
-
 // Follows a host operation's stream: one line per step, then the outcome.
-int follow_operation(const Globals& g, const std::string& what,
-                     grpc::ClientReaderInterface<tern::v1::HostOperationUpdate>& reader, std::ostream& out,
-                     std::ostream& err) {
+int follow_operation(const CtlContext& c, const std::string& what,
+                     grpc::ClientReaderInterface<tern::v1::HostOperationUpdate>& reader) {
   tern::v1::HostOperationUpdate u, last;
   bool done = false;
   while (reader.Read(&u)) {
-    if (g.output != "json") out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
+    if (!c.json) c.out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
     if (u.done()) {
       done = true;
       last = u;
     }
   }
   grpc::Status st = reader.Finish();
-  if (!st.ok()) return report_rpc_error(what, g, st, err);
+  if (!st.ok()) return c.rpc_error(what, st);
   if (!done) {
-    err << "ternctl: " << what << ": the coordinator ended the stream without an outcome; check `ternctl host status`\n";
+    c.err << "ternctl: " << what << ": the coordinator ended the stream without an outcome; check `ternctl host status`\n";
     return kExitFailed;
   }
-  if (g.output == "json") out << to_json(last);
+  if (c.json) c.out << to_json(last);
   if (last.result().outcome() != tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
-    err << "ternctl: " << what << " failed: " << last.result().message() << "\n";
+    c.err << "ternctl: " << what << " failed: " << last.result().message() << "\n";
     return kExitFailed;
   }
-  if (g.output != "json") {
+  if (!c.json) {
     std::vector<const tern::v1::ServiceStatus*> svcs{&last.status()};
-    print_slots(svcs, out);
+    print_slots(svcs, c.out);
   }
   return kExitOk;
 }
@@ -483,23 +464,21 @@ struct DeployFlags {
   bool no_switch = false;
 };
 
-int cmd_host_deploy(const Globals& g, const std::string& host, const std::string& service, const DeployFlags& f,
-                    std::ostream& out, std::ostream& err) {
+int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::string& service, const DeployFlags& f) {
   if (f.version.empty()) {
-    err << "ternctl: host deploy: --version is required\n";
+    c.err << "ternctl: host deploy: --version is required\n";
     return kExitUsage;
   }
   if (f.weight == 0 || f.weight > 100) {
-    err << "ternctl: host deploy: --weight must be 1-100\n";
+    c.err << "ternctl: host deploy: --weight must be 1-100\n";
     return kExitUsage;
   }
   auto wait = parse_duration(f.wait);
   if (!wait.ok()) {
-    err << "ternctl: host deploy: --wait: " << wait.status().message() << "\n";
+    c.err << "ternctl: host deploy: --wait: " << wait.status().message() << "\n";
     return kExitUsage;
   }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  auto stub = tern::v1::FleetService::NewStub(c.channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + *wait);
   tern::v1::DeployHostRequest req;
@@ -514,28 +493,26 @@ int cmd_host_deploy(const Globals& g, const std::string& host, const std::string
     req.mutable_release()->set_version(f.version);
     req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
   }
-  if (g.output != "json") out << "deploying " << service << " " << f.version << " to " << host << "\n";
+  if (!c.json) c.out << "deploying " << service << " " << f.version << " to " << host << "\n";
   auto reader = stub->DeployHost(&ctx, req);
-  return follow_operation(g, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *reader, out, err);
+  return follow_operation(c, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *reader);
 }
 
-int cmd_host_rollback(const Globals& g, const std::string& host, const std::string& service, const std::string& wait,
-                      std::ostream& out, std::ostream& err) {
+int cmd_host_rollback(const CtlContext& c, const std::string& host, const std::string& service, const std::string& wait) {
   auto w = parse_duration(wait);
   if (!w.ok()) {
-    err << "ternctl: host rollback: --wait: " << w.status().message() << "\n";
+    c.err << "ternctl: host rollback: --wait: " << w.status().message() << "\n";
     return kExitUsage;
   }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
+  auto stub = tern::v1::FleetService::NewStub(c.channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + *w);
   tern::v1::RollbackHostRequest req;
   req.set_host_id(host);
   req.set_service(service);
-  if (g.output != "json") out << "rolling back " << service << " on " << host << "\n";
+  if (!c.json) c.out << "rolling back " << service << " on " << host << "\n";
   auto reader = stub->RollbackHost(&ctx, req);
-  return follow_operation(g, absl::StrCat("rollback ", service, " on ", host), *reader, out, err);
+  return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *reader);
 }
 
 
@@ -549,55 +526,51 @@ const char* role_word(tern::v1::Role r) {
   }
 }
 
-int cmd_whoami(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
+int cmd_whoami(const CtlContext& c) {
+  auto stub = tern::v1::AdminService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::Principal p;
   grpc::Status st = stub->WhoAmI(&ctx, tern::v1::WhoAmIRequest(), &p);
-  if (!st.ok()) return report_rpc_error("whoami", g, st, err);
-  if (g.output == "json") {
-    out << to_json(p);
+  if (!st.ok()) return c.rpc_error("whoami", st);
+  if (c.json) {
+    c.out << to_json(p);
   } else {
-    out << p.name() << " (" << role_word(p.role()) << ", by " << p.via() << ")\n";
+    c.out << p.name() << " (" << role_word(p.role()) << ", by " << p.via() << ")\n";
   }
   return kExitOk;
 }
 
-int cmd_token_create(const Globals& g, const std::string& name, const std::string& role, std::ostream& out,
-                     std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
+int cmd_token_create(const CtlContext& c, const std::string& name, const std::string& role) {
+  auto stub = tern::v1::AdminService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::CreateTokenRequest req;
   req.set_name(name);
   req.set_role(role == "admin" ? tern::v1::ROLE_ADMIN : role == "operator" ? tern::v1::ROLE_OPERATOR
                                                                             : tern::v1::ROLE_VIEWER);
   tern::v1::CreateTokenResponse resp;
   grpc::Status st = stub->CreateToken(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("token create ", name), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error(absl::StrCat("token create ", name), st);
+  if (c.json) {
+    c.out << to_json(resp);
   } else {
-    out << resp.secret() << "\n";
-    err << "token " << name << " (" << role << ") created; the secret above is shown only now. "
+    c.out << resp.secret() << "\n";
+    c.err << "token " << name << " (" << role << ") created; the secret above is shown only now. "
         << "Use it with --token or TERN_TOKEN.\n";
   }
   return kExitOk;
 }
 
-int cmd_token_list(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
+int cmd_token_list(const CtlContext& c) {
+  auto stub = tern::v1::AdminService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListTokensResponse resp;
   grpc::Status st = stub->ListTokens(&ctx, tern::v1::ListTokensRequest(), &resp);
-  if (!st.ok()) return report_rpc_error("token list", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error("token list", st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   Table t({"NAME", "ROLE", "CREATED", "BY", "REVOKED"});
@@ -605,40 +578,38 @@ int cmd_token_list(const Globals& g, std::ostream& out, std::ostream& err) {
     t.add({tk.name(), role_word(tk.role()), TimeUtil::ToString(tk.created()).substr(0, 19), tk.created_by(),
            tk.revoked() ? "yes" : "-"});
   }
-  t.print(out);
+  t.print(c.out);
   return kExitOk;
 }
 
-int cmd_token_revoke(const Globals& g, const std::string& name, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
+int cmd_token_revoke(const CtlContext& c, const std::string& name) {
+  auto stub = tern::v1::AdminService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::RevokeTokenRequest req;
   req.set_name(name);
   tern::v1::RevokeTokenResponse resp;
   grpc::Status st = stub->RevokeToken(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("token revoke ", name), g, st, err);
-  if (g.output == "json") {
-    out << "{}\n";
+  if (!st.ok()) return c.rpc_error(absl::StrCat("token revoke ", name), st);
+  if (c.json) {
+    c.out << "{}\n";
   } else {
-    out << "token " << name << " revoked\n";
+    c.out << "token " << name << " revoked\n";
   }
   return kExitOk;
 }
 
-int cmd_audit(const Globals& g, uint32_t limit, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
+int cmd_audit(const CtlContext& c, uint32_t limit) {
+  auto stub = tern::v1::AdminService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  s.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListAuditRequest req;
   req.set_limit(limit);
   tern::v1::ListAuditResponse resp;
   grpc::Status st = stub->ListAudit(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("audit", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
+  if (!st.ok()) return c.rpc_error("audit", st);
+  if (c.json) {
+    c.out << to_json(resp);
     return kExitOk;
   }
   Table t({"TIME", "WHO", "ROLE", "CALL", "RESULT", "REQUEST"});
@@ -648,14 +619,14 @@ int cmd_audit(const Globals& g, uint32_t limit, std::ostream& out, std::ostream&
     t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), role_word(e.principal().role()), call,
            result, e.request().substr(0, 60)});
   }
-  t.print(out);
+  t.print(c.out);
   return kExitOk;
 }
 
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  Globals g;
+  GlobalFlags g;
   const char* env = std::getenv("TERN_COORDINATOR");
   g.coordinator = env && *env ? env : "127.0.0.1:7400";
 
@@ -809,42 +780,36 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     err << "ternctl: " << e.what() << " (see ternctl --help)\n";
     return kExitUsage;
   }
-  if (auto d = parse_duration(g.timeout); !d.ok()) {
-    err << "ternctl: --timeout: " << d.status().message() << "\n";
+  auto timeout = parse_duration(g.timeout);
+  if (!timeout.ok()) {
+    err << "ternctl: --timeout: " << timeout.status().message() << "\n";
     return kExitUsage;
   }
+  CtlContext c{out, err, g.coordinator, g.output == "json", *timeout, nullptr};
   if (!(*version && client_only)) {
     auto channel = make_channel(g);
     if (!channel.ok()) {
       err << "ternctl: " << channel.status().message() << "\n";
       return kExitUsage;
     }
-    g.channel = *std::move(channel);
+    c.channel = *std::move(channel);
   }
-  if (*hosts) return cmd_hosts(g, selector, out, err);
-  if (*version) return cmd_version(g, client_only, out, err);
-  if (*service_apply) return cmd_service_apply(g, spec_file, out, err);
-  if (*service_list) return cmd_service_list(g, out, err);
-  if (*artifact_push) {
-    return cmd_artifact_push(g, art_file, art_service, art_version, art_kind, art_name, sign_key, out, err);
-  }
-  if (*whoami) return cmd_whoami(g, out, err);
-  if (*token_create) return cmd_token_create(g, token_name, token_role, out, err);
-  if (*token_list) return cmd_token_list(g, out, err);
-  if (*token_revoke) return cmd_token_revoke(g, token_name, out, err);
-  if (*audit) return cmd_audit(g, audit_limit, out, err);
-  if (*artifact_list) return cmd_artifact_list(g, art_service, out, err);
-  if (*host_deploy) return cmd_host_deploy(g, host_id, host_service, deploy_flags, out, err);
-  if (*host_rollback) return cmd_host_rollback(g, host_id, host_service, wait, out, err);
-  if (*host_status) return cmd_host_status(g, host_id, out, err);
-  if (*host_history) return cmd_host_history(g, host_id, out, err);
+  if (*hosts) return cmd_hosts(c, selector);
+  if (*version) return cmd_version(c, client_only);
+  if (*service_apply) return cmd_service_apply(c, spec_file);
+  if (*service_list) return cmd_service_list(c);
+  if (*artifact_push) return cmd_artifact_push(c, art_file, art_service, art_version, art_kind, art_name, sign_key);
+  if (*whoami) return cmd_whoami(c);
+  if (*token_create) return cmd_token_create(c, token_name, token_role);
+  if (*token_list) return cmd_token_list(c);
+  if (*token_revoke) return cmd_token_revoke(c, token_name);
+  if (*audit) return cmd_audit(c, audit_limit);
+  if (*artifact_list) return cmd_artifact_list(c, art_service);
+  if (*host_deploy) return cmd_host_deploy(c, host_id, host_service, deploy_flags);
+  if (*host_rollback) return cmd_host_rollback(c, host_id, host_service, wait);
+  if (*host_status) return cmd_host_status(c, host_id);
+  if (*host_history) return cmd_host_history(c, host_id);
   if (*rollout) {
-    Session session(g);
-    CtlContext c{out, err, g.output == "json", session.channel(),
-                 [&session](grpc::ClientContext& ctx) { session.deadline(ctx); },
-                 [&g, &err](const std::string& what, const grpc::Status& st) {
-                   return report_rpc_error(what, g, st, err);
-                 }};
     auto w = parse_duration(rollout_wait);
     if (!w.ok()) {
       err << "ternctl: --wait: " << w.status().message() << "\n";

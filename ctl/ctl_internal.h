@@ -4,8 +4,8 @@
 
 #include <grpcpp/grpcpp.h>
 #include <google/protobuf/message.h>
+#include <google/protobuf/timestamp.pb.h>
 
-#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -15,18 +15,36 @@
 
 namespace tern {
 
-// The protobuf JSON mapping with proto field names; `compact`: one line.
-std::string to_json(const google::protobuf::Message& msg, bool compact = false);
-
+// What every ternctl command runs with: the streams to write to, the global
+// flags as parsed, and the channel to the coordinator (with the caller's
+// credentials; null for a command that calls no coordinator). Built once by
+// run_ctl; commands take it by const reference.
 struct CtlContext {
   std::ostream& out;
   std::ostream& err;
-  bool json = false;
+  std::string coordinator;  // --coordinator, as given: named in errors
+  bool json = false;        // -o json
+  Millis timeout{10'000};   // --timeout: the deadline of every unary call
   std::shared_ptr<grpc::Channel> channel;
-  std::function<void(grpc::ClientContext&)> deadline;
-  // Prints one line for a failed call and returns the exit code.
-  std::function<int(const std::string& what, const grpc::Status& st)> rpc_error;
+
+  // Sets the --timeout deadline, counted from now.
+  void set_deadline(grpc::ClientContext& ctx) const;
+
+  // Prints one line for a failed call ("ternctl: <what>: ...", with what to
+  // do next) and returns the exit code it maps to.
+  int rpc_error(const std::string& what, const grpc::Status& st) const;
 };
+
+// ---- formatting shared by the command files ----
+
+// The protobuf JSON mapping with proto field names; `compact`: one line.
+std::string to_json(const google::protobuf::Message& msg, bool compact = false);
+
+// "3m ago", "now", or "-" for an unset time; `now_ms` is Unix milliseconds.
+std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms);
+
+// Local wall-clock time of day, "14:03:27", for progress lines.
+std::string clock_time(const google::protobuf::Timestamp& t);
 
 struct RolloutFlags {
   std::string file;

@@ -4,7 +4,6 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include <ctime>
 #include <thread>
 #include <map>
 
@@ -86,15 +85,6 @@ void print_rollout(const tern::v1::Rollout& r, std::ostream& out) {
   t.print(out);
 }
 
-std::string clock_of(const google::protobuf::Timestamp& t) {
-  std::time_t secs = static_cast<std::time_t>(t.seconds());
-  std::tm tm{};
-  localtime_r(&secs, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-  return buf;
-}
-
 // --waves and --bake: every wave bakes for the same time.
 absl::Status parse_waves(const std::string& text, const std::string& bake, tern::v1::RolloutSpec& spec) {
   Millis bake_ms{0};
@@ -145,7 +135,7 @@ int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   }
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::RolloutPlan plan;
@@ -207,7 +197,7 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
         std::string line = to_json(e, /*compact=*/true);
         c.out << line << "\n" << std::flush;
       } else if (e.kind() != "end") {
-        c.out << "  " << clock_of(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
+        c.out << "  " << clock_time(e.time()) << "  " << e.kind() << ": " << e.message() << "\n" << std::flush;
       }
       // Stop and hand back to a person when it needs one.
       const bool needs_person = e.kind() == "paused" || e.kind() == "awaiting_approval";
@@ -242,7 +232,7 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
     // Events carry the rollout's summary; the per-host table comes from the
     // rollout itself.
     grpc::ClientContext gctx;
-    c.deadline(gctx);
+    c.set_deadline(gctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout full;
@@ -264,7 +254,7 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
   }
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::Rollout r;
@@ -283,7 +273,7 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
   tern::v1::Rollout r;
@@ -297,7 +287,7 @@ int cmd_rollout_status(const CtlContext& c, const std::string& id) {
 int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active) {
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::ListRolloutsRequest req;
   req.set_service(service);
   req.set_active_only(active);
@@ -321,7 +311,7 @@ int cmd_rollout_list(const CtlContext& c, const std::string& service, bool activ
 int cmd_rollout_history(const CtlContext& c, const std::string& id) {
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
   tern::v1::RolloutHistory resp;
@@ -343,7 +333,7 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
   if (generation == 0) {
     // No fence given: fence on what the rollout is now.
     grpc::ClientContext ctx;
-    c.deadline(ctx);
+    c.set_deadline(ctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout cur;
@@ -352,7 +342,7 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
     generation = cur.generation();
   }
   grpc::ClientContext ctx;
-  c.deadline(ctx);
+  c.set_deadline(ctx);
   tern::v1::RolloutCommandRequest req;
   req.set_id(id);
   req.set_generation(generation);
