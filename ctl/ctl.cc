@@ -91,6 +91,9 @@ std::string clock_time(const google::protobuf::Timestamp& t) {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using AdminStub = tern::v1::AdminService::Stub;
+using FleetStub = tern::v1::FleetService::Stub;
+using ServiceStub = tern::v1::ServiceService::Stub;
 
 // The global flags as given, before they become a CtlContext.
 struct GlobalFlags {
@@ -145,14 +148,11 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
     c.err << "ternctl: hosts: " << sel.status().message() << "\n";
     return kExitUsage;
   }
-  auto stub = tern::v1::FleetService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListHostsRequest req;
   req.set_selector(selector);
   tern::v1::ListHostsResponse resp;
-  grpc::Status st = stub->ListHosts(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error("list hosts", st);
+  const int rc = c.call("list hosts", &FleetStub::ListHosts, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -176,12 +176,7 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
 int cmd_version(const CtlContext& c, bool client_only) {
   tern::v1::VersionInfo server;
   grpc::Status st;
-  if (!client_only) {
-      auto stub = tern::v1::FleetService::NewStub(c.channel);
-    grpc::ClientContext ctx;
-    c.set_deadline(ctx);
-    st = stub->GetVersion(&ctx, tern::v1::GetVersionRequest(), &server);
-  }
+  if (!client_only) st = c.unary(&FleetStub::GetVersion, tern::v1::GetVersionRequest(), server);
   if (c.json) {
     std::string coordinator = !client_only && st.ok() ? to_json(server) : "null";
     while (!coordinator.empty() && coordinator.back() == '\n') coordinator.pop_back();
@@ -205,14 +200,11 @@ int cmd_service_apply(const CtlContext& c, const std::string& file) {
     c.err << "ternctl: service apply: " << spec.status().message() << "\n";
     return kExitUsage;
   }
-  auto stub = tern::v1::ServiceService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ApplyServiceRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::ApplyServiceResponse resp;
-  grpc::Status st = stub->ApplyService(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("service apply ", spec->name()), st);
+  const int rc = c.call(absl::StrCat("service apply ", spec->name()), &ServiceStub::ApplyService, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
   } else {
@@ -231,12 +223,9 @@ std::string ports_word(const tern::v1::ServiceSpec& spec) {
 }
 
 int cmd_service_list(const CtlContext& c) {
-  auto stub = tern::v1::ServiceService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListServicesResponse resp;
-  grpc::Status st = stub->ListServices(&ctx, tern::v1::ListServicesRequest(), &resp);
-  if (!st.ok()) return c.rpc_error("list services", st);
+  const int rc = c.call("list services", &ServiceStub::ListServices, tern::v1::ListServicesRequest(), resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -328,14 +317,11 @@ int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::s
 }
 
 int cmd_artifact_list(const CtlContext& c, const std::string& service) {
-  auto stub = tern::v1::ServiceService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListArtifactsRequest req;
   req.set_service(service);
   tern::v1::ListArtifactsResponse resp;
-  grpc::Status st = stub->ListArtifacts(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error("list artifacts", st);
+  const int rc = c.call("list artifacts", &ServiceStub::ListArtifacts, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -383,15 +369,12 @@ void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, st
 }
 
 int cmd_host_history(const CtlContext& c, const std::string& host) {
-  auto stub = tern::v1::FleetService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::GetHostHistoryRequest req;
   req.set_host_id(host);
   req.set_limit(100);
   tern::v1::GetHostHistoryResponse resp;
-  grpc::Status st = stub->GetHostHistory(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("host history ", host), st);
+  const int rc = c.call(absl::StrCat("host history ", host), &FleetStub::GetHostHistory, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -403,14 +386,11 @@ int cmd_host_history(const CtlContext& c, const std::string& host) {
 }
 
 int cmd_host_status(const CtlContext& c, const std::string& host) {
-  auto stub = tern::v1::FleetService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::GetHostRequest req;
   req.set_host_id(host);
   tern::v1::Host resp;
-  grpc::Status st = stub->GetHost(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("host status ", host), st);
+  const int rc = c.call(absl::StrCat("host status ", host), &FleetStub::GetHost, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -527,12 +507,9 @@ const char* role_word(tern::v1::Role r) {
 }
 
 int cmd_whoami(const CtlContext& c) {
-  auto stub = tern::v1::AdminService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::Principal p;
-  grpc::Status st = stub->WhoAmI(&ctx, tern::v1::WhoAmIRequest(), &p);
-  if (!st.ok()) return c.rpc_error("whoami", st);
+  const int rc = c.call("whoami", &AdminStub::WhoAmI, tern::v1::WhoAmIRequest(), p);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(p);
   } else {
@@ -542,16 +519,13 @@ int cmd_whoami(const CtlContext& c) {
 }
 
 int cmd_token_create(const CtlContext& c, const std::string& name, const std::string& role) {
-  auto stub = tern::v1::AdminService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::CreateTokenRequest req;
   req.set_name(name);
   req.set_role(role == "admin" ? tern::v1::ROLE_ADMIN : role == "operator" ? tern::v1::ROLE_OPERATOR
                                                                             : tern::v1::ROLE_VIEWER);
   tern::v1::CreateTokenResponse resp;
-  grpc::Status st = stub->CreateToken(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("token create ", name), st);
+  const int rc = c.call(absl::StrCat("token create ", name), &AdminStub::CreateToken, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
   } else {
@@ -563,12 +537,9 @@ int cmd_token_create(const CtlContext& c, const std::string& name, const std::st
 }
 
 int cmd_token_list(const CtlContext& c) {
-  auto stub = tern::v1::AdminService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListTokensResponse resp;
-  grpc::Status st = stub->ListTokens(&ctx, tern::v1::ListTokensRequest(), &resp);
-  if (!st.ok()) return c.rpc_error("token list", st);
+  const int rc = c.call("token list", &AdminStub::ListTokens, tern::v1::ListTokensRequest(), resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -583,14 +554,11 @@ int cmd_token_list(const CtlContext& c) {
 }
 
 int cmd_token_revoke(const CtlContext& c, const std::string& name) {
-  auto stub = tern::v1::AdminService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::RevokeTokenRequest req;
   req.set_name(name);
   tern::v1::RevokeTokenResponse resp;
-  grpc::Status st = stub->RevokeToken(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("token revoke ", name), st);
+  const int rc = c.call(absl::StrCat("token revoke ", name), &AdminStub::RevokeToken, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << "{}\n";
   } else {
@@ -600,14 +568,11 @@ int cmd_token_revoke(const CtlContext& c, const std::string& name) {
 }
 
 int cmd_audit(const CtlContext& c, uint32_t limit) {
-  auto stub = tern::v1::AdminService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListAuditRequest req;
   req.set_limit(limit);
   tern::v1::ListAuditResponse resp;
-  grpc::Status st = stub->ListAudit(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error("audit", st);
+  const int rc = c.call("audit", &AdminStub::ListAudit, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;

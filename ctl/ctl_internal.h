@@ -9,6 +9,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <type_traits>
 
 #include "core/clock.h"
 #include "ctl/ctl.h"
@@ -33,6 +34,26 @@ struct CtlContext {
   // Prints one line for a failed call ("ternctl: <what>: ...", with what to
   // do next) and returns the exit code it maps to.
   int rpc_error(const std::string& what, const grpc::Status& st) const;
+
+  // One unary call to the coordinator with the --timeout deadline, e.g.
+  //   c.unary(&tern::v1::FleetService::Stub::GetHost, req, resp)
+  template <typename Stub, typename Request, typename Response>
+  grpc::Status unary(grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+                     const std::type_identity_t<Request>& req, std::type_identity_t<Response>& resp) const {
+    Stub stub(channel);
+    grpc::ClientContext ctx;
+    set_deadline(ctx);
+    return (stub.*method)(&ctx, req, &resp);
+  }
+
+  // unary(), and when it fails rpc_error(what, status). Returns kExitOk if
+  // the call succeeded, else the exit code the command should return.
+  template <typename Stub, typename Request, typename Response>
+  int call(const std::string& what, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+           const std::type_identity_t<Request>& req, std::type_identity_t<Response>& resp) const {
+    const grpc::Status st = unary(method, req, resp);
+    return st.ok() ? kExitOk : rpc_error(what, st);
+  }
 };
 
 // ---- formatting shared by the command files ----

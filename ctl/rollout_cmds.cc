@@ -20,6 +20,7 @@ namespace tern {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using RolloutStub = tern::v1::RolloutService::Stub;
 
 const char* phase_word(tern::v1::RolloutPhase p) {
   switch (p) {
@@ -133,14 +134,11 @@ int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
     c.err << "ternctl: rollout plan: " << spec.status().message() << "\n";
     return kExitUsage;
   }
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::RolloutPlan plan;
-  grpc::Status st = stub->PlanRollout(&ctx, req, &plan);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout plan ", spec->service()), st);
+  const int rc = c.call(absl::StrCat("rollout plan ", spec->service()), &RolloutStub::PlanRollout, req, plan);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(plan);
     return kExitOk;
@@ -231,12 +229,10 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
   if (!c.json) {
     // Events carry the rollout's summary; the per-host table comes from the
     // rollout itself.
-    grpc::ClientContext gctx;
-    c.set_deadline(gctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout full;
-    print_rollout(stub->GetRollout(&gctx, g, &full).ok() ? full : last, c.out);
+    print_rollout(c.unary(&RolloutStub::GetRollout, g, full).ok() ? full : last, c.out);
   }
   if (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
       last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) {
@@ -252,14 +248,11 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
     c.err << "ternctl: rollout start: " << spec.status().message() << "\n";
     return kExitUsage;
   }
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::Rollout r;
-  grpc::Status st = stub->StartRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout start ", spec->service()), st);
+  const int rc = c.call(absl::StrCat("rollout start ", spec->service()), &RolloutStub::StartRollout, req, r);
+  if (rc != kExitOk) return rc;
   if (!f.watch) {
     if (c.json) c.out << to_json(r);
     else c.out << "started rollout " << r.id() << " (" << r.total_hosts() << " hosts in " << r.spec().waves_size()
@@ -271,29 +264,23 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
 }
 
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
   tern::v1::Rollout r;
-  grpc::Status st = stub->GetRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout status ", id), st);
+  const int rc = c.call(absl::StrCat("rollout status ", id), &RolloutStub::GetRollout, req, r);
+  if (rc != kExitOk) return rc;
   if (c.json) c.out << to_json(r);
   else print_rollout(r, c.out);
   return kExitOk;
 }
 
 int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::ListRolloutsRequest req;
   req.set_service(service);
   req.set_active_only(active);
   tern::v1::ListRolloutsResponse resp;
-  grpc::Status st = stub->ListRollouts(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error("rollout list", st);
+  const int rc = c.call("rollout list", &RolloutStub::ListRollouts, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -309,14 +296,11 @@ int cmd_rollout_list(const CtlContext& c, const std::string& service, bool activ
 }
 
 int cmd_rollout_history(const CtlContext& c, const std::string& id) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
   tern::v1::RolloutHistory resp;
-  grpc::Status st = stub->GetRolloutHistory(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout history ", id), st);
+  const int rc = c.call(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, resp);
+  if (rc != kExitOk) return rc;
   if (c.json) {
     c.out << to_json(resp);
     return kExitOk;
@@ -329,32 +313,28 @@ int cmd_rollout_history(const CtlContext& c, const std::string& id) {
 
 int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
                         const std::string& reason) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  const std::string what = absl::StrCat("rollout ", verb, " ", id);
   if (generation == 0) {
     // No fence given: fence on what the rollout is now.
-    grpc::ClientContext ctx;
-    c.set_deadline(ctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout cur;
-    grpc::Status st = stub->GetRollout(&ctx, g, &cur);
-    if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
+    const int rc = c.call(what, &RolloutStub::GetRollout, g, cur);
+    if (rc != kExitOk) return rc;
     generation = cur.generation();
   }
-  grpc::ClientContext ctx;
-  c.set_deadline(ctx);
   tern::v1::RolloutCommandRequest req;
   req.set_id(id);
   req.set_generation(generation);
   req.set_reason(reason);
+  const auto method = verb == "pause"     ? &RolloutStub::PauseRollout
+                      : verb == "resume"  ? &RolloutStub::ResumeRollout
+                      : verb == "promote" ? &RolloutStub::PromoteRollout
+                      : verb == "abort"   ? &RolloutStub::AbortRollout
+                                          : &RolloutStub::RollbackRollout;
   tern::v1::Rollout r;
-  grpc::Status st;
-  if (verb == "pause") st = stub->PauseRollout(&ctx, req, &r);
-  else if (verb == "resume") st = stub->ResumeRollout(&ctx, req, &r);
-  else if (verb == "promote") st = stub->PromoteRollout(&ctx, req, &r);
-  else if (verb == "abort") st = stub->AbortRollout(&ctx, req, &r);
-  else st = stub->RollbackRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
+  const int rc = c.call(what, method, req, r);
+  if (rc != kExitOk) return rc;
   if (c.json) c.out << to_json(r);
   else print_rollout(r, c.out);
   return kExitOk;
