@@ -1,18 +1,29 @@
 #pragma once
 
 // Shared by ternctl's command files; not an API.
+//
+// Layout: ctl.cc parses the global flags, builds one CtlContext and runs the
+// command the user picked; each noun adds its subcommands from its own file
+// (host_cmds.cc, service_cmds.cc, admin_cmds.cc, rollout_cmds.cc).
 
 #include <grpcpp/grpcpp.h>
 #include <google/protobuf/message.h>
 #include <google/protobuf/timestamp.pb.h>
 
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "core/clock.h"
 #include "ctl/ctl.h"
+
+namespace CLI {
+class App;
+}
 
 namespace tern {
 
@@ -56,6 +67,29 @@ struct CtlContext {
   }
 };
 
+// A leaf subcommand and what runs it. Each noun file adds its own; run_ctl
+// runs the one the user picked, once flags are parsed and the context built.
+struct CtlCommand {
+  using Run = std::function<int(const CtlContext&)>;
+  CtlCommand(CLI::App* cmd_in, Run run_in, std::function<bool()> offline_in = {})
+      : cmd(cmd_in), run(std::move(run_in)), offline(std::move(offline_in)) {}
+
+  CLI::App* cmd;
+  Run run;
+  // Empty, or true when the command as parsed calls no coordinator
+  // (`version --client`): then no channel is made and no credentials needed.
+  std::function<bool()> offline;
+};
+using CtlCommands = std::vector<CtlCommand>;
+
+// In the order `ternctl --help` lists them.
+void add_hosts_command(CLI::App& app, CtlCommands& cmds);     // host_cmds.cc: hosts
+void add_version_command(CLI::App& app, CtlCommands& cmds);   // admin_cmds.cc: version
+void add_service_commands(CLI::App& app, CtlCommands& cmds);  // service_cmds.cc: service, artifact
+void add_admin_commands(CLI::App& app, CtlCommands& cmds);    // admin_cmds.cc: whoami, token, audit
+void add_host_commands(CLI::App& app, CtlCommands& cmds);     // host_cmds.cc: host
+void add_rollout_commands(CLI::App& app, CtlCommands& cmds);  // rollout_cmds.cc: rollout
+
 // ---- formatting shared by the command files ----
 
 // The protobuf JSON mapping with proto field names; `compact`: one line.
@@ -66,27 +100,5 @@ std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms);
 
 // Local wall-clock time of day, "14:03:27", for progress lines.
 std::string clock_time(const google::protobuf::Timestamp& t);
-
-struct RolloutFlags {
-  std::string file;
-  std::string service, version, selector;
-  std::string waves = "1,10%,50%,100%";
-  std::string bake;
-  uint32_t max_parallel = 0;
-  uint32_t max_failed = 0;
-  std::string on_failure = "rollback";
-  std::string spread;
-  bool watch = false;
-  Millis wait{3'600'000};
-};
-
-int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f);
-int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f);
-int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait);
-int cmd_rollout_status(const CtlContext& c, const std::string& id);
-int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active);
-int cmd_rollout_history(const CtlContext& c, const std::string& id);
-int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
-                        const std::string& reason);
 
 }  // namespace tern

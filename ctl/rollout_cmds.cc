@@ -4,8 +4,12 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
+#include <optional>
 #include <thread>
-#include <map>
+#include <utility>
+
+#include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -21,6 +25,33 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 using RolloutStub = tern::v1::RolloutService::Stub;
+
+// The flags of every rollout subcommand; each reads the ones it has.
+struct RolloutFlags {
+  std::string file;
+  std::string service, version, selector;
+  std::string waves = "1,10%,50%,100%";
+  std::string bake;
+  uint32_t max_parallel = 0;
+  uint32_t max_failed = 0;
+  std::string on_failure = "rollback";
+  std::string spread;
+  bool watch = false;
+  std::string wait = "1h";
+  std::string id, reason;
+  uint64_t generation = 0;
+  bool active_only = false;
+};
+
+// --wait of watch and start --watch; nullopt (reported) when it is not a duration.
+std::optional<Millis> wait_flag(const CtlContext& c, const std::string& text) {
+  auto w = parse_duration(text);
+  if (!w.ok()) {
+    c.err << "ternctl: --wait: " << w.status().message() << "\n";
+    return std::nullopt;
+  }
+  return *w;
+}
 
 const char* phase_word(tern::v1::RolloutPhase p) {
   switch (p) {
@@ -125,8 +156,6 @@ absl::StatusOr<tern::v1::RolloutSpec> spec_from(const RolloutFlags& f) {
   if (auto st = validate_rollout_spec(spec); !st.ok()) return st;
   return spec;
 }
-
-}  // namespace
 
 int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   auto spec = spec_from(f);
@@ -243,6 +272,8 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
 }
 
 int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
+  const auto wait = wait_flag(c, f.wait);
+  if (!wait) return kExitUsage;
   auto spec = spec_from(f);
   if (!spec.ok()) {
     c.err << "ternctl: rollout start: " << spec.status().message() << "\n";
@@ -260,7 +291,7 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
     return kExitOk;
   }
   if (!c.json) c.out << "started rollout " << r.id() << "\n";
-  return cmd_rollout_watch(c, r.id(), f.wait);
+  return cmd_rollout_watch(c, r.id(), *wait);
 }
 
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
@@ -338,6 +369,68 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
   if (c.json) c.out << to_json(r);
   else print_rollout(r, c.out);
   return kExitOk;
+}
+
+}  // namespace
+
+void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
+  auto f = std::make_shared<RolloutFlags>();
+  auto* rollout = app.add_subcommand("rollout", "fleet-wide rollouts in waves");
+  rollout->require_subcommand(1);
+  auto add_spec_flags = [&f](CLI::App* cmd) {
+    cmd->add_option("-f,--file", f->file, "rollout spec YAML (see examples/rollout.yaml)");
+    cmd->add_option("service", f->service, "service (without -f)");
+    cmd->add_option("--version", f->version, "release to roll out (without -f)");
+    cmd->add_option("--waves", f->waves, "wave sizes, cumulative: hosts or percent (default 1,10%,50%,100%)");
+    cmd->add_option("--bake", f->bake, "bake time after each wave (e.g. 2m)");
+    cmd->add_option("-l,--selector", f->selector, "only hosts matching this label selector");
+    cmd->add_option("--max-parallel", f->max_parallel, "hosts deploying at once in a wave (0: all)");
+    cmd->add_option("--max-failed", f->max_failed, "hosts that may fail before on-failure applies (default 0)");
+    cmd->add_option("--on-failure", f->on_failure, "rollback (default) or pause")
+        ->check(CLI::IsMember({"rollback", "pause"}));
+    cmd->add_option("--spread", f->spread, "label whose values early waves spread across (e.g. zone)");
+  };
+  auto* plan = rollout->add_subcommand("plan", "dry run: which hosts go in which wave");
+  add_spec_flags(plan);
+  auto* start = rollout->add_subcommand("start", "start a rollout");
+  add_spec_flags(start);
+  start->add_flag("--watch", f->watch, "follow it until it ends (exit code = outcome)");
+  start->add_option("--wait", f->wait, "with --watch: give up after this long (default 1h)");
+  auto* watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
+  watch->add_option("id", f->id, "rollout id")->required();
+  watch->add_option("--wait", f->wait, "give up after this long (default 1h)");
+  auto* status = rollout->add_subcommand("status", "a rollout and its hosts");
+  status->add_option("id", f->id, "rollout id")->required();
+  auto* list = rollout->add_subcommand("list", "rollouts, newest first");
+  list->add_option("--service", f->service, "only this service's");
+  list->add_flag("--active", f->active_only, "only those not finished");
+  auto* history = rollout->add_subcommand("history", "every event of a rollout");
+  history->add_option("id", f->id, "rollout id")->required();
+  cmds.push_back({plan, [f](const CtlContext& c) { return cmd_rollout_plan(c, *f); }});
+  cmds.push_back({start, [f](const CtlContext& c) { return cmd_rollout_start(c, *f); }});
+  cmds.push_back({watch, [f](const CtlContext& c) {
+                    const auto wait = wait_flag(c, f->wait);
+                    return wait ? cmd_rollout_watch(c, f->id, *wait) : kExitUsage;
+                  }});
+  cmds.push_back({status, [f](const CtlContext& c) { return cmd_rollout_status(c, f->id); }});
+  cmds.push_back({list, [f](const CtlContext& c) { return cmd_rollout_list(c, f->service, f->active_only); }});
+  cmds.push_back({history, [f](const CtlContext& c) { return cmd_rollout_history(c, f->id); }});
+  const std::pair<const char*, const char*> verbs[] = {
+      {"pause", "stop starting new deploys"},
+      {"resume", "continue a paused rollout"},
+      {"promote", "pass the current wave's gate (or cut its bake short)"},
+      {"abort", "stop where it is; hosts keep what they run"},
+      {"rollback", "flip every host that got the new release back"}};
+  for (const auto& [verb, help] : verbs) {
+    auto* cmd = rollout->add_subcommand(verb, help);
+    cmd->add_option("id", f->id, "rollout id")->required();
+    cmd->add_option("--generation", f->generation,
+                    "refuse unless the rollout is at this generation (default: current)");
+    cmd->add_option("--reason", f->reason, "recorded in the history");
+    cmds.push_back({cmd, [f, verb = std::string(verb)](const CtlContext& c) {
+                      return cmd_rollout_command(c, verb, f->id, f->generation, f->reason);
+                    }});
+  }
 }
 
 }  // namespace tern
