@@ -51,15 +51,10 @@ const char* role_word(tern::v1::Role r) {
 }
 
 int cmd_whoami(const CtlContext& c) {
-  tern::v1::Principal p;
-  const int rc = c.call("whoami", &AdminStub::WhoAmI, tern::v1::WhoAmIRequest(), p);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(p);
-  } else {
+  auto print = [&](const tern::v1::Principal& p) {
     c.out << p.name() << " (" << role_word(p.role()) << ", by " << p.via() << ")\n";
-  }
-  return kExitOk;
+  };
+  return c.show("whoami", &AdminStub::WhoAmI, tern::v1::WhoAmIRequest(), print);
 }
 
 int cmd_token_create(const CtlContext& c, const std::string& name, const std::string& role) {
@@ -67,34 +62,24 @@ int cmd_token_create(const CtlContext& c, const std::string& name, const std::st
   req.set_name(name);
   req.set_role(role == "admin" ? tern::v1::ROLE_ADMIN : role == "operator" ? tern::v1::ROLE_OPERATOR
                                                                             : tern::v1::ROLE_VIEWER);
-  tern::v1::CreateTokenResponse resp;
-  const int rc = c.call(absl::StrCat("token create ", name), &AdminStub::CreateToken, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-  } else {
+  auto print = [&](const tern::v1::CreateTokenResponse& resp) {
     c.out << resp.secret() << "\n";
     c.err << "token " << name << " (" << role << ") created; the secret above is shown only now. "
-        << "Use it with --token or TERN_TOKEN.\n";
-  }
-  return kExitOk;
+          << "Use it with --token or TERN_TOKEN.\n";
+  };
+  return c.show(absl::StrCat("token create ", name), &AdminStub::CreateToken, req, print);
 }
 
 int cmd_token_list(const CtlContext& c) {
-  tern::v1::ListTokensResponse resp;
-  const int rc = c.call("token list", &AdminStub::ListTokens, tern::v1::ListTokensRequest(), resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"NAME", "ROLE", "CREATED", "BY", "REVOKED"});
-  for (const auto& tk : resp.tokens()) {
-    t.add({tk.name(), role_word(tk.role()), TimeUtil::ToString(tk.created()).substr(0, 19), tk.created_by(),
-           tk.revoked() ? "yes" : "-"});
-  }
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::ListTokensResponse& resp) {
+    Table t({"NAME", "ROLE", "CREATED", "BY", "REVOKED"});
+    for (const auto& tk : resp.tokens()) {
+      t.add({tk.name(), role_word(tk.role()), TimeUtil::ToString(tk.created()).substr(0, 19), tk.created_by(),
+             tk.revoked() ? "yes" : "-"});
+    }
+    t.print(c.out);
+  };
+  return c.show("token list", &AdminStub::ListTokens, tern::v1::ListTokensRequest(), print);
 }
 
 int cmd_token_revoke(const CtlContext& c, const std::string& name) {
@@ -114,22 +99,17 @@ int cmd_token_revoke(const CtlContext& c, const std::string& name) {
 int cmd_audit(const CtlContext& c, uint32_t limit) {
   tern::v1::ListAuditRequest req;
   req.set_limit(limit);
-  tern::v1::ListAuditResponse resp;
-  const int rc = c.call("audit", &AdminStub::ListAudit, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"TIME", "WHO", "ROLE", "CALL", "RESULT", "REQUEST"});
-  for (const auto& e : resp.entries()) {
-    std::string call = e.method().substr(e.method().find_last_of('/') + 1);
-    std::string result = e.code() == "OK" ? "OK" : absl::StrCat(e.code(), ": ", e.message().substr(0, 60));
-    t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), role_word(e.principal().role()), call,
-           result, e.request().substr(0, 60)});
-  }
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::ListAuditResponse& resp) {
+    Table t({"TIME", "WHO", "ROLE", "CALL", "RESULT", "REQUEST"});
+    for (const auto& e : resp.entries()) {
+      std::string call = e.method().substr(e.method().find_last_of('/') + 1);
+      std::string result = e.code() == "OK" ? "OK" : absl::StrCat(e.code(), ": ", e.message().substr(0, 60));
+      t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), role_word(e.principal().role()), call,
+             result, e.request().substr(0, 60)});
+    }
+    t.print(c.out);
+  };
+  return c.show("audit", &AdminStub::ListAudit, req, print);
 }
 
 }  // namespace

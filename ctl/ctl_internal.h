@@ -27,6 +27,9 @@ class App;
 
 namespace tern {
 
+// The protobuf JSON mapping with proto field names; `compact`: one line.
+std::string to_json(const google::protobuf::Message& msg, bool compact = false);
+
 // What every ternctl command runs with: the streams to write to, the global
 // flags as parsed, and the channel to the coordinator (with the caller's
 // credentials; null for a command that calls no coordinator). Built once by
@@ -65,6 +68,20 @@ struct CtlContext {
     const grpc::Status st = unary(method, req, resp);
     return st.ok() ? kExitOk : rpc_error(what, st);
   }
+
+  // call(), then the response: as JSON with -o json, else as `print` writes
+  // it for a person (print(const Response&) writes to out, and may to err).
+  // Returns the exit code for the command.
+  template <typename Stub, typename Request, typename Response, typename Print>
+  int show(const std::string& what, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+           const std::type_identity_t<Request>& req, Print&& print) const {
+    Response resp;
+    const int rc = call(what, method, req, resp);
+    if (rc != kExitOk) return rc;
+    if (json) out << to_json(resp);
+    else print(resp);
+    return kExitOk;
+  }
 };
 
 // A leaf subcommand and what runs it. Each noun file adds its own; run_ctl
@@ -91,9 +108,6 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds);     // host_cmds.cc: h
 void add_rollout_commands(CLI::App& app, CtlCommands& cmds);  // rollout_cmds.cc: rollout
 
 // ---- formatting shared by the command files ----
-
-// The protobuf JSON mapping with proto field names; `compact`: one line.
-std::string to_json(const google::protobuf::Message& msg, bool compact = false);
 
 // "3m ago", "now", or "-" for an unset time; `now_ms` is Unix milliseconds.
 std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms);

@@ -38,27 +38,22 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
   }
   tern::v1::ListHostsRequest req;
   req.set_selector(selector);
-  tern::v1::ListHostsResponse resp;
-  const int rc = c.call("list hosts", &FleetStub::ListHosts, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS"});
-  for (const auto& h : resp.hosts()) {
-    Labels labels(h.labels().begin(), h.labels().end());
-    t.add({h.host_id(), state_word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
-           h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
-           labels.empty() ? "-" : format_labels(labels)});
-  }
-  t.print(c.out);
-  if (resp.hosts().empty()) {
-    c.err << (selector.empty() ? "no hosts have registered yet\n"
-                             : absl::StrCat("no hosts match \"", selector, "\"\n"));
-  }
-  return kExitOk;
+  auto print = [&](const tern::v1::ListHostsResponse& resp) {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS"});
+    for (const auto& h : resp.hosts()) {
+      Labels labels(h.labels().begin(), h.labels().end());
+      t.add({h.host_id(), state_word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
+             h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
+             labels.empty() ? "-" : format_labels(labels)});
+    }
+    t.print(c.out);
+    if (resp.hosts().empty()) {
+      c.err << (selector.empty() ? "no hosts have registered yet\n"
+                                 : absl::StrCat("no hosts match \"", selector, "\"\n"));
+    }
+  };
+  return c.show("list hosts", &FleetStub::ListHosts, req, print);
 }
 
 // ---- one host ----
@@ -98,40 +93,30 @@ int cmd_host_history(const CtlContext& c, const std::string& host) {
   tern::v1::GetHostHistoryRequest req;
   req.set_host_id(host);
   req.set_limit(100);
-  tern::v1::GetHostHistoryResponse resp;
-  const int rc = c.call(absl::StrCat("host history ", host), &FleetStub::GetHostHistory, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"TIME", "EVENT", "DETAIL"});
-  for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::GetHostHistoryResponse& resp) {
+    Table t({"TIME", "EVENT", "DETAIL"});
+    for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
+    t.print(c.out);
+  };
+  return c.show(absl::StrCat("host history ", host), &FleetStub::GetHostHistory, req, print);
 }
 
 int cmd_host_status(const CtlContext& c, const std::string& host) {
   tern::v1::GetHostRequest req;
   req.set_host_id(host);
-  tern::v1::Host resp;
-  const int rc = c.call(absl::StrCat("host status ", host), &FleetStub::GetHost, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  c.out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
-      << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
-  if (resp.services().empty()) {
-    c.out << "no services on this host\n";
-    return kExitOk;
-  }
-  std::vector<const tern::v1::ServiceStatus*> svcs;
-  for (const auto& sv : resp.services()) svcs.push_back(&sv);
-  print_slots(svcs, c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::Host& resp) {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    c.out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
+        << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
+    if (resp.services().empty()) {
+      c.out << "no services on this host\n";
+      return;
+    }
+    std::vector<const tern::v1::ServiceStatus*> svcs;
+    for (const auto& sv : resp.services()) svcs.push_back(&sv);
+    print_slots(svcs, c.out);
+  };
+  return c.show(absl::StrCat("host status ", host), &FleetStub::GetHost, req, print);
 }
 
 // Follows a host operation's stream: one line per step, then the outcome.

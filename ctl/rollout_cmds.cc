@@ -165,27 +165,22 @@ int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   }
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
-  tern::v1::RolloutPlan plan;
-  const int rc = c.call(absl::StrCat("rollout plan ", spec->service()), &RolloutStub::PlanRollout, req, plan);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(plan);
-    return kExitOk;
-  }
-  c.out << "plan for " << spec->service() << " -> " << spec->release().version() << " (nothing is changed)\n";
-  Table t({"WAVE", "SIZE", "BAKE", "GATE", "WEIGHT", "HOSTS"});
-  for (const auto& w : plan.waves()) {
-    const auto& sw = spec->waves(static_cast<int>(w.index()));
-    t.add({std::to_string(w.index() + 1),
-           sw.size_case() == tern::v1::Wave::kHosts ? absl::StrCat(sw.hosts(), " host(s)")
-                                                    : absl::StrCat(sw.percent(), "%"),
-           format_duration(Millis(TimeUtil::DurationToMilliseconds(sw.bake()))),
-           sw.gate() == tern::v1::WAVE_GATE_MANUAL ? "manual" : "auto", absl::StrCat(sw.weight(), "%"),
-           w.host_ids().empty() ? "-" : absl::StrJoin(w.host_ids(), ",")});
-  }
-  t.print(c.out);
-  for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
-  return kExitOk;
+  auto print = [&](const tern::v1::RolloutPlan& plan) {
+    c.out << "plan for " << spec->service() << " -> " << spec->release().version() << " (nothing is changed)\n";
+    Table t({"WAVE", "SIZE", "BAKE", "GATE", "WEIGHT", "HOSTS"});
+    for (const auto& w : plan.waves()) {
+      const auto& sw = spec->waves(static_cast<int>(w.index()));
+      t.add({std::to_string(w.index() + 1),
+             sw.size_case() == tern::v1::Wave::kHosts ? absl::StrCat(sw.hosts(), " host(s)")
+                                                      : absl::StrCat(sw.percent(), "%"),
+             format_duration(Millis(TimeUtil::DurationToMilliseconds(sw.bake()))),
+             sw.gate() == tern::v1::WAVE_GATE_MANUAL ? "manual" : "auto", absl::StrCat(sw.weight(), "%"),
+             w.host_ids().empty() ? "-" : absl::StrJoin(w.host_ids(), ",")});
+    }
+    t.print(c.out);
+    for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
+  };
+  return c.show(absl::StrCat("rollout plan ", spec->service()), &RolloutStub::PlanRollout, req, print);
 }
 
 int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
@@ -297,49 +292,35 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
-  tern::v1::Rollout r;
-  const int rc = c.call(absl::StrCat("rollout status ", id), &RolloutStub::GetRollout, req, r);
-  if (rc != kExitOk) return rc;
-  if (c.json) c.out << to_json(r);
-  else print_rollout(r, c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
+  return c.show(absl::StrCat("rollout status ", id), &RolloutStub::GetRollout, req, print);
 }
 
 int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active) {
   tern::v1::ListRolloutsRequest req;
   req.set_service(service);
   req.set_active_only(active);
-  tern::v1::ListRolloutsResponse resp;
-  const int rc = c.call("rollout list", &RolloutStub::ListRollouts, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"ROLLOUT", "SERVICE", "RELEASE", "PHASE", "WAVE", "FAILED", "HOSTS", "MESSAGE"});
-  for (const auto& r : resp.rollouts()) {
-    t.add({r.id(), r.spec().service(), r.spec().release().version(), phase_word(r.phase()),
-           absl::StrCat(r.current_wave() + 1, "/", r.spec().waves_size()), std::to_string(r.failed_hosts()),
-           std::to_string(r.total_hosts()), r.message()});
-  }
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::ListRolloutsResponse& resp) {
+    Table t({"ROLLOUT", "SERVICE", "RELEASE", "PHASE", "WAVE", "FAILED", "HOSTS", "MESSAGE"});
+    for (const auto& r : resp.rollouts()) {
+      t.add({r.id(), r.spec().service(), r.spec().release().version(), phase_word(r.phase()),
+             absl::StrCat(r.current_wave() + 1, "/", r.spec().waves_size()), std::to_string(r.failed_hosts()),
+             std::to_string(r.total_hosts()), r.message()});
+    }
+    t.print(c.out);
+  };
+  return c.show("rollout list", &RolloutStub::ListRollouts, req, print);
 }
 
 int cmd_rollout_history(const CtlContext& c, const std::string& id) {
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
-  tern::v1::RolloutHistory resp;
-  const int rc = c.call(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  for (const auto& e : resp.events()) {
-    c.out << TimeUtil::ToString(e.time()) << "  " << e.kind() << ": " << e.message() << "\n";
-  }
-  return kExitOk;
+  auto print = [&](const tern::v1::RolloutHistory& resp) {
+    for (const auto& e : resp.events()) {
+      c.out << TimeUtil::ToString(e.time()) << "  " << e.kind() << ": " << e.message() << "\n";
+    }
+  };
+  return c.show(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, print);
 }
 
 int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
@@ -363,12 +344,8 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
                       : verb == "promote" ? &RolloutStub::PromoteRollout
                       : verb == "abort"   ? &RolloutStub::AbortRollout
                                           : &RolloutStub::RollbackRollout;
-  tern::v1::Rollout r;
-  const int rc = c.call(what, method, req, r);
-  if (rc != kExitOk) return rc;
-  if (c.json) c.out << to_json(r);
-  else print_rollout(r, c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
+  return c.show(what, method, req, print);
 }
 
 }  // namespace

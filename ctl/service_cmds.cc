@@ -32,16 +32,11 @@ int cmd_service_apply(const CtlContext& c, const std::string& file) {
   }
   tern::v1::ApplyServiceRequest req;
   *req.mutable_spec() = *spec;
-  tern::v1::ApplyServiceResponse resp;
-  const int rc = c.call(absl::StrCat("service apply ", spec->name()), &ServiceStub::ApplyService, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-  } else {
+  auto print = [&](const tern::v1::ApplyServiceResponse& resp) {
     c.out << "service " << resp.service().spec().name() << (resp.changed() ? " applied" : " unchanged")
-        << " (generation " << resp.service().generation() << ")\n";
-  }
-  return kExitOk;
+          << " (generation " << resp.service().generation() << ")\n";
+  };
+  return c.show(absl::StrCat("service apply ", spec->name()), &ServiceStub::ApplyService, req, print);
 }
 
 std::string ports_word(const tern::v1::ServiceSpec& spec) {
@@ -53,21 +48,17 @@ std::string ports_word(const tern::v1::ServiceSpec& spec) {
 }
 
 int cmd_service_list(const CtlContext& c) {
-  tern::v1::ListServicesResponse resp;
-  const int rc = c.call("list services", &ServiceStub::ListServices, tern::v1::ListServicesRequest(), resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"SERVICE", "GENERATION", "SELECTOR", "PORTS (PUBLIC->BLUE|GREEN)", "KEEP WARM"});
-  for (const auto& r : resp.services()) {
-    t.add({r.spec().name(), std::to_string(r.generation()), r.spec().selector().empty() ? "(all)" : r.spec().selector(),
-           ports_word(r.spec()), r.spec().keep_warm() ? "yes" : "no"});
-  }
-  t.print(c.out);
-  if (resp.services().empty()) c.err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
-  return kExitOk;
+  auto print = [&](const tern::v1::ListServicesResponse& resp) {
+    Table t({"SERVICE", "GENERATION", "SELECTOR", "PORTS (PUBLIC->BLUE|GREEN)", "KEEP WARM"});
+    for (const auto& r : resp.services()) {
+      t.add({r.spec().name(), std::to_string(r.generation()),
+             r.spec().selector().empty() ? "(all)" : r.spec().selector(), ports_word(r.spec()),
+             r.spec().keep_warm() ? "yes" : "no"});
+    }
+    t.print(c.out);
+    if (resp.services().empty()) c.err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
+  };
+  return c.show("list services", &ServiceStub::ListServices, tern::v1::ListServicesRequest(), print);
 }
 
 std::string human_bytes(uint64_t n) {
@@ -149,20 +140,16 @@ int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::s
 int cmd_artifact_list(const CtlContext& c, const std::string& service) {
   tern::v1::ListArtifactsRequest req;
   req.set_service(service);
-  tern::v1::ListArtifactsResponse resp;
-  const int rc = c.call("list artifacts", &ServiceStub::ListArtifacts, req, resp);
-  if (rc != kExitOk) return rc;
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED"});
-  for (const auto& a : resp.artifacts()) {
-    t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12), ago(a.created(), now)});
-  }
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::ListArtifactsResponse& resp) {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED"});
+    for (const auto& a : resp.artifacts()) {
+      t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12),
+             ago(a.created(), now)});
+    }
+    t.print(c.out);
+  };
+  return c.show("list artifacts", &ServiceStub::ListArtifacts, req, print);
 }
 
 }  // namespace
