@@ -59,6 +59,20 @@ int CtlContext::rpc_error(const std::string& what, const grpc::Status& st) const
   }
 }
 
+int CtlContext::usage_error(absl::string_view what, absl::string_view why) const {
+  err << "ternctl: " << what << ": " << why << "\n";
+  return kExitUsage;
+}
+
+std::optional<Millis> duration_flag(const CtlContext& c, absl::string_view what, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d.ok()) {
+    c.usage_error(what, d.status().message());
+    return std::nullopt;
+  }
+  return *d;
+}
+
 std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
   if (t.seconds() == 0 && t.nanos() == 0) return "-";
   int64_t d = now_ms - google::protobuf::util::TimeUtil::TimestampToMilliseconds(t);

@@ -12,12 +12,14 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "core/clock.h"
 #include "ctl/ctl.h"
 
@@ -48,6 +50,10 @@ struct CtlContext {
   // Prints one line for a failed call ("ternctl: <what>: ...", with what to
   // do next) and returns the exit code it maps to.
   int rpc_error(const std::string& what, const grpc::Status& st) const;
+
+  // Prints "ternctl: <what>: <why>" and returns kExitUsage: the request is
+  // wrong before anything is sent.
+  int usage_error(absl::string_view what, absl::string_view why) const;
 
   // One unary call to the coordinator with the --timeout deadline, e.g.
   //   c.unary(&tern::v1::FleetService::Stub::GetHost, req, resp)
@@ -106,6 +112,10 @@ void add_service_commands(CLI::App& app, CtlCommands& cmds);  // service_cmds.cc
 void add_admin_commands(CLI::App& app, CtlCommands& cmds);    // admin_cmds.cc: whoami, token, audit
 void add_host_commands(CLI::App& app, CtlCommands& cmds);     // host_cmds.cc: host
 void add_rollout_commands(CLI::App& app, CtlCommands& cmds);  // rollout_cmds.cc: rollout
+
+// A duration flag such as --wait; nullopt, after usage_error(what, why), when
+// `text` is not a duration.
+std::optional<Millis> duration_flag(const CtlContext& c, absl::string_view what, const std::string& text);
 
 // ---- formatting shared by the command files ----
 

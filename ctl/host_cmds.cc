@@ -32,10 +32,7 @@ const char* state_word(tern::v1::HostState s) {
 }
 
 int cmd_hosts(const CtlContext& c, const std::string& selector) {
-  if (auto sel = LabelSelector::parse(selector); !sel.ok()) {
-    c.err << "ternctl: hosts: " << sel.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (auto sel = LabelSelector::parse(selector); !sel.ok()) return c.usage_error("hosts", sel.status().message());
   tern::v1::ListHostsRequest req;
   req.set_selector(selector);
   auto print = [&](const tern::v1::ListHostsResponse& resp) {
@@ -119,19 +116,27 @@ int cmd_host_status(const CtlContext& c, const std::string& host) {
   return c.show(absl::StrCat("host status ", host), &FleetStub::GetHost, req, print);
 }
 
-// Follows a host operation's stream: one line per step, then the outcome.
-int follow_operation(const CtlContext& c, const std::string& what,
-                     grpc::ClientReaderInterface<tern::v1::HostOperationUpdate>& reader) {
+// Starts a host operation (deploy, rollback) with --wait as its deadline and
+// follows its stream: one line per step, then the outcome.
+template <typename Request>
+int follow_operation(const CtlContext& c, const std::string& what, Millis wait,
+                     std::unique_ptr<grpc::ClientReader<tern::v1::HostOperationUpdate>> (FleetStub::*start)(
+                         grpc::ClientContext*, const Request&),
+                     const Request& req) {
+  FleetStub stub(c.channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + wait);
+  auto reader = (stub.*start)(&ctx, req);
   tern::v1::HostOperationUpdate u, last;
   bool done = false;
-  while (reader.Read(&u)) {
+  while (reader->Read(&u)) {
     if (!c.json) c.out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
     if (u.done()) {
       done = true;
       last = u;
     }
   }
-  grpc::Status st = reader.Finish();
+  grpc::Status st = reader->Finish();
   if (!st.ok()) return c.rpc_error(what, st);
   if (!done) {
     c.err << "ternctl: " << what
@@ -158,22 +163,10 @@ struct DeployFlags {
 
 int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::string& service,
                     const DeployFlags& f) {
-  if (f.version.empty()) {
-    c.err << "ternctl: host deploy: --version is required\n";
-    return kExitUsage;
-  }
-  if (f.weight == 0 || f.weight > 100) {
-    c.err << "ternctl: host deploy: --weight must be 1-100\n";
-    return kExitUsage;
-  }
-  auto wait = parse_duration(f.wait);
-  if (!wait.ok()) {
-    c.err << "ternctl: host deploy: --wait: " << wait.status().message() << "\n";
-    return kExitUsage;
-  }
-  auto stub = tern::v1::FleetService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + *wait);
+  if (f.version.empty()) return c.usage_error("host deploy", "--version is required");
+  if (f.weight == 0 || f.weight > 100) return c.usage_error("host deploy", "--weight must be 1-100");
+  const auto wait = duration_flag(c, "host deploy: --wait", f.wait);
+  if (!wait) return kExitUsage;
   tern::v1::DeployHostRequest req;
   req.set_host_id(host);
   req.set_service(service);
@@ -187,26 +180,19 @@ int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::str
     req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
   }
   if (!c.json) c.out << "deploying " << service << " " << f.version << " to " << host << "\n";
-  auto reader = stub->DeployHost(&ctx, req);
-  return follow_operation(c, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *reader);
+  return follow_operation(c, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *wait,
+                          &FleetStub::DeployHost, req);
 }
 
 int cmd_host_rollback(const CtlContext& c, const std::string& host, const std::string& service,
                       const std::string& wait) {
-  auto w = parse_duration(wait);
-  if (!w.ok()) {
-    c.err << "ternctl: host rollback: --wait: " << w.status().message() << "\n";
-    return kExitUsage;
-  }
-  auto stub = tern::v1::FleetService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + *w);
+  const auto w = duration_flag(c, "host rollback: --wait", wait);
+  if (!w) return kExitUsage;
   tern::v1::RollbackHostRequest req;
   req.set_host_id(host);
   req.set_service(service);
   if (!c.json) c.out << "rolling back " << service << " on " << host << "\n";
-  auto reader = stub->RollbackHost(&ctx, req);
-  return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *reader);
+  return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *w, &FleetStub::RollbackHost, req);
 }
 
 }  // namespace

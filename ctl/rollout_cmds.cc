@@ -43,16 +43,6 @@ struct RolloutFlags {
   bool active_only = false;
 };
 
-// --wait of watch and start --watch; nullopt (reported) when it is not a duration.
-std::optional<Millis> wait_flag(const CtlContext& c, const std::string& text) {
-  auto w = parse_duration(text);
-  if (!w.ok()) {
-    c.err << "ternctl: --wait: " << w.status().message() << "\n";
-    return std::nullopt;
-  }
-  return *w;
-}
-
 const char* phase_word(tern::v1::RolloutPhase p) {
   switch (p) {
     case tern::v1::ROLLOUT_PHASE_PENDING: return "pending";
@@ -159,10 +149,7 @@ absl::StatusOr<tern::v1::RolloutSpec> spec_from(const RolloutFlags& f) {
 
 int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   auto spec = spec_from(f);
-  if (!spec.ok()) {
-    c.err << "ternctl: rollout plan: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!spec.ok()) return c.usage_error("rollout plan", spec.status().message());
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   auto print = [&](const tern::v1::RolloutPlan& plan) {
@@ -267,13 +254,10 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
 }
 
 int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
-  const auto wait = wait_flag(c, f.wait);
+  const auto wait = duration_flag(c, "--wait", f.wait);
   if (!wait) return kExitUsage;
   auto spec = spec_from(f);
-  if (!spec.ok()) {
-    c.err << "ternctl: rollout start: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!spec.ok()) return c.usage_error("rollout start", spec.status().message());
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::Rollout r;
@@ -386,7 +370,7 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   cmds.push_back({plan, [f](const CtlContext& c) { return cmd_rollout_plan(c, *f); }});
   cmds.push_back({start, [f](const CtlContext& c) { return cmd_rollout_start(c, *f); }});
   cmds.push_back({watch, [f](const CtlContext& c) {
-                    const auto wait = wait_flag(c, f->wait);
+                    const auto wait = duration_flag(c, "--wait", f->wait);
                     return wait ? cmd_rollout_watch(c, f->id, *wait) : kExitUsage;
                   }});
   cmds.push_back({status, [f](const CtlContext& c) { return cmd_rollout_status(c, f->id); }});

@@ -26,10 +26,7 @@ using ServiceStub = tern::v1::ServiceService::Stub;
 
 int cmd_service_apply(const CtlContext& c, const std::string& file) {
   auto spec = load_service_spec_file(file);
-  if (!spec.ok()) {
-    c.err << "ternctl: service apply: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!spec.ok()) return c.usage_error("service apply", spec.status().message());
   tern::v1::ApplyServiceRequest req;
   *req.mutable_spec() = *spec;
   auto print = [&](const tern::v1::ApplyServiceResponse& resp) {
@@ -76,17 +73,11 @@ int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::s
                       const std::string& sign_key) {
   // Hashed first, so the coordinator can check the bytes end to end.
   auto digest = sha256_file(file);
-  if (!digest.ok()) {
-    c.err << "ternctl: artifact push: " << digest.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!digest.ok()) return c.usage_error("artifact push", digest.status().message());
   std::string signature;
   if (!sign_key.empty()) {
     auto sig = sign_artifact(sign_key, *digest);
-    if (!sig.ok()) {
-      c.err << "ternctl: artifact push: --sign-key: " << sig.status().message() << "\n";
-      return kExitUsage;
-    }
+    if (!sig.ok()) return c.usage_error("artifact push: --sign-key", sig.status().message());
     signature = *std::move(sig);
   }
   std::ifstream in(file, std::ios::binary);
