@@ -3,6 +3,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -10,7 +11,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/clock.h"
-#include "core/duration.h"
 #include "core/label_selector.h"
 #include "ctl/ctl_internal.h"
 #include "ctl/table.h"

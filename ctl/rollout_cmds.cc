@@ -1,9 +1,9 @@
 // ternctl rollout ...: plan, start, status, watch, list, history and the
 // operator commands.
-#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <thread>

@@ -2,6 +2,7 @@
 // release artifacts the coordinator stores for them.
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <fstream>
 #include <iomanip>
 #include <memory>
