@@ -85,7 +85,7 @@ tern::v1::ServiceStatus ServiceSupervisor::status() const {
   tern::v1::ServiceStatus out;
   out.set_service(name_);
   out.set_spec_generation(state_.spec_generation());
-  const uint32_t w = state_.active_weight() == 0 ? 100 : state_.active_weight();
+  const uint32_t w = effective_weight(state_.active_weight());
   for (const auto* s : {&state_.blue(), &state_.green()}) {
     auto* o = out.add_slots();
     o->set_color(s->color());
@@ -125,11 +125,11 @@ absl::Status ServiceSupervisor::recover() {
     auto& s = recorded(c);
     if (s.pid() <= 0) continue;
     if (deps_.launcher->recover(handle(s))) {
-      spdlog::info("{}: adopted {} slot (pid {}, release {}) without restarting it", name_, color_name(c), s.pid(),
+      spdlog::info("{}: adopted {} slot (pid {}, release {}) without restarting it", name_, word(c), s.pid(),
                    s.release().version());
       if (s.phase() == tern::v1::SLOT_PHASE_DRAINING) s.set_phase(tern::v1::SLOT_PHASE_HEALTHY);
     } else {
-      spdlog::warn("{}: {} slot (pid {}) is gone after the agent restart", name_, color_name(c), s.pid());
+      spdlog::warn("{}: {} slot (pid {}) is gone after the agent restart", name_, word(c), s.pid());
       s.set_pid(0);
       s.set_start_time(0);
       if (s.phase() != tern::v1::SLOT_PHASE_STOPPED) {
@@ -171,7 +171,7 @@ void ServiceSupervisor::stop_orphans() {
     for (const Orphan& o : deps_.launcher->find_orphans(sl.slot_id(), known)) {
       spdlog::warn("{}: {} process {} runs but was never recorded (the agent stopped between its start and the "
                    "state write); stopping it",
-                   name_, color_name(c), o.handle.pid);
+                   name_, word(c), o.handle.pid);
       sl.stop(o.handle, grace);
     }
   }
@@ -312,7 +312,7 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     s.set_start_time(0);
     s.set_message("");
   }
-  save(absl::StrCat("starting ", color_name(color), " ", release.version()));
+  save(absl::StrCat("starting ", word(color), " ", release.version()));
   auto h = sl.start(ls);
   if (!h.ok()) {
     std::lock_guard lock(mu_);
@@ -326,8 +326,8 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     recorded(color).set_pid(h->pid);
     recorded(color).set_start_time(h->start_time);
   }
-  save(absl::StrCat("probing ", color_name(color), " ", release.version()));
-  p(absl::StrCat("started ", color_name(color), " ", release.version(), " on port ", slot_port(color), " (pid ",
+  save(absl::StrCat("probing ", word(color), " ", release.version()));
+  p(absl::StrCat("started ", word(color), " ", release.version(), " on port ", slot_port(color), " (pid ",
                  h->pid, "), log ", ls.log_path));
   return absl::OkStatus();
 }
@@ -351,7 +351,7 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
     recorded(color).set_phase(tern::v1::SLOT_PHASE_HEALTHY);
     recorded(color).set_message("");
   }
-  p(absl::StrCat(color_name(color), " is healthy"));
+  p(absl::StrCat(word(color), " is healthy"));
   return absl::OkStatus();
 }
 
@@ -383,19 +383,19 @@ void ServiceSupervisor::drain(SlotColor color, const Progress& p) {
     drain_time = millis(state_.spec().drain());
     recorded(color).set_phase(tern::v1::SLOT_PHASE_DRAINING);
   }
-  save(absl::StrCat("draining ", color_name(color)));
-  p(absl::StrCat("draining ", color_name(color), " (up to ", format_duration(drain_time), ")"));
+  save(absl::StrCat("draining ", word(color)));
+  p(absl::StrCat("draining ", word(color), " (up to ", format_duration(drain_time), ")"));
   auto ps = slot(color).drain(slot_port(color), drain_time);
   if (!ps) return;
   if (ps->established > 0) {
-    p(absl::StrCat("drain time passed with ", ps->established, " connection(s) still open on ", color_name(color)));
+    p(absl::StrCat("drain time passed with ", ps->established, " connection(s) still open on ", word(color)));
   } else {
-    p(absl::StrCat(color_name(color), " drained"));
+    p(absl::StrCat(word(color), " drained"));
   }
 }
 
 absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const Progress& p) {
-  const uint32_t weight = d.weight() == 0 ? 100 : d.weight();
+  const uint32_t weight = effective_weight(d.weight());
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   SlotColor active, target;
   tern::v1::SlotState target_state;
@@ -422,7 +422,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   if (already_active) {
     // The release already takes traffic: a deploy only sets its share (the
     // promotion of a weighted canary to 100 is such a deploy).
-    p(absl::StrCat(d.release().version(), " is already active on ", color_name(active)));
+    p(absl::StrCat(d.release().version(), " is already active on ", word(active)));
     if (!d.switch_on_healthy()) return absl::OkStatus();
     return switch_traffic(active, weight, p);
   }
@@ -430,16 +430,16 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
                      target_state.release().version() == d.release().version() &&
                      target_state.release().sha256() == d.release().sha256();
   if (reuse) {
-    p(absl::StrCat(color_name(target), " already runs ", d.release().version(), " (warm); reusing it"));
+    p(absl::StrCat(word(target), " already runs ", d.release().version(), " (warm); reusing it"));
   } else {
     // A share of the traffic on the target slot is taken back first: that
     // slot is about to be replaced.
     if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && state_.active_weight() < 100 && state_.active_weight() != 0) {
       if (auto st = set_mapping(active, 100); !st.ok()) return st;
-      p(absl::StrCat("moved all traffic back to ", color_name(active)));
+      p(absl::StrCat("moved all traffic back to ", word(active)));
     }
     if (running(target_state)) {
-      p(absl::StrCat("stopping idle ", color_name(target), " (", target_state.release().version(), ")"));
+      p(absl::StrCat("stopping idle ", word(target), " (", target_state.release().version(), ")"));
       stop_slot(target, tern::v1::SLOT_PHASE_STOPPED, "replaced by a new release");
     }
     save(absl::StrCat("staging ", d.release().version()));
@@ -456,7 +456,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     save("");
   }
   if (!d.switch_on_healthy()) {
-    p(absl::StrCat(color_name(target), " is ready; traffic left on ", color_name(active)));
+    p(absl::StrCat(word(target), " is ready; traffic left on ", word(active)));
     return absl::OkStatus();
   }
   return switch_traffic(target, weight, p);
@@ -466,21 +466,21 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   if (to != tern::v1::SLOT_COLOR_BLUE && to != tern::v1::SLOT_COLOR_GREEN) {
     return absl::InvalidArgumentError("switch: the target slot must be blue or green");
   }
-  if (weight == 0) weight = 100;
+  weight = effective_weight(weight);
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   const SlotColor previous = other(to);
   bool previous_had_traffic;
   {
     std::lock_guard lock(mu_);
     if (!running(recorded(to))) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot switch to ", color_name(to), ": it is not running"));
+      return absl::FailedPreconditionError(absl::StrCat("cannot switch to ", word(to), ": it is not running"));
     }
     if (weight < 100 && !running(recorded(previous))) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot split traffic: ", color_name(previous),
+      return absl::FailedPreconditionError(absl::StrCat("cannot split traffic: ", word(previous),
                                                         " is not running"));
     }
     // The other slot had traffic if it was active, or shared it with `to`.
-    const uint32_t w = state_.active_weight() == 0 ? 100 : state_.active_weight();
+    const uint32_t w = effective_weight(state_.active_weight());
     previous_had_traffic = running(recorded(previous)) &&
                            (state_.active() == previous || (state_.active() == to && w < 100));
   }
@@ -490,14 +490,14 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   // recorded durably as soon as the kernel has it, before anything is
   // stopped. That keeps disk writes off the swap's critical path.
   if (auto st = set_mapping(to, weight); !st.ok()) {
-    return absl::InternalError(absl::StrCat("switching traffic to ", color_name(to), " failed: ", st.message(),
+    return absl::InternalError(absl::StrCat("switching traffic to ", word(to), " failed: ", st.message(),
                                             "; the previous mapping stays in force"));
   }
   save("");
-  p(weight == 100 ? absl::StrCat("switched traffic to ", color_name(to))
-                  : absl::StrCat("split traffic: ", color_name(to), " ", weight, "%, ", color_name(other(to)), " ",
+  p(weight == 100 ? absl::StrCat("switched traffic to ", word(to))
+                  : absl::StrCat("split traffic: ", word(to), " ", weight, "%, ", word(other(to)), " ",
                                  100 - weight, "%"));
-  event(tern::v1::AGENT_EVENT_KIND_SWITCHED, absl::StrCat("traffic now on ", color_name(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
+  event(tern::v1::AGENT_EVENT_KIND_SWITCHED, absl::StrCat("traffic now on ", word(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
   if (weight == 100 && previous_had_traffic) {
     bool keep_warm;
     {
@@ -507,7 +507,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
     if (keep_warm) {
       // Nothing to drain: the old slot keeps running, and its open
       // connections finish there whenever their clients close them.
-      p(absl::StrCat(color_name(previous), " kept warm for rollback"));
+      p(absl::StrCat(word(previous), " kept warm for rollback"));
     } else {
       drain(previous, p);
       {
@@ -515,7 +515,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
         if (stopping_) return absl::OkStatus();
       }
       stop_slot(previous, tern::v1::SLOT_PHASE_STOPPED, "drained and stopped after a switch");
-      p(absl::StrCat("stopped ", color_name(previous)));
+      p(absl::StrCat("stopped ", word(previous)));
     }
   }
   return absl::OkStatus();
@@ -545,7 +545,7 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
     }
   }
   if (what == kAlreadyThere) {
-    p(absl::StrCat(to_version, " is already active on ", color_name(active)));
+    p(absl::StrCat(to_version, " is already active on ", word(active)));
     return absl::OkStatus();
   }
   // Active but sharing new connections with the other slot: take them all back.
@@ -556,11 +556,11 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
         absl::StrCat("service ", name_, " has no previous release on this host to roll back to"));
   }
   if (!running(prev)) {
-    p(absl::StrCat(color_name(target), " (", prev.release().version(), ") is stopped; starting it again"));
+    p(absl::StrCat(word(target), " (", prev.release().version(), ") is stopped; starting it again"));
     if (auto st = start_slot(target, prev.release(), prev.release_dir(), p); !st.ok()) return st;
     if (auto st = wait_healthy(target, p); !st.ok()) return st;
   }
-  p(absl::StrCat("rolling back to ", prev.release().version(), " on ", color_name(target)));
+  p(absl::StrCat("rolling back to ", prev.release().version(), " on ", word(target)));
   return switch_traffic(target, 100, p);
 }
 
@@ -569,14 +569,14 @@ absl::Status ServiceSupervisor::stop_slot_op(SlotColor color, const Progress& p)
     std::lock_guard lock(mu_);
     if (state_.active() == color) {
       return absl::FailedPreconditionError(
-          absl::StrCat(color_name(color), " is the active slot; switch traffic away from it first"));
+          absl::StrCat(word(color), " is the active slot; switch traffic away from it first"));
     }
     if (state_.active() == other(color) && state_.active_weight() < 100 && state_.active_weight() != 0) {
-      return absl::FailedPreconditionError(absl::StrCat(color_name(color), " receives a share of the traffic"));
+      return absl::FailedPreconditionError(absl::StrCat(word(color), " receives a share of the traffic"));
     }
   }
   stop_slot(color, tern::v1::SLOT_PHASE_STOPPED, "stopped by command");
-  p(absl::StrCat("stopped ", color_name(color)));
+  p(absl::StrCat("stopped ", word(color)));
   return absl::OkStatus();
 }
 
@@ -622,15 +622,15 @@ void ServiceSupervisor::monitor() {
         std::lock_guard lock(mu_);
         recorded(c).set_restarts(restarts);
       }
-      event(tern::v1::AGENT_EVENT_KIND_SLOT_RESTARTED, st.ok() ? absl::StrCat("restarted ", color_name(c), " (", s.release().version(),
+      event(tern::v1::AGENT_EVENT_KIND_SLOT_RESTARTED, st.ok() ? absl::StrCat("restarted ", word(c), " (", s.release().version(),
                                                      "), restart ", restarts, " of ", spec.restart().max_restarts())
-                                      : absl::StrCat("restarting ", color_name(c), " failed: ", st.message()));
+                                      : absl::StrCat("restarting ", word(c), " failed: ", st.message()));
       save("");
       continue;
     }
     if (!running(s)) continue;
     if (auto exited = deps_.launcher->poll(handle(s))) {
-      std::string why = absl::StrCat(color_name(c), " (", s.release().version(), ", pid ", s.pid(), ") ",
+      std::string why = absl::StrCat(word(c), " (", s.release().version(), ", pid ", s.pid(), ") ",
                                      exited->description);
       std::string tail = slot(c).log_tail();
       {
@@ -671,7 +671,7 @@ void ServiceSupervisor::monitor() {
     if (after == HealthTracker::State::kFailed) {
       stop_slot(c, tern::v1::SLOT_PHASE_CRASHED,
                 absl::StrCat("did not turn healthy after a restart: ", tracker->last_detail()));
-      event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(color_name(c), " never turned healthy after a restart; stopped"));
+      event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(word(c), " never turned healthy after a restart; stopped"));
       continue;
     }
     {
@@ -680,7 +680,7 @@ void ServiceSupervisor::monitor() {
       recorded(c).set_message(after == HealthTracker::State::kUnhealthy ? r.detail : "");
     }
     save("");
-    event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(color_name(c), " is now ", to_string(after),
+    event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(word(c), " is now ", to_string(after),
                                          after == HealthTracker::State::kUnhealthy ? absl::StrCat(": ", r.detail) : ""));
   }
 }

@@ -20,14 +20,6 @@ SlotColor other(SlotColor c) {
   return c == tern::v1::SLOT_COLOR_BLUE ? tern::v1::SLOT_COLOR_GREEN : tern::v1::SLOT_COLOR_BLUE;
 }
 
-const char* color_name(SlotColor c) {
-  switch (c) {
-    case tern::v1::SLOT_COLOR_BLUE: return "blue";
-    case tern::v1::SLOT_COLOR_GREEN: return "green";
-    default: return "none";
-  }
-}
-
 namespace {
 
 uint16_t port_of(const tern::v1::PortMap& pm, SlotColor color) {
@@ -44,8 +36,8 @@ Slot::Slot(std::string service, SlotColor color, Deps deps)
     : service_(std::move(service)),
       color_(color),
       deps_(std::move(deps)),
-      log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", color_name(color_), ".log")),
-      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", color_name(color_))) {}
+      log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", word(color_), ".log")),
+      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", word(color_))) {}
 
 std::string Slot::log_tail() const {
   constexpr std::size_t kMaxLines = 3;
@@ -70,7 +62,7 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
         {"{port}", std::to_string(port)},
         {"{release_dir}", dir},
         {"{version}", release.version()},
-        {"{slot}", color_name(color_)},
+        {"{slot}", word(color_)},
         {"{service}", spec.name()}};
     for (const auto& pm : spec.ports()) {
       repl.emplace_back(absl::StrCat("{port:", pm.name(), "}"), std::to_string(port_of(pm, color_)));
@@ -84,7 +76,7 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
   }
   ls.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
             {"TERN_SERVICE", spec.name()},
-            {"TERN_SLOT", color_name(color_)},
+            {"TERN_SLOT", word(color_)},
             {"TERN_VERSION", release.version()},
             {"TERN_PORT", std::to_string(port)},
             {"TERN_RELEASE_DIR", dir}};
@@ -101,8 +93,8 @@ absl::Status Slot::check_ports(const tern::v1::ServiceSpec& spec, const std::str
     const uint16_t sp = port_of(pm, color_);
     if (deps_.os->port_in_use(sp, pm.protocol())) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "cannot start ", color_name(color_), " (", version, "): its port ", sp,
-          " is already in use by another process on this host; stop that process or change the ", color_name(color_),
+          "cannot start ", word(color_), " (", version, "): its port ", sp,
+          " is already in use by another process on this host; stop that process or change the ", word(color_),
           " port in the spec"));
     }
   }
@@ -124,7 +116,7 @@ absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t por
     if (auto exited = deps_.launcher->poll(h)) {
       const std::string tail = log_tail();
       return absl::FailedPreconditionError(
-          absl::StrCat(color_name(color_), " (", version, ") ", exited->description, " before turning healthy",
+          absl::StrCat(word(color_), " (", version, ") ", exited->description, " before turning healthy",
                        tail.empty() ? "" : absl::StrCat("; last output: ", tail), "; the active slot was not touched"));
     }
     auto r = deps_.prober->probe(check, port, params.timeout);
@@ -132,7 +124,7 @@ absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t por
     if (verdict == HealthTracker::State::kHealthy) return absl::OkStatus();
     if (verdict == HealthTracker::State::kFailed) {
       return absl::FailedPreconditionError(absl::StrCat(
-          color_name(color_), " (", version, ") did not turn healthy within ", format_duration(params.healthy_deadline),
+          word(color_), " (", version, ") did not turn healthy within ", format_duration(params.healthy_deadline),
           ": ", r.detail, "; it was stopped and the active slot was not touched"));
     }
     if (deps_.pause(params.interval)) return absl::AbortedError("the agent is shutting down");
@@ -158,7 +150,7 @@ void Slot::stop(const ProcessHandle& h, Millis grace) {
   bool gone = false;
   while (!(gone = deps_.launcher->poll(h).has_value()) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));
   if (gone) return;
-  spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", service_, color_name(color_), h.pid,
+  spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", service_, word(color_), h.pid,
                format_duration(grace));
   deps_.launcher->signal_group(h, SIGKILL);
   const TimePoint kill_deadline = clock.now() + Millis(5'000);

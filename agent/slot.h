@@ -10,6 +10,7 @@
 #include "agent/health.h"
 #include "agent/host_os.h"
 #include "agent/process_launcher.h"
+#include "core/words.h"
 #include "core/clock.h"
 #include "tern/v1/agent_state.pb.h"
 #include "tern/v1/common.pb.h"
@@ -18,7 +19,6 @@
 namespace tern {
 
 tern::v1::SlotColor other(tern::v1::SlotColor c);
-const char* color_name(tern::v1::SlotColor c);
 // The slot's port for the spec's first port mapping (0 when it has none).
 uint16_t slot_port(const tern::v1::ServiceSpec& spec, tern::v1::SlotColor color);
 

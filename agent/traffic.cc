@@ -1,12 +1,14 @@
 #include "agent/traffic.h"
 
+#include "core/words.h"
+
 namespace tern {
 
 std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state) {
   std::vector<PortRoute> out;
   if (state.active() == tern::v1::SLOT_COLOR_UNSPECIFIED) return out;
   const bool blue_active = state.active() == tern::v1::SLOT_COLOR_BLUE;
-  const uint32_t w = state.active_weight() == 0 ? 100 : std::min<uint32_t>(state.active_weight(), 100);
+  const uint32_t w = std::min<uint32_t>(effective_weight(state.active_weight()), 100);
   for (const auto& p : state.spec().ports()) {
     PortRoute r;
     r.service = state.spec().name();

@@ -1,8 +1,11 @@
+#include "core/words.h"
 #include "core/rollout_spec.h"
 
 #include <google/protobuf/util/time_util.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/duration.h"
 #include "core/label_selector.h"
 #include "core/service_spec.h"
@@ -111,10 +114,28 @@ void apply_rollout_defaults(tern::v1::RolloutSpec& spec) {
   if (spec.waves_size() == 0) spec.add_waves()->set_percent(100);
   for (auto& w : *spec.mutable_waves()) {
     if (w.gate() == tern::v1::WAVE_GATE_UNSPECIFIED) w.set_gate(tern::v1::WAVE_GATE_AUTO);
-    if (w.weight() == 0) w.set_weight(100);
+    w.set_weight(effective_weight(w.weight()));
   }
   if (spec.on_failure() == tern::v1::ON_FAILURE_UNSPECIFIED) spec.set_on_failure(tern::v1::ON_FAILURE_ROLLBACK);
   if (!spec.has_progress_deadline()) *spec.mutable_progress_deadline() = TimeUtil::MillisecondsToDuration(600'000);
+}
+
+absl::StatusOr<std::vector<tern::v1::Wave>> parse_wave_list(absl::string_view text) {
+  std::vector<tern::v1::Wave> waves;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    absl::string_view digits = part;
+    const bool percent = absl::ConsumeSuffix(&digits, "%");
+    // Six digits at most: far past any fleet, and std::stoul cannot overflow.
+    if (digits.empty() || digits.find_first_not_of("0123456789") != absl::string_view::npos || digits.size() > 6) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", part, "\" is not a host count or a percentage (e.g. 1,10%,100%)"));
+    }
+    const auto n = static_cast<uint32_t>(std::stoul(std::string(digits)));
+    auto& wave = waves.emplace_back();
+    if (percent) wave.set_percent(n);
+    else wave.set_hosts(n);
+  }
+  return waves;
 }
 
 absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -31,5 +32,14 @@ absl::StatusOr<tern::v1::RolloutSpec> load_rollout_spec_file(const std::string& 
 // The error names the field and the reason: "field waves[2].percent: 120 is not 1-100".
 absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec);
 void apply_rollout_defaults(tern::v1::RolloutSpec& spec);
+
+// The short form of a wave list, as `ternctl rollout start --waves` takes it:
+// "1,10%,50%,100%", cumulative sizes separated by commas, each a host count
+// or a percentage (digits only, no spaces). The waves carry only their size:
+// bake, gate and weight are the caller's to set. This checks the syntax;
+// whether a size is in range (hosts >= 1, percent 1-100) is
+// validate_rollout_spec's rule, the same for this form and for YAML.
+// Error: "\"x%\" is not a host count or a percentage (e.g. 1,10%,100%)".
+absl::StatusOr<std::vector<tern::v1::Wave>> parse_wave_list(absl::string_view text);
 
 }  // namespace tern

@@ -1,3 +1,6 @@
+// ternctl's top level: the global flags, the credentials, and running the
+// command the user picked. The commands are in host_cmds.cc, service_cmds.cc,
+// admin_cmds.cc and rollout_cmds.cc; what they share is in ctl_internal.h.
 #include "ctl/ctl.h"
 
 #include <google/protobuf/util/json_util.h>
@@ -7,28 +10,13 @@
 #include <chrono>
 #include <cstdlib>
 #include <ctime>
-#include <fstream>
-#include <iomanip>
-#include <map>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "core/clock.h"
 #include "core/duration.h"
-#include "core/label_selector.h"
-#include "core/version.h"
-#include "core/signing.h"
 #include "core/tls.h"
 #include "ctl/ctl_internal.h"
-#include "ctl/table.h"
-#include "core/service_spec.h"
-#include "core/sha256.h"
-#include "tern/v1/admin.grpc.pb.h"
-#include "tern/v1/fleet.grpc.pb.h"
-#include "tern/v1/service.grpc.pb.h"
 
 namespace tern {
 
@@ -42,18 +30,76 @@ std::string to_json(const google::protobuf::Message& msg, bool compact) {
   return out;
 }
 
+void CtlContext::set_deadline(grpc::ClientContext& ctx) const {
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+// One line: what was asked, what failed, what to do.
+int CtlContext::rpc_error(const std::string& what, const grpc::Status& st) const {
+  switch (st.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      err << "ternctl: " << what << ": cannot reach the coordinator at " << coordinator << " ("
+          << st.error_message() << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
+      return kExitUnavailable;
+    case grpc::StatusCode::NOT_FOUND:
+      err << "ternctl: " << what << ": " << st.error_message() << "\n";
+      return kExitNotFound;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      err << "ternctl: " << what << ": refused: " << st.error_message() << "\n";
+      return kExitDenied;
+    case grpc::StatusCode::UNIMPLEMENTED:
+      err << "ternctl: " << what << ": the coordinator at " << coordinator
+          << " does not support this call; upgrade tern-coordinator\n";
+      return kExitFailed;
+    default:
+      err << "ternctl: " << what << ": " << st.error_message() << "\n";
+      return kExitFailed;
+  }
+}
+
+int CtlContext::usage_error(absl::string_view what, absl::string_view why) const {
+  err << "ternctl: " << what << ": " << why << "\n";
+  return kExitUsage;
+}
+
+std::optional<Millis> duration_flag(const CtlContext& c, absl::string_view what, const std::string& text) {
+  auto d = parse_duration(text);
+  if (!d.ok()) {
+    c.usage_error(what, d.status().message());
+    return std::nullopt;
+  }
+  return *d;
+}
+
+std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  int64_t d = now_ms - google::protobuf::util::TimeUtil::TimestampToMilliseconds(t);
+  if (d < 0) d = 0;
+  d -= d % 1000;  // whole seconds are enough for a table
+  return d == 0 ? "now" : format_duration(Millis(d)) + " ago";
+}
+
+std::string clock_time(const google::protobuf::Timestamp& t) {
+  std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+  return buf;
+}
+
 namespace {
 
-using google::protobuf::util::TimeUtil;
-
-struct Globals {
+// The global flags as given, before they become a CtlContext.
+struct GlobalFlags {
   std::string coordinator;
   std::string output = "table";
   std::string timeout = "10s";
   TlsFiles tls;
   std::string token;
   bool insecure = false;
-  std::shared_ptr<grpc::Channel> channel;
 };
 
 std::string env_or(const char* name, const std::string& fallback = "") {
@@ -63,7 +109,7 @@ std::string env_or(const char* name, const std::string& fallback = "") {
 
 // TLS with a client certificate, or TLS with a bearer token, or (only when
 // asked for) plaintext.
-absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const Globals& g) {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g) {
   if (g.insecure) {
     if (!g.tls.empty() || !g.token.empty()) {
       return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token");
@@ -85,577 +131,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const Globals& g) {
   return grpc::CreateCustomChannel(g.coordinator, creds, tls_channel_args(*tls));
 }
 
-// One line: what was asked, what failed, what to do.
-int report_rpc_error(const std::string& what, const Globals& g, const grpc::Status& st, std::ostream& err) {
-  switch (st.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      err << "ternctl: " << what << ": cannot reach the coordinator at " << g.coordinator << " ("
-          << st.error_message() << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
-      return kExitUnavailable;
-    case grpc::StatusCode::NOT_FOUND:
-      err << "ternctl: " << what << ": " << st.error_message() << "\n";
-      return kExitNotFound;
-    case grpc::StatusCode::UNAUTHENTICATED:
-    case grpc::StatusCode::PERMISSION_DENIED:
-      err << "ternctl: " << what << ": refused: " << st.error_message() << "\n";
-      return kExitDenied;
-    case grpc::StatusCode::UNIMPLEMENTED:
-      err << "ternctl: " << what << ": the coordinator at " << g.coordinator
-          << " does not support this call; upgrade tern-coordinator\n";
-      return kExitFailed;
-    default:
-      err << "ternctl: " << what << ": " << st.error_message() << "\n";
-      return kExitFailed;
-  }
-}
-
-std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
-  if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  int64_t d = now_ms - TimeUtil::TimestampToMilliseconds(t);
-  if (d < 0) d = 0;
-  d -= d % 1000;  // whole seconds are enough for a table
-  return d == 0 ? "now" : format_duration(Millis(d)) + " ago";
-}
-
-const char* state_word(tern::v1::HostState s) {
-  switch (s) {
-    case tern::v1::HOST_STATE_CONNECTED: return "connected";
-    case tern::v1::HOST_STATE_DISCONNECTED: return "disconnected";
-    case tern::v1::HOST_STATE_UNREACHABLE: return "unreachable";
-    default: return "unknown";
-  }
-}
-
-class Session {
- public:
-  explicit Session(const Globals& g) : g_(g), channel_(g.channel) {}
-  void deadline(grpc::ClientContext& ctx) const {
-    auto d = parse_duration(g_.timeout);
-    ctx.set_deadline(std::chrono::system_clock::now() + (d.ok() ? *d : Millis(10'000)));
-  }
-  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
-
- private:
-  const Globals& g_;
-  std::shared_ptr<grpc::Channel> channel_;
-};
-
-int cmd_hosts(const Globals& g, const std::string& selector, std::ostream& out, std::ostream& err) {
-  if (auto sel = LabelSelector::parse(selector); !sel.ok()) {
-    err << "ternctl: hosts: " << sel.status().message() << "\n";
-    return kExitUsage;
-  }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ListHostsRequest req;
-  req.set_selector(selector);
-  tern::v1::ListHostsResponse resp;
-  grpc::Status st = stub->ListHosts(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("list hosts", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS"});
-  for (const auto& h : resp.hosts()) {
-    Labels labels(h.labels().begin(), h.labels().end());
-    t.add({h.host_id(), state_word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
-           h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
-           labels.empty() ? "-" : format_labels(labels)});
-  }
-  t.print(out);
-  if (resp.hosts().empty()) {
-    err << (selector.empty() ? "no hosts have registered yet\n"
-                             : absl::StrCat("no hosts match \"", selector, "\"\n"));
-  }
-  return kExitOk;
-}
-
-int cmd_version(const Globals& g, bool client_only, std::ostream& out, std::ostream& err) {
-  tern::v1::VersionInfo server;
-  grpc::Status st;
-  if (!client_only) {
-    Session s(g);
-    auto stub = tern::v1::FleetService::NewStub(s.channel());
-    grpc::ClientContext ctx;
-    s.deadline(ctx);
-    st = stub->GetVersion(&ctx, tern::v1::GetVersionRequest(), &server);
-  }
-  if (g.output == "json") {
-    std::string coordinator = !client_only && st.ok() ? to_json(server) : "null";
-    while (!coordinator.empty() && coordinator.back() == '\n') coordinator.pop_back();
-    out << "{\n  \"client\": \"" << kVersion << "\",\n  \"coordinator\": " << coordinator << "\n}\n";
-  } else {
-    out << "ternctl " << kVersion << "\n";
-    if (!client_only && st.ok()) {
-      out << "tern-coordinator " << server.version() << " at " << g.coordinator << " (epoch " << server.epoch()
-          << ", up since " << TimeUtil::ToString(server.started()) << ")\n";
-    }
-  }
-  if (!client_only && !st.ok()) return report_rpc_error("coordinator version", g, st, err);
-  return kExitOk;
-}
-
-// ---- services and artifacts ----
-
-int cmd_service_apply(const Globals& g, const std::string& file, std::ostream& out, std::ostream& err) {
-  auto spec = load_service_spec_file(file);
-  if (!spec.ok()) {
-    err << "ternctl: service apply: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ApplyServiceRequest req;
-  *req.mutable_spec() = *spec;
-  tern::v1::ApplyServiceResponse resp;
-  grpc::Status st = stub->ApplyService(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("service apply ", spec->name()), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-  } else {
-    out << "service " << resp.service().spec().name() << (resp.changed() ? " applied" : " unchanged")
-        << " (generation " << resp.service().generation() << ")\n";
-  }
-  return kExitOk;
-}
-
-std::string ports_word(const tern::v1::ServiceSpec& spec) {
-  std::vector<std::string> parts;
-  for (const auto& p : spec.ports()) {
-    parts.push_back(absl::StrCat(p.public_port(), "/", p.protocol(), "->", p.blue_port(), "|", p.green_port()));
-  }
-  return absl::StrJoin(parts, ",");
-}
-
-int cmd_service_list(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ListServicesResponse resp;
-  grpc::Status st = stub->ListServices(&ctx, tern::v1::ListServicesRequest(), &resp);
-  if (!st.ok()) return report_rpc_error("list services", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"SERVICE", "GENERATION", "SELECTOR", "PORTS (PUBLIC->BLUE|GREEN)", "KEEP WARM"});
-  for (const auto& r : resp.services()) {
-    t.add({r.spec().name(), std::to_string(r.generation()), r.spec().selector().empty() ? "(all)" : r.spec().selector(),
-           ports_word(r.spec()), r.spec().keep_warm() ? "yes" : "no"});
-  }
-  t.print(out);
-  if (resp.services().empty()) err << "no services yet; add one with `ternctl service apply -f SPEC.yaml`\n";
-  return kExitOk;
-}
-
-std::string human_bytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 3) v /= 1024, ++u;
-  std::ostringstream o;
-  o << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << " " << units[u];
-  return o.str();
-}
-
-int cmd_artifact_push(const Globals& g, const std::string& file, const std::string& service,
-                      const std::string& version, const std::string& kind, const std::string& name,
-                      const std::string& sign_key, std::ostream& out, std::ostream& err) {
-  // Hashed first, so the coordinator can check the bytes end to end.
-  auto digest = sha256_file(file);
-  if (!digest.ok()) {
-    err << "ternctl: artifact push: " << digest.status().message() << "\n";
-    return kExitUsage;
-  }
-  std::string signature;
-  if (!sign_key.empty()) {
-    auto sig = sign_artifact(sign_key, *digest);
-    if (!sig.ok()) {
-      err << "ternctl: artifact push: --sign-key: " << sig.status().message() << "\n";
-      return kExitUsage;
-    }
-    signature = *std::move(sig);
-  }
-  std::ifstream in(file, std::ios::binary);
-  in.seekg(0, std::ios::end);
-  const uint64_t total = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::hours(1));
-  tern::v1::Artifact resp;
-  auto writer = stub->UploadArtifact(&ctx, &resp);
-  tern::v1::UploadArtifactRequest req;
-  auto* meta = req.mutable_meta();
-  meta->set_service(service);
-  meta->set_version(version);
-  meta->set_sha256(*digest);
-  meta->set_kind(kind);
-  meta->set_signature(signature);
-  std::string base = name.empty() ? file.substr(file.find_last_of('/') + 1) : name;
-  if (kind != "tar.gz") meta->set_file_name(base);
-  bool ok = writer->Write(req);
-  std::string buf(64 * 1024, '\0');
-  uint64_t sent = 0;
-  int last_tenth = 0;
-  while (ok && in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = static_cast<std::size_t>(in.gcount());
-    if (n == 0) break;
-    req.Clear();
-    req.set_data(buf.data(), n);
-    ok = writer->Write(req);
-    sent += n;
-    const int tenth = total ? static_cast<int>(sent * 10 / total) : 10;
-    if (total > (8u << 20) && tenth > last_tenth && g.output != "json") {
-      err << "  uploaded " << human_bytes(sent) << " of " << human_bytes(total) << "\n";
-      last_tenth = tenth;
-    }
-  }
-  writer->WritesDone();
-  grpc::Status st = writer->Finish();
-  if (!st.ok()) return report_rpc_error(absl::StrCat("artifact push ", service, " ", version), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-  } else {
-    out << "pushed " << resp.service() << " " << resp.version() << " (" << resp.kind() << ", "
-        << human_bytes(resp.size()) << ", sha256 " << resp.sha256().substr(0, 12) << ")\n";
-  }
-  return kExitOk;
-}
-
-int cmd_artifact_list(const Globals& g, const std::string& service, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::ServiceService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ListArtifactsRequest req;
-  req.set_service(service);
-  tern::v1::ListArtifactsResponse resp;
-  grpc::Status st = stub->ListArtifacts(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("list artifacts", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED"});
-  for (const auto& a : resp.artifacts()) {
-    t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12), ago(a.created(), now)});
-  }
-  t.print(out);
-  return kExitOk;
-}
-
-// ---- one host ----
-
-const char* phase_word(tern::v1::SlotPhase p) {
-  switch (p) {
-    case tern::v1::SLOT_PHASE_EMPTY: return "empty";
-    case tern::v1::SLOT_PHASE_STAGING: return "staging";
-    case tern::v1::SLOT_PHASE_STARTING: return "starting";
-    case tern::v1::SLOT_PHASE_HEALTHY: return "healthy";
-    case tern::v1::SLOT_PHASE_UNHEALTHY: return "unhealthy";
-    case tern::v1::SLOT_PHASE_DRAINING: return "draining";
-    case tern::v1::SLOT_PHASE_STOPPED: return "stopped";
-    case tern::v1::SLOT_PHASE_CRASHED: return "crashed";
-    default: return "-";
-  }
-}
-
-const char* color_word(tern::v1::SlotColor c) {
-  return c == tern::v1::SLOT_COLOR_BLUE ? "blue" : c == tern::v1::SLOT_COLOR_GREEN ? "green" : "-";
-}
-
-void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, std::ostream& out) {
-  Table t({"SERVICE", "SLOT", "RELEASE", "PORT", "PID", "HEALTH", "ACTIVE", "WEIGHT", "MESSAGE"});
-  for (const auto* svc : services) {
-    for (const auto& sl : svc->slots()) {
-      t.add({svc->service(), color_word(sl.color()), sl.release().version().empty() ? "-" : sl.release().version(),
-             std::to_string(sl.port()), sl.pid() > 0 ? std::to_string(sl.pid()) : "-", phase_word(sl.phase()),
-             sl.active() ? "yes" : "-", sl.weight() > 0 ? absl::StrCat(sl.weight(), "%") : "-",
-             sl.message().empty() ? "" : sl.message()});
-    }
-  }
-  t.print(out);
-}
-
-int cmd_host_history(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::GetHostHistoryRequest req;
-  req.set_host_id(host);
-  req.set_limit(100);
-  tern::v1::GetHostHistoryResponse resp;
-  grpc::Status st = stub->GetHostHistory(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("host history ", host), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"TIME", "EVENT", "DETAIL"});
-  for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
-  t.print(out);
-  return kExitOk;
-}
-
-int cmd_host_status(const Globals& g, const std::string& host, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::GetHostRequest req;
-  req.set_host_id(host);
-  tern::v1::Host resp;
-  grpc::Status st = stub->GetHost(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("host status ", host), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  const int64_t now = to_unix_millis(SystemClock::instance().now());
-  out << "host " << resp.host_id() << ": " << state_word(resp.state()) << " since " << ago(resp.state_since(), now)
-      << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
-  if (resp.services().empty()) {
-    out << "no services on this host\n";
-    return kExitOk;
-  }
-  std::vector<const tern::v1::ServiceStatus*> svcs;
-  for (const auto& sv : resp.services()) svcs.push_back(&sv);
-  print_slots(svcs, out);
-  return kExitOk;
-}
-
-std::string clock_time(const google::protobuf::Timestamp& t) {
-  std::time_t secs = static_cast<std::time_t>(t.seconds());
-  std::tm tm{};
-  localtime_r(&secs, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-  return buf;
-}
-
-// Follows a host operation's stream: one line per step, then the outcome.
-int follow_operation(const Globals& g, const std::string& what,
-                     grpc::ClientReaderInterface<tern::v1::HostOperationUpdate>& reader, std::ostream& out,
-                     std::ostream& err) {
-  tern::v1::HostOperationUpdate u, last;
-  bool done = false;
-  while (reader.Read(&u)) {
-    if (g.output != "json") out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
-    if (u.done()) {
-      done = true;
-      last = u;
-    }
-  }
-  grpc::Status st = reader.Finish();
-  if (!st.ok()) return report_rpc_error(what, g, st, err);
-  if (!done) {
-    err << "ternctl: " << what << ": the coordinator ended the stream without an outcome; check `ternctl host status`\n";
-    return kExitFailed;
-  }
-  if (g.output == "json") out << to_json(last);
-  if (last.result().outcome() != tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
-    err << "ternctl: " << what << " failed: " << last.result().message() << "\n";
-    return kExitFailed;
-  }
-  if (g.output != "json") {
-    std::vector<const tern::v1::ServiceStatus*> svcs{&last.status()};
-    print_slots(svcs, out);
-  }
-  return kExitOk;
-}
-
-struct DeployFlags {
-  std::string version, url, sha256, wait = "15m";
-  uint32_t weight = 100;
-  bool no_switch = false;
-};
-
-int cmd_host_deploy(const Globals& g, const std::string& host, const std::string& service, const DeployFlags& f,
-                    std::ostream& out, std::ostream& err) {
-  if (f.version.empty()) {
-    err << "ternctl: host deploy: --version is required\n";
-    return kExitUsage;
-  }
-  if (f.weight == 0 || f.weight > 100) {
-    err << "ternctl: host deploy: --weight must be 1-100\n";
-    return kExitUsage;
-  }
-  auto wait = parse_duration(f.wait);
-  if (!wait.ok()) {
-    err << "ternctl: host deploy: --wait: " << wait.status().message() << "\n";
-    return kExitUsage;
-  }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + *wait);
-  tern::v1::DeployHostRequest req;
-  req.set_host_id(host);
-  req.set_service(service);
-  req.set_version(f.version);
-  req.set_weight(f.weight);
-  req.set_no_switch(f.no_switch);
-  if (!f.url.empty()) {
-    req.mutable_release()->set_url(f.url);
-    req.mutable_release()->set_sha256(f.sha256);
-    req.mutable_release()->set_version(f.version);
-    req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
-  }
-  if (g.output != "json") out << "deploying " << service << " " << f.version << " to " << host << "\n";
-  auto reader = stub->DeployHost(&ctx, req);
-  return follow_operation(g, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *reader, out, err);
-}
-
-int cmd_host_rollback(const Globals& g, const std::string& host, const std::string& service, const std::string& wait,
-                      std::ostream& out, std::ostream& err) {
-  auto w = parse_duration(wait);
-  if (!w.ok()) {
-    err << "ternctl: host rollback: --wait: " << w.status().message() << "\n";
-    return kExitUsage;
-  }
-  Session s(g);
-  auto stub = tern::v1::FleetService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + *w);
-  tern::v1::RollbackHostRequest req;
-  req.set_host_id(host);
-  req.set_service(service);
-  if (g.output != "json") out << "rolling back " << service << " on " << host << "\n";
-  auto reader = stub->RollbackHost(&ctx, req);
-  return follow_operation(g, absl::StrCat("rollback ", service, " on ", host), *reader, out, err);
-}
-
-
-const char* role_word(tern::v1::Role r) {
-  switch (r) {
-    case tern::v1::ROLE_VIEWER: return "viewer";
-    case tern::v1::ROLE_OPERATOR: return "operator";
-    case tern::v1::ROLE_ADMIN: return "admin";
-    case tern::v1::ROLE_AGENT: return "agent";
-    default: return "-";
-  }
-}
-
-int cmd_whoami(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::Principal p;
-  grpc::Status st = stub->WhoAmI(&ctx, tern::v1::WhoAmIRequest(), &p);
-  if (!st.ok()) return report_rpc_error("whoami", g, st, err);
-  if (g.output == "json") {
-    out << to_json(p);
-  } else {
-    out << p.name() << " (" << role_word(p.role()) << ", by " << p.via() << ")\n";
-  }
-  return kExitOk;
-}
-
-int cmd_token_create(const Globals& g, const std::string& name, const std::string& role, std::ostream& out,
-                     std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::CreateTokenRequest req;
-  req.set_name(name);
-  req.set_role(role == "admin" ? tern::v1::ROLE_ADMIN : role == "operator" ? tern::v1::ROLE_OPERATOR
-                                                                            : tern::v1::ROLE_VIEWER);
-  tern::v1::CreateTokenResponse resp;
-  grpc::Status st = stub->CreateToken(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("token create ", name), g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-  } else {
-    out << resp.secret() << "\n";
-    err << "token " << name << " (" << role << ") created; the secret above is shown only now. "
-        << "Use it with --token or TERN_TOKEN.\n";
-  }
-  return kExitOk;
-}
-
-int cmd_token_list(const Globals& g, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ListTokensResponse resp;
-  grpc::Status st = stub->ListTokens(&ctx, tern::v1::ListTokensRequest(), &resp);
-  if (!st.ok()) return report_rpc_error("token list", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"NAME", "ROLE", "CREATED", "BY", "REVOKED"});
-  for (const auto& tk : resp.tokens()) {
-    t.add({tk.name(), role_word(tk.role()), TimeUtil::ToString(tk.created()).substr(0, 19), tk.created_by(),
-           tk.revoked() ? "yes" : "-"});
-  }
-  t.print(out);
-  return kExitOk;
-}
-
-int cmd_token_revoke(const Globals& g, const std::string& name, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::RevokeTokenRequest req;
-  req.set_name(name);
-  tern::v1::RevokeTokenResponse resp;
-  grpc::Status st = stub->RevokeToken(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error(absl::StrCat("token revoke ", name), g, st, err);
-  if (g.output == "json") {
-    out << "{}\n";
-  } else {
-    out << "token " << name << " revoked\n";
-  }
-  return kExitOk;
-}
-
-int cmd_audit(const Globals& g, uint32_t limit, std::ostream& out, std::ostream& err) {
-  Session s(g);
-  auto stub = tern::v1::AdminService::NewStub(s.channel());
-  grpc::ClientContext ctx;
-  s.deadline(ctx);
-  tern::v1::ListAuditRequest req;
-  req.set_limit(limit);
-  tern::v1::ListAuditResponse resp;
-  grpc::Status st = stub->ListAudit(&ctx, req, &resp);
-  if (!st.ok()) return report_rpc_error("audit", g, st, err);
-  if (g.output == "json") {
-    out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"TIME", "WHO", "ROLE", "CALL", "RESULT", "REQUEST"});
-  for (const auto& e : resp.entries()) {
-    std::string call = e.method().substr(e.method().find_last_of('/') + 1);
-    std::string result = e.code() == "OK" ? "OK" : absl::StrCat(e.code(), ": ", e.message().substr(0, 60));
-    t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), role_word(e.principal().role()), call,
-           result, e.request().substr(0, 60)});
-  }
-  t.print(out);
-  return kExitOk;
-}
-
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  Globals g;
+  GlobalFlags g;
   const char* env = std::getenv("TERN_COORDINATOR");
   g.coordinator = env && *env ? env : "127.0.0.1:7400";
 
@@ -677,123 +156,13 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   app.add_option("--server-name", g.tls.server_name, "name to expect in the coordinator's certificate");
   app.add_flag("--insecure", g.insecure, "plaintext, for a coordinator started with --insecure (env TERN_INSECURE=1)");
 
-  std::string selector;
-  auto* hosts = app.add_subcommand("hosts", "list the fleet's hosts and their state");
-  hosts->add_option("-l,--selector", selector, "label selector, e.g. role=web,zone!=c");
-
-  bool client_only = false;
-  auto* version = app.add_subcommand("version", "print ternctl's and the coordinator's versions");
-  version->add_flag("--client", client_only, "only ternctl's own version; do not call the coordinator");
-
-  auto* service = app.add_subcommand("service", "apply and list service specs");
-  service->require_subcommand(1);
-  std::string spec_file;
-  auto* service_apply = service->add_subcommand("apply", "validate a service spec and store it; agents get it");
-  service_apply->add_option("-f,--file", spec_file, "service spec YAML")->required();
-  auto* service_list = service->add_subcommand("list", "list services");
-
-  auto* artifact = app.add_subcommand("artifact", "upload and list release artifacts");
-  artifact->require_subcommand(1);
-  std::string art_file, art_service, art_version, art_kind, art_name;
-  auto* artifact_push = artifact->add_subcommand("push", "upload an executable or a .tar.gz bundle as a version");
-  artifact_push->add_option("file", art_file, "the file to upload")->required();
-  artifact_push->add_option("--service", art_service, "the service it belongs to")->required();
-  artifact_push->add_option("--version", art_version, "the version it is")->required();
-  artifact_push->add_option("--kind", art_kind, "executable or tar.gz (default: told apart by content)")
-      ->check(CLI::IsMember({"executable", "tar.gz"}));
-  artifact_push->add_option("--name", art_name, "file name of an executable in the release dir (default: its own)");
-  std::string sign_key;
-  artifact_push->add_option("--sign-key", sign_key,
-                            "sign it with this ed25519 private key (PEM); agents with trusted_keys require it");
-
-  auto* whoami = app.add_subcommand("whoami", "who the coordinator thinks you are, and your role");
-  auto* token = app.add_subcommand("token", "bearer tokens for ternctl and API callers (admin)");
-  token->require_subcommand(1);
-  std::string token_name, token_role = "viewer";
-  auto* token_create = token->add_subcommand("create", "create a token; prints its secret once");
-  token_create->add_option("name", token_name, "who or what it is for")->required();
-  token_create->add_option("--role", token_role, "viewer, operator or admin")
-      ->check(CLI::IsMember({"viewer", "operator", "admin"}));
-  auto* token_list = token->add_subcommand("list", "tokens (never their secrets)");
-  auto* token_revoke = token->add_subcommand("revoke", "revoke a token");
-  token_revoke->add_option("name", token_name, "the token's name")->required();
-  uint32_t audit_limit = 50;
-  auto* audit = app.add_subcommand("audit", "the audit trail: every mutating call, who, when, result (admin)");
-  audit->add_option("-n,--limit", audit_limit, "newest entries to show");
-  auto* artifact_list = artifact->add_subcommand("list", "list artifacts");
-  artifact_list->add_option("--service", art_service, "only this service's");
-
-  auto* host = app.add_subcommand("host", "one host: deploy, roll back, status");
-  host->require_subcommand(1);
-  std::string host_id, host_service, wait = "15m";
-  DeployFlags deploy_flags;
-  auto* host_deploy = host->add_subcommand("deploy", "deploy a release on one host (stage, start, probe, switch, drain)");
-  host_deploy->add_option("host", host_id, "host id")->required();
-  host_deploy->add_option("service", host_service, "service name")->required();
-  host_deploy->add_option("--version", deploy_flags.version, "version to deploy")->required();
-  host_deploy->add_option("--weight", deploy_flags.weight, "share of new connections for the new release (1-100)");
-  host_deploy->add_flag("--no-switch", deploy_flags.no_switch, "start and probe only; leave traffic where it is");
-  host_deploy->add_option("--url", deploy_flags.url, "fetch the release from this http(s) URL instead of the store");
-  host_deploy->add_option("--sha256", deploy_flags.sha256, "sha256 of the file at --url");
-  host_deploy->add_option("--wait", deploy_flags.wait, "give up waiting after this long (default 15m)");
-  auto* host_rollback = host->add_subcommand("rollback", "flip a host back to the previous release");
-  host_rollback->add_option("host", host_id, "host id")->required();
-  host_rollback->add_option("service", host_service, "service name")->required();
-  host_rollback->add_option("--wait", wait, "give up waiting after this long (default 15m)");
-  auto* host_status = host->add_subcommand("status", "slots of every service on a host");
-  host_status->add_option("host", host_id, "host id")->required();
-  auto* host_history = host->add_subcommand("history", "a host's events: connects, losses, refusals");
-  host_history->add_option("host", host_id, "host id")->required();
-
-  auto* rollout = app.add_subcommand("rollout", "fleet-wide rollouts in waves");
-  rollout->require_subcommand(1);
-  RolloutFlags rf;
-  std::string rollout_id, reason, rollout_wait = "1h";
-  uint64_t generation = 0;
-  bool active_only = false;
-  auto add_spec_flags = [&](CLI::App* cmd) {
-    cmd->add_option("-f,--file", rf.file, "rollout spec YAML (see examples/rollout.yaml)");
-    cmd->add_option("service", rf.service, "service (without -f)");
-    cmd->add_option("--version", rf.version, "release to roll out (without -f)");
-    cmd->add_option("--waves", rf.waves, "wave sizes, cumulative: hosts or percent (default 1,10%,50%,100%)");
-    cmd->add_option("--bake", rf.bake, "bake time after each wave (e.g. 2m)");
-    cmd->add_option("-l,--selector", rf.selector, "only hosts matching this label selector");
-    cmd->add_option("--max-parallel", rf.max_parallel, "hosts deploying at once in a wave (0: all)");
-    cmd->add_option("--max-failed", rf.max_failed, "hosts that may fail before on-failure applies (default 0)");
-    cmd->add_option("--on-failure", rf.on_failure, "rollback (default) or pause")
-        ->check(CLI::IsMember({"rollback", "pause"}));
-    cmd->add_option("--spread", rf.spread, "label whose values early waves spread across (e.g. zone)");
-  };
-  auto* rollout_plan = rollout->add_subcommand("plan", "dry run: which hosts go in which wave");
-  add_spec_flags(rollout_plan);
-  auto* rollout_start = rollout->add_subcommand("start", "start a rollout");
-  add_spec_flags(rollout_start);
-  rollout_start->add_flag("--watch", rf.watch, "follow it until it ends (exit code = outcome)");
-  rollout_start->add_option("--wait", rollout_wait, "with --watch: give up after this long (default 1h)");
-  auto* rollout_watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
-  rollout_watch->add_option("id", rollout_id, "rollout id")->required();
-  rollout_watch->add_option("--wait", rollout_wait, "give up after this long (default 1h)");
-  auto* rollout_status = rollout->add_subcommand("status", "a rollout and its hosts");
-  rollout_status->add_option("id", rollout_id, "rollout id")->required();
-  auto* rollout_list = rollout->add_subcommand("list", "rollouts, newest first");
-  rollout_list->add_option("--service", rf.service, "only this service's");
-  rollout_list->add_flag("--active", active_only, "only those not finished");
-  auto* rollout_history = rollout->add_subcommand("history", "every event of a rollout");
-  rollout_history->add_option("id", rollout_id, "rollout id")->required();
-  std::map<std::string, CLI::App*> rollout_verbs;
-  for (const char* verb : {"pause", "resume", "promote", "abort", "rollback"}) {
-    const std::map<std::string, std::string> help = {
-        {"pause", "stop starting new deploys"},
-        {"resume", "continue a paused rollout"},
-        {"promote", "pass the current wave's gate (or cut its bake short)"},
-        {"abort", "stop where it is; hosts keep what they run"},
-        {"rollback", "flip every host that got the new release back"}};
-    auto* cmd = rollout->add_subcommand(verb, help.at(verb));
-    cmd->add_option("id", rollout_id, "rollout id")->required();
-    cmd->add_option("--generation", generation, "refuse unless the rollout is at this generation (default: current)");
-    cmd->add_option("--reason", reason, "recorded in the history");
-    rollout_verbs[verb] = cmd;
-  }
+  CtlCommands cmds;
+  add_hosts_command(app, cmds);
+  add_version_command(app, cmds);
+  add_service_commands(app, cmds);
+  add_admin_commands(app, cmds);
+  add_host_commands(app, cmds);
+  add_rollout_commands(app, cmds);
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {
@@ -809,58 +178,28 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     err << "ternctl: " << e.what() << " (see ternctl --help)\n";
     return kExitUsage;
   }
-  if (auto d = parse_duration(g.timeout); !d.ok()) {
-    err << "ternctl: --timeout: " << d.status().message() << "\n";
+  auto timeout = parse_duration(g.timeout);
+  if (!timeout.ok()) {
+    err << "ternctl: --timeout: " << timeout.status().message() << "\n";
     return kExitUsage;
   }
-  if (!(*version && client_only)) {
+  const CtlCommand* picked = nullptr;
+  for (const auto& cmd : cmds) {
+    if (*cmd.cmd) {
+      picked = &cmd;
+      break;
+    }
+  }
+  CtlContext c{out, err, g.coordinator, g.output == "json", *timeout, nullptr};
+  if (picked == nullptr || !picked->offline || !picked->offline()) {
     auto channel = make_channel(g);
     if (!channel.ok()) {
       err << "ternctl: " << channel.status().message() << "\n";
       return kExitUsage;
     }
-    g.channel = *std::move(channel);
+    c.channel = *std::move(channel);
   }
-  if (*hosts) return cmd_hosts(g, selector, out, err);
-  if (*version) return cmd_version(g, client_only, out, err);
-  if (*service_apply) return cmd_service_apply(g, spec_file, out, err);
-  if (*service_list) return cmd_service_list(g, out, err);
-  if (*artifact_push) {
-    return cmd_artifact_push(g, art_file, art_service, art_version, art_kind, art_name, sign_key, out, err);
-  }
-  if (*whoami) return cmd_whoami(g, out, err);
-  if (*token_create) return cmd_token_create(g, token_name, token_role, out, err);
-  if (*token_list) return cmd_token_list(g, out, err);
-  if (*token_revoke) return cmd_token_revoke(g, token_name, out, err);
-  if (*audit) return cmd_audit(g, audit_limit, out, err);
-  if (*artifact_list) return cmd_artifact_list(g, art_service, out, err);
-  if (*host_deploy) return cmd_host_deploy(g, host_id, host_service, deploy_flags, out, err);
-  if (*host_rollback) return cmd_host_rollback(g, host_id, host_service, wait, out, err);
-  if (*host_status) return cmd_host_status(g, host_id, out, err);
-  if (*host_history) return cmd_host_history(g, host_id, out, err);
-  if (*rollout) {
-    Session session(g);
-    CtlContext c{out, err, g.output == "json", session.channel(),
-                 [&session](grpc::ClientContext& ctx) { session.deadline(ctx); },
-                 [&g, &err](const std::string& what, const grpc::Status& st) {
-                   return report_rpc_error(what, g, st, err);
-                 }};
-    auto w = parse_duration(rollout_wait);
-    if (!w.ok()) {
-      err << "ternctl: --wait: " << w.status().message() << "\n";
-      return kExitUsage;
-    }
-    rf.wait = *w;
-    if (*rollout_plan) return cmd_rollout_plan(c, rf);
-    if (*rollout_start) return cmd_rollout_start(c, rf);
-    if (*rollout_watch) return cmd_rollout_watch(c, rollout_id, rf.wait);
-    if (*rollout_status) return cmd_rollout_status(c, rollout_id);
-    if (*rollout_list) return cmd_rollout_list(c, rf.service, active_only);
-    if (*rollout_history) return cmd_rollout_history(c, rollout_id);
-    for (const auto& [verb, cmd] : rollout_verbs) {
-      if (*cmd) return cmd_rollout_command(c, verb, rollout_id, generation, reason);
-    }
-  }
+  if (picked != nullptr) return picked->run(c);
   err << "ternctl: no command given (see ternctl --help)\n";
   return kExitUsage;
 }

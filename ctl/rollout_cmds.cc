@@ -1,16 +1,18 @@
 // ternctl rollout ...: plan, start, status, watch, list, history and the
 // operator commands.
-#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include <ctime>
+#include <chrono>
+#include <memory>
+#include <optional>
 #include <thread>
-#include <map>
+#include <utility>
+
+#include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
 #include "core/words.h"
 #include "core/backoff.h"
 #include "core/duration.h"
@@ -23,45 +25,24 @@ namespace tern {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+using RolloutStub = tern::v1::RolloutService::Stub;
 
-const char* phase_word(tern::v1::RolloutPhase p) {
-  switch (p) {
-    case tern::v1::ROLLOUT_PHASE_PENDING: return "pending";
-    case tern::v1::ROLLOUT_PHASE_RUNNING: return "running";
-    case tern::v1::ROLLOUT_PHASE_PAUSED: return "paused";
-    case tern::v1::ROLLOUT_PHASE_SUCCEEDED: return "succeeded";
-    case tern::v1::ROLLOUT_PHASE_FAILED: return "failed";
-    case tern::v1::ROLLOUT_PHASE_ROLLING_BACK: return "rolling back";
-    case tern::v1::ROLLOUT_PHASE_ROLLED_BACK: return "rolled back";
-    case tern::v1::ROLLOUT_PHASE_ABORTED: return "aborted";
-    default: return "-";
-  }
-}
-
-const char* step_word(tern::v1::WaveStep s) {
-  switch (s) {
-    case tern::v1::WAVE_STEP_DEPLOYING: return "deploying";
-    case tern::v1::WAVE_STEP_BAKING: return "baking";
-    case tern::v1::WAVE_STEP_ANALYZING: return "analyzing";
-    case tern::v1::WAVE_STEP_AWAITING_APPROVAL: return "awaiting approval";
-    case tern::v1::WAVE_STEP_DONE: return "done";
-    default: return "-";
-  }
-}
-
-const char* host_word(tern::v1::HostRolloutState s) {
-  switch (s) {
-    case tern::v1::HOST_ROLLOUT_STATE_WAITING: return "waiting";
-    case tern::v1::HOST_ROLLOUT_STATE_DEPLOYING: return "deploying";
-    case tern::v1::HOST_ROLLOUT_STATE_ON_NEW: return "on new";
-    case tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE: return "failed";
-    case tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY: return "unhealthy";
-    case tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE: return "unreachable";
-    case tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE: return "agent gone";
-    case tern::v1::HOST_ROLLOUT_STATE_ROLLED_BACK: return "rolled back";
-    default: return "-";
-  }
-}
+// The flags of every rollout subcommand; each reads the ones it has.
+struct RolloutFlags {
+  std::string file;
+  std::string service, version, selector;
+  std::string waves = "1,10%,50%,100%";
+  std::string bake;
+  uint32_t max_parallel = 0;
+  uint32_t max_failed = 0;
+  std::string on_failure = "rollback";
+  std::string spread;
+  bool watch = false;
+  std::string wait = "1h";
+  std::string id, reason;
+  uint64_t generation = 0;
+  bool active_only = false;
+};
 
 // Exit code for a rollout's phase, as `watch` and `start --watch` report it.
 int outcome_code(tern::v1::RolloutPhase p) {
@@ -74,30 +55,21 @@ int outcome_code(tern::v1::RolloutPhase p) {
 
 void print_rollout(const tern::v1::Rollout& r, std::ostream& out) {
   out << "rollout " << r.id() << ": " << r.spec().service() << " -> " << r.spec().release().version() << ", "
-      << phase_word(r.phase());
+      << shown(r.phase());
   if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING) {
-    out << ", wave " << r.current_wave() + 1 << "/" << r.spec().waves_size() << " " << step_word(r.wave_step());
+    out << ", wave " << r.current_wave() + 1 << "/" << r.spec().waves_size() << " " << shown(r.wave_step());
   }
   out << " (generation " << r.generation() << ", " << r.failed_hosts() << " failed of " << r.total_hosts() << ")\n";
   if (!r.message().empty()) out << "  " << r.message() << "\n";
   Table t({"WAVE", "HOST", "STATE", "FROM", "MESSAGE"});
   for (const auto& h : r.hosts()) {
-    t.add({std::to_string(h.wave() + 1), h.host_id(), host_word(h.state()),
+    t.add({std::to_string(h.wave() + 1), h.host_id(), shown(h.state()),
            h.previous_version().empty() ? "-" : h.previous_version(), h.message()});
   }
   t.print(out);
 }
 
-std::string clock_of(const google::protobuf::Timestamp& t) {
-  std::time_t secs = static_cast<std::time_t>(t.seconds());
-  std::tm tm{};
-  localtime_r(&secs, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%H:%M:%S", &tm);
-  return buf;
-}
-
-// "1,10%,50%,100%" -> waves.
+// --waves and --bake: every wave bakes for the same time.
 absl::Status parse_waves(const std::string& text, const std::string& bake, tern::v1::RolloutSpec& spec) {
   Millis bake_ms{0};
   if (!bake.empty()) {
@@ -105,20 +77,11 @@ absl::Status parse_waves(const std::string& text, const std::string& bake, tern:
     if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--bake: ", d.status().message()));
     bake_ms = *d;
   }
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    std::string p(part);
-    auto* w = spec.add_waves();
-    uint32_t n = 0;
-    const bool pct = !p.empty() && p.back() == '%';
-    if (pct) p.pop_back();
-    if (p.empty() || p.find_first_not_of("0123456789") != std::string::npos || p.size() > 6) {
-      return absl::InvalidArgumentError(absl::StrCat("--waves: \"", std::string(part),
-                                                     "\" is not a host count or a percentage (e.g. 1,10%,100%)"));
-    }
-    n = static_cast<uint32_t>(std::stoul(p));
-    if (pct) w->set_percent(n);
-    else w->set_hosts(n);
-    *w->mutable_bake() = TimeUtil::MillisecondsToDuration(bake_ms.count());
+  auto waves = parse_wave_list(text);
+  if (!waves.ok()) return absl::InvalidArgumentError(absl::StrCat("--waves: ", waves.status().message()));
+  for (auto& w : *waves) {
+    *w.mutable_bake() = TimeUtil::MillisecondsToDuration(bake_ms.count());
+    *spec.add_waves() = std::move(w);
   }
   return absl::OkStatus();
 }
@@ -146,40 +109,27 @@ absl::StatusOr<tern::v1::RolloutSpec> spec_from(const RolloutFlags& f) {
   return spec;
 }
 
-}  // namespace
-
 int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   auto spec = spec_from(f);
-  if (!spec.ok()) {
-    c.err << "ternctl: rollout plan: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
+  if (!spec.ok()) return c.usage_error("rollout plan", spec.status().message());
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
-  tern::v1::RolloutPlan plan;
-  grpc::Status st = stub->PlanRollout(&ctx, req, &plan);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout plan ", spec->service()), st);
-  if (c.json) {
-    c.out << to_json(plan);
-    return kExitOk;
-  }
-  c.out << "plan for " << spec->service() << " -> " << spec->release().version() << " (nothing is changed)\n";
-  Table t({"WAVE", "SIZE", "BAKE", "GATE", "WEIGHT", "HOSTS"});
-  for (const auto& w : plan.waves()) {
-    const auto& sw = spec->waves(static_cast<int>(w.index()));
-    t.add({std::to_string(w.index() + 1),
-           sw.size_case() == tern::v1::Wave::kHosts ? absl::StrCat(sw.hosts(), " host(s)")
-                                                    : absl::StrCat(sw.percent(), "%"),
-           format_duration(Millis(TimeUtil::DurationToMilliseconds(sw.bake()))),
-           sw.gate() == tern::v1::WAVE_GATE_MANUAL ? "manual" : "auto", absl::StrCat(sw.weight(), "%"),
-           w.host_ids().empty() ? "-" : absl::StrJoin(w.host_ids(), ",")});
-  }
-  t.print(c.out);
-  for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
-  return kExitOk;
+  auto print = [&](const tern::v1::RolloutPlan& plan) {
+    c.out << "plan for " << spec->service() << " -> " << spec->release().version() << " (nothing is changed)\n";
+    Table t({"WAVE", "SIZE", "BAKE", "GATE", "WEIGHT", "HOSTS"});
+    for (const auto& w : plan.waves()) {
+      const auto& sw = spec->waves(static_cast<int>(w.index()));
+      t.add({std::to_string(w.index() + 1),
+             sw.size_case() == tern::v1::Wave::kHosts ? absl::StrCat(sw.hosts(), " host(s)")
+                                                      : absl::StrCat(sw.percent(), "%"),
+             format_duration(Millis(TimeUtil::DurationToMilliseconds(sw.bake()))),
+             sw.gate() == tern::v1::WAVE_GATE_MANUAL ? "manual" : "auto", absl::StrCat(sw.weight(), "%"),
+             w.host_ids().empty() ? "-" : absl::StrJoin(w.host_ids(), ",")});
+    }
+    t.print(c.out);
+    for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
+  };
+  return c.show(absl::StrCat("rollout plan ", spec->service()), &RolloutStub::PlanRollout, req, print);
 }
 
 int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
@@ -218,7 +168,7 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
         std::string line = to_json(e, /*compact=*/true);
         c.out << line << "\n" << std::flush;
       } else if (e.kind() != tern::v1::ROLLOUT_EVENT_KIND_END) {
-        c.out << "  " << clock_of(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n" << std::flush;
+        c.out << "  " << clock_time(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n" << std::flush;
       }
       // Stop and hand back to a person when it needs one.
       const bool needs_person = e.kind() == tern::v1::ROLLOUT_EVENT_KIND_PAUSED ||
@@ -253,12 +203,10 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
   if (!c.json) {
     // Events carry the rollout's summary; the per-host table comes from the
     // rollout itself.
-    grpc::ClientContext gctx;
-    c.deadline(gctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout full;
-    print_rollout(stub->GetRollout(&gctx, g, &full).ok() ? full : last, c.out);
+    print_rollout(c.unary(&RolloutStub::GetRollout, g, full).ok() ? full : last, c.out);
   }
   if (last.phase() == tern::v1::ROLLOUT_PHASE_RUNNING &&
       last.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) {
@@ -269,19 +217,15 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
 }
 
 int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
+  const auto wait = duration_flag(c, "--wait", f.wait);
+  if (!wait) return kExitUsage;
   auto spec = spec_from(f);
-  if (!spec.ok()) {
-    c.err << "ternctl: rollout start: " << spec.status().message() << "\n";
-    return kExitUsage;
-  }
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
+  if (!spec.ok()) return c.usage_error("rollout start", spec.status().message());
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   tern::v1::Rollout r;
-  grpc::Status st = stub->StartRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout start ", spec->service()), st);
+  const int rc = c.call(absl::StrCat("rollout start ", spec->service()), &RolloutStub::StartRollout, req, r);
+  if (rc != kExitOk) return rc;
   if (!f.watch) {
     if (c.json) c.out << to_json(r);
     else c.out << "started rollout " << r.id() << " (" << r.total_hosts() << " hosts in " << r.spec().waves_size()
@@ -289,97 +233,128 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
     return kExitOk;
   }
   if (!c.json) c.out << "started rollout " << r.id() << "\n";
-  return cmd_rollout_watch(c, r.id(), f.wait);
+  return cmd_rollout_watch(c, r.id(), *wait);
 }
 
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
-  tern::v1::Rollout r;
-  grpc::Status st = stub->GetRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout status ", id), st);
-  if (c.json) c.out << to_json(r);
-  else print_rollout(r, c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
+  return c.show(absl::StrCat("rollout status ", id), &RolloutStub::GetRollout, req, print);
 }
 
 int cmd_rollout_list(const CtlContext& c, const std::string& service, bool active) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
   tern::v1::ListRolloutsRequest req;
   req.set_service(service);
   req.set_active_only(active);
-  tern::v1::ListRolloutsResponse resp;
-  grpc::Status st = stub->ListRollouts(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error("rollout list", st);
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  Table t({"ROLLOUT", "SERVICE", "RELEASE", "PHASE", "WAVE", "FAILED", "HOSTS", "MESSAGE"});
-  for (const auto& r : resp.rollouts()) {
-    t.add({r.id(), r.spec().service(), r.spec().release().version(), phase_word(r.phase()),
-           absl::StrCat(r.current_wave() + 1, "/", r.spec().waves_size()), std::to_string(r.failed_hosts()),
-           std::to_string(r.total_hosts()), r.message()});
-  }
-  t.print(c.out);
-  return kExitOk;
+  auto print = [&](const tern::v1::ListRolloutsResponse& resp) {
+    Table t({"ROLLOUT", "SERVICE", "RELEASE", "PHASE", "WAVE", "FAILED", "HOSTS", "MESSAGE"});
+    for (const auto& r : resp.rollouts()) {
+      t.add({r.id(), r.spec().service(), r.spec().release().version(), shown(r.phase()),
+             absl::StrCat(r.current_wave() + 1, "/", r.spec().waves_size()), std::to_string(r.failed_hosts()),
+             std::to_string(r.total_hosts()), r.message()});
+    }
+    t.print(c.out);
+  };
+  return c.show("rollout list", &RolloutStub::ListRollouts, req, print);
 }
 
 int cmd_rollout_history(const CtlContext& c, const std::string& id) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
-  tern::v1::RolloutHistory resp;
-  grpc::Status st = stub->GetRolloutHistory(&ctx, req, &resp);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout history ", id), st);
-  if (c.json) {
-    c.out << to_json(resp);
-    return kExitOk;
-  }
-  for (const auto& e : resp.events()) {
-    c.out << TimeUtil::ToString(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n";
-  }
-  return kExitOk;
+  auto print = [&](const tern::v1::RolloutHistory& resp) {
+    for (const auto& e : resp.events()) {
+      c.out << TimeUtil::ToString(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n";
+    }
+  };
+  return c.show(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, print);
 }
 
 int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
                         const std::string& reason) {
-  auto stub = tern::v1::RolloutService::NewStub(c.channel);
+  const std::string what = absl::StrCat("rollout ", verb, " ", id);
   if (generation == 0) {
     // No fence given: fence on what the rollout is now.
-    grpc::ClientContext ctx;
-    c.deadline(ctx);
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout cur;
-    grpc::Status st = stub->GetRollout(&ctx, g, &cur);
-    if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
+    const int rc = c.call(what, &RolloutStub::GetRollout, g, cur);
+    if (rc != kExitOk) return rc;
     generation = cur.generation();
   }
-  grpc::ClientContext ctx;
-  c.deadline(ctx);
   tern::v1::RolloutCommandRequest req;
   req.set_id(id);
   req.set_generation(generation);
   req.set_reason(reason);
-  tern::v1::Rollout r;
-  grpc::Status st;
-  if (verb == "pause") st = stub->PauseRollout(&ctx, req, &r);
-  else if (verb == "resume") st = stub->ResumeRollout(&ctx, req, &r);
-  else if (verb == "promote") st = stub->PromoteRollout(&ctx, req, &r);
-  else if (verb == "abort") st = stub->AbortRollout(&ctx, req, &r);
-  else st = stub->RollbackRollout(&ctx, req, &r);
-  if (!st.ok()) return c.rpc_error(absl::StrCat("rollout ", verb, " ", id), st);
-  if (c.json) c.out << to_json(r);
-  else print_rollout(r, c.out);
-  return kExitOk;
+  const auto method = verb == "pause"     ? &RolloutStub::PauseRollout
+                      : verb == "resume"  ? &RolloutStub::ResumeRollout
+                      : verb == "promote" ? &RolloutStub::PromoteRollout
+                      : verb == "abort"   ? &RolloutStub::AbortRollout
+                                          : &RolloutStub::RollbackRollout;
+  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
+  return c.show(what, method, req, print);
+}
+
+}  // namespace
+
+void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
+  auto f = std::make_shared<RolloutFlags>();
+  auto* rollout = app.add_subcommand("rollout", "fleet-wide rollouts in waves");
+  rollout->require_subcommand(1);
+  auto add_spec_flags = [&f](CLI::App* cmd) {
+    cmd->add_option("-f,--file", f->file, "rollout spec YAML (see examples/rollout.yaml)");
+    cmd->add_option("service", f->service, "service (without -f)");
+    cmd->add_option("--version", f->version, "release to roll out (without -f)");
+    cmd->add_option("--waves", f->waves, "wave sizes, cumulative: hosts or percent (default 1,10%,50%,100%)");
+    cmd->add_option("--bake", f->bake, "bake time after each wave (e.g. 2m)");
+    cmd->add_option("-l,--selector", f->selector, "only hosts matching this label selector");
+    cmd->add_option("--max-parallel", f->max_parallel, "hosts deploying at once in a wave (0: all)");
+    cmd->add_option("--max-failed", f->max_failed, "hosts that may fail before on-failure applies (default 0)");
+    cmd->add_option("--on-failure", f->on_failure, "rollback (default) or pause")
+        ->check(CLI::IsMember({"rollback", "pause"}));
+    cmd->add_option("--spread", f->spread, "label whose values early waves spread across (e.g. zone)");
+  };
+  auto* plan = rollout->add_subcommand("plan", "dry run: which hosts go in which wave");
+  add_spec_flags(plan);
+  auto* start = rollout->add_subcommand("start", "start a rollout");
+  add_spec_flags(start);
+  start->add_flag("--watch", f->watch, "follow it until it ends (exit code = outcome)");
+  start->add_option("--wait", f->wait, "with --watch: give up after this long (default 1h)");
+  auto* watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
+  watch->add_option("id", f->id, "rollout id")->required();
+  watch->add_option("--wait", f->wait, "give up after this long (default 1h)");
+  auto* status = rollout->add_subcommand("status", "a rollout and its hosts");
+  status->add_option("id", f->id, "rollout id")->required();
+  auto* list = rollout->add_subcommand("list", "rollouts, newest first");
+  list->add_option("--service", f->service, "only this service's");
+  list->add_flag("--active", f->active_only, "only those not finished");
+  auto* history = rollout->add_subcommand("history", "every event of a rollout");
+  history->add_option("id", f->id, "rollout id")->required();
+  cmds.push_back({plan, [f](const CtlContext& c) { return cmd_rollout_plan(c, *f); }});
+  cmds.push_back({start, [f](const CtlContext& c) { return cmd_rollout_start(c, *f); }});
+  cmds.push_back({watch, [f](const CtlContext& c) {
+                    const auto wait = duration_flag(c, "--wait", f->wait);
+                    return wait ? cmd_rollout_watch(c, f->id, *wait) : kExitUsage;
+                  }});
+  cmds.push_back({status, [f](const CtlContext& c) { return cmd_rollout_status(c, f->id); }});
+  cmds.push_back({list, [f](const CtlContext& c) { return cmd_rollout_list(c, f->service, f->active_only); }});
+  cmds.push_back({history, [f](const CtlContext& c) { return cmd_rollout_history(c, f->id); }});
+  const std::pair<const char*, const char*> verbs[] = {
+      {"pause", "stop starting new deploys"},
+      {"resume", "continue a paused rollout"},
+      {"promote", "pass the current wave's gate (or cut its bake short)"},
+      {"abort", "stop where it is; hosts keep what they run"},
+      {"rollback", "flip every host that got the new release back"}};
+  for (const auto& [verb, help] : verbs) {
+    auto* cmd = rollout->add_subcommand(verb, help);
+    cmd->add_option("id", f->id, "rollout id")->required();
+    cmd->add_option("--generation", f->generation,
+                    "refuse unless the rollout is at this generation (default: current)");
+    cmd->add_option("--reason", f->reason, "recorded in the history");
+    cmds.push_back({cmd, [f, verb = std::string(verb)](const CtlContext& c) {
+                      return cmd_rollout_command(c, verb, f->id, f->generation, f->reason);
+                    }});
+  }
 }
 
 }  // namespace tern

@@ -66,6 +66,48 @@ TEST(CtlTest, HelpExitsZero) {
   EXPECT_NE(r.out.find("hosts"), std::string::npos);
 }
 
+TEST(CtlTest, EveryCommandHasHelp) {
+  for (std::vector<std::string> cmd : std::vector<std::vector<std::string>>{
+           {"hosts"}, {"version"}, {"service", "apply"}, {"service", "list"}, {"artifact", "push"},
+           {"artifact", "list"}, {"whoami"}, {"token", "create"}, {"token", "list"}, {"token", "revoke"},
+           {"audit"}, {"host", "deploy"}, {"host", "rollback"}, {"host", "status"}, {"host", "history"},
+           {"rollout", "plan"}, {"rollout", "start"}, {"rollout", "watch"}, {"rollout", "status"},
+           {"rollout", "list"}, {"rollout", "history"}, {"rollout", "pause"}, {"rollout", "resume"},
+           {"rollout", "promote"}, {"rollout", "abort"}, {"rollout", "rollback"}}) {
+    const std::string name = cmd.back();
+    cmd.push_back("--help");
+    CtlRun r = ctl(cmd);
+    EXPECT_EQ(r.code, kExitOk) << name << ": " << r.err;
+    EXPECT_NE(r.out.find(name), std::string::npos) << r.out;
+  }
+}
+
+// Flags are checked before anything is sent: port 1 would answer with exit
+// code 3, so exit code 2 says the command never called.
+TEST(CtlTest, BadFlagsAreUsageErrorsBeforeAnyCall) {
+  const std::vector<std::string> global{"--insecure", "--coordinator", "127.0.0.1:1", "--timeout", "2s"};
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), global.begin(), global.end());
+    return ctl(args);
+  };
+  CtlRun waves = run({"rollout", "start", "web", "--version", "2", "--waves", "1,ten%"});
+  EXPECT_EQ(waves.code, kExitUsage);
+  EXPECT_NE(waves.err.find("--waves: \"ten%\""), std::string::npos) << waves.err;
+  CtlRun range = run({"rollout", "plan", "web", "--version", "2", "--waves", "150%"});
+  EXPECT_EQ(range.code, kExitUsage);
+  EXPECT_NE(range.err.find("waves[0].percent"), std::string::npos) << range.err;
+  EXPECT_EQ(run({"rollout", "plan", "web", "--version", "2", "--bake", "soon"}).code, kExitUsage);
+  EXPECT_EQ(run({"rollout", "watch", "r1", "--wait", "soon"}).code, kExitUsage);
+  EXPECT_EQ(run({"host", "deploy", "h1", "web", "--version", "2", "--weight", "0"}).code, kExitUsage);
+  EXPECT_EQ(run({"host", "rollback", "h1", "web", "--wait", "soon"}).code, kExitUsage);
+  EXPECT_EQ(run({"service", "apply", "-f", "/nonexistent/spec.yaml"}).code, kExitUsage);
+  EXPECT_EQ(run({"artifact", "push", "/nonexistent/file", "--service", "web", "--version", "2"}).code, kExitUsage);
+  // And with good flags the same commands do call: unreachable is exit code 3.
+  EXPECT_EQ(run({"rollout", "plan", "web", "--version", "2", "--waves", "1,50%"}).code, kExitUnavailable);
+  EXPECT_EQ(run({"rollout", "status", "r1"}).code, kExitUnavailable);
+  EXPECT_EQ(run({"token", "list"}).code, kExitUnavailable);
+}
+
 TEST(TableTest, AlignsColumns) {
   Table t({"HOST", "STATE"});
   t.add({"web-1", "connected"});

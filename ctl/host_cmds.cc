@@ -1,0 +1,212 @@
+// ternctl hosts, and ternctl host ...: the fleet's hosts, and one host's
+// deploy, rollback, status and history.
+#include <google/protobuf/util/time_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/clock.h"
+#include "core/label_selector.h"
+#include "ctl/ctl_internal.h"
+#include "ctl/table.h"
+#include "tern/v1/fleet.grpc.pb.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+using FleetStub = tern::v1::FleetService::Stub;
+
+int cmd_hosts(const CtlContext& c, const std::string& selector) {
+  if (auto sel = LabelSelector::parse(selector); !sel.ok()) return c.usage_error("hosts", sel.status().message());
+  tern::v1::ListHostsRequest req;
+  req.set_selector(selector);
+  auto print = [&](const tern::v1::ListHostsResponse& resp) {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS"});
+    for (const auto& h : resp.hosts()) {
+      Labels labels(h.labels().begin(), h.labels().end());
+      t.add({h.host_id(), word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
+             h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
+             labels.empty() ? "-" : format_labels(labels)});
+    }
+    t.print(c.out);
+    if (resp.hosts().empty()) {
+      c.err << (selector.empty() ? "no hosts have registered yet\n"
+                                 : absl::StrCat("no hosts match \"", selector, "\"\n"));
+    }
+  };
+  return c.show("list hosts", &FleetStub::ListHosts, req, print);
+}
+
+// ---- one host ----
+
+void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, std::ostream& out) {
+  Table t({"SERVICE", "SLOT", "RELEASE", "PORT", "PID", "HEALTH", "ACTIVE", "WEIGHT", "MESSAGE"});
+  for (const auto* svc : services) {
+    for (const auto& sl : svc->slots()) {
+      t.add({svc->service(), shown(sl.color()), sl.release().version().empty() ? "-" : sl.release().version(),
+             std::to_string(sl.port()), sl.pid() > 0 ? std::to_string(sl.pid()) : "-", shown(sl.phase()),
+             sl.active() ? "yes" : "-", sl.weight() > 0 ? absl::StrCat(sl.weight(), "%") : "-",
+             sl.message().empty() ? "" : sl.message()});
+    }
+  }
+  t.print(out);
+}
+
+int cmd_host_history(const CtlContext& c, const std::string& host) {
+  tern::v1::GetHostHistoryRequest req;
+  req.set_host_id(host);
+  req.set_limit(100);
+  auto print = [&](const tern::v1::GetHostHistoryResponse& resp) {
+    Table t({"TIME", "EVENT", "DETAIL"});
+    for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
+    t.print(c.out);
+  };
+  return c.show(absl::StrCat("host history ", host), &FleetStub::GetHostHistory, req, print);
+}
+
+int cmd_host_status(const CtlContext& c, const std::string& host) {
+  tern::v1::GetHostRequest req;
+  req.set_host_id(host);
+  auto print = [&](const tern::v1::Host& resp) {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    c.out << "host " << resp.host_id() << ": " << word(resp.state()) << " since " << ago(resp.state_since(), now)
+        << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
+    if (resp.services().empty()) {
+      c.out << "no services on this host\n";
+      return;
+    }
+    std::vector<const tern::v1::ServiceStatus*> svcs;
+    for (const auto& sv : resp.services()) svcs.push_back(&sv);
+    print_slots(svcs, c.out);
+  };
+  return c.show(absl::StrCat("host status ", host), &FleetStub::GetHost, req, print);
+}
+
+// Starts a host operation (deploy, rollback) with --wait as its deadline and
+// follows its stream: one line per step, then the outcome.
+template <typename Request>
+int follow_operation(const CtlContext& c, const std::string& what, Millis wait,
+                     std::unique_ptr<grpc::ClientReader<tern::v1::HostOperationUpdate>> (FleetStub::*start)(
+                         grpc::ClientContext*, const Request&),
+                     const Request& req) {
+  FleetStub stub(c.channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + wait);
+  auto reader = (stub.*start)(&ctx, req);
+  tern::v1::HostOperationUpdate u, last;
+  bool done = false;
+  while (reader->Read(&u)) {
+    if (!c.json) c.out << "  " << clock_time(u.time()) << "  " << u.message() << "\n" << std::flush;
+    if (u.done()) {
+      done = true;
+      last = u;
+    }
+  }
+  grpc::Status st = reader->Finish();
+  if (!st.ok()) return c.rpc_error(what, st);
+  if (!done) {
+    c.err << "ternctl: " << what
+          << ": the coordinator ended the stream without an outcome; check `ternctl host status`\n";
+    return kExitFailed;
+  }
+  if (c.json) c.out << to_json(last);
+  if (last.result().outcome() != tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
+    c.err << "ternctl: " << what << " failed: " << last.result().message() << "\n";
+    return kExitFailed;
+  }
+  if (!c.json) {
+    std::vector<const tern::v1::ServiceStatus*> svcs{&last.status()};
+    print_slots(svcs, c.out);
+  }
+  return kExitOk;
+}
+
+struct DeployFlags {
+  std::string version, url, sha256, wait = "15m";
+  uint32_t weight = 100;
+  bool no_switch = false;
+};
+
+int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::string& service,
+                    const DeployFlags& f) {
+  if (f.version.empty()) return c.usage_error("host deploy", "--version is required");
+  if (f.weight == 0 || f.weight > 100) return c.usage_error("host deploy", "--weight must be 1-100");
+  const auto wait = duration_flag(c, "host deploy: --wait", f.wait);
+  if (!wait) return kExitUsage;
+  tern::v1::DeployHostRequest req;
+  req.set_host_id(host);
+  req.set_service(service);
+  req.set_version(f.version);
+  req.set_weight(f.weight);
+  req.set_no_switch(f.no_switch);
+  if (!f.url.empty()) {
+    req.mutable_release()->set_url(f.url);
+    req.mutable_release()->set_sha256(f.sha256);
+    req.mutable_release()->set_version(f.version);
+    req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
+  }
+  if (!c.json) c.out << "deploying " << service << " " << f.version << " to " << host << "\n";
+  return follow_operation(c, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *wait,
+                          &FleetStub::DeployHost, req);
+}
+
+int cmd_host_rollback(const CtlContext& c, const std::string& host, const std::string& service,
+                      const std::string& wait) {
+  const auto w = duration_flag(c, "host rollback: --wait", wait);
+  if (!w) return kExitUsage;
+  tern::v1::RollbackHostRequest req;
+  req.set_host_id(host);
+  req.set_service(service);
+  if (!c.json) c.out << "rolling back " << service << " on " << host << "\n";
+  return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *w, &FleetStub::RollbackHost, req);
+}
+
+}  // namespace
+
+void add_hosts_command(CLI::App& app, CtlCommands& cmds) {
+  auto selector = std::make_shared<std::string>();
+  auto* hosts = app.add_subcommand("hosts", "list the fleet's hosts and their state");
+  hosts->add_option("-l,--selector", *selector, "label selector, e.g. role=web,zone!=c");
+  cmds.push_back({hosts, [selector](const CtlContext& c) { return cmd_hosts(c, *selector); }});
+}
+
+void add_host_commands(CLI::App& app, CtlCommands& cmds) {
+  struct Args {
+    std::string host_id, service, wait = "15m";
+    DeployFlags deploy;
+  };
+  auto a = std::make_shared<Args>();
+  auto* host = app.add_subcommand("host", "one host: deploy, roll back, status");
+  host->require_subcommand(1);
+  auto* deploy = host->add_subcommand("deploy", "deploy a release on one host (stage, start, probe, switch, drain)");
+  deploy->add_option("host", a->host_id, "host id")->required();
+  deploy->add_option("service", a->service, "service name")->required();
+  deploy->add_option("--version", a->deploy.version, "version to deploy")->required();
+  deploy->add_option("--weight", a->deploy.weight, "share of new connections for the new release (1-100)");
+  deploy->add_flag("--no-switch", a->deploy.no_switch, "start and probe only; leave traffic where it is");
+  deploy->add_option("--url", a->deploy.url, "fetch the release from this http(s) URL instead of the store");
+  deploy->add_option("--sha256", a->deploy.sha256, "sha256 of the file at --url");
+  deploy->add_option("--wait", a->deploy.wait, "give up waiting after this long (default 15m)");
+  auto* rollback = host->add_subcommand("rollback", "flip a host back to the previous release");
+  rollback->add_option("host", a->host_id, "host id")->required();
+  rollback->add_option("service", a->service, "service name")->required();
+  rollback->add_option("--wait", a->wait, "give up waiting after this long (default 15m)");
+  auto* status = host->add_subcommand("status", "slots of every service on a host");
+  status->add_option("host", a->host_id, "host id")->required();
+  auto* history = host->add_subcommand("history", "a host's events: connects, losses, refusals");
+  history->add_option("host", a->host_id, "host id")->required();
+  cmds.push_back({deploy, [a](const CtlContext& c) { return cmd_host_deploy(c, a->host_id, a->service, a->deploy); }});
+  cmds.push_back(
+      {rollback, [a](const CtlContext& c) { return cmd_host_rollback(c, a->host_id, a->service, a->wait); }});
+  cmds.push_back({status, [a](const CtlContext& c) { return cmd_host_status(c, a->host_id); }});
+  cmds.push_back({history, [a](const CtlContext& c) { return cmd_host_history(c, a->host_id); }});
+}
+
+}  // namespace tern

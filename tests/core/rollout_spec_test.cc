@@ -1,0 +1,90 @@
+#include "core/rollout_spec.h"
+
+#include <gtest/gtest.h>
+#include <google/protobuf/util/message_differencer.h>
+
+#include <string>
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::MessageDifferencer;
+
+TEST(WaveListTest, HostCountsAndPercentagesInOrder) {
+  auto waves = parse_wave_list("1,10%,50%,100%");
+  ASSERT_TRUE(waves.ok()) << waves.status();
+  ASSERT_EQ(waves->size(), 4u);
+  EXPECT_EQ((*waves)[0].size_case(), tern::v1::Wave::kHosts);
+  EXPECT_EQ((*waves)[0].hosts(), 1u);
+  EXPECT_EQ((*waves)[1].percent(), 10u);
+  EXPECT_EQ((*waves)[2].percent(), 50u);
+  EXPECT_EQ((*waves)[3].percent(), 100u);
+  for (const auto& w : *waves) {
+    EXPECT_FALSE(w.has_bake()) << "bake, gate and weight are the caller's";
+    EXPECT_EQ(w.gate(), tern::v1::WAVE_GATE_UNSPECIFIED);
+    EXPECT_EQ(w.weight(), 0u);
+  }
+}
+
+TEST(WaveListTest, OneWave) {
+  auto waves = parse_wave_list("3");
+  ASSERT_TRUE(waves.ok()) << waves.status();
+  ASSERT_EQ(waves->size(), 1u);
+  EXPECT_EQ((*waves)[0].hosts(), 3u);
+}
+
+TEST(WaveListTest, RefusesWhatIsNotACountOrAPercentageAndNamesIt) {
+  for (const char* bad : {"", "1,,50%", "1,", "x", "10%%", "%", "-1", "1.5", " 1", "1 ,2", "+3", "1234567", "50%,y%"}) {
+    auto waves = parse_wave_list(bad);
+    ASSERT_FALSE(waves.ok()) << "\"" << bad << "\" was accepted";
+    EXPECT_EQ(waves.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(waves.status().message()).find("is not a host count or a percentage"), std::string::npos)
+        << waves.status();
+  }
+  auto waves = parse_wave_list("1,ten%,100%");
+  ASSERT_FALSE(waves.ok());
+  EXPECT_NE(std::string(waves.status().message()).find("\"ten%\""), std::string::npos)
+      << "names the part that is wrong: " << waves.status();
+}
+
+// The list grammar checks syntax; the range of a size is the spec's rule,
+// the same for a list and for YAML.
+TEST(WaveListTest, SizesOutOfRangeAreRefusedByTheSpecCheck) {
+  for (const char* text : {"0", "1,0%", "150%"}) {
+    auto waves = parse_wave_list(text);
+    ASSERT_TRUE(waves.ok()) << text << ": " << waves.status();
+    tern::v1::RolloutSpec spec;
+    spec.set_service("web");
+    spec.mutable_release()->set_version("2.0");
+    for (const auto& w : *waves) *spec.add_waves() = w;
+    apply_rollout_defaults(spec);
+    auto st = validate_rollout_spec(spec);
+    ASSERT_FALSE(st.ok()) << text;
+    EXPECT_NE(std::string(st.message()).find("field waves["), std::string::npos) << st;
+  }
+}
+
+TEST(WaveListTest, SameWavesAsTheYamlForm) {
+  auto from_yaml = parse_rollout_spec(
+      "service: web\nrelease: '2.0'\nwaves:\n  - {hosts: 1}\n  - {percent: 10}\n  - {percent: 100}\n", "test.yaml");
+  ASSERT_TRUE(from_yaml.ok()) << from_yaml.status();
+  auto waves = parse_wave_list("1,10%,100%");
+  ASSERT_TRUE(waves.ok()) << waves.status();
+  tern::v1::RolloutSpec from_list;
+  from_list.set_service("web");
+  from_list.mutable_release()->set_version("2.0");
+  for (const auto& w : *waves) *from_list.add_waves() = w;
+  apply_rollout_defaults(from_list);
+  ASSERT_TRUE(validate_rollout_spec(from_list).ok());
+  EXPECT_TRUE(MessageDifferencer::Equals(*from_yaml, from_list))
+      << from_yaml->DebugString() << "\n---\n" << from_list.DebugString();
+}
+
+TEST(RolloutSpecTest, YamlWaveWithBothSizesIsRefused) {
+  auto spec = parse_rollout_spec("service: web\nrelease: '2.0'\nwaves:\n  - {hosts: 1, percent: 10}\n", "test.yaml");
+  ASSERT_FALSE(spec.ok());
+  EXPECT_NE(std::string(spec.status().message()).find("waves[0]"), std::string::npos) << spec.status();
+}
+
+}  // namespace
+}  // namespace tern
