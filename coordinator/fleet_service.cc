@@ -1,18 +1,15 @@
 #include "coordinator/fleet_service.h"
 
+#include <google/protobuf/util/time_util.h>
+
+#include <utility>
+
+#include "core/grpc_status.h"
 #include "coordinator/serve.h"
 #include "coordinator/update_stream.h"
 
-#include <google/protobuf/util/time_util.h>
-
-#include <deque>
-#include <optional>
-#include <mutex>
-
-#include "absl/strings/str_cat.h"
-#include "core/grpc_status.h"
-
 namespace tern {
+
 using google::protobuf::util::TimeUtil;
 
 grpc::ServerUnaryReactor* FleetServiceImpl::ListHosts(grpc::CallbackServerContext* ctx,
