@@ -47,6 +47,9 @@ absl::Status Coordinator::open_state() {
     auto dir = std::filesystem::path(config_.database).parent_path();
     std::error_code ec;
     if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+    auto lock = DatabaseLock::acquire(config_.database);
+    if (!lock.ok()) return lock.status();
+    db_lock_ = *std::move(lock);
   }
   auto db = Database::open(config_.database);
   if (!db.ok()) return db.status();
@@ -200,6 +203,7 @@ void Coordinator::shutdown() {
   loop_.stop();
   metrics_server_.stop();
   server_.reset();
+  db_lock_.reset();  // nothing writes any more: another coordinator may take the database
   spdlog::info("tern-coordinator stopped");
 }
 

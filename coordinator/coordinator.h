@@ -100,6 +100,7 @@ class Coordinator final : public AgentStreamListener {
   std::unordered_map<uint64_t, SessionInfo> sessions_;  // loop thread only
 
   // State, in the order it is opened; all of it owned by the loop.
+  std::unique_ptr<DatabaseLock> db_lock_;
   std::unique_ptr<Database> db_;
   std::unique_ptr<HostStore> host_store_;
   std::unique_ptr<ServiceStore> service_store_;

@@ -1,8 +1,49 @@
 #include "coordinator/database.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 
 namespace tern {
+
+absl::StatusOr<std::unique_ptr<DatabaseLock>> DatabaseLock::acquire(const std::string& database_path) {
+  const std::string path = database_path + ".lock";
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open the lock file ", path, ": ", std::strerror(errno),
+                                               "; the database's directory must be writable"));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) {
+      return absl::UnavailableError(absl::StrCat("cannot lock ", path, ": ", std::strerror(err)));
+    }
+    int64_t pid = 0;
+    const bool known = n > 0 && absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(buf, n)), &pid);
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database ", database_path, " is in use by another tern-coordinator",
+        known ? absl::StrCat(" (pid ", pid, ")") : "",
+        "; two coordinators on one database would drive the same rollouts. Stop that one first, or give this "
+        "one its own --database"));
+  }
+  const std::string pid = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size())) {
+    // The lock holds without the pid; only a refused second coordinator's message is the poorer.
+  }
+  return std::unique_ptr<DatabaseLock>(new DatabaseLock(fd));
+}
+
+DatabaseLock::~DatabaseLock() { ::close(fd_); }
 
 absl::StatusOr<std::unique_ptr<Database>> Database::open(const std::string& path) {
   sqlite3* db = nullptr;

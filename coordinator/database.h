@@ -48,6 +48,28 @@ class Database {
   std::string path_;
 };
 
+// One coordinator per database: an exclusive flock(2) on "<database>.lock"
+// beside the file, held for as long as this object lives, with the holder's
+// pid written in it. A second coordinator on the same database (another
+// port, a forgotten test instance) would resume the same rollouts and write
+// into their journal next to the live one; it is refused instead. A lock
+// file rather than the database itself: SQLite's own POSIX locks on the
+// database must not interact with ours. The kernel drops the lock when the
+// holder dies, so a crash never leaves a stale lock. ":memory:" needs none.
+class DatabaseLock {
+ public:
+  // FAILED_PRECONDITION naming the holder's pid when another process holds
+  // it; UNAVAILABLE when the lock file cannot be opened.
+  static absl::StatusOr<std::unique_ptr<DatabaseLock>> acquire(const std::string& database_path);
+  ~DatabaseLock();
+  DatabaseLock(const DatabaseLock&) = delete;
+  DatabaseLock& operator=(const DatabaseLock&) = delete;
+
+ private:
+  explicit DatabaseLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 // A prepared statement. Bind indexes start at 1, column indexes at 0.
 class Statement {
  public:

@@ -171,6 +171,26 @@ TEST_F(FleetTest, CoordinatorRefusesAPortInUseWithAClearError) {
   EXPECT_NE(second.log().find("cannot listen on " + address_), std::string::npos) << second.log();
 }
 
+TEST_F(FleetTest, ASecondCoordinatorOnTheSameDatabaseRefusesToStart) {
+  start_coordinator("127.0.0.1:0");
+  Process second(TERN_COORDINATOR_BIN,
+                 {"--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--database",
+                  dir_.file("coordinator.db")},
+                 dir_.file("second.log"));
+  ASSERT_TRUE(eventually([&] { return !second.running(); })) << "a second coordinator runs on the same database";
+  EXPECT_EQ(second.wait(), 1);
+  EXPECT_NE(second.log().find("in use by another tern-coordinator (pid " + std::to_string(coordinator_->pid()) + ")"),
+            std::string::npos)
+      << second.log();
+  // The first one carries on.
+  CommandResult version = run(TERN_CTL_BIN, {"--insecure", "--coordinator", address_, "version", "-o", "json"});
+  EXPECT_EQ(version.code, 0) << version.err;
+  // Once it has stopped, the database is free again.
+  coordinator_->signal(SIGTERM);
+  ASSERT_EQ(coordinator_->wait(), 0) << coordinator_->log();
+  start_coordinator("127.0.0.1:0");
+}
+
 TEST_F(FleetTest, AgentWithABadConfigSaysWhichFileAndKey) {
   std::string path = dir_.file("agent.yaml");
   std::ofstream(path) << "coordinator: 127.0.0.1:7400\nlabels:\n  zone: a\nheartbeat: 5s\n";
