@@ -75,13 +75,16 @@ absl::Status Coordinator::open_state() {
   registry_ = std::make_unique<HostRegistry>(
       *host_store_, clock_, HostRegistry::Options{.unreachable_after = config_.unreachable_after}, &metrics_);
   if (auto st = registry_->load(); !st.ok()) return st;
-  commands_ = std::make_unique<HostCommands>(
-      loop_, *registry_,
-      [this](uint64_t id) {
-        auto it = sessions_.find(id);
-        return it == sessions_.end() ? nullptr : it->second.session;
-      },
-      epoch_, config_.command_timeout);
+  HostCommands::Streams streams;
+  streams.send = [this](uint64_t id, tern::v1::CoordinatorMessage msg) {
+    auto it = sessions_.find(id);
+    return it != sessions_.end() && it->second.session->send(std::move(msg));
+  };
+  streams.close = [this](uint64_t id, grpc::Status status) {
+    if (auto it = sessions_.find(id); it != sessions_.end()) it->second.session->close(std::move(status));
+  };
+  commands_ = std::make_unique<HostCommands>(loop_, *registry_, std::move(streams), epoch_, config_.command_timeout,
+                                             metrics_);
   catalog_ = std::make_unique<ServiceCatalog>(clock_, *service_store_, *registry_, *commands_);
   if (auto st = catalog_->load(); !st.ok()) return st;
   rollouts_ = std::make_unique<RolloutDriver>(clock_, loop_, *registry_, *catalog_, *commands_, *rollout_store_,
@@ -261,10 +264,10 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
       break;
     case tern::v1::AgentMessage::kResult:
       if (msg.result().has_service()) catalog_->on_status(info.host_id, msg.result().service());
-      commands_->on_result(info.host_id, msg.result());
+      commands_->on_result(session->id(), info.host_id, msg.result());
       break;
     case tern::v1::AgentMessage::kEvent:
-      handle_event(info.host_id, msg.event());
+      handle_event(session->id(), info.host_id, msg.event());
       break;
     default:
       spdlog::warn("host {}: ignoring an empty agent message", info.host_id);
@@ -323,7 +326,7 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
   rollouts_->host_returned(hello.host_id());
 }
 
-void Coordinator::handle_event(const std::string& host_id, const tern::v1::AgentEvent& event) {
+void Coordinator::handle_event(uint64_t session, const std::string& host_id, const tern::v1::AgentEvent& event) {
   if (event.has_status()) catalog_->on_status(host_id, event.status());
   // Agents from before the enum send only the word.
   const tern::v1::AgentEventKind kind =
@@ -353,7 +356,7 @@ void Coordinator::handle_event(const std::string& host_id, const tern::v1::Agent
       }
     }
   }
-  commands_->on_progress(event);
+  commands_->on_progress(session, host_id, event);
 }
 
 void Coordinator::handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) {

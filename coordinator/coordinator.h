@@ -85,7 +85,7 @@ class Coordinator final : public AgentStreamListener {
   void handle_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                       const tern::v1::AgentMessage& msg);
   void handle_hello(SessionInfo& info, const std::string& peer, const tern::v1::Hello& hello);
-  void handle_event(const std::string& host_id, const tern::v1::AgentEvent& event);
+  void handle_event(uint64_t session, const std::string& host_id, const tern::v1::AgentEvent& event);
   void handle_done(const std::shared_ptr<AgentSession>& session, const std::string& reason);
 
   CoordinatorConfig config_;

@@ -199,6 +199,53 @@ TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
   EXPECT_EQ(hosts.out.find("web-2"), std::string::npos) << hosts.out;
 }
 
+// With one stolen agent key (web-2's), guessing command ids (epoch << 32 | n)
+// and answering "succeeded" must not end a command sent to another host.
+TEST_F(SecurityTest, AForgedResultFromAnotherAgentsCertificateChangesNothing) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  // A release that never listens: its deploy waits for the health deadline.
+  push_service("user: root\n");
+  std::ofstream(dir_.file("app")) << "#!/bin/sh\nexec sleep 60\n";
+  fs::permissions(dir_.file("app"), fs::perms::owner_all);
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "mute"}).code, 0);
+  Process deploy(TERN_CTL_BIN,
+                 {"--coordinator", address_, "--ca", pki_ + "/ca.crt", "--cert", pki_ + "/operator-olga.crt", "--key",
+                  pki_ + "/operator-olga.key", "host", "deploy", "web-1", "web", "--version", "mute"},
+                 dir_.file("deploy.log"));
+  // Staged: the deploy has reached the agent and waits for the health deadline.
+  ASSERT_TRUE(eventually([&] { return fs::exists(dir_.file("state-web-1") + "/web/releases/mute"); })) << deploy.log();
+
+  auto version = ctl("alice", {"version", "-o", "json"});
+  const auto at = version.out.find("\"epoch\": \"");
+  ASSERT_NE(at, std::string::npos) << version.out;
+  const uint64_t epoch = std::stoull(version.out.substr(at + 10));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto forger = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-2"))->Connect(&ctx);
+  tern::v1::AgentMessage hello;
+  hello.mutable_hello()->set_host_id("web-2");
+  hello.mutable_hello()->set_protocol(1);
+  ASSERT_TRUE(forger->Write(hello));
+  // The spec push and the deploy are the first commands of this epoch.
+  for (uint64_t n = 1; n <= 3; ++n) {
+    tern::v1::AgentMessage forged;
+    forged.mutable_result()->set_command_id((epoch << 32) | n);
+    forged.mutable_result()->set_outcome(tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+    forged.mutable_result()->set_message("done (forged)");
+    forger->Write(forged);
+  }
+  tern::v1::CoordinatorMessage msg;
+  while (forger->Read(&msg)) {
+  }
+  const grpc::Status st = forger->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+
+  // The operator's deploy ends as the real agent says: never healthy.
+  EXPECT_EQ(deploy.wait(), 1) << deploy.log();
+  EXPECT_EQ(deploy.log().find("forged"), std::string::npos) << deploy.log();
+}
+
 TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
   push_service();
   // A viewer reads, and may not start a rollout or change a service.
