@@ -89,7 +89,7 @@ absl::Status Coordinator::open_state() {
   if (auto st = catalog_->load(); !st.ok()) return st;
   rollouts_ = std::make_unique<RolloutDriver>(clock_, loop_, *registry_, *catalog_, *commands_, *rollout_store_,
                                               metrics_);
-  fleet_ = std::make_unique<Fleet>(*registry_, *host_store_, *catalog_, *commands_, epoch_, started_);
+  fleet_ = std::make_unique<Fleet>(*registry_, *host_store_, *catalog_, *commands_, *rollouts_, epoch_, started_);
   return rollouts_->load();
 }
 

@@ -84,6 +84,22 @@ tern::v1::VersionInfo Fleet::version() {
   return v;
 }
 
+absl::Status Fleet::check_not_in_rollout(const std::string& host, const std::string& service, bool force,
+                                         const std::string& what) {
+  const auto* r = rollouts_.active_rollout_with(service, host);
+  if (r == nullptr) return absl::OkStatus();
+  if (!force) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "host ", host, " is in rollout ", r->id(), " (", word(r->phase()), ", wave ", r->current_wave() + 1, "/",
+        r->spec().waves_size(), "), which would then report what the host does not serve; pause or abort it "
+        "first (`ternctl rollout pause ", r->id(), "` or `ternctl rollout abort ", r->id(),
+        "`), or pass --force, which the rollout records and marks the host drifted"));
+  }
+  spdlog::warn("{} on {} by hand during rollout {} (forced)", what, host, r->id());
+  rollouts_.host_changed_by_hand(r->id(), host, absl::StrCat(what, " by hand (forced)"));
+  return absl::OkStatus();
+}
+
 absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) {
   auto svc = catalog_.get_service(req.service());
   if (!svc.ok()) return svc.status();
@@ -101,6 +117,11 @@ absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandO
     if (!stored.ok()) return stored.status();
     release = *std::move(stored);
   }
+  if (auto st = check_not_in_rollout(req.host_id(), req.service(), req.force(),
+                                     absl::StrCat("deploy ", req.service(), " ", release.version()));
+      !st.ok()) {
+    return st;
+  }
   // The agent runs the newest spec before it deploys (same stream, in order).
   catalog_.push_spec(req.host_id(), *svc);
   tern::v1::Command cmd;
@@ -117,6 +138,11 @@ absl::Status Fleet::rollback_host(const tern::v1::RollbackHostRequest& req, Comm
   auto svc = catalog_.get_service(req.service());
   if (!svc.ok()) return svc.status();
   if (auto st = catalog_.check_host_for(req.host_id(), *svc); !st.ok()) return st;
+  if (auto st =
+          check_not_in_rollout(req.host_id(), req.service(), req.force(), absl::StrCat("rollback ", req.service()));
+      !st.ok()) {
+    return st;
+  }
   tern::v1::Command cmd;
   cmd.mutable_rollback()->set_service(req.service());
   spdlog::info("rolling back {} on {}", req.service(), req.host_id());

@@ -98,6 +98,22 @@ void RolloutDriver::host_unhealthy(const std::string& service, const std::string
   engine_->on_host_unhealthy(service, host, message);
 }
 
+const tern::v1::Rollout* RolloutDriver::active_rollout_with(const std::string& service,
+                                                           const std::string& host) const {
+  for (const auto* r : engine_->list()) {
+    if (r->spec().service() != service || RolloutEngine::is_terminal(r->phase())) continue;
+    if (engine_->host(r->id(), host) != nullptr) return r;
+  }
+  return nullptr;
+}
+
+void RolloutDriver::host_changed_by_hand(const std::string& id, const std::string& host, const std::string& what) {
+  if (auto st = engine_->on_host_changed_by_hand(id, host, what); !st.ok()) {
+    spdlog::warn("rollout {}: {}", id, st.message());
+  }
+  flush();  // in the history before the command goes out
+}
+
 void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
                            uint32_t weight) {
   const std::string id = r.id();
@@ -225,7 +241,8 @@ void RolloutDriver::publish(std::vector<RolloutStore::Event> events, const std::
                  absl::StrCat("kind=\"", label, "\""))
         .fetch_add(1, std::memory_order_relaxed);
     // One line per host would drown the log of a large fleet.
-    if (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW || ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK) {
+    if (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW ||
+        ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK) {
       spdlog::debug("rollout {}: {}", ev.summary.id(), ev.message);
     } else {
       spdlog::info("rollout {}: {}", ev.summary.id(), ev.message);

@@ -52,6 +52,12 @@ class RolloutDriver final : public RolloutControl {
   // Hosts past the grace count as gone; bakes and deadlines move on.
   void tick();
 
+  // The rollout of `service` that holds `host` and is not finished, if any.
+  const tern::v1::Rollout* active_rollout_with(const std::string& service, const std::string& host) const;
+  // An operator changed `host` by hand (forced) during rollout `id`:
+  // journaled, and the host is marked drifted there.
+  void host_changed_by_hand(const std::string& id, const std::string& host, const std::string& what);
+
   // RolloutControl.
   absl::StatusOr<tern::v1::RolloutPlan> plan_rollout(const tern::v1::RolloutSpec& spec) override;
   absl::StatusOr<tern::v1::Rollout> start_rollout(const tern::v1::RolloutSpec& spec) override;

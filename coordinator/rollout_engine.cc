@@ -222,7 +222,8 @@ void RolloutEngine::restore(const Rollout& rollout) {
     }
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
   }
-  emit(r, tern::v1::ROLLOUT_EVENT_KIND_RESUMED_AFTER_RESTART, "the coordinator restarted; the rollout continues from its journal");
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_RESUMED_AFTER_RESTART,
+       "the coordinator restarted; the rollout continues from its journal");
   if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && r.wave_step() == tern::v1::WAVE_STEP_UNSPECIFIED) {
     // Journaled as started, but the first wave's start was not.
     start_wave(r, r.current_wave());
@@ -248,7 +249,8 @@ void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
   auto& ix = index_of(r);
   ix.cursor = 0;
   const std::size_t n = wave < ix.wave_hosts.size() ? ix.wave_hosts[wave].size() : 0;
-  emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_STARTED, absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_STARTED,
+       absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
   advance(r);
 }
 
@@ -316,9 +318,17 @@ void RolloutEngine::advance(Rollout& r) {
         start_wave(r, wave + 1);
         return;
       }
+      uint32_t drifted = 0;
+      for (const auto& h : r.hosts()) drifted += h.drifted();
+      const std::string failed =
+          r.failed_hosts() ? absl::StrCat(" (", r.failed_hosts(), " failed within the budget)") : "";
       set_phase(r, tern::v1::ROLLOUT_PHASE_SUCCEEDED,
-                absl::StrCat(r.spec().service(), " ", r.spec().release().version(), " is on all ", r.total_hosts(),
-                             " hosts", r.failed_hosts() ? absl::StrCat(" (", r.failed_hosts(), " failed within the budget)") : ""));
+                drifted == 0
+                    ? absl::StrCat(r.spec().service(), " ", r.spec().release().version(), " is on all ",
+                                   r.total_hosts(), " hosts", failed)
+                    : absl::StrCat(r.spec().service(), " ", r.spec().release().version(), " went out to ",
+                                   r.total_hosts(), " hosts", failed, "; ", drifted,
+                                   " of them changed by hand since, and may serve another release"));
       return;
     }
     return;
@@ -499,6 +509,18 @@ void RolloutEngine::on_host_unhealthy(const std::string& service, const std::str
   }
 }
 
+absl::Status RolloutEngine::on_host_changed_by_hand(const std::string& id, const std::string& host,
+                                                    const std::string& what) {
+  Rollout* r = mutable_find(id);
+  auto* h = r == nullptr ? nullptr : host_of(*r, host);
+  if (h == nullptr) return absl::NotFoundError(absl::StrCat("rollout ", id, " has no host ", host));
+  h->set_drifted(true);
+  h->set_message(what);
+  touch(*r, *h);
+  emit(*r, tern::v1::ROLLOUT_EVENT_KIND_HOST_CHANGED_BY_HAND, absl::StrCat(host, ": ", what));
+  return absl::OkStatus();
+}
+
 void RolloutEngine::on_host_gone(const std::string& host, const std::string& message) {
   gone_[host] = true;
   for (auto& [id, e] : rollouts_) {
@@ -587,7 +609,8 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
       }
       r->set_wave_step(tern::v1::WAVE_STEP_DONE);
       r->set_generation(r->generation() + 1);
-      emit(*r, tern::v1::ROLLOUT_EVENT_KIND_PROMOTED, absl::StrCat("wave ", r->current_wave() + 1, " promoted by an operator", why));
+      emit(*r, tern::v1::ROLLOUT_EVENT_KIND_PROMOTED,
+           absl::StrCat("wave ", r->current_wave() + 1, " promoted by an operator", why));
       advance(*r);
       return *r;
     case RolloutCommand::kAbort:

@@ -73,6 +73,10 @@ class RolloutEngine {
   void on_host_unhealthy(const std::string& service, const std::string& host, const std::string& message);
   void on_host_gone(const std::string& host, const std::string& message);
   void on_host_back(const std::string& host);
+  // An operator changed `host` by hand (a forced host deploy or rollback)
+  // while rollout `id` is active: the host is marked drifted and the event
+  // says what was done. NOT_FOUND when the rollout does not hold the host.
+  absl::Status on_host_changed_by_hand(const std::string& id, const std::string& host, const std::string& what);
   // Timers: bake ends, progress deadlines.
   void tick();
 

@@ -132,6 +132,7 @@ struct DeployFlags {
   std::string version, url, sha256, wait = "15m";
   uint32_t weight = 100;
   bool no_switch = false;
+  bool force = false;
 };
 
 int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::string& service,
@@ -146,6 +147,7 @@ int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::str
   req.set_version(f.version);
   req.set_weight(f.weight);
   req.set_no_switch(f.no_switch);
+  req.set_force(f.force);
   if (!f.url.empty()) {
     req.mutable_release()->set_url(f.url);
     req.mutable_release()->set_sha256(f.sha256);
@@ -158,12 +160,13 @@ int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::str
 }
 
 int cmd_host_rollback(const CtlContext& c, const std::string& host, const std::string& service,
-                      const std::string& wait) {
+                      const std::string& wait, bool force) {
   const auto w = duration_flag(c, "host rollback: --wait", wait);
   if (!w) return kExitUsage;
   tern::v1::RollbackHostRequest req;
   req.set_host_id(host);
   req.set_service(service);
+  req.set_force(force);
   if (!c.json) c.out << "rolling back " << service << " on " << host << "\n";
   return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *w, &FleetStub::RollbackHost, req);
 }
@@ -177,10 +180,14 @@ void add_hosts_command(CLI::App& app, CtlCommands& cmds) {
   cmds.push_back({hosts, [selector](const CtlContext& c) { return cmd_hosts(c, *selector); }});
 }
 
+constexpr const char* kForceHelp =
+    "even if the host is in an active rollout of the service (the rollout records it and marks the host drifted)";
+
 void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   struct Args {
     std::string host_id, service, wait = "15m";
     DeployFlags deploy;
+    bool force_rollback = false;
   };
   auto a = std::make_shared<Args>();
   auto* host = app.add_subcommand("host", "one host: deploy, roll back, status");
@@ -194,17 +201,20 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   deploy->add_option("--url", a->deploy.url, "fetch the release from this http(s) URL instead of the store");
   deploy->add_option("--sha256", a->deploy.sha256, "sha256 of the file at --url");
   deploy->add_option("--wait", a->deploy.wait, "give up waiting after this long (default 15m)");
+  deploy->add_flag("--force", a->deploy.force, kForceHelp);
   auto* rollback = host->add_subcommand("rollback", "flip a host back to the previous release");
   rollback->add_option("host", a->host_id, "host id")->required();
   rollback->add_option("service", a->service, "service name")->required();
   rollback->add_option("--wait", a->wait, "give up waiting after this long (default 15m)");
+  rollback->add_flag("--force", a->force_rollback, kForceHelp);
   auto* status = host->add_subcommand("status", "slots of every service on a host");
   status->add_option("host", a->host_id, "host id")->required();
   auto* history = host->add_subcommand("history", "a host's events: connects, losses, refusals");
   history->add_option("host", a->host_id, "host id")->required();
   cmds.push_back({deploy, [a](const CtlContext& c) { return cmd_host_deploy(c, a->host_id, a->service, a->deploy); }});
   cmds.push_back(
-      {rollback, [a](const CtlContext& c) { return cmd_host_rollback(c, a->host_id, a->service, a->wait); }});
+      {rollback,
+       [a](const CtlContext& c) { return cmd_host_rollback(c, a->host_id, a->service, a->wait, a->force_rollback); }});
   cmds.push_back({status, [a](const CtlContext& c) { return cmd_host_status(c, a->host_id); }});
   cmds.push_back({history, [a](const CtlContext& c) { return cmd_host_history(c, a->host_id); }});
 }

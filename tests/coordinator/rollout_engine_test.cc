@@ -85,6 +85,19 @@ TEST_F(RolloutEngineTest, WavesBakeThenSucceed) {
   EXPECT_EQ(persisted_.phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << "every transition is persisted";
 }
 
+TEST_F(RolloutEngineTest, AHostChangedByHandIsMarkedDriftedAndTheOutcomeSaysSo) {
+  start("waves: [{hosts: 1}, {percent: 100}]", 3);
+  ok("h0");
+  ASSERT_TRUE(engine_.on_host_changed_by_hand("r1", "h0", "rollback web by hand (forced)").ok());
+  EXPECT_TRUE(saw("host_changed_by_hand"));
+  EXPECT_TRUE(persisted_.hosts(0).drifted()) << "journaled with the host marked";
+  EXPECT_EQ(engine_.on_host_changed_by_hand("r1", "h9", "x").code(), absl::StatusCode::kNotFound);
+  ok("h1"), ok("h2");
+  ASSERT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_EQ(r().message().find("is on all"), std::string::npos) << r().message();
+  EXPECT_NE(r().message().find("1 of them changed by hand"), std::string::npos) << r().message();
+}
+
 TEST_F(RolloutEngineTest, MaxParallelLimitsDeploysInFlight) {
   start("waves: [{percent: 100}]\nmax_parallel: 2", 5);
   EXPECT_EQ(deploys_.size(), 2u);

@@ -346,6 +346,35 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
 }
 
 
+// A host in an active rollout belongs to it: changed by hand only with
+// --force, which the rollout records, marking the host drifted.
+TEST_F(FleetRolloutTest, AHostInAnActiveRolloutIsChangedByHandOnlyWithForceAndTheRolloutSaysSo) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "1,100%", "--bake", "10m"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<int> canaries = baking_canaries("web-2", 1);
+  ASSERT_EQ(canaries.size(), 1u);
+  const std::string canary = "host-" + std::to_string(canaries[0]);
+
+  auto refused = ctl({"host", "rollback", canary, "web"});
+  EXPECT_NE(refused.code, 0);
+  EXPECT_NE(refused.err.find("is in rollout web-2"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_EQ(version_on(canaries[0]), "v2") << "a refused rollback changed nothing";
+  auto other = ctl({"host", "deploy", canary == "host-0" ? "host-1" : "host-0", "web", "--version", "v2"});
+  EXPECT_NE(other.code, 0) << "a host of a later wave belongs to the rollout too";
+
+  auto forced = ctl({"host", "rollback", canary, "web", "--force"});
+  ASSERT_EQ(forced.code, 0) << forced.out << forced.err;
+  EXPECT_EQ(version_on(canaries[0]), "v1");
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  for (const auto& h : ro->hosts()) EXPECT_EQ(h.drifted(), h.host_id() == canary) << h.host_id();
+  EXPECT_NE(ctl({"rollout", "history", "web-2"}).out.find("host_changed_by_hand"), std::string::npos);
+}
+
 // Ops tooling: a stock gRPC client (Python, Debian's python3-grpcio) starts
 // a rollout, watches it to its first bake, aborts it and watches it end.
 TEST_F(FleetRolloutTest, APythonClientStartsWatchesAndAbortsARollout) {
