@@ -349,7 +349,9 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::R
   auto r = engine_->start(id, spec, *plan, *release, prev, previous);
   if (!r.ok()) return r.status();
   flush();  // durable before the caller hears of it
-  return *engine_->find(id);
+  tern::v1::Rollout out = *engine_->find(id);
+  for (const auto& warning : plan->warnings) out.add_warnings(warning);
+  return out;
 }
 
 absl::StatusOr<tern::v1::Rollout> RolloutDriver::get_rollout(const std::string& id) {

@@ -70,8 +70,12 @@ absl::StatusOr<RolloutPlanResult> plan_rollout(const tern::v1::RolloutSpec& spec
     WavePlan w;
     for (; taken < targets[i]; ++taken) w.host_ids.push_back(ordered[taken].host_id);
     if (w.host_ids.empty()) {
-      plan.warnings.push_back(absl::StrCat("wave ", i + 1, " adds no hosts (the fleet has ", ordered.size(),
-                                           "); it only bakes and gates"));
+      const auto& wave = spec.waves(static_cast<int>(i));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "waves[", i, "] (", wave.size_case() == tern::v1::Wave::kPercent ? absl::StrCat(wave.percent(), "%")
+                                                                            : absl::StrCat(wave.hosts(), " hosts"),
+          ") adds no hosts: on these ", ordered.size(), " hosts the waves before it already reach ", taken,
+          "; drop it or make it larger (`ternctl rollout plan` shows the hosts of each wave)"));
     }
     plan.waves.push_back(std::move(w));
   }

@@ -148,17 +148,32 @@ absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
   }
   if (auto sel = LabelSelector::parse(spec.selector()); !sel.ok()) return field_error("selector", sel.status().message());
   if (spec.waves_size() > 32) return field_error("waves", "at most 32 waves");
+  // Sizes are cumulative, so each must be larger than the last one given in
+  // the same unit: "1,10%,5%" is a typo, not a plan.
+  int last_hosts = -1, last_percent = -1;
   for (int i = 0; i < spec.waves_size(); ++i) {
     const auto& w = spec.waves(i);
     const std::string f = absl::StrCat("waves[", i, "]");
     switch (w.size_case()) {
       case tern::v1::Wave::kHosts:
         if (w.hosts() == 0) return field_error(f + ".hosts", "must be at least 1");
+        if (last_hosts >= 0 && w.hosts() <= spec.waves(last_hosts).hosts()) {
+          return field_error(f + ".hosts", absl::StrCat(w.hosts(), " is not more than waves[", last_hosts, "] (",
+                                                        spec.waves(last_hosts).hosts(),
+                                                        "): sizes are cumulative, each the total after that wave"));
+        }
+        last_hosts = i;
         break;
       case tern::v1::Wave::kPercent:
         if (w.percent() == 0 || w.percent() > 100) {
           return field_error(f + ".percent", absl::StrCat(w.percent(), " is not 1-100"));
         }
+        if (last_percent >= 0 && w.percent() <= spec.waves(last_percent).percent()) {
+          return field_error(f + ".percent", absl::StrCat(w.percent(), "% is not more than waves[", last_percent,
+                                                          "] (", spec.waves(last_percent).percent(),
+                                                          "%): sizes are cumulative, each the total after that wave"));
+        }
+        last_percent = i;
         break;
       default:
         return field_error(f, "give its size as hosts: N or percent: P");

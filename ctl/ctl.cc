@@ -7,7 +7,10 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <iostream>
 #include <cstdlib>
 #include <ctime>
 
@@ -191,6 +194,7 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     }
   }
   CtlContext c{out, err, g.coordinator, g.output == "json", *timeout, nullptr};
+  if (&out == &std::cout && ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) c.in = &std::cin;
   if (picked == nullptr || !picked->offline || !picked->offline()) {
     auto channel = make_channel(g);
     if (!channel.ok()) {

@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <istream>
 #include <ostream>
 #include <string>
 #include <type_traits>
@@ -44,6 +45,9 @@ struct CtlContext {
   bool json = false;        // -o json
   Millis timeout{10'000};   // --timeout: the deadline of every unary call
   std::shared_ptr<grpc::Channel> channel;
+  // A person's answers (stdin), when ternctl runs on a terminal and writes to
+  // it; null for scripts, pipes and tests, which are never asked anything.
+  std::istream* in = nullptr;
 
   // Sets the --timeout deadline, counted from now.
   void set_deadline(grpc::ClientContext& ctx) const;

@@ -38,6 +38,7 @@ struct RolloutFlags {
   std::string on_failure = "rollback";
   std::string spread;
   bool watch = false;
+  bool yes = false;
   std::string wait = "1h";
   std::string id, reason;
   uint64_t generation = 0;
@@ -216,6 +217,19 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
   return outcome_code(last.phase());
 }
 
+// Why a plan deserves a second look before it starts, or "" when it does not.
+std::string bold(const tern::v1::RolloutSpec& spec, const tern::v1::RolloutPlan& plan) {
+  int total = 0;
+  for (const auto& w : plan.waves()) total += w.host_ids_size();
+  if (plan.waves_size() > 0 && plan.waves(0).host_ids_size() * 2 > total) {
+    return absl::StrCat("the first wave already takes ", plan.waves(0).host_ids_size(), " of ", total, " hosts");
+  }
+  bool bakes = false;
+  for (const auto& w : spec.waves()) bakes = bakes || TimeUtil::DurationToMilliseconds(w.bake()) > 0;
+  if (!bakes) return "no wave bakes (--bake), so nothing is watched before the next wave starts";
+  return "";
+}
+
 int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
   const auto wait = duration_flag(c, "--wait", f.wait);
   if (!wait) return kExitUsage;
@@ -223,6 +237,25 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
   if (!spec.ok()) return c.usage_error("rollout start", spec.status().message());
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
+  // The plan first: its warnings come before anything starts, and a person
+  // at a terminal confirms a plan that would reach most hosts at once.
+  tern::v1::RolloutPlan plan;
+  if (const int rc = c.call(absl::StrCat("rollout start ", spec->service()), &RolloutStub::PlanRollout, req, plan);
+      rc != kExitOk) {
+    return rc;
+  }
+  for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
+  if (const std::string why = bold(*spec, plan); !why.empty() && !f.yes && c.in != nullptr) {
+    c.err << why << ". Start rolling " << spec->service() << " out to " << spec->release().version()
+          << "? [y/N] " << std::flush;
+    std::string answer;
+    std::getline(*c.in, answer);
+    if (answer != "y" && answer != "yes") {
+      c.err << "ternctl: rollout start " << spec->service() << ": not started (`ternctl rollout plan` shows "
+            << "the waves; --yes starts without asking)\n";
+      return kExitFailed;
+    }
+  }
   tern::v1::Rollout r;
   const int rc = c.call(absl::StrCat("rollout start ", spec->service()), &RolloutStub::StartRollout, req, r);
   if (rc != kExitOk) return rc;
@@ -319,6 +352,8 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   auto* start = rollout->add_subcommand("start", "start a rollout");
   add_spec_flags(start);
   start->add_flag("--watch", f->watch, "follow it until it ends (exit code = outcome)");
+  start->add_flag("-y,--yes", f->yes,
+                  "start without asking, on a terminal, when the first wave takes most hosts or no wave bakes");
   start->add_option("--wait", f->wait, "with --watch: give up after this long (default 1h)");
   auto* watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
   watch->add_option("id", f->id, "rollout id")->required();

@@ -115,7 +115,7 @@ tar -czf "$work/bad.tar.gz" -C "$work/bad" tern-demo-app
 "$ternctl" artifact push "$work/bad.tar.gz" --service web --version 3.0
 
 step "rolling 1.0 out to every host (stage, start blue, probe, switch)"
-"$ternctl" rollout start web --version 1.0 --waves 100% --watch
+"$ternctl" rollout start web --version 1.0 --waves 100% --yes --watch
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} $(host_ip "$i"):8080 -> $(get "$(host_ip "$i")")"; done
 
 # A client loop against every host's public port from now on,

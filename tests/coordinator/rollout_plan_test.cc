@@ -46,15 +46,26 @@ TEST(WaveTargetsTest, NeverShrinksAndTheLastWaveTakesTheRest) {
 }
 
 TEST(PlanRolloutTest, EveryHostExactlyOnceInOrder) {
-  auto plan = plan_rollout(spec_of(kCanary), fleet(10));
+  auto plan = plan_rollout(spec_of(kCanary), fleet(20));
   ASSERT_TRUE(plan.ok()) << plan.status();
   ASSERT_EQ(plan->waves.size(), 4u);
   EXPECT_EQ(plan->waves[0].host_ids, (std::vector<std::string>{"h00"}));
-  EXPECT_TRUE(plan->waves[1].host_ids.empty());
-  EXPECT_EQ(plan->waves[2].host_ids.size(), 4u);
-  EXPECT_EQ(plan->waves[3].host_ids.size(), 5u);
-  ASSERT_EQ(plan->warnings.size(), 1u);
-  EXPECT_NE(plan->warnings[0].find("wave 2 adds no hosts"), std::string::npos);
+  EXPECT_EQ(plan->waves[1].host_ids, (std::vector<std::string>{"h01"}));
+  EXPECT_EQ(plan->waves[2].host_ids.size(), 8u);
+  EXPECT_EQ(plan->waves[3].host_ids.size(), 10u);
+  EXPECT_TRUE(plan->warnings.empty());
+}
+
+// A wave that adds no hosts on this fleet is refused, not run as an empty
+// bake: on 10 hosts 10% is the one host the first wave already took.
+TEST(PlanRolloutTest, AWaveThatAddsNoHostsIsRefusedSayingWhy) {
+  auto plan = plan_rollout(spec_of(kCanary), fleet(10));
+  ASSERT_FALSE(plan.ok());
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(plan.status().message().find("waves[1] (10%) adds no hosts"), std::string::npos) << plan.status();
+  EXPECT_NE(plan.status().message().find("already reach 1"), std::string::npos) << plan.status();
+  // The same waves on a fleet large enough are fine.
+  EXPECT_TRUE(plan_rollout(spec_of(kCanary), fleet(11)).ok());
 }
 
 TEST(PlanRolloutTest, SpreadTakesOneHostPerZoneFirst) {

@@ -64,6 +64,37 @@ TEST(WaveListTest, SizesOutOfRangeAreRefusedByTheSpecCheck) {
   }
 }
 
+absl::Status check_waves(const char* text) {
+  auto waves = parse_wave_list(text);
+  EXPECT_TRUE(waves.ok()) << text << ": " << waves.status();
+  tern::v1::RolloutSpec spec;
+  spec.set_service("web");
+  spec.mutable_release()->set_version("2.0");
+  for (const auto& w : *waves) *spec.add_waves() = w;
+  apply_rollout_defaults(spec);
+  return validate_rollout_spec(spec);
+}
+
+// Sizes are cumulative: a wave no larger than an earlier one in the same
+// unit is a typo ("1,10%,5%" used to finish on every host at once).
+TEST(WaveListTest, WavesMustGrowWithinEachUnit) {
+  for (const char* good : {"1,10%,50%,100%", "2,5,100%", "5,10%,50", "100%"}) {
+    EXPECT_TRUE(check_waves(good).ok()) << good << ": " << check_waves(good);
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"1,10%,5%", "waves[2].percent: 5% is not more than waves[1] (10%)"},
+      {"1,10%,10%", "waves[2].percent: 10% is not more than waves[1] (10%)"},
+      {"5,10%,3", "waves[2].hosts: 3 is not more than waves[0] (5)"},
+      {"2,2", "waves[1].hosts: 2 is not more than waves[0] (2)"},
+  };
+  for (const auto& [text, why] : bad) {
+    auto st = check_waves(text);
+    ASSERT_FALSE(st.ok()) << text << " was accepted";
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(st.message()).find(why), std::string::npos) << st;
+  }
+}
+
 TEST(WaveListTest, SameWavesAsTheYamlForm) {
   auto from_yaml = parse_rollout_spec(
       "service: web\nrelease: '2.0'\nwaves:\n  - {hosts: 1}\n  - {percent: 10}\n  - {percent: 100}\n", "test.yaml");
