@@ -25,6 +25,24 @@ tern::v1::HostRolloutState failure_state(const tern::v1::CommandResult& r) {
 
 }  // namespace
 
+std::string short_of_deployed(const tern::v1::CommandResult& result, const std::string& version, uint32_t weight) {
+  if (!result.has_service()) return "its agent reported no status";
+  for (const auto& s : result.service().slots()) {
+    if (!s.active()) continue;
+    if (s.release().version() != version) {
+      return absl::StrCat("it reports ", s.release().version().empty() ? "nothing" : s.release().version(),
+                          " active, not ", version);
+    }
+    if (s.phase() != tern::v1::SLOT_PHASE_HEALTHY) return absl::StrCat("it reports ", version, " ", word(s.phase()));
+    if (effective_weight(s.weight()) != effective_weight(weight)) {
+      return absl::StrCat("it sends ", effective_weight(s.weight()), "% of new connections to ", version, ", not ",
+                          effective_weight(weight), "%");
+    }
+    return "";
+  }
+  return "it reports no active slot";
+}
+
 RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegistry& registry,
                              ServiceCatalog& catalog, HostCommands& commands, RolloutStore& store, Metrics& metrics)
     : clock_(clock),
@@ -131,15 +149,25 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   *d->mutable_release() = release;
   d->set_switch_on_healthy(true);
   d->set_weight(weight);
-  auto st = commands_.send(host, std::move(cmd),
-                           CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
-                             const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
-                             engine_->on_host_deployed(id, host, ok,
-                                                       ok ? tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED
-                                                          : failure_state(res),
-                                                       res.message());
-                             journal_answer(id);
-                           }});
+  auto done = [this, id, host, version = release.version(), weight](const tern::v1::CommandResult& res) {
+    bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+    std::string message = res.message();
+    if (ok) {
+      // "Succeeded" counts only as far as the host's own status bears it out.
+      if (const std::string why = short_of_deployed(res, version, weight); !why.empty()) {
+        ok = false;
+        message = absl::StrCat("its agent said the deploy succeeded, but ", why);
+      }
+    }
+    engine_->on_host_deployed(id, host, ok,
+                              ok ? tern::v1::HOST_ROLLOUT_STATE_UNSPECIFIED
+                              : res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED
+                                  ? tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE
+                                  : failure_state(res),
+                              message);
+    journal_answer(id);
+  };
+  auto st = commands_.send(host, std::move(cmd), CommandObserver{nullptr, std::move(done)});
   if (st.ok()) return;
   if (unreachable(host)) {
     loop_.post([this, id, host] {

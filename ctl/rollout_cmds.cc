@@ -238,14 +238,13 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
   tern::v1::StartRolloutRequest req;
   *req.mutable_spec() = *spec;
   // The plan first: its warnings come before anything starts, and a person
-  // at a terminal confirms a plan that would reach most hosts at once.
+  // at a terminal confirms a plan that would reach most hosts at once. A
+  // plan that fails is left to StartRollout, whose refusal is the one that
+  // counts (and is audited).
   tern::v1::RolloutPlan plan;
-  if (const int rc = c.call(absl::StrCat("rollout start ", spec->service()), &RolloutStub::PlanRollout, req, plan);
-      rc != kExitOk) {
-    return rc;
-  }
+  const bool planned = c.unary(&RolloutStub::PlanRollout, req, plan).ok();
   for (const auto& w : plan.warnings()) c.err << "warning: " << w << "\n";
-  if (const std::string why = bold(*spec, plan); !why.empty() && !f.yes && c.in != nullptr) {
+  if (const std::string why = planned ? bold(*spec, plan) : ""; !why.empty() && !f.yes && c.in != nullptr) {
     c.err << why << ". Start rolling " << spec->service() << " out to " << spec->release().version()
           << "? [y/N] " << std::flush;
     std::string answer;

@@ -405,13 +405,18 @@ TEST_P(OneHostTest, RolloutsThroughTheEngineSucceedAndRollBack) {
   push("v1", good_bundle_);
   push("v2", good_bundle_);
   push("v3-bad", bad_bundle_);
-  auto plan = ctl({"rollout", "plan", "web", "--version", "v1", "-o", "json"});
+  // On one host the default canary waves (1,10%,50%,100%) add no hosts after
+  // the first: refused, saying so.
+  auto refused = ctl({"rollout", "plan", "web", "--version", "v1"});
+  EXPECT_NE(refused.code, 0);
+  EXPECT_NE(refused.err.find("adds no hosts"), std::string::npos) << refused.err;
+  auto plan = ctl({"rollout", "plan", "web", "--version", "v1", "--waves", "100%", "-o", "json"});
   ASSERT_EQ(plan.code, 0) << plan.err;
   EXPECT_NE(plan.out.find("h1"), std::string::npos) << plan.out;
-  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--watch", "--wait", "1m"});
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "1m"});
   ASSERT_EQ(r.code, 0) << r.out << r.err << agent_->log();
   EXPECT_EQ(serving(), "v1 blue");
-  r = ctl({"rollout", "start", "web", "--version", "v2", "--watch"});
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "100%", "--watch"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_EQ(serving(), "v2 green");
   // A fleet rollback of the succeeded v2 rollout returns the host to v1.
@@ -425,7 +430,7 @@ TEST_P(OneHostTest, RolloutsThroughTheEngineSucceedAndRollBack) {
     return ctl({"rollout", "history", "web-2"}).out.find("host_rolled_back") != std::string::npos;
   }));
   // A release that never turns healthy fails its wave; v1 keeps serving.
-  r = ctl({"rollout", "start", "web", "--version", "v3-bad", "--watch"});
+  r = ctl({"rollout", "start", "web", "--version", "v3-bad", "--waves", "100%", "--watch"});
   EXPECT_EQ(r.code, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("rolled back"), std::string::npos) << r.out;
   EXPECT_EQ(serving(), "v1 blue");
