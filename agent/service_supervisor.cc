@@ -171,7 +171,6 @@ absl::Status ServiceSupervisor::recover() {
     const std::string message =
         absl::StrCat("\"", interrupted.empty() ? "a deploy" : interrupted, "\" was interrupted by an agent restart",
                      undone.empty() ? "; the recorded mapping is in force" : absl::StrCat("; ", undone));
-    spdlog::warn("{}: {}", name_, message);
     event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, message);
   }
   return st;
