@@ -132,6 +132,17 @@ class SupervisorTest : public ::testing::Test {
     return run(s, cmd);
   }
 
+  // A started supervisor that deployed `versions`, in order, each at 100%.
+  std::unique_ptr<ServiceSupervisor> deployed(std::initializer_list<std::string> versions) {
+    auto s = make();
+    s->start();
+    for (const auto& v : versions) {
+      auto r = deploy(*s, v);
+      EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << v << ": " << r.message();
+    }
+    return s;
+  }
+
   tern::v1::CommandResult rollback(ServiceSupervisor& s) {
     tern::v1::Command cmd;
     cmd.mutable_rollback()->set_service("web");
@@ -335,11 +346,7 @@ TEST_F(SupervisorTest, TheLastGoodReleaseIsTheOneThatServedAllTrafficHealthyForT
 
 TEST_F(SupervisorTest, RollbackFlipsToTheLastGoodWhenItIsWarmAndHealthyAndThenStaysThere) {
   keep_warm_ = true;
-  auto s = make();
-  s->start();
-  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
-  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
-  ASSERT_EQ(deploy(*s, "3").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  auto s = deployed({"1", "2", "3"});
   EXPECT_NE(progress_.find("stopping idle blue (1, not the last known-good release)"), std::string::npos)
       << progress_;
   EXPECT_EQ(mapper_.target(), 9001);
@@ -410,10 +417,7 @@ TEST_F(SupervisorTest, SwitchingTrafficToAnUnhealthySlotIsRefused) {
 
 TEST_F(SupervisorTest, AFailedDeployKeepsTheLastGoodWarm) {
   keep_warm_ = true;
-  auto s = make();
-  s->start();
-  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
-  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  auto s = deployed({"1", "2"});
   const int64_t blue = s->snapshot().blue().pid();
   prober_.unhealthy.insert(9002);  // 2 goes bad: 1, warm in blue, is the last good again
   ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
