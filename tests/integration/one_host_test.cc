@@ -507,6 +507,26 @@ TEST_P(OneHostWarmTest, RollbackReturnsToTheLastGoodReleaseAndNeverToTheBadOneLe
   EXPECT_EQ(h->services(0).last_good().version(), "v2");
 }
 
+TEST_P(OneHostWarmTest, ADeployNeverStopsTheLastGoodReleaseToMakeRoom) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+  // v2 goes bad while it serves: v1, warm in blue, is the last good again.
+  ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
+  EXPECT_EQ(last_good(), "v1");
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  push("v3-bad", bad_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v3-bad"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("last known-good release"), std::string::npos) << r.err;
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid) << "v1 still runs, untouched";
+  // So the way back is still a flip to the same process.
+  r = ctl({"host", "rollback", "h1", "web"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, OneHostWarmTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
