@@ -181,7 +181,6 @@ TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
   prober_.unhealthy.insert(9002);
   ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
   // Rollback restarts the stopped 1 in blue before flipping.
-  prober_.unhealthy.clear();
   const auto starts = launcher_.started.size();
   ASSERT_EQ(rollback(*s).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
   EXPECT_EQ(mapper_.target(), 9001);
@@ -371,9 +370,15 @@ TEST_F(SupervisorTest, RollbackStartsTheLastGoodInTheIdleSlotWhenThatHoldsSometh
   *st.mutable_last_good() = release("2");
   const int64_t bad = st.green().pid();
   auto s = make(st);
-  s->start();
   const auto starts = launcher_.started.size();
-  auto r = rollback(*s);
+  // Queued before the thread starts, so it runs before any health check
+  // could make the healthy 3 the last good release.
+  std::promise<tern::v1::CommandResult> done;
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service("web");
+  s->submit(cmd, [](const std::string&) {}, [&](const tern::v1::CommandResult& res) { done.set_value(res); });
+  s->start();
+  auto r = done.get_future().get();
   ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
   EXPECT_FALSE(alive(bad)) << "the release in the idle slot was stopped";
   EXPECT_EQ(launcher_.started.size(), starts + 1);
@@ -398,7 +403,11 @@ TEST_F(SupervisorTest, RollbackWithoutAKnownGoodReleaseIsRefused) {
 }
 
 TEST_F(SupervisorTest, SwitchingTrafficToAnUnhealthySlotIsRefused) {
-  auto s = make(recorded_state("1", "2", tern::v1::SLOT_PHASE_UNHEALTHY));
+  auto st = recorded_state("1", "2", tern::v1::SLOT_PHASE_UNHEALTHY);
+  // Green stays unhealthy, and is not given up on while the test runs.
+  prober_.unhealthy.insert(9002);
+  st.mutable_spec()->mutable_health()->mutable_healthy_deadline()->set_seconds(3600);
+  auto s = make(st);
   s->start();
   for (uint32_t weight : {100u, 30u}) {
     tern::v1::Command cmd;
