@@ -70,16 +70,16 @@ absl::Status Agent::start() {
     }
   }
   stop_unknown_slot_processes();
+  // Made (not started) before any thread that sends events reads link_.
+  link_ = std::make_unique<CoordinatorLink>(
+      CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval, credentials_,
+                               config_.tls.server_name},
+      [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
   for (auto& [name, sup] : supervisors_) sup->start();
   if (!state->services().empty()) {
     spdlog::info("restored {} service(s) from {}", state->services_size(), store_->path());
   }
   housekeeping_ = std::thread([this] { housekeeping_loop(); });
-
-  link_ = std::make_unique<CoordinatorLink>(
-      CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval, credentials_,
-                               config_.tls.server_name},
-      [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
   link_->start();
   spdlog::info("tern-agent {} started as host {} (labels {}), coordinator {}, port mapping by {}", kVersion, host_id_,
                format_labels(config_.labels).empty() ? "none" : format_labels(config_.labels), config_.coordinator,
@@ -185,10 +185,34 @@ tern::v1::Hello Agent::build_hello() const {
 }
 
 void Agent::send_event(const tern::v1::AgentEvent& e) {
-  if (!link_) return;
+  // Enough for every service's recovery; past it the oldest give way.
+  constexpr std::size_t kMaxUnsentEvents = 64;
   tern::v1::AgentMessage msg;
   *msg.mutable_event() = e;
-  link_->send(msg);
+  if (link_ && link_->send(msg)) return;
+  if (e.kind() == tern::v1::AGENT_EVENT_KIND_PROGRESS) return;
+  std::lock_guard lock(events_mu_);
+  if (unsent_.size() >= kMaxUnsentEvents) unsent_.pop_front();
+  unsent_.push_back(e);
+}
+
+void Agent::flush_unsent() {
+  if (!link_ || !link_->connected()) return;
+  std::deque<tern::v1::AgentEvent> waiting;
+  {
+    std::lock_guard lock(events_mu_);
+    waiting.swap(unsent_);
+  }
+  for (auto& e : waiting) {
+    // The status it was sent with is old news; the hello already told newer.
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = supervisors_.find(e.service()); it != supervisors_.end()) {
+        *e.mutable_status() = it->second->status();
+      }
+    }
+    send_event(e);
+  }
 }
 
 void Agent::reply(const tern::v1::CommandResult& result) {
@@ -339,6 +363,7 @@ void Agent::housekeeping_loop() {
       if (stop_cv_.wait_until(lock, wake, [&] { return stopping_; })) return;
     }
     if (ping_) ping_();
+    flush_unsent();
     if (Steady::now() < next_reconcile) continue;
     next_reconcile = Steady::now() + config_.reconcile_interval;
     auto restored = traffic_->reconcile();

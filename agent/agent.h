@@ -4,6 +4,7 @@
 #include <functional>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,7 +66,14 @@ class Agent {
   absl::Status check_own_rules(const tern::v1::Command& cmd) const;
   void reply(const tern::v1::CommandResult& result);
   absl::Status persist();
+  // Sends an event now if the link is up. Otherwise a progress event is
+  // dropped (its command's result is lost with the stream anyway) and any
+  // other waits in unsent_ until flush_unsent() (what recovery did, say,
+  // which happens before the first connection).
   void send_event(const tern::v1::AgentEvent& e);
+  // Sends the waiting events, each with its service's current status, once
+  // the link is connected; from the housekeeping thread.
+  void flush_unsent();
   ServiceSupervisor* add_supervisor(tern::v1::ServiceState state);
   // After recover(): kills slot processes (named under the state dir) of
   // services the state does not name at all.
@@ -84,6 +92,9 @@ class Agent {
   std::map<std::string, std::unique_ptr<ServiceSupervisor>> supervisors_;
   uint64_t last_command_id_ = 0;
   uint64_t max_epoch_ = 0;
+
+  std::mutex events_mu_;  // guards unsent_
+  std::deque<tern::v1::AgentEvent> unsent_;  // oldest first, at most kMaxUnsentEvents
 
   std::mutex persist_mu_;
   std::mutex stop_mu_;

@@ -1,5 +1,7 @@
 #include "agent/service_supervisor.h"
 
+#include <filesystem>
+
 #include "core/words.h"
 #include <spdlog/spdlog.h>
 
@@ -20,6 +22,21 @@ using tern::v1::SlotColor;
 using tern::v1::SlotPhase;
 
 Millis millis(const google::protobuf::Duration& d) { return Millis(TimeUtil::DurationToMilliseconds(d)); }
+
+// The same release: the same version and, where both say, the same bytes.
+bool same_release(const tern::v1::ReleaseRef& a, const tern::v1::ReleaseRef& b) {
+  return !a.version().empty() && a.version() == b.version() &&
+         (a.sha256().empty() || b.sha256().empty() || a.sha256() == b.sha256());
+}
+
+bool healthy(const tern::v1::SlotState& s) { return s.pid() > 0 && s.phase() == tern::v1::SLOT_PHASE_HEALTHY; }
+
+// "green (3.0, unhealthy: HTTP 503)": a slot as an error message names it.
+std::string describe(const tern::v1::SlotState& s) {
+  const SlotPhase phase = s.phase() == tern::v1::SLOT_PHASE_UNSPECIFIED ? tern::v1::SLOT_PHASE_EMPTY : s.phase();
+  return absl::StrCat(word(s.color()), " (", s.release().version().empty() ? "no release" : s.release().version(),
+                      ", ", word(phase), s.message().empty() ? "" : absl::StrCat(": ", s.message()), ")");
+}
 
 }  // namespace
 
@@ -98,6 +115,7 @@ tern::v1::ServiceStatus ServiceSupervisor::status() const {
     o->set_weight(state_.active() == tern::v1::SLOT_COLOR_UNSPECIFIED ? 0 : (active ? w : 100 - w));
     o->set_message(s->message());
   }
+  if (!state_.last_good().version().empty()) *out.mutable_last_good() = state_.last_good();
   return out;
 }
 
@@ -144,15 +162,46 @@ absl::Status ServiceSupervisor::recover() {
     std::lock_guard lock(mu_);
     interrupted = state_.operation();
   }
-  if (!interrupted.empty()) {
-    spdlog::warn("{}: the agent restarted during \"{}\"; continuing from the recorded state", name_, interrupted);
-  }
   // Whatever was recorded is what the host must serve: exactly one mapping.
   tern::v1::ServiceState snap = snapshot();
   auto st = deps_.traffic->set_routes(name_, routes_for(snap));
+  const std::string undone = undo_interrupted_start();
   save("");
-  if (!interrupted.empty()) event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, absl::StrCat("\"", interrupted, "\" was interrupted by an agent restart"));
+  if (!interrupted.empty() || !undone.empty()) {
+    const std::string message =
+        absl::StrCat("\"", interrupted.empty() ? "a deploy" : interrupted, "\" was interrupted by an agent restart",
+                     undone.empty() ? "; the recorded mapping is in force" : absl::StrCat("; ", undone));
+    event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, message);
+  }
   return st;
+}
+
+std::string ServiceSupervisor::undo_interrupted_start() {
+  SlotColor c;
+  tern::v1::SlotState s;
+  bool keep_warm, is_good, is_active;
+  {
+    std::lock_guard lock(mu_);
+    c = state_.starting_slot();
+    state_.clear_starting_slot();
+    if (c == tern::v1::SLOT_COLOR_UNSPECIFIED) return "";
+    s = recorded(c);
+    keep_warm = state_.spec().keep_warm();
+    is_good = same_release(state_.last_good(), s.release());
+    is_active = state_.active() == c;
+  }
+  const std::string slot = absl::StrCat(word(c), " (", s.release().version(), ")");
+  if (is_active) return absl::StrCat(slot, " had already taken the traffic; it stays active");
+  if (!running(s)) return absl::StrCat(slot, " was not running any more; nothing else to undo");
+  if (is_good) {
+    return absl::StrCat("kept ", slot, ": it is the last known-good release; its health checks go on");
+  }
+  if (keep_warm && healthy(s)) {
+    return absl::StrCat("kept ", slot, " warm: it had turned healthy and keep_warm is set; traffic was not moved");
+  }
+  stop_slot(c, tern::v1::SLOT_PHASE_STOPPED, "stopped after an agent restart interrupted its start");
+  return absl::StrCat("stopped ", slot, ", which it was starting: an interrupted start is undone; traffic was not "
+                      "moved");
 }
 
 void ServiceSupervisor::stop_orphans() {
@@ -252,6 +301,12 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
     case tern::v1::Command::kStopSlot: st = stop_slot_op(cmd.stop_slot().slot(), op.progress); break;
     case tern::v1::Command::kRemoveService: st = remove(op.progress); break;
     default: st = absl::UnimplementedError("unknown command"); break;
+  }
+  {
+    // The command is over: whatever it started is switched to, left idle by
+    // intent, or already stopped.
+    std::lock_guard lock(mu_);
+    state_.clear_starting_slot();
   }
   save("");
   tern::v1::CommandResult r;
@@ -399,6 +454,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   SlotColor active, target;
   tern::v1::SlotState target_state;
+  tern::v1::ReleaseRef last_good;
   bool already_active = false;
   {
     std::lock_guard lock(mu_);
@@ -414,6 +470,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
       target = other(active);
     }
     target_state = recorded(target);
+    last_good = state_.last_good();
     if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && recorded(active).release().version() == d.release().version() &&
         recorded(active).release().sha256() == d.release().sha256() && running(recorded(active))) {
       already_active = true;
@@ -432,27 +489,32 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   if (reuse) {
     p(absl::StrCat(word(target), " already runs ", d.release().version(), " (warm); reusing it"));
   } else {
+    // The last known-good release is never stopped to make room: if the new
+    // one failed, nothing good would be left to return to.
+    if (running(target_state) && same_release(last_good, target_state.release()) &&
+        !same_release(last_good, d.release())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot deploy ", d.release().version(), " of ", name_, ": the only free slot, ", word(target),
+          ", holds ", target_state.release().version(), ", the last known-good release, and it is not stopped to "
+          "make room; roll back to it first (ternctl host rollback), or stop ", word(target), " explicitly, then "
+          "deploy again"));
+    }
     // A share of the traffic on the target slot is taken back first: that
     // slot is about to be replaced.
     if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && state_.active_weight() < 100 && state_.active_weight() != 0) {
+      if (auto st = check_healthy_targets(active, 100); !st.ok()) return st;
       if (auto st = set_mapping(active, 100); !st.ok()) return st;
       p(absl::StrCat("moved all traffic back to ", word(active)));
     }
     if (running(target_state)) {
-      p(absl::StrCat("stopping idle ", word(target), " (", target_state.release().version(), ")"));
+      p(absl::StrCat("stopping idle ", word(target), " (", target_state.release().version(),
+                     same_release(last_good, target_state.release()) ? "" : ", not the last known-good release",
+                     ") to make room"));
       stop_slot(target, tern::v1::SLOT_PHASE_STOPPED, "replaced by a new release");
     }
     save(absl::StrCat("staging ", d.release().version()));
     p(absl::StrCat("staging ", d.release().version()));
-    auto dir = deps_.stager->stage(name_, d.release(), p);
-    if (!dir.ok()) return dir.status();
-    {
-      std::lock_guard lock(mu_);
-      recorded(target).set_restarts(0);
-    }
-    slot(target).runtime().restart_at.reset();
-    if (auto st = start_slot(target, d.release(), *dir, p); !st.ok()) return st;
-    if (auto st = wait_healthy(target, p); !st.ok()) return st;
+    if (auto st = bring_up(target, d.release(), "", p); !st.ok()) return st;
     save("");
   }
   if (!d.switch_on_healthy()) {
@@ -470,6 +532,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   const SlotColor previous = other(to);
   bool previous_had_traffic;
+  if (auto st = check_healthy_targets(to, weight); !st.ok()) return st;
   {
     std::lock_guard lock(mu_);
     if (!running(recorded(to))) {
@@ -493,6 +556,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
     return absl::InternalError(absl::StrCat("switching traffic to ", word(to), " failed: ", st.message(),
                                             "; the previous mapping stays in force"));
   }
+  track_known_good();
   save("");
   p(weight == 100 ? absl::StrCat("switched traffic to ", word(to))
                   : absl::StrCat("split traffic: ", word(to), " ", weight, "%, ", word(other(to)), " ",
@@ -521,47 +585,150 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   return absl::OkStatus();
 }
 
+absl::Status ServiceSupervisor::check_healthy_targets(SlotColor to, uint32_t weight) {
+  std::lock_guard lock(mu_);
+  const SlotColor active = state_.active();
+  const uint32_t w = effective_weight(state_.active_weight());
+  for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
+    const uint32_t now = active == tern::v1::SLOT_COLOR_UNSPECIFIED ? 0 : (active == c ? w : 100 - w);
+    const uint32_t next = c == to ? weight : 100 - weight;
+    const auto& s = recorded(c);
+    if (next > now && running(s) && !healthy(s)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot move traffic to ", describe(s), ": it is not healthy, and traffic only ever moves to a healthy "
+          "slot; the mapping was not changed (wait for it to turn healthy, or deploy a release that does)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool ServiceSupervisor::track_known_good() {
+  const TimePoint now = clock().now();
+  std::lock_guard lock(mu_);
+  const SlotColor a = state_.active();
+  if (a == tern::v1::SLOT_COLOR_UNSPECIFIED || effective_weight(state_.active_weight()) != 100 ||
+      !healthy(recorded(a))) {
+    good_since_.reset();
+    return false;
+  }
+  const auto& s = recorded(a);
+  if (!good_since_ || good_pid_ != s.pid()) {
+    good_since_ = now;
+    good_pid_ = s.pid();
+  }
+  if (same_release(state_.last_good(), s.release())) return false;
+  if (now - *good_since_ < health_params(state_.spec().health()).min_healthy_time) return false;
+  if (!state_.last_good().version().empty()) *state_.mutable_previous_good() = state_.last_good();
+  *state_.mutable_last_good() = s.release();
+  spdlog::info("{}: {} is the last known-good release (active on {} at 100%, healthy)", name_, s.release().version(),
+               word(a));
+  return true;
+}
+
+void ServiceSupervisor::demote_known_good(SlotColor c) {
+  if (state_.active() != c || !same_release(state_.last_good(), recorded(c).release())) return;
+  spdlog::warn("{}: {} is no longer the last known-good release: it turned {} while active", name_,
+               recorded(c).release().version(), word(recorded(c).phase()));
+  *state_.mutable_last_good() = state_.previous_good();
+  state_.clear_previous_good();
+  if (state_.last_good().version().empty()) state_.clear_last_good();
+  good_since_.reset();
+}
+
+tern::v1::ReleaseRef ServiceSupervisor::known_release(const std::string& version) {
+  for (const auto* r : {&state_.last_good(), &state_.previous_good(), &state_.blue().release(),
+                        &state_.green().release()}) {
+    if (r->version() == version) return *r;
+  }
+  tern::v1::ReleaseRef bare;
+  bare.set_version(version);
+  return bare;
+}
+
+absl::Status ServiceSupervisor::bring_up(SlotColor color, const tern::v1::ReleaseRef& release, std::string dir,
+                                         const Progress& p) {
+  if (dir.empty()) {
+    auto staged = deps_.stager->stage(name_, release, p);
+    if (!staged.ok()) return staged.status();
+    dir = *staged;
+  }
+  {
+    std::lock_guard lock(mu_);
+    recorded(color).set_restarts(0);
+    state_.set_starting_slot(color);
+  }
+  slot(color).runtime().restart_at.reset();
+  if (auto st = start_slot(color, release, dir, p); !st.ok()) return st;
+  return wait_healthy(color, p);
+}
+
 absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Progress& p) {
   SlotColor active;
-  tern::v1::SlotState prev;
-  enum { kFlip, kAlreadyThere, kTakeBackShare } what = kFlip;
+  tern::v1::ReleaseRef target;
+  tern::v1::SlotState current, idle;
+  bool split;
   {
     std::lock_guard lock(mu_);
     active = state_.active();
     if (active == tern::v1::SLOT_COLOR_UNSPECIFIED) {
       return absl::FailedPreconditionError(absl::StrCat("service ", name_, " has no active release on this host"));
     }
-    prev = recorded(other(active));
-    const bool active_is_target =
-        !to_version.empty() && recorded(active).release().version() == to_version && running(recorded(active));
-    const bool split = state_.active_weight() != 0 && state_.active_weight() < 100;
-    if (active_is_target) {
-      what = split ? kTakeBackShare : kAlreadyThere;
-    } else if (!to_version.empty() && prev.release().version() != to_version) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot roll ", name_, " back to ", to_version,
-                                                        ": neither slot holds it (blue ",
-                                                        state_.blue().release().version(), ", green ",
-                                                        state_.green().release().version(), ")"));
+    if (to_version.empty() && state_.last_good().version().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot roll ", name_, " back: no release has been known-good on this host yet (active at 100% and "
+          "healthy for the minimum healthy time, ", format_duration(health_params(state_.spec().health()).min_healthy_time),
+          "), so there is nothing known to return to; deploy a release that works, or name the version to "
+          "return to"));
     }
+    target = to_version.empty() ? state_.last_good() : known_release(to_version);
+    current = recorded(active);
+    idle = recorded(other(active));
+    split = state_.active_weight() != 0 && state_.active_weight() < 100;
   }
-  if (what == kAlreadyThere) {
-    p(absl::StrCat(to_version, " is already active on ", word(active)));
+  const std::string& version = target.version();
+  const std::string what = to_version.empty() ? absl::StrCat(version, ", the last known-good release,") : version;
+  if (running(current) && current.release().version() == version) {
+    // Active but sharing new connections with the other slot: take them all back.
+    if (split) return switch_traffic(active, 100, p);
+    p(absl::StrCat(what, " is already active on ", word(active), " at 100%; nothing to roll back"));
     return absl::OkStatus();
   }
-  // Active but sharing new connections with the other slot: take them all back.
-  if (what == kTakeBackShare) return switch_traffic(active, 100, p);
-  const SlotColor target = other(active);
-  if (prev.release().version().empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("service ", name_, " has no previous release on this host to roll back to"));
+  const SlotColor target_slot = other(active);
+  if (running(idle) && idle.release().version() == version && healthy(idle)) {
+    p(absl::StrCat("rolling back to ", version, " on ", word(target_slot)));
+    return switch_traffic(target_slot, 100, p);
   }
-  if (!running(prev)) {
-    p(absl::StrCat(word(target), " (", prev.release().version(), ") is stopped; starting it again"));
-    if (auto st = start_slot(target, prev.release(), prev.release_dir(), p); !st.ok()) return st;
-    if (auto st = wait_healthy(target, p); !st.ok()) return st;
+  // The idle slot is stopped, or runs something else, or runs the release
+  // unhealthy: the release starts there afresh, and only once it is healthy
+  // does traffic move.
+  if (split && running(idle)) {
+    if (auto st = switch_traffic(active, 100, p); !st.ok()) return st;
   }
-  p(absl::StrCat("rolling back to ", prev.release().version(), " on ", word(target)));
-  return switch_traffic(target, 100, p);
+  {
+    std::lock_guard lock(mu_);
+    idle = recorded(target_slot);
+  }
+  if (running(idle)) {
+    p(absl::StrCat("stopping idle ", describe(idle), " to start ", what, " there"));
+    stop_slot(target_slot, tern::v1::SLOT_PHASE_STOPPED, absl::StrCat("replaced by ", version, " for a rollback"));
+  } else {
+    p(absl::StrCat(word(target_slot), " (", idle.release().version().empty() ? "empty" : idle.release().version(),
+                   ") is stopped; starting ", what, " there"));
+  }
+  std::string dir;
+  if (target.sha256().empty()) {
+    // Known by its version only: it can run from disk, but not be fetched again.
+    dir = deps_.stager->release_dir(name_, version);
+    std::error_code ec;
+    if (!std::filesystem::exists(dir, ec)) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot roll ", name_, " back to ", version,
+                                                        ": this host has no record of that release and it is not "
+                                                        "staged in ", dir, "; deploy it instead"));
+    }
+  }
+  if (auto st = bring_up(target_slot, target, dir, p); !st.ok()) return st;
+  p(absl::StrCat("rolling back to ", version, " on ", word(target_slot)));
+  return switch_traffic(target_slot, 100, p);
 }
 
 absl::Status ServiceSupervisor::stop_slot_op(SlotColor color, const Progress& p) {
@@ -640,6 +807,7 @@ void ServiceSupervisor::monitor() {
         m.set_start_time(0);
         m.set_phase(tern::v1::SLOT_PHASE_CRASHED);
         m.set_message(tail.empty() ? why : absl::StrCat(why, "; last output: ", tail));
+        demote_known_good(c);
       }
       rt.tracker.reset();
       const bool restart = restart_policy(spec.restart()) == RestartPolicy::kOnFailure &&
@@ -678,11 +846,13 @@ void ServiceSupervisor::monitor() {
       std::lock_guard lock(mu_);
       recorded(c).set_phase(phase);
       recorded(c).set_message(after == HealthTracker::State::kUnhealthy ? r.detail : "");
+      if (after == HealthTracker::State::kUnhealthy) demote_known_good(c);
     }
     save("");
     event(tern::v1::AGENT_EVENT_KIND_HEALTH_CHANGED, absl::StrCat(word(c), " is now ", to_string(after),
                                          after == HealthTracker::State::kUnhealthy ? absl::StrCat(": ", r.detail) : ""));
   }
+  if (track_known_good()) save("");
 }
 
 }  // namespace tern

@@ -46,6 +46,13 @@ struct SupervisorDeps {
 // One service on this host: its blue and green slots, the deploy sequence,
 // rollback, crash restarts and steady-state health.
 //
+// The supervisor keeps the service's last known-good release (ServiceState
+// last_good): the last one that was active at 100% and stayed healthy there
+// for the health check's minimum healthy time. Rollback returns to it: a flip
+// when it runs healthy in the idle slot, otherwise it is started there first.
+// Traffic never moves onto a slot that is not healthy, by any command, and a
+// deploy never stops the last known-good release to make room.
+//
 // Operations (deploy, switch, rollback, stop, remove) run one at a time, in
 // order, on the supervisor's own thread; submit() never blocks. Between
 // operations the same thread watches the slots. The state it keeps is the
@@ -63,7 +70,10 @@ class ServiceSupervisor {
   // ones that are gone, stops the slot processes the launcher finds that the
   // state does not name (orphans: started, then the agent died before it
   // recorded them; they would hold the slot's port), and re-applies the
-  // recorded mapping. Call once, before start().
+  // recorded mapping. A release a deploy or rollback was starting in the idle
+  // slot (ServiceState starting_slot) is stopped, unless it is the last
+  // known-good release or keep_warm is set and it was healthy; an
+  // operation_interrupted event says what was done. Call once, before start().
   absl::Status recover();
   void start();
   // Stops the thread; slots keep running (an agent restart never stops them).
@@ -91,6 +101,25 @@ class ServiceSupervisor {
   absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
   absl::Status rollback(const std::string& to_version, const Progress& p);
   absl::Status switch_traffic(tern::v1::SlotColor to, uint32_t weight, const Progress& p);
+  // FAILED_PRECONDITION when a mapping with `to` active at `weight` would give
+  // a slot that is not healthy more of the traffic than it has now.
+  absl::Status check_healthy_targets(tern::v1::SlotColor to, uint32_t weight);
+  // Brings `release` up in `color` (the idle slot): stage it (already staged:
+  // at once; skipped when `dir` names its release dir), start, probe until
+  // healthy; recorded as starting_slot meanwhile.
+  absl::Status bring_up(tern::v1::SlotColor color, const tern::v1::ReleaseRef& release, std::string dir,
+                        const Progress& p);
+  // The release `version` as this host knows it (a slot's, last_good's or
+  // previous_good's record), or a bare version; guarded by mu_.
+  tern::v1::ReleaseRef known_release(const std::string& version);
+  // Makes the active release last_good once it has been active at 100% and
+  // healthy for the minimum healthy time; true when last_good changed.
+  bool track_known_good();
+  // The active slot `c` turned unhealthy or crashed: if it runs last_good,
+  // previous_good takes the title back. Caller holds mu_.
+  void demote_known_good(tern::v1::SlotColor c);
+  // Undoes a start recover() finds in starting_slot; returns what it did.
+  std::string undo_interrupted_start();
   absl::Status stop_slot_op(tern::v1::SlotColor color, const Progress& p);
   absl::Status remove(const Progress& p);
   absl::Status apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p);
@@ -130,6 +159,11 @@ class ServiceSupervisor {
   // Used only by the supervisor thread (and recover(), before it starts).
   Slot blue_;
   Slot green_;
+  // Since when the active slot's process (good_pid_) has been healthy at
+  // 100%; never persisted, so after a restart the minimum healthy time
+  // starts over.
+  std::optional<TimePoint> good_since_;
+  int64_t good_pid_ = 0;
 };
 
 }  // namespace tern

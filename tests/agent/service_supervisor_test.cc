@@ -29,6 +29,8 @@ class SupervisorTest : public ::testing::Test {
   std::unique_ptr<ServiceSupervisor> make(tern::v1::ServiceState state = {}) {
     if (!state.has_spec()) {
       auto* spec = state.mutable_spec();
+      *spec->mutable_health()->mutable_min_healthy_time() =
+          google::protobuf::util::TimeUtil::MillisecondsToDuration(min_healthy_.count());
       spec->set_name("web");
       auto* p = spec->add_ports();
       p->set_protocol("tcp");
@@ -54,6 +56,10 @@ class SupervisorTest : public ::testing::Test {
     deps.traffic = &traffic_;
     deps.os = &os_;
     deps.persist = [] { return absl::OkStatus(); };
+    deps.emit = [this](const tern::v1::AgentEvent& e) {
+      std::lock_guard lock(events_mu_);
+      events_.push_back(e);
+    };
     deps.log_dir = dir_.path().string();
     deps.state_dir = state_dir_;
     deps.monitor_interval = Millis(10);
@@ -64,9 +70,53 @@ class SupervisorTest : public ::testing::Test {
   tern::v1::CommandResult run(ServiceSupervisor& s, tern::v1::Command cmd) {
     std::promise<tern::v1::CommandResult> p;
     auto f = p.get_future();
-    s.submit(cmd, [](const std::string&) {}, [&](const tern::v1::CommandResult& r) { p.set_value(r); });
+    progress_.clear();
+    s.submit(cmd, [this](const std::string& m) { progress_ += m + "\n"; },
+             [&](const tern::v1::CommandResult& r) { p.set_value(r); });
     return f.get();
   }
+
+  static tern::v1::ReleaseRef release(const std::string& version) {
+    tern::v1::ReleaseRef r;
+    r.set_version(version);
+    Sha256 h;
+    h.update("app", 3);
+    r.set_sha256(h.hex_digest());
+    r.set_kind("executable");
+    return r;
+  }
+
+  // A state as a running agent would have recorded it: `active` on blue at
+  // 100% and healthy, `idle` on green (a live process unless stopped).
+  tern::v1::ServiceState recorded_state(const std::string& active, const std::string& idle,
+                                        tern::v1::SlotPhase idle_phase) {
+    tern::v1::ServiceState st = make()->snapshot();
+    auto put = [&](tern::v1::SlotState* s, const std::string& version, tern::v1::SlotPhase phase) {
+      *s->mutable_release() = release(version);
+      s->set_phase(phase);
+      if (phase == tern::v1::SLOT_PHASE_STOPPED) return;
+      LaunchSpec ls;
+      ls.argv = {"app"};
+      auto h = launcher_.start(ls);
+      s->set_pid(h->pid);
+      s->set_start_time(h->start_time);
+    };
+    put(st.mutable_blue(), active, tern::v1::SLOT_PHASE_HEALTHY);
+    if (!idle.empty()) put(st.mutable_green(), idle, idle_phase);
+    st.set_active(tern::v1::SLOT_COLOR_BLUE);
+    st.set_active_weight(100);
+    return st;
+  }
+
+  bool has_event(tern::v1::AgentEventKind kind, const std::string& text) {
+    std::lock_guard lock(events_mu_);
+    for (const auto& e : events_) {
+      if (e.kind() == kind && e.message().find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  bool alive(int64_t pid) { return launcher_.recover(ProcessHandle{pid, 1}); }
 
   tern::v1::CommandResult deploy(ServiceSupervisor& s, const std::string& version, uint32_t weight = 100) {
     tern::v1::Command cmd;
@@ -80,6 +130,17 @@ class SupervisorTest : public ::testing::Test {
     d->set_switch_on_healthy(true);
     d->set_weight(weight);
     return run(s, cmd);
+  }
+
+  // A started supervisor that deployed `versions`, in order, each at 100%.
+  std::unique_ptr<ServiceSupervisor> deployed(std::initializer_list<std::string> versions) {
+    auto s = make();
+    s->start();
+    for (const auto& v : versions) {
+      auto r = deploy(*s, v);
+      EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << v << ": " << r.message();
+    }
+    return s;
   }
 
   tern::v1::CommandResult rollback(ServiceSupervisor& s) {
@@ -98,7 +159,11 @@ class SupervisorTest : public ::testing::Test {
   TrafficMap traffic_;
   bool keep_warm_ = false;
   Millis drain_{0};
+  Millis min_healthy_{0};
   std::string state_dir_;
+  std::string progress_;
+  std::mutex events_mu_;
+  std::vector<tern::v1::AgentEvent> events_;
 };
 
 TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
@@ -111,6 +176,10 @@ TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
   EXPECT_EQ(mapper_.target(), 9002);
   auto st = s->snapshot();
   EXPECT_EQ(st.blue().phase(), tern::v1::SLOT_PHASE_STOPPED) << "keep_warm off: blue stopped after the switch";
+  EXPECT_EQ(st.last_good().version(), "2");
+  // 2 turns unhealthy while it serves: 1 is the last known-good release again.
+  prober_.unhealthy.insert(9002);
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
   // Rollback restarts the stopped 1 in blue before flipping.
   const auto starts = launcher_.started.size();
   ASSERT_EQ(rollback(*s).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
@@ -254,6 +323,161 @@ TEST_F(SupervisorTest, DrainingWaitsForOpenConnectionsOnlyUntilTheDrainTime) {
   EXPECT_EQ(mapper_.target(), 9001);
   EXPECT_EQ(s->snapshot().green().phase(), tern::v1::SLOT_PHASE_STOPPED);
   s->shutdown();
+}
+
+TEST_F(SupervisorTest, TheLastGoodReleaseIsTheOneThatServedAllTrafficHealthyForTheMinimumHealthyTime) {
+  min_healthy_ = Millis(100);  // below the healthy deadline (300ms)
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
+  EXPECT_EQ(s->snapshot().last_good().version(), "1") << "recorded, so it survives a restart";
+  // A canary never serves all the traffic: 1 stays the last good.
+  ASSERT_EQ(deploy(*s, "2", 20).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  const TimePoint later = os_.clock().now() + Millis(2'000);
+  ASSERT_TRUE(testing::eventually([&] { return os_.clock().now() > later; }));
+  EXPECT_EQ(s->status().last_good().version(), "1");
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "2"; }));
+  EXPECT_EQ(s->snapshot().previous_good().version(), "1");
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RollbackFlipsToTheLastGoodWhenItIsWarmAndHealthyAndThenStaysThere) {
+  keep_warm_ = true;
+  auto s = deployed({"1", "2", "3"});
+  EXPECT_NE(progress_.find("stopping idle blue (1, not the last known-good release)"), std::string::npos)
+      << progress_;
+  EXPECT_EQ(mapper_.target(), 9001);
+  // 3 goes bad after the switch.
+  prober_.unhealthy.insert(9001);
+  ASSERT_TRUE(testing::eventually([&] { return s->snapshot().blue().phase() == tern::v1::SLOT_PHASE_UNHEALTHY; }));
+  EXPECT_EQ(s->status().last_good().version(), "2");
+  const auto starts = launcher_.started.size();
+  ASSERT_EQ(rollback(*s).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.target(), 9002) << "a flip to the warm 2";
+  EXPECT_EQ(launcher_.started.size(), starts);
+  // 3 stays warm beside it; rolling back again must not flip to it.
+  auto r = rollback(*s);
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_NE(progress_.find("already active on green"), std::string::npos) << progress_;
+  EXPECT_EQ(mapper_.target(), 9002);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RollbackStartsTheLastGoodInTheIdleSlotWhenThatHoldsSomethingElse) {
+  auto st = recorded_state("3", "3-bad", tern::v1::SLOT_PHASE_UNHEALTHY);
+  *st.mutable_last_good() = release("2");
+  const int64_t bad = st.green().pid();
+  auto s = make(st);
+  const auto starts = launcher_.started.size();
+  // Queued before the thread starts, so it runs before any health check
+  // could make the healthy 3 the last good release.
+  std::promise<tern::v1::CommandResult> done;
+  tern::v1::Command cmd;
+  cmd.mutable_rollback()->set_service("web");
+  s->submit(cmd, [](const std::string&) {}, [&](const tern::v1::CommandResult& res) { done.set_value(res); });
+  s->start();
+  auto r = done.get_future().get();
+  ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_FALSE(alive(bad)) << "the release in the idle slot was stopped";
+  EXPECT_EQ(launcher_.started.size(), starts + 1);
+  EXPECT_EQ(s->snapshot().green().release().version(), "2");
+  EXPECT_EQ(mapper_.target(), 9002);
+  EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_GREEN);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RollbackWithoutAKnownGoodReleaseIsRefused) {
+  min_healthy_ = Millis(3'600'000);  // the active release never qualifies in this test
+  auto s = make(recorded_state("2", "1", tern::v1::SLOT_PHASE_STOPPED));
+  s->start();
+  const auto starts = launcher_.started.size();
+  auto r = rollback(*s);
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(r.message().find("no release has been known-good"), std::string::npos) << r.message();
+  EXPECT_EQ(launcher_.started.size(), starts);
+  EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_BLUE);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, SwitchingTrafficToAnUnhealthySlotIsRefused) {
+  auto st = recorded_state("1", "2", tern::v1::SLOT_PHASE_UNHEALTHY);
+  // Green stays unhealthy, and is not given up on while the test runs.
+  prober_.unhealthy.insert(9002);
+  st.mutable_spec()->mutable_health()->mutable_healthy_deadline()->set_seconds(3600);
+  auto s = make(st);
+  s->start();
+  for (uint32_t weight : {100u, 30u}) {
+    tern::v1::Command cmd;
+    cmd.mutable_switch_traffic()->set_service("web");
+    cmd.mutable_switch_traffic()->set_to(tern::v1::SLOT_COLOR_GREEN);
+    cmd.mutable_switch_traffic()->set_weight(weight);
+    auto r = run(*s, cmd);
+    EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+    EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+    EXPECT_NE(r.message().find("green (2, unhealthy"), std::string::npos) << r.message();
+    EXPECT_EQ(mapper_.applies, 0) << "the mapping was never touched";
+    EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_BLUE);
+  }
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AFailedDeployKeepsTheLastGoodWarm) {
+  keep_warm_ = true;
+  auto s = deployed({"1", "2"});
+  const int64_t blue = s->snapshot().blue().pid();
+  prober_.unhealthy.insert(9002);  // 2 goes bad: 1, warm in blue, is the last good again
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
+  auto r = deploy(*s, "3");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(r.message().find("holds 1, the last known-good release"), std::string::npos) << r.message();
+  EXPECT_TRUE(alive(blue));
+  EXPECT_EQ(s->snapshot().blue().release().version(), "1");
+  // So the rollback is still a flip.
+  const auto starts = launcher_.started.size();
+  ASSERT_EQ(rollback(*s).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(launcher_.started.size(), starts);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RecoverUndoesAStartTheAgentWasKilledIn) {
+  auto st = recorded_state("1", "2", tern::v1::SLOT_PHASE_STARTING);
+  *st.mutable_last_good() = release("1");
+  st.set_starting_slot(tern::v1::SLOT_COLOR_GREEN);
+  st.set_operation("probing green 2");
+  const int64_t half = st.green().pid();
+  auto s = make(st);
+  ASSERT_TRUE(s->recover().ok());
+  EXPECT_FALSE(alive(half)) << "the half-started release does not stay behind";
+  auto now = s->snapshot();
+  EXPECT_EQ(now.green().phase(), tern::v1::SLOT_PHASE_STOPPED);
+  EXPECT_EQ(now.green().pid(), 0);
+  EXPECT_EQ(now.starting_slot(), tern::v1::SLOT_COLOR_UNSPECIFIED);
+  EXPECT_EQ(now.operation(), "");
+  EXPECT_TRUE(alive(now.blue().pid()));
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, "stopped green (2)"));
+}
+
+TEST_F(SupervisorTest, RecoverKeepsAnInterruptedStartOfTheLastGoodOrAHealthyWarmOne) {
+  keep_warm_ = true;
+  for (const std::string version : {"1", "2"}) {
+    // "1": the last known-good release (a rollback was starting it); "2": healthy, with keep_warm.
+    auto st = recorded_state("3", version,
+                             version == "1" ? tern::v1::SLOT_PHASE_STARTING : tern::v1::SLOT_PHASE_HEALTHY);
+    *st.mutable_last_good() = release("1");
+    st.set_starting_slot(tern::v1::SLOT_COLOR_GREEN);
+    auto s = make(st);
+    ASSERT_TRUE(s->recover().ok());
+    EXPECT_TRUE(alive(st.green().pid())) << version;
+    EXPECT_EQ(s->snapshot().starting_slot(), tern::v1::SLOT_COLOR_UNSPECIFIED);
+    EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, "kept green (" + version + ")"))
+        << version;
+  }
 }
 
 }  // namespace

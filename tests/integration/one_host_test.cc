@@ -27,6 +27,26 @@ namespace {
 class OneHostTest : public OneHostFixture, public ::testing::WithParamInterface<std::string> {
  protected:
   void SetUp() override { OneHostFixture::set_up(GetParam(), /*keep_warm=*/false); }
+
+  // Tells the demo app in a slot to fail its health check from now on (a
+  // release that goes bad after the switch), and waits until the agent sees it.
+  void go_bad(tern::v1::SlotColor color) {
+    const uint16_t port = color == tern::v1::SLOT_COLOR_BLUE ? kBluePort : kGreenPort;
+    ns_->run([&] { http_get("127.0.0.1:" + std::to_string(port), "/admin/fail-health"); });
+    ASSERT_TRUE(eventually([&] {
+      auto h = host_status();
+      if (!h || h->services_size() != 1) return false;
+      for (const auto& s : h->services(0).slots()) {
+        if (s.color() == color) return s.phase() == tern::v1::SLOT_PHASE_UNHEALTHY;
+      }
+      return false;
+    })) << agent_->log();
+  }
+
+  std::string last_good() const {
+    auto h = host_status();
+    return h && h->services_size() == 1 ? h->services(0).last_good().version() : "";
+  }
 };
 
 TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
@@ -43,8 +63,12 @@ TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
   EXPECT_TRUE(slots[1].active());
   EXPECT_EQ(slots[1].weight(), 100u);
   EXPECT_GT(slots[1].pid(), 0);
+  EXPECT_EQ(h->services(0).last_good().version(), "v2");
 
-  // Rollback restarts the stopped previous release first, then flips.
+  // v2 goes bad while it serves: v1 is the last known-good release again, and
+  // rollback restarts it (stopped) first, then flips.
+  ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
+  EXPECT_EQ(last_good(), "v1");
   auto r = ctl({"host", "rollback", "h1", "web"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_EQ(serving(), "v1 blue");
@@ -205,52 +229,6 @@ TEST_P(OneHostTest, SlotPortAlreadyTakenGivesAClearError) {
   EXPECT_EQ(serving(), "v1 blue");
 }
 
-TEST_P(OneHostTest, AgentKilledMidDeployAdoptsItsSlotsWithoutRestartingThem) {
-  if (skipped()) GTEST_SKIP() << skip_reason();
-  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
-  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
-  push("v2-slow", slow_bundle_);
-  // The deploy is under way (green started, still probing) when the agent dies.
-  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version",
-                             "v2-slow"},
-                            dir_.file("deploy.log"));
-  ASSERT_TRUE(eventually([&] {
-    auto st = agent_state();
-    return st && st->services_size() == 1 && st->services(0).green().pid() > 0;
-  })) << agent_->log();
-  const int64_t green_pid = agent_state()->services(0).green().pid();
-  agent_->signal(SIGKILL);
-  agent_->wait();
-  EXPECT_EQ(deploy->wait(), 1) << deploy->log();  // the caller learns the agent went away
-  EXPECT_EQ(serving(), "v1 blue") << "blue must serve throughout";
-
-  start_agent();
-  // Re-adopted, not restarted: same pids; green finishes its probes as the idle slot.
-  ASSERT_TRUE(eventually([&] {
-    auto h = host_status();
-    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1 &&
-           h->services(0).slots(1).phase() == tern::v1::SLOT_PHASE_HEALTHY;
-  })) << agent_->log();
-  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
-  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
-  EXPECT_EQ(serving(), "v1 blue");
-  // Deploying the same release again reuses the warm green and just switches.
-  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2-slow", /*push_first=*/false));
-  EXPECT_EQ(serving(), "v2-slow green");
-  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
-
-  // Killed again after the switch: the mapping it recorded is the one in force.
-  agent_->signal(SIGKILL);
-  agent_->wait();
-  start_agent();
-  ASSERT_TRUE(eventually([&] {
-    auto h = host_status();
-    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1;
-  }));
-  EXPECT_EQ(serving(), "v2-slow green");
-  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
-}
-
 // Processes running the release staged under the agent's state dir (the demo
 // app as the slots run it), zombies aside.
 std::vector<pid_t> slot_processes(const std::string& state_dir) {
@@ -268,6 +246,70 @@ std::vector<pid_t> slot_processes(const std::string& state_dir) {
     }
   }
   return out;
+}
+
+// A process that exists and is not a zombie.
+bool alive(int64_t pid) {
+  const std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const auto close = stat.rfind(") ");
+  return close != std::string::npos && stat[close + 2] != 'Z';
+}
+
+TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  push("v2-slow", slow_bundle_);
+  // The deploy is under way (green started, still probing) when the agent dies.
+  auto deploy = spawn_in_ns({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version",
+                             "v2-slow"},
+                            dir_.file("deploy.log"));
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).green().pid() > 0;
+  })) << agent_->log();
+  EXPECT_EQ(agent_state()->services(0).starting_slot(), tern::v1::SLOT_COLOR_GREEN);
+  const int64_t half_started = agent_state()->services(0).green().pid();
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  EXPECT_EQ(deploy->wait(), 1) << deploy->log();  // the caller learns the agent went away
+  EXPECT_EQ(serving(), "v1 blue") << "blue must serve throughout";
+  ASSERT_TRUE(alive(half_started)) << "green runs on while the agent is away";
+
+  start_agent();
+  // The half-started green is stopped (keep_warm is off), blue is adopted,
+  // and what the agent reports says so.
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1 &&
+           h->services(0).slots(1).phase() == tern::v1::SLOT_PHASE_STOPPED;
+  })) << agent_->log();
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), 0);
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  EXPECT_TRUE(eventually([&] { return !alive(half_started); })) << "the half-started v2-slow was stopped";
+  EXPECT_TRUE(alive(blue_pid));
+  auto st = agent_state();
+  ASSERT_TRUE(st && st->services_size() == 1);
+  EXPECT_EQ(st->services(0).starting_slot(), tern::v1::SLOT_COLOR_UNSPECIFIED);
+  EXPECT_EQ(st->services(0).operation(), "");
+  EXPECT_EQ(st->services(0).green().phase(), tern::v1::SLOT_PHASE_STOPPED);
+  EXPECT_EQ(serving(), "v1 blue");
+
+  // Deploying it again works from the start.
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2-slow", /*push_first=*/false));
+  EXPECT_EQ(serving(), "v2-slow green");
+  const int64_t green_pid = slot_pid(tern::v1::SLOT_COLOR_GREEN);
+
+  // Killed again after the switch: the mapping it recorded is the one in force.
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  start_agent();
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1;
+  }));
+  EXPECT_EQ(serving(), "v2-slow green");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
 }
 
 TEST_P(OneHostTest, AnAgentKilledBetweenStartingASlotAndRecordingItLeavesNoOrphan) {
@@ -396,6 +438,7 @@ TEST_P(OneHostTest, RemoteClientsFollowTheMappingThroughPrerouting) {
   EXPECT_TRUE(eventually([&] { return remote() == "v1 blue"; }, std::chrono::seconds(5))) << remote();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
   EXPECT_EQ(remote(), "v2 green");
+  ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
   ASSERT_EQ(ctl({"host", "rollback", "h1", "web"}).code, 0);
   EXPECT_EQ(remote(), "v1 blue");
 }
@@ -435,6 +478,62 @@ TEST_P(OneHostTest, RolloutsThroughTheEngineSucceedAndRollBack) {
   EXPECT_NE(r.out.find("rolled back"), std::string::npos) << r.out;
   EXPECT_EQ(serving(), "v1 blue");
 }
+
+// keep_warm: the release traffic left stays running in the idle slot.
+class OneHostWarmTest : public OneHostTest {
+ protected:
+  void SetUp() override { OneHostFixture::set_up(GetParam(), /*keep_warm=*/true); }
+};
+
+TEST_P(OneHostWarmTest, RollbackReturnsToTheLastGoodReleaseAndNeverToTheBadOneLeftWarm) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+  EXPECT_EQ(last_good(), "v2");
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v3"));  // into blue, in place of v1
+  EXPECT_EQ(serving(), "v3 blue");
+  // v3 goes bad after the switch and is rolled back: a flip to the warm v2.
+  ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_BLUE));
+  EXPECT_EQ(last_good(), "v2");
+  auto r = ctl({"host", "rollback", "h1", "web"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v2 green");
+  // v3 stays warm (and unhealthy) in blue. Rolling back again must not
+  // move traffic onto it: v2 is the last known-good release and stays.
+  r = ctl({"host", "rollback", "h1", "web"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("already active"), std::string::npos) << r.out;
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(serving(), "v2 green");
+  auto h = host_status();
+  ASSERT_TRUE(h);
+  EXPECT_TRUE(h->services(0).slots(1).active());
+  EXPECT_EQ(h->services(0).slots(1).weight(), 100u);
+  EXPECT_EQ(h->services(0).slots(0).phase(), tern::v1::SLOT_PHASE_UNHEALTHY);
+  EXPECT_EQ(h->services(0).last_good().version(), "v2");
+}
+
+TEST_P(OneHostWarmTest, ADeployNeverStopsTheLastGoodReleaseToMakeRoom) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v2"));
+  // v2 goes bad while it serves: v1, warm in blue, is the last good again.
+  ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
+  EXPECT_EQ(last_good(), "v1");
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  push("v3-bad", bad_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v3-bad"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("last known-good release"), std::string::npos) << r.err;
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid) << "v1 still runs, untouched";
+  // So the way back is still a flip to the same process.
+  r = ctl({"host", "rollback", "h1", "web"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, OneHostWarmTest, ::testing::Values("nftables", "iptables"),
+                         [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
 
 INSTANTIATE_TEST_SUITE_P(Backends, OneHostTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });

@@ -156,13 +156,15 @@ class SwapLoadTest : public OneHostFixture, public ::testing::WithParamInterface
         }
       });
     }
-    // 100 swaps back and forth, each a real `ternctl host rollback`.
+    // 100 swaps back and forth, each a real `ternctl host deploy` of the
+    // release kept warm in the idle slot: a flip. (A rollback goes to the
+    // last known-good release, which is the one serving here.)
     std::string version = "v2";
     for (int i = 0; i < 100; ++i) {
-      const auto start = Clock::now();
-      auto r = ctl({"host", "rollback", "h1", "web"});
-      const auto end = Clock::now();
       version = version == "v2" ? "v1" : "v2";
+      const auto start = Clock::now();
+      auto r = ctl({"host", "deploy", "h1", "web", "--version", version});
+      const auto end = Clock::now();
       {
         std::lock_guard lock(mu_);
         swaps_.push_back({start, end, version});
