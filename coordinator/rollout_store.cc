@@ -83,6 +83,7 @@ tern::v1::Rollout rollout_summary(const tern::v1::Rollout& r) {
   s.set_failed_hosts(r.failed_hosts());
   s.set_failed_in_wave(r.failed_in_wave());
   s.set_total_hosts(r.total_hosts());
+  *s.mutable_warnings() = r.warnings();
   return s;
 }
 

@@ -202,7 +202,8 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   deploy->add_option("--sha256", a->deploy.sha256, "sha256 of the file at --url");
   deploy->add_option("--wait", a->deploy.wait, "give up waiting after this long (default 15m)");
   deploy->add_flag("--force", a->deploy.force, kForceHelp);
-  auto* rollback = host->add_subcommand("rollback", "flip a host back to the previous release");
+  auto* rollback =
+      host->add_subcommand("rollback", "return a host to its last known-good release (a flip when it is warm)");
   rollback->add_option("host", a->host_id, "host id")->required();
   rollback->add_option("service", a->service, "service name")->required();
   rollback->add_option("--wait", a->wait, "give up waiting after this long (default 15m)");

@@ -145,9 +145,12 @@ set -e
 echo "ternctl exited $code (1: the rollout did not complete)"
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
 
-step "by hand: roll demo-b back to 1.0 (still warm in blue: the rollback is a flip)"
+step "by hand: demo-b back to 1.0 (a rollback returns to the last good release, 2.0: a no-op here)"
 "$ternctl" host rollback demo-b web
+"$ternctl" host deploy demo-b web --version 1.0
 "$ternctl" rollout list
+step "what each host serves now, from a real request"
+for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
 
 kill "$client" 2>/dev/null || true
 wait "$client" 2>/dev/null || true

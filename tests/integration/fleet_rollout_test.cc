@@ -366,7 +366,7 @@ TEST_F(FleetRolloutTest, AHostInAnActiveRolloutIsChangedByHandOnlyWithForceAndTh
   auto other = ctl({"host", "deploy", canary == "host-0" ? "host-1" : "host-0", "web", "--version", "v2"});
   EXPECT_NE(other.code, 0) << "a host of a later wave belongs to the rollout too";
 
-  auto forced = ctl({"host", "rollback", canary, "web", "--force"});
+  auto forced = ctl({"host", "deploy", canary, "web", "--version", "v1", "--force"});
   ASSERT_EQ(forced.code, 0) << forced.out << forced.err;
   EXPECT_EQ(version_on(canaries[0]), "v1");
   auto ro = rollout("web-2");
