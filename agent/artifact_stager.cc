@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <random>
 
@@ -38,22 +39,65 @@ grpc::ChannelArguments channel_args(const std::string& server_name) {
   return args;
 }
 
+// The coordinator's store over gRPC. A transfer that breaks off with
+// UNAVAILABLE (a coordinator restart leaves this channel on a dead
+// connection while the agent's own link has long redialled) is resumed once,
+// from the byte it reached, on a fresh channel.
 class GrpcArtifactFetcher final : public ArtifactFetcher {
  public:
   GrpcArtifactFetcher(const std::string& target, std::shared_ptr<grpc::ChannelCredentials> credentials,
                       const std::string& server_name)
-      : stub_(tern::v1::AgentService::NewStub(grpc::CreateCustomChannel(
-            target, credentials ? credentials : grpc::InsecureChannelCredentials(), channel_args(server_name)))) {}
+      : target_(target),
+        credentials_(credentials ? std::move(credentials) : grpc::InsecureChannelCredentials()),
+        server_name_(server_name),
+        stub_(new_stub()) {}
 
   absl::Status fetch(const std::string& sha256, const Sink& sink) override {
+    uint64_t got = 0, total = 0;
+    absl::Status sink_status;
+    grpc::Status st = attempt(stub(), sha256, got, total, sink, sink_status);
+    if (sink_status.ok() && st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      auto fresh = new_stub();
+      {
+        std::lock_guard lock(mu_);
+        stub_ = fresh;
+      }
+      st = attempt(fresh, sha256, got, total, sink, sink_status);
+    }
+    if (!sink_status.ok()) return sink_status;
+    if (!st.ok()) {
+      return absl::UnavailableError(absl::StrCat("fetching artifact ", sha256.substr(0, 12), " from the coordinator: ",
+                                                 st.error_message(), " (after ", got, " bytes)"));
+    }
+    if (total != 0 && got != total) {
+      return absl::DataLossError(absl::StrCat("artifact ", sha256.substr(0, 12), " truncated: got ", got, " of ",
+                                              total, " bytes"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  using Stub = tern::v1::AgentService::Stub;
+
+  std::shared_ptr<Stub> new_stub() const {
+    return tern::v1::AgentService::NewStub(
+        grpc::CreateCustomChannel(target_, credentials_, channel_args(server_name_)));
+  }
+  std::shared_ptr<Stub> stub() {
+    std::lock_guard lock(mu_);
+    return stub_;
+  }
+
+  // One transfer from byte `got` on; advances `got` and learns `total`.
+  static grpc::Status attempt(const std::shared_ptr<Stub>& stub, const std::string& sha256, uint64_t& got,
+                              uint64_t& total, const Sink& sink, absl::Status& sink_status) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(30));
     tern::v1::FetchArtifactRequest req;
     req.set_sha256(sha256);
-    auto reader = stub_->FetchArtifact(&ctx, req);
+    req.set_offset(got);
+    auto reader = stub->FetchArtifact(&ctx, req);
     tern::v1::ArtifactChunk chunk;
-    uint64_t got = 0, total = 0;
-    absl::Status sink_status;
     while (reader->Read(&chunk)) {
       if (chunk.total_size()) total = chunk.total_size();
       if (chunk.offset() != got) {
@@ -68,21 +112,14 @@ class GrpcArtifactFetcher final : public ArtifactFetcher {
       }
       got += chunk.data().size();
     }
-    grpc::Status st = reader->Finish();
-    if (!sink_status.ok()) return sink_status;
-    if (!st.ok()) {
-      return absl::UnavailableError(absl::StrCat("fetching artifact ", sha256.substr(0, 12), " from the coordinator: ",
-                                                 st.error_message(), " (after ", got, " bytes)"));
-    }
-    if (total != 0 && got != total) {
-      return absl::DataLossError(absl::StrCat("artifact ", sha256.substr(0, 12), " truncated: got ", got, " of ",
-                                              total, " bytes"));
-    }
-    return absl::OkStatus();
+    return reader->Finish();
   }
 
- private:
-  std::unique_ptr<tern::v1::AgentService::Stub> stub_;
+  const std::string target_;
+  const std::shared_ptr<grpc::ChannelCredentials> credentials_;
+  const std::string server_name_;
+  std::mutex mu_;
+  std::shared_ptr<Stub> stub_;
 };
 
 class FileSink {
