@@ -274,11 +274,41 @@ void RolloutEngine::dispatch(Rollout& r) {
       if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
       continue;
     }
-    set_state(r, h, tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
-    *h.mutable_sent() = stamp(clock_.now());
-    *h.mutable_updated() = h.sent();
-    if (effects_.deploy) effects_.deploy(r, h.host_id(), r.spec().release(), weight);
+    send_deploy(r, h, weight);
   }
+}
+
+void RolloutEngine::send_deploy(Rollout& r, tern::v1::HostProgress& h, uint32_t weight) {
+  set_state(r, h, tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+  h.set_weight(effective_weight(weight));
+  *h.mutable_sent() = stamp(clock_.now());
+  *h.mutable_updated() = h.sent();
+  if (effects_.deploy) effects_.deploy(r, h.host_id(), r.spec().release(), weight);
+}
+
+bool RolloutEngine::raise_earlier_waves(Rollout& r) {
+  const uint32_t last = static_cast<uint32_t>(r.spec().waves_size()) - 1;
+  const uint32_t target = effective_weight(r.spec().waves(static_cast<int>(last)).weight());
+  auto& ix = index_of(r);
+  bool pending = false;
+  for (uint32_t w = 0; w < last && w < ix.wave_hosts.size(); ++w) {
+    for (int pos : ix.wave_hosts[w]) {
+      auto& h = *r.mutable_hosts(pos);
+      // WAITING here: a raise that was in flight when the coordinator restarted.
+      const bool behind = (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW &&
+                           effective_weight(h.weight()) < target) ||
+                          h.state() == tern::v1::HOST_ROLLOUT_STATE_WAITING;
+      if (!behind) continue;
+      if (host_reachable(h.host_id())) {
+        send_deploy(r, h, target);
+      } else if (h.state() == tern::v1::HOST_ROLLOUT_STATE_WAITING) {
+        host_failed(r, h, tern::v1::HOST_ROLLOUT_STATE_UNREACHABLE, "unreachable when its weight was to be raised");
+      }
+      if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return true;
+    }
+    pending = pending || ix.deploying[w] > 0;
+  }
+  return pending;
 }
 
 void RolloutEngine::advance(Rollout& r) {
@@ -292,6 +322,8 @@ void RolloutEngine::advance(Rollout& r) {
       if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
       const auto& ix = index_of(r);
       if (wave < ix.waiting.size() && ix.waiting[wave] + ix.deploying[wave] > 0) return;
+      if (wave + 1 == static_cast<uint32_t>(r.spec().waves_size()) && raise_earlier_waves(r)) return;
+      if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
       r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
       *r.mutable_step_started() = stamp(clock_.now());
       *r.mutable_bake_until() = stamp(clock_.now() + millis(spec_wave.bake()));
@@ -320,8 +352,11 @@ void RolloutEngine::advance(Rollout& r) {
       }
       uint32_t drifted = 0;
       for (const auto& h : r.hosts()) drifted += h.drifted();
+      const uint32_t weight = effective_weight(spec_wave.weight());
       const std::string failed =
-          r.failed_hosts() ? absl::StrCat(" (", r.failed_hosts(), " failed within the budget)") : "";
+          absl::StrCat(weight < 100 ? absl::StrCat(", taking ", weight, "% of new connections as its last wave says")
+                                    : "",
+                       r.failed_hosts() ? absl::StrCat(" (", r.failed_hosts(), " failed within the budget)") : "");
       set_phase(r, tern::v1::ROLLOUT_PHASE_SUCCEEDED,
                 drifted == 0
                     ? absl::StrCat(r.spec().service(), " ", r.spec().release().version(), " is on all ",

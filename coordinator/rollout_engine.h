@@ -138,6 +138,12 @@ class RolloutEngine {
   // Moves the rollout as far as it can go now.
   void advance(tern::v1::Rollout& r);
   void dispatch(tern::v1::Rollout& r);
+  // In the last wave: hosts of earlier waves that were given less traffic
+  // than the last wave's weight are deployed again at it, so the rollout
+  // ends with every host at the weight its last wave names. True while any
+  // such raise is still to be answered.
+  bool raise_earlier_waves(tern::v1::Rollout& r);
+  void send_deploy(tern::v1::Rollout& r, tern::v1::HostProgress& h, uint32_t weight);
   void start_wave(tern::v1::Rollout& r, uint32_t wave);
   void host_failed(tern::v1::Rollout& r, tern::v1::HostProgress& h, tern::v1::HostRolloutState state,
                    const std::string& message);

@@ -98,6 +98,52 @@ TEST_F(RolloutEngineTest, AHostChangedByHandIsMarkedDriftedAndTheOutcomeSaysSo) 
   EXPECT_NE(r().message().find("1 of them changed by hand"), std::string::npos) << r().message();
 }
 
+// {hosts: 1, weight: 20} then {percent: 100}: the canary is raised to the
+// last wave's weight before the rollout can succeed, not left at 20%.
+TEST_F(RolloutEngineTest, TheLastWaveRaisesEarlierWavesToItsWeight) {
+  start("waves: [{hosts: 1, weight: 20}, {percent: 100}]", 3);
+  ASSERT_EQ(deploys_, (std::vector<std::string>{"h0"}));
+  EXPECT_EQ(last_weight_, 20u);
+  ok("h0");
+  ASSERT_EQ(r().current_wave(), 1u);
+  ok("h1"), ok("h2");
+  ASSERT_EQ(deploys_.size(), 4u);
+  EXPECT_EQ(deploys_.back(), "h0") << "the canary is deployed again";
+  EXPECT_EQ(last_weight_, 100u);
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_RUNNING) << "not done while the canary sends 80% elsewhere";
+  ok("h0");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  for (const auto& h : r().hosts()) EXPECT_EQ(h.weight(), 100u) << h.host_id();
+}
+
+TEST_F(RolloutEngineTest, ALastWaveWithALowerWeightSaysSoAndRaisesNothingAboveIt) {
+  start("waves: [{hosts: 1, weight: 10}, {percent: 100, weight: 50}]", 2);
+  ok("h0");
+  ok("h1");
+  ASSERT_EQ(deploys_, (std::vector<std::string>{"h0", "h1", "h0"}));
+  EXPECT_EQ(last_weight_, 50u);
+  ok("h0");
+  ASSERT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  EXPECT_NE(r().message().find("taking 50% of new connections"), std::string::npos) << r().message();
+}
+
+TEST_F(RolloutEngineTest, ARaiseInFlightIsSentAgainAfterARestart) {
+  start("waves: [{hosts: 1, weight: 20}, {percent: 100}]", 2);
+  ok("h0");
+  ok("h1");
+  ASSERT_EQ(deploys_.back(), "h0");
+  const Rollout journaled = persisted_;
+  RolloutEngine fresh(clock_, RolloutEffects{[&](const Rollout&, const std::string& host,
+                                                 const tern::v1::ReleaseRef&, uint32_t weight) {
+                                               deploys_.push_back(host + "@" + std::to_string(weight));
+                                             },
+                                             nullptr, nullptr});
+  fresh.restore(journaled);
+  EXPECT_EQ(deploys_.back(), "h0@100");
+  fresh.on_host_deployed("r1", "h0", true, {}, "done");
+  EXPECT_EQ(fresh.find("r1")->phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+}
+
 TEST_F(RolloutEngineTest, MaxParallelLimitsDeploysInFlight) {
   start("waves: [{percent: 100}]\nmax_parallel: 2", 5);
   EXPECT_EQ(deploys_.size(), 2u);
