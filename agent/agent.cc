@@ -76,6 +76,17 @@ absl::Status Agent::start() {
                                config_.tls.server_name},
       [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
   for (auto& [name, sup] : supervisors_) sup->start();
+  // The policy may have been tightened since these specs came: say so now
+  // (the event waits for the link); their deploys are refused.
+  for (const auto& svc : state->services()) {
+    if (auto st = check_policy(config_.policy, svc.spec()); !st.ok()) {
+      spdlog::warn("{}: the stored spec is no longer allowed by this host's policy: {}", svc.spec().name(),
+                   st.message());
+      send_event(agent_event(tern::v1::AGENT_EVENT_KIND_REFUSED, svc.spec().name(),
+                             absl::StrCat("the stored spec is no longer allowed by this host's agent policy: ",
+                                          st.message(), "; its running slots are left alone, deploys are refused")));
+    }
+  }
   if (!state->services().empty()) {
     spdlog::info("restored {} service(s) from {}", state->services_size(), store_->path());
   }
@@ -253,9 +264,22 @@ tern::v1::CommandResult refusal(const tern::v1::Command& cmd, tern::v1::CommandO
 
 }  // namespace
 
-absl::Status Agent::check_own_rules(const tern::v1::Command& cmd) const {
+absl::Status Agent::check_own_rules(const tern::v1::Command& cmd, const ServiceSupervisor* sup) const {
   if (cmd.action_case() == tern::v1::Command::kApplyService) {
     return check_policy(config_.policy, cmd.apply_service().spec());
+  }
+  // A spec stored before the policy was tightened (an agent restarted with a
+  // new config) starts nothing more: what the policy no longer allows is
+  // refused, whatever was allowed when the spec came.
+  const bool starts_or_moves = cmd.action_case() == tern::v1::Command::kDeploy ||
+                               cmd.action_case() == tern::v1::Command::kRollback ||
+                               cmd.action_case() == tern::v1::Command::kSwitchTraffic;
+  if (starts_or_moves && sup != nullptr) {
+    if (auto st = check_policy(config_.policy, sup->snapshot().spec()); !st.ok()) {
+      return absl::PermissionDeniedError(absl::StrCat("the stored spec of ", sup->snapshot().spec().name(),
+                                                      " is no longer allowed here: ", st.message(),
+                                                      "; apply a spec the policy allows"));
+    }
   }
   if (cmd.action_case() == tern::v1::Command::kDeploy && !trusted_.empty()) {
     const auto& release = cmd.deploy().release();
@@ -293,7 +317,7 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
     return;
   }
   // This host's own rules come before anything the coordinator says.
-  if (auto st = check_own_rules(cmd); !st.ok()) {
+  if (auto st = check_own_rules(cmd, sup); !st.ok()) {
     spdlog::warn("refused {} for {}: {}", cmd.action_case() == tern::v1::Command::kDeploy ? "a deploy" : "a spec",
                  service, st.message());
     reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED, st));

@@ -63,7 +63,7 @@ class Agent {
   tern::v1::Hello build_hello() const;
   void handle_command(const tern::v1::Command& cmd);
   // The agent's policy and trusted keys, checked before any command acts.
-  absl::Status check_own_rules(const tern::v1::Command& cmd) const;
+  absl::Status check_own_rules(const tern::v1::Command& cmd, const ServiceSupervisor* sup) const;
   void reply(const tern::v1::CommandResult& result);
   absl::Status persist();
   // Sends an event now if the link is up. Otherwise a progress event is

@@ -2,6 +2,7 @@
 // with certificates from a test CA (scripts/tern-pki.sh), and every way in
 // that must stay shut. Each test asserts the clear error and that nothing
 // changed on the host.
+#include <signal.h>
 #include <unistd.h>
 
 #include <grpcpp/grpcpp.h>
@@ -53,6 +54,14 @@ class SecurityTest : public ::testing::Test {
 
   void TearDown() override {
     for (auto& [id, a] : agents_) a->signal(SIGKILL);
+    // Slots live in their own process groups and outlive a killed agent:
+    // stop those this test's agents started (named by their state dirs).
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string pid = e.path().filename().string();
+      if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      const std::string env = read_file(e.path().string() + "/environ");
+      if (env.find("TERN_SLOT_ID=" + dir_.path().string()) != std::string::npos) ::kill(std::stoi(pid), SIGKILL);
+    }
     if (coordinator_) coordinator_->signal(SIGKILL);
     run_cmd({"nft", "delete", "table", "inet", table_});
   }
@@ -333,6 +342,32 @@ TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   auto deploy = ctl("alice", {"host", "deploy", "web-2", "web", "--version", "1.0"});
   EXPECT_EQ(deploy.code, 1) << deploy.out;
   expect_untouched("web-2");
+}
+
+// A spec the host took while its policy allowed it is checked again when
+// the agent restarts with a tighter policy: its deploys are refused.
+TEST_F(SecurityTest, AnAgentRestartedWithATighterPolicyRefusesDeploysOfItsStoredSpecs) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  std::filesystem::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "1.0"}).code, 0);
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "1.1"}).code, 0);
+  auto first = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "1.0"});
+  ASSERT_EQ(first.code, 0) << first.out << first.err;
+
+  agents_["web-1"]->signal(SIGTERM);
+  ASSERT_EQ(agents_["web-1"]->wait(), 0) << agents_["web-1"]->log();
+  start_agent("web-1", pki_, "policy: {services: [billing]}\n");
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  auto again = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "1.1"});
+  EXPECT_EQ(again.code, 1) << again.out << again.err;
+  EXPECT_NE((again.out + again.err).find("no longer allowed"), std::string::npos) << again.out << again.err;
+  ASSERT_TRUE(eventually([&] {
+    return ctl("alice", {"host", "history", "web-1"}).out.find("no longer allowed") != std::string::npos;
+  })) << ctl("alice", {"host", "history", "web-1"}).out;
+  auto status = ctl("alice", {"host", "status", "web-1"});
+  EXPECT_EQ(status.out.find("1.1"), std::string::npos) << "nothing of 1.1 was started: " << status.out;
 }
 
 TEST_F(SecurityTest, ABundleThatReachesOutOfItsReleaseDirIsRefused) {
