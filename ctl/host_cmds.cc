@@ -85,6 +85,11 @@ int cmd_host_status(const CtlContext& c, const std::string& host) {
     std::vector<const tern::v1::ServiceStatus*> svcs;
     for (const auto& sv : resp.services()) svcs.push_back(&sv);
     print_slots(svcs, c.out);
+    // What `host rollback` returns each service to.
+    for (const auto& sv : resp.services()) {
+      c.out << sv.service() << ": last known-good release "
+            << (sv.last_good().version().empty() ? "none yet" : sv.last_good().version()) << "\n";
+    }
   };
   return c.show(absl::StrCat("host status ", host), &FleetStub::GetHost, req, print);
 }

@@ -74,6 +74,7 @@ TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
   EXPECT_EQ(serving(), "v1 blue");
   auto table = ctl({"host", "status", "h1"});
   EXPECT_NE(table.out.find("v1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("web: last known-good release v1"), std::string::npos) << table.out;
 }
 
 TEST_P(OneHostTest, WeightedCanaryThenPromotion) {
