@@ -131,7 +131,18 @@ absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandO
   d->set_switch_on_healthy(!req.no_switch());
   d->set_weight(effective_weight(req.weight()));
   spdlog::info("deploying {} {} to {}", req.service(), release.version(), req.host_id());
-  return commands_.send(req.host_id(), std::move(cmd), std::move(observer));
+  // Once the agent has taken the order (whatever came of it), the host
+  // should serve the release; until it does, it is drifted. A refused
+  // order (the host's policy, a stale epoch) changes nothing.
+  auto done = [this, host = req.host_id(), service = req.service(), version = release.version(),
+               weight = req.weight(), wanted = !req.no_switch(),
+               then = std::move(observer.done)](const tern::v1::CommandResult& r) {
+    if (wanted && r.outcome() != tern::v1::COMMAND_OUTCOME_REFUSED) {
+      catalog_.set_desired(host, service, version, weight);
+    }
+    if (then) then(r);
+  };
+  return commands_.send(req.host_id(), std::move(cmd), CommandObserver{std::move(observer.progress), std::move(done)});
 }
 
 absl::Status Fleet::rollback_host(const tern::v1::RollbackHostRequest& req, CommandObserver observer) {
@@ -146,7 +157,18 @@ absl::Status Fleet::rollback_host(const tern::v1::RollbackHostRequest& req, Comm
   tern::v1::Command cmd;
   cmd.mutable_rollback()->set_service(req.service());
   spdlog::info("rolling back {} on {}", req.service(), req.host_id());
-  return commands_.send(req.host_id(), std::move(cmd), std::move(observer));
+  // The agent picks the release (its last known-good); what it then serves is
+  // what the host should serve.
+  auto done = [this, host = req.host_id(), service = req.service(),
+               then = std::move(observer.done)](const tern::v1::CommandResult& r) {
+    if (r.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED) {
+      for (const auto& s : r.service().slots()) {
+        if (s.active()) catalog_.set_desired(host, service, s.release().version(), s.weight());
+      }
+    }
+    if (then) then(r);
+  };
+  return commands_.send(req.host_id(), std::move(cmd), CommandObserver{std::move(observer.progress), std::move(done)});
 }
 
 }  // namespace tern

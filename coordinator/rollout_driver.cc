@@ -149,9 +149,13 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   *d->mutable_release() = release;
   d->set_switch_on_healthy(true);
   d->set_weight(weight);
-  auto done = [this, id, host, version = release.version(), weight](const tern::v1::CommandResult& res) {
+  auto done = [this, id, host, r_service = r.spec().service(), version = release.version(),
+               weight](const tern::v1::CommandResult& res) {
     bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
     std::string message = res.message();
+    if (res.outcome() != tern::v1::COMMAND_OUTCOME_REFUSED) {
+      catalog_.set_desired(host, r_service, version, weight);  // what the host should now serve
+    }
     if (ok) {
       // "Succeeded" counts only as far as the host's own status bears it out.
       if (const std::string why = short_of_deployed(res, version, weight); !why.empty()) {
@@ -199,6 +203,7 @@ void RolloutDriver::rollback(const tern::v1::Rollout& r, const std::string& host
                              engine_->on_host_rolled_back(id, host, ok, res.message());
                              journal_answer(id);
                            }});
+  if (st.ok() && !to_version.empty()) catalog_.set_desired(host, r.spec().service(), to_version, 100);
   if (!st.ok()) {
     // Flipped when it returns (the engine resends on its hello).
     loop_.post([this, host, why = std::string(st.message())] { engine_->on_host_gone(host, why); });

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_fmt.h"
 #include "core/label_selector.h"
+#include "core/words.h"
 
 namespace tern {
 namespace {
@@ -18,11 +19,38 @@ bool selects(const tern::v1::ServiceRecord& svc, const Labels& labels) {
 
 }  // namespace
 
+std::string drift(const tern::v1::ServiceStatus& reported, const std::string& version, uint32_t weight) {
+  for (const auto& s : reported.slots()) {
+    if (!s.active()) continue;
+    const std::string& runs = s.release().version();
+    if (runs != version) return absl::StrCat("runs ", runs.empty() ? "nothing" : runs, ", not ", version);
+    if (s.phase() != tern::v1::SLOT_PHASE_HEALTHY) return absl::StrCat(version, " is ", word(s.phase()));
+    if (effective_weight(s.weight()) != effective_weight(weight)) {
+      return absl::StrCat(version, " gets ", effective_weight(s.weight()), "% of new connections, not ",
+                          effective_weight(weight), "%");
+    }
+    return "";
+  }
+  return absl::StrCat("nothing is active, not ", version);
+}
+
 absl::Status ServiceCatalog::load() {
   auto services = store_.load_services();
   if (!services.ok()) return services.status();
   for (auto& r : *services) services_[r.spec().name()] = std::move(r);
+  auto desired = store_.load_desired();
+  if (!desired.ok()) return desired.status();
+  for (auto& d : *desired) desired_[d.host_id][d.service] = std::move(d);
   return absl::OkStatus();
+}
+
+void ServiceCatalog::set_desired(const std::string& host_id, const std::string& service, const std::string& version,
+                                 uint32_t weight) {
+  ServiceStore::Desired d{host_id, service, version, effective_weight(weight)};
+  if (auto st = store_.save_desired(d); !st.ok()) {
+    spdlog::error("host {}: cannot record that it should run {} {}: {}", host_id, service, version, st.message());
+  }
+  desired_[host_id][service] = std::move(d);
 }
 
 absl::StatusOr<tern::v1::ApplyServiceResponse> ServiceCatalog::apply_service(const tern::v1::ApplyServiceRequest& req) {
@@ -76,6 +104,7 @@ absl::Status ServiceCatalog::delete_service(const std::string& name) {
   if (services_.count(name) == 0) return absl::NotFoundError(absl::StrCat("no service \"", name, "\""));
   if (auto st = store_.delete_service(name); !st.ok()) return st;
   services_.erase(name);
+  for (auto& [host, wants] : desired_) wants.erase(name);
   for (auto& [host, svcs] : host_services_) {
     if (svcs.count(name) == 0) continue;
     tern::v1::Command cmd;
@@ -190,7 +219,16 @@ std::vector<tern::v1::ServiceStatus> ServiceCatalog::host_services(const std::st
   std::vector<tern::v1::ServiceStatus> out;
   auto it = host_services_.find(host_id);
   if (it == host_services_.end()) return out;
-  for (const auto& [name, s] : it->second) out.push_back(s);
+  const auto wants = desired_.find(host_id);
+  for (const auto& [name, s] : it->second) {
+    auto& status = out.emplace_back(s);
+    if (wants == desired_.end()) continue;
+    if (auto d = wants->second.find(name); d != wants->second.end()) {
+      status.set_desired_version(d->second.version);
+      status.set_desired_weight(d->second.weight);
+      status.set_drift(drift(s, d->second.version, d->second.weight));
+    }
+  }
   return out;
 }
 

@@ -16,6 +16,12 @@
 
 namespace tern {
 
+// How a host's reported status of a service differs from what the
+// coordinator last ordered there (`version` at `weight`): "" when the
+// ordered release is active, healthy and at that weight; otherwise what the
+// host does instead ("runs 1.0, not 2.0").
+std::string drift(const tern::v1::ServiceStatus& reported, const std::string& version, uint32_t weight);
+
 // The service catalogue: the specs (versioned by a generation), the
 // artifacts that are their releases, and what each host's agent last said it
 // runs. Keeps every matching connected host on the newest spec: a host gets
@@ -54,7 +60,13 @@ class ServiceCatalog final : public ServiceControl {
   // the host and pushes the specs it lacks; a status updates one service.
   void on_hello(const std::string& host_id, const tern::v1::Hello& hello);
   void on_status(const std::string& host_id, const tern::v1::ServiceStatus& status);
+  // Each with what the coordinator wants there and the drift from it.
   std::vector<tern::v1::ServiceStatus> host_services(const std::string& host_id) const;
+
+  // What the host should run of `service` from now on (a deploy or rollback
+  // was ordered); persisted, so a restart still knows.
+  void set_desired(const std::string& host_id, const std::string& service, const std::string& version,
+                   uint32_t weight);
 
  private:
   const Clock& clock_;
@@ -63,6 +75,7 @@ class ServiceCatalog final : public ServiceControl {
   HostCommands& commands_;
   std::map<std::string, tern::v1::ServiceRecord> services_;
   std::map<std::string, std::map<std::string, tern::v1::ServiceStatus>> host_services_;
+  std::map<std::string, std::map<std::string, ServiceStore::Desired>> desired_;  // by host, then service
 };
 
 }  // namespace tern

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS artifacts (
   PRIMARY KEY (service, version)
 );
 CREATE INDEX IF NOT EXISTS artifacts_by_sha ON artifacts(sha256);
+CREATE TABLE IF NOT EXISTS desired (
+  host_id TEXT NOT NULL,
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  weight INTEGER NOT NULL,
+  PRIMARY KEY (host_id, service)
+);
 CREATE TABLE IF NOT EXISTS artifact_signatures (
   service TEXT NOT NULL,
   version TEXT NOT NULL,
@@ -103,9 +110,33 @@ absl::Status ServiceStore::save_service(const tern::v1::ServiceRecord& record) {
 }
 
 absl::Status ServiceStore::delete_service(const std::string& name) {
-  auto q = db_.prepare("DELETE FROM services WHERE name = ?1");
+  return db_.transaction([&]() -> absl::Status {
+    for (const char* sql : {"DELETE FROM services WHERE name = ?1", "DELETE FROM desired WHERE service = ?1"}) {
+      auto q = db_.prepare(sql);
+      if (!q.ok()) return q.status();
+      if (auto st = q->bind(1, name).run(); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status ServiceStore::save_desired(const Desired& d) {
+  auto q = db_.prepare(
+      "INSERT INTO desired (host_id, service, version, weight) VALUES (?1, ?2, ?3, ?4) "
+      "ON CONFLICT (host_id, service) DO UPDATE SET version = excluded.version, weight = excluded.weight");
   if (!q.ok()) return q.status();
-  return q->bind(1, name).run();
+  return q->bind(1, d.host_id).bind(2, d.service).bind(3, d.version).bind(4, static_cast<int64_t>(d.weight)).run();
+}
+
+absl::StatusOr<std::vector<ServiceStore::Desired>> ServiceStore::load_desired() {
+  auto q = db_.prepare("SELECT host_id, service, version, weight FROM desired");
+  if (!q.ok()) return q.status();
+  std::vector<Desired> out;
+  while (q->step()) {
+    out.push_back({q->text_at(0), q->text_at(1), q->text_at(2), static_cast<uint32_t>(q->int_at(3))});
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
 }
 
 absl::Status ServiceStore::save_artifact(const tern::v1::Artifact& a, const std::string& file_name) {

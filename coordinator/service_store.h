@@ -19,7 +19,16 @@ class ServiceStore {
 
   absl::StatusOr<std::vector<tern::v1::ServiceRecord>> load_services();
   absl::Status save_service(const tern::v1::ServiceRecord& record);
+  // Also forgets what hosts were told to run of it.
   absl::Status delete_service(const std::string& name);
+
+  // What the coordinator last ordered a host to run of a service.
+  struct Desired {
+    std::string host_id, service, version;
+    uint32_t weight = 100;
+  };
+  absl::Status save_desired(const Desired& d);
+  absl::StatusOr<std::vector<Desired>> load_desired();
 
   absl::Status save_artifact(const tern::v1::Artifact& artifact, const std::string& file_name);
   // nullopt when the service has no such version.

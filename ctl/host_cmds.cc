@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/clock.h"
 #include "core/label_selector.h"
 #include "ctl/ctl_internal.h"
@@ -28,12 +29,17 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
   req.set_selector(selector);
   auto print = [&](const tern::v1::ListHostsResponse& resp) {
     const int64_t now = to_unix_millis(SystemClock::instance().now());
-    Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS"});
+    Table t({"HOST", "STATE", "SINCE", "LAST SEEN", "VERSION", "CONNECTS", "LABELS", "DRIFT"});
     for (const auto& h : resp.hosts()) {
       Labels labels(h.labels().begin(), h.labels().end());
+      // Where the host does not serve what Tern last ordered there.
+      std::vector<std::string> drifts;
+      for (const auto& s : h.services()) {
+        if (!s.drift().empty()) drifts.push_back(absl::StrCat(s.service(), ": ", s.drift()));
+      }
       t.add({h.host_id(), word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
              h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
-             labels.empty() ? "-" : format_labels(labels)});
+             labels.empty() ? "-" : format_labels(labels), drifts.empty() ? "-" : absl::StrJoin(drifts, "; ")});
     }
     t.print(c.out);
     if (resp.hosts().empty()) {
@@ -85,10 +91,15 @@ int cmd_host_status(const CtlContext& c, const std::string& host) {
     std::vector<const tern::v1::ServiceStatus*> svcs;
     for (const auto& sv : resp.services()) svcs.push_back(&sv);
     print_slots(svcs, c.out);
-    // What `host rollback` returns each service to.
+    // What `host rollback` returns each service to, and any drift from
+    // what Tern last ordered there.
     for (const auto& sv : resp.services()) {
       c.out << sv.service() << ": last known-good release "
             << (sv.last_good().version().empty() ? "none yet" : sv.last_good().version()) << "\n";
+      if (!sv.drift().empty()) {
+        c.out << sv.service() << ": drifted: " << sv.drift() << " (Tern wants " << sv.desired_version() << " at "
+              << sv.desired_weight() << "%)\n";
+      }
     }
   };
   return c.show(absl::StrCat("host status ", host), &FleetStub::GetHost, req, print);

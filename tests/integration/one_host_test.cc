@@ -64,17 +64,24 @@ TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
   EXPECT_EQ(slots[1].weight(), 100u);
   EXPECT_GT(slots[1].pid(), 0);
   EXPECT_EQ(h->services(0).last_good().version(), "v2");
+  EXPECT_EQ(h->services(0).desired_version(), "v2");
+  EXPECT_EQ(h->services(0).drift(), "") << "it serves what was ordered";
 
   // v2 goes bad while it serves: v1 is the last known-good release again, and
   // rollback restarts it (stopped) first, then flips.
   ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
   EXPECT_EQ(last_good(), "v1");
+  EXPECT_EQ(host_status()->services(0).drift(), "v2 is unhealthy") << "shown as drifted, not as fine";
+  auto listed = ctl({"hosts"});
+  EXPECT_NE(listed.out.find("web: v2 is unhealthy"), std::string::npos) << listed.out;
   auto r = ctl({"host", "rollback", "h1", "web"});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_EQ(serving(), "v1 blue");
   auto table = ctl({"host", "status", "h1"});
   EXPECT_NE(table.out.find("v1"), std::string::npos) << table.out;
   EXPECT_NE(table.out.find("web: last known-good release v1"), std::string::npos) << table.out;
+  EXPECT_EQ(host_status()->services(0).desired_version(), "v1") << "what it serves after the rollback is wanted";
+  EXPECT_EQ(host_status()->services(0).drift(), "");
 }
 
 TEST_P(OneHostTest, WeightedCanaryThenPromotion) {
