@@ -25,24 +25,6 @@ tern::v1::HostRolloutState failure_state(const tern::v1::CommandResult& r) {
 
 }  // namespace
 
-std::string short_of_deployed(const tern::v1::CommandResult& result, const std::string& version, uint32_t weight) {
-  if (!result.has_service()) return "its agent reported no status";
-  for (const auto& s : result.service().slots()) {
-    if (!s.active()) continue;
-    if (s.release().version() != version) {
-      return absl::StrCat("it reports ", s.release().version().empty() ? "nothing" : s.release().version(),
-                          " active, not ", version);
-    }
-    if (s.phase() != tern::v1::SLOT_PHASE_HEALTHY) return absl::StrCat("it reports ", version, " ", word(s.phase()));
-    if (effective_weight(s.weight()) != effective_weight(weight)) {
-      return absl::StrCat("it sends ", effective_weight(s.weight()), "% of new connections to ", version, ", not ",
-                          effective_weight(weight), "%");
-    }
-    return "";
-  }
-  return "it reports no active slot";
-}
-
 RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegistry& registry,
                              ServiceCatalog& catalog, HostCommands& commands, RolloutStore& store, Metrics& metrics)
     : clock_(clock),
@@ -157,10 +139,13 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
       catalog_.set_desired(host, r_service, version, weight);  // what the host should now serve
     }
     if (ok) {
-      // "Succeeded" counts only as far as the host's own status bears it out.
-      if (const std::string why = short_of_deployed(res, version, weight); !why.empty()) {
+      // "Succeeded" counts only as far as the host's own status bears it out:
+      // the release active, healthy, at the wave's weight.
+      const std::string why =
+          res.has_service() ? drift(res.service(), version, weight) : "its agent reported no status";
+      if (!why.empty()) {
         ok = false;
-        message = absl::StrCat("its agent said the deploy succeeded, but ", why);
+        message = absl::StrCat("its agent said the deploy succeeded, but it reports otherwise: ", why);
       }
     }
     engine_->on_host_deployed(id, host, ok,

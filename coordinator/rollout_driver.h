@@ -22,11 +22,6 @@
 
 namespace tern {
 
-// A rollout counts a host's deploy only as its agent reports the outcome:
-// the release active, healthy, at the wave's weight. "" when the result's
-// service status shows that; otherwise what the host reported instead.
-std::string short_of_deployed(const tern::v1::CommandResult& result, const std::string& version, uint32_t weight);
-
 // Drives the rollout engine against the fleet: turns its effects into agent
 // commands, feeds the agents' answers back, journals every transition and
 // publishes it to watchers and metrics.

@@ -20,6 +20,7 @@ tern::v1::ServiceStatus reported(const std::string& active_version, tern::v1::Sl
   return s;
 }
 
+// Also what a rollout checks an agent's "succeeded" against.
 TEST(DriftTest, NoneWhenTheOrderedReleaseServesHealthyAtItsWeight) {
   EXPECT_EQ(drift(reported("2.0", tern::v1::SLOT_PHASE_HEALTHY, 100), "2.0", 100), "");
   EXPECT_EQ(drift(reported("2.0", tern::v1::SLOT_PHASE_HEALTHY, 30), "2.0", 30), "");
