@@ -275,8 +275,9 @@ absl::Status Agent::check_own_rules(const tern::v1::Command& cmd, const ServiceS
                                cmd.action_case() == tern::v1::Command::kRollback ||
                                cmd.action_case() == tern::v1::Command::kSwitchTraffic;
   if (starts_or_moves && sup != nullptr) {
-    if (auto st = check_policy(config_.policy, sup->snapshot().spec()); !st.ok()) {
-      return absl::PermissionDeniedError(absl::StrCat("the stored spec of ", sup->snapshot().spec().name(),
+    const auto stored = sup->snapshot();
+    if (auto st = check_policy(config_.policy, stored.spec()); !st.ok()) {
+      return absl::PermissionDeniedError(absl::StrCat("the stored spec of ", stored.spec().name(),
                                                       " is no longer allowed here: ", st.message(),
                                                       "; apply a spec the policy allows"));
     }

@@ -292,6 +292,9 @@ bool RolloutEngine::raise_earlier_waves(Rollout& r) {
   auto& ix = index_of(r);
   bool pending = false;
   for (uint32_t w = 0; w < last && w < ix.wave_hosts.size(); ++w) {
+    // A wave already given the target has nothing to raise: each answer to a
+    // raise comes back here, so only the waves below it are looked through.
+    if (effective_weight(r.spec().waves(static_cast<int>(w)).weight()) >= target) continue;
     for (int pos : ix.wave_hosts[w]) {
       auto& h = *r.mutable_hosts(pos);
       // WAITING here: a raise that was in flight when the coordinator restarted.
