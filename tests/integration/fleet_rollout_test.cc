@@ -346,6 +346,21 @@ TEST_F(FleetRolloutTest, ACanaryCutOffMidBakeIsRolledBackWhenItReturns) {
 }
 
 
+// A weighted canary wave then 100%: when the rollout says "succeeded", every
+// new connection to every host reaches the new release, the canary's too.
+TEST_F(FleetRolloutTest, AWeightedCanaryIsRaisedToTheLastWavesWeightBeforeSuccess) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  std::ofstream(dir_.file("canary.yaml")) << "service: web\nrelease: v2\n"
+                                          << "waves: [{hosts: 1, weight: 20}, {percent: 100}]\n";
+  r = ctl({"rollout", "start", "-f", dir_.file("canary.yaml"), "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  for (int i = 0; i < kHosts; ++i) {
+    for (int n = 0; n < 20; ++n) ASSERT_EQ(version_on(i), "v2") << "host-" << i << ", new connection " << n;
+  }
+}
+
 // A host in an active rollout belongs to it: changed by hand only with
 // --force, which the rollout records, marking the host drifted.
 TEST_F(FleetRolloutTest, AHostInAnActiveRolloutIsChangedByHandOnlyWithForceAndTheRolloutSaysSo) {

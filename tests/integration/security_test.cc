@@ -118,7 +118,7 @@ class SecurityTest : public ::testing::Test {
   void push_service(const std::string& extra_spec = "") {
     std::ofstream(dir_.file("web.yaml"))
         << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
-        << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\"]\n"
+        << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\", \"--version\", \"{version}\"]\n"
         << "health: {tcp: {}, healthy_deadline: 5s}\n"
         << extra_spec;
     auto r = ctl("alice", {"service", "apply", "-f", dir_.file("web.yaml")});
@@ -368,6 +368,9 @@ TEST_F(SecurityTest, AnAgentRestartedWithATighterPolicyRefusesDeploysOfItsStored
   })) << ctl("alice", {"host", "history", "web-1"}).out;
   auto status = ctl("alice", {"host", "status", "web-1"});
   EXPECT_EQ(status.out.find("1.1"), std::string::npos) << "nothing of 1.1 was started: " << status.out;
+  // And the host still serves 1.0, as a client sees it.
+  const std::string served = http_get("127.0.0.1:8080", "/");
+  EXPECT_NE(served.find("X-Tern-Version: 1.0\r\n"), std::string::npos) << served;
 }
 
 TEST_F(SecurityTest, ABundleThatReachesOutOfItsReleaseDirIsRefused) {
