@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "core/tls.h"
+#include "core/version.h"
 #include "tern/v1/admin.grpc.pb.h"
 #include "tern/v1/agent.grpc.pb.h"
 #include "tern/v1/fleet.grpc.pb.h"
@@ -115,6 +116,19 @@ class SecurityTest : public ::testing::Test {
     return grpc::CreateChannel(address_, tls_channel_credentials(*tls));
   }
 
+  // A hand-made agent stream presenting `cert` (a path prefix) that says
+  // hello as `host_id`. It keeps its side open.
+  std::unique_ptr<grpc::ClientReaderWriter<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>> hand_made_agent(
+      grpc::ClientContext& ctx, const std::string& cert, const std::string& host_id) const {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto stream = tern::v1::AgentService::NewStub(channel(cert))->Connect(&ctx);
+    tern::v1::AgentMessage hello;
+    hello.mutable_hello()->set_host_id(host_id);
+    hello.mutable_hello()->set_protocol(kProtocolRevision);
+    stream->Write(hello);
+    return stream;
+  }
+
   void push_service(const std::string& extra_spec = "") {
     std::ofstream(dir_.file("web.yaml"))
         << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
@@ -182,12 +196,7 @@ TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
   // A hand-made client with web-1's certificate saying hello as web-2. It
   // keeps its side open: the coordinator must be the one to end the stream.
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto stream = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-1"))->Connect(&ctx);
-  tern::v1::AgentMessage hello;
-  hello.mutable_hello()->set_host_id("web-2");
-  hello.mutable_hello()->set_protocol(1);
-  stream->Write(hello);
+  auto stream = hand_made_agent(ctx, pki_ + "/agent-web-1", "web-2");
   tern::v1::CoordinatorMessage msg;
   while (stream->Read(&msg)) {
   }
@@ -197,9 +206,7 @@ TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
 
   // An operator's certificate is not an agent's.
   grpc::ClientContext ctx2;
-  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto op = tern::v1::AgentService::NewStub(channel(pki_ + "/operator-alice"))->Connect(&ctx2);
-  op->Write(hello);
+  auto op = hand_made_agent(ctx2, pki_ + "/operator-alice", "web-2");
   while (op->Read(&msg)) {
   }
   EXPECT_EQ(op->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
@@ -230,12 +237,7 @@ TEST_F(SecurityTest, AForgedResultFromAnotherAgentsCertificateChangesNothing) {
   ASSERT_NE(at, std::string::npos) << version.out;
   const uint64_t epoch = std::stoull(version.out.substr(at + 10));
   grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  auto forger = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-2"))->Connect(&ctx);
-  tern::v1::AgentMessage hello;
-  hello.mutable_hello()->set_host_id("web-2");
-  hello.mutable_hello()->set_protocol(1);
-  ASSERT_TRUE(forger->Write(hello));
+  auto forger = hand_made_agent(ctx, pki_ + "/agent-web-2", "web-2");
   // The spec push and the deploy are the first commands of this epoch.
   for (uint64_t n = 1; n <= 3; ++n) {
     tern::v1::AgentMessage forged;
