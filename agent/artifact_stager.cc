@@ -18,18 +18,11 @@
 #include "core/sha256.h"
 #include "agent/exec.h"
 #include "agent/unique_fd.h"
+#include "core/service_spec.h"
 #include "tern/v1/agent.grpc.pb.h"
 
 namespace tern {
 namespace fs = std::filesystem;
-
-bool is_valid_version(const std::string& v) {
-  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
-  for (char c : v) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
-  }
-  return true;
-}
 
 namespace {
 

@@ -74,7 +74,4 @@ class ArtifactStager {
   ArtifactFetcher* url_fetcher_;
 };
 
-// Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
-bool is_valid_version(const std::string& version);
-
 }  // namespace tern

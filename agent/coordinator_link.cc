@@ -1,5 +1,7 @@
 #include "agent/coordinator_link.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/util/time_util.h>
 #include <spdlog/spdlog.h>
 
@@ -8,6 +10,27 @@
 #include "core/duration.h"
 
 namespace tern {
+namespace {
+
+// Byte-for-byte comparable: deterministic serialization of each status in order.
+std::string fingerprint(const google::protobuf::RepeatedPtrField<tern::v1::ServiceStatus>& services) {
+  std::string out;
+  for (const auto& s : services) {
+    std::string one;
+    {
+      google::protobuf::io::StringOutputStream raw(&one);
+      google::protobuf::io::CodedOutputStream coded(&raw);
+      coded.SetSerializationDeterministic(true);
+      s.SerializeToCodedStream(&coded);
+    }
+    out += std::to_string(one.size());
+    out += ':';
+    out += one;
+  }
+  return out;
+}
+
+}  // namespace
 
 CoordinatorLink::CoordinatorLink(Options options, HelloBuilder hello, CommandHandler on_command)
     : options_(std::move(options)),
@@ -121,7 +144,8 @@ void CoordinatorLink::session() {
     }
     spdlog::info("connected to coordinator {} (version {}, epoch {}, heartbeat every {})", options_.target,
                  ack.coordinator_version(), ack.epoch(), format_duration(interval));
-    heartbeats = std::thread([this, interval] { heartbeat_loop(interval); });
+    heartbeats = std::thread(
+        [this, interval, reported = fingerprint(hello.hello().services())] { heartbeat_loop(interval, reported); });
     while (stream->Read(&msg)) {
       if (msg.has_command()) {
         on_command_(msg.command());
@@ -154,7 +178,7 @@ void CoordinatorLink::session() {
                static_cast<int>(status.error_code()));
 }
 
-void CoordinatorLink::heartbeat_loop(Millis interval) {
+void CoordinatorLink::heartbeat_loop(Millis interval, std::string reported) {
   uint64_t seq = 0;
   for (;;) {
     {
@@ -164,8 +188,19 @@ void CoordinatorLink::heartbeat_loop(Millis interval) {
     }
     tern::v1::AgentMessage hb;
     hb.mutable_heartbeat()->set_sequence(++seq);
+    // A snapshot taken before a result that changed the state may arrive
+    // after it; the next heartbeat then differs from this one and corrects it.
+    tern::v1::Hello now = hello_();
+    std::string state = fingerprint(now.services());
+    const bool changed = state != reported;
+    if (changed) *hb.mutable_heartbeat()->mutable_report()->mutable_services() = std::move(*now.mutable_services());
     if (!send(hb)) return;
-    spdlog::trace("heartbeat {}", seq);
+    ++heartbeats_sent_;
+    if (changed) {
+      ++reports_sent_;
+      reported = std::move(state);
+    }
+    spdlog::trace("heartbeat {}{}", seq, changed ? " with the changed state" : "");
   }
 }
 

@@ -34,7 +34,9 @@ class CoordinatorLink {
     // Name expected in the coordinator's certificate, when not the dialled host.
     std::string server_name;
   };
-  // Builds the hello for each new connection (state may have changed).
+  // Builds the hello for each new connection (state may have changed). Each
+  // heartbeat calls it too and carries its services when they differ from
+  // what this stream last reported.
   using HelloBuilder = std::function<tern::v1::Hello()>;
   using CommandHandler = std::function<void(const tern::v1::Command&)>;
 
@@ -55,12 +57,16 @@ class CoordinatorLink {
   uint64_t epoch() const { return epoch_.load(); }
   // Connection attempts that ended without a HelloAck, over the link's life.
   uint64_t failed_attempts() const { return failed_attempts_.load(); }
+  uint64_t heartbeats_sent() const { return heartbeats_sent_.load(); }
+  // Heartbeats that carried the agent's state because it had changed.
+  uint64_t reports_sent() const { return reports_sent_.load(); }
 
  private:
   void run();
   // One connection's life; returns when the stream ends.
   void session();
-  void heartbeat_loop(Millis interval);
+  // `reported`: the services as the hello carried them.
+  void heartbeat_loop(Millis interval, std::string reported);
   // Waits up to `d`; false when stopping.
   bool wait_for(Millis d);
 
@@ -82,6 +88,8 @@ class CoordinatorLink {
   std::atomic<uint64_t> connections_{0};
   std::atomic<uint64_t> epoch_{0};
   std::atomic<uint64_t> failed_attempts_{0};
+  std::atomic<uint64_t> heartbeats_sent_{0};
+  std::atomic<uint64_t> reports_sent_{0};
   std::thread thread_;
 };
 

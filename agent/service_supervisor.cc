@@ -673,6 +673,10 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
     if (active == tern::v1::SLOT_COLOR_UNSPECIFIED) {
       return absl::FailedPreconditionError(absl::StrCat("service ", name_, " has no active release on this host"));
     }
+    if (!to_version.empty() && !is_valid_version(to_version)) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot roll ", name_, " back to \"", to_version,
+                                                     "\": a version is 1-64 of letters, digits, '.', '_', '+', '-'"));
+    }
     if (to_version.empty() && state_.last_good().version().empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "cannot roll ", name_, " back: no release has been known-good on this host yet (active at 100% and "
@@ -701,6 +705,20 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
   // The idle slot is stopped, or runs something else, or runs the release
   // unhealthy: the release starts there afresh, and only once it is healthy
   // does traffic move.
+  // Checked before anything is stopped: a rollback that cannot happen leaves
+  // the host as it was.
+  std::string dir;
+  if (target.sha256().empty()) {
+    // Known by its version only: it can run from disk, but not be fetched again.
+    dir = deps_.stager->release_dir(name_, version);
+    std::error_code ec;
+    if (!std::filesystem::exists(dir, ec)) {
+      return absl::FailedPreconditionError(absl::StrCat("cannot roll ", name_, " back to ", version,
+                                                        ": this host has no record of that release and it is not "
+                                                        "staged in ", dir, "; deploy it instead (`ternctl host "
+                                                        "deploy <host> ", name_, " --version ", version, "`)"));
+    }
+  }
   if (split && running(idle)) {
     if (auto st = switch_traffic(active, 100, p); !st.ok()) return st;
   }
@@ -714,17 +732,6 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
   } else {
     p(absl::StrCat(word(target_slot), " (", idle.release().version().empty() ? "empty" : idle.release().version(),
                    ") is stopped; starting ", what, " there"));
-  }
-  std::string dir;
-  if (target.sha256().empty()) {
-    // Known by its version only: it can run from disk, but not be fetched again.
-    dir = deps_.stager->release_dir(name_, version);
-    std::error_code ec;
-    if (!std::filesystem::exists(dir, ec)) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot roll ", name_, " back to ", version,
-                                                        ": this host has no record of that release and it is not "
-                                                        "staged in ", dir, "; deploy it instead"));
-    }
   }
   if (auto st = bring_up(target_slot, target, dir, p); !st.ok()) return st;
   p(absl::StrCat("rolling back to ", version, " on ", word(target_slot)));

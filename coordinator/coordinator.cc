@@ -261,6 +261,7 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
   if (registry_->on_heartbeat(session->id(), info.host_id)) rollouts_->host_returned(info.host_id);
   switch (msg.body_case()) {
     case tern::v1::AgentMessage::kHeartbeat:
+      if (msg.heartbeat().has_report()) catalog_->on_report(info.host_id, msg.heartbeat().report().services());
       break;
     case tern::v1::AgentMessage::kResult:
       if (msg.result().has_service()) catalog_->on_status(info.host_id, msg.result().service());

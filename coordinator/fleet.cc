@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_fmt.h"
 #include "core/label_selector.h"
+#include "core/service_spec.h"
 #include "core/sha256.h"
 #include "core/version.h"
 #include "core/words.h"
@@ -155,10 +156,16 @@ absl::Status Fleet::rollback_host(const tern::v1::RollbackHostRequest& req, Comm
     return st;
   }
   tern::v1::Command cmd;
+  if (!req.to_version().empty() && !is_valid_version(req.to_version())) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid version \"", req.to_version(),
+                                                   "\": a version is 1-64 of letters, digits, '.', '_', '+', '-'"));
+  }
   cmd.mutable_rollback()->set_service(req.service());
-  spdlog::info("rolling back {} on {}", req.service(), req.host_id());
-  // The agent picks the release (its last known-good); what it then serves is
-  // what the host should serve.
+  cmd.mutable_rollback()->set_to_version(req.to_version());
+  spdlog::info("rolling back {} on {} to {}", req.service(), req.host_id(),
+               req.to_version().empty() ? "its last known-good release" : req.to_version());
+  // The agent picks the release (its last known-good, unless named); what it
+  // then serves is what the host should serve.
   auto done = [this, host = req.host_id(), service = req.service(),
                then = std::move(observer.done)](const tern::v1::CommandResult& r) {
     if (r.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED) {

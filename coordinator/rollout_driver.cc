@@ -180,19 +180,31 @@ void RolloutDriver::rollback(const tern::v1::Rollout& r, const std::string& host
   cmd.mutable_rollback()->set_service(r.spec().service());
   cmd.mutable_rollback()->set_to_version(to_version);
   auto st = commands_.send(host, std::move(cmd),
-                           CommandObserver{nullptr, [this, id, host](const tern::v1::CommandResult& res) {
-                             const bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
-                             if (!ok && failure_state(res) == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE) {
-                               engine_->on_host_gone(host, res.message());
-                             }
-                             engine_->on_host_rolled_back(id, host, ok, res.message());
-                             journal_answer(id);
+                           CommandObserver{nullptr, [this, id, host, to_version](const tern::v1::CommandResult& res) {
+                             rolled_back(id, host, to_version, res);
                            }});
   if (st.ok() && !to_version.empty()) catalog_.set_desired(host, r.spec().service(), to_version, 100);
   if (!st.ok()) {
     // Flipped when it returns (the engine resends on its hello).
     loop_.post([this, host, why = std::string(st.message())] { engine_->on_host_gone(host, why); });
   }
+}
+
+void RolloutDriver::rolled_back(const std::string& id, const std::string& host, const std::string& to_version,
+                                const tern::v1::CommandResult& res) {
+  bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+  std::string message = res.message();
+  if (!ok && failure_state(res) == tern::v1::HOST_ROLLOUT_STATE_AGENT_GONE) engine_->on_host_gone(host, message);
+  if (ok && !to_version.empty()) {
+    // "Rolled back" only as far as the host's own status bears it out.
+    const std::string why = res.has_service() ? drift(res.service(), to_version, 100) : "its agent reported no status";
+    if (!why.empty()) {
+      ok = false;
+      message = absl::StrCat("its agent said the rollback succeeded, but it reports otherwise: ", why);
+    }
+  }
+  engine_->on_host_rolled_back(id, host, ok, message);
+  journal_answer(id);
 }
 
 void RolloutDriver::changed(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message) {

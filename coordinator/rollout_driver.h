@@ -76,6 +76,10 @@ class RolloutDriver final : public RolloutControl {
   void deploy(const tern::v1::Rollout& r, const std::string& host, const tern::v1::ReleaseRef& release,
               uint32_t weight);
   void rollback(const tern::v1::Rollout& r, const std::string& host);
+  // A rollback's answer; one naming a release counts only when the host's
+  // status shows it active, healthy and at 100%.
+  void rolled_back(const std::string& id, const std::string& host, const std::string& to_version,
+                   const tern::v1::CommandResult& res);
   void changed(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message);
   // What an agent's answer changed is journaled even when it raised no event.
   void journal_answer(const std::string& rollout_id);

@@ -203,10 +203,17 @@ void ServiceCatalog::push_spec(const std::string& host_id, const tern::v1::Servi
   if (!st.ok()) spdlog::debug("spec of {} not pushed to {}: {}", name, host_id, st.message());
 }
 
-void ServiceCatalog::on_hello(const std::string& host_id, const tern::v1::Hello& hello) {
+void ServiceCatalog::on_report(const std::string& host_id,
+                               const google::protobuf::RepeatedPtrField<tern::v1::ServiceStatus>& services) {
   auto& known = host_services_[host_id];
   known.clear();
-  for (const auto& s : hello.services()) known[s.service()] = s;
+  for (const auto& s : services) {
+    if (!s.service().empty()) known[s.service()] = s;
+  }
+}
+
+void ServiceCatalog::on_hello(const std::string& host_id, const tern::v1::Hello& hello) {
+  on_report(host_id, hello.services());
   // Specs the host should run (or run a newer generation of).
   for (const auto& [name, svc] : services_) push_spec(host_id, svc);
 }

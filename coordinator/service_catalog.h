@@ -59,6 +59,9 @@ class ServiceCatalog final : public ServiceControl {
   // What the host's agent reports. A hello replaces everything known about
   // the host and pushes the specs it lacks; a status updates one service.
   void on_hello(const std::string& host_id, const tern::v1::Hello& hello);
+  // The host's whole state (a hello's or a heartbeat's): replaces what it reported before.
+  void on_report(const std::string& host_id,
+                 const google::protobuf::RepeatedPtrField<tern::v1::ServiceStatus>& services);
   void on_status(const std::string& host_id, const tern::v1::ServiceStatus& status);
   // Each with what the coordinator wants there and the drift from it.
   std::vector<tern::v1::ServiceStatus> host_services(const std::string& host_id) const;

@@ -65,6 +65,14 @@ bool is_valid_service_name(const std::string& name) {
   return true;
 }
 
+bool is_valid_version(const std::string& v) {
+  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
+  for (char c : v) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
+  }
+  return true;
+}
+
 absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin) {
   auto root = load_yaml_string(yaml, origin);
   if (!root.ok()) return root.status();

@@ -38,6 +38,8 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec);
 void apply_service_defaults(tern::v1::ServiceSpec& spec);
 
 bool is_valid_service_name(const std::string& name);
+// Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
+bool is_valid_version(const std::string& version);
 
 // restart.policy, the one place its words are read: "on-failure" or "never".
 enum class RestartPolicy { kOnFailure, kNever };

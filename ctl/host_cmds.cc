@@ -176,14 +176,18 @@ int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::str
 }
 
 int cmd_host_rollback(const CtlContext& c, const std::string& host, const std::string& service,
-                      const std::string& wait, bool force) {
+                      const std::string& to_version, const std::string& wait, bool force) {
   const auto w = duration_flag(c, "host rollback: --wait", wait);
   if (!w) return kExitUsage;
   tern::v1::RollbackHostRequest req;
   req.set_host_id(host);
   req.set_service(service);
   req.set_force(force);
-  if (!c.json) c.out << "rolling back " << service << " on " << host << "\n";
+  req.set_to_version(to_version);
+  if (!c.json) {
+    c.out << "rolling back " << service << " on " << host
+          << (to_version.empty() ? std::string(" to its last known-good release") : " to " + to_version) << "\n";
+  }
   return follow_operation(c, absl::StrCat("rollback ", service, " on ", host), *w, &FleetStub::RollbackHost, req);
 }
 
@@ -201,7 +205,7 @@ constexpr const char* kForceHelp =
 
 void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   struct Args {
-    std::string host_id, service, wait = "15m";
+    std::string host_id, service, to_version, wait = "15m";
     DeployFlags deploy;
     bool force_rollback = false;
   };
@@ -222,6 +226,8 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
       host->add_subcommand("rollback", "return a host to its last known-good release (a flip when it is warm)");
   rollback->add_option("host", a->host_id, "host id")->required();
   rollback->add_option("service", a->service, "service name")->required();
+  rollback->add_option("--to-version", a->to_version,
+                       "return to this release instead (one the host still has in a slot or on disk)");
   rollback->add_option("--wait", a->wait, "give up waiting after this long (default 15m)");
   rollback->add_flag("--force", a->force_rollback, kForceHelp);
   auto* status = host->add_subcommand("status", "slots of every service on a host");
@@ -231,7 +237,8 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   cmds.push_back({deploy, [a](const CtlContext& c) { return cmd_host_deploy(c, a->host_id, a->service, a->deploy); }});
   cmds.push_back(
       {rollback,
-       [a](const CtlContext& c) { return cmd_host_rollback(c, a->host_id, a->service, a->wait, a->force_rollback); }});
+       [a](const CtlContext& c) { return cmd_host_rollback(c, a->host_id, a->service, a->to_version, a->wait, a->force_rollback);
+       }});
   cmds.push_back({status, [a](const CtlContext& c) { return cmd_host_status(c, a->host_id); }});
   cmds.push_back({history, [a](const CtlContext& c) { return cmd_host_history(c, a->host_id); }});
 }

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "coordinator/coordinator.h"
 #include "core/version.h"
+#include "tern/v1/fleet.grpc.pb.h"
 #include "tests/support/eventually.h"
 
 namespace tern {
@@ -117,6 +119,63 @@ TEST(CoordinatorLinkTest, AHelloWithABadHostIdIsRefused) {
   grpc::Status st = raw.closed_with();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_NE(st.error_message().find("invalid host id"), std::string::npos) << st.error_message();
+  coordinator.shutdown();
+}
+
+TEST(CoordinatorLinkTest, HeartbeatsCarryTheStateOnlyWhenItChanged) {
+  Coordinator coordinator(test_config("127.0.0.1:0"), SystemClock::instance());
+  ASSERT_TRUE(coordinator.start().ok());
+  std::mutex mu;
+  std::string running = "1.0";
+  auto build = [&] {
+    tern::v1::Hello h = hello();
+    std::lock_guard lock(mu);
+    auto* s = h.add_services();
+    s->set_service("web");
+    auto* slot = s->add_slots();
+    slot->set_color(tern::v1::SLOT_COLOR_BLUE);
+    slot->set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+    slot->set_active(true);
+    slot->mutable_release()->set_version(running);
+    return h;
+  };
+  CoordinatorLink link(
+      {coordinator.grpc_address(), {.initial = Millis(20), .max = Millis(200)}, Millis(50), nullptr, ""}, build,
+      [](const tern::v1::Command&) {});
+  link.start();
+  ASSERT_TRUE(eventually([&] { return link.connected(); }));
+
+  auto channel = grpc::CreateChannel(coordinator.grpc_address(), grpc::InsecureChannelCredentials());
+  auto fleet = tern::v1::FleetService::NewStub(channel);
+  auto reported = [&]() -> std::string {
+    grpc::ClientContext ctx;
+    tern::v1::GetHostRequest req;
+    req.set_host_id("link-test");
+    tern::v1::Host host;
+    if (!fleet->GetHost(&ctx, req, &host).ok() || host.services_size() != 1) return "";
+    for (const auto& slot : host.services(0).slots()) {
+      if (slot.active()) return slot.release().version();
+    }
+    return "";
+  };
+  ASSERT_TRUE(eventually([&] { return reported() == "1.0"; }));
+
+  // Nothing changed: heartbeats go out bare.
+  const uint64_t beats = link.heartbeats_sent();
+  ASSERT_TRUE(eventually([&] { return link.heartbeats_sent() >= beats + 5; }));
+  EXPECT_EQ(link.reports_sent(), 0u);
+
+  // A change no command or event announced reaches the coordinator with the
+  // next heartbeat, once.
+  {
+    std::lock_guard lock(mu);
+    running = "2.0";
+  }
+  ASSERT_TRUE(eventually([&] { return reported() == "2.0"; }));
+  const uint64_t after = link.heartbeats_sent();
+  ASSERT_TRUE(eventually([&] { return link.heartbeats_sent() >= after + 5; }));
+  EXPECT_EQ(link.reports_sent(), 1u);
+  link.stop();
   coordinator.shutdown();
 }
 

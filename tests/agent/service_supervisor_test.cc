@@ -143,9 +143,10 @@ class SupervisorTest : public ::testing::Test {
     return s;
   }
 
-  tern::v1::CommandResult rollback(ServiceSupervisor& s) {
+  tern::v1::CommandResult rollback(ServiceSupervisor& s, const std::string& to_version = "") {
     tern::v1::Command cmd;
     cmd.mutable_rollback()->set_service("web");
+    cmd.mutable_rollback()->set_to_version(to_version);
     return run(s, cmd);
   }
 
@@ -399,6 +400,28 @@ TEST_F(SupervisorTest, RollbackWithoutAKnownGoodReleaseIsRefused) {
   EXPECT_NE(r.message().find("no release has been known-good"), std::string::npos) << r.message();
   EXPECT_EQ(launcher_.started.size(), starts);
   EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_BLUE);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, RollbackToAReleaseTheHostDoesNotHaveLeavesTheIdleSlotRunning) {
+  keep_warm_ = true;
+  auto s = deployed({"1", "2"});
+  const int64_t warm = s->snapshot().blue().pid();
+  ASSERT_TRUE(alive(warm));
+  auto r = rollback(*s, "0.9");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("no record of that release"), std::string::npos) << r.message();
+  EXPECT_NE(r.message().find("ternctl host deploy"), std::string::npos) << r.message();
+  EXPECT_TRUE(alive(warm)) << "the warm 1 was stopped for a rollback that could not happen";
+  EXPECT_EQ(s->snapshot().blue().phase(), tern::v1::SLOT_PHASE_HEALTHY);
+  // A name that would reach outside the releases directory is refused as such.
+  r = rollback(*s, "../../../bin");
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kInvalidArgument)) << r.message();
+  EXPECT_TRUE(alive(warm));
+  // The version named is one this host ran: a flip to it.
+  r = rollback(*s, "1");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_EQ(mapper_.target(), 9001);
   s->shutdown();
 }
 
