@@ -145,7 +145,13 @@ absl::Status ServiceSupervisor::recover() {
     if (deps_.launcher->recover(handle(s))) {
       spdlog::info("{}: adopted {} slot (pid {}, release {}) without restarting it", name_, word(c), s.pid(),
                    s.release().version());
-      if (s.phase() == tern::v1::SLOT_PHASE_DRAINING) s.set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+      if (s.phase() == tern::v1::SLOT_PHASE_DRAINING) {
+        if (state_.spec().keep_warm() || state_.active() == c) {
+          s.set_phase(tern::v1::SLOT_PHASE_HEALTHY);  // its drain would have ended with it kept
+        } else {
+          unfinished_drain_ = c;
+        }
+      }
     } else {
       spdlog::warn("{}: {} slot (pid {}) is gone after the agent restart", name_, word(c), s.pid());
       s.set_pid(0);
@@ -165,7 +171,18 @@ absl::Status ServiceSupervisor::recover() {
   // Whatever was recorded is what the host must serve: exactly one mapping.
   tern::v1::ServiceState snap = snapshot();
   auto st = deps_.traffic->set_routes(name_, routes_for(snap));
-  const std::string undone = undo_interrupted_start();
+  std::string undone = undo_interrupted_start();
+  SlotColor draining;
+  tern::v1::SlotState drained;
+  {
+    std::lock_guard lock(mu_);
+    draining = unfinished_drain_;
+    if (draining != tern::v1::SLOT_COLOR_UNSPECIFIED) drained = recorded(draining);
+  }
+  if (draining != tern::v1::SLOT_COLOR_UNSPECIFIED) {
+    absl::StrAppend(&undone, undone.empty() ? "" : "; ", word(draining), " (", drained.release().version(),
+                    ") finishes its drain and is then stopped, as keep_warm is off");
+  }
   save("");
   if (!interrupted.empty() || !undone.empty()) {
     const std::string message =
@@ -268,6 +285,12 @@ void ServiceSupervisor::submit(tern::v1::Command cmd, Progress progress, Done do
 }
 
 void ServiceSupervisor::run() {
+  SlotColor draining;
+  {
+    std::lock_guard lock(mu_);
+    draining = std::exchange(unfinished_drain_, tern::v1::SLOT_COLOR_UNSPECIFIED);
+  }
+  if (draining != tern::v1::SLOT_COLOR_UNSPECIFIED) finish_drain(draining);
   for (;;) {
     std::optional<Op> op;
     {
@@ -429,6 +452,17 @@ void ServiceSupervisor::stop_slot(SlotColor color, SlotPhase final_phase, const 
   }
   slot(color).runtime() = SlotRuntime{};
   save("");
+}
+
+void ServiceSupervisor::finish_drain(SlotColor color) {
+  const Progress log = [this](const std::string& m) { spdlog::info("{}: {}", name_, m); };
+  drain(color, log);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || state_.active() == color || recorded(color).phase() != tern::v1::SLOT_PHASE_DRAINING) return;
+  }
+  stop_slot(color, tern::v1::SLOT_PHASE_STOPPED, "drained and stopped after an agent restart interrupted its drain");
+  log(absl::StrCat("stopped ", word(color)));
 }
 
 void ServiceSupervisor::drain(SlotColor color, const Progress& p) {

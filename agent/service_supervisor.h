@@ -131,6 +131,8 @@ class ServiceSupervisor {
   absl::Status wait_healthy(tern::v1::SlotColor color, const Progress& p);
   void stop_slot(tern::v1::SlotColor color, tern::v1::SlotPhase final_phase, const std::string& why);
   void drain(tern::v1::SlotColor color, const Progress& p);
+  // Resumes a drain recover() found interrupted, then stops the slot.
+  void finish_drain(tern::v1::SlotColor color);
   absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
   void monitor();
   const Clock& clock() const { return deps_.os->clock(); }
@@ -164,6 +166,9 @@ class ServiceSupervisor {
   // starts over.
   std::optional<TimePoint> good_since_;
   int64_t good_pid_ = 0;
+  // A slot whose drain an agent restart interrupted (keep_warm off): the
+  // supervisor's thread finishes the drain and stops it before anything else.
+  tern::v1::SlotColor unfinished_drain_ = tern::v1::SLOT_COLOR_UNSPECIFIED;
 };
 
 }  // namespace tern

@@ -503,5 +503,29 @@ TEST_F(SupervisorTest, RecoverKeepsAnInterruptedStartOfTheLastGoodOrAHealthyWarm
   }
 }
 
+TEST_F(SupervisorTest, AnInterruptedDrainIsFinishedAfterARestart) {
+  for (bool keep_warm : {false, true}) {
+    keep_warm_ = keep_warm;
+    auto st = recorded_state("2", "1", tern::v1::SLOT_PHASE_DRAINING);
+    st.set_operation("draining green");
+    const int64_t old = st.green().pid();
+    auto s = make(st);
+    ASSERT_TRUE(s->recover().ok());
+    s->start();
+    if (keep_warm) {
+      // The drain would have ended with the slot kept warm: it is idle and healthy.
+      EXPECT_EQ(s->snapshot().green().phase(), tern::v1::SLOT_PHASE_HEALTHY);
+      EXPECT_TRUE(alive(old));
+    } else {
+      EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, "green (1) finishes its drain"));
+      ASSERT_TRUE(testing::eventually([&] { return s->snapshot().green().phase() == tern::v1::SLOT_PHASE_STOPPED; }));
+      EXPECT_FALSE(alive(old)) << "the old release stayed behind although keep_warm is off";
+    }
+    EXPECT_EQ(mapper_.target(), 9001);
+    EXPECT_TRUE(alive(s->snapshot().blue().pid()));
+    s->shutdown();
+  }
+}
+
 }  // namespace
 }  // namespace tern
