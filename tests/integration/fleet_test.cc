@@ -1,12 +1,19 @@
 // A coordinator and three agents, all real binaries on loopback, driven and
 // observed through ternctl as an operator would.
 
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -19,6 +26,56 @@ namespace tern::testing {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+
+// Runs `exe args` on a fresh pseudo-terminal, as a person at a shell would;
+// once `prompt` appears, types `answer` and a newline. Returns the exit code
+// and everything the terminal showed.
+CommandResult run_at_terminal(const std::string& exe, const std::vector<std::string>& args, const std::string& prompt,
+                              const std::string& answer) {
+  CommandResult res;
+  int master = -1;
+  int slave = -1;
+  if (::openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) {
+    ADD_FAILURE() << "openpty: " << std::strerror(errno);
+    return res;
+  }
+  ChildArgv argv(exe, args);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(master);
+    ::setsid();
+    ::ioctl(slave, TIOCSCTTY, 0);
+    ::dup2(slave, STDIN_FILENO);
+    exec_child(argv, slave, slave);
+  }
+  ::close(slave);
+  bool answered = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  for (;;) {
+    pollfd p{master, POLLIN, 0};
+    if (::poll(&p, 1, 200) > 0) {
+      char buf[4096];
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) break;  // EIO: the child closed the terminal
+      res.out.append(buf, static_cast<size_t>(n));
+    }
+    if (!answered && res.out.find(prompt) != std::string::npos) {
+      const std::string line = answer + "\n";
+      EXPECT_EQ(::write(master, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+      answered = true;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      ADD_FAILURE() << "the command did not finish at the terminal; it showed:\n" << res.out;
+      ::kill(pid, SIGKILL);
+      break;
+    }
+  }
+  ::close(master);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  res.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return res;
+}
 
 class FleetTest : public ::testing::Test {
  protected:
@@ -93,6 +150,45 @@ class FleetTest : public ::testing::Test {
   std::string address_;
   std::string metrics_;
 };
+
+TEST_F(FleetTest, RolloutStartAsksAtATerminalBeforeAPlanThatTakesMostHostsAtOnce) {
+  start_coordinator("127.0.0.1:0");
+  start_agent("web-1", "a");
+  start_agent("web-2", "b");
+  ASSERT_TRUE(eventually([&] { return all_connected(2, 1); })) << logs();
+  const std::vector<std::string> conn{"--insecure", "--coordinator", address_, "--timeout", "5s"};
+  auto ctl = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), conn.begin(), conn.end());
+    return run(TERN_CTL_BIN, args);
+  };
+  std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
+                                          "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
+  std::ofstream(dir_.file("app")) << "#!/bin/sh\nexit 0\n";
+  ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0);
+  auto pushed = ctl({"artifact", "push", dir_.file("app"), "--service", "web", "--version", "2"});
+  ASSERT_EQ(pushed.code, 0) << pushed.err;
+
+  std::vector<std::string> start = conn;
+  for (const char* a : {"rollout", "start", "web", "--version", "2", "--waves", "100%", "--bake", "1m"}) {
+    start.emplace_back(a);
+  }
+  const std::string prompt = "Start rolling web out to 2? [y/N]";
+  // "No" (or just Enter) starts nothing.
+  auto no = run_at_terminal(TERN_CTL_BIN, start, prompt, "n");
+  EXPECT_EQ(no.code, 1) << no.out;
+  EXPECT_NE(no.out.find("the first wave already takes 2 of 2 hosts"), std::string::npos) << no.out;
+  EXPECT_NE(no.out.find("not started"), std::string::npos) << no.out;
+  auto listed = ctl({"rollout", "list", "-o", "json"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  EXPECT_EQ(listed.out.find("\"id\""), std::string::npos) << "a rollout started after \"n\": " << listed.out;
+
+  // "y" starts it.
+  auto yes = run_at_terminal(TERN_CTL_BIN, start, prompt, "y");
+  EXPECT_EQ(yes.code, 0) << yes.out;
+  EXPECT_NE(yes.out.find("started rollout"), std::string::npos) << yes.out;
+  listed = ctl({"rollout", "list", "-o", "json"});
+  EXPECT_NE(listed.out.find("\"id\""), std::string::npos) << listed.out;
+}
 
 TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGone) {
   start_coordinator("127.0.0.1:0");
