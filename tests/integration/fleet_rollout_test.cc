@@ -237,6 +237,16 @@ TEST_F(FleetRolloutTest, CanaryWavesThenAnUnhealthyCanaryRollsTheFleetBack) {
   const std::string metrics = http_get(metrics_, "/metrics");
   EXPECT_NE(metrics.find("tern_rollout_events_total{kind=\"rolled_back\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("tern_rollout_events_total{kind=\"succeeded\"} 2"), std::string::npos) << metrics;
+
+  // Both canaries keep v3 in their idle slot (keep_warm): one unhealthy, one
+  // healthy. A host rollback returns each to its last known-good release,
+  // v2, which a client is then served; it never flips to the v3 left warm.
+  for (int c : canaries) {
+    r = ctl({"host", "rollback", "host-" + std::to_string(c), "web"});
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("already active"), std::string::npos) << r.out;
+    EXPECT_EQ(version_on(c), "v2") << "host-" << c;
+  }
 }
 
 TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart) {
@@ -273,6 +283,39 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart)
   EXPECT_TRUE(all_on("v2"));
   auto hist = ctl({"rollout", "history", "web-2"});
   EXPECT_NE(hist.out.find("resumed_after_restart"), std::string::npos) << hist.out;
+}
+
+TEST_F(FleetRolloutTest, AHostCutOffWhileTheCoordinatorRestartsDeploysOnceItReturns) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  // The coordinator restarts while host-4 cannot reach it: that agent's
+  // connections (its stream and its artifact channel) are to a process
+  // that is gone, and nothing tells it so until its link is back.
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[4], "down"}).code, 0);
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait();
+  // As after a crash of the coordinator's machine: its side of host-4's
+  // connections is gone without a word reaching host-4 (the kernel would
+  // otherwise keep resending the dead process's FIN until the link is up).
+  ASSERT_EQ(run_cmd({"ss", "-K", "dst", ip(4)}).code, 0);
+  start_coordinator(address_);
+  ASSERT_EQ(run_cmd({"ip", "link", "set", veths_[4], "up"}).code, 0);
+  ASSERT_TRUE(eventually([&] {
+    auto h = ctl({"hosts", "-o", "json"});
+    int connected = 0;
+    for (std::size_t p = 0; (p = h.out.find("HOST_STATE_CONNECTED", p)) != std::string::npos; ++p) ++connected;
+    return connected == kHosts;
+  }, std::chrono::seconds(60))) << read_file(dir_.file("coordinator.log"));
+  // Its first deploy after that fetches v2 and succeeds: no failure counted,
+  // no fleet rollback of a good release.
+  r = ctl({"rollout", "start", "web", "--version", "v2", "--waves", "100%", "--watch", "--wait", "2m"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << ctl({"rollout", "history", "web-2"}).out;
+  EXPECT_EQ(ro->failed_hosts(), 0u);
+  EXPECT_TRUE(all_on("v2"));
 }
 
 TEST_F(FleetRolloutTest, AHostCutOffBeforeItsWaveCountsPerPolicyAndStaysConsistent) {
