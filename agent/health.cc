@@ -5,7 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <linux/close_range.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <map>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -33,12 +34,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "agent/confine.h"
 #include "agent/unique_fd.h"
 #include "core/duration.h"
 #include "core/runtime_init.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
-extern char** environ;
 
 namespace tern {
 
@@ -409,49 +410,94 @@ bool lift_above_stdio(unique_fd& fd) {
   return true;
 }
 
-ProbeResult probe_exec(const tern::v1::ExecProbe& exec, uint16_t port, Millis timeout, SteadyTime deadline) {
+// The program's path: argv0 itself when it holds a '/', else the first
+// executable match on `path` (the probe's own PATH, not the agent's).
+std::optional<std::string> find_on_path(const std::string& argv0, const std::string& path) {
+  if (argv0.find('/') != std::string::npos) return argv0;
+  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/", argv0);
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return std::nullopt;
+}
+
+ProbeResult probe_exec(const tern::v1::ExecProbe& exec, uint16_t port, Millis timeout, SteadyTime deadline,
+                       const LaunchSpec& as) {
   if (exec.argv().empty() || exec.argv(0).empty()) return failed("exec probe has an empty argv");
   const std::string port_text = absl::StrCat(port);
   std::vector<std::string> args;
   args.reserve(static_cast<size_t>(exec.argv_size()));
   for (const std::string& a : exec.argv()) args.push_back(absl::StrReplaceAll(a, {{"{port}", port_text}}));
-  std::vector<char*> argv;
+  const std::string what = absl::StrCat("exec ", args[0]);
+
+  // Everything the child needs is built before fork(): after it, only
+  // async-signal-safe calls (the agent has many threads).
+  auto run_as = resolve_run_as(as.user);
+  if (!run_as.ok()) return failed(absl::StrCat(what, ": ", run_as.status().message()));
+  std::map<std::string, std::string> env = as.env;
+  env.try_emplace("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  env["HOME"] = run_as->home;
+  env["USER"] = run_as->user;
+  env["TERN_PORT"] = port_text;
+  const auto program = find_on_path(args[0], env["PATH"]);
+  if (!program) return failed(absl::StrCat(what, ": not found on the probe's PATH"));
+  std::vector<std::string> env_lines;
+  for (const auto& [k, v] : env) env_lines.push_back(absl::StrCat(k, "=", v));
+  std::vector<char*> argv, envp;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const std::string what = absl::StrCat("exec ", args[0]);
+  for (std::string& e : env_lines) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const std::string dir = as.working_dir.empty() ? "/" : as.working_dir;
 
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) < 0) return failed(absl::StrCat(what, ": pipe: ", errno_text(errno)));
   unique_fd out_r(fds[0]), out_w(fds[1]);
-  if (!lift_above_stdio(out_r) || !lift_above_stdio(out_w) ||
+  // The child reports a failed exec (or confinement) as an errno here; a
+  // successful exec closes it.
+  if (::pipe2(fds, O_CLOEXEC) < 0) return failed(absl::StrCat(what, ": pipe: ", errno_text(errno)));
+  unique_fd err_r(fds[0]), err_w(fds[1]);
+  if (!lift_above_stdio(out_r) || !lift_above_stdio(out_w) || !lift_above_stdio(err_w) ||
       ::fcntl(out_r.get(), F_SETFL, ::fcntl(out_r.get(), F_GETFL) | O_NONBLOCK) < 0) {
     return failed(absl::StrCat(what, ": fcntl: ", errno_text(errno)));
   }
 
-  // posix_spawn rather than fork: it is safe in a threaded process (gRPC's
-  // threads, the other probes) and reports a failed exec as an error code.
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  ::posix_spawn_file_actions_init(&actions);
-  ::posix_spawnattr_init(&attr);
-  ::posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  ::posix_spawn_file_actions_adddup2(&actions, out_w.get(), 1);
-  ::posix_spawn_file_actions_adddup2(&actions, out_w.get(), 2);
-  // Its own process group, so a timeout kills everything it started; and a
-  // clean signal state, since the agent blocks SIGTERM/SIGINT in its threads.
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setsigmask(&attr, &none);
-  ::posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = -1;
-  const int err = ::posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&actions);
-  ::posix_spawnattr_destroy(&attr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return failed(absl::StrCat(what, ": fork: ", errno_text(errno)));
+  if (pid == 0) {
+    // Its own process group, so a timeout kills everything it started; a
+    // clean signal state, since the agent blocks SIGTERM/SIGINT in its threads.
+    ::setpgid(0, 0);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    int err = 0;
+    if (null_fd < 0 || ::dup2(null_fd, 0) < 0 || ::dup2(out_w.get(), 1) < 0 || ::dup2(out_w.get(), 2) < 0 ||
+        ::chdir(dir.c_str()) != 0 || !confine_child(*run_as)) {
+      err = errno;
+    } else {
+      // Nothing the agent holds open reaches the probe.
+      ::syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
+      ::execve(program->c_str(), argv.data(), envp.data());
+      err = errno;
+    }
+    (void)!::write(err_w.get(), &err, sizeof err);
+    ::_exit(127);
+  }
   out_w.reset();
-  if (err != 0) return failed(absl::StrCat(what, ": ", errno_text(err)));
+  err_w.reset();
+  int exec_errno = 0;
+  ssize_t got;
+  while ((got = ::read(err_r.get(), &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {
+  }
+  if (got == static_cast<ssize_t>(sizeof exec_errno)) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return failed(absl::StrCat(what, ": cannot run it as ", run_as->user, ": ", errno_text(exec_errno)));
+  }
 
   // A pidfd makes the child's exit pollable. glibc 2.36 declares
   // pidfd_open() without C linkage, so it is called through syscall().
@@ -527,7 +573,8 @@ ProbeResult probe_grpc(const tern::v1::GrpcProbe& probe, uint16_t port, Millis t
 
 class SystemProber final : public Prober {
  public:
-  ProbeResult probe(const tern::v1::HealthCheck& check, uint16_t port, Millis timeout) override {
+  ProbeResult probe(const tern::v1::HealthCheck& check, uint16_t port, Millis timeout,
+                    const LaunchSpec& as) override {
     timeout = std::max(timeout, Millis(1));
     const SteadyTime deadline = SteadyClock::now() + timeout;
     using Kind = tern::v1::HealthCheck::KindCase;
@@ -541,7 +588,7 @@ class SystemProber final : public Prober {
       case Kind::kTcp:
         return probe_tcp(port, timeout, deadline);
       case Kind::kExec:
-        return probe_exec(check.exec(), port, timeout, deadline);
+        return probe_exec(check.exec(), port, timeout, deadline, as);
       case Kind::kGrpc:
         return probe_grpc(check.grpc(), port, timeout, deadline);
       case Kind::KIND_NOT_SET:

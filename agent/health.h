@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "agent/process_launcher.h"
 #include "core/clock.h"
 #include "tern/v1/service.pb.h"
 
@@ -19,12 +20,15 @@ struct ProbeResult {
 // never block longer than `timeout` (plus a few ms).
 //   http: GET <path> on 127.0.0.1:<port>, healthy on 2xx
 //   tcp:  connect to 127.0.0.1:<port>
-//   exec: argv (no shell; "{port}" substituted) exits 0
+//   exec: argv (no shell; "{port}" substituted) exits 0, run as the slot's
+//         process is (`as`: its user, environment and working directory),
+//         confined as agent/confine.h says: never with the agent's rights
 //   grpc: grpc.health.v1.Health/Check for `service`, healthy on SERVING
 class Prober {
  public:
   virtual ~Prober() = default;
-  virtual ProbeResult probe(const tern::v1::HealthCheck& check, uint16_t port, Millis timeout) = 0;
+  virtual ProbeResult probe(const tern::v1::HealthCheck& check, uint16_t port, Millis timeout,
+                            const LaunchSpec& as) = 0;
 };
 
 std::unique_ptr<Prober> make_system_prober();

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "agent/confine.h"
 
 namespace tern {
 namespace bp = boost::process;
@@ -82,45 +83,13 @@ std::string describe_wait_status(int status) {
   return "ended";
 }
 
-struct Credentials {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<gid_t> groups;
-  std::string home;
-};
-
-absl::StatusOr<Credentials> resolve_user(const std::string& user) {
-  std::vector<char> buf(16384);
-  struct passwd pw;
-  struct passwd* res = nullptr;
-  if (getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &res) != 0 || res == nullptr) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("run-as user \"", user, "\" does not exist on this host; create it or change the spec's user"));
-  }
-  Credentials c;
-  c.uid = pw.pw_uid;
-  c.gid = pw.pw_gid;
-  c.home = pw.pw_dir ? pw.pw_dir : "/";
-  int n = 64;
-  c.groups.resize(static_cast<std::size_t>(n));
-  if (getgrouplist(user.c_str(), c.gid, c.groups.data(), &n) < 0) {
-    c.groups.resize(static_cast<std::size_t>(n));
-    getgrouplist(user.c_str(), c.gid, c.groups.data(), &n);
-  }
-  c.groups.resize(static_cast<std::size_t>(n));
-  return c;
-}
-
 class SystemProcessLauncher final : public ProcessLauncher {
  public:
   absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
     if (spec.argv.empty() || spec.argv[0].empty()) return absl::InvalidArgumentError("empty argv");
-    std::optional<Credentials> creds;
-    if (!spec.user.empty()) {
-      auto c = resolve_user(spec.user);
-      if (!c.ok()) return c.status();
-      creds = *c;
-    }
+    auto run_as = resolve_run_as(spec.user);
+    if (!run_as.ok()) return run_as.status();
+    const RunAs& as = *run_as;
     boost::filesystem::path exe = spec.argv[0];
     if (spec.argv[0].find('/') == std::string::npos) {
       exe = bp::search_path(spec.argv[0]);
@@ -137,7 +106,7 @@ class SystemProcessLauncher final : public ProcessLauncher {
         return absl::FailedPreconditionError(
             absl::StrCat("cannot open slot log ", spec.log_path, ": ", std::strerror(errno)));
       }
-      if (creds) (void)::fchown(log_fd, creds->uid, creds->gid);
+      (void)::fchown(log_fd, as.uid, as.gid);
     }
     bp::environment env;
     for (const auto& [k, v] : spec.env) env[k] = v;
@@ -146,7 +115,7 @@ class SystemProcessLauncher final : public ProcessLauncher {
     const std::string dir = spec.working_dir.empty() ? "/" : spec.working_dir;
 
     // Runs in the forked child before exec: only async-signal-safe calls.
-    auto setup = [log_fd, &creds](auto& /*executor*/) {
+    auto setup = [log_fd, &as](auto& /*executor*/) {
       ::setsid();
       sigset_t none;
       sigemptyset(&none);
@@ -156,12 +125,7 @@ class SystemProcessLauncher final : public ProcessLauncher {
         ::dup2(log_fd, STDOUT_FILENO);
         ::dup2(log_fd, STDERR_FILENO);
       }
-      if (creds) {
-        if (::setgroups(creds->groups.size(), creds->groups.data()) != 0 || ::setgid(creds->gid) != 0 ||
-            ::setuid(creds->uid) != 0) {
-          ::_exit(126);
-        }
-      }
+      if (!confine_child(as)) ::_exit(126);
     };
     std::error_code ec;
     int64_t pid = 0;

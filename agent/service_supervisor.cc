@@ -413,12 +413,14 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
 absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p) {
   tern::v1::HealthCheck check;
   tern::v1::SlotState s;
+  LaunchSpec as;
   {
     std::lock_guard lock(mu_);
     check = state_.spec().health();
     s = recorded(color);
+    as = slot(color).launch(state_.spec(), s.release(), s.release_dir());
   }
-  auto st = slot(color).wait_healthy(check, slot_port(color), handle(s), s.release().version());
+  auto st = slot(color).wait_healthy(check, slot_port(color), handle(s), s.release().version(), as);
   if (st.code() == absl::StatusCode::kAborted) return st;
   if (!st.ok()) {
     stop_slot(color, tern::v1::SLOT_PHASE_CRASHED, std::string(st.message()));
@@ -871,7 +873,9 @@ void ServiceSupervisor::monitor() {
     if (now < rt.next_probe) continue;
     rt.next_probe = now + tracker->params().interval;
     auto before = tracker->state();
-    auto r = deps_.prober->probe(spec.health(), slot_port(c), tracker->params().timeout);
+    // An exec probe runs as the slot's process does, never as the agent.
+    const LaunchSpec as = slot(c).launch(spec, s.release(), s.release_dir());
+    auto r = deps_.prober->probe(spec.health(), slot_port(c), tracker->params().timeout, as);
     auto after = tracker->observe(r, clock().now());
     if (after == before) continue;
     SlotPhase phase = s.phase();

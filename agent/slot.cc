@@ -108,7 +108,7 @@ absl::StatusOr<ProcessHandle> Slot::start(const LaunchSpec& launch) {
 }
 
 absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
-                                const std::string& version) {
+                                const std::string& version, const LaunchSpec& as) {
   const HealthParams params = health_params(check);
   const Clock& clock = deps_.os->clock();
   HealthTracker tracker(params, clock.now());
@@ -119,7 +119,7 @@ absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t por
           absl::StrCat(word(color_), " (", version, ") ", exited->description, " before turning healthy",
                        tail.empty() ? "" : absl::StrCat("; last output: ", tail), "; the active slot was not touched"));
     }
-    auto r = deps_.prober->probe(check, port, params.timeout);
+    auto r = deps_.prober->probe(check, port, params.timeout, as);
     auto verdict = tracker.observe(r, clock.now());
     if (verdict == HealthTracker::State::kHealthy) return absl::OkStatus();
     if (verdict == HealthTracker::State::kFailed) {

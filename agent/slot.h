@@ -77,8 +77,9 @@ class Slot {
   // Probes the started process until its health check passes. FAILED_PRECONDITION
   // with the reason when it exits first or misses its healthy deadline (the
   // caller stops it); ABORTED when the owner shuts down meanwhile.
+  // Exec probes run as `as` says (the slot process's LaunchSpec).
   absl::Status wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
-                            const std::string& version);
+                            const std::string& version, const LaunchSpec& as);
   // Waits until `port` has no queued or open connections, or `drain_time`
   // passed; the sockets still open then. nullopt when cut short by a shutdown.
   std::optional<PortSockets> drain(uint16_t port, Millis drain_time);

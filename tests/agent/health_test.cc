@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -312,7 +313,7 @@ struct Timed {
 
 Timed timed_probe(Prober& prober, const tern::v1::HealthCheck& check, uint16_t port, Millis timeout) {
   const auto start = std::chrono::steady_clock::now();
-  ProbeResult r = prober.probe(check, port, timeout);
+  ProbeResult r = prober.probe(check, port, timeout, {});
   return {std::move(r), std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - start)};
 }
 
@@ -469,7 +470,7 @@ bool contains(const std::string& haystack, const std::string& needle) {
 TEST(SystemProberHttpTest, TwoHundredIsHealthy) {
   TestHttpServer server(TestHttpServer::Mode::kOk);
   auto prober = make_system_prober();
-  const ProbeResult r = prober->probe(http_check("/healthz"), server.port(), Millis(5'000));
+  const ProbeResult r = prober->probe(http_check("/healthz"), server.port(), Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
   EXPECT_EQ(r.detail, "GET /healthz: HTTP 200");
 
@@ -481,14 +482,14 @@ TEST(SystemProberHttpTest, TwoHundredIsHealthy) {
 
 TEST(SystemProberHttpTest, EmptyPathMeansRoot) {
   TestHttpServer server(TestHttpServer::Mode::kOk);
-  const ProbeResult r = make_system_prober()->probe(http_check(""), server.port(), Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(http_check(""), server.port(), Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
   EXPECT_TRUE(server.last_request().starts_with("GET / HTTP/1.1\r\n"));
 }
 
 TEST(SystemProberHttpTest, FiveOhThreeIsUnhealthy) {
   TestHttpServer server(TestHttpServer::Mode::kUnavailable);
-  const ProbeResult r = make_system_prober()->probe(http_check("/healthz"), server.port(), Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(http_check("/healthz"), server.port(), Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "GET /healthz: HTTP 503");
 }
@@ -514,7 +515,7 @@ TEST(SystemProberHttpTest, TheStatusCountsEvenIfTheBodyNeverEnds) {
 
 TEST(SystemProberHttpTest, ARefusedConnectionIsUnhealthy) {
   const uint16_t port = closed_port();
-  const ProbeResult r = make_system_prober()->probe(http_check("/healthz"), port, Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(http_check("/healthz"), port, Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "GET /healthz: connect 127.0.0.1:" + std::to_string(port) + ": Connection refused");
 }
@@ -522,7 +523,7 @@ TEST(SystemProberHttpTest, ARefusedConnectionIsUnhealthy) {
 TEST(SystemProberHttpTest, APathWithSpacesIsRefusedWithoutSending) {
   TestHttpServer server(TestHttpServer::Mode::kOk);
   const ProbeResult r =
-      make_system_prober()->probe(http_check("/x HTTP/1.1\r\nEvil: 1"), server.port(), Millis(5'000));
+      make_system_prober()->probe(http_check("/x HTTP/1.1\r\nEvil: 1"), server.port(), Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(server.requests(), 0);
 }
@@ -532,7 +533,7 @@ TEST(SystemProberHttpTest, APathWithSpacesIsRefusedWithoutSending) {
 TEST(SystemProberTcpTest, AListeningPortIsHealthy) {
   const int fd = bind_loopback(true);
   ASSERT_GE(fd, 0);
-  const ProbeResult r = make_system_prober()->probe(tcp_check(), port_of(fd), Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(tcp_check(), port_of(fd), Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
   ::close(fd);
 }
@@ -546,42 +547,98 @@ TEST(SystemProberTcpTest, AClosedPortIsUnhealthy) {
 }
 
 TEST(SystemProberTcpTest, PortZeroIsUnhealthy) {
-  EXPECT_FALSE(make_system_prober()->probe(tcp_check(), 0, Millis(1'000)).ok);
+  EXPECT_FALSE(make_system_prober()->probe(tcp_check(), 0, Millis(1'000), {}).ok);
 }
 
 // ---- exec
 
 TEST(SystemProberExecTest, ExitZeroIsHealthy) {
-  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/true"}), 0, Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/true"}), 0, Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
 }
 
 TEST(SystemProberExecTest, NonZeroExitIsUnhealthy) {
-  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/false"}), 0, Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/false"}), 0, Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "exec /bin/false: exit 1");
 }
 
 TEST(SystemProberExecTest, LooksTheProgramUpOnPath) {
-  const ProbeResult r = make_system_prober()->probe(exec_check({"true"}), 0, Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(exec_check({"true"}), 0, Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
 }
 
 TEST(SystemProberExecTest, TheFirstLineOfOutputIsInTheDetail) {
   const ProbeResult r = make_system_prober()->probe(
-      exec_check({"/bin/sh", "-c", "echo; echo 'database unreachable' >&2; echo more; exit 3"}), 0, Millis(5'000));
+      exec_check({"/bin/sh", "-c", "echo; echo 'database unreachable' >&2; echo more; exit 3"}), 0, Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "exec /bin/sh: exit 3: database unreachable");
 }
 
 TEST(SystemProberExecTest, AMissingProgramIsUnhealthy) {
-  const ProbeResult r = make_system_prober()->probe(exec_check({"/nonexistent/tern-probe"}), 0, Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(exec_check({"/nonexistent/tern-probe"}), 0, Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_FALSE(r.detail.empty());
 }
 
+// What the probe's process is, on one line: uid, effective and bounding
+// capabilities, no_new_privs, whether it sees the agent's environment or
+// the slot's, where it runs and whether it leads its own process group.
+const std::vector<std::string> kIdentityProbe = {
+    "/bin/sh", "-c",
+    "echo \"uid=$(id -u) eff=$(sed -n 's/^CapEff:\\t//p' /proc/self/status) "
+    "bnd=$(sed -n 's/^CapBnd:\\t//p' /proc/self/status) nnp=$(sed -n 's/^NoNewPrivs:\\t//p' /proc/self/status) "
+    "agent=${TERN_TEST_AGENT_SECRET:-unset} app=${APP_MODE:-unset} cwd=$(pwd) "
+    "leader=$([ \"$(ps -o pgid= $$ | tr -d ' ')\" = \"$$\" ] && echo yes || echo no)\"; exit 1"};
+
+TEST(SystemProberExecTest, RunsAsTheSlotsUserWithNoCapabilitiesAndOnlyTheSlotsEnvironment) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to change users (CI runs as root)";
+  ::setenv("TERN_TEST_AGENT_SECRET", "s3cret", 1);
+  LaunchSpec as;
+  as.user = "nobody";
+  as.env = {{"APP_MODE", "canary"}};
+  as.working_dir = "/tmp";
+  const ProbeResult r = make_system_prober()->probe(exec_check(kIdentityProbe), 0, Millis(5'000), as);
+  ::unsetenv("TERN_TEST_AGENT_SECRET");
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("uid=65534 eff=0000000000000000 bnd=0000000000000000 nnp=1 agent=unset app=canary "
+                          "cwd=/tmp leader=yes"),
+            std::string::npos)
+      << r.detail;
+}
+
+TEST(SystemProberExecTest, ASpecWithoutAUserStillGetsNoCapabilities) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (CI runs as root)";
+  const ProbeResult r = make_system_prober()->probe(exec_check(kIdentityProbe), 0, Millis(5'000), {});
+  EXPECT_NE(r.detail.find("uid=0 eff=0000000000000000 bnd=0000000000000000 nnp=1"), std::string::npos) << r.detail;
+}
+
+TEST(SystemProberExecTest, AProbeAsAnotherUserCannotReadTheAgentsFiles) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to change users (CI runs as root)";
+  testing::TempDir dir;
+  std::filesystem::permissions(dir.path(), std::filesystem::perms::owner_all | std::filesystem::perms::others_read |
+                                               std::filesystem::perms::others_exec);
+  const std::string secret = dir.file("root-only");
+  std::ofstream(secret) << "TOPSECRET\n";
+  std::filesystem::permissions(secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  LaunchSpec as;
+  as.user = "nobody";
+  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/cat", secret}), 0, Millis(5'000), as);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("Permission denied"), std::string::npos) << r.detail;
+  EXPECT_EQ(r.detail.find("TOPSECRET"), std::string::npos) << r.detail;
+}
+
+TEST(SystemProberExecTest, AnUnknownUserIsUnhealthyAndSaysWhy) {
+  LaunchSpec as;
+  as.user = "no-such-user-tern";
+  const ProbeResult r = make_system_prober()->probe(exec_check({"/bin/true"}), 0, Millis(5'000), as);
+  EXPECT_FALSE(r.ok);
+  EXPECT_NE(r.detail.find("\"no-such-user-tern\" does not exist"), std::string::npos) << r.detail;
+}
+
 TEST(SystemProberExecTest, AnEmptyArgvIsUnhealthy) {
-  EXPECT_FALSE(make_system_prober()->probe(exec_check({}), 0, Millis(5'000)).ok);
+  EXPECT_FALSE(make_system_prober()->probe(exec_check({}), 0, Millis(5'000), {}).ok);
 }
 
 TEST(SystemProberExecTest, WorksWhenTheAgentRunsWithoutStdio) {
@@ -593,7 +650,7 @@ TEST(SystemProberExecTest, WorksWhenTheAgentRunsWithoutStdio) {
   ::close(0);
   ::close(1);
   const ProbeResult r =
-      make_system_prober()->probe(exec_check({"/bin/sh", "-c", "echo said this; exit 1"}), 0, Millis(5'000));
+      make_system_prober()->probe(exec_check({"/bin/sh", "-c", "echo said this; exit 1"}), 0, Millis(5'000), {});
   ::dup2(saved_in, 0);
   ::dup2(saved_out, 1);
   ::close(saved_in);
@@ -606,8 +663,8 @@ TEST(SystemProberExecTest, SubstitutesThePortInEachArgument) {
   auto prober = make_system_prober();
   // argv, not a shell string: the port arrives as $0 and $1 of the script.
   const auto check = exec_check({"/bin/sh", "-c", "test \"$0\" = 1234 && test \"$1\" = :1234/x", "{port}", ":{port}/x"});
-  EXPECT_TRUE(prober->probe(check, 1234, Millis(5'000)).ok);
-  EXPECT_FALSE(prober->probe(check, 1235, Millis(5'000)).ok);
+  EXPECT_TRUE(prober->probe(check, 1234, Millis(5'000), {}).ok);
+  EXPECT_FALSE(prober->probe(check, 1235, Millis(5'000), {}).ok);
 }
 
 TEST(SystemProberExecTest, ATimeoutKillsTheProbe) {
@@ -643,7 +700,7 @@ TEST(SystemProberExecTest, ATimeoutKillsWhatTheProbeStarted) {
   auto prober = make_system_prober();
   const ProbeResult r = prober->probe(
       exec_check({"/bin/sh", "-c", "sleep 30 & echo $! > \"$0.tmp\" && mv \"$0.tmp\" \"$0\"; wait", pidfile}), 0,
-      Millis(1'500));
+      Millis(1'500), {});
   EXPECT_FALSE(r.ok);
   const pid_t helper = read_pid(pidfile);
   ASSERT_GT(helper, 0) << "the script did not start its helper within the timeout";
@@ -657,7 +714,7 @@ TEST(SystemProberExecTest, AHelperLeftRunningDoesNotHoldTheProbe) {
   auto prober = make_system_prober();
   // The helper inherits the output pipe; the probe must not wait for it.
   const ProbeResult r = prober->probe(exec_check({"/bin/sh", "-c", "sleep 30 & echo $! > \"$0\"", pidfile}), 0,
-                                      Millis(5'000));
+                                      Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
   const pid_t helper = read_pid(pidfile);
   if (helper > 0) ::kill(helper, SIGKILL);
@@ -692,7 +749,7 @@ class TestGrpcServer {
 TEST(SystemProberGrpcTest, ServingIsHealthy) {
   TestGrpcServer server;
   ASSERT_TRUE(server.started());
-  const ProbeResult r = make_system_prober()->probe(grpc_check(""), server.port(), Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(grpc_check(""), server.port(), Millis(5'000), {});
   EXPECT_TRUE(r.ok) << r.detail;
   EXPECT_EQ(r.detail, "grpc health: SERVING");
 }
@@ -703,20 +760,20 @@ TEST(SystemProberGrpcTest, ANamedServiceNotServingIsUnhealthy) {
   ASSERT_NE(server.health(), nullptr);
   server.health()->SetServingStatus("tern.demo.Api", false);
   auto prober = make_system_prober();
-  const ProbeResult r = prober->probe(grpc_check("tern.demo.Api"), server.port(), Millis(5'000));
+  const ProbeResult r = prober->probe(grpc_check("tern.demo.Api"), server.port(), Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.detail, "grpc health \"tern.demo.Api\": NOT_SERVING");
 
   server.health()->SetServingStatus("tern.demo.Api", true);
-  EXPECT_TRUE(prober->probe(grpc_check("tern.demo.Api"), server.port(), Millis(5'000)).ok);
+  EXPECT_TRUE(prober->probe(grpc_check("tern.demo.Api"), server.port(), Millis(5'000), {}).ok);
   // The overall status is unaffected by the named one.
-  EXPECT_TRUE(prober->probe(grpc_check(""), server.port(), Millis(5'000)).ok);
+  EXPECT_TRUE(prober->probe(grpc_check(""), server.port(), Millis(5'000), {}).ok);
 }
 
 TEST(SystemProberGrpcTest, AnUnknownServiceIsUnhealthy) {
   TestGrpcServer server;
   ASSERT_TRUE(server.started());
-  const ProbeResult r = make_system_prober()->probe(grpc_check("no.such.Service"), server.port(), Millis(5'000));
+  const ProbeResult r = make_system_prober()->probe(grpc_check("no.such.Service"), server.port(), Millis(5'000), {});
   EXPECT_FALSE(r.ok);
   EXPECT_TRUE(contains(r.detail, "NOT_FOUND")) << r.detail;
 }
@@ -741,7 +798,7 @@ TEST(SystemProberGrpcTest, APlainHttpServerIsUnhealthy) {
 // ---- all kinds at once
 
 TEST(SystemProberTest, NoKindIsUnhealthy) {
-  EXPECT_FALSE(make_system_prober()->probe(tern::v1::HealthCheck(), 8080, Millis(1'000)).ok);
+  EXPECT_FALSE(make_system_prober()->probe(tern::v1::HealthCheck(), 8080, Millis(1'000), {}).ok);
 }
 
 TEST(SystemProberTest, OneProberServesManyThreads) {
@@ -756,10 +813,10 @@ TEST(SystemProberTest, OneProberServesManyThreads) {
   for (int i = 0; i < 4; ++i) {
     threads.emplace_back([&] {
       for (int j = 0; j < 5; ++j) {
-        if (!prober->probe(http_check("/healthz"), http.port(), Millis(5'000)).ok) ++failures;
-        if (!prober->probe(tcp_check(), port_of(tcp), Millis(5'000)).ok) ++failures;
-        if (!prober->probe(exec_check({"/bin/true"}), 0, Millis(5'000)).ok) ++failures;
-        if (!prober->probe(grpc_check(""), grpc_server.port(), Millis(5'000)).ok) ++failures;
+        if (!prober->probe(http_check("/healthz"), http.port(), Millis(5'000), {}).ok) ++failures;
+        if (!prober->probe(tcp_check(), port_of(tcp), Millis(5'000), {}).ok) ++failures;
+        if (!prober->probe(exec_check({"/bin/true"}), 0, Millis(5'000), {}).ok) ++failures;
+        if (!prober->probe(grpc_check(""), grpc_server.port(), Millis(5'000), {}).ok) ++failures;
       }
     });
   }

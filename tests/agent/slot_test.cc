@@ -100,14 +100,14 @@ TEST_F(SlotTest, ProbingGivesUpAtTheHealthyDeadlineOfHostTime) {
   Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
   auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
   ASSERT_TRUE(started.ok());
-  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4");
+  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {});
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(st.message().find("did not turn healthy within 30s: HTTP 503"), std::string::npos) << st;
   EXPECT_GE(elapsed(), Millis(30'000));
   EXPECT_EQ(prober_.probes, 31) << "one probe a second, from 0 s to 30 s";
 
   prober_.unhealthy.clear();
-  EXPECT_TRUE(slot.wait_healthy(spec_.health(), 9001, *started, "1.4").ok());
+  EXPECT_TRUE(slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {}).ok());
 }
 
 TEST_F(SlotTest, AProcessThatExitsBeforeTurningHealthyIsReportedWithItsLastOutput) {
@@ -116,7 +116,7 @@ TEST_F(SlotTest, AProcessThatExitsBeforeTurningHealthyIsReportedWithItsLastOutpu
   ASSERT_TRUE(started.ok());
   std::ofstream(slot.log_path()) << "listening\n\nbind: address in use\n";
   launcher_.crash(started->pid);
-  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4");
+  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {});
   EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(st.message().find("blue (1.4) exited with status 1 before turning healthy; last output: listening | "
                               "bind: address in use"),
@@ -130,7 +130,7 @@ TEST_F(SlotTest, ProbingStopsWhenTheOwnerShutsDown) {
   Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
   auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
   ASSERT_TRUE(started.ok());
-  EXPECT_EQ(slot.wait_healthy(spec_.health(), 9001, *started, "1.4").code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {}).code(), absl::StatusCode::kAborted);
   os_.sockets[9001] = PortSockets{.accept_queue = 0, .established = 1, .listening = true};
   EXPECT_FALSE(slot.drain(9001, Millis(10'000)).has_value());
 }

@@ -177,6 +177,10 @@ TEST_P(OneHostTest, SlotsRunAsTheSpecsUser) {
   auto uid = status.find("Uid:");
   ASSERT_NE(uid, std::string::npos);
   EXPECT_EQ(status.substr(uid, status.find('\n', uid) - uid).find("65534"), 5u) << status.substr(uid, 40);
+  // No capabilities, none to win back through a setuid binary.
+  EXPECT_NE(status.find("CapEff:\t0000000000000000\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("CapBnd:\t0000000000000000\n"), std::string::npos) << status;
+  EXPECT_NE(status.find("NoNewPrivs:\t1\n"), std::string::npos) << status;
   EXPECT_EQ(serving(), "v1 blue");
 }
 

@@ -346,6 +346,37 @@ TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   expect_untouched("web-2");
 }
 
+// An exec health probe runs as the spec's user, with no capabilities: on a
+// host whose policy allows only `nobody`, it cannot read a root-only file,
+// and what it prints (which viewers see in host status) is nobody's view.
+TEST_F(SecurityTest, AnExecProbeRunsAsTheSpecsUserNeverWithTheAgentsRights) {
+  fs::permissions(dir_.path(), fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
+  const std::string secret = dir_.file("root-only");
+  std::ofstream(secret) << "TOPSECRET\n";
+  fs::permissions(secret, fs::perms::owner_read | fs::perms::owner_write);
+  start_agent("web-2", pki_, "policy: {users: [nobody]}\n");
+  ASSERT_TRUE(eventually([&] { return connected("web-2"); })) << agents_["web-2"]->log();
+  std::ofstream(dir_.file("web.yaml"))
+      << "name: web\nselector: role=web\nuser: nobody\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
+      << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\"]\n"
+      << "health: {exec: {argv: [/bin/sh, -c, \"id -u; grep CapEff /proc/self/status; cat " << secret
+      << "; exit 1\"]}, interval: 100ms, healthy_deadline: 2s}\n";
+  auto applied = ctl("alice", {"service", "apply", "-f", dir_.file("web.yaml")});
+  ASSERT_EQ(applied.code, 0) << applied.err;
+  fs::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "1.0"}).code, 0);
+  auto deploy = ctl("alice", {"host", "deploy", "web-2", "web", "--version", "1.0"});
+  EXPECT_EQ(deploy.code, 1) << deploy.out << deploy.err;
+  // The probe's first line of output is in the error: nobody's uid.
+  EXPECT_NE((deploy.out + deploy.err).find("exit 1: 65534"), std::string::npos) << deploy.out << deploy.err;
+  for (const auto& what : {std::vector<std::string>{"host", "status", "web-2", "-o", "json"},
+                           std::vector<std::string>{"host", "history", "web-2"}}) {
+    auto seen = ctl("victor", what);
+    EXPECT_EQ(seen.out.find("TOPSECRET"), std::string::npos) << seen.out;
+  }
+  EXPECT_EQ((deploy.out + deploy.err).find("TOPSECRET"), std::string::npos);
+}
+
 // A spec the host took while its policy allowed it is checked again when
 // the agent restarts with a tighter policy: its deploys are refused.
 TEST_F(SecurityTest, AnAgentRestartedWithATighterPolicyRefusesDeploysOfItsStoredSpecs) {

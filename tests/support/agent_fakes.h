@@ -78,7 +78,7 @@ class FakeLauncher final : public ProcessLauncher {
 // Every port is healthy unless listed in `unhealthy` ("HTTP 503").
 class FakeProber final : public Prober {
  public:
-  ProbeResult probe(const tern::v1::HealthCheck&, uint16_t port, Millis) override {
+  ProbeResult probe(const tern::v1::HealthCheck&, uint16_t port, Millis, const LaunchSpec&) override {
     std::lock_guard lock(mu);
     ++probes;
     bool ok = !unhealthy.count(port);
