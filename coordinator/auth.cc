@@ -164,6 +164,7 @@ const std::vector<MethodRule> kRules = {
     {Rpc::kDeleteService, "/tern.v1.ServiceService/DeleteService", kAdmin, kAudited},
     {Rpc::kUploadArtifact, "/tern.v1.ServiceService/UploadArtifact", kAdmin, kAudited},
     {Rpc::kListArtifacts, "/tern.v1.ServiceService/ListArtifacts", kRead, kNotAudited},
+    {Rpc::kRegisterArtifact, "/tern.v1.ServiceService/RegisterArtifact", kAdmin, kAudited},
     {Rpc::kPlanRollout, "/tern.v1.RolloutService/PlanRollout", kRead, kNotAudited},
     {Rpc::kStartRollout, "/tern.v1.RolloutService/StartRollout", kOperate, kAudited},
     {Rpc::kGetRollout, "/tern.v1.RolloutService/GetRollout", kRead, kNotAudited},

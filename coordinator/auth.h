@@ -30,7 +30,7 @@ enum class Permission {
 enum class Rpc {
   kConnect, kFetchArtifact,
   kListHosts, kGetHost, kGetHostHistory, kGetVersion, kDeployHost, kRollbackHost,
-  kApplyService, kGetService, kListServices, kDeleteService, kUploadArtifact, kListArtifacts,
+  kApplyService, kGetService, kListServices, kDeleteService, kUploadArtifact, kListArtifacts, kRegisterArtifact,
   kPlanRollout, kStartRollout, kGetRollout, kListRollouts, kWatchRollout, kGetRolloutHistory,
   kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout,
   kWhoAmI, kCreateToken, kRevokeToken, kListTokens, kListAudit,

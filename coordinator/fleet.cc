@@ -7,7 +7,6 @@
 #include "core/status_fmt.h"
 #include "core/label_selector.h"
 #include "core/service_spec.h"
-#include "core/sha256.h"
 #include "core/version.h"
 #include "core/words.h"
 
@@ -106,18 +105,19 @@ absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandO
   if (!svc.ok()) return svc.status();
   if (auto st = catalog_.check_host_for(req.host_id(), *svc); !st.ok()) return st;
   if (req.weight() > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", req.weight(), " is not 1-100"));
-  tern::v1::ReleaseRef release;
-  if (!req.release().url().empty()) {
-    release = req.release();
-    if (release.version().empty() || !is_sha256_hex(release.sha256())) {
-      return absl::InvalidArgumentError("a release by URL needs a version and the sha256 of the file");
-    }
-  } else {
-    if (req.version().empty()) return absl::InvalidArgumentError("give the version to deploy");
-    auto stored = catalog_.release(req.service(), req.version());
-    if (!stored.ok()) return stored.status();
-    release = *std::move(stored);
+  if (req.has_release()) {
+    // A URL a deploy names would let whoever may deploy run any code on the
+    // host; what runs is what an admin put in the store.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a deploy names a version in the artifact store, not a release by URL; an admin registers a release "
+        "that lives elsewhere first (ternctl artifact register --service ", req.service(), " --version ",
+        req.release().version().empty() ? "V" : req.release().version(),
+        " --url URL --sha256 HEX), then deploy that version"));
   }
+  if (req.version().empty()) return absl::InvalidArgumentError("give the version to deploy");
+  auto stored = catalog_.release(req.service(), req.version());
+  if (!stored.ok()) return stored.status();
+  tern::v1::ReleaseRef release = *std::move(stored);
   if (auto st = check_not_in_rollout(req.host_id(), req.service(), req.force(),
                                      absl::StrCat("deploy ", req.service(), " ", release.version()));
       !st.ok()) {

@@ -130,7 +130,7 @@ absl::StatusOr<tern::v1::Artifact> ServiceCatalog::register_artifact(const tern:
   if (!existing.ok()) return existing.status();
   if (existing->has_value()) {
     const auto& [have, name] = **existing;
-    if (have.sha256() == artifact.sha256()) return have;  // the same bytes again: nothing to do
+    if (have.sha256() == artifact.sha256() && have.url() == artifact.url()) return have;  // the same again
     return absl::AlreadyExistsError(absl::StrCat(artifact.service(), " ", artifact.version(),
                                                  " already exists with sha256 ", have.sha256().substr(0, 12),
                                                  "; versions are immutable, push this build as a new version"));
@@ -139,7 +139,11 @@ absl::StatusOr<tern::v1::Artifact> ServiceCatalog::register_artifact(const tern:
   *a.mutable_created() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(to_unix_millis(clock_.now()));
   a.set_file_name(file_name);
   if (auto st = store_.save_artifact(a, file_name); !st.ok()) return st;
-  spdlog::info("artifact {} {} stored ({} bytes, sha256 {})", a.service(), a.version(), a.size(), a.sha256());
+  if (a.url().empty()) {
+    spdlog::info("artifact {} {} stored ({} bytes, sha256 {})", a.service(), a.version(), a.size(), a.sha256());
+  } else {
+    spdlog::info("artifact {} {} registered at {} (sha256 {})", a.service(), a.version(), a.url(), a.sha256());
+  }
   return a;
 }
 
@@ -153,7 +157,8 @@ absl::StatusOr<tern::v1::ReleaseRef> ServiceCatalog::release(const std::string& 
   if (!found->has_value()) {
     return absl::NotFoundError(absl::StrCat("no artifact for ", service, " ", version,
                                             "; push it first: ternctl artifact push FILE --service ", service,
-                                            " --version ", version));
+                                            " --version ", version, " (or, for a release elsewhere, an admin "
+                                            "registers it: ternctl artifact register --url URL --sha256 HEX)"));
   }
   const auto& [artifact, name] = **found;
   tern::v1::ReleaseRef release;
@@ -162,6 +167,7 @@ absl::StatusOr<tern::v1::ReleaseRef> ServiceCatalog::release(const std::string& 
   release.set_kind(artifact.kind());
   release.set_name(name);
   release.set_signature(artifact.signature());
+  release.set_url(artifact.url());
   return release;
 }
 

@@ -4,6 +4,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
 #include "core/service_spec.h"
@@ -13,20 +15,35 @@
 namespace tern {
 namespace {
 
-bool valid_version(const std::string& v) {
-  if (v.empty() || v.size() > 64 || v[0] == '.' || v[0] == '-') return false;
-  for (char c : v) {
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
-  }
-  return true;
-}
-
 bool valid_file_name(const std::string& n) {
   if (n.empty() || n.size() > 128 || n == "." || n == ".." || n[0] == '.') return false;
   for (char c : n) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '+' || c == '-')) return false;
   }
   return true;
+}
+
+absl::Status check_meta(const tern::v1::ArtifactMeta& meta_) {
+  if (!is_valid_service_name(meta_.service())) {
+    return absl::InvalidArgumentError(absl::StrCat("service \"", meta_.service(), "\" is not a service name"));
+  }
+  if (!is_valid_version(meta_.version())) {
+    return absl::InvalidArgumentError(absl::StrCat("version \"", meta_.version(),
+                                                   "\" must be 1-64 of letters, digits, '.', '_', '+', '-'"));
+  }
+  if (!meta_.sha256().empty() && !is_sha256_hex(meta_.sha256())) {
+    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+  }
+  if (!meta_.kind().empty() && meta_.kind() != "executable" && meta_.kind() != "tar.gz") {
+    return absl::InvalidArgumentError(absl::StrCat("kind \"", meta_.kind(), "\" must be executable or tar.gz"));
+  }
+  if (!meta_.signature().empty() && meta_.signature().size() != 64) {
+    return absl::InvalidArgumentError("an ed25519 signature is 64 bytes");
+  }
+  if (!meta_.file_name().empty() && !valid_file_name(meta_.file_name())) {
+    return absl::InvalidArgumentError(absl::StrCat("file name \"", meta_.file_name(), "\" must be a plain file name"));
+  }
+  return absl::OkStatus();
 }
 
 // Reads one upload: metadata first, then the bytes, straight into the store.
@@ -42,7 +59,7 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
     if (!have_meta_) {
       if (!req_.has_meta()) return fail(absl::InvalidArgumentError("the first upload message must carry the metadata"));
       meta_ = req_.meta();
-      if (auto st = check_meta(); !st.ok()) return fail(st);
+      if (auto st = check_meta(meta_); !st.ok()) return fail(st);
       auto up = store_.begin();
       if (!up.ok()) return fail(up.status());
       upload_ = *std::move(up);
@@ -65,29 +82,6 @@ class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtif
   void OnDone() override { delete this; }
 
  private:
-  absl::Status check_meta() {
-    if (!is_valid_service_name(meta_.service())) {
-      return absl::InvalidArgumentError(absl::StrCat("service \"", meta_.service(), "\" is not a service name"));
-    }
-    if (!valid_version(meta_.version())) {
-      return absl::InvalidArgumentError(absl::StrCat("version \"", meta_.version(),
-                                                     "\" must be 1-64 of letters, digits, '.', '_', '+', '-'"));
-    }
-    if (!meta_.sha256().empty() && !is_sha256_hex(meta_.sha256())) {
-      return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
-    }
-    if (!meta_.kind().empty() && meta_.kind() != "executable" && meta_.kind() != "tar.gz") {
-      return absl::InvalidArgumentError(absl::StrCat("kind \"", meta_.kind(), "\" must be executable or tar.gz"));
-    }
-    if (!meta_.signature().empty() && meta_.signature().size() != 64) {
-      return absl::InvalidArgumentError("an ed25519 signature is 64 bytes");
-    }
-    if (!meta_.file_name().empty() && !valid_file_name(meta_.file_name())) {
-      return absl::InvalidArgumentError(absl::StrCat("file name \"", meta_.file_name(), "\" must be a plain file name"));
-    }
-    return absl::OkStatus();
-  }
-
   void complete() {
     if (!have_meta_) return fail(absl::InvalidArgumentError("empty upload: no metadata"));
     if (upload_->size() == 0) return fail(absl::InvalidArgumentError("empty upload: no bytes"));
@@ -178,6 +172,45 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ListArtifacts(grpc::CallbackServer
     if (!out.ok()) return out.status();
     for (auto& a : *out) *resp->add_artifacts() = std::move(a);
     return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* ServiceServiceImpl::RegisterArtifact(grpc::CallbackServerContext* ctx,
+                                                               const tern::v1::RegisterArtifactRequest* req,
+                                                               tern::v1::Artifact* resp) {
+  return serve_unary(ctx, auth_, loop_, Rpc::kRegisterArtifact, [this, req, resp]() -> absl::Status {
+    const std::string& url = req->url();
+    const bool http = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+    if (!http || url.size() > 2048 ||
+        std::any_of(url.begin(), url.end(), [](char c) { return static_cast<unsigned char>(c) <= ' '; })) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("url must be an http:// or https:// URL of at most 2048 characters without spaces"));
+    }
+    if (req->sha256().empty()) {
+      return absl::InvalidArgumentError("give the sha256 of the file at the URL: agents refuse any other bytes");
+    }
+    tern::v1::ArtifactMeta meta;
+    meta.set_service(req->service());
+    meta.set_version(req->version());
+    meta.set_sha256(req->sha256());
+    meta.set_kind(req->kind());
+    meta.set_signature(req->signature());
+    std::string name = req->file_name();
+    if (name.empty()) {
+      name = url.substr(url.find_last_of('/') + 1);
+      name = name.substr(0, name.find_first_of("?#"));
+      if (name.empty() || name[0] == '.') name = req->service();
+    }
+    meta.set_file_name(name);
+    if (auto st = check_meta(meta); !st.ok()) return st;
+    tern::v1::Artifact a;
+    a.set_service(meta.service());
+    a.set_version(meta.version());
+    a.set_sha256(meta.sha256());
+    a.set_kind(meta.kind());
+    a.set_signature(meta.signature());
+    a.set_url(url);
+    return reply(control_.register_artifact(a, meta.kind() == "tar.gz" ? "" : name), resp);
   });
 }
 

@@ -32,6 +32,9 @@ class ServiceServiceImpl final : public tern::v1::ServiceService::CallbackServic
                                                                             tern::v1::Artifact* resp) override;
   grpc::ServerUnaryReactor* ListArtifacts(grpc::CallbackServerContext* ctx, const tern::v1::ListArtifactsRequest* req,
                                           tern::v1::ListArtifactsResponse* resp) override;
+  grpc::ServerUnaryReactor* RegisterArtifact(grpc::CallbackServerContext* ctx,
+                                             const tern::v1::RegisterArtifactRequest* req,
+                                             tern::v1::Artifact* resp) override;
 
  private:
   EventLoop& loop_;

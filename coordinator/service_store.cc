@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS desired (
   weight INTEGER NOT NULL,
   PRIMARY KEY (host_id, service)
 );
+CREATE TABLE IF NOT EXISTS artifact_urls (
+  service TEXT NOT NULL,
+  version TEXT NOT NULL,
+  url TEXT NOT NULL,
+  PRIMARY KEY (service, version)
+);
 CREATE TABLE IF NOT EXISTS artifact_signatures (
   service TEXT NOT NULL,
   version TEXT NOT NULL,
@@ -65,6 +71,7 @@ tern::v1::Artifact artifact_row(Statement& q) {
   a.set_file_name(q.text_at(5));
   *a.mutable_created() = TimeUtil::MillisecondsToTimestamp(q.int_at(6));
   a.set_signature(from_hex(q.text_at(7)));
+  a.set_url(q.text_at(8));
   return a;
 }
 
@@ -156,6 +163,11 @@ absl::Status ServiceStore::save_artifact(const tern::v1::Artifact& a, const std:
         !st.ok()) {
       return st;
     }
+    if (!a.url().empty()) {
+      auto url = db_.prepare("INSERT INTO artifact_urls (service, version, url) VALUES (?1, ?2, ?3)");
+      if (!url.ok()) return url.status();
+      if (auto st = url->bind(1, a.service()).bind(2, a.version()).bind(3, a.url()).run(); !st.ok()) return st;
+    }
     if (a.signature().empty()) return absl::OkStatus();
     auto sig = db_.prepare("INSERT INTO artifact_signatures (service, version, signature_hex) VALUES (?1, ?2, ?3)");
     if (!sig.ok()) return sig.status();
@@ -167,8 +179,9 @@ absl::StatusOr<std::optional<std::pair<tern::v1::Artifact, std::string>>> Servic
     const std::string& service, const std::string& version) {
   auto q = db_.prepare(
       "SELECT a.service, a.version, a.sha256, a.size, a.kind, a.file_name, a.created_ms, "
-      "COALESCE(s.signature_hex, '') FROM artifacts a LEFT JOIN artifact_signatures s "
-      "ON s.service = a.service AND s.version = a.version WHERE a.service = ?1 AND a.version = ?2");
+      "COALESCE(s.signature_hex, ''), COALESCE(u.url, '') FROM artifacts a LEFT JOIN artifact_signatures s "
+      "ON s.service = a.service AND s.version = a.version LEFT JOIN artifact_urls u "
+      "ON u.service = a.service AND u.version = a.version WHERE a.service = ?1 AND a.version = ?2");
   if (!q.ok()) return q.status();
   q->bind(1, service).bind(2, version);
   if (!q->step()) {
@@ -181,8 +194,9 @@ absl::StatusOr<std::optional<std::pair<tern::v1::Artifact, std::string>>> Servic
 absl::StatusOr<std::vector<tern::v1::Artifact>> ServiceStore::list_artifacts(const std::string& service) {
   auto q = db_.prepare(
       "SELECT a.service, a.version, a.sha256, a.size, a.kind, a.file_name, a.created_ms, "
-      "COALESCE(s.signature_hex, '') FROM artifacts a LEFT JOIN artifact_signatures s "
-      "ON s.service = a.service AND s.version = a.version WHERE ?1 = '' OR a.service = ?1 "
+      "COALESCE(s.signature_hex, ''), COALESCE(u.url, '') FROM artifacts a LEFT JOIN artifact_signatures s "
+      "ON s.service = a.service AND s.version = a.version LEFT JOIN artifact_urls u "
+      "ON u.service = a.service AND u.version = a.version WHERE ?1 = '' OR a.service = ?1 "
       "ORDER BY a.service, a.created_ms");
   if (!q.ok()) return q.status();
   q->bind(1, service);
@@ -193,7 +207,10 @@ absl::StatusOr<std::vector<tern::v1::Artifact>> ServiceStore::list_artifacts(con
 }
 
 absl::StatusOr<bool> ServiceStore::has_blob(const std::string& sha256) {
-  auto q = db_.prepare("SELECT 1 FROM artifacts WHERE sha256 = ?1 LIMIT 1");
+  // A registered artifact's bytes are at its URL, not in the store.
+  auto q = db_.prepare(
+      "SELECT 1 FROM artifacts a WHERE a.sha256 = ?1 AND NOT EXISTS (SELECT 1 FROM artifact_urls u "
+      "WHERE u.service = a.service AND u.version = a.version) LIMIT 1");
   if (!q.ok()) return q.status();
   q->bind(1, sha256);
   bool found = q->step();

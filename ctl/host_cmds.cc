@@ -145,7 +145,7 @@ int follow_operation(const CtlContext& c, const std::string& what, Millis wait,
 }
 
 struct DeployFlags {
-  std::string version, url, sha256, wait = "15m";
+  std::string version, wait = "15m";
   uint32_t weight = 100;
   bool no_switch = false;
   bool force = false;
@@ -164,12 +164,6 @@ int cmd_host_deploy(const CtlContext& c, const std::string& host, const std::str
   req.set_weight(f.weight);
   req.set_no_switch(f.no_switch);
   req.set_force(f.force);
-  if (!f.url.empty()) {
-    req.mutable_release()->set_url(f.url);
-    req.mutable_release()->set_sha256(f.sha256);
-    req.mutable_release()->set_version(f.version);
-    req.mutable_release()->set_name(f.url.substr(f.url.find_last_of('/') + 1));
-  }
   if (!c.json) c.out << "deploying " << service << " " << f.version << " to " << host << "\n";
   return follow_operation(c, absl::StrCat("deploy ", service, " ", f.version, " to ", host), *wait,
                           &FleetStub::DeployHost, req);
@@ -218,8 +212,6 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   deploy->add_option("--version", a->deploy.version, "version to deploy")->required();
   deploy->add_option("--weight", a->deploy.weight, "share of new connections for the new release (1-100)");
   deploy->add_flag("--no-switch", a->deploy.no_switch, "start and probe only; leave traffic where it is");
-  deploy->add_option("--url", a->deploy.url, "fetch the release from this http(s) URL instead of the store");
-  deploy->add_option("--sha256", a->deploy.sha256, "sha256 of the file at --url");
   deploy->add_option("--wait", a->deploy.wait, "give up waiting after this long (default 15m)");
   deploy->add_flag("--force", a->deploy.force, kForceHelp);
   auto* rollback =

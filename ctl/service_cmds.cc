@@ -129,15 +129,44 @@ int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::s
   return kExitOk;
 }
 
+int cmd_artifact_register(const CtlContext& c, const std::string& url, const std::string& sha256,
+                          const std::string& service, const std::string& version, const std::string& kind,
+                          const std::string& name, const std::string& sign_key) {
+  tern::v1::RegisterArtifactRequest req;
+  req.set_service(service);
+  req.set_version(version);
+  req.set_url(url);
+  req.set_sha256(sha256);
+  req.set_kind(kind);
+  req.set_file_name(name);
+  if (!sign_key.empty()) {
+    auto sig = sign_artifact(sign_key, sha256);
+    if (!sig.ok()) return c.usage_error("artifact register: --sign-key", sig.status().message());
+    req.set_signature(*sig);
+  }
+  tern::v1::Artifact resp;
+  const int rc = c.call(absl::StrCat("artifact register ", service, " ", version), &ServiceStub::RegisterArtifact,
+                        req, resp);
+  if (rc != kExitOk) return rc;
+  if (c.json) {
+    c.out << to_json(resp);
+  } else {
+    c.out << "registered " << resp.service() << " " << resp.version() << " at " << resp.url() << " (sha256 "
+          << resp.sha256().substr(0, 12) << "); agents download it from there and refuse other bytes\n";
+  }
+  return kExitOk;
+}
+
 int cmd_artifact_list(const CtlContext& c, const std::string& service) {
   tern::v1::ListArtifactsRequest req;
   req.set_service(service);
   auto print = [&](const tern::v1::ListArtifactsResponse& resp) {
     const int64_t now = to_unix_millis(SystemClock::instance().now());
-    Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED"});
+    Table t({"SERVICE", "VERSION", "KIND", "SIZE", "SHA256", "CREATED", "SOURCE"});
     for (const auto& a : resp.artifacts()) {
-      t.add({a.service(), a.version(), a.kind(), human_bytes(a.size()), a.sha256().substr(0, 12),
-             ago(a.created(), now)});
+      t.add({a.service(), a.version(), a.kind().empty() ? "-" : a.kind(),
+             a.url().empty() ? human_bytes(a.size()) : "-", a.sha256().substr(0, 12), ago(a.created(), now),
+             a.url().empty() ? "store" : a.url()});
     }
     t.print(c.out);
   };
@@ -149,7 +178,7 @@ int cmd_artifact_list(const CtlContext& c, const std::string& service) {
 void add_service_commands(CLI::App& app, CtlCommands& cmds) {
   struct Args {
     std::string spec_file;
-    std::string file, service, version, kind, name, sign_key;
+    std::string file, service, version, kind, name, sign_key, url, sha256;
   };
   auto a = std::make_shared<Args>();
   auto* service = app.add_subcommand("service", "apply and list service specs");
@@ -171,6 +200,21 @@ void add_service_commands(CLI::App& app, CtlCommands& cmds) {
   push->add_option("--name", a->name, "file name of an executable in the release dir (default: its own)");
   push->add_option("--sign-key", a->sign_key,
                    "sign it with this ed25519 private key (PEM); agents with trusted_keys require it");
+  auto* reg = artifact->add_subcommand(
+      "register", "record a release that lives at an http(s) URL as a version (admin); agents download it");
+  reg->add_option("--url", a->url, "where agents download it (http:// or https://)")->required();
+  reg->add_option("--sha256", a->sha256, "sha256 of the file at the URL; agents refuse other bytes")->required();
+  reg->add_option("--service", a->service, "the service it belongs to")->required();
+  reg->add_option("--version", a->version, "the version it is")->required();
+  reg->add_option("--kind", a->kind, "executable or tar.gz (default: told apart by content)")
+      ->check(CLI::IsMember({"executable", "tar.gz"}));
+  reg->add_option("--name", a->name, "file name of an executable in the release dir (default: the URL's)");
+  reg->add_option("--sign-key", a->sign_key,
+                  "sign it with this ed25519 private key (PEM); agents with trusted_keys require it");
+  cmds.push_back({reg, [a](const CtlContext& c) {
+                    return cmd_artifact_register(c, a->url, a->sha256, a->service, a->version, a->kind, a->name,
+                                                 a->sign_key);
+                  }});
   auto* artifacts = artifact->add_subcommand("list", "list artifacts");
   artifacts->add_option("--service", a->service, "only this service's");
   cmds.push_back({push, [a](const CtlContext& c) {

@@ -378,7 +378,7 @@ TEST_P(OneHostTest, RulesFlushedBySomeoneElseAreRestored) {
   EXPECT_EQ(run_cmd(with_ns({"nft", "list", "table", "ip", "foreign"})).code, 0);
 }
 
-TEST_P(OneHostTest, ReleaseFromAnHttpUrlIsCheckedAgainstItsSha256) {
+TEST_P(OneHostTest, ARegisteredReleaseFromAnHttpUrlIsCheckedAgainstItsSha256) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
   // A plain artifact repository: python's http.server in the namespace.
@@ -395,15 +395,27 @@ TEST_P(OneHostTest, ReleaseFromAnHttpUrlIsCheckedAgainstItsSha256) {
   })) << server->log();
   const std::string url = "http://127.0.0.1:" + port + "/good.tar.gz";
   const std::string wrong(64, 'a');
-  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v3", "--url", url, "--sha256", wrong});
+  auto r = ctl({"artifact", "register", "--url", url, "--sha256", wrong, "--service", "web", "--version", "v3-bad"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = ctl({"host", "deploy", "h1", "web", "--version", "v3-bad"});
   EXPECT_EQ(r.code, 1) << r.out << r.err;
   EXPECT_NE(r.err.find("failed its checksum"), std::string::npos) << r.err;
   EXPECT_EQ(serving(), "v1 blue");
   auto sha = run_cmd({"sha256sum", dir_.file("good.tar.gz")});
   ASSERT_EQ(sha.code, 0);
-  r = ctl({"host", "deploy", "h1", "web", "--version", "v3", "--url", url, "--sha256", sha.out.substr(0, 64)});
+  r = ctl({"artifact", "register", "--url", url, "--sha256", sha.out.substr(0, 64), "--service", "web", "--version",
+           "v3"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto listed = ctl({"artifact", "list", "--service", "web"});
+  EXPECT_NE(listed.out.find(url), std::string::npos) << listed.out;
+  r = ctl({"host", "deploy", "h1", "web", "--version", "v3"});
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_EQ(serving(), "v3 green");
+  // A version names one release for good: the same version at another URL is refused.
+  r = ctl({"artifact", "register", "--url", url + "?x", "--sha256", sha.out.substr(0, 64), "--service", "web",
+           "--version", "v3"});
+  EXPECT_EQ(r.code, 1) << r.out << r.err;
+  EXPECT_NE(r.err.find("immutable"), std::string::npos) << r.err;
 }
 
 TEST_P(OneHostTest, ASlotThatDiesIsRestartedByItsPolicy) {

@@ -346,6 +346,39 @@ TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   expect_untouched("web-2");
 }
 
+// What runs on a host is what an admin put in the artifact store: an
+// operator can neither deploy a release by URL nor register one.
+TEST_F(SecurityTest, AnOperatorCannotDeployOrRegisterAReleaseByUrl) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  // The API call an older ternctl (or any client) can still make.
+  grpc::ClientContext ctx;
+  tern::v1::DeployHostRequest req;
+  req.set_host_id("web-1");
+  req.set_service("web");
+  req.set_version("evil");
+  req.mutable_release()->set_version("evil");
+  req.mutable_release()->set_url("http://127.0.0.1:1/evil");
+  req.mutable_release()->set_sha256(std::string(64, 'a'));
+  auto stream = tern::v1::FleetService::NewStub(channel(pki_ + "/operator-olga"))->DeployHost(&ctx, req);
+  tern::v1::HostOperationUpdate update;
+  while (stream->Read(&update)) {
+  }
+  const grpc::Status st = stream->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_NE(st.error_message().find("ternctl artifact register"), std::string::npos) << st.error_message();
+  // Registering is an admin's.
+  auto reg = ctl("olga", {"artifact", "register", "--url", "http://127.0.0.1:1/evil", "--sha256",
+                          std::string(64, 'a'), "--service", "web", "--version", "evil"});
+  EXPECT_EQ(reg.code, 6) << reg.out << reg.err;
+  EXPECT_EQ(ctl("alice", {"artifact", "list"}).out.find("evil"), std::string::npos);
+  // The refusal is in the audit trail.
+  auto audit = ctl("alice", {"audit", "-o", "json"});
+  EXPECT_NE(audit.out.find("RegisterArtifact"), std::string::npos) << audit.out;
+  expect_untouched("web-1");
+}
+
 // An exec health probe runs as the spec's user, with no capabilities: on a
 // host whose policy allows only `nobody`, it cannot read a root-only file,
 // and what it prints (which viewers see in host status) is nobody's view.
