@@ -86,6 +86,15 @@ absl::Status AdminStore::record(const tern::v1::AuditEntry& e) {
   return q->bind(1, TimeUtil::TimestampToMilliseconds(e.time())).bind(2, json).run();
 }
 
+absl::Status AdminStore::record_all(const std::vector<tern::v1::AuditEntry>& entries) {
+  return db_.transaction([&]() -> absl::Status {
+    for (const auto& e : entries) {
+      if (auto st = record(e); !st.ok()) return st;
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<std::vector<tern::v1::AuditEntry>> AdminStore::audit(uint32_t limit) {
   auto q = db_.prepare("SELECT sequence, entry_json FROM audit ORDER BY sequence DESC LIMIT ?1");
   if (!q.ok()) return q.status();
@@ -172,6 +181,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListAudit(grpc::CallbackServerContex
                                                       const tern::v1::ListAuditRequest* req,
                                                       tern::v1::ListAuditResponse* resp) {
   return serve_unary(ctx, auth_, loop_, Rpc::kListAudit, [this, req, resp]() -> absl::Status {
+    if (before_audit_read_) before_audit_read_();
     auto all = store_.audit(req->limit());
     if (!all.ok()) return all.status();
     for (auto& e : *all) *resp->add_entries() = std::move(e);

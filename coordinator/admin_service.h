@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,8 @@ class AdminStore {
   // NOT_FOUND when there is no such token.
   absl::Status revoke_token(const std::string& name);
   absl::Status record(const tern::v1::AuditEntry& e);
+  // All of `entries`, in one transaction.
+  absl::Status record_all(const std::vector<tern::v1::AuditEntry>& entries);
   absl::StatusOr<std::vector<tern::v1::AuditEntry>> audit(uint32_t limit);
 
  private:
@@ -34,8 +37,12 @@ class AdminStore {
 // the gRPC thread, then handed to the event loop that owns the store.
 class AdminServiceImpl final : public tern::v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(EventLoop& loop, AdminStore& store, Authenticator& auth)
-      : loop_(loop), store_(store), auth_(auth) {}
+  // `before_audit_read` runs on the loop before ListAudit reads the store
+  // (it writes the entries still queued, so a reader sees every call that
+  // was answered before it asked).
+  AdminServiceImpl(EventLoop& loop, AdminStore& store, Authenticator& auth,
+                   std::function<void()> before_audit_read = {})
+      : loop_(loop), store_(store), auth_(auth), before_audit_read_(std::move(before_audit_read)) {}
 
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* ctx, const tern::v1::WhoAmIRequest* req,
                                    tern::v1::Principal* resp) override;
@@ -55,6 +62,7 @@ class AdminServiceImpl final : public tern::v1::AdminService::CallbackService {
   EventLoop& loop_;
   AdminStore& store_;
   Authenticator& auth_;
+  std::function<void()> before_audit_read_;
 };
 
 }  // namespace tern

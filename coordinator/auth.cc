@@ -1,5 +1,7 @@
 #include "coordinator/auth.h"
 
+#include "coordinator/audit_trail.h"
+
 #include <google/protobuf/message.h>
 #include <google/protobuf/util/time_util.h>
 #include <openssl/rand.h>
@@ -235,8 +237,7 @@ class AuditInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) && request_.empty()) {
       // The first message: the request (for an upload, its metadata).
       if (auto* m = static_cast<const google::protobuf::Message*>(methods->GetRecvMessage())) {
-        request_ = m->ShortDebugString();
-        if (request_.size() > 2000) request_ = request_.substr(0, 2000) + "...";
+        request_ = audit_request_text(*m);
       }
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
@@ -244,8 +245,10 @@ class AuditInterceptor final : public grpc::experimental::Interceptor {
       *e.mutable_time() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(
           to_unix_millis(SystemClock::instance().now()));
       auto* ctx = info_->server_context();
+      bool authenticated = false;
       if (auto p = auth_.authenticate(*ctx); p.ok()) {
         *e.mutable_principal() = *p;
+        authenticated = true;
       } else {
         e.mutable_principal()->set_name("unauthenticated");
       }
@@ -255,7 +258,7 @@ class AuditInterceptor final : public grpc::experimental::Interceptor {
       e.set_code(code_name(st.error_code()));
       e.set_message(st.error_message());
       e.set_peer(ctx->peer());
-      sink_(std::move(e));
+      sink_(std::move(e), authenticated);
     }
     methods->Proceed();
   }

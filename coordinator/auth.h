@@ -103,11 +103,13 @@ class RefusedReader final : public grpc::ServerReadReactor<T> {
   void OnDone() override { delete this; }
 };
 
-// Records every audited call (who, what, when, result) through `sink`,
-// which must not block (it posts to the event loop).
+// Hands every audited call (who, what, when, result; the request as
+// audit_request_text() shortens and redacts it) to `sink`, which must not
+// block (it posts to the event loop). `authenticated` is false when nobody
+// proved who they are: such a call is counted, not stored.
 class AuditInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
  public:
-  using Sink = std::function<void(tern::v1::AuditEntry)>;
+  using Sink = std::function<void(tern::v1::AuditEntry, bool authenticated)>;
   AuditInterceptorFactory(const Authenticator& auth, Sink sink) : auth_(auth), sink_(std::move(sink)) {}
   grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override;
 

@@ -23,6 +23,10 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("hello_timeout", cfg.hello_timeout);
   m.get("artifact_dir", cfg.artifact_dir);
   m.get("command_timeout", cfg.command_timeout);
+  m.get("audit_max_age", cfg.audit_max_age);
+  m.get("audit_max_rows", cfg.audit_max_rows);
+  m.get("host_history_max_age", cfg.host_history_max_age);
+  m.get("host_history_max_rows", cfg.host_history_max_rows);
   int64_t max_bytes = static_cast<int64_t>(cfg.max_artifact_bytes);
   m.get("max_artifact_bytes", max_bytes);
   cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
@@ -57,6 +61,10 @@ absl::Status validate(const CoordinatorConfig& cfg) {
   }
   if (cfg.insecure && !cfg.tls.empty()) {
     return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
+  }
+  for (const auto& [key, rows] : {std::pair{"audit_max_rows", cfg.audit_max_rows},
+                                   std::pair{"host_history_max_rows", cfg.host_history_max_rows}}) {
+    if (rows < 0) return absl::InvalidArgumentError(absl::StrCat("key \"", key, "\": must be 0 (no limit) or more"));
   }
   if (cfg.unreachable_after <= cfg.heartbeat_interval) {
     return absl::InvalidArgumentError(

@@ -28,6 +28,12 @@ struct CoordinatorConfig {
   uint64_t max_artifact_bytes = 2ULL << 30;
   // A host command with no result by then is reported as failed.
   Millis command_timeout{600'000};
+  // How long the audit trail and the hosts' histories keep rows (whichever
+  // limit comes first; 0 turns one off).
+  Millis audit_max_age{365LL * 24 * 3600 * 1000};
+  int64_t audit_max_rows = 1'000'000;
+  Millis host_history_max_age{90LL * 24 * 3600 * 1000};
+  int64_t host_history_max_rows = 1'000'000;
   // Mutual TLS: the coordinator's certificate and key, and the fleet CA that
   // signed agents' and operators' certificates. Required unless `insecure`.
   TlsFiles tls;

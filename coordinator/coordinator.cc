@@ -69,6 +69,7 @@ absl::Status Coordinator::open_state() {
   auto admin = AdminStore::open(*db_);
   if (!admin.ok()) return admin.status();
   admin_store_ = *std::move(admin);
+  audit_ = std::make_unique<AuditTrail>(*admin_store_, metrics_, clock_);
   artifacts_ = std::make_unique<ArtifactStore>(effective_artifact_dir(config_));
   if (auto st = artifacts_->init(); !st.ok()) return st;
 
@@ -99,7 +100,8 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
   service_service_ =
       std::make_unique<ServiceServiceImpl>(loop_, *catalog_, *artifacts_, config_.max_artifact_bytes, *auth_);
   rollout_service_ = std::make_unique<RolloutServiceImpl>(loop_, *rollouts_, *auth_);
-  admin_service_ = std::make_unique<AdminServiceImpl>(loop_, *admin_store_, *auth_);
+  admin_service_ =
+      std::make_unique<AdminServiceImpl>(loop_, *admin_store_, *auth_, [this] { audit_->flush(); });
   if (auto st = admin_service_->refresh_tokens(); !st.ok()) return st;
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -117,13 +119,16 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
   builder.RegisterService(admin_service_.get());
   // Every mutating call, allowed or refused, lands in the audit trail.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<AuditInterceptorFactory>(*auth_, [this](tern::v1::AuditEntry e) {
-    loop_.post([this, e = std::move(e)] {
-      if (auto st = admin_store_->record(e); !st.ok()) spdlog::error("cannot record an audit entry: {}", st.message());
-      spdlog::info("audit: {} ({}) {} -> {}", e.principal().name(), word(e.principal().role()), e.method(),
-                   e.code());
-    });
-  }));
+  interceptors.push_back(
+      std::make_unique<AuditInterceptorFactory>(*auth_, [this](tern::v1::AuditEntry e, bool authenticated) {
+        loop_.post([this, e = std::move(e), authenticated]() mutable {
+          if (authenticated) {
+            audit_->record(std::move(e));
+          } else {
+            audit_->refused_unauthenticated(e.peer(), e.method());
+          }
+        });
+      }));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
@@ -178,6 +183,9 @@ absl::Status Coordinator::start() {
   loop_.start();
   loop_.post([this] { rollouts_->resume(); });
   loop_.every(Millis(500), [this] { rollouts_->tick(); });
+  loop_.every(Millis(200), [this] { audit_->flush(); });
+  loop_.post([this] { prune_history(); });
+  loop_.every(Millis(600'000), [this] { prune_history(); });
   const Millis tick = std::clamp(config_.unreachable_after / 4, Millis(50), Millis(1000));
   loop_.every(tick, [this] {
     if (auto st = registry_->tick(); !st.ok()) spdlog::error("registry: {}", st.message());
@@ -187,6 +195,20 @@ absl::Status Coordinator::start() {
                kVersion, grpc_address_, epoch_, config_.database,
                metrics_address_.empty() ? "off" : metrics_address_, format_duration(config_.unreachable_after));
   return absl::OkStatus();
+}
+
+void Coordinator::prune_history() {
+  const int64_t now = to_unix_millis(clock_.now());
+  for (const auto& [table, id, keep] :
+       {std::tuple{"audit", "sequence", Retention{config_.audit_max_age, config_.audit_max_rows}},
+        std::tuple{"host_events", "id", Retention{config_.host_history_max_age, config_.host_history_max_rows}}}) {
+    auto removed = prune_table(*db_, table, id, "time_ms", keep, now);
+    if (!removed.ok()) {
+      spdlog::error("cannot prune {}: {}", table, removed.status().message());
+    } else if (*removed > 0) {
+      spdlog::info("pruned {} row(s) of {} past its retention", *removed, table);
+    }
+  }
 }
 
 void Coordinator::shutdown() {
@@ -202,6 +224,7 @@ void Coordinator::shutdown() {
     // cancels the agent streams, which never end on their own.
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
     server_->Wait();
+    loop_.run_sync([this] { audit_->flush(); });  // the last calls' entries
   }
   loop_.stop();
   metrics_server_.stop();

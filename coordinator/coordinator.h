@@ -17,6 +17,7 @@
 #include "coordinator/admin_service.h"
 #include "coordinator/agent_stream.h"
 #include "coordinator/artifact_store.h"
+#include "coordinator/audit_trail.h"
 #include "coordinator/auth.h"
 #include "coordinator/config.h"
 #include "coordinator/database.h"
@@ -77,6 +78,8 @@ class Coordinator final : public AgentStreamListener {
     std::string host_id;  // empty until hello
   };
   absl::Status open_state();
+  // Drops audit and host-history rows past their retention (config).
+  void prune_history();
   // The gRPC server with every service, the audit interceptor and the
   // agents' keepalive rules; binds config_.listen.
   absl::Status start_server(std::shared_ptr<grpc::ServerCredentials> creds);
@@ -106,6 +109,7 @@ class Coordinator final : public AgentStreamListener {
   std::unique_ptr<ServiceStore> service_store_;
   std::unique_ptr<RolloutStore> rollout_store_;
   std::unique_ptr<AdminStore> admin_store_;
+  std::unique_ptr<AuditTrail> audit_;
   std::unique_ptr<ArtifactStore> artifacts_;
   std::unique_ptr<HostRegistry> registry_;
   std::unique_ptr<HostCommands> commands_;

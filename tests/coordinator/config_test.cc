@@ -23,6 +23,23 @@ TEST(CoordinatorConfigTest, ReadsAFile) {
   EXPECT_EQ(cfg->metrics_listen, "127.0.0.1:9400");
 }
 
+TEST(CoordinatorConfigTest, RetentionOfTheAuditTrailAndHostHistories) {
+  testing::TempDir dir;
+  auto path = dir.write("coordinator.yaml",
+                        "audit_max_age: 720h\naudit_max_rows: 5000\nhost_history_max_age: 0s\n"
+                        "host_history_max_rows: 0\n");
+  auto cfg = load_coordinator_config(path);
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->audit_max_age, Millis(30LL * 24 * 3'600'000));
+  EXPECT_EQ(cfg->audit_max_rows, 5000);
+  EXPECT_EQ(cfg->host_history_max_age, Millis(0)) << "0 turns a limit off";
+  EXPECT_EQ(cfg->host_history_max_rows, 0);
+  path = dir.write("bad.yaml", "audit_max_rows: -1\n");
+  auto bad = load_coordinator_config(path);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("audit_max_rows"), absl::string_view::npos) << bad.status();
+}
+
 TEST(CoordinatorConfigTest, BadInputNamesFileAndKey) {
   struct Case {
     const char* yaml;
@@ -48,6 +65,10 @@ TEST(CoordinatorConfigTest, TheShippedExampleIsValidAndMatchesTheDefaults) {
   EXPECT_EQ(cfg->listen, defaults.listen);
   EXPECT_EQ(cfg->database, defaults.database);
   EXPECT_EQ(cfg->unreachable_after, defaults.unreachable_after);
+  EXPECT_EQ(cfg->audit_max_age, defaults.audit_max_age);
+  EXPECT_EQ(cfg->audit_max_rows, defaults.audit_max_rows);
+  EXPECT_EQ(cfg->host_history_max_age, defaults.host_history_max_age);
+  EXPECT_EQ(cfg->host_history_max_rows, defaults.host_history_max_rows);
 }
 
 TEST(CoordinatorConfigTest, MissingFileIsNamed) {

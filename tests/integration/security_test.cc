@@ -16,6 +16,7 @@
 #include "tern/v1/admin.grpc.pb.h"
 #include "tern/v1/agent.grpc.pb.h"
 #include "tern/v1/fleet.grpc.pb.h"
+#include "tern/v1/service.grpc.pb.h"
 #include "tests/integration/harness.h"
 
 namespace tern::testing {
@@ -344,6 +345,45 @@ TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   auto deploy = ctl("alice", {"host", "deploy", "web-2", "web", "--version", "1.0"});
   EXPECT_EQ(deploy.code, 1) << deploy.out;
   expect_untouched("web-2");
+}
+
+// Whoever can reach the port cannot fill the coordinator's disk: calls no
+// one authenticated are counted and logged at a bounded rate, not stored;
+// what is stored is short and has no secrets.
+TEST_F(SecurityTest, UnauthenticatedCallsAreCountedNotStoredAndStoredRequestsAreShortAndRedacted) {
+  auto anonymous = tern::v1::ServiceService::NewStub(channel(""));
+  tern::v1::ApplyServiceRequest big;
+  big.mutable_spec()->set_name("web");
+  (*big.mutable_spec()->mutable_env())["PAD"] = std::string(16 << 10, 'x');
+  for (int i = 0; i < 300; ++i) {
+    grpc::ClientContext ctx;
+    tern::v1::ApplyServiceResponse resp;
+    ASSERT_EQ(anonymous->ApplyService(&ctx, big, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  // An operator (authenticated, not allowed) is recorded, without the secret.
+  tern::v1::ApplyServiceRequest secret;
+  secret.mutable_spec()->set_name("db");
+  (*secret.mutable_spec()->mutable_env())["DB_PASSWORD"] = "hunter2";
+  for (int i = 0; i < 50; ++i) secret.mutable_spec()->add_argv(std::string(100, 'a'));
+  {
+    grpc::ClientContext ctx;
+    tern::v1::ApplyServiceResponse resp;
+    auto olga = tern::v1::ServiceService::NewStub(channel(pki_ + "/operator-olga"));
+    ASSERT_EQ(olga->ApplyService(&ctx, secret, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  }
+  auto audit = ctl("alice", {"audit", "--limit", "1000", "-o", "json"});
+  ASSERT_EQ(audit.code, 0) << audit.err;
+  EXPECT_EQ(audit.out.find("unauthenticated"), std::string::npos) << "refusals of nobody are not stored";
+  EXPECT_EQ(audit.out.find("xxxxxxxx"), std::string::npos);
+  EXPECT_NE(audit.out.find("olga"), std::string::npos) << audit.out;
+  EXPECT_EQ(audit.out.find("hunter2"), std::string::npos) << audit.out;
+  EXPECT_LT(audit.out.size(), 4096u) << "the stored request is short: " << audit.out;
+  // Counted, and said in the log, once per interval rather than once per call.
+  const std::string log = coordinator_->log();
+  EXPECT_NE(log.find("unauthenticated call(s)"), std::string::npos) << log;
+  std::size_t lines = 0;
+  for (std::size_t p = 0; (p = log.find("unauthenticated call(s)", p)) != std::string::npos; ++p) ++lines;
+  EXPECT_LT(lines, 10u) << log;
 }
 
 // What runs on a host is what an admin put in the artifact store: an
