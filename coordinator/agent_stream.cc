@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/sha256.h"
+#include "core/text.h"
 
 namespace tern {
 
@@ -27,6 +28,11 @@ bool AgentSession::send(tern::v1::CoordinatorMessage msg) {
 void AgentSession::close(grpc::Status status) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stream_ != nullptr) stream_->finish(std::move(status));
+}
+
+void AgentSession::read_next() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stream_ != nullptr) stream_->read_next();
 }
 
 AgentStream::AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
@@ -51,9 +57,34 @@ void AgentStream::OnReadDone(bool ok) {
     finish(grpc::Status::OK);
     return;
   }
+  if (const std::size_t size = incoming_.ByteSizeLong(); size > kMaxAgentMessageBytes) {
+    spdlog::warn("closing the agent stream from {}: a message of {} bytes (the limit is {})", peer_, size,
+                 kMaxAgentMessageBytes);
+    finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("agent message of ", size, " bytes; the limit is ", kMaxAgentMessageBytes)));
+    return;
+  }
+  // Here, on a gRPC thread, not on the loop: nothing an agent wrote reaches
+  // a log, the database or an operator's terminal unescaped.
+  make_printable(incoming_, kMaxAgentTextBytes);
   listener_.on_agent_message(session_, peer_, std::move(incoming_));
+  // The next read waits for the loop: AgentSession::read_next().
+}
+
+void AgentStream::read_next() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (finish_requested_) return;
   incoming_.Clear();
   StartRead(&incoming_);
+}
+
+void AgentStream::OnCancel() {
+  // Without a read in flight nothing else would notice.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_reason_ = "stream broken";
+  }
+  finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream broken"));
 }
 
 void AgentStream::enqueue(tern::v1::CoordinatorMessage msg) {

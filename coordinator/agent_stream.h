@@ -19,6 +19,14 @@ namespace tern {
 
 class AgentStream;
 
+// No agent message is this large (a hello with every service's status is a
+// few KiB); a bigger one ends the stream.
+inline constexpr std::size_t kMaxAgentMessageBytes = 256 << 10;
+// Any one string an agent sends (an event's text, a slot's message) is cut
+// to this and has its control characters escaped before anything logs,
+// stores or forwards it.
+inline constexpr std::size_t kMaxAgentTextBytes = 2048;
+
 // The coordinator's handle on one agent stream, held by the event loop. It
 // outlives the reactor: once the stream is done, send() and close() become
 // no-ops. Thread-safe.
@@ -34,6 +42,11 @@ class AgentSession {
   bool send(tern::v1::CoordinatorMessage msg);
   // Ends the stream with `status` after queued writes drain.
   void close(grpc::Status status);
+  // Reads the agent's next message. A stream reads one message at a time:
+  // the next only once the loop has taken the last, so an agent that sends
+  // faster than the coordinator handles waits (HTTP/2 flow control) rather
+  // than filling the coordinator's memory.
+  void read_next();
 
  private:
   friend class AgentStream;
@@ -54,8 +67,9 @@ class AgentStreamListener {
   virtual void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) = 0;
 };
 
-// Reactor for one AgentService.Connect call: reads continuously, writes from
-// a mutex-guarded queue with one write in flight, deletes itself in OnDone.
+// Reactor for one AgentService.Connect call: one read in flight, started
+// again by AgentSession::read_next(); writes from a mutex-guarded queue with
+// one write in flight; deletes itself in OnDone.
 class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage> {
  public:
   AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
@@ -64,7 +78,7 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
   void OnDone() override;
-  void OnCancel() override {}
+  void OnCancel() override;
 
  private:
   friend class AgentSession;
@@ -72,6 +86,7 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
   void enqueue(tern::v1::CoordinatorMessage msg);
   void finish(grpc::Status status);
   void finish_locked(grpc::Status status);
+  void read_next();
 
   grpc::CallbackServerContext* ctx_;
   std::shared_ptr<AgentSession> session_;

@@ -38,7 +38,9 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
       messages_in_(metrics_.counter("tern_agent_messages_received_total", "Messages received on agent streams.")),
       messages_out_(metrics_.counter("tern_agent_messages_sent_total", "Messages sent on agent streams.")),
       agents_connected_(metrics_.gauge("tern_agents_connected", "Agent streams that completed their hello.")),
-      streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")) {}
+      streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")),
+      events_dropped_(metrics_.counter("tern_agent_events_dropped_total",
+                                       "Agent events dropped because their stream sent them over the rate limit.")) {}
 
 Coordinator::~Coordinator() { shutdown(); }
 
@@ -258,7 +260,10 @@ void Coordinator::on_agent_stream_open(const std::shared_ptr<AgentSession>& sess
 void Coordinator::on_agent_message(const std::shared_ptr<AgentSession>& session, const std::string& peer,
                                    tern::v1::AgentMessage msg) {
   messages_in_.fetch_add(1, std::memory_order_relaxed);
-  loop_.post([this, session, peer, msg = std::move(msg)] { handle_message(session, peer, msg); });
+  loop_.post([this, session, peer, msg = std::move(msg)] {
+    handle_message(session, peer, msg);
+    session->read_next();  // whatever came of it: the stream reads on or is closed
+  });
 }
 
 void Coordinator::on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) {
@@ -291,11 +296,41 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
       commands_->on_result(session->id(), info.host_id, msg.result());
       break;
     case tern::v1::AgentMessage::kEvent:
+      if (!take_event_token(info)) break;
       handle_event(session->id(), info.host_id, msg.event());
       break;
     default:
       spdlog::warn("host {}: ignoring an empty agent message", info.host_id);
   }
+}
+
+bool Coordinator::take_event_token(SessionInfo& info) {
+  // A token bucket per stream: bursts of kEventBurst, kEventsPerSecond on
+  // average. A real agent sends a handful per deploy.
+  constexpr double kEventBurst = 200, kEventsPerSecond = 20;
+  constexpr int64_t kDropsBeforeClose = 2000;
+  const TimePoint now = clock_.now();
+  if (info.refilled == TimePoint{}) {
+    info.event_tokens = kEventBurst;
+  } else {
+    const double seconds = std::chrono::duration<double>(now - info.refilled).count();
+    info.event_tokens = std::min(kEventBurst, info.event_tokens + seconds * kEventsPerSecond);
+  }
+  info.refilled = now;
+  if (info.event_tokens >= 1) {
+    info.event_tokens -= 1;
+    return true;
+  }
+  events_dropped_.fetch_add(1, std::memory_order_relaxed);
+  if (info.events_dropped++ == 0) {
+    spdlog::warn("host {}: sends events faster than {}/s; dropping the excess (tern_agent_events_dropped_total)",
+                 info.host_id, kEventsPerSecond);
+  }
+  if (info.events_dropped >= kDropsBeforeClose) {
+    info.session->close(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                     absl::StrCat("more than ", kDropsBeforeClose, " events over the rate limit")));
+  }
+  return false;
 }
 
 void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const tern::v1::Hello& hello) {

@@ -76,7 +76,14 @@ class Coordinator final : public AgentStreamListener {
   struct SessionInfo {
     std::shared_ptr<AgentSession> session;
     std::string host_id;  // empty until hello
+    // Event rate limit (take_event_token).
+    double event_tokens = 0;
+    TimePoint refilled{};
+    int64_t events_dropped = 0;
   };
+  // False when the stream is over its event rate: the event is dropped,
+  // counted, logged once per stream; far over it, the stream is closed.
+  bool take_event_token(SessionInfo& info);
   absl::Status open_state();
   // Drops audit and host-history rows past their retention (config).
   void prune_history();
@@ -98,6 +105,7 @@ class Coordinator final : public AgentStreamListener {
   Metrics::Value& messages_out_;
   Metrics::Value& agents_connected_;
   Metrics::Value& streams_opened_;
+  Metrics::Value& events_dropped_;
 
   EventLoop loop_{"coordinator"};
   std::unordered_map<uint64_t, SessionInfo> sessions_;  // loop thread only

@@ -163,7 +163,8 @@ absl::StatusOr<std::vector<HostEventRecord>> HostStore::history(const std::strin
       "SELECT host_id, time_ms, kind, detail FROM (SELECT * FROM host_events WHERE host_id = ?1 "
       "ORDER BY id DESC LIMIT ?2) ORDER BY id");
   if (!q.ok()) return q.status();
-  q->bind(1, host_id).bind(2, static_cast<int64_t>(limit == 0 ? 100 : limit));
+  // 100 unless asked; never more than 1,000 in one answer.
+  q->bind(1, host_id).bind(2, static_cast<int64_t>(limit == 0 ? 100 : std::min<uint32_t>(limit, 1000)));
   std::vector<HostEventRecord> out;
   while (q->step()) {
     out.push_back({q->text_at(0), from_unix_millis(q->int_at(1)), q->text_at(2), q->text_at(3)});

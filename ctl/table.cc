@@ -2,7 +2,16 @@
 
 #include <algorithm>
 
+#include "core/text.h"
+
 namespace tern {
+
+void Table::add(std::vector<std::string> row) {
+  // Cells can hold what an agent or an app wrote: no escape sequence reaches
+  // the terminal, no newline breaks a row.
+  for (auto& cell : row) cell = printable(cell, 4096);
+  rows_.push_back(std::move(row));
+}
 
 void Table::print(std::ostream& out) const {
   std::vector<size_t> width(header_.size(), 0);

@@ -10,7 +10,8 @@ namespace tern {
 class Table {
  public:
   explicit Table(std::vector<std::string> header) : header_(std::move(header)) {}
-  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  // Cells are made printable() (core/text.h).
+  void add(std::vector<std::string> row);
   void print(std::ostream& out) const;
 
  private:

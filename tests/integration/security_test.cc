@@ -258,6 +258,61 @@ TEST_F(SecurityTest, AForgedResultFromAnotherAgentsCertificateChangesNothing) {
   EXPECT_EQ(deploy.log().find("forged"), std::string::npos) << deploy.log();
 }
 
+// One stolen agent key cannot flood the coordinator, forge its log lines
+// or reach an operator's terminal with escape sequences.
+TEST_F(SecurityTest, AnAgentStreamHasSizeAndRateLimitsAndItsTextIsEscaped) {
+  grpc::ClientContext ctx;
+  auto agent = hand_made_agent(ctx, pki_ + "/agent-web-1", "web-1");
+  tern::v1::CoordinatorMessage ack;
+  ASSERT_TRUE(agent->Read(&ack) && ack.has_hello_ack());
+  auto refused = [](const std::string& text) {
+    tern::v1::AgentMessage m;
+    m.mutable_event()->set_service("web");
+    m.mutable_event()->set_kind(tern::v1::AGENT_EVENT_KIND_REFUSED);
+    m.mutable_event()->set_message(text);
+    return m;
+  };
+  ASSERT_TRUE(agent->Write(refused("policy\n[2026-11-27 00:00:00.000] [info] FORGED \x1b[2J")));
+  ASSERT_TRUE(eventually([&] {
+    return ctl("alice", {"host", "history", "web-1"}).out.find("FORGED") != std::string::npos;
+  })) << coordinator_->log();
+  auto history = ctl("victor", {"host", "history", "web-1", "-o", "json"});
+  EXPECT_NE(history.out.find("policy\\\\n[2026"), std::string::npos) << history.out;
+  EXPECT_EQ(history.out.find('\x1b'), std::string::npos);
+  auto table = ctl("victor", {"host", "history", "web-1"});
+  EXPECT_EQ(table.out.find('\x1b'), std::string::npos) << "no escape sequence reaches the terminal";
+  const std::string log = coordinator_->log();
+  EXPECT_EQ(log.find("\n[2026-11-27 00:00:00.000] [info] FORGED"), std::string::npos) << "a forged log line";
+  // Far more events than any agent sends: stored only up to the rate limit.
+  for (int i = 0; i < 1500; ++i) {
+    if (!agent->Write(refused("flood " + std::to_string(i)))) break;
+  }
+  ASSERT_TRUE(eventually([&] { return coordinator_->log().find("sends events faster than") != std::string::npos; }))
+      << coordinator_->log();
+  // A message larger than any agent sends ends the stream.
+  tern::v1::AgentMessage huge = refused(std::string(1 << 20, 'x'));
+  agent->Write(huge);
+  tern::v1::CoordinatorMessage msg;
+  while (agent->Read(&msg)) {
+  }
+  const grpc::Status st = agent->Finish();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << st.error_message();
+  // What was stored stayed small: the flood was dropped, the big one never read into a row.
+  grpc::ClientContext hctx;
+  tern::v1::GetHostHistoryRequest req;
+  req.set_host_id("web-1");
+  req.set_limit(5000);
+  tern::v1::GetHostHistoryResponse resp;
+  ASSERT_TRUE(tern::v1::FleetService::NewStub(channel(pki_ + "/operator-alice"))->GetHostHistory(&hctx, req, &resp).ok());
+  int floods = 0;
+  for (const auto& e : resp.events()) {
+    floods += e.detail().find("flood ") != std::string::npos;
+    EXPECT_LT(e.detail().size(), 4096u);
+  }
+  EXPECT_GT(floods, 0);
+  EXPECT_LT(floods, 1000) << "the rate limit let the whole flood through";
+}
+
 TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
   push_service();
   // A viewer reads, and may not start a rollout or change a service.

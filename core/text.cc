@@ -1,0 +1,84 @@
+#include "core/text.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/reflection.h>
+
+#include "absl/strings/str_format.h"
+
+namespace tern {
+
+std::string printable(absl::string_view text, std::size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(text.size(), max_bytes) + 8);
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::string piece;
+    std::size_t used = 1;
+    if (c == '\n') {
+      piece = "\\n";
+    } else if (c == '\r') {
+      piece = "\\r";
+    } else if (c == '\t') {
+      piece = "\\t";
+    } else if (c < 0x20 || c == 0x7f) {
+      piece = absl::StrFormat("\\x%02x", c);
+    } else if (c == 0xc2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(text[i + 1]) <= 0x9f) {
+      // A C1 control (U+0080-U+009F), e.g. CSI: terminals act on it too.
+      piece = absl::StrFormat("\\u%04x", static_cast<unsigned char>(text[i + 1]));
+      used = 2;
+    } else {
+      // One whole UTF-8 sequence, so a cut never splits a character.
+      used = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+      used = std::min(used, text.size() - i);
+      piece = std::string(text.substr(i, used));
+    }
+    if (out.size() + piece.size() > max_bytes) {
+      out += "...";
+      return out;
+    }
+    out += piece;
+    i += used - 1;
+  }
+  return out;
+}
+
+bool make_printable(google::protobuf::Message& m, std::size_t max_bytes) {
+  using google::protobuf::FieldDescriptor;
+  bool changed = false;
+  const auto* d = m.GetDescriptor();
+  const auto* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int j = 0; j < r->FieldSize(m, f); ++j) changed |= make_printable(*r->MutableRepeatedMessage(&m, f, j), max_bytes);
+      } else if (r->HasField(m, f)) {
+        changed |= make_printable(*r->MutableMessage(&m, f), max_bytes);
+      }
+      continue;
+    }
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING || f->type() == FieldDescriptor::TYPE_BYTES) continue;
+    if (f->is_repeated()) {
+      for (int j = 0; j < r->FieldSize(m, f); ++j) {
+        const std::string v = r->GetRepeatedString(m, f, j);
+        std::string p = printable(v, max_bytes);
+        if (p != v) {
+          r->SetRepeatedString(&m, f, j, std::move(p));
+          changed = true;
+        }
+      }
+    } else {
+      const std::string v = r->GetString(m, f);
+      if (v.empty()) continue;
+      std::string p = printable(v, max_bytes);
+      if (p != v) {
+        r->SetString(&m, f, std::move(p));
+        changed = true;
+      }
+    }
+  }
+  return changed;
+}
+
+}  // namespace tern

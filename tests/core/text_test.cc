@@ -1,0 +1,44 @@
+#include "core/text.h"
+
+#include <gtest/gtest.h>
+
+#include "tern/v1/agent.pb.h"
+
+namespace tern {
+namespace {
+
+TEST(PrintableTest, ControlCharactersAreEscapedAndTextIsKept) {
+  EXPECT_EQ(printable("green is healthy"), "green is healthy");
+  EXPECT_EQ(printable("a\nb\r\tc"), "a\\nb\\r\\tc");
+  EXPECT_EQ(printable("\x1b[31mred\x1b[0m"), "\\x1b[31mred\\x1b[0m");
+  EXPECT_EQ(printable(std::string("nul\0here", 8)), "nul\\x00here");
+  EXPECT_EQ(printable("del\x7f"), "del\\x7f");
+  // C1 CSI (U+009B) acts like ESC [ on many terminals.
+  EXPECT_EQ(printable("\xc2\x9b" "31m"), "\\u009b31m");
+  EXPECT_EQ(printable("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93") << "printable UTF-8 stays";
+}
+
+TEST(PrintableTest, LongTextIsCutOnACharacterBoundary) {
+  EXPECT_EQ(printable(std::string(100, 'x'), 10), "xxxxxxxxxx...");
+  // "é" is two bytes: a cut never leaves half of it.
+  std::string e;
+  for (int i = 0; i < 10; ++i) e += "\xc3\xa9";
+  const std::string cut = printable(e, 5);
+  EXPECT_EQ(cut, "\xc3\xa9\xc3\xa9...");
+}
+
+TEST(PrintableTest, MakePrintableReachesNestedStringsButNotBytes) {
+  tern::v1::AgentMessage m;
+  auto* e = m.mutable_event();
+  e->set_message("line one\n2026-11-27 [info] forged line");
+  e->mutable_status()->add_slots()->set_message("\x1b]0;title\x07");
+  e->mutable_status()->mutable_last_good()->set_signature(std::string("\n\x1b", 2));
+  EXPECT_TRUE(make_printable(m));
+  EXPECT_EQ(e->message(), "line one\\n2026-11-27 [info] forged line");
+  EXPECT_EQ(e->status().slots(0).message(), "\\x1b]0;title\\x07");
+  EXPECT_EQ(e->status().last_good().signature(), std::string("\n\x1b", 2)) << "bytes are not text";
+  EXPECT_FALSE(make_printable(m)) << "already printable";
+}
+
+}  // namespace
+}  // namespace tern
