@@ -18,6 +18,17 @@
 
 namespace tern {
 
+void ArtifactGrants::grant(const std::string& host, const std::string& sha256) {
+  std::lock_guard<std::mutex> lock(mu_);
+  by_host_[host].insert(sha256);
+}
+
+bool ArtifactGrants::allowed(const std::string& host, const std::string& sha256) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_host_.find(host);
+  return it != by_host_.end() && it->second.count(sha256) > 0;
+}
+
 bool AgentSession::send(tern::v1::CoordinatorMessage msg) {
   std::lock_guard<std::mutex> lock(mu_);
   if (stream_ == nullptr) return false;
@@ -36,9 +47,10 @@ void AgentSession::read_next() {
 }
 
 AgentStream::AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
-                         std::atomic<int64_t>* sent_counter, std::string certified_host)
+                         std::atomic<int64_t>* sent_counter, std::string certified_host,
+                         std::map<std::string, std::string> certified_labels)
     : ctx_(ctx),
-      session_(std::make_shared<AgentSession>(session_id, std::move(certified_host))),
+      session_(std::make_shared<AgentSession>(session_id, std::move(certified_host), std::move(certified_labels))),
       listener_(listener),
       sent_counter_(sent_counter),
       peer_(ctx->peer()) {
@@ -164,15 +176,20 @@ class RefusedAgentStream final
 grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* ctx) {
   std::string certified;
+  std::map<std::string, std::string> labels;
   if (auth_ != nullptr) {
     auto p = auth_->authorize(*ctx, Rpc::kConnect);
     if (!p.ok()) {
       spdlog::warn("refused an agent stream from {}: {}", ctx->peer(), p.status().message());
       return new RefusedAgentStream(to_grpc(p.status()));
     }
-    if (p->via() == "certificate") certified = p->name();
+    if (p->via() == "certificate") {
+      certified = p->name();
+      labels.insert(p->labels().begin(), p->labels().end());
+    }
   }
-  return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_, std::move(certified));
+  return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_, std::move(certified),
+                         std::move(labels));
 }
 
 namespace {
@@ -250,8 +267,14 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
 grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifact(
     grpc::CallbackServerContext* ctx, const tern::v1::FetchArtifactRequest* req) {
   if (auth_ != nullptr) {
-    if (auto p = auth_->authorize(*ctx, Rpc::kConnect); !p.ok()) {
-      return new RefusedWriter<tern::v1::ArtifactChunk>(to_grpc(p.status()));
+    auto p = auth_->authorize(*ctx, Rpc::kFetchArtifact);
+    if (!p.ok()) return new RefusedWriter<tern::v1::ArtifactChunk>(to_grpc(p.status()));
+    if (grants_ != nullptr && p->via() == "certificate" && !grants_->allowed(p->name(), req->sha256())) {
+      spdlog::warn("refused artifact {} to host {}: it was never sent a command naming it", req->sha256(), p->name());
+      return new RefusedWriter<tern::v1::ArtifactChunk>(grpc::Status(
+          grpc::StatusCode::PERMISSION_DENIED,
+          absl::StrCat("host ", p->name(), " was sent no command naming artifact ", req->sha256().substr(0, 12),
+                       "; agents fetch only the releases they are told to run")));
     }
   }
   return new FetchReactor(artifacts_, *req);

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -32,12 +34,15 @@ inline constexpr std::size_t kMaxAgentTextBytes = 2048;
 // no-ops. Thread-safe.
 class AgentSession {
  public:
-  explicit AgentSession(uint64_t id, std::string certified_host = "")
-      : id_(id), certified_host_(std::move(certified_host)) {}
+  explicit AgentSession(uint64_t id, std::string certified_host = "",
+                        std::map<std::string, std::string> certified_labels = {})
+      : id_(id), certified_host_(std::move(certified_host)), certified_labels_(std::move(certified_labels)) {}
   uint64_t id() const { return id_; }
   // The host id the agent's certificate names (its CN); empty without TLS.
   // A hello for any other host is refused.
   const std::string& certified_host() const { return certified_host_; }
+  // The labels the agent's certificate carries (empty without TLS).
+  const std::map<std::string, std::string>& certified_labels() const { return certified_labels_; }
   // Queues a message; false when the stream is already gone.
   bool send(tern::v1::CoordinatorMessage msg);
   // Ends the stream with `status` after queued writes drain.
@@ -52,8 +57,22 @@ class AgentSession {
   friend class AgentStream;
   const uint64_t id_;
   const std::string certified_host_;
+  const std::map<std::string, std::string> certified_labels_;
   std::mutex mu_;
   AgentStream* stream_ = nullptr;
+};
+
+// Which artifacts each host was sent a command naming. FetchArtifact serves
+// a blob to an agent (known by its certificate) only then: one agent key
+// cannot download every release by hash. Thread-safe.
+class ArtifactGrants {
+ public:
+  void grant(const std::string& host, const std::string& sha256);
+  bool allowed(const std::string& host, const std::string& sha256) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::string, std::set<std::string>> by_host_;
 };
 
 // What an AgentStream reports; called on gRPC threads, so implementations
@@ -73,7 +92,8 @@ class AgentStreamListener {
 class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage> {
  public:
   AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
-              std::atomic<int64_t>* sent_counter, std::string certified_host = "");
+              std::atomic<int64_t>* sent_counter, std::string certified_host = "",
+              std::map<std::string, std::string> certified_labels = {});
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -108,9 +128,11 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
 class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
  public:
   // `auth` null: no checks (tests of the stream mechanics).
+  // `grants` null: any authenticated agent may fetch any blob.
   AgentServiceImpl(AgentStreamListener& listener, std::atomic<int64_t>* sent_counter,
-                   const ArtifactStore* artifacts = nullptr, const Authenticator* auth = nullptr)
-      : listener_(listener), sent_counter_(sent_counter), artifacts_(artifacts), auth_(auth) {}
+                   const ArtifactStore* artifacts = nullptr, const Authenticator* auth = nullptr,
+                   const ArtifactGrants* grants = nullptr)
+      : listener_(listener), sent_counter_(sent_counter), artifacts_(artifacts), auth_(auth), grants_(grants) {}
 
   grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* Connect(
       grpc::CallbackServerContext* ctx) override;
@@ -124,6 +146,7 @@ class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
   std::atomic<int64_t>* sent_counter_;
   const ArtifactStore* artifacts_;
   const Authenticator* auth_;
+  const ArtifactGrants* grants_;
   std::atomic<uint64_t> next_session_{1};
 };
 

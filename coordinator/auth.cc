@@ -78,6 +78,7 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
     p.set_name(id->common_name);
     p.set_role(*role);
     p.set_via("certificate");
+    p.mutable_labels()->insert(id->labels.begin(), id->labels.end());
     return p;
   }
   const auto& md = ctx.client_metadata();

@@ -31,6 +31,7 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("max_artifact_bytes", max_bytes);
   cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
   m.get("insecure", cfg.insecure);
+  m.get("trust_hello_labels", cfg.trust_hello_labels);
   read_tls(m, cfg.tls, /*client=*/false);
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {

@@ -40,6 +40,9 @@ struct CoordinatorConfig {
   // Plaintext, no authentication: every caller is an admin and agents are
   // who they say they are. Only for a local demo.
   bool insecure = false;
+  // Under TLS a host's labels come from its certificate; true takes them
+  // from what the agent says (any agent key can then join any service).
+  bool trust_hello_labels = false;
 };
 
 // artifact_dir, or its default beside the database.

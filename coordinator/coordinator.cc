@@ -81,7 +81,9 @@ absl::Status Coordinator::open_state() {
   HostCommands::Streams streams;
   streams.send = [this](uint64_t id, tern::v1::CoordinatorMessage msg) {
     auto it = sessions_.find(id);
-    return it != sessions_.end() && it->second.session->send(std::move(msg));
+    if (it == sessions_.end()) return false;
+    grant_artifacts(it->second.host_id, msg);
+    return it->second.session->send(std::move(msg));
   };
   streams.close = [this](uint64_t id, grpc::Status status) {
     if (auto it = sessions_.find(id); it != sessions_.end()) it->second.session->close(std::move(status));
@@ -97,7 +99,8 @@ absl::Status Coordinator::open_state() {
 }
 
 absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> creds) {
-  agent_service_ = std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get(), auth_.get());
+  agent_service_ =
+      std::make_unique<AgentServiceImpl>(*this, &messages_out_, artifacts_.get(), auth_.get(), &grants_);
   fleet_service_ = std::make_unique<FleetServiceImpl>(loop_, *fleet_, *auth_);
   service_service_ =
       std::make_unique<ServiceServiceImpl>(loop_, *catalog_, *artifacts_, config_.max_artifact_bytes, *auth_);
@@ -304,6 +307,20 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
   }
 }
 
+void Coordinator::grant_artifacts(const std::string& host, const tern::v1::CoordinatorMessage& msg) {
+  if (!msg.has_command()) return;
+  const auto& cmd = msg.command();
+  if (cmd.has_deploy() && !cmd.deploy().release().sha256().empty()) {
+    grants_.grant(host, cmd.deploy().release().sha256());
+  }
+  // A rollback may have to fetch the release again (its directory pruned).
+  if (cmd.has_rollback() && !cmd.rollback().to_version().empty()) {
+    if (auto r = catalog_->release(cmd.rollback().service(), cmd.rollback().to_version()); r.ok()) {
+      grants_.grant(host, r->sha256());
+    }
+  }
+}
+
 bool Coordinator::take_event_token(SessionInfo& info) {
   // A token bucket per stream: bursts of kEventBurst, kEventsPerSecond on
   // average. A real agent sends a handful per deploy.
@@ -362,12 +379,40 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
       return refuse(grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("invalid label \"", k, "=", v, "\""));
     }
   }
+  // Labels decide which services (their specs, secrets included) and which
+  // rollouts reach a host: under TLS a host has the labels its certificate
+  // carries, which an admin gave it. What the agent says is a proposal.
+  std::string proposed;
+  if (!info.session->certified_host().empty() && !config_.trust_hello_labels) {
+    const Labels& certified = info.session->certified_labels();
+    for (const auto& [k, v] : labels) {
+      auto it = certified.find(k);
+      if (it == certified.end() || it->second != v) absl::StrAppend(&proposed, proposed.empty() ? "" : ",", k, "=", v);
+    }
+    labels.clear();
+    for (const auto& [k, v] : certified) {
+      if (is_valid_label_key(k) && is_valid_label_value(v)) labels[k] = v;
+    }
+  }
   auto result = registry_->on_hello(info.session->id(), hello.host_id(), labels, hello.agent_version(), peer);
   if (!result.ok()) {
     return refuse(grpc::StatusCode::UNAVAILABLE,
                   absl::StrCat("coordinator could not record the host: ", result.status().message()));
   }
   info.host_id = hello.host_id();
+  if (!proposed.empty()) {
+    spdlog::warn("host {}: its agent proposes labels {} that its certificate does not carry; ignored", info.host_id,
+                 proposed);
+    if (const auto* entry = registry_->find(info.host_id)) {
+      HostEventRecord rec{info.host_id, clock_.now(), "labels_ignored",
+                          absl::StrCat("its agent proposed ", proposed, ", which its certificate does not carry; "
+                                       "labels come from the certificate (tern-pki agent DIR ", info.host_id,
+                                       " KEY=VALUE...)")};
+      if (auto st = host_store_->save(entry->record, &rec); !st.ok()) {
+        spdlog::error("host {}: cannot record ignored labels: {}", info.host_id, st.message());
+      }
+    }
+  }
   if (result->superseded_session) {
     if (auto old = sessions_.find(*result->superseded_session); old != sessions_.end()) {
       old->second.session->close(grpc::Status(grpc::StatusCode::ABORTED,

@@ -84,6 +84,8 @@ class Coordinator final : public AgentStreamListener {
   // False when the stream is over its event rate: the event is dropped,
   // counted, logged once per stream; far over it, the stream is closed.
   bool take_event_token(SessionInfo& info);
+  // Lets the host fetch the artifacts a command sent to it names.
+  void grant_artifacts(const std::string& host, const tern::v1::CoordinatorMessage& msg);
   absl::Status open_state();
   // Drops audit and host-history rows past their retention (config).
   void prune_history();
@@ -109,6 +111,7 @@ class Coordinator final : public AgentStreamListener {
 
   EventLoop loop_{"coordinator"};
   std::unordered_map<uint64_t, SessionInfo> sessions_;  // loop thread only
+  ArtifactGrants grants_;
 
   // State, in the order it is opened; all of it owned by the loop.
   std::unique_ptr<DatabaseLock> db_lock_;

@@ -46,6 +46,13 @@ absl::Status check_meta(const tern::v1::ArtifactMeta& meta_) {
   return absl::OkStatus();
 }
 
+// Environment values are for whoever may change the spec: a viewer sees
+// which variables a service sets, not their values (they may be secrets).
+void redact_for(const tern::v1::Principal& who, tern::v1::ServiceSpec& spec) {
+  if (who.role() == tern::v1::ROLE_ADMIN) return;
+  for (auto& [key, value] : *spec.mutable_env()) value = "<redacted>";
+}
+
 // Reads one upload: metadata first, then the bytes, straight into the store.
 class UploadReactor final : public grpc::ServerReadReactor<tern::v1::UploadArtifactRequest> {
  public:
@@ -136,15 +143,21 @@ grpc::ServerUnaryReactor* ServiceServiceImpl::ApplyService(grpc::CallbackServerC
 grpc::ServerUnaryReactor* ServiceServiceImpl::GetService(grpc::CallbackServerContext* ctx,
                                                          const tern::v1::GetServiceRequest* req,
                                                          tern::v1::ServiceRecord* resp) {
-  return serve_unary(ctx, auth_, loop_, Rpc::kGetService,
-                     [this, req, resp] { return reply(control_.get_service(req->name()), resp); });
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetService, [this, req, resp](const tern::v1::Principal& who) {
+    auto st = reply(control_.get_service(req->name()), resp);
+    if (st.ok()) redact_for(who, *resp->mutable_spec());
+    return st;
+  });
 }
 
 grpc::ServerUnaryReactor* ServiceServiceImpl::ListServices(grpc::CallbackServerContext* ctx,
                                                            const tern::v1::ListServicesRequest*,
                                                            tern::v1::ListServicesResponse* resp) {
-  return serve_unary(ctx, auth_, loop_, Rpc::kListServices, [this, resp] {
-    for (auto& s : control_.list_services()) *resp->add_services() = std::move(s);
+  return serve_unary(ctx, auth_, loop_, Rpc::kListServices, [this, resp](const tern::v1::Principal& who) {
+    for (auto& s : control_.list_services()) {
+      redact_for(who, *s.mutable_spec());
+      *resp->add_services() = std::move(s);
+    }
     return absl::OkStatus();
   });
 }

@@ -4,10 +4,12 @@
 #include <openssl/bio.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <ctime>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include <grpcpp/support/channel_arguments.h>
 
@@ -100,6 +102,22 @@ absl::StatusOr<CertIdentity> cert_identity(const std::string& pem) {
   X509_NAME* subject = X509_get_subject_name(x);
   id.common_name = name_entry(subject, NID_commonName);
   id.org_unit = name_entry(subject, NID_organizationalUnitName);
+  if (auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(x, NID_subject_alt_name, nullptr, nullptr))) {
+    constexpr std::string_view kPrefix = "tern:label:";
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
+      const GENERAL_NAME* n = sk_GENERAL_NAME_value(sans, i);
+      if (n->type != GEN_URI) continue;
+      const auto* s = n->d.uniformResourceIdentifier;
+      std::string_view uri(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                           static_cast<std::size_t>(ASN1_STRING_length(s)));
+      if (uri.substr(0, kPrefix.size()) != kPrefix) continue;
+      uri.remove_prefix(kPrefix.size());
+      const auto eq = uri.find('=');
+      if (eq == std::string_view::npos) continue;
+      id.labels[std::string(uri.substr(0, eq))] = std::string(uri.substr(eq + 1));
+    }
+    GENERAL_NAMES_free(sans);
+  }
   id.not_before = asn1_time(X509_get0_notBefore(x));
   id.not_after = asn1_time(X509_get0_notAfter(x));
   X509_free(x);

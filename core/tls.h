@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -47,6 +48,9 @@ absl::StatusOr<TlsMaterial> load_tls(const TlsFiles& files, bool need_cert, cons
 struct CertIdentity {
   std::string common_name;
   std::string org_unit;
+  // From URI subject alternative names "tern:label:KEY=VALUE" (tern-pki
+  // agent DIR HOST KEY=VALUE...): the labels an admin gave the host.
+  std::map<std::string, std::string> labels;
   TimePoint not_before;
   TimePoint not_after;
 };

@@ -7,7 +7,8 @@
 #   tern-pki.sh init DIR                              DIR/ca.{crt,key}
 #   tern-pki.sh coordinator DIR NAME [SAN...]         DIR/coordinator.{crt,key}; SANs like
 #                                                     DNS:tern.example.org or IP:10.0.0.5
-#   tern-pki.sh agent DIR HOST_ID                     DIR/agent-HOST_ID.{crt,key} (OU=agent)
+#   tern-pki.sh agent DIR HOST_ID [KEY=VALUE...]      DIR/agent-HOST_ID.{crt,key} (OU=agent); the
+#                                                     host's labels, which services select it by
 #   tern-pki.sh operator DIR NAME viewer|operator|admin   DIR/operator-NAME.{crt,key}
 #
 # TERN_PKI_DAYS sets the validity (default 825; a negative number makes an
@@ -53,10 +54,25 @@ case $cmd in
     issue coordinator "/O=Tern/OU=coordinator/CN=$name" "$ext"
     ;;
   agent)
-    [ $# -eq 1 ] || usage
+    [ $# -ge 1 ] || usage
+    host=$1
+    shift
     ext=$(mktemp)
     printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$ext"
-    issue "agent-$1" "/O=Tern/OU=agent/CN=$1" "$ext"
+    sans=""
+    for label in "$@"; do
+      case $label in
+        *=*) ;;
+        *) echo "tern-pki: label \"$label\" must be KEY=VALUE" >&2; rm -f "$ext"; exit 2 ;;
+      esac
+      case $label in
+        *[!A-Za-z0-9._/=-]*) echo "tern-pki: label \"$label\": use letters, digits, '.', '_', '-', '/'" >&2
+                             rm -f "$ext"; exit 2 ;;
+      esac
+      sans="${sans:+$sans,}URI:tern:label:$label"
+    done
+    [ -z "$sans" ] || printf 'subjectAltName=%s\n' "$sans" >>"$ext"
+    issue "agent-$host" "/O=Tern/OU=agent/CN=$host" "$ext"
     ;;
   operator)
     [ $# -eq 2 ] || usage

@@ -133,7 +133,9 @@ done
 pki=$work/pki
 "$root/scripts/tern-pki.sh" init "$pki" >/dev/null
 "$root/scripts/tern-pki.sh" coordinator "$pki" tern-coord "IP:${ip[coord]}" >/dev/null
-for m in agent1 agent2; do "$root/scripts/tern-pki.sh" agent "$pki" "$m" >/dev/null; done
+# The labels services select hosts by are in each agent's certificate: under
+# TLS the coordinator takes them from there, not from the agent's config.
+for m in agent1 agent2; do "$root/scripts/tern-pki.sh" agent "$pki" "$m" "zone=${zone[$m]}" role=web >/dev/null; done
 "$root/scripts/tern-pki.sh" operator "$pki" e2e-admin admin >/dev/null
 
 cat >"$work/inventory.ini" <<EOF

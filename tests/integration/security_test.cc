@@ -31,15 +31,15 @@ class SecurityTest : public ::testing::Test {
     pki_ = dir_.file("pki");
     pki({"init", pki_});
     pki({"coordinator", pki_, "coordinator"});
-    pki({"agent", pki_, "web-1"});
-    pki({"agent", pki_, "web-2"});
+    pki({"agent", pki_, "web-1", "role=web"});
+    pki({"agent", pki_, "web-2", "role=web"});
     pki({"operator", pki_, "alice", "admin"});
     pki({"operator", pki_, "olga", "operator"});
     pki({"operator", pki_, "victor", "viewer"});
-    ASSERT_EQ(run_cmd({"env", "TERN_PKI_DAYS=-1", TERN_PKI_SCRIPT, "agent", pki_, "web-3"}).code, 0);
+    ASSERT_EQ(run_cmd({"env", "TERN_PKI_DAYS=-1", TERN_PKI_SCRIPT, "agent", pki_, "web-3", "role=web"}).code, 0);
     rogue_ = dir_.file("rogue");
     pki({"init", rogue_});
-    pki({"agent", rogue_, "web-4"});
+    pki({"agent", rogue_, "web-4", "role=web"});
     table_ = "ternsec" + std::to_string(::getpid() % 100000);
 
     coordinator_ = std::make_unique<Process>(
@@ -89,7 +89,8 @@ class SecurityTest : public ::testing::Test {
   // An agent with the given certificate (from `ca_dir`) and extra config.
   Process& start_agent(const std::string& cert_host, const std::string& ca_dir, const std::string& extra = "") {
     const std::string yaml = dir_.file("agent-" + cert_host + ".yaml");
-    std::ofstream(yaml) << "coordinator: " << address_ << "\nlabels: {role: web}\nstate_dir: "
+    std::ofstream(yaml) << "coordinator: " << address_ << "\n"
+                        << (extra.find("labels:") == std::string::npos ? "labels: {role: web}\n" : "") << "state_dir: "
                         << dir_.file("state-" + cert_host) << "\nheartbeat_interval: 200ms\n"
                         << "reconnect: {initial: 100ms, max: 300ms}\nport_mapper: {table: " << table_ << "}\n"
                         << "tls: {ca: " << pki_ << "/ca.crt, cert: " << ca_dir << "/agent-" << cert_host
@@ -237,8 +238,11 @@ TEST_F(SecurityTest, AForgedResultFromAnotherAgentsCertificateChangesNothing) {
   const auto at = version.out.find("\"epoch\": \"");
   ASSERT_NE(at, std::string::npos) << version.out;
   const uint64_t epoch = std::stoull(version.out.substr(at + 10));
+  // A stolen key of a host no service selects (no labels in its
+  // certificate), so no command of its own is among the forged ids.
+  pki({"agent", pki_, "web-5"});
   grpc::ClientContext ctx;
-  auto forger = hand_made_agent(ctx, pki_ + "/agent-web-2", "web-2");
+  auto forger = hand_made_agent(ctx, pki_ + "/agent-web-5", "web-5");
   // The spec push and the deploy are the first commands of this epoch.
   for (uint64_t n = 1; n <= 3; ++n) {
     tern::v1::AgentMessage forged;
@@ -439,6 +443,51 @@ TEST_F(SecurityTest, UnauthenticatedCallsAreCountedNotStoredAndStoredRequestsAre
   std::size_t lines = 0;
   for (std::size_t p = 0; (p = log.find("unauthenticated call(s)", p)) != std::string::npos; ++p) ++lines;
   EXPECT_LT(lines, 10u) << log;
+}
+
+// A host's labels (which services and their secrets reach it) come from
+// its certificate; an agent that claims others is not given them. Its
+// artifact downloads are limited to what it was told to run, and a viewer
+// never sees a service's environment values.
+TEST_F(SecurityTest, AnAgentCannotClaimLabelsOrFetchArtifactsItWasNotGiven) {
+  start_agent("web-1", pki_, "labels: {role: db}\n");  // its certificate says role=web
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  std::ofstream(dir_.file("db.yaml")) << "name: db\nselector: role=db\nports: [{public: 5432, blue: 9101, green: "
+                                         "9102}]\nargv: [\"{release_dir}/app\"]\nenv: {DB_PASSWORD: hunter2}\n";
+  ASSERT_EQ(ctl("alice", {"service", "apply", "-f", dir_.file("db.yaml")}).code, 0);
+  EXPECT_EQ(ctl("alice", {"hosts", "-l", "role=db", "-o", "json"}).out.find("web-1"), std::string::npos);
+  auto web = ctl("alice", {"hosts", "-l", "role=web", "-o", "json"});
+  EXPECT_NE(web.out.find("web-1"), std::string::npos) << web.out;
+  ASSERT_TRUE(eventually([&] {
+    return ctl("alice", {"host", "history", "web-1"}).out.find("labels_ignored") != std::string::npos;
+  }));
+  // The db spec never reached web-1.
+  const std::string state = read_file(dir_.file("state-web-1") + "/agent-state.json");
+  EXPECT_EQ(state.find("hunter2"), std::string::npos) << state;
+
+  // An artifact of db, never named in a command to web-1.
+  fs::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "db", "--version", "1.0"}).code, 0);
+  auto listed = ctl("alice", {"artifact", "list", "-o", "json"});
+  const auto at = listed.out.find("\"sha256\": \"");
+  ASSERT_NE(at, std::string::npos) << listed.out;
+  tern::v1::FetchArtifactRequest fetch;
+  fetch.set_sha256(listed.out.substr(at + 11, 64));
+  grpc::ClientContext fctx;
+  auto reader = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-1"))->FetchArtifact(&fctx, fetch);
+  tern::v1::ArtifactChunk chunk;
+  EXPECT_FALSE(reader->Read(&chunk)) << "a byte of an artifact it was never sent";
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+
+  // A viewer sees which variables db sets, not their values; an admin sees them.
+  tern::v1::GetServiceRequest get;
+  get.set_name("db");
+  for (const auto& [who, see] : {std::pair{"victor", false}, std::pair{"alice", true}}) {
+    grpc::ClientContext gctx;
+    tern::v1::ServiceRecord rec;
+    ASSERT_TRUE(tern::v1::ServiceService::NewStub(channel(pki_ + "/operator-" + who))->GetService(&gctx, get, &rec).ok());
+    EXPECT_EQ(rec.spec().env().at("DB_PASSWORD") == "hunter2", see) << who;
+  }
 }
 
 // What runs on a host is what an admin put in the artifact store: an
