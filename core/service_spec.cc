@@ -196,6 +196,12 @@ RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart) {
 }
 
 absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
+  if (const size_t size = spec.ByteSizeLong(); size > kMaxServiceSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the spec of service \"", spec.name(), "\" is ", (size + 1023) / 1024, " KiB serialized; the limit is ",
+        kMaxServiceSpecBytes / 1024, " KiB, because every selected agent receives it in one message. Ship large "
+        "data (files, certificates, long environment values) in the release artifact instead"));
+  }
   if (!is_valid_service_name(spec.name())) {
     return field_error("name", absl::StrCat("\"", spec.name(),
                                             "\" must be 1-32 lower-case letters, digits or '-', starting with a "

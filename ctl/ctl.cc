@@ -18,6 +18,7 @@
 
 #include "core/clock.h"
 #include "core/duration.h"
+#include "core/grpc_limits.h"
 #include "core/tls.h"
 #include "ctl/ctl_internal.h"
 
@@ -117,7 +118,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g
     if (!g.tls.empty() || !g.token.empty()) {
       return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token");
     }
-    return grpc::CreateChannel(g.coordinator, grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+    return grpc::CreateCustomChannel(g.coordinator, grpc::InsecureChannelCredentials(), args);
   }
   if (g.tls.ca.empty()) {
     return absl::InvalidArgumentError(
@@ -131,7 +134,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g
   }
   auto creds = tls_channel_credentials(*tls);
   if (!g.token.empty()) creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(g.token));
-  return grpc::CreateCustomChannel(g.coordinator, creds, tls_channel_args(*tls));
+  auto args = tls_channel_args(*tls);
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);  // long host lists: as much as the coordinator sends
+  return grpc::CreateCustomChannel(g.coordinator, creds, args);
 }
 
 }  // namespace
