@@ -58,6 +58,10 @@ absl::StatusOr<tern::v1::ApplyServiceResponse> ServiceCatalog::apply_service(con
   const auto& spec = req.spec();
   // What is stored here is sent to every selected agent: never store a spec they would refuse or could not receive.
   if (auto st = validate_service_spec(spec); !st.ok()) return st;
+  for (const auto& [name, other] : services_) {
+    if (name == spec.name()) continue;
+    if (auto st = check_ports_free(spec, other.spec()); !st.ok()) return st;
+  }
   tern::v1::ApplyServiceResponse resp;
   auto it = services_.find(spec.name());
   const uint64_t have = it == services_.end() ? 0 : it->second.generation();

@@ -41,6 +41,12 @@ inline constexpr size_t kMaxServiceSpecBytes = 256 << 10;
 // kMaxServiceSpecBytes is refused first, saying its size and the limit.
 absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec);
 
+// OK when none of `spec`'s public and slot ports is a public or slot port of
+// `other`, another service; otherwise FAILED_PRECONDITION naming both fields
+// and the other service. Selectors are not consulted: hosts' labels change,
+// and a port is the service's on every host it may ever run on.
+absl::Status check_ports_free(const tern::v1::ServiceSpec& spec, const tern::v1::ServiceSpec& other);
+
 // Fills defaults the agent relies on (drain, grace, health kind, restart policy).
 void apply_service_defaults(tern::v1::ServiceSpec& spec);
 

@@ -148,5 +148,30 @@ TEST_F(ServiceCatalogTest, ASpecTooLargeForTheAgentsIsRefusedAndNothingStoredOrS
   EXPECT_EQ(sent_.size(), 1u) << "the selected host gets the spec";
 }
 
+// Agents run all their services in one port space, and a host's labels
+// change, so two services may never claim the same port: each public and
+// slot port belongs to one service. The refusal names the other service.
+TEST_F(ServiceCatalogTest, APortAnotherServiceUsesIsRefusedNamingIt) {
+  ASSERT_TRUE(apply(spec("web", 8080, 9001, 9002)).ok());
+  struct Clash {
+    tern::v1::ServiceSpec spec;
+    std::string says;
+  };
+  for (const auto& [bad, says] : {Clash{spec("api", 8080, 9101, 9102), "8080 is service \"web\"'s ports[0].public"},
+                                  Clash{spec("api", 9001, 9101, 9102), "9001 is service \"web\"'s ports[0].blue"},
+                                  Clash{spec("api", 8081, 8080, 9102), "8080 is service \"web\"'s ports[0].public"},
+                                  Clash{spec("api", 8081, 9101, 9002), "9002 is service \"web\"'s ports[0].green"}}) {
+    auto r = apply(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << says << ": " << r.status();
+    EXPECT_NE(std::string(r.status().message()).find(says), std::string::npos) << r.status();
+  }
+  EXPECT_EQ(stored(), std::vector<std::string>{"web"});
+  EXPECT_EQ(sent_.size(), 1u) << "only web's spec went out";
+
+  EXPECT_TRUE(apply(spec("api", 8081, 9101, 9102)).ok()) << "ports of its own";
+  EXPECT_TRUE(apply(spec("web", 8080, 9002, 9003)).ok()) << "a service may move its own ports around";
+  EXPECT_EQ(apply(spec("api", 8081, 9101, 9001)).status().code(), absl::StatusCode::kOk) << "web gave 9001 up";
+}
+
 }  // namespace
 }  // namespace tern
