@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/bundle.h"
+#include "core/grpc_limits.h"
 #include "core/sha256.h"
 #include "agent/exec.h"
 #include "agent/unique_fd.h"
@@ -29,6 +30,7 @@ namespace {
 grpc::ChannelArguments channel_args(const std::string& server_name) {
   grpc::ChannelArguments args;
   if (!server_name.empty()) args.SetSslTargetNameOverride(server_name);
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
   return args;
 }
 

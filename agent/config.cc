@@ -12,6 +12,28 @@
 
 namespace tern {
 
+namespace {
+
+absl::StatusOr<std::pair<uint32_t, uint32_t>> parse_port_range(const std::string& r) {
+  auto dash = r.find('-');
+  auto num = [](const std::string& t) -> std::optional<uint32_t> {
+    if (t.empty() || t.size() > 5 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return std::nullopt;
+    }
+    uint32_t v = static_cast<uint32_t>(std::stoul(t));
+    if (v == 0 || v > 65535) return std::nullopt;
+    return v;
+  };
+  auto lo = num(dash == std::string::npos ? r : r.substr(0, dash));
+  auto hi = dash == std::string::npos ? lo : num(r.substr(dash + 1));
+  if (!lo || !hi || *hi < *lo) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", r, "\" is not a port or a range like 8000-8999"));
+  }
+  return std::make_pair(*lo, *hi);
+}
+
+}  // namespace
+
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
   AgentConfig cfg;
   auto root = load_yaml_file(path);
@@ -41,6 +63,7 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     p->get("services", cfg.policy.services);
     p->get("users", cfg.policy.users);
     p->get("ports", cfg.policy.ports);
+    p->get("privileged_ports", cfg.policy.privileged_ports);
     m.absorb(p->finish());
   }
   if (auto st = m.finish(); !st.ok()) return st;
@@ -90,42 +113,39 @@ absl::Status validate(const AgentConfig& cfg) {
     return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
   }
   for (const auto& r : cfg.policy.ports) {
-    if (auto st = check_policy(AgentPolicy{{}, {}, {r}}, tern::v1::ServiceSpec()); !st.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("key \"policy.ports\": ", st.message()));
+    if (auto st = parse_port_range(r); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"policy.ports\": ", st.status().message()));
+    }
+  }
+  for (const auto& r : cfg.policy.privileged_ports) {
+    auto range = parse_port_range(r);
+    if (!range.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"policy.privileged_ports\": ", range.status().message()));
+    }
+    if (range->second >= kFirstUnprivilegedPort) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"policy.privileged_ports\": \"", r,
+                                                     "\" is not below 1024; ports from 1024 up need no "
+                                                     "permission here (limit them with policy.ports)"));
     }
   }
   return absl::OkStatus();
 }
 
-namespace {
-
-absl::StatusOr<std::pair<uint32_t, uint32_t>> parse_port_range(const std::string& r) {
-  auto dash = r.find('-');
-  auto num = [](const std::string& t) -> std::optional<uint32_t> {
-    if (t.empty() || t.size() > 5 || !std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return std::nullopt;
-    }
-    uint32_t v = static_cast<uint32_t>(std::stoul(t));
-    if (v == 0 || v > 65535) return std::nullopt;
-    return v;
-  };
-  auto lo = num(dash == std::string::npos ? r : r.substr(0, dash));
-  auto hi = dash == std::string::npos ? lo : num(r.substr(dash + 1));
-  if (!lo || !hi || *hi < *lo) {
-    return absl::InvalidArgumentError(absl::StrCat("\"", r, "\" is not a port or a range like 8000-8999"));
-  }
-  return std::make_pair(*lo, *hi);
-}
-
-}  // namespace
-
 absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec) {
-  std::vector<std::pair<uint32_t, uint32_t>> ranges;
+  std::vector<std::pair<uint32_t, uint32_t>> ranges, privileged;
   for (const auto& r : policy.ports) {
     auto range = parse_port_range(r);
     if (!range.ok()) return range.status();
     ranges.push_back(*range);
   }
+  for (const auto& r : policy.privileged_ports) {
+    auto range = parse_port_range(r);
+    if (!range.ok()) return range.status();
+    privileged.push_back(*range);
+  }
+  auto within = [](const std::vector<std::pair<uint32_t, uint32_t>>& in, uint32_t port) {
+    return std::any_of(in.begin(), in.end(), [port](const auto& r) { return port >= r.first && port <= r.second; });
+  };
   const std::string why = " by this host's agent policy (policy: in its config); change the spec or the policy";
   if (!policy.services.empty() &&
       std::find(policy.services.begin(), policy.services.end(), spec.name()) == policy.services.end()) {
@@ -137,15 +157,17 @@ absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec
                                                     spec.user().empty() ? " (no user in the spec: the agent's own)" : "",
                                                     ", which is not allowed", why));
   }
-  if (!ranges.empty()) {
-    for (const auto& pm : spec.ports()) {
-      for (uint32_t port : {pm.public_port(), pm.blue_port(), pm.green_port()}) {
-        const bool ok = std::any_of(ranges.begin(), ranges.end(),
-                                    [port](const auto& r) { return port >= r.first && port <= r.second; });
-        if (!ok) {
-          return absl::PermissionDeniedError(
-              absl::StrCat("service ", spec.name(), " uses port ", port, ", which is not allowed", why));
-        }
+  for (const auto& pm : spec.ports()) {
+    for (uint32_t port : {pm.public_port(), pm.blue_port(), pm.green_port()}) {
+      if (port < kFirstUnprivilegedPort && !within(privileged, port)) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "service ", spec.name(), " uses port ", port,
+            ", below 1024, which this host's agent policy does not allow (a port below 1024 must be listed in "
+            "policy.privileged_ports in its config); use a port from 1024 up, or allow it there"));
+      }
+      if (!ranges.empty() && !within(ranges, port)) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("service ", spec.name(), " uses port ", port, ", which is not allowed", why));
       }
     }
   }

@@ -21,7 +21,15 @@ struct AgentPolicy {
   std::vector<std::string> users;
   // "8000-8999" or "443"; every public and slot port must fall in one.
   std::vector<std::string> ports;
+  // Ports below 1024, the same way ("80", "440-443"): a public or slot port
+  // below 1024 must fall in one, and unlike the lists above, empty allows
+  // none. `ports`, when set, must allow them too.
+  std::vector<std::string> privileged_ports;
 };
+
+// Ports below this are the host's (ssh, dns, its own web server): a spec may
+// use one only when AgentPolicy::privileged_ports allows it.
+inline constexpr uint32_t kFirstUnprivilegedPort = 1024;
 
 // OK when the spec is within the policy; PERMISSION_DENIED naming the field
 // and the policy otherwise. INVALID_ARGUMENT for a malformed port range.

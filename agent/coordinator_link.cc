@@ -8,6 +8,7 @@
 #include "core/status_fmt.h"
 
 #include "core/duration.h"
+#include "core/grpc_limits.h"
 
 namespace tern {
 namespace {
@@ -103,6 +104,9 @@ void CoordinatorLink::session() {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10'000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  // gRPC's default receive limit (4 MiB) is below what the coordinator may send.
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  args.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   if (!options_.server_name.empty()) args.SetSslTargetNameOverride(options_.server_name);
   auto channel = grpc::CreateCustomChannel(
       options_.target, options_.credentials ? options_.credentials : grpc::InsecureChannelCredentials(), args);

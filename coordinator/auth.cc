@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "core/clock.h"
 #include "core/sha256.h"
 #include "core/tls.h"
@@ -88,11 +89,15 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
         "no client certificate and no token: give ternctl --cert/--key (or --token), "
         "or set TERN_CERT/TERN_KEY or TERN_TOKEN");
   }
-  const std::string value(it->second.data(), it->second.size());
-  if (!absl::StartsWith(value, "Bearer ")) {
+  // "Bearer <token>"; the scheme is case-insensitive (RFC 7235 section 2.1)
+  // and one or more spaces may follow it.
+  const absl::string_view value(it->second.data(), it->second.size());
+  const absl::string_view secret =
+      absl::StartsWithIgnoreCase(value, "bearer ") ? absl::StripLeadingAsciiWhitespace(value.substr(7)) : "";
+  if (secret.empty()) {
     return absl::UnauthenticatedError("the authorization header must be \"Bearer <token>\"");
   }
-  const std::string hash = sha256_hex(value.substr(7));
+  const std::string hash = sha256_hex(std::string(secret));
   std::shared_lock lock(mu_);
   auto t = by_hash_.find(hash);
   if (t == by_hash_.end()) {

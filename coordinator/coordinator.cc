@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_fmt.h"
 #include "core/duration.h"
+#include "core/grpc_limits.h"
 #include "core/grpc_status.h"
 #include "core/label_selector.h"
 #include "core/tls.h"
@@ -27,8 +28,6 @@ using google::protobuf::util::TimeUtil;
 constexpr int kKeepaliveTimeMs = 30'000;
 constexpr int kKeepaliveTimeoutMs = 10'000;
 constexpr int kMinAgentPingIntervalMs = 5'000;
-// Artifact chunks are 64 KiB; specs and statuses are small. 16 MiB leaves room.
-constexpr int kMaxReceiveMessageBytes = 16 << 20;
 
 }  // namespace
 
@@ -135,7 +134,8 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
         });
       }));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  builder.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -45,7 +46,43 @@ absl::StatusOr<std::unique_ptr<DatabaseLock>> DatabaseLock::acquire(const std::s
 
 DatabaseLock::~DatabaseLock() { ::close(fd_); }
 
+namespace {
+
+// The database holds token hashes and the audit trail. SQLite creates it
+// 0644 less the umask and gives its -wal and -shm the database's mode, so
+// it is created (or, left readable by an older coordinator, tightened) 0600
+// first: then every file of it is the owner's only, whatever the umask.
+absl::Status keep_private(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot open database ", path, ": ", std::strerror(errno),
+                                               " (check that the directory exists and is writable)"));
+  }
+  struct stat st {};
+  const bool tighten = ::fstat(fd, &st) == 0 && (st.st_mode & 077) != 0;
+  const int rc = tighten ? ::fchmod(fd, 0600) : 0;
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    return absl::PermissionDeniedError(absl::StrCat("cannot make database ", path, " private (chmod 0600): ",
+                                                    std::strerror(err), "; run the coordinator as its owner"));
+  }
+  for (const char* suffix : {"-wal", "-shm"}) {
+    const std::string file = path + suffix;
+    if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0 && ::chmod(file.c_str(), 0600) != 0) {
+      return absl::PermissionDeniedError(absl::StrCat("cannot make ", file, " private (chmod 0600): ",
+                                                      std::strerror(errno), "; run the coordinator as its owner"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Database>> Database::open(const std::string& path) {
+  if (path != ":memory:") {
+    if (auto st = keep_private(path); !st.ok()) return st;
+  }
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                            nullptr);

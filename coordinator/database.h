@@ -18,7 +18,9 @@ class Statement;
 // from its event-loop thread only.
 class Database {
  public:
-  // Opens (creating if needed) the file at `path`; ":memory:" for tests.
+  // Opens (creating if needed) the file at `path`; ":memory:" for tests. The
+  // file and its -wal and -shm are 0600 whatever the umask (a readable one
+  // is tightened): they hold token hashes and the audit trail.
   static absl::StatusOr<std::unique_ptr<Database>> open(const std::string& path);
   ~Database();
   Database(const Database&) = delete;

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/status_fmt.h"
 #include "core/label_selector.h"
+#include "core/service_spec.h"
 #include "core/words.h"
 
 namespace tern {
@@ -55,6 +56,12 @@ void ServiceCatalog::set_desired(const std::string& host_id, const std::string& 
 
 absl::StatusOr<tern::v1::ApplyServiceResponse> ServiceCatalog::apply_service(const tern::v1::ApplyServiceRequest& req) {
   const auto& spec = req.spec();
+  // What is stored here is sent to every selected agent: never store a spec they would refuse or could not receive.
+  if (auto st = validate_service_spec(spec); !st.ok()) return st;
+  for (const auto& [name, other] : services_) {
+    if (name == spec.name()) continue;
+    if (auto st = check_ports_free(spec, other.spec()); !st.ok()) return st;
+  }
   tern::v1::ApplyServiceResponse resp;
   auto it = services_.find(spec.name());
   const uint64_t have = it == services_.end() ? 0 : it->second.generation();

@@ -1,13 +1,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -42,26 +42,31 @@ class Metrics {
   std::map<std::string, Family> families_;
 };
 
-// Serves GET /metrics (and GET /healthz) over plain HTTP/1.1 on one thread.
-// Deliberately tiny: scrapes are rare and small.
+// Serves GET /metrics (and GET /healthz) over plain HTTP/1.1, one request
+// per connection, with Boost.Beast on one thread of its own. No client holds
+// up another: each connection waits for its own request and answer, for at
+// most kRequestTimeout each, and at most kMaxConnections are held at once;
+// a connection beyond that takes the place of the oldest one still waiting
+// for its request, so idle or slow clients cannot lock a scrape out.
+// start() and stop() are for one thread (the owner's).
 class MetricsHttpServer {
  public:
-  explicit MetricsHttpServer(const Metrics& metrics) : metrics_(metrics) {}
+  static constexpr size_t kMaxConnections = 32;
+  static constexpr std::chrono::seconds kRequestTimeout{10};
+
+  explicit MetricsHttpServer(const Metrics& metrics);
   ~MetricsHttpServer();
 
   // Binds "host:port" (port 0 picks a free one) and starts serving. Returns
   // the bound "host:port".
   absl::StatusOr<std::string> start(const std::string& listen);
+  // Closes every connection and the listening socket; idempotent.
   void stop();
 
  private:
-  void serve();
-  void handle(int fd);
-
+  struct Impl;
   const Metrics& metrics_;
-  int listen_fd_ = -1;
-  int wake_pipe_[2] = {-1, -1};
-  std::thread thread_;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Splits "host:port" / "[v6]:port". Port must be 0-65535.

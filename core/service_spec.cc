@@ -4,6 +4,8 @@
 
 #include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/duration.h"
@@ -21,6 +23,18 @@ Millis to_millis(const Duration& d) { return Millis(TimeUtil::DurationToMillisec
 
 absl::Status field_error(absl::string_view field, absl::string_view reason) {
   return absl::InvalidArgumentError(absl::StrCat("field ", field, ": ", reason));
+}
+
+// Every public and slot port of a spec, with the field that names it.
+std::vector<std::pair<uint32_t, std::string>> claimed_ports(const tern::v1::ServiceSpec& spec) {
+  std::vector<std::pair<uint32_t, std::string>> out;
+  for (int i = 0; i < spec.ports_size(); ++i) {
+    const auto& p = spec.ports(i);
+    out.emplace_back(p.public_port(), absl::StrCat("ports[", i, "].public"));
+    out.emplace_back(p.blue_port(), absl::StrCat("ports[", i, "].blue"));
+    out.emplace_back(p.green_port(), absl::StrCat("ports[", i, "].green"));
+  }
+  return out;
 }
 
 // Reads an optional duration key; a proto field stays unset when the key is
@@ -195,7 +209,27 @@ RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart) {
   return parse_restart_policy(restart.policy()).value_or(RestartPolicy::kNever);
 }
 
+absl::Status check_ports_free(const tern::v1::ServiceSpec& spec, const tern::v1::ServiceSpec& other) {
+  const auto theirs = claimed_ports(other);
+  for (const auto& [port, field] : claimed_ports(spec)) {
+    for (const auto& [their_port, their_field] : theirs) {
+      if (port != their_port) continue;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "field ", field, ": ", port, " is service \"", other.name(), "\"'s ", their_field,
+          "; a public or slot port belongs to one service, because agents run every service in one port space: "
+          "choose another port, or move ", other.name(), " off it first"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
+  if (const size_t size = spec.ByteSizeLong(); size > kMaxServiceSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the spec of service \"", spec.name(), "\" is ", (size + 1023) / 1024, " KiB serialized; the limit is ",
+        kMaxServiceSpecBytes / 1024, " KiB, because every selected agent receives it in one message. Ship large "
+        "data (files, certificates, long environment values) in the release artifact instead"));
+  }
   if (!is_valid_service_name(spec.name())) {
     return field_error("name", absl::StrCat("\"", spec.name(),
                                             "\" must be 1-32 lower-case letters, digits or '-', starting with a "

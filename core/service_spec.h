@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
 
@@ -30,9 +31,21 @@ namespace tern {
 absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin);
 absl::StatusOr<tern::v1::ServiceSpec> load_service_spec_file(const std::string& path);
 
+// The largest spec, serialized, that the coordinator stores: every agent the
+// spec selects receives it whole in one gRPC message, so it stays far below
+// kMaxGrpcMessageBytes (core/grpc_limits.h). Large data belongs in the release.
+inline constexpr size_t kMaxServiceSpecBytes = 256 << 10;
+
 // Checks a spec from any source; the error names the field and the reason:
-// "field ports[0].green: 9001 is already used by ports[0].blue".
+// "field ports[0].green: 9001 is already used by ports[0].blue". A spec over
+// kMaxServiceSpecBytes is refused first, saying its size and the limit.
 absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec);
+
+// OK when none of `spec`'s public and slot ports is a public or slot port of
+// `other`, another service; otherwise FAILED_PRECONDITION naming both fields
+// and the other service. Selectors are not consulted: hosts' labels change,
+// and a port is the service's on every host it may ever run on.
+absl::Status check_ports_free(const tern::v1::ServiceSpec& spec, const tern::v1::ServiceSpec& other);
 
 // Fills defaults the agent relies on (drain, grace, health kind, restart policy).
 void apply_service_defaults(tern::v1::ServiceSpec& spec);

@@ -9,15 +9,23 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <cstdlib>
 #include <ctime>
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "core/clock.h"
 #include "core/duration.h"
+#include "core/grpc_limits.h"
 #include "core/tls.h"
 #include "ctl/ctl_internal.h"
 
@@ -102,6 +110,7 @@ struct GlobalFlags {
   std::string timeout = "10s";
   TlsFiles tls;
   std::string token;
+  std::string token_file;
   bool insecure = false;
 };
 
@@ -110,28 +119,60 @@ std::string env_or(const char* name, const std::string& fallback = "") {
   return v != nullptr && *v != '\0' ? v : fallback;
 }
 
+// The token in `path`: its one word, surrounding whitespace (the newline
+// an editor or `echo` adds) dropped.
+absl::StatusOr<std::string> read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file ", path, ": cannot read it (", std::strerror(errno),
+                                                   "); give the file you saved the token of `ternctl token create` in"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string token(absl::StripAsciiWhitespace(text.str()));
+  if (token.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file ", path, " is empty; save the token "
+                                                   "`ternctl token create` printed in it"));
+  }
+  if (std::any_of(token.begin(), token.end(), [](char ch) { return absl::ascii_isspace(ch); })) {
+    return absl::InvalidArgumentError(absl::StrCat("--token-file ", path, " holds more than one word; it must hold "
+                                                   "the token alone"));
+  }
+  return token;
+}
+
 // TLS with a client certificate, or TLS with a bearer token, or (only when
 // asked for) plaintext.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g) {
   if (g.insecure) {
-    if (!g.tls.empty() || !g.token.empty()) {
-      return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token");
+    if (!g.tls.empty() || !g.token.empty() || !g.token_file.empty()) {
+      return absl::InvalidArgumentError("--insecure cannot be combined with --ca/--cert/--key/--token/--token-file");
     }
-    return grpc::CreateChannel(g.coordinator, grpc::InsecureChannelCredentials());
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+    return grpc::CreateCustomChannel(g.coordinator, grpc::InsecureChannelCredentials(), args);
+  }
+  std::string token = g.token;
+  if (!g.token_file.empty()) {
+    auto from_file = read_token_file(g.token_file);
+    if (!from_file.ok()) return from_file.status();
+    token = *std::move(from_file);
   }
   if (g.tls.ca.empty()) {
     return absl::InvalidArgumentError(
-        "no credentials: give --ca (the fleet CA) with --cert/--key or --token (or TERN_CA, TERN_CERT, TERN_KEY, "
-        "TERN_TOKEN), or --insecure for a coordinator running without TLS");
+        "no credentials: give --ca (the fleet CA) with --cert/--key or --token-file (or TERN_CA, TERN_CERT, "
+        "TERN_KEY, TERN_TOKEN), or --insecure for a coordinator running without TLS");
   }
   auto tls = load_tls(g.tls, /*need_cert=*/false, "ternctl");
   if (!tls.ok()) return tls.status();
-  if (tls->cert_pem.empty() && g.token.empty()) {
-    return absl::InvalidArgumentError("give --cert and --key, or --token, to say who you are");
+  if (tls->cert_pem.empty() && token.empty()) {
+    return absl::InvalidArgumentError("give --cert and --key, or --token-file (or TERN_TOKEN), to say who you are");
   }
   auto creds = tls_channel_credentials(*tls);
-  if (!g.token.empty()) creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(g.token));
-  return grpc::CreateCustomChannel(g.coordinator, creds, tls_channel_args(*tls));
+  if (!token.empty()) creds = grpc::CompositeChannelCredentials(creds, grpc::AccessTokenCredentials(token));
+  auto args = tls_channel_args(*tls);
+  args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);  // long host lists: as much as the coordinator sends
+  return grpc::CreateCustomChannel(g.coordinator, creds, args);
 }
 
 }  // namespace
@@ -155,7 +196,11 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   app.add_option("--ca", g.tls.ca, "fleet CA certificate (PEM) (env TERN_CA)");
   app.add_option("--cert", g.tls.cert, "your client certificate (PEM); its OU is your role (env TERN_CERT)");
   app.add_option("--key", g.tls.key, "your private key (PEM) (env TERN_KEY)");
-  app.add_option("--token", g.token, "a bearer token instead of a certificate (env TERN_TOKEN)");
+  auto* token = app.add_option("--token", g.token,
+                               "a bearer token instead of a certificate; visible to every local user in `ps`, so "
+                               "prefer --token-file or TERN_TOKEN (env TERN_TOKEN)");
+  app.add_option("--token-file", g.token_file, "a file holding the bearer token (overrides TERN_TOKEN)")
+      ->excludes(token);
   app.add_option("--server-name", g.tls.server_name, "name to expect in the coordinator's certificate");
   app.add_flag("--insecure", g.insecure, "plaintext, for a coordinator started with --insecure (env TERN_INSECURE=1)");
 

@@ -102,12 +102,34 @@ tern::v1::ServiceSpec policy_spec(const std::string& name, const std::string& us
   return s;
 }
 
-TEST(AgentPolicyTest, AnEmptyPolicyAllowsEverything) {
-  EXPECT_TRUE(check_policy({}, policy_spec("web", "", 80)).ok());
+TEST(AgentPolicyTest, AnEmptyPolicyAllowsEverythingButPrivilegedPorts) {
+  EXPECT_TRUE(check_policy({}, policy_spec("web", "", 8080)).ok());
+}
+
+// A port below 1024 is the host's own business (ssh, dns, a web server the
+// host already runs): a coordinator may not map or take one unless the
+// host's policy names it.
+TEST(AgentPolicyTest, APortBelow1024NeedsThePolicysPermission) {
+  auto refused = check_policy({}, policy_spec("web", "", 80));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  EXPECT_NE(std::string(refused.message()).find("port 80"), std::string::npos) << refused.message();
+  EXPECT_NE(std::string(refused.message()).find("privileged_ports"), std::string::npos) << refused.message();
+
+  AgentPolicy allows;
+  allows.privileged_ports = {"80", "440-443"};
+  EXPECT_TRUE(check_policy(allows, policy_spec("web", "", 80)).ok());
+  EXPECT_TRUE(check_policy(allows, policy_spec("web", "", 443)).ok());
+  EXPECT_EQ(check_policy(allows, policy_spec("web", "", 22)).code(), absl::StatusCode::kPermissionDenied)
+      << "only the ports it names";
+  auto slot = policy_spec("web", "", 80);
+  slot.mutable_ports(0)->set_green_port(53);
+  auto slot_refused = check_policy(allows, slot);
+  EXPECT_EQ(slot_refused.code(), absl::StatusCode::kPermissionDenied) << "slot ports too";
+  EXPECT_NE(std::string(slot_refused.message()).find("port 53"), std::string::npos) << slot_refused.message();
 }
 
 TEST(AgentPolicyTest, ServicesUsersAndPortsAreEachChecked) {
-  AgentPolicy p{{"web", "api"}, {"nobody", "www-data"}, {"8000-9999", "443"}};
+  AgentPolicy p{{"web", "api"}, {"nobody", "www-data"}, {"8000-9999", "443"}, {"443"}};
   EXPECT_TRUE(check_policy(p, policy_spec("web", "nobody", 8080)).ok());
   EXPECT_TRUE(check_policy(p, policy_spec("api", "www-data", 443)).ok());
   auto service = check_policy(p, policy_spec("db", "nobody", 8080));
@@ -132,6 +154,12 @@ TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
   auto bad = load_agent_config(dir.write("b.yaml", "policy: {ports: [\"9999-9000\"]}\n"));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(std::string(bad.status().message()).find("policy.ports"), std::string::npos) << bad.status();
+  auto privileged = load_agent_config(dir.write("p.yaml", "policy: {privileged_ports: [80, 443]}\n"));
+  ASSERT_TRUE(privileged.ok()) << privileged.status();
+  EXPECT_EQ(privileged->policy.privileged_ports, (std::vector<std::string>{"80", "443"}));
+  auto high = load_agent_config(dir.write("h.yaml", "policy: {privileged_ports: [80, 8080]}\n"));
+  ASSERT_FALSE(high.ok());
+  EXPECT_NE(std::string(high.status().message()).find("policy.privileged_ports"), std::string::npos) << high.status();
   EXPECT_FALSE(load_agent_config(dir.write("c.yaml", "insecure: true\ntls: {ca: /c}\n")).ok()) << "insecure and tls do not go together";
 }
 

@@ -7,7 +7,9 @@
 #include <thread>
 
 #include "coordinator/coordinator.h"
+#include "core/grpc_limits.h"
 #include "core/version.h"
+#include "tern/v1/agent.grpc.pb.h"
 #include "tern/v1/fleet.grpc.pb.h"
 #include "tests/support/eventually.h"
 
@@ -177,6 +179,65 @@ TEST(CoordinatorLinkTest, HeartbeatsCarryTheStateOnlyWhenItChanged) {
   EXPECT_EQ(link.reports_sent(), 1u);
   link.stop();
   coordinator.shutdown();
+}
+
+// A coordinator that answers the hello and then sends one command of
+// `command_bytes`, and counts the hellos (each a new stream).
+class BigCommandCoordinator final : public tern::v1::AgentService::Service {
+ public:
+  explicit BigCommandCoordinator(size_t command_bytes) : command_bytes_(command_bytes) {}
+
+  grpc::Status Connect(grpc::ServerContext* ctx,
+                       grpc::ServerReaderWriter<tern::v1::CoordinatorMessage, tern::v1::AgentMessage>* stream) override {
+    tern::v1::AgentMessage in;
+    if (!stream->Read(&in) || !in.has_hello()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no hello");
+    ++hellos_;
+    tern::v1::CoordinatorMessage ack;
+    ack.mutable_hello_ack()->set_epoch(1);
+    if (!stream->Write(ack)) return grpc::Status::OK;
+    tern::v1::CoordinatorMessage big;
+    big.mutable_command()->set_command_id(1);
+    auto* spec = big.mutable_command()->mutable_apply_service()->mutable_spec();
+    spec->set_name("web");
+    (*spec->mutable_env())["BLOB"] = std::string(command_bytes_, 'x');
+    if (!stream->Write(big)) return grpc::Status::OK;
+    while (stream->Read(&in) && !ctx->IsCancelled()) {
+    }
+    return grpc::Status::OK;
+  }
+
+  int hellos() const { return hellos_; }
+
+ private:
+  const size_t command_bytes_;
+  std::atomic<int> hellos_{0};
+};
+
+// Whatever the coordinator may send, the agent can receive: a message over
+// the agent's limit would break the stream, and the agent would reconnect to
+// be sent it again, forever.
+TEST(CoordinatorLinkTest, ReceivesTheLargestMessageTheCoordinatorMaySend) {
+  BigCommandCoordinator coordinator(kMaxGrpcMessageBytes - (64 << 10));
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&coordinator);
+  builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
+  auto server = builder.BuildAndStart();
+  ASSERT_TRUE(server && port != 0);
+
+  std::atomic<int> commands{0};
+  CoordinatorLink link({"127.0.0.1:" + std::to_string(port), {.initial = Millis(20), .max = Millis(200)},
+                        Millis(50), nullptr, ""},
+                       hello, [&](const tern::v1::Command& cmd) {
+                         if (cmd.has_apply_service()) ++commands;
+                       });
+  link.start();
+  EXPECT_TRUE(eventually([&] { return commands.load() >= 1 || coordinator.hellos() >= 3; }));
+  EXPECT_EQ(commands.load(), 1) << "the link dropped the stream " << coordinator.hellos() << " times";
+  EXPECT_EQ(coordinator.hellos(), 1);
+  link.stop();
+  server->Shutdown();
 }
 
 }  // namespace

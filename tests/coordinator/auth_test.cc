@@ -175,12 +175,26 @@ TEST(AuthenticateTest, NoCredentialsIsUnauthenticatedForEveryPermission) {
 TEST(AuthenticateTest, TheHeaderMustBeABearerToken) {
   Authenticator auth(false);
   auth.set_tokens({token("ci", tern::v1::ROLE_ADMIN, "s3cret")});
-  for (const std::string header : {"s3cret", "Basic s3cret", "bearer s3cret", "Bearer", ""}) {
+  for (const std::string header : {"s3cret", "Basic s3cret", "Bearers3cret", "Bearer", "Bearer ", "Bearerx s3cret", ""}) {
     EXPECT_EQ(auth.authorize(Call(header).ctx(), Permission::kRead).status().code(),
               absl::StatusCode::kUnauthenticated)
         << "authorization: " << header;
   }
   EXPECT_TRUE(auth.authorize(Call("Bearer s3cret").ctx(), Permission::kAdmin).ok());
+}
+
+// The scheme is case-insensitive (RFC 7235 section 2.1, which RFC 6750 builds
+// on): a client that sends "bearer" is not refused for its spelling.
+TEST(AuthenticateTest, TheBearerSchemeIsCaseInsensitive) {
+  Authenticator auth(false);
+  auth.set_tokens({token("ci", tern::v1::ROLE_ADMIN, "s3cret")});
+  for (const std::string header : {"bearer s3cret", "BEARER s3cret", "bEaReR s3cret", "Bearer  s3cret"}) {
+    auto got = auth.authenticate(Call(header).ctx());
+    ASSERT_TRUE(got.ok()) << "authorization: " << header << ": " << got.status();
+    EXPECT_EQ(got->name(), "ci");
+  }
+  EXPECT_EQ(auth.authenticate(Call("bearer S3CRET").ctx()).status().code(), absl::StatusCode::kUnauthenticated)
+      << "the token itself is not";
 }
 
 TEST(AuthenticateTest, AnUnknownTokenOrTheStoredHashIsUnauthenticated) {

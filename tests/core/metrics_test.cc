@@ -1,7 +1,18 @@
 #include "core/metrics.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "tests/support/eventually.h"
 #include "tests/support/http.h"
 
 namespace tern {
@@ -28,6 +39,98 @@ TEST(MetricsTest, ServesOverHttpOnAPickedPort) {
   EXPECT_NE(resp.find("200 OK"), std::string::npos);
   EXPECT_NE(resp.find("tern_up_total 1"), std::string::npos);
   EXPECT_NE(http_get(*addr, "/nope").find("404"), std::string::npos);
+  server.stop();
+}
+
+// A connection to "127.0.0.1:port" that sends `first` (maybe nothing) and
+// then stays silent until destroyed.
+class SilentClient {
+ public:
+  SilentClient(const std::string& address, const std::string& first = "") {
+    const auto port = static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0 &&
+                 (first.empty() || write(fd_, first.data(), first.size()) == static_cast<ssize_t>(first.size()));
+  }
+  ~SilentClient() { close(fd_); }
+  SilentClient(const SilentClient&) = delete;
+  SilentClient& operator=(const SilentClient&) = delete;
+  bool connected() const { return connected_; }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+// A GET on a thread of its own, so the test can wait for its answer with a
+// deadline instead of blocking on it.
+class Scrape {
+ public:
+  Scrape(const std::string& address, const std::string& path)
+      : thread_([this, address, path] {
+          std::string got = testing::http_get(address, path);
+          std::lock_guard lock(mu_);
+          response_ = std::move(got);
+          done_ = true;
+        }) {}
+  ~Scrape() { thread_.join(); }
+  bool done() const {
+    std::lock_guard lock(mu_);
+    return done_;
+  }
+  std::string response() const {
+    std::lock_guard lock(mu_);
+    return response_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  bool done_ = false;
+  std::string response_;
+  std::thread thread_;
+};
+
+// Clients that connect and say nothing (or half a request) must not hold
+// up a scrape: each would otherwise stall the next one by its read timeout.
+TEST(MetricsTest, IdleAndSlowClientsDoNotHoldUpAScrape) {
+  Metrics m;
+  m.counter("tern_up_total", "Up.").fetch_add(1);
+  MetricsHttpServer server(m);
+  auto addr = server.start("127.0.0.1:0");
+  ASSERT_TRUE(addr.ok()) << addr.status();
+  std::vector<std::unique_ptr<SilentClient>> idle;
+  for (int i = 0; i < 10; ++i) {
+    idle.push_back(std::make_unique<SilentClient>(*addr, i % 2 == 0 ? "" : "GET /metr"));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  Scrape scrape(*addr, "/metrics");
+  ASSERT_TRUE(testing::eventually([&] { return scrape.done(); }, std::chrono::seconds(10)))
+      << "the scrape waited behind the idle clients";
+  EXPECT_NE(scrape.response().find("tern_up_total 1"), std::string::npos) << scrape.response();
+  server.stop();
+}
+
+// The server holds a bounded number of connections; more idle clients than
+// that still cannot lock a scrape out.
+TEST(MetricsTest, MoreIdleClientsThanItHoldsCannotLockAScrapeOut) {
+  Metrics m;
+  m.counter("tern_up_total", "Up.").fetch_add(1);
+  MetricsHttpServer server(m);
+  auto addr = server.start("127.0.0.1:0");
+  ASSERT_TRUE(addr.ok()) << addr.status();
+  std::vector<std::unique_ptr<SilentClient>> idle;
+  for (int i = 0; i < 100; ++i) {
+    idle.push_back(std::make_unique<SilentClient>(*addr));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  Scrape scrape(*addr, "/metrics");
+  ASSERT_TRUE(testing::eventually([&] { return scrape.done(); }, std::chrono::seconds(10)))
+      << "the scrape waited behind the idle clients";
+  EXPECT_NE(scrape.response().find("tern_up_total 1"), std::string::npos) << scrape.response();
   server.stop();
 }
 

@@ -2,10 +2,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <fstream>
 #include <sstream>
 
 #include "ctl/table.h"
 #include "core/version.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -39,6 +42,34 @@ TEST(CtlTest, NoCredentialsIsAUsageErrorThatSaysWhatToGive) {
   EXPECT_NE(r.err.find("--insecure"), std::string::npos) << r.err;
   CtlRun both = ctl({"--insecure", "--token", "x", "hosts"});
   EXPECT_EQ(both.code, kExitUsage) << "plaintext and a token do not go together";
+}
+
+// A token given with --token is in ternctl's argv, which every local user
+// can read in `ps`; --token-file and TERN_TOKEN keep it out of there.
+TEST(CtlTest, TheTokenCanComeFromAFileAndTokenSaysItIsVisibleInPs) {
+  CtlRun help = ctl({"--help"});
+  ASSERT_EQ(help.code, kExitOk);
+  EXPECT_NE(help.out.find("--token-file"), std::string::npos) << help.out;
+  EXPECT_NE(help.out.find("visible"), std::string::npos) << "--token says it shows in ps: " << help.out;
+
+  testing::TempDir dir;
+  const std::string missing = dir.file("nope");
+  CtlRun gone = ctl({"--coordinator", "127.0.0.1:1", "--ca", dir.file("ca.crt"), "--token-file", missing, "hosts"});
+  EXPECT_EQ(gone.code, kExitUsage) << gone.err;
+  EXPECT_NE(gone.err.find(missing), std::string::npos) << gone.err;
+  EXPECT_EQ(std::count(gone.err.begin(), gone.err.end(), '\n'), 1) << gone.err;
+
+  std::ofstream(dir.file("empty")) << "\n";
+  CtlRun empty = ctl({"--coordinator", "127.0.0.1:1", "--ca", dir.file("ca.crt"), "--token-file", dir.file("empty"),
+                      "hosts"});
+  EXPECT_EQ(empty.code, kExitUsage) << empty.err;
+  EXPECT_NE(empty.err.find("empty"), std::string::npos) << empty.err;
+
+  std::ofstream(dir.file("token")) << "tern_secret\n";
+  CtlRun both = ctl({"--token", "x", "--token-file", dir.file("token"), "hosts"});
+  EXPECT_EQ(both.code, kExitUsage) << "one token at a time: " << both.err;
+  CtlRun plain = ctl({"--insecure", "--token-file", dir.file("token"), "hosts"});
+  EXPECT_EQ(plain.code, kExitUsage) << "plaintext and a token do not go together: " << plain.err;
 }
 
 TEST(CtlTest, UsageErrorsExit2) {

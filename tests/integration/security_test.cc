@@ -389,6 +389,32 @@ TEST_F(SecurityTest, UnsignedOrWronglySignedReleasesAreNeverStaged) {
   EXPECT_NE(history.out.find("refused"), std::string::npos) << "reported in the host's history: " << history.out;
 }
 
+// A token on ternctl's command line is in its argv, which `ps` shows every
+// local user: a file or the environment keeps it out of there.
+TEST_F(SecurityTest, ATokenFromAFileOrTheEnvironmentAuthenticates) {
+  auto created = ctl("alice", {"token", "create", "ci", "--role", "operator"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string secret = created.out.substr(0, created.out.find('\n'));
+  ASSERT_EQ(secret.rfind("tern_", 0), 0u) << created.out;
+  const std::string file = dir_.file("ci.token");
+  std::ofstream(file) << secret << "\n";
+
+  auto by_file = run_cmd({TERN_CTL_BIN, "--coordinator", address_, "--ca", pki_ + "/ca.crt", "--token-file", file,
+                          "whoami"});
+  EXPECT_EQ(by_file.code, 0) << by_file.err;
+  EXPECT_NE(by_file.out.find("ci (operator, by token)"), std::string::npos) << by_file.out;
+
+  auto by_env = run_cmd({"env", "TERN_TOKEN=" + secret, TERN_CTL_BIN, "--coordinator", address_, "--ca",
+                         pki_ + "/ca.crt", "whoami"});
+  EXPECT_EQ(by_env.code, 0) << by_env.err;
+  EXPECT_NE(by_env.out.find("ci (operator, by token)"), std::string::npos) << by_env.out;
+
+  ASSERT_EQ(ctl("alice", {"token", "revoke", "ci"}).code, 0);
+  auto revoked = run_cmd({TERN_CTL_BIN, "--coordinator", address_, "--ca", pki_ + "/ca.crt", "--token-file", file,
+                          "whoami"});
+  EXPECT_EQ(revoked.code, 6) << revoked.out << revoked.err;
+}
+
 TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   start_agent("web-2", pki_, "policy: {services: [web], users: [nobody], ports: [9000-9999]}\n");
   ASSERT_TRUE(eventually([&] { return connected("web-2"); })) << agents_["web-2"]->log();
