@@ -1,6 +1,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,6 +24,12 @@ class AdminStore {
   absl::Status add_token(const TokenRecord& t, int64_t created_ms);
   // NOT_FOUND when there is no such token.
   absl::Status revoke_token(const std::string& name);
+  // When tokens last authenticated a call (name -> unix ms).
+  absl::Status touch_tokens(const std::map<std::string, int64_t>& last_used);
+  absl::Status deny(const tern::v1::DeniedCertificate& d);
+  // NOT_FOUND when neither is denied.
+  absl::Status allow(const std::string& serial, const std::string& common_name);
+  absl::StatusOr<std::vector<tern::v1::DeniedCertificate>> denied();
   absl::Status record(const tern::v1::AuditEntry& e);
   // All of `entries`, in one transaction.
   absl::Status record_all(const std::vector<tern::v1::AuditEntry>& entries);
@@ -54,6 +61,20 @@ class AdminServiceImpl final : public tern::v1::AdminService::CallbackService {
                                        tern::v1::ListTokensResponse* resp) override;
   grpc::ServerUnaryReactor* ListAudit(grpc::CallbackServerContext* ctx, const tern::v1::ListAuditRequest* req,
                                       tern::v1::ListAuditResponse* resp) override;
+  grpc::ServerUnaryReactor* DenyCertificate(grpc::CallbackServerContext* ctx,
+                                            const tern::v1::DenyCertificateRequest* req,
+                                            tern::v1::DeniedCertificate* resp) override;
+  grpc::ServerUnaryReactor* AllowCertificate(grpc::CallbackServerContext* ctx,
+                                             const tern::v1::AllowCertificateRequest* req,
+                                             tern::v1::AllowCertificateResponse* resp) override;
+  grpc::ServerUnaryReactor* ListDeniedCertificates(grpc::CallbackServerContext* ctx,
+                                                   const tern::v1::ListDeniedCertificatesRequest* req,
+                                                   tern::v1::ListDeniedCertificatesResponse* resp) override;
+
+  // Runs on the loop after a certificate is denied (to close what it holds open).
+  void on_denied(std::function<void(const tern::v1::DeniedCertificate&)> fn) { on_denied_ = std::move(fn); }
+  // Reloads the denied certificates into the authenticator (loop thread).
+  absl::Status refresh_denied();
 
   // Reloads the live tokens into the authenticator (loop thread).
   absl::Status refresh_tokens();
@@ -63,6 +84,7 @@ class AdminServiceImpl final : public tern::v1::AdminService::CallbackService {
   AdminStore& store_;
   Authenticator& auth_;
   std::function<void()> before_audit_read_;
+  std::function<void(const tern::v1::DeniedCertificate&)> on_denied_;
 };
 
 }  // namespace tern

@@ -48,9 +48,10 @@ void AgentSession::read_next() {
 
 AgentStream::AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
                          std::atomic<int64_t>* sent_counter, std::string certified_host,
-                         std::map<std::string, std::string> certified_labels)
+                         std::map<std::string, std::string> certified_labels, std::string certified_serial)
     : ctx_(ctx),
-      session_(std::make_shared<AgentSession>(session_id, std::move(certified_host), std::move(certified_labels))),
+      session_(std::make_shared<AgentSession>(session_id, std::move(certified_host), std::move(certified_labels),
+                                              std::move(certified_serial))),
       listener_(listener),
       sent_counter_(sent_counter),
       peer_(ctx->peer()) {
@@ -175,7 +176,7 @@ class RefusedAgentStream final
 
 grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* AgentServiceImpl::Connect(
     grpc::CallbackServerContext* ctx) {
-  std::string certified;
+  std::string certified, serial;
   std::map<std::string, std::string> labels;
   if (auth_ != nullptr) {
     auto p = auth_->authorize(*ctx, Rpc::kConnect);
@@ -185,11 +186,12 @@ grpc::ServerBidiReactor<tern::v1::AgentMessage, tern::v1::CoordinatorMessage>* A
     }
     if (p->via() == "certificate") {
       certified = p->name();
+      serial = p->cert_serial();
       labels.insert(p->labels().begin(), p->labels().end());
     }
   }
   return new AgentStream(ctx, next_session_.fetch_add(1), listener_, sent_counter_, std::move(certified),
-                         std::move(labels));
+                         std::move(labels), std::move(serial));
 }
 
 namespace {

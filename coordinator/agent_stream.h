@@ -35,14 +35,19 @@ inline constexpr std::size_t kMaxAgentTextBytes = 2048;
 class AgentSession {
  public:
   explicit AgentSession(uint64_t id, std::string certified_host = "",
-                        std::map<std::string, std::string> certified_labels = {})
-      : id_(id), certified_host_(std::move(certified_host)), certified_labels_(std::move(certified_labels)) {}
+                        std::map<std::string, std::string> certified_labels = {}, std::string certified_serial = "")
+      : id_(id),
+        certified_host_(std::move(certified_host)),
+        certified_labels_(std::move(certified_labels)),
+        certified_serial_(std::move(certified_serial)) {}
   uint64_t id() const { return id_; }
   // The host id the agent's certificate names (its CN); empty without TLS.
   // A hello for any other host is refused.
   const std::string& certified_host() const { return certified_host_; }
   // The labels the agent's certificate carries (empty without TLS).
   const std::map<std::string, std::string>& certified_labels() const { return certified_labels_; }
+  // The serial of the agent's certificate (hex; empty without TLS).
+  const std::string& certified_serial() const { return certified_serial_; }
   // Queues a message; false when the stream is already gone.
   bool send(tern::v1::CoordinatorMessage msg);
   // Ends the stream with `status` after queued writes drain.
@@ -58,6 +63,7 @@ class AgentSession {
   const uint64_t id_;
   const std::string certified_host_;
   const std::map<std::string, std::string> certified_labels_;
+  const std::string certified_serial_;
   std::mutex mu_;
   AgentStream* stream_ = nullptr;
 };
@@ -93,7 +99,7 @@ class AgentStream final : public grpc::ServerBidiReactor<tern::v1::AgentMessage,
  public:
   AgentStream(grpc::CallbackServerContext* ctx, uint64_t session_id, AgentStreamListener& listener,
               std::atomic<int64_t>* sent_counter, std::string certified_host = "",
-              std::map<std::string, std::string> certified_labels = {});
+              std::map<std::string, std::string> certified_labels = {}, std::string certified_serial = "");
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;

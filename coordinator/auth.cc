@@ -76,9 +76,21 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
           "client certificate \"", id->common_name, "\" names no Tern role (OU must be viewer, operator, admin or "
           "agent); issue one with scripts/tern-pki.sh"));
     }
+    {
+      std::shared_lock lock(mu_);
+      auto by_serial = denied_serials_.find(id->serial);
+      auto by_name = denied_names_.find(id->common_name);
+      if (by_serial != denied_serials_.end() || by_name != denied_names_.end()) {
+        const std::string& why = by_serial != denied_serials_.end() ? by_serial->second : by_name->second;
+        return absl::UnauthenticatedError(absl::StrCat(
+            "client certificate \"", id->common_name, "\" (serial ", id->serial, ") was revoked by an admin",
+            why.empty() ? "" : absl::StrCat(": ", why), "; ask an admin for a new one"));
+      }
+    }
     p.set_name(id->common_name);
     p.set_role(*role);
     p.set_via("certificate");
+    p.set_cert_serial(id->serial);
     p.mutable_labels()->insert(id->labels.begin(), id->labels.end());
     return p;
   }
@@ -103,9 +115,19 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
   if (t == by_hash_.end()) {
     return absl::UnauthenticatedError("unknown or revoked token; ask an admin for a new one (ternctl token create)");
   }
+  const int64_t now = to_unix_millis(SystemClock::instance().now());
+  if (t->second.has_expires() && google::protobuf::util::TimeUtil::TimestampToMilliseconds(t->second.expires()) <= now) {
+    return absl::UnauthenticatedError(absl::StrCat("token \"", t->second.name(), "\" expired at ",
+                                                   google::protobuf::util::TimeUtil::ToString(t->second.expires()),
+                                                   "; ask an admin for a new one (ternctl token create)"));
+  }
   p.set_name(t->second.name());
   p.set_role(t->second.role());
   p.set_via("token");
+  {
+    std::lock_guard used(used_mu_);
+    last_used_[t->second.name()] = now;
+  }
   return p;
 }
 
@@ -131,6 +153,22 @@ void Authenticator::set_tokens(std::vector<TokenRecord> tokens) {
   }
   std::unique_lock lock(mu_);
   by_hash_ = std::move(m);
+}
+
+void Authenticator::set_denied(const std::vector<tern::v1::DeniedCertificate>& denied) {
+  std::map<std::string, std::string> serials, names;
+  for (const auto& d : denied) {
+    if (!d.serial().empty()) serials[d.serial()] = d.reason();
+    if (!d.common_name().empty()) names[d.common_name()] = d.reason();
+  }
+  std::unique_lock lock(mu_);
+  denied_serials_ = std::move(serials);
+  denied_names_ = std::move(names);
+}
+
+std::map<std::string, int64_t> Authenticator::take_last_used() const {
+  std::lock_guard used(used_mu_);
+  return std::exchange(last_used_, {});
 }
 
 std::pair<std::string, std::string> Authenticator::new_secret() {
@@ -189,6 +227,9 @@ const std::vector<MethodRule> kRules = {
     {Rpc::kRevokeToken, "/tern.v1.AdminService/RevokeToken", kAdmin, kAudited},
     {Rpc::kListTokens, "/tern.v1.AdminService/ListTokens", kAdmin, kNotAudited},
     {Rpc::kListAudit, "/tern.v1.AdminService/ListAudit", kAdmin, kNotAudited},
+    {Rpc::kDenyCertificate, "/tern.v1.AdminService/DenyCertificate", kAdmin, kAudited},
+    {Rpc::kAllowCertificate, "/tern.v1.AdminService/AllowCertificate", kAdmin, kAudited},
+    {Rpc::kListDeniedCertificates, "/tern.v1.AdminService/ListDeniedCertificates", kAdmin, kNotAudited},
 };
 
 }  // namespace

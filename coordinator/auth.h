@@ -34,6 +34,7 @@ enum class Rpc {
   kPlanRollout, kStartRollout, kGetRollout, kListRollouts, kWatchRollout, kGetRolloutHistory,
   kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout,
   kWhoAmI, kCreateToken, kRevokeToken, kListTokens, kListAudit,
+  kDenyCertificate, kAllowCertificate, kListDeniedCertificates,
 };
 struct MethodRule {
   Rpc rpc;
@@ -79,6 +80,10 @@ class Authenticator {
   }
 
   void set_tokens(std::vector<TokenRecord> tokens);
+  // Client certificates refused from now on, by serial or CN.
+  void set_denied(const std::vector<tern::v1::DeniedCertificate>& denied);
+  // Tokens that authenticated a call since the last take, with when (unix ms).
+  std::map<std::string, int64_t> take_last_used() const;
   // A fresh random secret ("tern_" + 64 hex digits) and its sha256.
   static std::pair<std::string, std::string> new_secret();
 
@@ -86,6 +91,9 @@ class Authenticator {
   const bool insecure_;
   mutable std::shared_mutex mu_;
   std::map<std::string, tern::v1::TokenInfo> by_hash_;  // live tokens by secret sha256
+  std::map<std::string, std::string> denied_serials_, denied_names_;  // -> reason
+  mutable std::mutex used_mu_;
+  mutable std::map<std::string, int64_t> last_used_;
 };
 
 // A finished refusal, for handlers that must return a reactor.

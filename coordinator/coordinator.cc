@@ -107,6 +107,19 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
   admin_service_ =
       std::make_unique<AdminServiceImpl>(loop_, *admin_store_, *auth_, [this] { audit_->flush(); });
   if (auto st = admin_service_->refresh_tokens(); !st.ok()) return st;
+  if (auto st = admin_service_->refresh_denied(); !st.ok()) return st;
+  // A revoked agent certificate loses the stream it already holds.
+  admin_service_->on_denied([this](const tern::v1::DeniedCertificate& d) {
+    for (auto& [id, info] : sessions_) {
+      const auto& s = *info.session;
+      if (s.certified_host().empty()) continue;
+      if ((!d.common_name().empty() && s.certified_host() == d.common_name()) ||
+          (!d.serial().empty() && s.certified_serial() == d.serial())) {
+        spdlog::warn("closing the stream of host {}: its certificate was revoked", s.certified_host());
+        info.session->close(grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "this agent's certificate was revoked"));
+      }
+    }
+  });
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -189,6 +202,11 @@ absl::Status Coordinator::start() {
   loop_.post([this] { rollouts_->resume(); });
   loop_.every(Millis(500), [this] { rollouts_->tick(); });
   loop_.every(Millis(200), [this] { audit_->flush(); });
+  loop_.every(Millis(60'000), [this] {
+    if (auto st = admin_store_->touch_tokens(auth_->take_last_used()); !st.ok()) {
+      spdlog::error("cannot record when tokens were last used: {}", st.message());
+    }
+  });
   loop_.post([this] { prune_history(); });
   loop_.every(Millis(600'000), [this] { prune_history(); });
   const Millis tick = std::clamp(config_.unreachable_after / 4, Millis(50), Millis(1000));

@@ -2,6 +2,7 @@
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -13,6 +14,7 @@
 
 #include <grpcpp/support/channel_arguments.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace tern {
@@ -117,6 +119,13 @@ absl::StatusOr<CertIdentity> cert_identity(const std::string& pem) {
       id.labels[std::string(uri.substr(0, eq))] = std::string(uri.substr(eq + 1));
     }
     GENERAL_NAMES_free(sans);
+  }
+  if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), nullptr)) {
+    if (char* hex = BN_bn2hex(bn)) {
+      id.serial = absl::AsciiStrToLower(hex);
+      OPENSSL_free(hex);
+    }
+    BN_free(bn);
   }
   id.not_before = asn1_time(X509_get0_notBefore(x));
   id.not_after = asn1_time(X509_get0_notAfter(x));

@@ -51,6 +51,9 @@ struct CertIdentity {
   // From URI subject alternative names "tern:label:KEY=VALUE" (tern-pki
   // agent DIR HOST KEY=VALUE...): the labels an admin gave the host.
   std::map<std::string, std::string> labels;
+  // Lower-case hex without leading zeros, as `openssl x509 -noout -serial`
+  // prints it (there in upper case).
+  std::string serial;
   TimePoint not_before;
   TimePoint not_after;
 };

@@ -11,14 +11,17 @@
 #                                                     host's labels, which services select it by
 #   tern-pki.sh operator DIR NAME viewer|operator|admin   DIR/operator-NAME.{crt,key}
 #
-# TERN_PKI_DAYS sets the validity (default 825; a negative number makes an
-# already expired certificate, for tests). Keys are written 0600.
+# Validity: 397 days for the coordinator and agents, 90 for operators (a
+# person's key leaks more easily; revoke one early with `ternctl cert deny`).
+# TERN_PKI_DAYS overrides it (a negative number makes an already expired
+# certificate, for tests). Keys are written 0600.
 set -euo pipefail
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1 dir=$2
 shift 2
-days=${TERN_PKI_DAYS:-825}
+case $cmd in operator) default_days=90 ;; *) default_days=397 ;; esac
+days=${TERN_PKI_DAYS:-$default_days}
 mkdir -p "$dir"
 umask 077
 

@@ -317,6 +317,51 @@ TEST_F(SecurityTest, AnAgentStreamHasSizeAndRateLimitsAndItsTextIsEscaped) {
   EXPECT_LT(floods, 1000) << "the rate limit let the whole flood through";
 }
 
+// A leaked key is revoked without replacing the CA or restarting anything;
+// tokens expire and say when they were last used.
+TEST_F(SecurityTest, CertificatesCanBeRevokedAndTokensExpire) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  ASSERT_EQ(ctl("olga", {"whoami"}).code, 0);
+  auto denied = ctl("alice", {"cert", "deny", "--cn", "olga", "--reason", "left the team"});
+  ASSERT_EQ(denied.code, 0) << denied.out << denied.err;
+  auto refused = ctl("olga", {"whoami"});
+  EXPECT_EQ(refused.code, 6) << refused.out << refused.err;
+  EXPECT_NE(refused.err.find("revoked by an admin: left the team"), std::string::npos) << refused.err;
+  ASSERT_EQ(ctl("alice", {"cert", "allow", "--cn", "olga"}).code, 0);
+  EXPECT_EQ(ctl("olga", {"whoami"}).code, 0);
+
+  // An agent certificate by serial: its open stream is closed and it cannot come back.
+  auto serial = run_cmd({"openssl", "x509", "-noout", "-serial", "-in", pki_ + "/agent-web-1.crt"});
+  ASSERT_EQ(serial.code, 0);
+  const std::string hex = serial.out.substr(serial.out.find('=') + 1, serial.out.find('\n') - serial.out.find('=') - 1);
+  ASSERT_EQ(ctl("alice", {"cert", "deny", "--serial", hex, "--reason", "host stolen"}).code, 0);
+  EXPECT_TRUE(eventually([&] { return !connected("web-1"); })) << agents_["web-1"]->log();
+  EXPECT_TRUE(eventually([&] { return agents_["web-1"]->log().find("revoked") != std::string::npos; }))
+      << agents_["web-1"]->log();
+  auto list = ctl("alice", {"cert", "denied"});
+  EXPECT_NE(list.out.find("host stolen"), std::string::npos) << list.out;
+
+  // A token stops working when it expires, and says so.
+  auto created = ctl("alice", {"token", "create", "short", "--role", "viewer", "--ttl", "1s"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string secret = created.out.substr(0, created.out.find('\n'));
+  ASSERT_TRUE(eventually([&] {
+    return ctl("token:" + secret, {"hosts"}).err.find("expired") != std::string::npos;
+  })) << ctl("token:" + secret, {"hosts"}).err;
+  // A token in use says when it was last used.
+  created = ctl("alice", {"token", "create", "ci", "--role", "viewer"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  ASSERT_EQ(ctl("token:" + created.out.substr(0, created.out.find('\n')), {"hosts"}).code, 0);
+  auto tokens = ctl("alice", {"token", "list", "-o", "json"});
+  const auto ci = tokens.out.find("\"ci\"");
+  ASSERT_NE(ci, std::string::npos) << tokens.out;
+  const auto next = tokens.out.find("\"name\"", ci);
+  const std::string row = tokens.out.substr(ci, next == std::string::npos ? std::string::npos : next - ci);
+  EXPECT_NE(row.find("\"expires\""), std::string::npos) << row;
+  EXPECT_NE(row.find("\"last_used\""), std::string::npos) << row;
+}
+
 TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
   push_service();
   // A viewer reads, and may not start a rollout or change a service.
