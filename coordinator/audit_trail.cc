@@ -126,7 +126,8 @@ void AuditTrail::refused_unauthenticated(const std::string& peer, const std::str
   unauthenticated_.fetch_add(1, std::memory_order_relaxed);
   ++since_log_;
   constexpr std::size_t kMaxPeers = 1024;
-  if (by_peer_.size() < kMaxPeers || by_peer_.count(peer) > 0) ++by_peer_[peer];
+  const std::string who = peer.empty() ? "a client refused at the TLS layer" : peer;
+  if (by_peer_.size() < kMaxPeers || by_peer_.count(who) > 0) ++by_peer_[who];
   const TimePoint now = clock_.now();
   if (last_log_ != TimePoint{} && now - last_log_ < log_every_) return;
   std::vector<std::pair<int64_t, std::string>> top;

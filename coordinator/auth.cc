@@ -101,9 +101,14 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
         "no client certificate and no token: give ternctl --cert/--key (or --token), "
         "or set TERN_CERT/TERN_KEY or TERN_TOKEN");
   }
+  return token_principal(std::string_view(it->second.data(), it->second.size()));
+}
+
+absl::StatusOr<Principal> Authenticator::token_principal(std::string_view header) const {
+  Principal p;
   // "Bearer <token>"; the scheme is case-insensitive (RFC 7235 section 2.1)
   // and one or more spaces may follow it.
-  const absl::string_view value(it->second.data(), it->second.size());
+  const absl::string_view value(header.data(), header.size());
   const absl::string_view secret =
       absl::StartsWithIgnoreCase(value, "bearer ") ? absl::StripLeadingAsciiWhitespace(value.substr(7)) : "";
   if (secret.empty()) {
@@ -129,6 +134,22 @@ absl::StatusOr<Principal> Authenticator::authenticate(const grpc::ServerContextB
     last_used_[t->second.name()] = now;
   }
   return p;
+}
+
+grpc::Status CredentialGate::Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
+                                     OutputMetadata*, OutputMetadata*) {
+  if (context != nullptr && !first(*context, "x509_pem_cert").empty()) return grpc::Status::OK;
+  std::string why = "no client certificate and no token: give ternctl --cert/--key (or --token-file), "
+                    "or set TERN_CERT/TERN_KEY or TERN_TOKEN";
+  if (auto it = auth_metadata.find("authorization"); it != auth_metadata.end()) {
+    auto p = auth_.token_principal(std::string_view(it->second.data(), it->second.size()));
+    if (p.ok()) return grpc::Status::OK;
+    why = std::string(p.status().message());
+  }
+  std::string method;
+  if (auto it = auth_metadata.find(":path"); it != auth_metadata.end()) method.assign(it->second.data(), it->second.size());
+  if (on_refused_) on_refused_(method);
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, why);
 }
 
 absl::StatusOr<Principal> Authenticator::authorize(const grpc::ServerContextBase& ctx, Permission perm) const {

@@ -147,7 +147,7 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
         });
       }));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  builder.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);
+  builder.SetMaxReceiveMessageSize(kMaxCoordinatorRequestBytes);
   builder.SetMaxSendMessageSize(kMaxGrpcMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
@@ -185,6 +185,11 @@ absl::Status Coordinator::start() {
     creds = tls_server_credentials(*tls);
   }
   auth_ = std::make_unique<Authenticator>(config_.insecure);
+  if (!config_.insecure) {
+    creds->SetAuthMetadataProcessor(std::make_shared<CredentialGate>(*auth_, [this](const std::string& method) {
+      loop_.post([this, method] { audit_->refused_unauthenticated("", method); });
+    }));
+  }
   started_ = clock_.now();
   if (auto st = open_state(); !st.ok()) return st;
   if (auto st = start_server(std::move(creds)); !st.ok()) return st;

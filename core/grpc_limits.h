@@ -15,4 +15,10 @@ namespace tern {
 // lists grow with the fleet, hence the headroom.
 inline constexpr int kMaxGrpcMessageBytes = 16 << 20;
 
+// The largest message the coordinator accepts: requests, agent messages
+// (at most 256 KiB, see coordinator/agent_stream.h), upload chunks (64 KiB)
+// and specs (kMaxServiceSpecBytes). Receiving is what costs the
+// coordinator; it still sends up to kMaxGrpcMessageBytes.
+inline constexpr int kMaxCoordinatorRequestBytes = 1 << 20;
+
 }  // namespace tern

@@ -490,6 +490,26 @@ TEST_F(SecurityTest, UnauthenticatedCallsAreCountedNotStoredAndStoredRequestsAre
     tern::v1::ApplyServiceResponse resp;
     ASSERT_EQ(anonymous->ApplyService(&ctx, big, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   }
+  // Turned away on its headers, before the message is read: a request over
+  // any size limit is still just UNAUTHENTICATED (reading it first would
+  // make it RESOURCE_EXHAUSTED).
+  tern::v1::ApplyServiceRequest huge;
+  huge.mutable_spec()->set_name("web");
+  (*huge.mutable_spec()->mutable_env())["PAD"] = std::string(17 << 20, 'x');
+  {
+    grpc::ClientContext ctx;
+    tern::v1::ApplyServiceResponse resp;
+    const grpc::Status st = anonymous->ApplyService(&ctx, huge, &resp);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+  }
+  // Whoever is authenticated still cannot send the coordinator a large request.
+  {
+    grpc::ClientContext ctx;
+    tern::v1::ApplyServiceResponse resp;
+    (*big.mutable_spec()->mutable_env())["PAD"] = std::string(2 << 20, 'x');
+    auto alice = tern::v1::ServiceService::NewStub(channel(pki_ + "/operator-alice"));
+    EXPECT_EQ(alice->ApplyService(&ctx, big, &resp).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
   // An operator (authenticated, not allowed) is recorded, without the secret.
   tern::v1::ApplyServiceRequest secret;
   secret.mutable_spec()->set_name("db");
