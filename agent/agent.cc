@@ -46,9 +46,14 @@ absl::Status Agent::start() {
     host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
   }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
-  if (!host_.url_fetcher) host_.url_fetcher = make_url_artifact_fetcher();
+  if (!host_.url_fetcher) {
+    host_.url_fetcher = make_url_artifact_fetcher(UrlFetchPolicy{config_.downloads.allow_loopback});
+  }
+  StagingLimits staging;
+  staging.max_url_bytes = uint64_t{config_.downloads.max_mib} << 20;
+  staging.free_space_margin = uint64_t{config_.releases.min_free_mib} << 20;
   stager_ = std::make_unique<ArtifactStager>(config_.state_dir, host_.fetcher.get(), BundleLimits(),
-                                             host_.url_fetcher.get());
+                                             host_.url_fetcher.get(), std::move(staging));
   store_ = std::make_unique<StateStore>(config_.state_dir);
   if (int n = stager_->remove_abandoned(); n > 0) {
     spdlog::info("removed {} half-staged release(s) left by an earlier run", n);
@@ -132,6 +137,7 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.emit = [this](const tern::v1::AgentEvent& e) { send_event(e); };
   deps.log_dir = config_.state_dir + "/logs";
   deps.state_dir = config_.state_dir;
+  deps.keep_releases = config_.releases.keep;
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
   std::lock_guard lock(mu_);

@@ -66,6 +66,16 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     p->get("privileged_ports", cfg.policy.privileged_ports);
     m.absorb(p->finish());
   }
+  if (auto d = m.child("downloads")) {
+    d->get("max_mib", cfg.downloads.max_mib);
+    d->get("allow_loopback", cfg.downloads.allow_loopback);
+    m.absorb(d->finish());
+  }
+  if (auto r = m.child("releases")) {
+    r->get("keep", cfg.releases.keep);
+    r->get("min_free_mib", cfg.releases.min_free_mib);
+    m.absorb(r->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
   return cfg;
@@ -127,6 +137,13 @@ absl::Status validate(const AgentConfig& cfg) {
                                                      "\" is not below 1024; ports from 1024 up need no "
                                                      "permission here (limit them with policy.ports)"));
     }
+  }
+  if (cfg.downloads.max_mib == 0) {
+    return absl::InvalidArgumentError("key \"downloads.max_mib\": must be at least 1 (the largest artifact, in MiB)");
+  }
+  if (cfg.releases.keep == 0) {
+    return absl::InvalidArgumentError(
+        "key \"releases.keep\": must be at least 1 (releases in use are kept besides these)");
   }
   return absl::OkStatus();
 }

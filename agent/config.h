@@ -35,6 +35,28 @@ inline constexpr uint32_t kFirstUnprivilegedPort = 1024;
 // and the policy otherwise. INVALID_ARGUMENT for a malformed port range.
 absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec);
 
+// Downloads of releases registered by URL (`downloads:` in the config).
+struct DownloadSettings {
+  // The largest artifact a URL download may bring, in MiB; the transfer
+  // stops there.
+  uint32_t max_mib = 2048;
+  // Whether a URL may point at this host itself (127.0.0.0/8, ::1). Off:
+  // a registered URL cannot reach services that listen only locally. For
+  // tests and single-host setups with a local artifact server. Link-local
+  // addresses (169.254.0.0/16, fe80::/10) are refused either way.
+  bool allow_loopback = false;
+};
+
+// Staged releases on disk (`releases:` in the config).
+struct ReleaseSettings {
+  // Staged releases kept per service after a successful deploy, besides the
+  // ones running, warm or known-good (which are never removed).
+  uint32_t keep = 5;
+  // Free space, in MiB, that staging leaves on the release dir's filesystem
+  // beyond the artifact itself.
+  uint32_t min_free_mib = 64;
+};
+
 struct AgentConfig {
   std::string coordinator = "127.0.0.1:7400";
   // Empty: read /etc/machine-id.
@@ -59,6 +81,8 @@ struct AgentConfig {
   // What this host accepts from the coordinator, whatever the coordinator
   // says; empty lists allow everything.
   AgentPolicy policy;
+  DownloadSettings downloads;
+  ReleaseSettings releases;
 };
 
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path);

@@ -1,11 +1,13 @@
 #include "agent/service_supervisor.h"
 
 #include <filesystem>
+#include <set>
 
 #include "core/words.h"
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "agent/failpoint.h"
 #include "core/duration.h"
 #include "core/grpc_status.h"
@@ -332,6 +334,7 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
     state_.clear_starting_slot();
   }
   save("");
+  if (st.ok() && cmd.action_case() == tern::v1::Command::kDeploy) prune_releases(op.progress);
   tern::v1::CommandResult r;
   r.set_command_id(cmd.command_id());
   r.set_outcome(st.ok() ? tern::v1::COMMAND_OUTCOME_SUCCEEDED : tern::v1::COMMAND_OUTCOME_FAILED);
@@ -340,6 +343,25 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
   *r.mutable_service() = status();
   if (!st.ok()) spdlog::warn("{}: command {} failed: {}", name_, cmd.command_id(), st.message());
   return r;
+}
+
+void ServiceSupervisor::prune_releases(const Progress& p) {
+  if (deps_.keep_releases == 0) return;
+  std::set<std::string> in_use;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto* r : {&state_.blue().release(), &state_.green().release(), &state_.last_good(),
+                          &state_.previous_good()}) {
+      if (!r->version().empty()) in_use.insert(r->version());
+    }
+  }
+  auto removed = deps_.stager->prune(name_, in_use, deps_.keep_releases);
+  if (removed.empty()) return;
+  const std::string what = absl::StrCat("removed ", removed.size(), " old release(s) of ", name_, " (",
+                                        absl::StrJoin(removed, ", "), "); kept the newest ", deps_.keep_releases,
+                                        " and those in use");
+  spdlog::info("{}", what);
+  p(what);
 }
 
 absl::Status ServiceSupervisor::apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p) {

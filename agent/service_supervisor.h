@@ -41,6 +41,10 @@ struct SupervisorDeps {
   std::string state_dir;
   // How often (host time) an idle supervisor checks its processes.
   Millis monitor_interval{200};
+  // Staged releases kept after a successful deploy besides those in use
+  // (either slot's, last_good, previous_good); the rest are deleted. 0: none
+  // are deleted.
+  std::size_t keep_releases = 5;
 };
 
 // One service on this host: its blue and green slots, the deploy sequence,
@@ -52,6 +56,10 @@ struct SupervisorDeps {
 // when it runs healthy in the idle slot, otherwise it is started there first.
 // Traffic never moves onto a slot that is not healthy, by any command, and a
 // deploy never stops the last known-good release to make room.
+//
+// After a successful deploy, old staged releases are deleted down to
+// SupervisorDeps::keep_releases; what either slot holds (running, warm or
+// stopped) and the last and previous known-good releases always stay.
 //
 // Operations (deploy, switch, rollback, stop, remove) run one at a time, in
 // order, on the supervisor's own thread; submit() never blocks. Between
@@ -121,6 +129,9 @@ class ServiceSupervisor {
   // Undoes a start recover() finds in starting_slot; returns what it did.
   std::string undo_interrupted_start();
   absl::Status stop_slot_op(tern::v1::SlotColor color, const Progress& p);
+  // After a successful deploy: deletes staged releases beyond
+  // deps_.keep_releases, never one a slot holds or a known-good one.
+  void prune_releases(const Progress& p);
   absl::Status remove(const Progress& p);
   absl::Status apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p);
 

@@ -36,7 +36,7 @@ packages=(
   clang-14 libclang-rt-14-dev cmake ninja-build pkg-config
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
-  libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libsystemd-dev zlib1g-dev
+  libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev
 )
 # shellcheck source=scripts/apt_install.sh
 . "$root/scripts/apt_install.sh"

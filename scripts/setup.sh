@@ -14,7 +14,7 @@ packages=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
-  libssl-dev libsystemd-dev zlib1g-dev nftables iptables iproute2 conntrack tar gzip
+  libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev nftables iptables iproute2 conntrack tar gzip
   python3 curl python3-grpcio python3-protobuf
   systemd ansible ansible-lint
 )

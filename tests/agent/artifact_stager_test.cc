@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -140,6 +142,99 @@ TEST(ArtifactStagerTest, RemovesStagingsAbandonedByACrash) {
   EXPECT_EQ(stager.remove_abandoned(), 1);
   EXPECT_FALSE(fs::exists(dir.path() / "web" / "releases" / ".staging-1.0-123"));
   EXPECT_TRUE(fs::exists(dir.path() / "web" / "releases" / "0.9"));
+}
+
+// Nothing but empty dirs under the service's releases dir: no release, no
+// half-written staging left behind.
+bool nothing_staged(const fs::path& root) {
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(root / "web" / "releases", ec)) {
+    if (!e.is_directory()) return false;
+  }
+  return fs::is_empty(root / "web" / "releases", ec);
+}
+
+TEST(ArtifactStagerTest, AUrlDownloadStopsAtTheLimitAndStagesNothing) {
+  testing::TempDir dir;
+  FakeFetcher store, web;
+  web.bytes = std::string(5'000, 'x');
+  StagingLimits limits;
+  limits.max_url_bytes = 1'000;
+  ArtifactStager stager(dir.path().string(), &store, BundleLimits(), &web, limits);
+  auto r = release("1.0", sha_of(web.bytes));
+  r.set_url("https://artifacts.example/app");
+  auto got = stager.stage("web", r, kQuiet);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
+  EXPECT_EQ(web.last_options.max_bytes, 1'000u) << "the limit is the fetcher's to enforce while streaming";
+  EXPECT_TRUE(nothing_staged(dir.path()));
+  // The coordinator's store is not a URL: the same artifact comes through.
+  store.bytes = web.bytes;
+  ASSERT_TRUE(stager.stage("web", release("1.0", sha_of(store.bytes)), kQuiet).ok());
+  EXPECT_EQ(store.last_options.max_bytes, 0u);
+}
+
+TEST(ArtifactStagerTest, AFullDiskRefusesStagingBeforeAnythingIsFetched) {
+  testing::TempDir dir;
+  FakeFetcher f;
+  StagingLimits limits;
+  limits.free_space_margin = uint64_t{64} << 20;
+  std::string asked;
+  limits.free_bytes = [&](const std::string& path) -> absl::StatusOr<uint64_t> {
+    asked = path;
+    return uint64_t{10} << 20;
+  };
+  ArtifactStager stager(dir.path().string(), &f, BundleLimits(), nullptr, limits);
+  auto got = stager.stage("web", release("1.0", sha_of(f.bytes)), kQuiet);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
+  EXPECT_NE(got.status().message().find("10 MiB free"), absl::string_view::npos) << got.status();
+  EXPECT_NE(got.status().message().find("1.0"), absl::string_view::npos) << got.status();
+  EXPECT_EQ(f.calls, 0);
+  EXPECT_EQ(asked, (dir.path() / "web" / "releases").string());
+  EXPECT_TRUE(nothing_staged(dir.path()));
+}
+
+TEST(ArtifactStagerTest, AnArtifactThatDoesNotFitIsRefusedOnceItsSizeIsKnown) {
+  testing::TempDir dir;
+  FakeFetcher f;
+  f.bytes = std::string(2'000, 'x');
+  f.says_size = true;
+  uint64_t free = 1'500;
+  StagingLimits limits;
+  limits.free_space_margin = 100;
+  limits.free_bytes = [&](const std::string&) -> absl::StatusOr<uint64_t> { return free; };
+  ArtifactStager stager(dir.path().string(), &f, BundleLimits(), nullptr, limits);
+  auto got = stager.stage("web", release("1.0", sha_of(f.bytes)), kQuiet);
+  ASSERT_FALSE(got.ok());
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
+  EXPECT_NE(got.status().message().find("the artifact is 2000 bytes"), absl::string_view::npos) << got.status();
+  EXPECT_TRUE(nothing_staged(dir.path()));
+  // With the room for it and the margin, it stages.
+  free = 2'100;
+  ASSERT_TRUE(stager.stage("web", release("1.0", sha_of(f.bytes)), kQuiet).ok());
+}
+
+TEST(ArtifactStagerTest, PruneKeepsTheNewestAndTheOnesInUse) {
+  testing::TempDir dir;
+  FakeFetcher f;
+  ArtifactStager stager(dir.path().string(), &f);
+  const auto t0 = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  for (int v = 1; v <= 7; ++v) {
+    f.bytes = "build " + std::to_string(v);
+    auto got = stager.stage("web", release(std::to_string(v), sha_of(f.bytes)), kQuiet);
+    ASSERT_TRUE(got.ok()) << got.status();
+    // Staged a minute apart, whatever the filesystem's time resolution.
+    fs::last_write_time(*got + "/.tern-sha256", t0 + std::chrono::minutes(v));
+  }
+  const fs::path releases = dir.path() / "web" / "releases";
+  fs::create_directories(releases / "not-a-release");  // no marker: not the stager's
+  auto removed = stager.prune("web", {"2"}, 3);
+  std::sort(removed.begin(), removed.end());
+  EXPECT_EQ(removed, (std::vector<std::string>{"1", "3", "4"}));
+  for (const char* kept : {"2", "5", "6", "7", "not-a-release"}) EXPECT_TRUE(fs::exists(releases / kept)) << kept;
+  EXPECT_TRUE(stager.prune("web", {"2"}, 3).empty()) << "a second prune changes nothing";
+  EXPECT_TRUE(stager.prune("api", {}, 1).empty()) << "a service with nothing staged";
 }
 
 }  // namespace

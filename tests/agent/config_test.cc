@@ -21,6 +21,8 @@ heartbeat_interval: 2s
 reconnect:
   initial: 100ms
   max: 10s
+downloads: {max_mib: 512, allow_loopback: true}
+releases: {keep: 3, min_free_mib: 128}
 )");
   auto cfg = load_agent_config(path);
   ASSERT_TRUE(cfg.ok()) << cfg.status();
@@ -30,6 +32,17 @@ reconnect:
   EXPECT_EQ(cfg->heartbeat_interval, Millis(2000));
   EXPECT_EQ(cfg->reconnect.initial, Millis(100));
   EXPECT_EQ(cfg->reconnect.max, Millis(10'000));
+  EXPECT_EQ(cfg->downloads.max_mib, 512u);
+  EXPECT_TRUE(cfg->downloads.allow_loopback);
+  EXPECT_EQ(cfg->releases.keep, 3u);
+  EXPECT_EQ(cfg->releases.min_free_mib, 128u);
+}
+
+TEST(AgentConfigTest, DownloadsAndReleasesHaveSafeDefaults) {
+  AgentConfig cfg;
+  EXPECT_EQ(cfg.downloads.max_mib, 2048u);
+  EXPECT_FALSE(cfg.downloads.allow_loopback);
+  EXPECT_EQ(cfg.releases.keep, 5u);
 }
 
 TEST(AgentConfigTest, BadInputIsOneClearErrorNamingFileAndKey) {
@@ -46,6 +59,9 @@ TEST(AgentConfigTest, BadInputIsOneClearErrorNamingFileAndKey) {
            Case{"coordinator: nohostport\n", "key \"coordinator\""},
            Case{"host_id: 'bad id'\n", "key \"host_id\""},
            Case{"labels: {zone: 'a b'}\n", "key \"labels\""},
+           Case{"downloads: {max_mib: 0}\n", "key \"downloads.max_mib\""},
+           Case{"downloads: {allow_localhost: true}\n", "unknown key \"downloads.allow_localhost\""},
+           Case{"releases: {keep: 0}\n", "key \"releases.keep\""},
        }) {
     testing::TempDir dir;
     auto path = dir.write("agent.yaml", c.yaml);

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <future>
 
 #include <google/protobuf/util/time_util.h>
@@ -63,6 +64,7 @@ class SupervisorTest : public ::testing::Test {
     deps.log_dir = dir_.path().string();
     deps.state_dir = state_dir_;
     deps.monitor_interval = Millis(10);
+    deps.keep_releases = keep_releases_;
     auto s = std::make_unique<ServiceSupervisor>(state, deps);
     return s;
   }
@@ -159,6 +161,7 @@ class SupervisorTest : public ::testing::Test {
   ArtifactStager stager_;
   TrafficMap traffic_;
   bool keep_warm_ = false;
+  std::size_t keep_releases_ = 5;
   Millis drain_{0};
   Millis min_healthy_{0};
   std::string state_dir_;
@@ -187,6 +190,36 @@ TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
   EXPECT_EQ(mapper_.target(), 9001);
   EXPECT_EQ(launcher_.started.size(), starts + 1);
   EXPECT_EQ(s->snapshot().blue().release().version(), "1");
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, ADeployPrunesOldReleasesButNeverOnesInUseOrKnownGood) {
+  keep_releases_ = 1;
+  keep_warm_ = true;
+  for (const char* v : {"1", "2", "3", "4", "5", "6"}) {
+    ASSERT_TRUE(stager_.stage("web", release(v), [](const std::string&) {}).ok()) << v;
+  }
+  // 3 active on blue, 4 warm on green; 2 is the last known-good release, 1 the one before.
+  auto st = recorded_state("3", "4", tern::v1::SLOT_PHASE_HEALTHY);
+  *st.mutable_last_good() = release("2");
+  *st.mutable_previous_good() = release("1");
+  auto s = make(st);
+  ASSERT_TRUE(s->recover().ok());
+  s->start();
+  // A canary at 50%: 7 does not become known-good, so the titles stay put.
+  ASSERT_EQ(deploy(*s, "7", 50).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  const auto now = s->snapshot();
+  EXPECT_EQ(now.green().release().version(), "7");
+  EXPECT_EQ(now.blue().release().version(), "3");
+  EXPECT_EQ(now.last_good().version(), "2");
+  EXPECT_EQ(now.previous_good().version(), "1");
+  for (const char* kept : {"1", "2", "3", "7"}) {
+    EXPECT_TRUE(std::filesystem::exists(stager_.release_dir("web", kept))) << kept << " is in use\n" << progress_;
+  }
+  for (const char* gone : {"4", "5", "6"}) {
+    EXPECT_FALSE(std::filesystem::exists(stager_.release_dir("web", gone))) << gone << " is not in use";
+  }
+  EXPECT_NE(progress_.find("removed 3 old release(s)"), std::string::npos) << progress_;
   s->shutdown();
 }
 

@@ -133,6 +133,8 @@ class OneHostFixture : public ::testing::Test {
                                            << "reconcile_interval: 200ms\n"
                                            << "reconnect: {initial: 50ms, max: 500ms}\n"
                                            << "port_mapper: {backend: " << backend_ << ", table: terntest}\n"
+                                           // The artifact server of the URL test listens on 127.0.0.1.
+                                           << "downloads: {allow_loopback: true}\n"
                                            << "insecure: true\n";
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
   }

@@ -115,7 +115,9 @@ class FakeMapper final : public PortMapper {
   int applies = 0;
 };
 
-// Serves `bytes` for any source, optionally cut short at `cut_at`.
+// Serves `bytes` for any source, optionally cut short at `cut_at`. With
+// `says_size` it tells FetchOptions::on_size the size first, as an HTTP
+// server with a Content-Length does.
 class FakeFetcher final : public ArtifactFetcher {
  public:
   absl::Status fetch(const std::string& source, const Sink& sink) override {
@@ -126,10 +128,23 @@ class FakeFetcher final : public ArtifactFetcher {
     if (n < bytes.size()) return absl::DataLossError("stream broke off");
     return absl::OkStatus();
   }
+  absl::Status fetch_to_file(const std::string& source, const std::string& path,
+                             const FetchOptions& options) override {
+    last_options = options;
+    if (says_size && options.on_size) {
+      if (auto st = options.on_size(bytes.size()); !st.ok()) {
+        ++calls;
+        return st;
+      }
+    }
+    return ArtifactFetcher::fetch_to_file(source, path, options);
+  }
   std::string bytes = "app";
   std::size_t cut_at = std::string::npos;
+  bool says_size = false;
   int calls = 0;
   std::string last_source;
+  FetchOptions last_options;
 };
 
 // The host on a FakeClock. A wait or a sleep moves the clock by the time
