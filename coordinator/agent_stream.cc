@@ -16,6 +16,8 @@
 #include "core/sha256.h"
 #include "core/text.h"
 
+#include <grpcpp/alarm.h>
+
 namespace tern {
 
 void ArtifactGrants::grant(const std::string& host, const std::string& sha256) {
@@ -198,7 +200,44 @@ namespace {
 
 class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChunk> {
  public:
-  FetchReactor(const ArtifactStore* store, const tern::v1::FetchArtifactRequest& req) {
+  // `release` runs once the stream is done (it frees the caller's slot).
+  FetchReactor(const ArtifactStore* store, const tern::v1::FetchArtifactRequest& req, grpc::CallbackServerContext* ctx,
+               std::function<void()> release)
+      : release_(std::move(release)), guard_(std::make_shared<Guard>()) {
+    // A download nobody reads holds a file descriptor and a stream: past
+    // the deadline the call is cancelled.
+    guard_->ctx = ctx;
+    deadline_.Set(std::chrono::system_clock::now() + kFetchDeadline, [g = guard_](bool fired) {
+      if (!fired) return;
+      std::lock_guard<std::mutex> lock(g->mu);
+      if (g->ctx != nullptr) g->ctx->TryCancel();
+    });
+    start(store, req);
+  }
+  ~FetchReactor() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    next();
+  }
+  void OnDone() override {
+    {
+      std::lock_guard<std::mutex> lock(guard_->mu);
+      guard_->ctx = nullptr;
+    }
+    deadline_.Cancel();
+    if (release_) release_();
+    delete this;
+  }
+
+ private:
+  struct Guard {
+    std::mutex mu;
+    grpc::CallbackServerContext* ctx = nullptr;
+  };
+
+  void start(const ArtifactStore* store, const tern::v1::FetchArtifactRequest& req) {
     if (store == nullptr) {
       Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "this coordinator has no artifact store"));
       return;
@@ -222,16 +261,7 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
     first_ = true;
     next();
   }
-  ~FetchReactor() override {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  void OnWriteDone(bool ok) override {
-    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
-    next();
-  }
-  void OnDone() override { delete this; }
 
- private:
   void next() {
     if (offset_ >= total_ && !first_) return Finish(grpc::Status::OK);
     std::string buf(64 * 1024, '\0');
@@ -257,6 +287,9 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
     StartWrite(&chunk_);
   }
 
+  std::function<void()> release_;
+  std::shared_ptr<Guard> guard_;
+  grpc::Alarm deadline_;
   int fd_ = -1;
   uint64_t total_ = 0;
   uint64_t offset_ = 0;
@@ -279,7 +312,32 @@ grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifa
                        "; agents fetch only the releases they are told to run")));
     }
   }
-  return new FetchReactor(artifacts_, *req);
+  // Few downloads per host and few in all: each holds a descriptor, and an
+  // exhausted descriptor table stops gRPC 1.51's listener for good.
+  // Per host by its certificate; without one (the insecure demo) per connection.
+  std::string who = ctx->peer();
+  if (auth_ != nullptr) {
+    if (auto p = auth_->authenticate(*ctx); p.ok() && p->via() == "certificate") who = p->name();
+  }
+  {
+    std::lock_guard<std::mutex> lock(fetch_mu_);
+    if (fetches_total_ >= kMaxFetchesInAll || fetches_by_host_[who] >= kMaxFetchesPerHost) {
+      const bool all = fetches_total_ >= kMaxFetchesInAll;
+      if (fetches_by_host_[who] == 0) fetches_by_host_.erase(who);
+      return new RefusedWriter<tern::v1::ArtifactChunk>(grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          all ? absl::StrCat(kMaxFetchesInAll, " artifact downloads are open on this coordinator; try again shortly")
+              : absl::StrCat(who.empty() ? "this client" : who, " already has ", kMaxFetchesPerHost,
+                             " artifact downloads open; finish one first")));
+    }
+    ++fetches_total_;
+    ++fetches_by_host_[who];
+  }
+  return new FetchReactor(artifacts_, *req, ctx, [this, who] {
+    std::lock_guard<std::mutex> lock(fetch_mu_);
+    --fetches_total_;
+    if (--fetches_by_host_[who] <= 0) fetches_by_host_.erase(who);
+  });
 }
 
 }  // namespace tern

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -28,6 +29,11 @@ inline constexpr std::size_t kMaxAgentMessageBytes = 256 << 10;
 // to this and has its control characters escaped before anything logs,
 // stores or forwards it.
 inline constexpr std::size_t kMaxAgentTextBytes = 2048;
+// Artifact downloads: at most this many open per caller and in all, each
+// cancelled when it is still open after kFetchDeadline (2 GiB at 2 MB/s).
+inline constexpr int kMaxFetchesPerHost = 4;
+inline constexpr int kMaxFetchesInAll = 256;
+inline constexpr std::chrono::minutes kFetchDeadline{20};
 
 // The coordinator's handle on one agent stream, held by the event loop. It
 // outlives the reactor: once the stream is done, send() and close() become
@@ -154,6 +160,9 @@ class AgentServiceImpl final : public tern::v1::AgentService::CallbackService {
   const Authenticator* auth_;
   const ArtifactGrants* grants_;
   std::atomic<uint64_t> next_session_{1};
+  std::mutex fetch_mu_;
+  int fetches_total_ = 0;
+  std::map<std::string, int> fetches_by_host_;
 };
 
 }  // namespace tern

@@ -28,6 +28,8 @@ using google::protobuf::util::TimeUtil;
 constexpr int kKeepaliveTimeMs = 30'000;
 constexpr int kKeepaliveTimeoutMs = 10'000;
 constexpr int kMinAgentPingIntervalMs = 5'000;
+constexpr int kMaxStreamsPerConnection = 64;
+constexpr int kHandshakeTimeoutMs = 10'000;
 
 }  // namespace
 
@@ -154,6 +156,10 @@ absl::Status Coordinator::start_server(std::shared_ptr<grpc::ServerCredentials> 
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, kMinAgentPingIntervalMs);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  // A client gets a few streams per connection and a few seconds to finish
+  // its TLS handshake (gRPC's defaults: unlimited and 120 s).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxStreamsPerConnection);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kHandshakeTimeoutMs);
   server_ = builder.BuildAndStart();
   if (!server_ || port == 0) {
     server_.reset();

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <tuple>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +32,23 @@ bool write_ready_file(const std::string& path, const tern::Coordinator& c) {
     if (!out) return false;
   }
   return std::rename(tmp.c_str(), path.c_str()) == 0;
+}
+
+}  // namespace
+
+namespace {
+
+// Agent streams and downloads each hold a descriptor; the soft limit is
+// often 1,024. An exhausted table stops gRPC 1.51's listener for good, so
+// take what the hard limit allows (systemd's LimitNOFILE sets that).
+void raise_fd_limit() {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  const rlim_t before = r.rlim_cur;
+  r.rlim_cur = r.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &r) == 0) {
+    spdlog::info("open file limit raised from {} to {}", before, r.rlim_cur);
+  }
 }
 
 }  // namespace
@@ -94,6 +112,7 @@ int main(int argc, char** argv) {
 
   tern::StopSignals stop_signals;
 
+  raise_fd_limit();
   tern::Coordinator coordinator(cfg, tern::SystemClock::instance());
   if (auto st = coordinator.start(); !st.ok()) {
     spdlog::error("cannot start: {}", st.message());

@@ -362,6 +362,50 @@ TEST_F(SecurityTest, CertificatesCanBeRevokedAndTokensExpire) {
   EXPECT_NE(row.find("\"last_used\""), std::string::npos) << row;
 }
 
+// One agent key holding many unread downloads cannot use up the
+// coordinator's descriptors (and with them its listener).
+TEST_F(SecurityTest, ArtifactDownloadsAreCappedPerHost) {
+  start_agent("web-1", pki_);
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  // Larger than any flow-control window, so an unread download stays open.
+  {
+    std::ofstream big(dir_.file("big"));
+    big << "#!/bin/sh\nexec sleep 60\n#" << std::string(48 << 20, 'x') << "\n";
+  }
+  fs::permissions(dir_.file("big"), fs::perms::owner_all);
+  ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("big"), "--service", "web", "--version", "big"}).code, 0);
+  // Sending web-1 the deploy lets it fetch the artifact; the deploy's own outcome does not matter here.
+  ctl("alice", {"host", "deploy", "web-1", "web", "--version", "big", "--wait", "1s"});
+  auto listed = ctl("alice", {"artifact", "list", "-o", "json"});
+  const auto at = listed.out.find("\"sha256\": \"");
+  ASSERT_NE(at, std::string::npos) << listed.out;
+  tern::v1::FetchArtifactRequest req;
+  req.set_sha256(listed.out.substr(at + 11, 64));
+  auto stub = tern::v1::AgentService::NewStub(channel(pki_ + "/agent-web-1"));
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<tern::v1::ArtifactChunk>>> held;
+  grpc::StatusCode last = grpc::StatusCode::OK;
+  for (int i = 0; i < 8 && last == grpc::StatusCode::OK; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    held.push_back(stub->FetchArtifact(contexts.back().get(), req));
+    tern::v1::ArtifactChunk chunk;
+    if (!held.back()->Read(&chunk)) last = held.back()->Finish().error_code();  // open, then left unread
+  }
+  EXPECT_EQ(last, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_LE(held.size(), 5u) << "more downloads were held open than the cap";
+  for (auto& c : contexts) c->TryCancel();
+  // Once they are closed, the host can download again.
+  ASSERT_TRUE(eventually([&] {
+    grpc::ClientContext ctx;
+    auto reader = stub->FetchArtifact(&ctx, req);
+    tern::v1::ArtifactChunk chunk;
+    const bool got = reader->Read(&chunk);
+    ctx.TryCancel();
+    return got;
+  }));
+}
+
 TEST_F(SecurityTest, RolesAreEnforcedTokensWorkAndEveryMutatingCallIsAudited) {
   push_service();
   // A viewer reads, and may not start a rollout or change a service.
