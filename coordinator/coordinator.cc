@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include "grpc/health/v1/health.grpc.pb.h"
+
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -189,6 +191,10 @@ absl::Status Coordinator::start() {
     auto tls = load_tls(config_.tls, /*need_cert=*/true, "coordinator");
     if (!tls.ok()) return tls.status();
     creds = tls_server_credentials(*tls);
+    // The coordinator's own certificate also serves as a client one
+    // (tern-pki gives it clientAuth), for the watchdog's loopback check.
+    self_creds_ = tls_channel_credentials(*tls);
+    self_name_ = "localhost";
   }
   auth_ = std::make_unique<Authenticator>(config_.insecure);
   if (!config_.insecure) {
@@ -247,6 +253,8 @@ void Coordinator::prune_history() {
 
 void Coordinator::shutdown() {
   if (shut_down_.exchange(true)) return;
+  stop_prober_.store(true);
+  if (accept_prober_.joinable()) accept_prober_.join();
   if (server_) {
     // Agents learn why their stream ended and reconnect on their own.
     loop_.run_sync([this] {
@@ -268,7 +276,44 @@ void Coordinator::shutdown() {
 }
 
 void Coordinator::add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping) {
-  loop_.every(period, std::move(ping));
+  accept_prober_ = std::thread([this, period] {
+    std::string target = grpc_address_;
+    if (target.rfind("0.0.0.0:", 0) == 0) target = "127.0.0.1:" + target.substr(8);
+    if (target.rfind("[::]:", 0) == 0) target = "[::1]:" + target.substr(5);
+    bool warned = false;
+    while (!stop_prober_.load()) {
+      grpc::ChannelArguments args;
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // a new connection: it tests accept()
+      if (!self_name_.empty()) args.SetSslTargetNameOverride(self_name_);
+      auto channel = grpc::CreateCustomChannel(
+          target, self_creds_ ? self_creds_ : grpc::InsecureChannelCredentials(), args);
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      grpc::health::v1::HealthCheckRequest req;
+      grpc::health::v1::HealthCheckResponse resp;
+      const grpc::Status st = grpc::health::v1::Health::NewStub(channel)->Check(&ctx, req, &resp);
+      if (st.ok()) {
+        accepted_at_ms_.store(to_unix_millis(SystemClock::instance().now()));
+        accept_checked_.store(true);
+      } else if (!accept_checked_.load() && !warned) {
+        warned = true;
+        spdlog::warn("the watchdog cannot check that {} accepts connections ({}); it watches the event loop only",
+                     target, st.error_message());
+      }
+      for (auto waited = Millis(0); waited < period / 2 && !stop_prober_.load(); waited += Millis(50)) {
+        std::this_thread::sleep_for(Millis(50));
+      }
+    }
+  });
+  loop_.every(period, [this, period, ping = std::move(ping)] {
+    const int64_t now = to_unix_millis(SystemClock::instance().now());
+    if (accept_checked_.load() && now - accepted_at_ms_.load() > 3 * period.count()) {
+      spdlog::error("no connection accepted for {} ms; withholding the watchdog ping so that systemd restarts us",
+                    now - accepted_at_ms_.load());
+      return;
+    }
+    ping();
+  });
 }
 
 // ---- agent sessions ----

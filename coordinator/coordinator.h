@@ -64,6 +64,13 @@ class Coordinator final : public AgentStreamListener {
   // Calls `ping` every `period` from the event loop thread, the one that owns
   // all state: if the loop wedges, the pings stop (systemd's watchdog then
   // restarts the daemon and the journal resumes it). After start().
+  // The pings also stop when the gRPC server no longer accepts connections
+  // (gRPC 1.51's listener stops for good after the descriptor table ran
+  // out): a thread dials the coordinator afresh and asks grpc.health.v1
+  // every period/2; once such a check has succeeded, a ping needs one
+  // within the last 3 periods. If none ever succeeds (a certificate
+  // without a name for the local address), the pings depend on the loop
+  // alone and the log says why.
   void add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
 
   // AgentStreamListener (gRPC threads).
@@ -137,6 +144,13 @@ class Coordinator final : public AgentStreamListener {
   std::unique_ptr<grpc::Server> server_;
   MetricsHttpServer metrics_server_{metrics_};
   std::string grpc_address_;
+  // For the liveness check: how to dial ourselves, and when it last worked.
+  std::shared_ptr<grpc::ChannelCredentials> self_creds_;
+  std::string self_name_;
+  std::atomic<int64_t> accepted_at_ms_{0};
+  std::atomic<bool> accept_checked_{false};
+  std::thread accept_prober_;
+  std::atomic<bool> stop_prober_{false};
   std::string metrics_address_;
   uint64_t epoch_ = 0;
   TimePoint started_{};

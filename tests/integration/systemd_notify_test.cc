@@ -1,6 +1,7 @@
 // The daemons under systemd's Type=notify protocol, with the test playing
 // systemd: a datagram socket in $NOTIFY_SOCKET and a watchdog in
 // $WATCHDOG_USEC. The daemons are the real binaries.
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -72,6 +73,42 @@ TEST_F(SystemdNotifyTest, CoordinatorSaysReadyPingsTheWatchdogFromItsLoopAndSays
   coordinator.signal(SIGTERM);
   EXPECT_EQ(coordinator.wait(), 0);
   EXPECT_EQ(systemd.count("STOPPING=1"), 1);
+}
+
+// gRPC 1.51's listener stops accepting for good once accept() fails for
+// lack of descriptors. The coordinator then withholds its watchdog pings,
+// so systemd restarts it instead of leaving a deaf coordinator running.
+TEST_F(SystemdNotifyTest, ACoordinatorThatNoLongerAcceptsConnectionsStopsPingingTheWatchdog) {
+  FakeSystemd systemd(dir_.file("notify"));
+  Process coordinator("prlimit",
+                      {"--nofile=160:160", "env", "NOTIFY_SOCKET=" + dir_.file("notify"), "WATCHDOG_USEC=400000",
+                       TERN_COORDINATOR_BIN, "--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+                       "--database", dir_.file("c.db"), "--ready-file", dir_.file("ready.json")},
+                      dir_.file("coordinator.log"));
+  ASSERT_TRUE(eventually([&] { return systemd.count("READY=1") == 1; })) << coordinator.log();
+  ASSERT_TRUE(eventually([&] { return systemd.count("WATCHDOG=1") >= 3; })) << coordinator.log();
+  const std::string address = ready_address(read_file(dir_.file("ready.json")), "grpc");
+  const auto colon = address.rfind(':');
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  // Raw connections that never speak, until the coordinator's table is full.
+  std::vector<int> held;
+  for (int i = 0; i < 400; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    if (::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) != 0) {
+      ::close(fd);
+      break;
+    }
+    held.push_back(fd);
+  }
+  EXPECT_TRUE(eventually([&] { return coordinator.log().find("withholding the watchdog ping") != std::string::npos; },
+                         std::chrono::seconds(20)))
+      << coordinator.log();
+  for (int fd : held) ::close(fd);
+  coordinator.signal(SIGKILL);
 }
 
 TEST_F(SystemdNotifyTest, AgentSaysReadyWithoutWaitingForTheCoordinator) {
