@@ -65,6 +65,11 @@ class Coordinator final : public AgentStreamListener {
   // all state: if the loop wedges, the pings stop (systemd's watchdog then
   // restarts the daemon and the journal resumes it). After start().
   void add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
+  // Returns once the event loop has run everything posted to it before the
+  // call, the work of the stream callbacks below included. For tests and
+  // fuzzers that drive those callbacks directly. After start(); never from
+  // the loop thread.
+  void drain();
 
   // AgentStreamListener (gRPC threads).
   void on_agent_stream_open(const std::shared_ptr<AgentSession>& session) override;
