@@ -18,7 +18,9 @@
 // (1 = the first) sent on the stream, if there was one: results then reach
 // HostCommands' observers instead of only its forgery checks.
 //
-// Beyond "no crash": the coordinator acknowledges a hello at most once per
+// Beyond "no crash": after make_printable no string of the message holds a
+// control character (C0, DEL, C1) or is longer than kMaxAgentTextBytes and
+// the "..." of a cut; the coordinator acknowledges a hello at most once per
 // stream and sends no command before that, and every command carries the
 // coordinator's epoch.
 //
@@ -27,6 +29,8 @@
 // reconnect), and its timers run on wall time: a crash that needs what
 // earlier inputs left may not reproduce from its input alone.
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
 #include <google/protobuf/stubs/logging.h>
 #include <grpcpp/grpcpp.h>
 #include <spdlog/sinks/null_sink.h>
@@ -139,6 +143,41 @@ void set_up() {
   if (auto st = stub->ApplyService(&ctx, req, &resp); !st.ok()) die("ApplyService: " + st.error_message());
 }
 
+void check_printable(const std::string& text) {
+  require(text.size() <= tern::kMaxAgentTextBytes + 3, "agent text longer than the limit after make_printable");
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    require(c >= 0x20 && c != 0x7f, "a control character in agent text after make_printable");
+    if (c == 0xc2 && i + 1 < text.size()) {
+      const auto next = static_cast<unsigned char>(text[i + 1]);
+      require(next < 0x80 || next > 0x9f, "a C1 control in agent text after make_printable");
+    }
+  }
+}
+
+// Every string field of `m`, nested messages and map entries included.
+void check_printable(const google::protobuf::Message& m) {
+  using google::protobuf::FieldDescriptor;
+  const auto* d = m.GetDescriptor();
+  const auto* r = m.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int j = 0; j < r->FieldSize(m, f); ++j) check_printable(r->GetRepeatedMessage(m, f, j));
+      } else if (r->HasField(m, f)) {
+        check_printable(r->GetMessage(m, f));
+      }
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_STRING && f->type() != FieldDescriptor::TYPE_BYTES) {
+      if (f->is_repeated()) {
+        for (int j = 0; j < r->FieldSize(m, f); ++j) check_printable(r->GetRepeatedString(m, f, j));
+      } else {
+        check_printable(r->GetString(m, f));
+      }
+    }
+  }
+}
+
 // The command id the coordinator gave the n-th command (1-based) on this
 // stream, or `id` itself.
 uint64_t resolve(uint64_t id, const std::vector<uint64_t>& commands) {
@@ -205,6 +244,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
     // AgentStream::OnReadDone.
     if (msg.ByteSizeLong() > tern::kMaxAgentMessageBytes) break;
     tern::make_printable(msg, tern::kMaxAgentTextBytes);
+    check_printable(msg);
 
     if (msg.has_result()) {
       msg.mutable_result()->set_command_id(resolve(msg.result().command_id(), commands));
