@@ -234,14 +234,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, std::size_t size) {
   while (at + 2 <= size && !session->closed()) {
     const std::size_t len = (std::size_t{data[at]} << 8) | data[at + 1];
     at += 2;
-    if (len > size - at) break;  // a truncated message: the stream breaks
+    if (len > size - at) {  // a truncated message
+      reason = "stream broken";
+      break;
+    }
     tern::v1::AgentMessage msg;
     if (!msg.ParseFromArray(data + at, static_cast<int>(len))) {
       reason = "stream broken";
       break;
     }
     at += len;
-    // AgentStream::OnReadDone.
+    // AgentStream::OnReadDone. With 2-byte lengths no message reaches the
+    // size limit; the check is here so that the path matches the stream's.
     if (msg.ByteSizeLong() > tern::kMaxAgentMessageBytes) break;
     tern::make_printable(msg, tern::kMaxAgentTextBytes);
     check_printable(msg);
