@@ -38,6 +38,10 @@ inline constexpr std::chrono::minutes kFetchDeadline{20};
 // The coordinator's handle on one agent stream, held by the event loop. It
 // outlives the reactor: once the stream is done, send() and close() become
 // no-ops. Thread-safe.
+//
+// send(), close() and read_next() are virtual so that a test or a fuzzer
+// can stand in for the stream and hand its session to the coordinator's
+// AgentStreamListener directly; the coordinator only ever uses the base.
 class AgentSession {
  public:
   explicit AgentSession(uint64_t id, std::string certified_host = "",
@@ -46,6 +50,7 @@ class AgentSession {
         certified_host_(std::move(certified_host)),
         certified_labels_(std::move(certified_labels)),
         certified_serial_(std::move(certified_serial)) {}
+  virtual ~AgentSession() = default;
   uint64_t id() const { return id_; }
   // The host id the agent's certificate names (its CN); empty without TLS.
   // A hello for any other host is refused.
@@ -55,14 +60,14 @@ class AgentSession {
   // The serial of the agent's certificate (hex; empty without TLS).
   const std::string& certified_serial() const { return certified_serial_; }
   // Queues a message; false when the stream is already gone.
-  bool send(tern::v1::CoordinatorMessage msg);
+  virtual bool send(tern::v1::CoordinatorMessage msg);
   // Ends the stream with `status` after queued writes drain.
-  void close(grpc::Status status);
+  virtual void close(grpc::Status status);
   // Reads the agent's next message. A stream reads one message at a time:
   // the next only once the loop has taken the last, so an agent that sends
   // faster than the coordinator handles waits (HTTP/2 flow control) rather
   // than filling the coordinator's memory.
-  void read_next();
+  virtual void read_next();
 
  private:
   friend class AgentStream;

@@ -316,6 +316,10 @@ void Coordinator::add_liveness_ping(std::chrono::milliseconds period, std::funct
   });
 }
 
+void Coordinator::drain() {
+  loop_.run_sync([] {});
+}
+
 // ---- agent sessions ----
 
 void Coordinator::on_agent_stream_open(const std::shared_ptr<AgentSession>& session) {

@@ -72,6 +72,11 @@ class Coordinator final : public AgentStreamListener {
   // without a name for the local address), the pings depend on the loop
   // alone and the log says why.
   void add_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
+  // Returns once the event loop has run everything posted to it before the
+  // call, the work of the stream callbacks below included. For tests and
+  // fuzzers that drive those callbacks directly. After start(); never from
+  // the loop thread.
+  void drain();
 
   // AgentStreamListener (gRPC threads).
   void on_agent_stream_open(const std::shared_ptr<AgentSession>& session) override;

@@ -23,15 +23,15 @@ build_dir=${TERN_FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${TERN_FUZZ_SECONDS:-30}
 rss_mb=${TERN_FUZZ_RSS_MB:-2048}
 jobs=${TERN_FUZZ_JOBS:-$(nproc)}
-all_targets=(fuzz_service_spec fuzz_rollout_spec fuzz_bundle fuzz_command)
+all_targets=(fuzz_service_spec fuzz_rollout_spec fuzz_bundle fuzz_command fuzz_agent_messages)
 if (($#)); then targets=("$@"); else targets=("${all_targets[@]}"); fi
 for t in "${targets[@]}"; do
   [[ " ${all_targets[*]} " == *" $t "* ]] || { echo "error: unknown fuzz target $t (known: ${all_targets[*]})" >&2; exit 2; }
 done
 
 # What building the fuzzers needs: the compiler and libFuzzer, and the
-# libraries tern_core and tern_agent_lib link (the rest of scripts/setup.sh's
-# list is for the daemons' tests and packaging).
+# libraries tern_core, tern_agent_lib and tern_coordinator_lib link (the
+# rest of scripts/setup.sh's list is for the daemons' tests and packaging).
 packages=(
   clang-14 libclang-rt-14-dev cmake ninja-build pkg-config
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
@@ -58,8 +58,15 @@ cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}" -- --quiet
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
-declare -A dict=([fuzz_service_spec]=yaml.dict [fuzz_rollout_spec]=yaml.dict [fuzz_bundle]=tar.dict)
+declare -A dict=([fuzz_service_spec]=yaml.dict [fuzz_rollout_spec]=yaml.dict [fuzz_bundle]=tar.dict
+                [fuzz_agent_messages]=agent.dict)
 declare -A max_len=([fuzz_bundle]=16384)
+# fuzz_agent_messages keeps one coordinator whose state (hosts, their
+# history, timers) grows with every input by design: libFuzzer's leak check
+# after each input that allocates more than it frees would only find that,
+# and costs most of a short run before it gives up. LeakSanitizer still
+# checks at exit.
+declare -A extra=([fuzz_agent_messages]=-detect_leaks=0)
 failed=()
 summary=()
 for t in "${targets[@]}"; do
@@ -71,6 +78,7 @@ for t in "${targets[@]}"; do
         -artifact_prefix="$artifacts/")
   [ -n "${dict[$t]:-}" ] && args+=(-dict="$root/fuzz/dict/${dict[$t]}")
   [ -n "${max_len[$t]:-}" ] && args+=(-max_len="${max_len[$t]}")
+  [ -n "${extra[$t]:-}" ] && args+=("${extra[$t]}")
   echo "==> $t for ${seconds}s (log: $log)"
   status=0
   "$build_dir/fuzz/$t" "${args[@]}" "$corpus" "$root/fuzz/corpus/$t" >"$log" 2>&1 || status=$?
@@ -84,9 +92,9 @@ for t in "${targets[@]}"; do
     grep -m3 -E "tern fuzz:|what\(\):|ERROR: (AddressSanitizer|LeakSanitizer)|runtime error|SUMMARY: libFuzzer: (timeout|out-of-memory)" \
       "$log" | sed 's/^/    /' || true
     echo "    reproduce: $build_dir/fuzz/$t ${saved:-<input>}"
-    summary+=("$(printf '%-18s FAILED  %10s runs  %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
+    summary+=("$(printf '%-20s FAILED  %10s runs  %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
   else
-    summary+=("$(printf '%-18s ok      %10s runs  %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
+    summary+=("$(printf '%-20s ok      %10s runs  %8s exec/s' "$t" "${runs:-?}" "${rate:-?}")")
   fi
 done
 
