@@ -220,9 +220,7 @@ void ServiceCatalog::on_report(const std::string& host_id,
                                const google::protobuf::RepeatedPtrField<tern::v1::ServiceStatus>& services) {
   auto& known = host_services_[host_id];
   known.clear();
-  for (const auto& s : services) {
-    if (!s.service().empty()) known[s.service()] = s;
-  }
+  for (const auto& s : services) keep_status(known, s);
 }
 
 void ServiceCatalog::on_hello(const std::string& host_id, const tern::v1::Hello& hello) {
@@ -232,7 +230,21 @@ void ServiceCatalog::on_hello(const std::string& host_id, const tern::v1::Hello&
 }
 
 void ServiceCatalog::on_status(const std::string& host_id, const tern::v1::ServiceStatus& status) {
-  if (!status.service().empty()) host_services_[host_id][status.service()] = status;
+  keep_status(host_services_[host_id], status);
+}
+
+void ServiceCatalog::keep_status(std::map<std::string, tern::v1::ServiceStatus>& known,
+                                 const tern::v1::ServiceStatus& status) const {
+  if (status.service().empty()) return;
+  // Services the catalogue knows are always kept; an agent naming others
+  // (stale ones, or made-up ones) gets a few, not unbounded memory.
+  constexpr std::size_t kMaxUnknownServices = 16;
+  if (services_.count(status.service()) == 0 && known.count(status.service()) == 0) {
+    std::size_t unknown = 0;
+    for (const auto& [name, s] : known) unknown += services_.count(name) == 0;
+    if (unknown >= kMaxUnknownServices) return;
+  }
+  known[status.service()] = status;
 }
 
 std::vector<tern::v1::ServiceStatus> ServiceCatalog::host_services(const std::string& host_id) const {

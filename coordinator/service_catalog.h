@@ -78,6 +78,8 @@ class ServiceCatalog final : public ServiceControl {
   HostCommands& commands_;
   std::map<std::string, tern::v1::ServiceRecord> services_;
   std::map<std::string, std::map<std::string, tern::v1::ServiceStatus>> host_services_;
+  // Records `status` in one host's `known` statuses, within bounds.
+  void keep_status(std::map<std::string, tern::v1::ServiceStatus>& known, const tern::v1::ServiceStatus& status) const;
   std::map<std::string, std::map<std::string, ServiceStore::Desired>> desired_;  // by host, then service
 };
 

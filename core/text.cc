@@ -28,10 +28,21 @@ std::string printable(absl::string_view text, std::size_t max_bytes) {
       piece = absl::StrFormat("\\u%04x", static_cast<unsigned char>(text[i + 1]));
       used = 2;
     } else {
-      // One whole UTF-8 sequence, so a cut never splits a character.
-      used = c < 0x80 ? 1 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-      used = std::min(used, text.size() - i);
-      piece = std::string(text.substr(i, used));
+      // One whole, well-formed UTF-8 sequence, so a cut never splits a
+      // character; anything else (a stray continuation byte, a sequence
+      // cut short or carrying a control character) is escaped byte by byte.
+      used = c < 0x80 ? 1 : c >= 0xf8 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+      bool whole = used > 0 && i + used <= text.size();
+      for (std::size_t k = 1; whole && k < used; ++k) {
+        const auto cont = static_cast<unsigned char>(text[i + k]);
+        whole = cont >= 0x80 && cont <= 0xbf;
+      }
+      if (whole) {
+        piece = std::string(text.substr(i, used));
+      } else {
+        piece = absl::StrFormat("\\x%02x", c);
+        used = 1;
+      }
     }
     if (out.size() + piece.size() > max_bytes) {
       out += "...";

@@ -129,6 +129,25 @@ class ServiceCatalogTest : public ::testing::Test {
   std::vector<tern::v1::Command> sent_;
 };
 
+// An agent naming services the catalogue does not know cannot make the
+// coordinator keep unbounded state for it; the services it knows are kept.
+TEST_F(ServiceCatalogTest, StatusesOfUnknownServicesAreBoundedPerHost) {
+  ASSERT_TRUE(apply(spec("web", 8080, 9001, 9002)).ok());
+  std::size_t listed = 0;
+  loop_.run_sync([&] {
+    for (int i = 0; i < 1000; ++i) {
+      tern::v1::ServiceStatus st;
+      st.set_service("made-up-" + std::to_string(i));
+      catalog_->on_status("h1", st);
+    }
+    tern::v1::ServiceStatus web;
+    web.set_service("web");
+    catalog_->on_status("h1", web);
+    listed = catalog_->host_services("h1").size();
+  });
+  EXPECT_EQ(listed, 17u) << "16 unknown ones and web";
+}
+
 // Every agent the spec selects gets it in one message: a spec too big for
 // that would make each of them drop its stream and reconnect, forever.
 TEST_F(ServiceCatalogTest, ASpecTooLargeForTheAgentsIsRefusedAndNothingStoredOrSent) {

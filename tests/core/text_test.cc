@@ -18,6 +18,15 @@ TEST(PrintableTest, ControlCharactersAreEscapedAndTextIsKept) {
   EXPECT_EQ(printable("caf\xc3\xa9 \xe2\x9c\x93"), "caf\xc3\xa9 \xe2\x9c\x93") << "printable UTF-8 stays";
 }
 
+TEST(PrintableTest, MalformedUtf8CannotSmuggleAControlCharacter) {
+  // App output is not checked by protobuf: a lead byte must not swallow
+  // the newline or escape after it.
+  EXPECT_EQ(printable("a\xc3\nb"), "a\\xc3\\nb");
+  EXPECT_EQ(printable("\xf0\x1b[31m"), "\\xf0\\x1b[31m");
+  EXPECT_EQ(printable("\x80\xff"), "\\x80\\xff");
+  EXPECT_EQ(printable("cut \xe2\x9c"), "cut \\xe2\\x9c");
+}
+
 TEST(PrintableTest, LongTextIsCutOnACharacterBoundary) {
   EXPECT_EQ(printable(std::string(100, 'x'), 10), "xxxxxxxxxx...");
   // "é" is two bytes: a cut never leaves half of it.
