@@ -224,6 +224,23 @@ class SimAgent::Stream final
       const bool fail = fleet.opt.fail_rate > 0 && std::uniform_real_distribution<>(0, 1)(rng) < fleet.opt.fail_rate;
       r->set_outcome(fail ? tern::v1::COMMAND_OUTCOME_FAILED : tern::v1::COMMAND_OUTCOME_SUCCEEDED);
       if (fail) r->set_message("simulated failure");
+      // What a real agent reports with its result: the coordinator counts a
+      // deploy or a rollback only when the host's status bears it out.
+      if (!fail && (cmd.has_deploy() || cmd.has_rollback())) {
+        auto* status = r->mutable_service();
+        status->set_service(cmd.has_deploy() ? cmd.deploy().service() : cmd.rollback().service());
+        auto* slot = status->add_slots();
+        slot->set_color(tern::v1::SLOT_COLOR_BLUE);
+        slot->set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+        slot->set_active(true);
+        if (cmd.has_deploy()) {
+          *slot->mutable_release() = cmd.deploy().release();
+          slot->set_weight(cmd.deploy().weight() == 0 ? 100 : cmd.deploy().weight());
+        } else {
+          slot->mutable_release()->set_version(cmd.rollback().to_version());
+          slot->set_weight(100);
+        }
+      }
       if (fleet.opt.latency.count() == 0) {
         send(std::move(reply));
       } else {
