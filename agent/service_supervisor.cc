@@ -721,6 +721,36 @@ absl::Status ServiceSupervisor::bring_up(SlotColor color, const tern::v1::Releas
 }
 
 absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Progress& p) {
+  tern::v1::ReleaseRef from;
+  {
+    std::lock_guard lock(mu_);
+    if (state_.active() != tern::v1::SLOT_COLOR_UNSPECIFIED) from = recorded(state_.active()).release();
+  }
+  auto st = return_to(to_version, p);
+  if (st.ok() && !to_version.empty()) trust_returned_release(from);
+  return st;
+}
+
+void ServiceSupervisor::trust_returned_release(const tern::v1::ReleaseRef& from) {
+  {
+    std::lock_guard lock(mu_);
+    if (state_.active() == tern::v1::SLOT_COLOR_UNSPECIFIED) return;
+    const tern::v1::ReleaseRef now = recorded(state_.active()).release();
+    if (same_release(state_.last_good(), now)) return;
+    // Whoever named this release (a fleet rollback) judged the one before
+    // it bad, however healthy it looked here: a later rollback must not
+    // return to it.
+    if (!same_release(state_.last_good(), from) && !state_.last_good().version().empty()) {
+      *state_.mutable_previous_good() = state_.last_good();
+    }
+    *state_.mutable_last_good() = now;
+    spdlog::info("{}: {} is the last known-good release (rolled back to by name, from {})", name_, now.version(),
+                 from.version().empty() ? "nothing" : from.version());
+  }
+  save("");
+}
+
+absl::Status ServiceSupervisor::return_to(const std::string& to_version, const Progress& p) {
   SlotColor active;
   tern::v1::ReleaseRef target;
   tern::v1::SlotState current, idle;

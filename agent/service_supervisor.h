@@ -107,7 +107,12 @@ class ServiceSupervisor {
   void stop_orphans();
   tern::v1::CommandResult execute(const Op& op);
   absl::Status deploy(const tern::v1::DeployRelease& d, const Progress& p);
+  // Returns to `to_version` (empty: the last known-good release). A release
+  // named and returned to becomes the last known-good one at once, and the
+  // one rolled back from loses the title: a fleet rollback has judged it.
   absl::Status rollback(const std::string& to_version, const Progress& p);
+  absl::Status return_to(const std::string& to_version, const Progress& p);
+  void trust_returned_release(const tern::v1::ReleaseRef& from);
   absl::Status switch_traffic(tern::v1::SlotColor to, uint32_t weight, const Progress& p);
   // FAILED_PRECONDITION when a mapping with `to` active at `weight` would give
   // a slot that is not healthy more of the traffic than it has now.

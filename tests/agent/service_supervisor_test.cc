@@ -458,6 +458,26 @@ TEST_F(SupervisorTest, RollbackToAReleaseTheHostDoesNotHaveLeavesTheIdleSlotRunn
   s->shutdown();
 }
 
+// A fleet rollback names the release to return to: from then on that is
+// the host's known-good release, even if the one it left had looked
+// healthy here long enough to earn the title.
+TEST_F(SupervisorTest, ARollbackByNameMakesItsReleaseTheLastGoodOne) {
+  keep_warm_ = true;
+  auto s = deployed({"1", "2"});
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "2"; }));
+  auto r = rollback(*s, "1");
+  ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(s->status().last_good().version(), "1");
+  EXPECT_EQ(s->snapshot().last_good().version(), "1") << "recorded";
+  // A host rollback afterwards stays on 1: it never returns to 2, left warm.
+  r = rollback(*s);
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_NE(progress_.find("already active"), std::string::npos) << progress_;
+  s->shutdown();
+}
+
 TEST_F(SupervisorTest, SwitchingTrafficToAnUnhealthySlotIsRefused) {
   auto st = recorded_state("1", "2", tern::v1::SLOT_PHASE_UNHEALTHY);
   // Green stays unhealthy, and is not given up on while the test runs.
