@@ -124,6 +124,10 @@ absl::StatusOr<CertIdentity> cert_identity(const std::string& pem) {
     if (char* hex = BN_bn2hex(bn)) {
       id.serial = absl::AsciiStrToLower(hex);
       OPENSSL_free(hex);
+      // BN_bn2hex writes whole bytes ("0a1b"): no leading zeros, as the
+      // deny list keeps serials, whatever tool printed them.
+      const auto first = id.serial.find_first_not_of('0');
+      id.serial = first == std::string::npos ? "0" : id.serial.substr(first);
     }
     BN_free(bn);
   }
