@@ -301,9 +301,14 @@ class FetchReactor final : public grpc::ServerWriteReactor<tern::v1::ArtifactChu
 
 grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifact(
     grpc::CallbackServerContext* ctx, const tern::v1::FetchArtifactRequest* req) {
+  // Few downloads per host and few in all (each holds a descriptor, and an
+  // exhausted descriptor table stops gRPC 1.51's listener for good): per
+  // host by its certificate, without one (the insecure demo) per connection.
+  std::string who = ctx->peer();
   if (auth_ != nullptr) {
     auto p = auth_->authorize(*ctx, Rpc::kFetchArtifact);
     if (!p.ok()) return new RefusedWriter<tern::v1::ArtifactChunk>(to_grpc(p.status()));
+    if (p->via() == "certificate") who = p->name();
     if (grants_ != nullptr && p->via() == "certificate" && !grants_->allowed(p->name(), req->sha256())) {
       spdlog::warn("refused artifact {} to host {}: it was never sent a command naming it", req->sha256(), p->name());
       return new RefusedWriter<tern::v1::ArtifactChunk>(grpc::Status(
@@ -311,13 +316,6 @@ grpc::ServerWriteReactor<tern::v1::ArtifactChunk>* AgentServiceImpl::FetchArtifa
           absl::StrCat("host ", p->name(), " was sent no command naming artifact ", req->sha256().substr(0, 12),
                        "; agents fetch only the releases they are told to run")));
     }
-  }
-  // Few downloads per host and few in all: each holds a descriptor, and an
-  // exhausted descriptor table stops gRPC 1.51's listener for good.
-  // Per host by its certificate; without one (the insecure demo) per connection.
-  std::string who = ctx->peer();
-  if (auth_ != nullptr) {
-    if (auto p = auth_->authenticate(*ctx); p.ok() && p->via() == "certificate") who = p->name();
   }
   {
     std::lock_guard<std::mutex> lock(fetch_mu_);
