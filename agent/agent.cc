@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "agent/confine.h"
 #include "core/label_selector.h"
 #include "core/service_spec.h"
 #include "core/status_fmt.h"
@@ -42,6 +43,14 @@ absl::Status Agent::start() {
   if (!trusted.ok()) return trusted.status();
   trusted_ = *std::move(trusted);
   if (!trusted_.empty()) spdlog::info("only releases signed by one of {} trusted key(s) are started", trusted_.size());
+  if (const std::string user = run_as_user(config_.policy, tern::v1::ServiceSpec()); !user.empty()) {
+    if (auto as = resolve_run_as(user); !as.ok()) {
+      spdlog::warn("specs without user: run as policy.default_user \"{}\", which does not exist on this host: they "
+                   "cannot start until it does (the tern-agent package creates tern-app) or the config names "
+                   "another user",
+                   user);
+    }
+  }
   if (!host_.fetcher) {
     host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
   }
@@ -138,6 +147,7 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.log_dir = config_.state_dir + "/logs";
   deps.state_dir = config_.state_dir;
   deps.keep_releases = config_.releases.keep;
+  deps.default_user = run_as_user(config_.policy, tern::v1::ServiceSpec());
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
   std::lock_guard lock(mu_);
@@ -288,6 +298,22 @@ absl::Status Agent::check_own_rules(const tern::v1::Command& cmd, const ServiceS
                                                       "; apply a spec the policy allows"));
     }
   }
+  // A deploy made for a spec this host refused would run under the older one
+  // it kept, which is not what the coordinator holds.
+  if (cmd.action_case() == tern::v1::Command::kDeploy && sup != nullptr &&
+      cmd.deploy().spec_generation() > sup->snapshot().spec_generation()) {
+    std::string why = "it has not received it";
+    {
+      std::lock_guard lock(mu_);
+      if (auto it = refused_specs_.find(cmd.deploy().service()); it != refused_specs_.end()) {
+        why = absl::StrCat("it refused it: ", it->second);
+      }
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "this host holds generation ", sup->snapshot().spec_generation(), " of ", cmd.deploy().service(),
+        "'s spec, older than generation ", cmd.deploy().spec_generation(), " this deploy was made for, because ", why,
+        "; nothing was staged or started"));
+  }
   if (cmd.action_case() == tern::v1::Command::kDeploy && !trusted_.empty()) {
     const auto& release = cmd.deploy().release();
     if (auto st = trusted_.verify(release.sha256(), release.signature()); !st.ok()) {
@@ -327,11 +353,19 @@ void Agent::handle_command(const tern::v1::Command& cmd) {
   if (auto st = check_own_rules(cmd, sup); !st.ok()) {
     spdlog::warn("refused {} for {}: {}", cmd.action_case() == tern::v1::Command::kDeploy ? "a deploy" : "a spec",
                  service, st.message());
+    if (cmd.action_case() == tern::v1::Command::kApplyService) {
+      std::lock_guard lock(mu_);
+      refused_specs_[service] = std::string(st.message());
+    }
     reply(refusal(cmd, tern::v1::COMMAND_OUTCOME_REFUSED, st));
     auto e = agent_event(tern::v1::AGENT_EVENT_KIND_REFUSED, service, std::string(st.message()));
     e.set_command_id(cmd.command_id());
     send_event(e);
     return;
+  }
+  if (cmd.action_case() == tern::v1::Command::kApplyService) {
+    std::lock_guard lock(mu_);
+    refused_specs_.erase(service);
   }
   if (sup == nullptr) {
     if (cmd.action_case() != tern::v1::Command::kApplyService) {

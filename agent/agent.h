@@ -88,10 +88,12 @@ class Agent {
   std::unique_ptr<StateStore> store_;
   std::unique_ptr<CoordinatorLink> link_;
 
-  mutable std::mutex mu_;  // guards supervisors_, last_command_id_, max_epoch_
+  mutable std::mutex mu_;  // guards supervisors_, last_command_id_, max_epoch_, refused_specs_
   std::map<std::string, std::unique_ptr<ServiceSupervisor>> supervisors_;
   uint64_t last_command_id_ = 0;
   uint64_t max_epoch_ = 0;
+  // Per service, why the newest spec the coordinator sent was refused.
+  std::map<std::string, std::string> refused_specs_;
 
   std::mutex events_mu_;  // guards unsent_
   std::deque<tern::v1::AgentEvent> unsent_;  // oldest first, at most kMaxUnsentEvents

@@ -1,5 +1,8 @@
 #include "agent/config.h"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -64,6 +67,8 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     p->get("users", cfg.policy.users);
     p->get("ports", cfg.policy.ports);
     p->get("privileged_ports", cfg.policy.privileged_ports);
+    p->get("default_user", cfg.policy.default_user);
+    p->get("allow_root", cfg.policy.allow_root);
     m.absorb(p->finish());
   }
   if (auto d = m.child("downloads")) {
@@ -148,6 +153,37 @@ absl::Status validate(const AgentConfig& cfg) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Whether `user` (empty: the agent's own) is uid 0 on this host, by its
+// passwd entry, so that an alias of root is root too. A name the host does
+// not know is not root: starting it fails later, saying the user is missing.
+bool runs_as_root(const std::string& user) {
+  if (user.empty()) return ::geteuid() == 0;
+  if (user == "root") return true;
+  std::vector<char> buf(16384);
+  struct passwd pw;
+  struct passwd* res = nullptr;
+  return getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &res) == 0 && res != nullptr && pw.pw_uid == 0;
+}
+
+std::string own_user_name() {
+  std::vector<char> buf(16384);
+  struct passwd pw;
+  struct passwd* res = nullptr;
+  if (getpwuid_r(::geteuid(), &pw, buf.data(), buf.size(), &res) != 0 || res == nullptr) {
+    return absl::StrCat("uid ", ::geteuid());
+  }
+  return pw.pw_name;
+}
+
+}  // namespace
+
+std::string run_as_user(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec) {
+  if (!spec.user().empty()) return spec.user();
+  return ::geteuid() == 0 ? policy.default_user : std::string();
+}
+
 absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec) {
   std::vector<std::pair<uint32_t, uint32_t>> ranges, privileged;
   for (const auto& r : policy.ports) {
@@ -168,11 +204,20 @@ absl::Status check_policy(const AgentPolicy& policy, const tern::v1::ServiceSpec
       std::find(policy.services.begin(), policy.services.end(), spec.name()) == policy.services.end()) {
     return absl::PermissionDeniedError(absl::StrCat("service \"", spec.name(), "\" is not allowed", why));
   }
-  const std::string user = spec.user().empty() ? "root" : spec.user();
-  if (!policy.users.empty() && std::find(policy.users.begin(), policy.users.end(), user) == policy.users.end()) {
-    return absl::PermissionDeniedError(absl::StrCat("service ", spec.name(), " runs as \"", user, "\"",
-                                                    spec.user().empty() ? " (no user in the spec: the agent's own)" : "",
-                                                    ", which is not allowed", why));
+  const std::string user = run_as_user(policy, spec);
+  const std::string name = user.empty() ? own_user_name() : user;
+  const std::string shown = absl::StrCat("\"", name, "\"");
+  const char* whose = spec.user().empty() ? " (no user in the spec: the policy's default_user)" : "";
+  if (!policy.users.empty() && std::find(policy.users.begin(), policy.users.end(), name) == policy.users.end()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("service ", spec.name(), " runs as ", shown, whose, ", which is not allowed", why));
+  }
+  if (!policy.allow_root && runs_as_root(user)) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "service ", spec.name(), " runs as ", shown, whose,
+        ", which is uid 0, and this host's agent policy does not allow root (policy.allow_root in its config); set "
+        "user: in the spec to an unprivileged user, or set policy.allow_root: true on hosts that must run it as "
+        "root"));
   }
   for (const auto& pm : spec.ports()) {
     for (uint32_t port : {pm.public_port(), pm.blue_port(), pm.green_port()}) {

@@ -25,7 +25,18 @@ struct AgentPolicy {
   // below 1024 must fall in one, and unlike the lists above, empty allows
   // none. `ports`, when set, must allow them too.
   std::vector<std::string> privileged_ports;
+  // Who a spec without `user:` runs as (slot, exec probes): an unprivileged
+  // system user the tern-agent package creates. An agent not running as root
+  // can only run things as itself, so there it is the agent's own user.
+  std::string default_user = "tern-app";
+  // Whether anything a spec starts may run as uid 0 (`user: root`, or a
+  // default_user that is root). Off: such a spec is refused.
+  bool allow_root = false;
 };
+
+// The user a spec's processes run as on this host: its `user:`, else the
+// policy's default_user (empty when the agent is not root: the agent's own).
+std::string run_as_user(const AgentPolicy& policy, const tern::v1::ServiceSpec& spec);
 
 // Ports below this are the host's (ssh, dns, its own web server): a spec may
 // use one only when AgentPolicy::privileged_ports allows it.

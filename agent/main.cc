@@ -33,6 +33,11 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "this host's certificate (PEM; its CN is the host id)");
   app.add_option("--tls-key", tls_key, "this host's private key (PEM)");
   app.add_flag("--insecure", insecure, "plaintext to the coordinator (local demos only)");
+  std::string default_user;
+  bool allow_root = false;
+  app.add_option("--default-user", default_user,
+                 "who a spec without user: runs as (default tern-app, the package's unprivileged user)");
+  app.add_flag("--allow-root", allow_root, "let specs run as root (user: root); refused by default");
   app.add_flag_callback("--version", [] {
     std::cout << "tern-agent " << tern::kVersion << "\n";
     std::exit(0);
@@ -53,6 +58,8 @@ int main(int argc, char** argv) {
   if (app.count("--tls-cert")) cfg.tls.cert = tls_cert;
   if (app.count("--tls-key")) cfg.tls.key = tls_key;
   if (insecure) cfg.insecure = true;
+  if (app.count("--default-user")) cfg.policy.default_user = default_user;
+  if (allow_root) cfg.policy.allow_root = true;
   if (app.count("--host-id")) cfg.host_id = host_id;
   if (app.count("--state-dir")) cfg.state_dir = state_dir;
   if (app.count("--log-level")) cfg.log_level = log_level;

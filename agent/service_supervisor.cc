@@ -56,7 +56,7 @@ ServiceSupervisor::~ServiceSupervisor() { shutdown(); }
 
 Slot::Deps ServiceSupervisor::slot_deps() {
   return Slot::Deps{deps_.launcher, deps_.prober, deps_.os, deps_.log_dir, deps_.state_dir,
-                    [this](Millis d) { return pause(d); }};
+                    [this](Millis d) { return pause(d); }, deps_.default_user};
 }
 
 Slot& ServiceSupervisor::slot(SlotColor color) { return color == tern::v1::SLOT_COLOR_GREEN ? green_ : blue_; }

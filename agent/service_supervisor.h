@@ -45,6 +45,8 @@ struct SupervisorDeps {
   // (either slot's, last_good, previous_good); the rest are deleted. 0: none
   // are deleted.
   std::size_t keep_releases = 5;
+  // Who a spec without `user:` runs as (run_as_user); empty: the agent.
+  std::string default_user;
 };
 
 // One service on this host: its blue and green slots, the deploy sequence,

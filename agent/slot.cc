@@ -82,7 +82,7 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
             {"TERN_RELEASE_DIR", dir}};
   for (const auto& [k, v] : spec.env()) ls.env[k] = subst(v);
   ls.working_dir = spec.working_dir().empty() ? dir : subst(spec.working_dir());
-  ls.user = spec.user();
+  ls.user = spec.user().empty() ? deps_.default_user : spec.user();
   ls.log_path = log_path_;
   ls.slot_id = slot_id_;
   return ls;

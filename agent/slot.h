@@ -54,6 +54,8 @@ class Slot {
     std::string state_dir;
     // Waits up to `d` of host time; true when the owner is shutting down.
     std::function<bool(Millis d)> pause;
+    // Who a spec without `user:` runs as; empty: the agent's own user.
+    std::string default_user;
   };
 
   Slot(std::string service, tern::v1::SlotColor color, Deps deps);

@@ -13,6 +13,7 @@ secs=${1:-60}
 [ "$(id -u)" -eq 0 ] || { echo "agent_footprint: needs root (network namespace, nftables)" >&2; exit 2; }
 ns=tern-footprint-$$
 work=$(mktemp -d /tmp/tern-footprint.XXXXXX)
+chmod 0755 "$work"   # the app runs as nobody, from a release under it
 cleanup() {
   for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
   ip netns del "$ns" 2>/dev/null || true
@@ -27,7 +28,7 @@ in_ns "$build/coordinator/tern-coordinator" --insecure --listen 127.0.0.1:7400 -
   --database "$work/c.db" --ready-file "$work/ready.json" --log-level warn >"$work/c.log" 2>&1 &
 for _ in $(seq 100); do [ -s "$work/ready.json" ] && break; sleep 0.1; done
 in_ns "${TERN_AGENT_BIN:-$build/agent/tern-agent}" --insecure --coordinator 127.0.0.1:7400 --host-id footprint --label role=web \
-  --state-dir "$work/agent" --log-level warn >"$work/agent.log" 2>&1 &
+  --state-dir "$work/agent" --default-user nobody --log-level warn >"$work/agent.log" 2>&1 &
 export TERN_INSECURE=1 TERN_COORDINATOR=127.0.0.1:7400
 ctl() { in_ns "$build/ctl/ternctl" "$@"; }
 for _ in $(seq 100); do ctl hosts 2>/dev/null | grep -q connected && break; sleep 0.1; done

@@ -131,6 +131,7 @@ absl::Status Fleet::deploy_host(const tern::v1::DeployHostRequest& req, CommandO
   *d->mutable_release() = release;
   d->set_switch_on_healthy(!req.no_switch());
   d->set_weight(effective_weight(req.weight()));
+  d->set_spec_generation(svc->generation());
   spdlog::info("deploying {} {} to {}", req.service(), release.version(), req.host_id());
   // Once the agent has taken the order (whatever came of it), the host
   // should serve the release; until it does, it is drifted. A refused

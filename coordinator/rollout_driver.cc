@@ -131,6 +131,7 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   *d->mutable_release() = release;
   d->set_switch_on_healthy(true);
   d->set_weight(weight);
+  d->set_spec_generation(svc->generation());
   auto done = [this, id, host, r_service = r.spec().service(), version = release.version(),
                weight](const tern::v1::CommandResult& res) {
     bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;

@@ -27,6 +27,7 @@ hosts=(a b c d)
 bridge=terndemo0
 net=198.18.99        # 198.18.0.0/15 is reserved for benchmarks: never a real network
 work=$(mktemp -d /tmp/tern-demo.XXXXXX)
+chmod 0755 "$work"   # the apps run as nobody, from releases under it
 pids=()
 keep_logs=0
 cleanup() {
@@ -92,6 +93,7 @@ for i in "${!hosts[@]}"; do
   h=${hosts[$i]}
   ip netns exec "tern-demo-$h" "$agent" --insecure --coordinator "$TERN_COORDINATOR" --host-id "demo-$h" \
     --label "zone=$h" --label role=web --state-dir "$work/agent-$h" --heartbeat-interval 500ms \
+    --default-user nobody \
     >"$work/agent-$h.log" 2>&1 &
   pids+=($!)
 done

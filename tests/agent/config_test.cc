@@ -4,6 +4,7 @@
 #include "tests/support/temp_dir.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 namespace tern {
 namespace {
@@ -151,10 +152,56 @@ TEST(AgentPolicyTest, ServicesUsersAndPortsAreEachChecked) {
   auto service = check_policy(p, policy_spec("db", "nobody", 8080));
   EXPECT_EQ(service.code(), absl::StatusCode::kPermissionDenied);
   EXPECT_NE(std::string(service.message()).find("service \"db\""), std::string::npos) << service.message();
-  auto root = check_policy(p, policy_spec("web", "", 8080));
-  EXPECT_NE(std::string(root.message()).find("\"root\""), std::string::npos) << "no user means the agent's: root";
+  if (::geteuid() == 0) {
+    auto unlisted = check_policy(p, policy_spec("web", "", 8080));
+    EXPECT_NE(std::string(unlisted.message()).find("\"tern-app\" (no user in the spec: the policy's default_user)"),
+              std::string::npos)
+        << "no user means the policy's default user: " << unlisted.message();
+  }
   auto port = check_policy(p, policy_spec("web", "nobody", 80));
   EXPECT_NE(std::string(port.message()).find("port 80"), std::string::npos) << port.message();
+}
+
+// A spec that says nothing about its user does not get the agent's root: it
+// runs as the unprivileged user the package creates.
+TEST(AgentPolicyTest, ASpecWithoutAUserRunsAsTheUnprivilegedDefaultUser) {
+  const AgentPolicy defaults;
+  EXPECT_EQ(defaults.default_user, "tern-app");
+  EXPECT_FALSE(defaults.allow_root);
+  EXPECT_EQ(run_as_user(defaults, policy_spec("web", "", 8080)), ::geteuid() == 0 ? "tern-app" : "")
+      << "an agent that is not root can only run things as itself";
+  EXPECT_EQ(run_as_user(defaults, policy_spec("web", "www-data", 8080)), "www-data");
+  AgentPolicy nobody;
+  nobody.default_user = "nobody";
+  if (::geteuid() == 0) {
+    EXPECT_EQ(run_as_user(nobody, policy_spec("web", "", 8080)), "nobody");
+  }
+}
+
+// Root is something a host's own config grants, never something a spec can
+// ask for: `user: root`, or a default user that is root, is refused unless
+// policy.allow_root is set.
+TEST(AgentPolicyTest, RootIsRefusedUnlessTheHostsPolicyAllowsIt) {
+  AgentPolicy p;
+  auto refused = check_policy(p, policy_spec("web", "root", 8080));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kPermissionDenied) << refused;
+  EXPECT_NE(std::string(refused.message()).find("uid 0"), std::string::npos) << refused.message();
+  EXPECT_NE(std::string(refused.message()).find("policy.allow_root"), std::string::npos) << refused.message();
+  EXPECT_TRUE(check_policy(p, policy_spec("web", "nobody", 8080)).ok());
+  if (::geteuid() == 0) {
+    AgentPolicy root_default;
+    root_default.default_user = "root";
+    auto by_default = check_policy(root_default, policy_spec("web", "", 8080));
+    EXPECT_EQ(by_default.code(), absl::StatusCode::kPermissionDenied) << by_default;
+    EXPECT_NE(std::string(by_default.message()).find("default_user"), std::string::npos) << by_default.message();
+    root_default.default_user.clear();  // empty: the agent's own user, root here
+    EXPECT_EQ(check_policy(root_default, policy_spec("web", "", 8080)).code(), absl::StatusCode::kPermissionDenied);
+  }
+  p.allow_root = true;
+  EXPECT_TRUE(check_policy(p, policy_spec("web", "root", 8080)).ok());
+  p.users = {"nobody"};
+  EXPECT_EQ(check_policy(p, policy_spec("web", "root", 8080)).code(), absl::StatusCode::kPermissionDenied)
+      << "allow_root does not widen policy.users";
 }
 
 TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
@@ -165,6 +212,11 @@ TEST(AgentPolicyTest, PolicyAndTlsAreReadFromTheConfigAndBadRangesRefused) {
                                           "trusted_keys: [/k1.pub]\n"));
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->policy.ports, std::vector<std::string>{"9000-9999"});
+  EXPECT_EQ(cfg->policy.default_user, "tern-app");
+  auto run_as = load_agent_config(dir.write("u.yaml", "policy: {default_user: nobody, allow_root: true}\n"));
+  ASSERT_TRUE(run_as.ok()) << run_as.status();
+  EXPECT_EQ(run_as->policy.default_user, "nobody");
+  EXPECT_TRUE(run_as->policy.allow_root);
   EXPECT_EQ(cfg->tls.server_name, "coord");
   EXPECT_EQ(cfg->trusted_keys, std::vector<std::string>{"/k1.pub"});
   auto bad = load_agent_config(dir.write("b.yaml", "policy: {ports: [\"9999-9000\"]}\n"));

@@ -182,9 +182,9 @@ connected || fail "the agents did not register: $("$ternctl" hosts 2>&1)"
 "$ternctl" whoami
 
 step "a rollout over the installed fleet: 1.0 everywhere, then 2.0 in waves"
-sed -e 's/^# user: tern-app .*/user: nobody/' -e 's/healthy_deadline: 30s/healthy_deadline: 15s/' \
-  "$root/examples/web.yaml" >"$work/web.yaml"
-grep -q '^user: nobody' "$work/web.yaml" || fail "could not set the run-as user in the spec"
+# No user: in the spec: the apps run as the package's unprivileged tern-app.
+sed -e 's/healthy_deadline: 30s/healthy_deadline: 15s/' "$root/examples/web.yaml" >"$work/web.yaml"
+grep -q '^user:' "$work/web.yaml" && fail "the example spec names a user; this step checks the default"
 "$ternctl" service apply -f "$work/web.yaml"
 "$ternctl" artifact push "$app" --service web --version 1.0
 "$ternctl" artifact push "$app" --service web --version 2.0
@@ -195,8 +195,8 @@ for m in agent1 agent2; do
   body=$(curl -s --max-time 3 "http://${ip[$m]}:8080/") || fail "no answer from $m:8080"
   echo "$m:8080 -> $body"
   [ "${body%% *}" = "2.0" ] || fail "$m serves '$body', not 2.0"
-  owner=$(ssh_to "$m" "ps -o user= -C tern-demo-app | sort -u | tr '\n' ' '")
-  [ "$owner" = "nobody " ] || fail "$m: the slots run as '$owner', not nobody"
+  owner=$(ssh_to "$m" "ps -o user:20= -C tern-demo-app | sort -u | tr '\n' ' '")
+  [ "$owner" = "tern-app " ] || fail "$m: the slots run as '$owner', not the package's tern-app"
 done
 
 step "restarting tern-agent on agent1 leaves its app running"

@@ -151,7 +151,8 @@ class FleetRolloutTest : public ::testing::Test {
     std::ofstream(dir_.file(id + ".yaml")) << "coordinator: " << address_ << "\nhost_id: " << id
                                            << "\nlabels: {role: web, zone: " << zone << "}\nstate_dir: "
                                            << dir_.file(id) << "\nheartbeat_interval: 200ms\n"
-                                           << "reconnect: {initial: 100ms, max: 500ms}\ninsecure: true\n";
+                                           << "reconnect: {initial: 100ms, max: 500ms}\ninsecure: true\n"
+                                           << "policy: {default_user: nobody}\n";
     if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(static_cast<std::size_t>(i) + 1);
     agents_[static_cast<std::size_t>(i)] =
         std::make_unique<Process>("ip", std::vector<std::string>{"netns", "exec", ns_[static_cast<std::size_t>(i)]->name(),

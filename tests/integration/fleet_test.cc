@@ -100,7 +100,7 @@ class FleetTest : public ::testing::Test {
         TERN_AGENT_BIN,
         std::vector<std::string>{"--insecure", "--coordinator", address_, "--host-id", id, "--label", "zone=" + zone,
                                  "--label", "role=web", "--state-dir", dir_.file("state-" + id), "--log-level",
-                                 "debug"},
+                                 "debug", "--default-user", "nobody"},
         dir_.file("agent-" + id + ".log"));
   }
 

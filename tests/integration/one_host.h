@@ -135,7 +135,9 @@ class OneHostFixture : public ::testing::Test {
                                            << "port_mapper: {backend: " << backend_ << ", table: terntest}\n"
                                            // The artifact server of the URL test listens on 127.0.0.1.
                                            << "downloads: {allow_loopback: true}\n"
-                                           << "insecure: true\n";
+                                           << "insecure: true\n"
+                                           // The package's tern-app is not on a test machine.
+                                           << "policy: {default_user: nobody}\n";
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
   }
 

@@ -95,6 +95,8 @@ class SecurityTest : public ::testing::Test {
                         << "reconnect: {initial: 100ms, max: 300ms}\nport_mapper: {table: " << table_ << "}\n"
                         << "tls: {ca: " << pki_ << "/ca.crt, cert: " << ca_dir << "/agent-" << cert_host
                         << ".crt, key: " << ca_dir << "/agent-" << cert_host << ".key}\n"
+                        // The package's tern-app is not on a test machine.
+                        << (extra.find("policy:") == std::string::npos ? "policy: {default_user: nobody}\n" : "")
                         << extra;
     auto& p = agents_[cert_host];
     p = std::make_unique<Process>(TERN_AGENT_BIN, std::vector<std::string>{"-c", yaml},
@@ -223,9 +225,9 @@ TEST_F(SecurityTest, AForgedResultFromAnotherAgentsCertificateChangesNothing) {
   start_agent("web-1", pki_);
   ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
   // A release that never listens: its deploy waits for the health deadline.
-  push_service("user: root\n");
+  push_service();
   std::ofstream(dir_.file("app")) << "#!/bin/sh\nexec sleep 60\n";
-  fs::permissions(dir_.file("app"), fs::perms::owner_all);
+  fs::permissions(dir_.file("app"), fs::perms::owner_all | fs::perms::others_read | fs::perms::others_exec);
   ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", "mute"}).code, 0);
   Process deploy(TERN_CTL_BIN,
                  {"--coordinator", address_, "--ca", pki_ + "/ca.crt", "--cert", pki_ + "/operator-olga.crt", "--key",
@@ -508,7 +510,8 @@ TEST_F(SecurityTest, ATokenFromAFileOrTheEnvironmentAuthenticates) {
 TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   start_agent("web-2", pki_, "policy: {services: [web], users: [nobody], ports: [9000-9999]}\n");
   ASSERT_TRUE(eventually([&] { return connected("web-2"); })) << agents_["web-2"]->log();
-  // Runs as root (no user) on public port 8080: twice outside the policy.
+  // Runs as the default user (no user), not in `users`, on public port 8080:
+  // twice outside the policy.
   push_service();
   ASSERT_TRUE(eventually([&] {
     return ctl("alice", {"host", "history", "web-2"}).out.find("refused") != std::string::npos;
@@ -520,6 +523,60 @@ TEST_F(SecurityTest, TheAgentsOwnPolicyRefusesWhatItDoesNotAllow) {
   auto deploy = ctl("alice", {"host", "deploy", "web-2", "web", "--version", "1.0"});
   EXPECT_EQ(deploy.code, 1) << deploy.out;
   expect_untouched("web-2");
+}
+
+// The uids of the processes running a release of `host`'s web service.
+std::vector<uid_t> slot_uids(const std::string& state_dir) {
+  std::vector<uid_t> uids;
+  const std::string releases = state_dir + "/web/releases/";
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string cmdline = read_file(e.path().string() + "/cmdline");
+    if (cmdline.rfind(releases, 0) != 0) continue;
+    std::istringstream status(read_file(e.path().string() + "/status"));
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Uid:", 0) == 0) uids.push_back(static_cast<uid_t>(std::stoul(line.substr(4))));
+    }
+  }
+  return uids;
+}
+
+// A spec that names no user runs as the host's unprivileged default user,
+// never as the agent's root; a spec that asks for root is refused unless the
+// host's own config allows it, and nothing of it is started.
+TEST_F(SecurityTest, ASpecWithoutAUserRunsUnprivilegedAndRootNeedsTheHostsConsent) {
+  start_agent("web-1", pki_);  // policy: {default_user: nobody}, allow_root unset
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  push_service();
+  fs::copy_file(TERN_DEMO_APP_BIN, dir_.file("app"));
+  for (const std::string v : {"1.0", "2.0"}) {
+    ASSERT_EQ(ctl("alice", {"artifact", "push", dir_.file("app"), "--service", "web", "--version", v}).code, 0);
+  }
+  auto deploy = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "1.0"});
+  ASSERT_EQ(deploy.code, 0) << deploy.out << deploy.err << agents_["web-1"]->log();
+  EXPECT_EQ(slot_uids(dir_.file("state-web-1")), std::vector<uid_t>{65534}) << "nobody, the default user";
+
+  // user: root is refused while the host's policy does not allow root.
+  push_service("user: root\n");
+  ASSERT_TRUE(eventually([&] {
+    return ctl("alice", {"host", "history", "web-1"}).out.find("policy.allow_root") != std::string::npos;
+  })) << ctl("alice", {"host", "history", "web-1"}).out;
+  auto refused = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "2.0"});
+  EXPECT_EQ(refused.code, 1) << refused.out << refused.err;
+  EXPECT_NE((refused.out + refused.err).find("uid 0"), std::string::npos) << refused.out << refused.err;
+  EXPECT_NE((refused.out + refused.err).find("refused it"), std::string::npos)
+      << "not run under the older spec the host kept: " << refused.out << refused.err;
+  EXPECT_EQ(slot_uids(dir_.file("state-web-1")), std::vector<uid_t>{65534}) << "the running release is untouched";
+
+  // The host's own config allows it: the same spec runs as root.
+  agents_["web-1"]->signal(SIGTERM);
+  ASSERT_EQ(agents_["web-1"]->wait(), 0) << agents_["web-1"]->log();
+  start_agent("web-1", pki_, "policy: {default_user: nobody, allow_root: true}\n");
+  ASSERT_TRUE(eventually([&] { return connected("web-1"); })) << agents_["web-1"]->log();
+  auto allowed = ctl("alice", {"host", "deploy", "web-1", "web", "--version", "2.0"});
+  ASSERT_EQ(allowed.code, 0) << allowed.out << allowed.err << agents_["web-1"]->log();
+  auto uids = slot_uids(dir_.file("state-web-1"));
+  EXPECT_NE(std::find(uids.begin(), uids.end(), 0u), uids.end())
+      << "2.0 runs as root; uids: " << ::testing::PrintToString(uids) << agents_["web-1"]->log();
 }
 
 // Whoever can reach the port cannot fill the coordinator's disk: calls no
