@@ -3,6 +3,8 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -34,6 +36,40 @@ void get_duration(YamlMap& m, absl::string_view key, Mutable mut) {
   const bool present = m.has(key);
   m.get(key, v);
   if (present && v >= Millis(0)) *mut() = TimeUtil::MillisecondsToDuration(v.count());
+}
+
+absl::Status validate_analysis_policy(const tern::v1::RolloutSpec& spec) {
+  const bool any_analyzed =
+      std::any_of(spec.waves().begin(), spec.waves().end(), [](const tern::v1::Wave& w) { return w.analyze(); });
+  if (!spec.has_analysis()) return absl::OkStatus();
+  if (!any_analyzed) {
+    return field_error("analysis",
+                       "no wave keeps a split to judge: give the waves to analyze a weight below 100 (e.g. "
+                       "waves: [{hosts: 1, weight: 10}, {percent: 100}])");
+  }
+  const auto& a = spec.analysis();
+  const Millis day(24LL * 3600 * 1000);
+  const std::pair<const char*, const google::protobuf::Duration*> durations[] = {
+      {"analysis.interval", &a.interval()},
+      {"analysis.warmup", &a.warmup()},
+      {"analysis.min_duration", &a.min_duration()},
+      {"analysis.max_duration", &a.max_duration()}};
+  for (const auto& [f, d] : durations) {
+    if (auto ms = checked_duration(*d, day); !ms.ok()) return field_error(f, std::string(ms.status().message()));
+  }
+  const auto ms = [](const google::protobuf::Duration& d) { return TimeUtil::DurationToMilliseconds(d); };
+  if (a.has_interval() && ms(a.interval()) < 100) return field_error("analysis.interval", "must be at least 100ms");
+  if (a.has_max_duration() && ms(a.max_duration()) < ms(a.min_duration())) {
+    return field_error("analysis.max_duration", "must not be shorter than min_duration");
+  }
+  if (a.has_max_duration() && a.has_interval() && ms(a.max_duration()) < ms(a.interval())) {
+    return field_error("analysis.max_duration", "must be at least one interval");
+  }
+  if (a.confidence() != 0 && (a.confidence() < 0.5 || a.confidence() >= 1)) {
+    return field_error("analysis.confidence",
+                       absl::StrCat(a.confidence(), " is not in [0.5, 1): it is 1 - the false-alarm rate, e.g. 0.99"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -73,6 +109,9 @@ absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml
     n = 0;
     w.get("weight", n);
     wave->set_weight(n);
+    bool analyze = false;
+    w.get("analyze", analyze);
+    wave->set_analyze(analyze);
     m.absorb(w.finish());
     ++i;
   }
@@ -96,6 +135,25 @@ absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml
   }
   get_duration(m, "progress_deadline", [&] { return spec.mutable_progress_deadline(); });
   m.get("spread_label", *spec.mutable_spread_label());
+  if (auto a = m.child("analysis")) {
+    auto* ap = spec.mutable_analysis();
+    get_duration(*a, "interval", [&] { return ap->mutable_interval(); });
+    get_duration(*a, "warmup", [&] { return ap->mutable_warmup(); });
+    get_duration(*a, "min_duration", [&] { return ap->mutable_min_duration(); });
+    get_duration(*a, "max_duration", [&] { return ap->mutable_max_duration(); });
+    double confidence = 0;
+    a->get("confidence", confidence);
+    ap->set_confidence(confidence);
+    std::string on_fail;
+    a->get("on_fail", on_fail);
+    if (on_fail == "rollback") ap->set_on_fail(tern::v1::ON_FAILURE_ROLLBACK);
+    else if (on_fail == "pause") ap->set_on_fail(tern::v1::ON_FAILURE_PAUSE);
+    else if (!on_fail.empty()) {
+      a->absorb(absl::InvalidArgumentError(
+          absl::StrCat(origin, ": field analysis.on_fail: \"", on_fail, "\" must be rollback or pause")));
+    }
+    m.absorb(a->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   apply_rollout_defaults(spec);
   if (auto st = validate_rollout_spec(spec); !st.ok()) {
@@ -118,6 +176,20 @@ void apply_rollout_defaults(tern::v1::RolloutSpec& spec) {
   }
   if (spec.on_failure() == tern::v1::ON_FAILURE_UNSPECIFIED) spec.set_on_failure(tern::v1::ON_FAILURE_ROLLBACK);
   if (!spec.has_progress_deadline()) *spec.mutable_progress_deadline() = TimeUtil::MillisecondsToDuration(600'000);
+  const bool any_analyzed =
+      std::any_of(spec.waves().begin(), spec.waves().end(), [](const tern::v1::Wave& w) { return w.analyze(); });
+  if (!spec.has_analysis() && !any_analyzed) return;
+  // `analysis:` alone judges every wave that keeps a split.
+  if (!any_analyzed) {
+    for (auto& w : *spec.mutable_waves()) w.set_analyze(w.weight() < 100);
+  }
+  auto* a = spec.mutable_analysis();
+  if (!a->has_interval()) *a->mutable_interval() = TimeUtil::MillisecondsToDuration(10'000);
+  if (!a->has_warmup()) *a->mutable_warmup() = TimeUtil::MillisecondsToDuration(60'000);
+  if (!a->has_min_duration()) *a->mutable_min_duration() = TimeUtil::MillisecondsToDuration(120'000);
+  if (!a->has_max_duration()) *a->mutable_max_duration() = TimeUtil::MillisecondsToDuration(1'800'000);
+  if (a->confidence() == 0) a->set_confidence(0.99);
+  if (a->on_fail() == tern::v1::ON_FAILURE_UNSPECIFIED) a->set_on_fail(tern::v1::ON_FAILURE_ROLLBACK);
 }
 
 absl::StatusOr<std::vector<tern::v1::Wave>> parse_wave_list(absl::string_view text) {
@@ -182,7 +254,13 @@ absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
     if (auto m = checked_duration(w.bake(), Millis(30LL * 24 * 3600 * 1000)); !m.ok()) {
       return field_error(f + ".bake", std::string(m.status().message()));
     }
+    if (w.analyze() && effective_weight(w.weight()) == 100) {
+      return field_error(f + ".analyze",
+                         "a wave at weight 100 leaves no blue to judge green against; give it a weight below 100 "
+                         "(e.g. weight: 10), or do not analyze it");
+    }
   }
+  if (auto st = validate_analysis_policy(spec); !st.ok()) return st;
   const auto& b = spec.failure_budget();
   if (b.max_failed_percent() > 100) {
     return field_error("failure_budget.max_failed_percent", absl::StrCat(b.max_failed_percent(), " is not 0-100"));

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <utility>
@@ -64,6 +65,79 @@ bool valid_user_name(const std::string& u) {
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.')) return false;
   }
   return u[0] != '-';
+}
+
+absl::Status check_metric_selector(const std::string& selector) {
+  if (selector.size() > 512) return absl::InvalidArgumentError("a selector is at most 512 characters");
+  return absl::OkStatus();
+}
+
+// The metrics endpoint and the analysis metrics.
+absl::Status validate_analysis(const tern::v1::ServiceSpec& spec) {
+  const auto& e = spec.metrics_endpoint();
+  if (!e.port().empty() && std::none_of(spec.ports().begin(), spec.ports().end(),
+                                        [&](const tern::v1::PortMap& p) { return p.name() == e.port(); })) {
+    return field_error("metrics_endpoint.port", absl::StrCat("\"", e.port(), "\" is not the name of one of ports"));
+  }
+  if (!e.path().empty()) {
+    if (e.path()[0] != '/' || e.path().size() > 256) {
+      return field_error("metrics_endpoint.path", absl::StrCat("\"", e.path(), "\" must start with / (at most 256 characters)"));
+    }
+    for (char c : e.path()) {
+      if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f) {
+        return field_error("metrics_endpoint.path", "must not contain spaces or control characters");
+      }
+    }
+  }
+  constexpr int kMaxAnalysisMetrics = 8;
+  if (spec.analysis().metrics_size() > kMaxAnalysisMetrics) {
+    return field_error("analysis.metrics", absl::StrCat("at most ", kMaxAnalysisMetrics, " metrics"));
+  }
+  std::set<std::string> names;
+  for (int i = 0; i < spec.analysis().metrics_size(); ++i) {
+    const auto& am = spec.analysis().metrics(i);
+    const std::string f = absl::StrCat("analysis.metrics[", i, "]");
+    if (!is_valid_service_name(am.name())) {
+      return field_error(f + ".name", absl::StrCat("\"", am.name(), "\" must be 1-32 lower-case letters, digits or '-'"));
+    }
+    if (!names.insert(am.name()).second) return field_error(f + ".name", absl::StrCat("\"", am.name(), "\" is used twice"));
+    if (am.kind() == "ratio") {
+      if (am.bad().empty()) return field_error(f + ".bad", "a ratio metric needs the selector of its bad requests");
+      if (am.total().empty()) {
+        return field_error(f + ".total", "a ratio metric needs the selector of all its requests (the denominator)");
+      }
+      for (const auto& [key, sel] : {std::pair<const char*, const std::string*>{"bad", &am.bad()}, {"total", &am.total()}}) {
+        if (auto st = check_metric_selector(*sel); !st.ok()) return field_error(absl::StrCat(f, ".", key), st.message());
+      }
+      if (!am.histogram().empty()) return field_error(f + ".histogram", "only for kind: latency");
+    } else if (am.kind() == "latency") {
+      if (am.histogram().empty()) {
+        return field_error(f + ".histogram", "a latency metric needs a classic histogram's name, e.g. "
+                                             "http_request_duration_seconds");
+      }
+      if (auto st = check_metric_selector(am.histogram()); !st.ok()) return field_error(f + ".histogram", st.message());
+      if (!am.bad().empty() || !am.total().empty()) return field_error(f + ".bad", "only for kind: ratio");
+      if (am.quantile() != 0 && (am.quantile() <= 0.5 || am.quantile() >= 1)) {
+        return field_error(f + ".quantile", absl::StrCat(am.quantile(), " is not between 0.5 and 1 (e.g. 0.99)"));
+      }
+      if (am.threshold() < 0) return field_error(f + ".threshold", "must be a positive number of seconds");
+    } else {
+      return field_error(f + ".kind", absl::StrCat("\"", am.kind(), "\" must be ratio or latency"));
+    }
+    if (am.max_ratio() != 0 && am.max_ratio() < 1) {
+      return field_error(f + ".max_ratio", absl::StrCat(am.max_ratio(),
+                                                        " is below 1: green would fail for being as good as blue; "
+                                                        "the margin is how much worse than blue is too much, e.g. 1.5"));
+    }
+    if (am.max_ratio() > 100) return field_error(f + ".max_ratio", absl::StrCat(am.max_ratio(), " is above 100"));
+    if (am.min_excess() < 0 || am.min_excess() >= 1) {
+      return field_error(f + ".min_excess", absl::StrCat(am.min_excess(), " is not a rate in [0, 1), e.g. 0.1%"));
+    }
+    if (am.pass_below() < 0 || am.pass_below() >= 1) {
+      return field_error(f + ".pass_below", absl::StrCat(am.pass_below(), " is not a rate in [0, 1), e.g. 0.5%"));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -168,6 +242,30 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
     get_duration(*r, "delay", [&] { return rp->mutable_delay(); });
     m.absorb(r->finish());
   }
+  if (auto e = m.child("metrics_endpoint")) {
+    e->get("port", *spec.mutable_metrics_endpoint()->mutable_port());
+    e->get("path", *spec.mutable_metrics_endpoint()->mutable_path());
+    m.absorb(e->finish());
+  }
+  if (auto a = m.child("analysis")) {
+    auto* sa = spec.mutable_analysis();
+    for (auto& x : a->children("metrics")) {
+      auto* am = sa->add_metrics();
+      x.get("name", *am->mutable_name());
+      x.get("kind", *am->mutable_kind());
+      x.get("bad", *am->mutable_bad());
+      x.get("total", *am->mutable_total());
+      x.get("histogram", *am->mutable_histogram());
+      double d = 0;
+      x.get("quantile", d), am->set_quantile(d), d = 0;
+      x.get("threshold", d), am->set_threshold(d), d = 0;
+      x.get("max_ratio", d), am->set_max_ratio(d), d = 0;
+      x.get("min_excess", d), am->set_min_excess(d), d = 0;
+      x.get("pass_below", d), am->set_pass_below(d);
+      a->absorb(x.finish());
+    }
+    m.absorb(a->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   // The YAML said nothing about the proto3 "unset" vs 0 distinction, so
   // defaults are applied after parsing, then the whole spec is checked.
@@ -197,6 +295,16 @@ void apply_service_defaults(tern::v1::ServiceSpec& spec) {
   if (r->policy().empty()) r->set_policy("on-failure");
   if (!spec.restart().has_delay()) *r->mutable_delay() = to_duration(Millis(1'000));
   if (r->max_restarts() == 0 && restart_policy(*r) == RestartPolicy::kOnFailure) r->set_max_restarts(3);
+  if (spec.analysis().metrics_size() > 0) {
+    auto* e = spec.mutable_metrics_endpoint();
+    if (e->port().empty() && spec.ports_size() > 0) e->set_port(spec.ports(0).name());
+    if (e->path().empty()) e->set_path("/metrics");
+    for (auto& am : *spec.mutable_analysis()->mutable_metrics()) {
+      if (am.max_ratio() == 0) am.set_max_ratio(1.5);
+      if (am.min_excess() == 0) am.set_min_excess(0.001);
+      if (am.kind() == "latency" && am.quantile() == 0 && am.threshold() == 0) am.set_quantile(0.99);
+    }
+  }
 }
 
 std::optional<RestartPolicy> parse_restart_policy(const std::string& word) {
@@ -297,7 +405,7 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
   if (!r.policy().empty() && !parse_restart_policy(r.policy())) {
     return field_error("restart.policy", absl::StrCat("\"", r.policy(), "\" must be on-failure or never"));
   }
-  return absl::OkStatus();
+  return validate_analysis(spec);
 }
 
 }  // namespace tern

@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/eventhandler.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "core/duration.h"
 
@@ -256,6 +258,20 @@ void YamlMap::get(absl::string_view key, uint32_t& out) {
     return fail(error_at(*v, key, absl::StrCat("expected a non-negative integer, got \"", v->IsScalar() ? v->Scalar() : "a collection", "\"")));
   }
   out = static_cast<uint32_t>(n);
+}
+
+void YamlMap::get(absl::string_view key, double& out) {
+  auto v = lookup(key);
+  if (!v) return;
+  std::string text = v->IsScalar() ? v->Scalar() : "";
+  const bool percent = !text.empty() && text.back() == '%';
+  if (percent) text.pop_back();
+  double d = 0;
+  if (!v->IsScalar() || text.empty() || text.size() > 32 || !absl::SimpleAtod(text, &d) || !std::isfinite(d)) {
+    return fail(error_at(*v, key, absl::StrCat("expected a number such as 1.5 or a percentage such as 0.1%, got \"",
+                                               v->IsScalar() ? v->Scalar() : "a collection", "\"")));
+  }
+  out = percent ? d / 100 : d;
 }
 
 void YamlMap::get(absl::string_view key, Millis& out) {

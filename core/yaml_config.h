@@ -52,6 +52,8 @@ class YamlMap {
   void get(absl::string_view key, bool& out);
   void get(absl::string_view key, uint32_t& out);
   void get(absl::string_view key, int64_t& out);
+  // A finite number: "1.5", "0.001", or a percentage, "0.1%" (0.001).
+  void get(absl::string_view key, double& out);
   void get(absl::string_view key, Millis& out);  // a duration string: "5s", at most kMaxYamlDuration
   void get(absl::string_view key, std::map<std::string, std::string>& out);
   void get(absl::string_view key, std::vector<std::string>& out);

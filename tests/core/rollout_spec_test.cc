@@ -111,5 +111,59 @@ TEST(RolloutSpecTest, YamlWaveWithBothSizesIsRefused) {
   EXPECT_NE(std::string(spec.status().message()).find("waves[0]"), std::string::npos) << spec.status();
 }
 
+// A rollout judges the waves that keep a split; timing defaults are the
+// careful operator's.
+TEST(RolloutSpecTest, AnalysisJudgesTheSplitWavesWithCarefulDefaults) {
+  auto spec = parse_rollout_spec(R"(
+service: web
+release: "2.0"
+waves: [{hosts: 1, weight: 10}, {percent: 50, weight: 50}, {percent: 100}]
+analysis: {interval: 5s}
+)", "r.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->waves(0).analyze());
+  EXPECT_TRUE(spec->waves(1).analyze());
+  EXPECT_FALSE(spec->waves(2).analyze()) << "weight 100 has no blue to compare with";
+  const auto& a = spec->analysis();
+  EXPECT_EQ(a.interval().seconds(), 5);
+  EXPECT_EQ(a.warmup().seconds(), 60);
+  EXPECT_EQ(a.min_duration().seconds(), 120);
+  EXPECT_EQ(a.max_duration().seconds(), 1800);
+  EXPECT_DOUBLE_EQ(a.confidence(), 0.99);
+  EXPECT_EQ(a.on_fail(), tern::v1::ON_FAILURE_ROLLBACK);
+
+  auto chosen = parse_rollout_spec(R"(
+service: web
+release: "2.0"
+waves: [{hosts: 1, weight: 10}, {percent: 50, weight: 50, analyze: true}, {percent: 100}]
+analysis: {on_fail: pause, confidence: 0.995}
+)", "r.yaml");
+  ASSERT_TRUE(chosen.ok()) << chosen.status();
+  EXPECT_FALSE(chosen->waves(0).analyze()) << "a wave that says analyze chooses";
+  EXPECT_TRUE(chosen->waves(1).analyze());
+  EXPECT_EQ(chosen->analysis().on_fail(), tern::v1::ON_FAILURE_PAUSE);
+
+  auto none = parse_rollout_spec("service: web\nrelease: \"2.0\"\n", "r.yaml");
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_analysis()) << "no analysis unless asked";
+}
+
+TEST(RolloutSpecTest, BadAnalysisIsRefusedNamingTheFieldAndTheReason) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"waves: [{hosts: 1, analyze: true}, {percent: 100}]\n", "waves[0].analyze: a wave at weight 100"},
+      {"waves: [{hosts: 1}, {percent: 100}]\nanalysis: {}\n", "field analysis: no wave keeps a split"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {interval: 10ms}\n", "analysis.interval: must be at least 100ms"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {min_duration: 10m, max_duration: 5m}\n", "analysis.max_duration"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {confidence: 1.5}\n", "analysis.confidence"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {on_fail: explode}\n", "analysis.on_fail"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {surprise: 1}\n", "unknown key"},
+  };
+  for (const auto& [yaml, expect] : cases) {
+    auto spec = parse_rollout_spec(std::string("service: web\nrelease: \"2.0\"\n") + yaml, "r.yaml");
+    ASSERT_FALSE(spec.ok()) << yaml;
+    EXPECT_NE(std::string(spec.status().message()).find(expect), std::string::npos) << spec.status();
+  }
+}
+
 }  // namespace
 }  // namespace tern

@@ -48,6 +48,37 @@ TEST(ServiceSpecTest, TheShippedExampleIsValid) {
   EXPECT_TRUE(spec->keep_warm());
 }
 
+// What a canary is judged by: the metrics endpoint and the analysis metrics,
+// with the defaults a careful operator would pick.
+TEST(ServiceSpecTest, AnalysisMetricsAreReadWithTheirDefaults) {
+  auto spec = parse_service_spec(std::string(kGood) + R"(
+analysis:
+  metrics:
+    - {name: errors, kind: ratio, bad: 'http_requests_total{code=~"5.."}', total: http_requests_total,
+       min_excess: 0.2%, pass_below: 0.5%}
+    - {name: latency, kind: latency, histogram: http_request_duration_seconds}
+    - {name: slo, kind: latency, histogram: http_request_duration_seconds, threshold: 0.25, max_ratio: 2}
+)", "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->metrics_endpoint().port(), "http") << "the first port";
+  EXPECT_EQ(spec->metrics_endpoint().path(), "/metrics");
+  ASSERT_EQ(spec->analysis().metrics_size(), 3);
+  const auto& errors = spec->analysis().metrics(0);
+  EXPECT_EQ(errors.bad(), "http_requests_total{code=~\"5..\"}");
+  EXPECT_DOUBLE_EQ(errors.max_ratio(), 1.5);
+  EXPECT_DOUBLE_EQ(errors.min_excess(), 0.002);
+  EXPECT_DOUBLE_EQ(errors.pass_below(), 0.005);
+  EXPECT_DOUBLE_EQ(spec->analysis().metrics(1).quantile(), 0.99) << "blue's p99 by default";
+  EXPECT_DOUBLE_EQ(spec->analysis().metrics(1).min_excess(), 0.001);
+  EXPECT_DOUBLE_EQ(spec->analysis().metrics(2).quantile(), 0) << "an explicit threshold instead";
+  EXPECT_DOUBLE_EQ(spec->analysis().metrics(2).threshold(), 0.25);
+  EXPECT_DOUBLE_EQ(spec->analysis().metrics(2).max_ratio(), 2);
+
+  auto plain = parse_service_spec(kGood, "web.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(plain->has_metrics_endpoint()) << "no analysis, nothing filled in";
+}
+
 struct Bad {
   const char* yaml;
   const char* expect;  // in the message
@@ -80,7 +111,33 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nsurprise: 1\n", "unknown key"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nselector: \"a=b=c\"\n", "selector"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nrestart: {policy: always}\n",
-            "restart.policy"}));
+            "restart.policy"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: errors, kind: ratio, bad: 'x{code=\"500\"}'}]}\n",
+            "analysis.metrics[0].total: a ratio metric needs the selector of all its requests"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: errors, kind: ratio, bad: b, total: t, max_ratio: 0.9}]}\n",
+            "analysis.metrics[0].max_ratio: 0.9 is below 1"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: errors, kind: ratio, bad: b, total: t, min_excess: 2}]}\n",
+            "analysis.metrics[0].min_excess"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: p99, kind: latency}]}\n",
+            "analysis.metrics[0].histogram"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: p99, kind: latency, histogram: h, quantile: 99}]}\n",
+            "analysis.metrics[0].quantile"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: e, kind: gauge}]}\n",
+            "must be ratio or latency"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: e, kind: ratio, bad: b, total: t}, {name: e, kind: ratio, bad: b, total: t}]}\n",
+            "used twice"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: e, kind: ratio, bad: b, total: t, pass_below: lots}]}\n",
+            "expected a number"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nmetrics_endpoint: {port: admin}\n",
+            "metrics_endpoint.port: \"admin\" is not the name"}));
 
 }  // namespace
 }  // namespace tern
