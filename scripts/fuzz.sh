@@ -34,7 +34,7 @@ done
 # rest of scripts/setup.sh's list is for the daemons' tests and packaging).
 packages=(
   clang-14 libclang-rt-14-dev cmake ninja-build pkg-config
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libre2-dev
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev
 )
