@@ -396,6 +396,9 @@ absl::StatusOr<PromLabelMatcher> PromLabelMatcher::create(std::string label, Pro
     re2::RE2::Options options;
     options.set_log_errors(false);
     options.set_dot_nl(true);  // as Prometheus: '.' matches a newline too
+    // Label values are short: 1 MiB (of RE2's default 8) is plenty, and keeps
+    // a selector's kMaxPromMatchers regexes within 64 MiB.
+    options.set_max_mem(1 << 20);
     auto re = std::make_shared<re2::RE2>(re2::StringPiece(value.data(), value.size()), options);
     if (!re->ok()) {
       return absl::InvalidArgumentError(absl::StrCat("the regular expression \"", printable(value, 200),
