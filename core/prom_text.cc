@@ -120,7 +120,7 @@ class LineReader {
     while (!at_end() && blank(line_[pos_])) ++pos_;
   }
   bool consume(char c) {
-    if (peek() != c || at_end()) return false;
+    if (at_end() || line_[pos_] != c) return false;
     ++pos_;
     return true;
   }
@@ -134,7 +134,6 @@ class LineReader {
     while (!at_end() && !blank(line_[pos_])) ++pos_;
     return line_.substr(start, pos_ - start);
   }
-  absl::string_view rest() const { return line_.substr(std::min(pos_, line_.size())); }
 
   absl::Status error(absl::string_view what) const {
     return absl::InvalidArgumentError(
