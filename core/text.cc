@@ -54,6 +54,37 @@ std::string printable(absl::string_view text, std::size_t max_bytes) {
   return out;
 }
 
+bool is_utf8(absl::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  const auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const auto cont = [&](std::size_t k) { return k < n && (at(k) & 0xC0) == 0x80; };
+  while (i < n) {
+    const unsigned char c = at(i);
+    std::size_t len = 0;
+    if (c < 0x80) {
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      // No overlong forms (E0 80-9F) and no UTF-16 surrogates (ED A0-BF).
+      if (i + 1 >= n || (c == 0xE0 && at(i + 1) < 0xA0) || (c == 0xED && at(i + 1) > 0x9F)) return false;
+      len = 3;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      // No overlong forms (F0 80-8F) and nothing past U+10FFFF (F4 90-).
+      if (i + 1 >= n || (c == 0xF0 && at(i + 1) < 0x90) || (c == 0xF4 && at(i + 1) > 0x8F)) return false;
+      len = 4;
+    } else {
+      return false;
+    }
+    for (std::size_t k = 1; k < len; ++k) {
+      if (!cont(i + k)) return false;
+    }
+    i += len;
+  }
+  return true;
+}
+
 bool make_printable(google::protobuf::Message& m, std::size_t max_bytes) {
   using google::protobuf::FieldDescriptor;
   bool changed = false;

@@ -19,6 +19,10 @@ namespace tern {
 // \u00NN, cut to at most `max_bytes` on a UTF-8 boundary with "..." added.
 std::string printable(absl::string_view text, std::size_t max_bytes = 1024);
 
+// Well-formed UTF-8: no overlong forms, no UTF-16 surrogates, nothing past
+// U+10FFFF. NUL is a character like any other here.
+bool is_utf8(absl::string_view s);
+
 // printable() applied to every string field of `m`, nested messages and
 // map values included (bytes fields are left alone); true when anything
 // changed.

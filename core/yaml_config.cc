@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "core/duration.h"
+#include "core/text.h"
 
 namespace tern {
 namespace {
@@ -21,40 +22,6 @@ namespace {
 std::string position(const std::string& origin, const YAML::Mark& mark) {
   if (mark.is_null()) return origin;
   return absl::StrCat(origin, ":", mark.line + 1, ":", mark.column + 1);
-}
-
-// yaml-cpp passes bytes through as they are, but every string ends up in a
-// protobuf string field, which must be UTF-8 (a spec that is not cannot be
-// sent to the coordinator or stored).
-bool is_utf8(const std::string& s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  const auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
-  const auto cont = [&](std::size_t k) { return k < n && (at(k) & 0xC0) == 0x80; };
-  while (i < n) {
-    const unsigned char c = at(i);
-    std::size_t len = 0;
-    if (c < 0x80) {
-      len = 1;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      // No overlong forms (E0 80-9F) and no UTF-16 surrogates (ED A0-BF).
-      if (i + 1 >= n || (c == 0xE0 && at(i + 1) < 0xA0) || (c == 0xED && at(i + 1) > 0x9F)) return false;
-      len = 3;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      // No overlong forms (F0 80-8F) and nothing past U+10FFFF (F4 90-).
-      if (i + 1 >= n || (c == 0xF0 && at(i + 1) < 0x90) || (c == 0xF4 && at(i + 1) > 0x8F)) return false;
-      len = 4;
-    } else {
-      return false;
-    }
-    for (std::size_t k = 1; k < len; ++k) {
-      if (!cont(i + k)) return false;
-    }
-    i += len;
-  }
-  return true;
 }
 
 // Thrown out of YamlShapeCheck to stop the parse at the first refusal.

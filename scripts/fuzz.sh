@@ -23,7 +23,7 @@ build_dir=${TERN_FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${TERN_FUZZ_SECONDS:-30}
 rss_mb=${TERN_FUZZ_RSS_MB:-2048}
 jobs=${TERN_FUZZ_JOBS:-$(nproc)}
-all_targets=(fuzz_service_spec fuzz_rollout_spec fuzz_bundle fuzz_command fuzz_agent_messages)
+all_targets=(fuzz_service_spec fuzz_rollout_spec fuzz_prom_text fuzz_bundle fuzz_command fuzz_agent_messages)
 if (($#)); then targets=("$@"); else targets=("${all_targets[@]}"); fi
 for t in "${targets[@]}"; do
   [[ " ${all_targets[*]} " == *" $t "* ]] || { echo "error: unknown fuzz target $t (known: ${all_targets[*]})" >&2; exit 2; }
@@ -34,7 +34,7 @@ done
 # rest of scripts/setup.sh's list is for the daemons' tests and packaging).
 packages=(
   clang-14 libclang-rt-14-dev cmake ninja-build pkg-config
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libre2-dev
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libsqlite3-dev libyaml-cpp-dev libcli11-dev libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev
 )
@@ -58,7 +58,7 @@ cmake --build "$build_dir" -j "$jobs" --target "${targets[@]}" -- --quiet
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 
-declare -A dict=([fuzz_service_spec]=yaml.dict [fuzz_rollout_spec]=yaml.dict [fuzz_bundle]=tar.dict
+declare -A dict=([fuzz_service_spec]=yaml.dict [fuzz_rollout_spec]=yaml.dict [fuzz_prom_text]=prom.dict [fuzz_bundle]=tar.dict
                 [fuzz_agent_messages]=agent.dict)
 declare -A max_len=([fuzz_bundle]=16384)
 # fuzz_agent_messages keeps one coordinator whose state (hosts, their

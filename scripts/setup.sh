@@ -11,7 +11,7 @@ build_dir=${TERN_BUILD_DIR:-$root/build}
 
 packages=(
   build-essential cmake ninja-build ccache pkg-config
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc libre2-dev
   libboost-dev libboost-filesystem-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libsqlite3-dev libyaml-cpp-dev libcli11-dev
   libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev nftables iptables iproute2 conntrack tar gzip

@@ -2,16 +2,29 @@
 // blue/green swap. It answers every request with its version and can be told
 // to misbehave in the ways a real release does.
 //
-//   GET /            200 "<version> <color>\n" (X-Tern-Version / X-Tern-Color headers)
+//   GET /            200 "<version> <color>\n" (X-Tern-Version / X-Tern-Color headers);
+//                    any other path not listed here answers the same
 //   GET /healthz     200 while healthy, 503 once told to fail
+//   GET /metrics     Prometheus text (0.0.4): http_requests_total{code="..."}
+//                    (a series per code that has occurred) and the histogram
+//                    http_request_duration_seconds, both for / only: /healthz,
+//                    /metrics and /admin/* are not counted
 //   GET /admin/fail-health     /admin/heal     flip health at run time
 //
 // Flags: --port N (required), --version V, --color C, --fail-health,
 // --fail-health-after 10s (healthy at first, then failing, as a release that
 // goes bad while its wave bakes),
-// --crash-after N (abort after N requests), --start-delay 2s (listen late),
-// --error-rate 0.2 (that share of / answers 500), --drain 5s (on SIGTERM stop
-// accepting, finish open connections for at most this long, then exit).
+// --crash-after N (abort after N requests of any kind), --start-delay 2s (listen late),
+// --error-rate 0.2 (that share of / answers 500; health is unaffected, so only
+// analysis of the metrics can tell), --latency 50ms (answer / that much later),
+// --drain 5s (on SIGTERM stop accepting, finish open connections for at most
+// this long, then exit).
+//
+// Errors are deterministic, not random: the k-th request to / (counted across
+// all connections) fails when floor(k * rate) > floor((k - 1) * rate), so the
+// first n requests hold exactly floor(n * rate) errors, evenly spread (rate
+// 0.25: the 4th, 8th, 12th, ...). Tests can count on it; the pattern is
+// regular, which no analysis of counts can tell from random errors.
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -21,12 +34,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <random>
+#include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -41,14 +58,75 @@ struct Options {
   double start_delay_s = 0;
   double fail_health_after_s = 0;  // healthy at first, then failing: a release that goes bad in its bake
   double error_rate = 0;
+  double latency_s = 0;
   double drain_s = 5;
+};
+
+// What GET /metrics reports: requests to / by status code, and how long they
+// took. One lock; a request holds it for a few increments.
+class RequestMetrics {
+ public:
+  // Upper bounds in seconds (the Go client's defaults); +Inf follows.
+  static constexpr std::array<double, 10> kBounds = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+
+  void observe(int code, double seconds) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++by_code_[code];
+    std::size_t i = 0;
+    while (i < kBounds.size() && seconds > kBounds[i]) ++i;
+    ++buckets_[i];  // the last one is +Inf
+    sum_ += seconds;
+  }
+
+  std::string render() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string out =
+        "# HELP http_requests_total Requests to / by HTTP status code.\n"
+        "# TYPE http_requests_total counter\n";
+    for (const auto& [code, n] : by_code_) {
+      out += "http_requests_total{code=\"" + std::to_string(code) + "\"} " + std::to_string(n) + "\n";
+    }
+    out +=
+        "# HELP http_request_duration_seconds Time to answer a request to /, in seconds.\n"
+        "# TYPE http_request_duration_seconds histogram\n";
+    uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= kBounds.size(); ++i) {
+      cumulative += buckets_[i];
+      out += "http_request_duration_seconds_bucket{le=\"" + (i < kBounds.size() ? number(kBounds[i]) : "+Inf") +
+             "\"} " + std::to_string(cumulative) + "\n";
+    }
+    out += "http_request_duration_seconds_sum " + number(sum_) + "\n";
+    out += "http_request_duration_seconds_count " + std::to_string(cumulative) + "\n";
+    return out;
+  }
+
+ private:
+  // The shortest text that reads back as the same double: 0.005, 1, 2.5.
+  static std::string number(double v) {
+    char buf[32];
+    return std::string(buf, std::to_chars(buf, buf + sizeof(buf), v).ptr);
+  }
+
+  mutable std::mutex mu_;
+  std::map<int, uint64_t> by_code_;  // only codes that have occurred: each is a series
+  std::array<uint64_t, kBounds.size() + 1> buckets_{};
+  double sum_ = 0;
 };
 
 std::atomic<bool> g_healthy{true};
 std::atomic<long> g_requests{0};
 std::atomic<int> g_open_connections{0};
 std::atomic<bool> g_stopping{false};
+std::atomic<long> g_traffic{0};  // requests to /, for the error pattern
+RequestMetrics g_metrics;
 Options g_opts;
+
+// The k-th request to / fails when floor(k * rate) > floor((k - 1) * rate),
+// in whole parts per million so the count is exact.
+bool injected_error(long k) {
+  const long ppm = std::lround(g_opts.error_rate * 1e6);
+  return k * ppm / 1000000 > (k - 1) * ppm / 1000000;
+}
 
 double parse_seconds(const char* text) {
   char* end = nullptr;
@@ -61,7 +139,8 @@ double parse_seconds(const char* text) {
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr, "tern-demo-app: %s\nusage: tern-demo-app --port N [--version V] [--color C] "
-                       "[--fail-health] [--fail-health-after D] [--crash-after N] [--start-delay D] [--error-rate F] [--drain D]\n", why);
+                       "[--fail-health] [--fail-health-after D] [--crash-after N] [--start-delay D] [--error-rate F] "
+                       "[--latency D] [--drain D]\n", why);
   std::exit(2);
 }
 
@@ -80,11 +159,20 @@ Options parse(int argc, char** argv) {
     else if (a == "--fail-health-after") o.fail_health_after_s = parse_seconds(value());
     else if (a == "--crash-after") o.crash_after = std::atol(value());
     else if (a == "--start-delay") o.start_delay_s = parse_seconds(value());
-    else if (a == "--error-rate") o.error_rate = std::atof(value());
+    else if (a == "--error-rate") {
+      const char* text = value();
+      char* end = nullptr;
+      o.error_rate = std::strtod(text, &end);
+      if (end == text || *end != '\0' || !(o.error_rate >= 0 && o.error_rate <= 1)) {
+        usage("--error-rate is a share of requests from 0 to 1, such as 0.05");
+      }
+    }
+    else if (a == "--latency") o.latency_s = parse_seconds(value());
     else if (a == "--drain") o.drain_s = parse_seconds(value());
     else usage(("unknown flag " + a).c_str());
   }
   if (o.port < 0 || o.port > 65535) usage("--port is required (0-65535)");
+  if (!(o.latency_s >= 0)) usage("--latency is a duration such as 50ms");
   return o;
 }
 
@@ -99,15 +187,16 @@ bool write_all(int fd, const std::string& s) {
   return true;
 }
 
-std::string respond(int status, const char* reason, const std::string& body, bool keep_alive) {
+std::string respond(int status, const char* reason, const std::string& body, bool keep_alive,
+                    const char* content_type = "text/plain") {
   std::string color = g_opts.color.empty() ? "" : "X-Tern-Color: " + g_opts.color + "\r\n";
-  return "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\nContent-Type: text/plain\r\nX-Tern-Version: " +
+  return "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\nContent-Type: " + content_type +
+         "\r\nX-Tern-Version: " +
          g_opts.version + "\r\n" + color + "Content-Length: " + std::to_string(body.size()) + "\r\nConnection: " +
          (keep_alive ? "keep-alive" : "close") + "\r\n\r\n" + body;
 }
 
 void serve_connection(int fd) {
-  thread_local std::mt19937 rng(std::random_device{}());
   std::string buf;
   char chunk[4096];
   for (;;) {
@@ -150,11 +239,20 @@ void serve_connection(int fd) {
       } else if (path == "/admin/heal") {
         g_healthy = true;
         resp = respond(200, "OK", "healthy again\n", keep_alive);
-      } else if (g_opts.error_rate > 0 && std::uniform_real_distribution<double>(0, 1)(rng) < g_opts.error_rate) {
-        resp = respond(500, "Internal Server Error", "injected error\n", keep_alive);
+      } else if (path == "/metrics") {
+        resp = respond(200, "OK", g_metrics.render(), keep_alive, "text/plain; version=0.0.4; charset=utf-8");
       } else {
-        std::string body = g_opts.version + (g_opts.color.empty() ? "" : " " + g_opts.color) + "\n";
-        resp = respond(200, "OK", body, keep_alive);
+        const auto start = std::chrono::steady_clock::now();
+        if (g_opts.latency_s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(g_opts.latency_s));
+        int code = 200;
+        if (injected_error(++g_traffic)) {
+          code = 500;
+          resp = respond(500, "Internal Server Error", "injected error\n", keep_alive);
+        } else {
+          std::string body = g_opts.version + (g_opts.color.empty() ? "" : " " + g_opts.color) + "\n";
+          resp = respond(200, "OK", body, keep_alive);
+        }
+        g_metrics.observe(code, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       }
       if (!write_all(fd, resp) || !keep_alive) goto done;
     }

@@ -27,6 +27,15 @@ TEST(PrintableTest, MalformedUtf8CannotSmuggleAControlCharacter) {
   EXPECT_EQ(printable("cut \xe2\x9c"), "cut \\xe2\\x9c");
 }
 
+TEST(IsUtf8Test, WellFormedOnly) {
+  EXPECT_TRUE(is_utf8(""));
+  EXPECT_TRUE(is_utf8("caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x90\xa6"));
+  EXPECT_TRUE(is_utf8(std::string("nul\0ok", 6)));
+  for (const char* bad : {"\xc3", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\x80", "\xff"}) {
+    EXPECT_FALSE(is_utf8(bad)) << printable(bad);
+  }
+}
+
 TEST(PrintableTest, LongTextIsCutOnACharacterBoundary) {
   EXPECT_EQ(printable(std::string(100, 'x'), 10), "xxxxxxxxxx...");
   // "é" is two bytes: a cut never leaves half of it.
