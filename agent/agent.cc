@@ -148,6 +148,11 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.state_dir = config_.state_dir;
   deps.keep_releases = config_.releases.keep;
   deps.default_user = run_as_user(config_.policy, tern::v1::ServiceSpec());
+  deps.send_sample = [this](const tern::v1::AnalysisSample& s) {
+    tern::v1::AgentMessage msg;
+    *msg.mutable_sample() = s;
+    return link_ && link_->send(msg);
+  };
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
   std::lock_guard lock(mu_);

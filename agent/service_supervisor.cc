@@ -316,6 +316,12 @@ void ServiceSupervisor::run() {
 tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
   const auto& cmd = op.cmd;
   absl::Status st;
+  if (cmd.action_case() != tern::v1::Command::kApplyService) {
+    // Whatever this command does to the slots, the split that was sampled
+    // is over; a deploy below starts a new one.
+    std::lock_guard lock(mu_);
+    state_.clear_analysis();
+  }
   switch (cmd.action_case()) {
     case tern::v1::Command::kApplyService: st = apply_spec(cmd.apply_service(), op.progress); break;
     case tern::v1::Command::kDeploy: st = deploy(cmd.deploy(), op.progress); break;
@@ -332,6 +338,17 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
     // intent, or already stopped.
     std::lock_guard lock(mu_);
     state_.clear_starting_slot();
+  }
+  if (st.ok() && cmd.action_case() == tern::v1::Command::kDeploy && cmd.deploy().has_analysis_interval()) {
+    std::lock_guard lock(mu_);
+    const uint32_t w = state_.active_weight();
+    if (w > 0 && w < 100 && state_.spec().analysis().metrics_size() > 0) {
+      auto* a = state_.mutable_analysis();
+      a->set_split_id(cmd.command_id());
+      *a->mutable_interval() = cmd.deploy().analysis_interval();
+      *a->mutable_since() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(to_unix_millis(clock().now()));
+      a->set_sequence(0);
+    }
   }
   save("");
   if (st.ok() && cmd.action_case() == tern::v1::Command::kDeploy) prune_releases(op.progress);
@@ -863,8 +880,80 @@ bool ServiceSupervisor::pause(Millis d) {
   return deps_.os->wait_for(lock, cv_, d, [&] { return stopping_; });
 }
 
+void ServiceSupervisor::sample_canary(TimePoint now) {
+  tern::v1::AnalysisSplit split;
+  tern::v1::ServiceSpec spec;
+  tern::v1::SlotState canary, baseline;
+  uint32_t weight = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!state_.has_analysis()) {
+      sampling_ = Sampling();
+      return;
+    }
+    split = state_.analysis();
+    spec = state_.spec();
+    weight = state_.active_weight();
+    canary = recorded(state_.active());
+    baseline = recorded(other(state_.active()));
+  }
+  // A split that no longer holds sends nothing; the next command ends it.
+  if (!running(canary) || !running(baseline) || weight == 0 || weight >= 100) return;
+  if (!sampling_.sampler || sampling_.split_id != split.split_id()) {
+    const auto& endpoint = spec.metrics_endpoint();
+    uint16_t ports[2] = {slot_port(canary.color()), slot_port(baseline.color())};
+    for (const auto& pm : spec.ports()) {
+      if (pm.name() != endpoint.port()) continue;
+      ports[0] = static_cast<uint16_t>(canary.color() == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
+      ports[1] = static_cast<uint16_t>(baseline.color() == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
+    }
+    auto scrape = deps_.scrape ? deps_.scrape : [](uint16_t port, const std::string& path) {
+      return scrape_loopback(port, path, Millis(2'000));
+    };
+    auto sampler = CanarySampler::create(spec, ports[0], ports[1], std::move(scrape));
+    if (!sampler.ok()) {
+      spdlog::warn("{}: cannot sample the canary: {}", name_, sampler.status().message());
+      std::lock_guard lock(mu_);
+      state_.clear_analysis();
+      return;
+    }
+    sampling_ = Sampling();
+    sampling_.split_id = split.split_id();
+    sampling_.sampler.emplace(*std::move(sampler));
+    sampling_.next = now;
+  }
+  if (now < sampling_.next) return;
+  const Millis interval = std::max(Millis(100), millis(split.interval()));
+  sampling_.next = now + interval;
+  auto counts = sampling_.sampler->sample();
+  if (!counts) return;  // the baseline scrape
+  accumulate_counts(sampling_.pending, *counts);
+  tern::v1::AnalysisSample s;
+  s.set_service(name_);
+  s.set_canary_version(canary.release().version());
+  s.set_baseline_version(baseline.release().version());
+  s.set_weight(weight);
+  s.set_split_id(split.split_id());
+  s.set_sequence(split.sequence() + 1);
+  const int64_t since = to_unix_millis(clock().now()) - google::protobuf::util::TimeUtil::TimestampToMilliseconds(split.since());
+  *s.mutable_since_split() = google::protobuf::util::TimeUtil::MillisecondsToDuration(std::max<int64_t>(0, since));
+  for (const auto& c : sampling_.pending) *s.add_metrics() = c;
+  s.set_canary_exits(sampling_.canary_exits);
+  if (!deps_.send_sample || !deps_.send_sample(s)) return;  // kept for the next interval
+  sampling_.pending.clear();
+  sampling_.canary_exits = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (state_.has_analysis() && state_.analysis().split_id() == split.split_id()) {
+      state_.mutable_analysis()->set_sequence(s.sequence());
+    }
+  }
+  save("");
+}
+
 void ServiceSupervisor::monitor() {
   const TimePoint now = clock().now();
+  sample_canary(now);
   for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
     tern::v1::SlotState s;
     tern::v1::ServiceSpec spec;
@@ -903,6 +992,7 @@ void ServiceSupervisor::monitor() {
         m.set_phase(tern::v1::SLOT_PHASE_CRASHED);
         m.set_message(tail.empty() ? why : absl::StrCat(why, "; last output: ", tail));
         demote_known_good(c);
+        if (state_.has_analysis() && c == state_.active()) ++sampling_.canary_exits;
       }
       rt.tracker.reset();
       const bool restart = restart_policy(spec.restart()) == RestartPolicy::kOnFailure &&

@@ -14,6 +14,7 @@
 #include "agent/health.h"
 #include "agent/host_os.h"
 #include "agent/process_launcher.h"
+#include "agent/canary_sampler.h"
 #include "agent/slot.h"
 #include "agent/traffic.h"
 #include "tern/v1/agent.pb.h"
@@ -47,6 +48,11 @@ struct SupervisorDeps {
   std::size_t keep_releases = 5;
   // Who a spec without `user:` runs as (run_as_user); empty: the agent.
   std::string default_user;
+  // Sends one interval of a canary split's counts; false when it could not
+  // be sent (not connected): the counts are kept and sent with the next.
+  std::function<bool(const tern::v1::AnalysisSample&)> send_sample;
+  // Reads a slot's metrics endpoint; empty: scrape_loopback with a 2s timeout.
+  std::function<absl::StatusOr<std::string>(uint16_t port, const std::string& path)> scrape;
 };
 
 // One service on this host: its blue and green slots, the deploy sequence,
@@ -153,6 +159,8 @@ class ServiceSupervisor {
   void finish_drain(tern::v1::SlotColor color);
   absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
   void monitor();
+  // While a deploy's canary split holds: every interval, one AnalysisSample.
+  void sample_canary(TimePoint now);
   const Clock& clock() const { return deps_.os->clock(); }
   // Waits up to `d` for shutdown; true when the supervisor is stopping.
   bool pause(Millis d);
@@ -187,6 +195,15 @@ class ServiceSupervisor {
   // A slot whose drain an agent restart interrupted (keep_warm off): the
   // supervisor's thread finishes the drain and stops it before anything else.
   tern::v1::SlotColor unfinished_drain_ = tern::v1::SLOT_COLOR_UNSPECIFIED;
+  // The canary split being sampled (state_.analysis()); supervisor thread only.
+  struct Sampling {
+    uint64_t split_id = 0;
+    std::optional<CanarySampler> sampler;
+    TimePoint next;
+    std::vector<tern::v1::MetricCounts> pending;  // counts not yet sent
+    uint32_t canary_exits = 0;
+  };
+  Sampling sampling_;
 };
 
 }  // namespace tern

@@ -243,6 +243,7 @@ const std::vector<MethodRule> kRules = {
     {Rpc::kPromoteRollout, "/tern.v1.RolloutService/PromoteRollout", kOperate, kAudited},
     {Rpc::kAbortRollout, "/tern.v1.RolloutService/AbortRollout", kOperate, kAudited},
     {Rpc::kRollbackRollout, "/tern.v1.RolloutService/RollbackRollout", kOperate, kAudited},
+    {Rpc::kExtendRollout, "/tern.v1.RolloutService/ExtendRollout", kOperate, kAudited},
     {Rpc::kWhoAmI, "/tern.v1.AdminService/WhoAmI", kAnyone, kNotAudited},
     {Rpc::kCreateToken, "/tern.v1.AdminService/CreateToken", kAdmin, kAudited},
     {Rpc::kRevokeToken, "/tern.v1.AdminService/RevokeToken", kAdmin, kAudited},

@@ -380,6 +380,12 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
       if (!take_event_token(info)) break;
       handle_event(session->id(), info.host_id, msg.event());
       break;
+    case tern::v1::AgentMessage::kSample:
+      // One per split and interval from a real agent; the events' bucket
+      // bounds a forged flood.
+      if (!take_event_token(info)) break;
+      rollouts_->on_sample(info.host_id, msg.sample());
+      break;
     default:
       spdlog::warn("host {}: ignoring an empty agent message", info.host_id);
   }

@@ -132,6 +132,12 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   d->set_switch_on_healthy(true);
   d->set_weight(weight);
   d->set_spec_generation(svc->generation());
+  // A wave that is judged: the agent counts the split it makes.
+  if (const auto* h = engine_->host(id, host);
+      h != nullptr && static_cast<int>(h->wave()) < r.spec().waves_size() &&
+      r.spec().waves(static_cast<int>(h->wave())).analyze() && effective_weight(weight) < 100) {
+    *d->mutable_analysis_interval() = r.spec().analysis().interval();
+  }
   auto done = [this, id, host, r_service = r.spec().service(), version = release.version(),
                weight](const tern::v1::CommandResult& res) {
     bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
@@ -377,7 +383,14 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::R
   auto n = store_.next_number();
   if (!n.ok()) return n.status();
   const std::string id = absl::StrCat(spec.service(), "-", *n);
-  auto r = engine_->start(id, spec, *plan, *release, prev, previous);
+  const bool analyzed =
+      std::any_of(spec.waves().begin(), spec.waves().end(), [](const tern::v1::Wave& w) { return w.analyze(); });
+  if (analyzed && svc->spec().analysis().metrics_size() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the rollout analyzes a wave, but service ", spec.service(), " names no analysis metrics: add analysis.metrics "
+        "(and metrics_endpoint) to its spec (see examples/web.yaml), or start the rollout without analysis"));
+  }
+  auto r = engine_->start(id, spec, *plan, *release, prev, previous, svc->spec().analysis());
   if (!r.ok()) return r.status();
   flush();  // durable before the caller hears of it
   tern::v1::Rollout out = *engine_->find(id);
@@ -418,6 +431,27 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::rollout_command(const std::stri
   auto r = engine_->command(id, generation, cmd, reason);
   flush();  // durable before the caller hears of it
   return r;
+}
+
+absl::StatusOr<tern::v1::Rollout> RolloutDriver::extend_rollout(const std::string& id, uint64_t generation, Millis by,
+                                                                const std::string& reason) {
+  if (engine_->find(id) == nullptr) {
+    auto r = get_rollout(id);
+    if (!r.ok()) return r.status();
+    return absl::FailedPreconditionError(absl::StrCat("cannot extend rollout ", id, ": it is ", word(r->phase())));
+  }
+  auto r = engine_->extend_analysis(id, generation, by, reason);
+  flush();
+  return r;
+}
+
+void RolloutDriver::on_sample(const std::string& host, const tern::v1::AnalysisSample& sample) {
+  const auto taken = engine_->on_sample(host, sample);
+  if (taken == WaveAnalysis::Taken::kMismatch) {
+    spdlog::warn("host {}: analysis counts for {} name other metrics than the rollout's; not counted", host,
+                 sample.service());
+  }
+  if (const auto* r = engine_->active_for(sample.service())) journal_answer(r->id());
 }
 
 uint64_t RolloutDriver::watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) {

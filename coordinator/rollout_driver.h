@@ -69,6 +69,11 @@ class RolloutDriver final : public RolloutControl {
                                                     const std::string& reason) override;
   uint64_t watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) override;
   void unwatch(uint64_t token) override;
+  absl::StatusOr<tern::v1::Rollout> extend_rollout(const std::string& id, uint64_t generation, Millis by,
+                                                   const std::string& reason) override;
+
+  // One interval of a canary's counts from `host` (AgentMessage.sample).
+  void on_sample(const std::string& host, const tern::v1::AnalysisSample& sample);
 
  private:
   RolloutEffects effects();

@@ -163,7 +163,8 @@ void RolloutEngine::set_phase(Rollout& r, RolloutPhase p, const std::string& mes
 absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::v1::RolloutSpec& spec,
                                              const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
                                              const tern::v1::ReleaseRef& previous,
-                                             const std::map<std::string, std::string>& previous_versions) {
+                                             const std::map<std::string, std::string>& previous_versions,
+                                             const tern::v1::ServiceAnalysis& analysis_metrics) {
   if (const auto* active = active_for(spec.service())) {
     return absl::FailedPreconditionError(absl::StrCat("service ", spec.service(), " already has rollout ",
                                                       active->id(), " (", word(active->phase()),
@@ -178,6 +179,9 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
   *r.mutable_spec() = spec;
   *r.mutable_spec()->mutable_release() = release;
   *r.mutable_previous_release() = previous;
+  if (std::any_of(spec.waves().begin(), spec.waves().end(), [](const tern::v1::Wave& w) { return w.analyze(); })) {
+    *r.mutable_analysis_metrics() = analysis_metrics;
+  }
   r.set_phase(tern::v1::ROLLOUT_PHASE_RUNNING);
   *r.mutable_created() = stamp(clock_.now());
   uint32_t total = 0;
@@ -222,6 +226,13 @@ void RolloutEngine::restore(const Rollout& rollout) {
     }
     if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK && h.rollback_pending()) send_rollback(r, h);
   }
+  if ((r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED) &&
+      r.has_analysis() && r.analysis().wave() == r.current_wave() && r.wave_step() != tern::v1::WAVE_STEP_DONE &&
+      r.wave_step() != tern::v1::WAVE_STEP_DEPLOYING) {
+    const auto& ix = entry.index;
+    const auto n = r.current_wave() < ix.wave_hosts.size() ? ix.wave_hosts[r.current_wave()].size() : 0;
+    entry.analysis = std::make_unique<WaveAnalysis>(r.analysis_metrics(), r.spec().analysis(), static_cast<uint32_t>(n));
+  }
   emit(r, tern::v1::ROLLOUT_EVENT_KIND_RESUMED_AFTER_RESTART,
        "the coordinator restarted; the rollout continues from its journal");
   if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && r.wave_step() == tern::v1::WAVE_STEP_UNSPECIFIED) {
@@ -241,6 +252,7 @@ void RolloutEngine::restore(const Rollout& rollout) {
 }
 
 void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
+  if (auto* e = entry_of(r.id())) e->analysis.reset();
   r.set_current_wave(wave);
   r.set_wave_step(tern::v1::WAVE_STEP_DEPLOYING);
   r.set_failed_in_wave(0);
@@ -327,11 +339,20 @@ void RolloutEngine::advance(Rollout& r) {
       if (wave < ix.waiting.size() && ix.waiting[wave] + ix.deploying[wave] > 0) return;
       if (wave + 1 == static_cast<uint32_t>(r.spec().waves_size()) && raise_earlier_waves(r)) return;
       if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) return;
+      if (spec_wave.analyze() && r.analysis_metrics().metrics_size() > 0) {
+        begin_analysis(*entry_of(r.id()));
+        continue;
+      }
       r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
       *r.mutable_step_started() = stamp(clock_.now());
       *r.mutable_bake_until() = stamp(clock_.now() + millis(spec_wave.bake()));
       emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_BAKING,
            absl::StrCat("wave ", wave + 1, " deployed; baking for ", format_duration(millis(spec_wave.bake()))));
+      continue;
+    }
+    if (r.wave_step() == tern::v1::WAVE_STEP_ANALYZING) {
+      judge(*entry_of(r.id()));
+      if (r.wave_step() == tern::v1::WAVE_STEP_ANALYZING) return;
       continue;
     }
     if (r.wave_step() == tern::v1::WAVE_STEP_BAKING) {
@@ -596,6 +617,15 @@ void RolloutEngine::tick() {
   const TimePoint now = clock_.now();
   for (auto& [id, e] : rollouts_) {
     auto& r = e.rollout;
+    // A verdict that stands while the wave holds (after a PASS, paused,
+    // gated) is judged on: a FAIL then still acts.
+    if (e.analysis && r.wave_step() != tern::v1::WAVE_STEP_ANALYZING &&
+        (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED)) {
+      judge(e);
+    }
+    if (e.analysis && r.wave_step() == tern::v1::WAVE_STEP_ANALYZING && r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED) {
+      judge(e);
+    }
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) continue;
     const Millis deadline = millis(r.spec().progress_deadline());
     // Nothing to time out when no deploy is in flight.
@@ -641,6 +671,27 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
       advance(*r);
       return *r;
     case RolloutCommand::kPromote:
+      if (r->wave_step() == tern::v1::WAVE_STEP_ANALYZING &&
+          (phase == tern::v1::ROLLOUT_PHASE_RUNNING ||
+           (phase == tern::v1::ROLLOUT_PHASE_PAUSED && r->analysis().verdict() == "INCONCLUSIVE"))) {
+        // A person accepts the wave whatever the analysis says so far.
+        const std::string was = r->analysis().verdict();
+        r->mutable_analysis()->set_verdict("PROMOTED");
+        if (phase == tern::v1::ROLLOUT_PHASE_PAUSED) {
+          set_phase(*r, tern::v1::ROLLOUT_PHASE_RUNNING, absl::StrCat("resumed by an operator's promote", why));
+        }
+        r->set_wave_step(tern::v1::WAVE_STEP_BAKING);
+        *r->mutable_step_started() = stamp(clock_.now());
+        *r->mutable_bake_until() = stamp(std::max(
+            clock_.now(), from_stamp(r->analysis().started()) +
+                              millis(r->spec().waves(static_cast<int>(r->current_wave())).bake())));
+        r->set_generation(r->generation() + 1);
+        emit(*r, tern::v1::ROLLOUT_EVENT_KIND_PROMOTED,
+             absl::StrCat("wave ", r->current_wave() + 1, "'s analysis (", was, ": ", r->analysis().message(),
+                          ") accepted by an operator", why));
+        advance(*r);
+        return *r;
+      }
       if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(word(phase));
       if (r->wave_step() != tern::v1::WAVE_STEP_AWAITING_APPROVAL && r->wave_step() != tern::v1::WAVE_STEP_BAKING) {
         return refuse("still deploying its wave");
@@ -663,6 +714,171 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
       return *r;
   }
   return absl::InternalError("unknown command");
+}
+
+RolloutEngine::Entry* RolloutEngine::entry_of(const std::string& id) {
+  auto it = rollouts_.find(id);
+  return it == rollouts_.end() ? nullptr : &it->second;
+}
+
+void RolloutEngine::begin_analysis(Entry& e) {
+  Rollout& r = e.rollout;
+  const auto& policy = r.spec().analysis();
+  const TimePoint now = clock_.now();
+  r.set_wave_step(tern::v1::WAVE_STEP_ANALYZING);
+  *r.mutable_step_started() = stamp(now);
+  auto* a = r.mutable_analysis();
+  a->Clear();
+  a->set_wave(r.current_wave());
+  a->set_verdict("RUNNING");
+  *a->mutable_started() = stamp(now);
+  *a->mutable_until() = stamp(now + millis(policy.warmup()) + millis(policy.max_duration()));
+  const auto& ix = index_of(r);
+  const auto n = r.current_wave() < ix.wave_hosts.size() ? ix.wave_hosts[r.current_wave()].size() : 0;
+  e.analysis = std::make_unique<WaveAnalysis>(r.analysis_metrics(), policy, static_cast<uint32_t>(n));
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_ANALYZING,
+       absl::StrCat("wave ", r.current_wave() + 1, " deployed; judging ", r.spec().release().version(), " against ",
+                    r.previous_release().version().empty() ? std::string("the previous release")
+                                                           : r.previous_release().version(),
+                    " on each host (", r.analysis_metrics().metrics_size(), " metric(s); warm-up ",
+                    format_duration(millis(policy.warmup())), ", at least ", format_duration(millis(policy.min_duration())),
+                    ", at most ", format_duration(millis(policy.max_duration())), ")"));
+}
+
+void RolloutEngine::judge(Entry& e) {
+  Rollout& r = e.rollout;
+  if (!e.analysis || r.analysis().wave() != r.current_wave()) return;
+  const auto& policy = r.spec().analysis();
+  const TimePoint now = clock_.now();
+  std::vector<std::string> hosts;
+  const auto& ix = index_of(r);
+  if (r.current_wave() < ix.wave_hosts.size()) {
+    for (int pos : ix.wave_hosts[r.current_wave()]) {
+      const auto& h = r.hosts(pos);
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) hosts.push_back(h.host_id());
+    }
+  }
+  const bool deciding = r.wave_step() == tern::v1::WAVE_STEP_ANALYZING && r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING;
+  const TimePoint started = from_stamp(r.analysis().started());
+  const bool may_pass = deciding && now >= started + millis(policy.warmup()) + millis(policy.min_duration());
+  const bool at_horizon = deciding && now >= from_stamp(r.analysis().until());
+  const WaveAnalysis::Verdict v = e.analysis->decide(hosts, may_pass, at_horizon);
+  auto* a = r.mutable_analysis();
+  a->clear_metrics();
+  for (const auto& m : v.metrics) *a->add_metrics() = m;
+  a->set_hosts_counted(v.hosts_counted);
+  a->set_intervals(v.intervals);
+  a->set_message(v.summary);
+  const std::string wave = absl::StrCat("wave ", r.current_wave() + 1);
+  auto act_on_fail = [&] {
+    a->set_verdict("FAIL");
+    const std::string why = absl::StrCat(wave, ": analysis FAIL: ", v.summary);
+    emit(r, tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT, why);
+    if (policy.on_fail() == tern::v1::ON_FAILURE_PAUSE) {
+      set_phase(r, tern::v1::ROLLOUT_PHASE_PAUSED,
+                absl::StrCat(why, "; paused (analysis.on_fail: pause): `ternctl rollout rollback ", r.id(),
+                             "` returns every host"));
+      return;
+    }
+    begin_rollback(r, absl::StrCat(why, "; rolling back every host"));
+  };
+  if (deciding) {
+    switch (v.verdict) {
+      case CanaryVerdict::kPass:
+        a->set_verdict("PASS");
+        emit(r, tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT, absl::StrCat(wave, ": analysis PASS: ", v.summary));
+        r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
+        *r.mutable_step_started() = stamp(now);
+        *r.mutable_bake_until() =
+            stamp(std::max(now, started + millis(r.spec().waves(static_cast<int>(r.current_wave())).bake())));
+        return;
+      case CanaryVerdict::kFail:
+        act_on_fail();
+        return;
+      case CanaryVerdict::kInconclusive:
+        a->set_verdict("INCONCLUSIVE");
+        emit(r, tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT,
+             absl::StrCat(wave, ": analysis INCONCLUSIVE: ", v.summary));
+        set_phase(r, tern::v1::ROLLOUT_PHASE_PAUSED,
+                  absl::StrCat(wave, "'s analysis is inconclusive (", v.summary, "); waiting for a person: `ternctl "
+                               "rollout promote ", r.id(), "` accepts the wave, `ternctl rollout extend ", r.id(),
+                               " 15m` judges on, `ternctl rollout rollback ", r.id(), "` returns every host"));
+        return;
+      case CanaryVerdict::kRunning:
+        return;
+    }
+  }
+  // After a verdict, paused or gated: only a FAIL acts, and once.
+  if (v.verdict == CanaryVerdict::kFail && a->verdict() != "FAIL") act_on_fail();
+}
+
+WaveAnalysis::Taken RolloutEngine::on_sample(const std::string& host, const tern::v1::AnalysisSample& s) {
+  Rollout* found = nullptr;
+  Entry* e = nullptr;
+  for (auto& [id, entry] : rollouts_) {
+    if (entry.rollout.spec().service() != s.service() || !entry.analysis) continue;
+    if (entry.rollout.phase() != tern::v1::ROLLOUT_PHASE_RUNNING &&
+        entry.rollout.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) {
+      continue;
+    }
+    found = &entry.rollout;
+    e = &entry;
+    break;
+  }
+  if (found == nullptr) return WaveAnalysis::Taken::kStale;
+  Rollout& r = *found;
+  auto* h = host_of(r, host);
+  if (h == nullptr || h->wave() != r.current_wave() || h->state() != tern::v1::HOST_ROLLOUT_STATE_ON_NEW ||
+      s.canary_version() != r.spec().release().version()) {
+    return WaveAnalysis::Taken::kStale;
+  }
+  const auto taken = e->analysis->add(host, s);
+  if (taken != WaveAnalysis::Taken::kCounted) return taken;
+  if (auto why = e->analysis->host_failure(host)) {
+    // Its own counts condemn it: out of the pool, counted against the
+    // budget, and flipped back now (the rest of the wave goes on).
+    e->analysis->drop(host);
+    r.mutable_analysis()->set_hosts_failed(r.analysis().hosts_failed() + 1);
+    host_failed(r, *h, tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY, *why);
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_ROLLING_BACK && !h->rollback_pending()) send_rollback(r, *h);
+  }
+  return taken;
+}
+
+absl::StatusOr<Rollout> RolloutEngine::extend_analysis(const std::string& id, uint64_t generation, Millis by,
+                                                       const std::string& reason) {
+  Entry* e = entry_of(id);
+  if (e == nullptr) return absl::NotFoundError(absl::StrCat("no rollout \"", id, "\""));
+  Rollout& r = e->rollout;
+  if (generation != r.generation()) {
+    return absl::FailedPreconditionError(absl::StrCat("extend ", id, ": the rollout is at generation ", r.generation(),
+                                                      ", not ", generation, "; look at it again and repeat if still "
+                                                      "wanted"));
+  }
+  const bool analyzing = e->analysis && r.wave_step() == tern::v1::WAVE_STEP_ANALYZING &&
+                         (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED);
+  if (!analyzing) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot extend rollout ", id, ": its wave ", r.current_wave() + 1,
+                                                      " is not being analyzed (", word(r.phase()), ", ",
+                                                      word(r.wave_step()), ")"));
+  }
+  if (by <= Millis(0) || by > Millis(24LL * 3600 * 1000)) {
+    return absl::InvalidArgumentError("extend by a duration from 1s to 24h, e.g. 15m");
+  }
+  const std::string why = reason.empty() ? "" : absl::StrCat(" (", reason, ")");
+  auto* a = r.mutable_analysis();
+  *a->mutable_until() = stamp(std::max(clock_.now(), from_stamp(a->until())) + by);
+  a->set_verdict("RUNNING");
+  r.set_generation(r.generation() + 1);
+  const std::string what = absl::StrCat("wave ", r.current_wave() + 1, "'s analysis extended by ", format_duration(by),
+                                        " by an operator", why, "; the same test goes on");
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED) {
+    set_phase(r, tern::v1::ROLLOUT_PHASE_RUNNING, what);
+  } else {
+    emit(r, tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_EXTENDED, what);
+  }
+  advance(r);
+  return r;
 }
 
 }  // namespace tern

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -9,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/rollout_plan.h"
+#include "coordinator/wave_analysis.h"
 #include "core/clock.h"
 #include "tern/v1/rollout.pb.h"
 
@@ -58,7 +60,8 @@ class RolloutEngine {
   absl::StatusOr<tern::v1::Rollout> start(const std::string& id, const tern::v1::RolloutSpec& spec,
                                           const RolloutPlanResult& plan, const tern::v1::ReleaseRef& release,
                                           const tern::v1::ReleaseRef& previous,
-                                          const std::map<std::string, std::string>& previous_versions = {});
+                                          const std::map<std::string, std::string>& previous_versions = {},
+                                          const tern::v1::ServiceAnalysis& analysis_metrics = {});
   // After a coordinator restart: takes back a persisted rollout. Hosts that
   // were mid-deploy are asked again (the agent answers at once if it already
   // runs the release); nothing already finished is redone.
@@ -77,8 +80,19 @@ class RolloutEngine {
   // while rollout `id` is active: the host is marked drifted and the event
   // says what was done. NOT_FOUND when the rollout does not hold the host.
   absl::Status on_host_changed_by_hand(const std::string& id, const std::string& host, const std::string& what);
-  // Timers: bake ends, progress deadlines.
+  // Timers: bake ends, progress deadlines, analysis verdicts.
   void tick();
+
+  // One interval of a canary's counts from `host`'s agent. Counted when the
+  // host is on the canary in the wave being analyzed (or whose verdict still
+  // stands while the wave holds); a host whose own counts FAIL is failed and
+  // flipped back at once. What it did, for the caller's journal.
+  WaveAnalysis::Taken on_sample(const std::string& host, const tern::v1::AnalysisSample& sample);
+  // Moves the current wave's analysis horizon `by` further (an inconclusive
+  // wave that paused runs on). FAILED_PRECONDITION when the wave is not
+  // being analyzed or the generation is stale.
+  absl::StatusOr<tern::v1::Rollout> extend_analysis(const std::string& id, uint64_t generation, Millis by,
+                                                    const std::string& reason);
 
   absl::StatusOr<tern::v1::Rollout> command(const std::string& id, uint64_t generation, RolloutCommand cmd,
                                             const std::string& reason);
@@ -123,6 +137,9 @@ class RolloutEngine {
   struct Entry {
     tern::v1::Rollout rollout;
     Index index;
+    // The current wave's test, while its analysis holds; rebuilt from the
+    // journaled samples after a restart.
+    std::unique_ptr<WaveAnalysis> analysis;
   };
 
   tern::v1::Rollout* mutable_find(const std::string& id);
@@ -153,6 +170,13 @@ class RolloutEngine {
   void send_rollback(tern::v1::Rollout& r, tern::v1::HostProgress& h);
   void finish_rollback_if_done(tern::v1::Rollout& r);
   bool host_reachable(const std::string& host) const;
+  // ANALYZING: from the wave's end of deploys; the horizon and the test.
+  void begin_analysis(Entry& e);
+  // A verdict for the current wave: PASS moves on, FAIL acts (on_fail),
+  // INCONCLUSIVE at the horizon pauses; a FAIL after a PASS or while paused
+  // or gated still acts.
+  void judge(Entry& e);
+  Entry* entry_of(const std::string& id);
 
   const Clock& clock_;
   RolloutEffects effects_;

@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/grpc_status.h"
+
+#include <google/protobuf/util/time_util.h>
 #include "core/rollout_spec.h"
 #include "coordinator/serve.h"
 #include "coordinator/update_stream.h"
@@ -149,6 +151,17 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::RollbackRollout(grpc::CallbackServ
                                                               const tern::v1::RolloutCommandRequest* req,
                                                               tern::v1::Rollout* resp) {
   return run_command(ctx, Rpc::kRollbackRollout, req, resp, RolloutCommand::kRollback);
+}
+grpc::ServerUnaryReactor* RolloutServiceImpl::ExtendRollout(grpc::CallbackServerContext* ctx,
+                                                            const tern::v1::RolloutCommandRequest* req,
+                                                            tern::v1::Rollout* resp) {
+  return serve_unary(ctx, auth_, loop_, Rpc::kExtendRollout, [this, req, resp](const tern::v1::Principal& who) {
+    const std::string reason = who.via() == "insecure" ? req->reason()
+                               : req->reason().empty()  ? absl::StrCat("by ", who.name())
+                                                        : absl::StrCat(req->reason(), ", by ", who.name());
+    const Millis by(google::protobuf::util::TimeUtil::DurationToMilliseconds(req->extend_by()));
+    return reply(control_.extend_rollout(req->id(), req->generation(), by, reason), resp);
+  });
 }
 
 }  // namespace tern

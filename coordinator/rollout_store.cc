@@ -84,6 +84,8 @@ tern::v1::Rollout rollout_summary(const tern::v1::Rollout& r) {
   s.set_failed_in_wave(r.failed_in_wave());
   s.set_total_hosts(r.total_hosts());
   *s.mutable_warnings() = r.warnings();
+  if (r.has_analysis()) *s.mutable_analysis() = r.analysis();
+  if (r.has_analysis_metrics()) *s.mutable_analysis_metrics() = r.analysis_metrics();
   return s;
 }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/duration.h"
 #include "core/label_selector.h"
+#include "core/prom_text.h"
 #include "core/yaml_config.h"
 
 namespace tern {
@@ -69,7 +70,7 @@ bool valid_user_name(const std::string& u) {
 
 absl::Status check_metric_selector(const std::string& selector) {
   if (selector.size() > 512) return absl::InvalidArgumentError("a selector is at most 512 characters");
-  return absl::OkStatus();
+  return parse_prom_selector(selector).status();
 }
 
 // The metrics endpoint and the analysis metrics.

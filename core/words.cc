@@ -28,6 +28,9 @@ constexpr std::pair<RolloutEventKind, const char*> kRolloutEventWords[] = {
     {tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK, "host_rolled_back"},
     {tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLBACK_FAILED, "host_rollback_failed"},
     {tern::v1::ROLLOUT_EVENT_KIND_HOST_CHANGED_BY_HAND, "host_changed_by_hand"},
+    {tern::v1::ROLLOUT_EVENT_KIND_WAVE_ANALYZING, "wave_analyzing"},
+    {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT, "analysis_verdict"},
+    {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_EXTENDED, "analysis_extended"},
     {tern::v1::ROLLOUT_EVENT_KIND_END, "end"},
 };
 

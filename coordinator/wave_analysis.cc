@@ -1,0 +1,142 @@
+#include "coordinator/wave_analysis.h"
+
+#include <google/protobuf/util/time_util.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace tern {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+std::string verdict_word(CanaryVerdict v) { return std::string(canary_verdict_name(v)); }
+
+}  // namespace
+
+WaveAnalysis::WaveAnalysis(tern::v1::ServiceAnalysis metrics, const tern::v1::AnalysisPolicy& policy,
+                           uint32_t wave_hosts)
+    : metrics_(std::move(metrics)),
+      alpha_(policy.confidence() > 0 && policy.confidence() < 1 ? 1 - policy.confidence() : 0.01),
+      warmup_(TimeUtil::DurationToMilliseconds(policy.warmup())),
+      wave_hosts_(std::max<uint32_t>(1, wave_hosts)) {}
+
+JudgePolicy WaveAnalysis::policy_for(const tern::v1::AnalysisMetric& m, double alpha) const {
+  JudgePolicy p;
+  p.max_ratio = m.max_ratio() > 0 ? m.max_ratio() : 1.5;
+  p.min_excess = m.min_excess();
+  p.pass_below = m.pass_below();
+  p.alpha = alpha;
+  p.metrics = std::max(1, metrics_.metrics_size());
+  return p;
+}
+
+WaveAnalysis::Taken WaveAnalysis::add(const std::string& host, const tern::v1::AnalysisSample& s) {
+  if (s.metrics_size() != metrics_.metrics_size()) return Taken::kMismatch;
+  for (int i = 0; i < s.metrics_size(); ++i) {
+    if (s.metrics(i).name() != metrics_.metrics(i).name()) return Taken::kMismatch;
+  }
+  HostTests& h = hosts_[host];
+  if (h.split_id != s.split_id()) {
+    // A new split on this host (deployed again): its tests start over.
+    h = HostTests();
+    h.split_id = s.split_id();
+    for (const auto& m : metrics_.metrics()) h.tests.emplace_back(policy_for(m, alpha_ / wave_hosts_));
+    h.thresholds.assign(static_cast<std::size_t>(metrics_.metrics_size()), 0);
+  } else if (s.sequence() <= h.last_sequence) {
+    return Taken::kStale;
+  }
+  h.last_sequence = s.sequence();
+  h.canary_exits += s.canary_exits();
+  if (Millis(TimeUtil::DurationToMilliseconds(s.since_split())) < warmup_) return Taken::kWarmingUp;
+  for (int i = 0; i < s.metrics_size(); ++i) {
+    const auto& c = s.metrics(i);
+    if (!c.no_data().empty()) continue;  // no data is never zero
+    h.tests[static_cast<std::size_t>(i)].add(
+        CanaryCounts{c.canary_bad(), c.canary_total(), c.baseline_bad(), c.baseline_total()});
+    if (c.threshold() > 0) h.thresholds[static_cast<std::size_t>(i)] = c.threshold();
+  }
+  return Taken::kCounted;
+}
+
+std::optional<std::string> WaveAnalysis::host_failure(const std::string& host) const {
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return std::nullopt;
+  const HostTests& h = it->second;
+  if (h.canary_exits > 0) {
+    return absl::StrCat("the canary's process exited ", h.canary_exits, " time(s) during analysis");
+  }
+  for (std::size_t i = 0; i < h.tests.size(); ++i) {
+    const CanaryDecision d = h.tests[i].decide(/*may_pass=*/false, /*at_horizon=*/false);
+    if (d.verdict == CanaryVerdict::kFail) {
+      return absl::StrCat("analysis: ", metrics_.metrics(static_cast<int>(i)).name(), " FAIL: ", d.reason);
+    }
+  }
+  return std::nullopt;
+}
+
+WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts, bool may_pass,
+                                           bool at_horizon) const {
+  Verdict out;
+  std::vector<CountTest> pooled;
+  std::vector<double> thresholds(static_cast<std::size_t>(metrics_.metrics_size()), 0);
+  for (const auto& m : metrics_.metrics()) pooled.emplace_back(policy_for(m, alpha_));
+  for (const auto& host : hosts) {
+    auto it = hosts_.find(host);
+    if (it == hosts_.end() || it->second.tests.empty()) continue;
+    bool counted = false;
+    for (std::size_t i = 0; i < pooled.size(); ++i) {
+      // Same margin by construction, so merge cannot refuse; a host's own
+      // (smaller) alpha does not matter to the sums.
+      counted |= it->second.tests[i].intervals() > 0;
+      pooled[i].merge(it->second.tests[i]);
+      if (it->second.thresholds[i] > 0) thresholds[i] = std::max(thresholds[i], it->second.thresholds[i]);
+    }
+    out.hosts_counted += counted;
+  }
+  // The wave fails on any metric's FAIL; passes when every metric passes;
+  // is inconclusive at the horizon otherwise.
+  bool all_pass = !pooled.empty();
+  std::string failing, waiting;
+  for (std::size_t i = 0; i < pooled.size(); ++i) {
+    const auto& m = metrics_.metrics(static_cast<int>(i));
+    const CanaryDecision d = pooled[i].decide(may_pass, at_horizon);
+    out.intervals = std::max(out.intervals, pooled[i].intervals());
+    auto& v = out.metrics.emplace_back();
+    v.set_name(m.name());
+    v.set_verdict(verdict_word(d.verdict));
+    v.set_ratio(d.ratio);
+    v.set_ratio_low(d.ratio_low);
+    v.set_ratio_high(d.ratio_high);
+    v.set_canary_bad(d.green_bad);
+    v.set_canary_total(d.green_total);
+    v.set_baseline_bad(d.blue_bad);
+    v.set_baseline_total(d.blue_total);
+    v.set_reason(d.reason);
+    v.set_threshold(thresholds[i]);
+    if (d.verdict == CanaryVerdict::kFail && failing.empty()) failing = absl::StrCat(m.name(), ": ", d.reason);
+    if (d.verdict != CanaryVerdict::kPass) {
+      all_pass = false;
+      if (waiting.empty()) waiting = absl::StrCat(m.name(), ": ", d.reason);
+    }
+  }
+  if (!failing.empty()) {
+    out.verdict = CanaryVerdict::kFail;
+    out.summary = failing;
+  } else if (all_pass) {
+    out.verdict = CanaryVerdict::kPass;
+    out.summary = absl::StrCat(out.metrics.size(), " metric(s) passed over ", out.hosts_counted, " host(s)");
+  } else if (at_horizon) {
+    out.verdict = CanaryVerdict::kInconclusive;
+    out.summary = out.hosts_counted == 0 ? std::string("no host sent counts past its warm-up") : waiting;
+  } else {
+    out.summary = waiting;
+  }
+  return out;
+}
+
+void WaveAnalysis::drop(const std::string& host) { hosts_.erase(host); }
+
+}  // namespace tern

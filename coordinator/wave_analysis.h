@@ -1,0 +1,75 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/canary_judge.h"
+#include "core/clock.h"
+#include "tern/v1/agent.pb.h"
+#include "tern/v1/rollout.pb.h"
+#include "tern/v1/service.pb.h"
+
+namespace tern {
+
+// The canary analysis of one wave: per host and metric a CountTest of what
+// the host's agent counted (green, the canary, against blue, the baseline,
+// on that host at the same time), and the wave's verdict from the pooled
+// tests of the hosts still on the canary (design/canary-analysis.md).
+//
+// Samples from a host's warm-up (the agent's time since it applied the
+// weight) are not judged; a repeated or older sample of the same split is
+// ignored; a sample of another split (the host was deployed again) starts
+// the host's tests over. A host's own FAIL uses alpha divided by the wave's
+// hosts, so a wide wave does not flip hosts back by chance.
+//
+// Pure: no clock, no I/O; the rollout engine decides when to ask.
+class WaveAnalysis {
+ public:
+  WaveAnalysis(tern::v1::ServiceAnalysis metrics, const tern::v1::AnalysisPolicy& policy, uint32_t wave_hosts);
+
+  enum class Taken { kCounted, kWarmingUp, kStale, kMismatch };
+  // `sample` from `host`. kMismatch when its metrics are not the spec's (a
+  // spec applied mid-wave): nothing is counted.
+  Taken add(const std::string& host, const tern::v1::AnalysisSample& sample);
+
+  // Why `host` fails on its own counts (its first failing metric, with the
+  // judge's numbers), or nullopt. Also a canary that exited during analysis.
+  std::optional<std::string> host_failure(const std::string& host) const;
+
+  // The wave's verdict over `hosts` (those still on the canary).
+  struct Verdict {
+    CanaryVerdict verdict = CanaryVerdict::kRunning;
+    // One line: the deciding metric and its numbers, or what is missing.
+    std::string summary;
+    std::vector<tern::v1::MetricVerdict> metrics;
+    uint32_t hosts_counted = 0;
+    uint64_t intervals = 0;
+  };
+  Verdict decide(const std::vector<std::string>& hosts, bool may_pass, bool at_horizon) const;
+
+  // Forgets a host (flipped back, gone): its counts leave the pool.
+  void drop(const std::string& host);
+
+  std::size_t hosts() const { return hosts_.size(); }
+
+ private:
+  struct HostTests {
+    uint64_t split_id = 0;
+    uint64_t last_sequence = 0;
+    uint32_t canary_exits = 0;
+    std::vector<CountTest> tests;  // per metric, in the spec's order
+    std::vector<double> thresholds;
+  };
+  JudgePolicy policy_for(const tern::v1::AnalysisMetric& m, double alpha) const;
+
+  tern::v1::ServiceAnalysis metrics_;
+  double alpha_;
+  Millis warmup_;
+  uint32_t wave_hosts_;
+  std::unordered_map<std::string, HostTests> hosts_;
+};
+
+}  // namespace tern
