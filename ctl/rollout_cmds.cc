@@ -17,6 +17,7 @@
 #include "core/backoff.h"
 #include "core/duration.h"
 #include "core/rollout_spec.h"
+#include "absl/strings/str_format.h"
 #include "ctl/ctl_internal.h"
 #include "ctl/table.h"
 #include "tern/v1/rollout.grpc.pb.h"
@@ -41,6 +42,7 @@ struct RolloutFlags {
   bool yes = false;
   std::string wait = "1h";
   std::string id, reason;
+  std::string extend_by;
   uint64_t generation = 0;
   bool active_only = false;
 };
@@ -54,6 +56,28 @@ int outcome_code(tern::v1::RolloutPhase p) {
   }
 }
 
+// A wave's canary analysis: the verdict, then per metric green's and blue's
+// counts, the ratio of their rates with its interval, and the judge's words.
+void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
+  out << "analysis of wave " << a.wave() + 1 << ": " << a.verdict() << " (" << a.hosts_counted() << " host(s) counted";
+  if (a.hosts_failed() > 0) out << ", " << a.hosts_failed() << " failed on their own counts";
+  out << "; " << a.intervals() << " interval(s)";
+  if (a.has_until() && (a.verdict() == "RUNNING" || a.verdict() == "INCONCLUSIVE")) {
+    out << "; horizon " << TimeUtil::ToString(a.until());
+  }
+  out << ")\n";
+  if (!a.message().empty()) out << "  " << a.message() << "\n";
+  if (a.metrics_size() == 0) return;
+  Table t({"METRIC", "VERDICT", "GREEN/BLUE", "INTERVAL", "GREEN BAD/TOTAL", "BLUE BAD/TOTAL", "THRESHOLD"});
+  for (const auto& m : a.metrics()) {
+    t.add({m.name(), m.verdict(), absl::StrFormat("%.2fx", m.ratio()),
+           absl::StrFormat("%.2f-%.2f", m.ratio_low(), m.ratio_high()),
+           absl::StrCat(m.canary_bad(), "/", m.canary_total()), absl::StrCat(m.baseline_bad(), "/", m.baseline_total()),
+           m.threshold() > 0 ? absl::StrFormat("%gs", m.threshold()) : std::string("-")});
+  }
+  t.print(out);
+}
+
 void print_rollout(const tern::v1::Rollout& r, std::ostream& out) {
   out << "rollout " << r.id() << ": " << r.spec().service() << " -> " << r.spec().release().version() << ", "
       << shown(r.phase());
@@ -62,6 +86,7 @@ void print_rollout(const tern::v1::Rollout& r, std::ostream& out) {
   }
   out << " (generation " << r.generation() << ", " << r.failed_hosts() << " failed of " << r.total_hosts() << ")\n";
   if (!r.message().empty()) out << "  " << r.message() << "\n";
+  if (r.has_analysis()) print_analysis(r.analysis(), out);
   Table t({"WAVE", "HOST", "STATE", "FROM", "MESSAGE"});
   for (const auto& h : r.hosts()) {
     t.add({std::to_string(h.wave() + 1), h.host_id(), shown(h.state()),
@@ -327,6 +352,52 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
   return c.show(what, method, req, print);
 }
 
+int cmd_rollout_extend(const CtlContext& c, const std::string& id, const std::string& by, uint64_t generation,
+                       const std::string& reason) {
+  const std::string what = absl::StrCat("rollout extend ", id, " ", by);
+  auto d = parse_duration(by);
+  if (!d.ok()) {
+    c.err << "ternctl: " << what << ": " << d.status().message() << " (e.g. 15m)\n";
+    return kExitUsage;
+  }
+  if (generation == 0) {
+    tern::v1::GetRolloutRequest g;
+    g.set_id(id);
+    tern::v1::Rollout cur;
+    const int rc = c.call(what, &RolloutStub::GetRollout, g, cur);
+    if (rc != kExitOk) return rc;
+    generation = cur.generation();
+  }
+  tern::v1::RolloutCommandRequest req;
+  req.set_id(id);
+  req.set_generation(generation);
+  req.set_reason(reason);
+  *req.mutable_extend_by() = TimeUtil::MillisecondsToDuration(d->count());
+  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
+  return c.show(what, &RolloutStub::ExtendRollout, req, print);
+}
+
+int cmd_rollout_analysis(const CtlContext& c, const std::string& id) {
+  tern::v1::GetRolloutRequest req;
+  req.set_id(id);
+  const std::string what = absl::StrCat("rollout analysis ", id);
+  tern::v1::Rollout r;
+  const int rc = c.call(what, &RolloutStub::GetRollout, req, r);
+  if (rc != kExitOk) return rc;
+  if (!r.has_analysis()) {
+    c.err << "ternctl: rollout " << id << " has no canary analysis (no wave of its spec has analyze: or the wave "
+          << "being analyzed has not finished deploying)\n";
+    return kExitFailed;
+  }
+  if (c.json) {
+    c.out << to_json(r.analysis());
+  } else {
+    print_analysis(r.analysis(), c.out);
+    for (const auto& m : r.analysis().metrics()) c.out << "  " << m.name() << ": " << m.reason() << "\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
@@ -364,6 +435,17 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   list->add_flag("--active", f->active_only, "only those not finished");
   auto* history = rollout->add_subcommand("history", "every event of a rollout");
   history->add_option("id", f->id, "rollout id")->required();
+  auto* analysis = rollout->add_subcommand("analysis", "the current wave's canary analysis: verdicts and counts");
+  analysis->add_option("id", f->id, "rollout id")->required();
+  auto* extend = rollout->add_subcommand("extend", "judge the current wave's canary longer (the same test)");
+  extend->add_option("id", f->id, "rollout id")->required();
+  extend->add_option("duration", f->extend_by, "how much longer, e.g. 15m")->required();
+  extend->add_option("--generation", f->generation, "refuse unless the rollout is at this generation (default: current)");
+  extend->add_option("--reason", f->reason, "recorded in the history");
+  cmds.push_back({analysis, [f](const CtlContext& c) { return cmd_rollout_analysis(c, f->id); }});
+  cmds.push_back({extend, [f](const CtlContext& c) {
+                    return cmd_rollout_extend(c, f->id, f->extend_by, f->generation, f->reason);
+                  }});
   cmds.push_back({plan, [f](const CtlContext& c) { return cmd_rollout_plan(c, *f); }});
   cmds.push_back({start, [f](const CtlContext& c) { return cmd_rollout_start(c, *f); }});
   cmds.push_back({watch, [f](const CtlContext& c) {
@@ -376,7 +458,7 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   const std::pair<const char*, const char*> verbs[] = {
       {"pause", "stop starting new deploys"},
       {"resume", "continue a paused rollout"},
-      {"promote", "pass the current wave's gate (or cut its bake short)"},
+      {"promote", "pass the current wave's gate, cut its bake short, or accept its canary analysis"},
       {"abort", "stop where it is; hosts keep what they run"},
       {"rollback", "flip every host that got the new release back"}};
   for (const auto& [verb, help] : verbs) {

@@ -166,6 +166,39 @@ class FleetRolloutTest : public ::testing::Test {
     std::filesystem::copy_file(TERN_DEMO_APP_BIN, d / "app");
     good_bundle_ = dir_.file("good.tar.gz");
     ASSERT_EQ(run_cmd({"tar", "-czf", good_bundle_, "-C", d.string(), "app"}).code, 0);
+    // Healthy by its health check, but one request in 20 to / fails.
+    auto b = dir_.path() / "bundle-errors";
+    std::filesystem::create_directories(b);
+    std::ofstream(b / "app") << "#!/bin/sh\nexec " << TERN_DEMO_APP_BIN << " \"$@\" --error-rate 0.05\n";
+    std::filesystem::permissions(b / "app", std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                                std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                                std::filesystem::perms::others_exec);
+    errors_bundle_ = dir_.file("errors.tar.gz");
+    ASSERT_EQ(run_cmd({"tar", "-czf", errors_bundle_, "-C", b.string(), "app"}).code, 0);
+  }
+
+  // The service judged by its canaries' errors, and a rollout that judges
+  // its first wave (one host at weight 50) on a short clock.
+  void apply_analyzed_service() {
+    std::ofstream(dir_.file("web-analyzed.yaml"))
+        << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
+        << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\", \"--version\", \"{version}\", \"--drain\", \"200ms\"]\n"
+        << "health: {http: {path: /healthz}, interval: 100ms, timeout: 1s, failure_threshold: 2, "
+           "healthy_deadline: 4s}\n"
+        << "drain: 1s\ngrace: 2s\nkeep_warm: true\n"
+        << "analysis:\n  metrics:\n"
+        << "    - {name: errors, kind: ratio, bad: 'http_requests_total{code=~\"5..\"}', total: http_requests_total, "
+           "pass_below: 1%}\n";
+    auto r = ctl({"service", "apply", "-f", dir_.file("web-analyzed.yaml")});
+    ASSERT_EQ(r.code, 0) << r.err;
+  }
+  std::string analyzed_rollout(const std::string& version, const std::string& max_duration = "2m") {
+    const std::string path = dir_.file("rollout-" + version + ".yaml");
+    std::ofstream(path) << "service: web\nrelease: \"" << version << "\"\n"
+                        << "waves: [{hosts: 1, weight: 50, analyze: true}, {percent: 100}]\n"
+                        << "analysis: {interval: 1s, warmup: 2s, min_duration: 5s, max_duration: " << max_duration
+                        << "}\n";
+    return path;
   }
 
   // Constant-rate clients against every host's public port (remote clients:
@@ -194,7 +227,7 @@ class FleetRolloutTest : public ::testing::Test {
 
   std::string skip_;
   TempDir dir_;
-  std::string bridge_, net_, address_, metrics_, good_bundle_;
+  std::string bridge_, net_, address_, metrics_, good_bundle_, errors_bundle_;
   std::vector<std::unique_ptr<NetNs>> ns_;
   std::vector<std::string> veths_;
   std::unique_ptr<Process> coordinator_;
@@ -469,6 +502,77 @@ TEST_F(FleetRolloutTest, APythonClientStartsWatchesAndAbortsARollout) {
   // An unknown rollout: NOT_FOUND, exit 4.
   auto again = py({"abort", "web-404"});
   EXPECT_EQ(again.code, 4) << again.err;
+}
+
+// A canary that passes its health check but fails 5% of real requests is
+// caught by the analysis of green against blue on its host, under a steady
+// load, and the fleet rolls back; an equal canary passes and the rollout
+// goes on.
+TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(apply_analyzed_service());
+  ASSERT_EQ(ctl({"artifact", "push", errors_bundle_, "--service", "web", "--version", "bad"}).code, 0);
+  start_load();
+  r = ctl({"rollout", "start", "-f", analyzed_rollout("bad"), "--watch", "--wait", "2m"});
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK) << ctl({"rollout", "history", "web-2"}).out;
+  auto hist = ctl({"rollout", "history", "web-2"});
+  EXPECT_NE(hist.out.find("errors FAIL"), std::string::npos) << hist.out;
+  EXPECT_TRUE(eventually([&] { return all_on("v1"); })) << "the canary's host is back on v1";
+  auto analysis = ctl({"rollout", "analysis", "web-2"});
+  EXPECT_EQ(analysis.code, 0) << analysis.err;
+  EXPECT_NE(analysis.out.find("errors"), std::string::npos) << analysis.out;
+  EXPECT_EQ(ro->analysis().hosts_failed() + (ro->analysis().verdict() == "FAIL"), 1u)
+      << "failed by its host's counts or by the wave's";
+
+  // The same app without the errors: judged equal to v1, it passes.
+  r = ctl({"rollout", "start", "-f", analyzed_rollout("v2"), "--watch", "--wait", "3m"});
+  stop_load();
+  EXPECT_EQ(r.code, 0) << r.out << r.err << ctl({"rollout", "history", "web-3"}).out;
+  ro = rollout("web-3");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  ASSERT_TRUE(ro->has_analysis());
+  EXPECT_EQ(ro->analysis().verdict(), "PASS") << ro->analysis().message();
+  ASSERT_EQ(ro->analysis().metrics_size(), 1);
+  EXPECT_GT(ro->analysis().metrics(0).canary_total(), 100u) << "counted from the canary's own /metrics";
+  EXPECT_EQ(ro->analysis().metrics(0).canary_bad(), 0u);
+  EXPECT_TRUE(all_on("v2"));
+}
+
+// No traffic: nothing to judge. The wave pauses INCONCLUSIVE at its horizon;
+// extend judges on, promote accepts it.
+TEST_F(FleetRolloutTest, CanaryAnalysisWithoutTrafficPausesInconclusiveForAPerson) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(apply_analyzed_service());
+  r = ctl({"rollout", "start", "-f", analyzed_rollout("v2", "6s"), "--watch", "--wait", "2m"});
+  EXPECT_EQ(r.code, 5) << "paused: needs an operator\n" << r.out << r.err;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_PAUSED);
+  EXPECT_EQ(ro->analysis().verdict(), "INCONCLUSIVE");
+  EXPECT_NE(ro->message().find("ternctl rollout promote web-2"), std::string::npos) << ro->message();
+  r = ctl({"rollout", "extend", "web-2", "5s", "--reason", "waiting for traffic"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(eventually([&] {
+    auto x = rollout("web-2");
+    return x && x->phase() == tern::v1::ROLLOUT_PHASE_PAUSED && x->analysis().verdict() == "INCONCLUSIVE";
+  }, std::chrono::seconds(30))) << ctl({"rollout", "history", "web-2"}).out;
+  r = ctl({"rollout", "promote", "web-2", "--reason", "quiet service, accepted"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = ctl({"rollout", "watch", "web-2", "--wait", "2m"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  auto hist = ctl({"rollout", "history", "web-2"});
+  EXPECT_NE(hist.out.find("analysis extended by 5s by an operator (waiting for traffic"), std::string::npos)
+      << hist.out;
+  EXPECT_NE(hist.out.find("accepted by an operator (quiet service, accepted"), std::string::npos) << hist.out;
+  EXPECT_TRUE(all_on("v2"));
 }
 
 }  // namespace
