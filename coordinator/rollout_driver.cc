@@ -49,7 +49,19 @@ void RolloutDriver::resume() {
   for (const auto& r : std::exchange(to_resume_, {})) {
     spdlog::info("resuming rollout {} ({} {}) from its journal", r.id(), r.spec().service(),
                  r.spec().release().version());
-    engine_->restore(r);
+    std::vector<std::pair<std::string, tern::v1::AnalysisSample>> samples;
+    if (r.has_analysis() && r.analysis().wave() == r.current_wave()) {
+      auto rows = store_.samples(r.id(), r.analysis().wave());
+      if (!rows.ok()) {
+        spdlog::error("rollout {}: cannot read its analysis samples ({}); its test starts over", r.id(),
+                      rows.status().message());
+      } else {
+        for (auto& row : *rows) samples.emplace_back(std::move(row.host), std::move(row.sample));
+        spdlog::info("rollout {}: {} analysis sample(s) of wave {} read back", r.id(), samples.size(),
+                     r.analysis().wave() + 1);
+      }
+    }
+    engine_->restore(r, samples);
   }
 }
 
@@ -245,7 +257,8 @@ void RolloutDriver::flush() {
   auto events = std::exchange(journal_, {});
   auto ids = std::exchange(dirty_rollouts_, {});
   auto effects = std::exchange(deferred_effects_, {});
-  if (!events.empty() || !ids.empty()) {
+  auto samples = std::exchange(samples_, {});
+  if (!events.empty() || !ids.empty() || !samples.empty()) {
     std::vector<RolloutStore::RolloutWrite> rollouts;
     for (const auto& id : ids) {
       const auto* x = engine_->find(id);
@@ -253,7 +266,7 @@ void RolloutDriver::flush() {
       auto changed = engine_->take_changed(id);
       rollouts.push_back({x, std::move(changed.positions), changed.all});
     }
-    auto seqs = store_.record_batch(events, rollouts, to_unix_millis(clock_.now()));
+    auto seqs = store_.record_batch(events, rollouts, to_unix_millis(clock_.now()), samples);
     if (!seqs.ok()) {
       // The journal is what a restart resumes from; without it the rollout
       // could redo or skip steps. Crash loudly before acting on it; systemd
@@ -446,12 +459,18 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::extend_rollout(const std::strin
 }
 
 void RolloutDriver::on_sample(const std::string& host, const tern::v1::AnalysisSample& sample) {
+  const auto* before = engine_->active_for(sample.service());
+  const std::string id = before ? before->id() : std::string();
+  const uint32_t wave = before ? before->current_wave() : 0;
   const auto taken = engine_->on_sample(host, sample);
   if (taken == WaveAnalysis::Taken::kMismatch) {
     spdlog::warn("host {}: analysis counts for {} name other metrics than the rollout's; not counted", host,
                  sample.service());
   }
-  if (const auto* r = engine_->active_for(sample.service())) journal_answer(r->id());
+  if (taken != WaveAnalysis::Taken::kCounted && taken != WaveAnalysis::Taken::kWarmingUp) return;
+  samples_.push_back({id, wave, host, to_unix_millis(clock_.now()), sample});
+  journal_answer(id);
+  schedule_flush();
 }
 
 uint64_t RolloutDriver::watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) {

@@ -113,6 +113,7 @@ class RolloutDriver final : public RolloutControl {
   std::vector<RolloutStore::Event> journal_;
   std::set<std::string> dirty_rollouts_;
   std::vector<std::function<void()>> deferred_effects_;
+  std::vector<RolloutStore::SampleRow> samples_;  // taken by an analysis, to journal
   bool flush_posted_ = false;
 
   struct Watcher {

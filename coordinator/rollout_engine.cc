@@ -208,7 +208,8 @@ absl::StatusOr<Rollout> RolloutEngine::start(const std::string& id, const tern::
   return ref;
 }
 
-void RolloutEngine::restore(const Rollout& rollout) {
+void RolloutEngine::restore(const Rollout& rollout,
+                            const std::vector<std::pair<std::string, tern::v1::AnalysisSample>>& samples) {
   auto& entry = rollouts_[rollout.id()];
   entry.rollout = rollout;
   build_index(entry.rollout, entry.index);
@@ -232,6 +233,14 @@ void RolloutEngine::restore(const Rollout& rollout) {
     const auto& ix = entry.index;
     const auto n = r.current_wave() < ix.wave_hosts.size() ? ix.wave_hosts[r.current_wave()].size() : 0;
     entry.analysis = std::make_unique<WaveAnalysis>(r.analysis_metrics(), r.spec().analysis(), static_cast<uint32_t>(n));
+    // The same test: what it had counted before the restart. Hosts that
+    // failed on their counts were journaled as such and are not on the
+    // canary any more.
+    for (const auto& [host, s] : samples) {
+      const auto* h = host_of(r, host);
+      if (h == nullptr || h->wave() != r.current_wave() || h->state() != tern::v1::HOST_ROLLOUT_STATE_ON_NEW) continue;
+      entry.analysis->add(host, s);
+    }
   }
   emit(r, tern::v1::ROLLOUT_EVENT_KIND_RESUMED_AFTER_RESTART,
        "the coordinator restarted; the rollout continues from its journal");

@@ -65,7 +65,10 @@ class RolloutEngine {
   // After a coordinator restart: takes back a persisted rollout. Hosts that
   // were mid-deploy are asked again (the agent answers at once if it already
   // runs the release); nothing already finished is redone.
-  void restore(const tern::v1::Rollout& rollout);
+  // `samples` (host, sample), in the order the analysis took them: the
+  // current wave's journaled counts, so its test goes on where it was.
+  void restore(const tern::v1::Rollout& rollout,
+               const std::vector<std::pair<std::string, tern::v1::AnalysisSample>>& samples = {});
 
   // Agent results.
   void on_host_deployed(const std::string& rollout_id, const std::string& host, bool ok,

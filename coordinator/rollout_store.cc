@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS rollout_hosts (
   progress BLOB NOT NULL,
   PRIMARY KEY (rollout_id, position)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS analysis_samples (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  rollout_id TEXT NOT NULL,
+  wave INTEGER NOT NULL,
+  host TEXT NOT NULL,
+  time_ms INTEGER NOT NULL,
+  sample BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS analysis_samples_by_wave ON analysis_samples(rollout_id, wave, id);
 )sql";
 
 absl::StatusOr<std::string> to_json(const google::protobuf::Message& m) {
@@ -106,7 +115,8 @@ absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
 
 absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vector<Event>& events,
                                                                 const std::vector<RolloutWrite>& rollouts,
-                                                                int64_t time_ms) {
+                                                                int64_t time_ms,
+                                                                const std::vector<SampleRow>& samples) {
   std::vector<uint64_t> seqs;
   auto st = db_.transaction([&]() -> absl::Status {
     auto up = db_.prepare(
@@ -162,10 +172,49 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
       }
       seqs.push_back(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.raw())));
     }
+    if (samples.empty()) return absl::OkStatus();
+    auto sm = db_.prepare(
+        "INSERT INTO analysis_samples (rollout_id, wave, host, time_ms, sample) VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!sm.ok()) return sm.status();
+    for (const auto& row : samples) {
+      bytes.clear();
+      if (!row.sample.SerializeToString(&bytes)) return absl::InternalError("cannot encode an analysis sample");
+      sm->reset();
+      if (auto s = sm->bind(1, row.rollout_id)
+                       .bind(2, static_cast<int64_t>(row.wave))
+                       .bind(3, row.host)
+                       .bind(4, row.time_ms)
+                       .bind_blob(5, bytes)
+                       .run();
+          !s.ok()) {
+        return s;
+      }
+    }
     return absl::OkStatus();
   });
   if (!st.ok()) return st;
   return seqs;
+}
+
+absl::StatusOr<std::vector<RolloutStore::SampleRow>> RolloutStore::samples(const std::string& rollout_id,
+                                                                           uint32_t wave) {
+  auto q = db_.prepare(
+      "SELECT host, time_ms, sample FROM analysis_samples WHERE rollout_id = ?1 AND wave = ?2 ORDER BY id");
+  if (!q.ok()) return q.status();
+  q->bind(1, rollout_id).bind(2, static_cast<int64_t>(wave));
+  std::vector<SampleRow> out;
+  while (q->step()) {
+    auto& row = out.emplace_back();
+    row.rollout_id = rollout_id;
+    row.wave = wave;
+    row.host = q->text_at(0);
+    row.time_ms = q->int_at(1);
+    if (!row.sample.ParseFromString(q->blob_at(2))) {
+      return absl::DataLossError(absl::StrCat("rollout ", rollout_id, ": an analysis sample is unreadable"));
+    }
+  }
+  if (!q->status().ok()) return q->status();
+  return out;
 }
 
 absl::Status RolloutStore::load_hosts(tern::v1::Rollout& r) {

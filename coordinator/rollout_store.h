@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/database.h"
+#include "tern/v1/agent.pb.h"
 #include "tern/v1/rollout.pb.h"
 
 namespace tern {
@@ -47,8 +48,20 @@ class RolloutStore {
   // Many events and the rollouts' state after them, in one transaction;
   // returns the events' sequences, in order. Each rollout's summary is
   // written once however many events there are, and only its changed hosts.
+  // One interval of a canary's counts that a rollout's analysis took, so a
+  // restarted coordinator resumes the same test (and it can be replayed).
+  struct SampleRow {
+    std::string rollout_id;
+    uint32_t wave = 0;
+    std::string host;
+    int64_t time_ms = 0;
+    tern::v1::AnalysisSample sample;
+  };
   absl::StatusOr<std::vector<uint64_t>> record_batch(const std::vector<Event>& events,
-                                                     const std::vector<RolloutWrite>& rollouts, int64_t time_ms);
+                                                     const std::vector<RolloutWrite>& rollouts, int64_t time_ms,
+                                                     const std::vector<SampleRow>& samples = {});
+  // The samples a rollout's wave took, in the order it took them.
+  absl::StatusOr<std::vector<SampleRow>> samples(const std::string& rollout_id, uint32_t wave);
   // Every rollout not yet settled, with its hosts: not in a final phase, or
   // still owing a host that was away its rollback (the `terminal` column
   // means settled).

@@ -260,6 +260,34 @@ TEST_F(RolloutStoreTest, AJournalFromBeforeBinarySummariesIsUpgradedAndStillRead
   EXPECT_TRUE(RolloutStore::open(**db).ok());
 }
 
+// The counts an analysis took are written with the batch and read back per
+// wave, in the order they were taken, after a restart.
+TEST_F(RolloutStoreTest, AnalysisSamplesAreJournaledWithTheBatchAndReadBackPerWaveInOrder) {
+  {
+    auto l = boot();
+    std::vector<RolloutStore::SampleRow> rows;
+    for (uint64_t seq = 1; seq <= 3; ++seq) {
+      RolloutStore::SampleRow row{"web-1", seq == 3 ? 1u : 0u, "h" + std::to_string(seq), static_cast<int64_t>(seq), {}};
+      row.sample.set_service("web");
+      row.sample.set_sequence(seq);
+      row.sample.add_metrics()->set_canary_total(100 * seq);
+      rows.push_back(row);
+    }
+    ASSERT_TRUE(l->store->record_batch({}, {}, 1, rows).ok());
+  }
+  auto l = boot();
+  auto wave0 = l->store->samples("web-1", 0);
+  ASSERT_TRUE(wave0.ok()) << wave0.status();
+  ASSERT_EQ(wave0->size(), 2u);
+  EXPECT_EQ((*wave0)[0].host, "h1");
+  EXPECT_EQ((*wave0)[1].sample.sequence(), 2u);
+  EXPECT_EQ((*wave0)[1].sample.metrics(0).canary_total(), 200u);
+  auto wave1 = l->store->samples("web-1", 1);
+  ASSERT_TRUE(wave1.ok());
+  EXPECT_EQ(wave1->size(), 1u);
+  EXPECT_TRUE(l->store->samples("web-2", 0)->empty());
+}
+
 TEST(RolloutSummaryTest, CopiesEveryFieldButTheHosts) {
   // Field by field for speed, so a field added to Rollout must be added
   // there too; this fails until it is.

@@ -575,5 +575,48 @@ TEST_F(FleetRolloutTest, CanaryAnalysisWithoutTrafficPausesInconclusiveForAPerso
   EXPECT_TRUE(all_on("v2"));
 }
 
+// A coordinator killed mid-analysis resumes the same test: the counts it had
+// taken are read back from its journal, and the wave's verdict comes from
+// them and what the agents send after the restart.
+TEST_F(FleetRolloutTest, ACoordinatorKilledMidAnalysisResumesTheSameTest) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_NO_FATAL_FAILURE(apply_analyzed_service());
+  start_load();
+  const std::string path = dir_.file("rollout-slow.yaml");
+  std::ofstream(path) << "service: web\nrelease: v2\nwaves: [{hosts: 1, weight: 50, analyze: true}, {percent: 100}]\n"
+                      << "analysis: {interval: 1s, warmup: 1s, min_duration: 25s, max_duration: 3m}\n";
+  r = ctl({"rollout", "start", "-f", path});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  uint64_t before = 0;
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_ANALYZING) return false;
+    before = ro->analysis().intervals();
+    return before >= 5;
+  }, std::chrono::seconds(60))) << ctl({"rollout", "history", "web-2"}).out;
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait();
+  start_coordinator(address_);
+  // Straight after the restart the test holds at least what it had counted.
+  std::optional<tern::v1::Rollout> resumed;
+  ASSERT_TRUE(eventually([&] {
+    resumed = rollout("web-2");
+    return resumed && resumed->analysis().intervals() > 0;
+  }, std::chrono::seconds(30))) << read_file(dir_.file("coordinator.log"));
+  EXPECT_GE(resumed->analysis().intervals(), before) << "the same test, not a new one";
+  EXPECT_NE(read_file(dir_.file("coordinator.log")).find("analysis sample(s) of wave 1 read back"), std::string::npos);
+  ASSERT_TRUE(eventually([&] {
+    auto ro = rollout("web-2");
+    return ro && ro->phase() == tern::v1::ROLLOUT_PHASE_SUCCEEDED;
+  }, std::chrono::seconds(120))) << ctl({"rollout", "history", "web-2"}).out;
+  stop_load();
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->analysis().verdict(), "PASS");
+  EXPECT_TRUE(all_on("v2"));
+}
+
 }  // namespace
 }  // namespace tern::testing
