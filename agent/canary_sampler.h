@@ -22,8 +22,7 @@ absl::StatusOr<std::string> scrape_loopback(uint16_t port, const std::string& pa
 
 // One canary split on this host: the canary's and the baseline's metrics
 // endpoints, scraped together, turned into one interval of counts per
-// analysis metric of the spec (design/canary-analysis.md, "Where the numbers
-// come from"). The first sample() is the baseline and has no counts; so is
+// analysis metric of the spec (docs/ARCHITECTURE.md, "Canary analysis"). The first sample() is the baseline and has no counts; so is
 // the first after a scrape failed on either side (both sides always cover
 // the same interval, or neither counts). Latency thresholds come from the
 // baseline's whole history (its cumulative histogram when they are first

@@ -846,9 +846,17 @@ WaveAnalysis::Taken RolloutEngine::on_sample(const std::string& host, const tern
   if (auto why = e->analysis->host_failure(host)) {
     // Its own counts condemn it: out of the pool, counted against the
     // budget, and flipped back now (the rest of the wave goes on).
+    auto* a = r.mutable_analysis();
+    a->clear_metrics();
+    for (auto& m : e->analysis->host_verdicts(host)) *a->add_metrics() = std::move(m);
+    a->set_message(absl::StrCat(host, " failed on its own counts: ", *why));
+    a->set_hosts_failed(a->hosts_failed() + 1);
     e->analysis->drop(host);
-    r.mutable_analysis()->set_hosts_failed(r.analysis().hosts_failed() + 1);
     host_failed(r, *h, tern::v1::HOST_ROLLOUT_STATE_UNHEALTHY, *why);
+    // Over the budget: the rollout is over, and this FAIL is its verdict.
+    if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) {
+      r.mutable_analysis()->set_verdict("FAIL");
+    }
     if (r.phase() != tern::v1::ROLLOUT_PHASE_ROLLING_BACK && !h->rollback_pending()) send_rollback(r, *h);
   }
   return taken;

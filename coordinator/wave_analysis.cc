@@ -14,6 +14,22 @@ using google::protobuf::util::TimeUtil;
 
 std::string verdict_word(CanaryVerdict v) { return std::string(canary_verdict_name(v)); }
 
+tern::v1::MetricVerdict metric_verdict(const std::string& name, const CanaryDecision& d, double threshold) {
+  tern::v1::MetricVerdict v;
+  v.set_name(name);
+  v.set_verdict(verdict_word(d.verdict));
+  v.set_ratio(d.ratio);
+  v.set_ratio_low(d.ratio_low);
+  v.set_ratio_high(d.ratio_high);
+  v.set_canary_bad(d.green_bad);
+  v.set_canary_total(d.green_total);
+  v.set_baseline_bad(d.blue_bad);
+  v.set_baseline_total(d.blue_total);
+  v.set_reason(d.reason);
+  v.set_threshold(threshold);
+  return v;
+}
+
 }  // namespace
 
 WaveAnalysis::WaveAnalysis(tern::v1::ServiceAnalysis metrics, const tern::v1::AnalysisPolicy& policy,
@@ -104,18 +120,7 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
     const auto& m = metrics_.metrics(static_cast<int>(i));
     const CanaryDecision d = pooled[i].decide(may_pass, at_horizon);
     out.intervals = std::max(out.intervals, pooled[i].intervals());
-    auto& v = out.metrics.emplace_back();
-    v.set_name(m.name());
-    v.set_verdict(verdict_word(d.verdict));
-    v.set_ratio(d.ratio);
-    v.set_ratio_low(d.ratio_low);
-    v.set_ratio_high(d.ratio_high);
-    v.set_canary_bad(d.green_bad);
-    v.set_canary_total(d.green_total);
-    v.set_baseline_bad(d.blue_bad);
-    v.set_baseline_total(d.blue_total);
-    v.set_reason(d.reason);
-    v.set_threshold(thresholds[i]);
+    out.metrics.push_back(metric_verdict(m.name(), d, thresholds[i]));
     if (d.verdict == CanaryVerdict::kFail && failing.empty()) failing = absl::StrCat(m.name(), ": ", d.reason);
     if (d.verdict != CanaryVerdict::kPass) {
       all_pass = false;
@@ -133,6 +138,18 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
     out.summary = out.hosts_counted == 0 ? std::string("no host sent counts past its warm-up") : waiting;
   } else {
     out.summary = waiting;
+  }
+  return out;
+}
+
+std::vector<tern::v1::MetricVerdict> WaveAnalysis::host_verdicts(const std::string& host) const {
+  std::vector<tern::v1::MetricVerdict> out;
+  auto it = hosts_.find(host);
+  if (it == hosts_.end()) return out;
+  for (std::size_t i = 0; i < it->second.tests.size(); ++i) {
+    out.push_back(metric_verdict(metrics_.metrics(static_cast<int>(i)).name(),
+                                 it->second.tests[i].decide(/*may_pass=*/false, /*at_horizon=*/false),
+                                 it->second.thresholds[i]));
   }
   return out;
 }

@@ -17,7 +17,7 @@ namespace tern {
 // The canary analysis of one wave: per host and metric a CountTest of what
 // the host's agent counted (green, the canary, against blue, the baseline,
 // on that host at the same time), and the wave's verdict from the pooled
-// tests of the hosts still on the canary (design/canary-analysis.md).
+// tests of the hosts still on the canary (docs/ARCHITECTURE.md, "Canary analysis").
 //
 // Samples from a host's warm-up (the agent's time since it applied the
 // weight) are not judged; a repeated or older sample of the same split is
@@ -49,6 +49,9 @@ class WaveAnalysis {
     uint64_t intervals = 0;
   };
   Verdict decide(const std::vector<std::string>& hosts, bool may_pass, bool at_horizon) const;
+
+  // `host`'s own verdict per metric (for display when it fails alone).
+  std::vector<tern::v1::MetricVerdict> host_verdicts(const std::string& host) const;
 
   // Forgets a host (flipped back, gone): its counts leave the pool.
   void drop(const std::string& host);

@@ -3,7 +3,7 @@
 // The canary judge: is green worse than blue, on the same host at the same
 // time, by more than a margin? Pure math on counts (no I/O, no clock, no
 // randomness), so every verdict can be replayed from the stored counts. The
-// method is the design note canary-analysis.md, "The statistics": a sequential
+// method (docs/ARCHITECTURE.md, "Canary analysis") is a sequential
 // likelihood-ratio test on counts (Lindon & Malek, arXiv 2011.03567) whose
 // e-values are nonnegative supermartingales under the null, so a caller may
 // look after every interval, stop early either way and extend past the

@@ -3,7 +3,7 @@
 // How much each counter of one app grew between two consecutive scrapes:
 // the per-interval counts canary analysis judges (requests, errors, bucket
 // counts), with the two rules a scraper that knows the app must apply
-// (design/canary-analysis.md, "Where the numbers come from"):
+// (docs/ARCHITECTURE.md, "Canary analysis"):
 //  - a counter that went down was reset (the process restarted): its
 //    increase is its new value, and resets() says it happened;
 //  - a series first seen after the baseline starts from zero: the first 5xx

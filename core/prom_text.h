@@ -3,8 +3,7 @@
 // An app's metrics as Prometheus serves them: the text exposition format
 // (version 0.0.4), label-matcher selectors over its samples (not PromQL) and
 // classic histograms. This is what canary analysis reads when it scrapes a
-// slot's metrics endpoint (docs: design/canary-analysis.md, "Where the numbers
-// come from").
+// slot's metrics endpoint (docs/ARCHITECTURE.md, "Canary analysis").
 //
 // Pure: no I/O, no clock. Every type here is a value and every function may
 // run on any thread; a PromSelector shares its compiled regular expressions,

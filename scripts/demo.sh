@@ -147,7 +147,61 @@ set -e
 echo "ternctl exited $code (1: the rollout did not complete)"
 for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
 
-step "by hand: demo-b back to 1.0 (a rollback returns to the last good release, 2.0: a no-op here)"
+step "canary analysis: 4.0 passes its health checks but fails 1 request in 10; 5.0 is as good as 2.0"
+# Both canaries take half of their host's new connections while a load of
+# about 100 requests/s per host runs; each host's agent counts green's and
+# blue's requests and errors from their /metrics, and the coordinator judges
+# green against blue on the same host (examples/web.yaml: analysis).
+mkdir -p "$work/errors"
+printf '#!/bin/sh\nexec %s "$@" --error-rate 0.1\n' "$app" >"$work/errors/tern-demo-app"
+chmod +x "$work/errors/tern-demo-app"
+tar -czf "$work/errors.tar.gz" -C "$work/errors" tern-demo-app
+"$ternctl" artifact push "$work/errors.tar.gz" --service web --version 4.0
+"$ternctl" artifact push "$app" --service web --version 5.0
+for v in 4.0 5.0; do
+  printf 'service: web\nrelease: "%s"\nwaves: [{hosts: 1, weight: 50, analyze: true}, {percent: 100}]\n%s\n%s\n' \
+    "$v" "spread_label: zone" "analysis: {interval: 1s, warmup: 2s, min_duration: 10s, max_duration: 2m}" \
+    >"$work/rollout-$v.yaml"
+done
+# The load: a new connection per request (the split is per connection).
+python3 - "$work/load.stop" "$net" "${#hosts[@]}" >"$work/load.log" 2>&1 <<'PY' &
+import sys, os, threading, http.client, collections
+stop, net, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+seen = collections.Counter()
+def run(k):
+    i = k
+    while not os.path.exists(stop):
+        host = f"{net}.{10 + i % n}"
+        i += 1
+        try:
+            c = http.client.HTTPConnection(host, 8080, timeout=2)
+            c.request("GET", "/")
+            seen[c.getresponse().status] += 1
+            c.close()
+        except Exception as e:
+            seen[type(e).__name__] += 1
+threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(" ".join(f"HTTP {k}: {v}" if isinstance(k, int) else f"{k}: {v}" for k, v in sorted(seen.items(), key=str)))
+PY
+load=$!
+pids+=($load)
+latest() { "$ternctl" rollout list -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["rollouts"][0]["id"])'; }
+set +e
+"$ternctl" rollout start -f "$work/rollout-4.0.yaml" --watch
+code=$?
+set -e
+echo "ternctl exited $code (1: the rollout did not complete)"
+"$ternctl" rollout analysis "$(latest)"
+"$ternctl" rollout start -f "$work/rollout-5.0.yaml" --watch
+"$ternctl" rollout analysis "$(latest)"
+touch "$work/load.stop"
+wait "$load" 2>/dev/null || true
+echo "the load's answers: $(cat "$work/load.log") (the 500s: 4.0's own errors while it was a canary)"
+for i in "${!hosts[@]}"; do echo "demo-${hosts[$i]} -> $(get "$(host_ip "$i")")"; done
+
+step "by hand: demo-b back to 1.0 (a rollback returns to the last good release, 5.0: a no-op here)"
 "$ternctl" host rollback demo-b web
 "$ternctl" host deploy demo-b web --version 1.0
 "$ternctl" rollout list

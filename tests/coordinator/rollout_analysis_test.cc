@@ -154,6 +154,12 @@ TEST_F(RolloutAnalysisTest, AHostFailOverTheBudgetRollsTheFleetBack) {
   for (int i = 0; i < 30 && rollbacks_.empty(); ++i) interval("h0", 1000, 50, 10), interval("h1", 1000, 10, 10);
   EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_ROLLING_BACK) << "the budget is 0 failed hosts";
   EXPECT_EQ(rollbacks_, (std::vector<std::string>{"h0", "h1"}));
+  // What shows is the failing host's own numbers, and the verdict.
+  EXPECT_EQ(r().analysis().verdict(), "FAIL");
+  ASSERT_EQ(r().analysis().metrics_size(), 1);
+  EXPECT_EQ(r().analysis().metrics(0).verdict(), "FAIL");
+  EXPECT_GT(r().analysis().metrics(0).canary_bad(), 0u);
+  EXPECT_NE(r().analysis().message().find("h0 failed on its own counts"), std::string::npos) << r().analysis().message();
 }
 
 TEST_F(RolloutAnalysisTest, APooledFailActsEvenAfterThePassWhileTheWaveWaitsAtItsGate) {
