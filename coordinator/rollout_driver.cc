@@ -35,7 +35,37 @@ RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegi
       store_(store),
       metrics_(metrics),
       rollouts_active_(metrics.gauge("tern_rollouts_active", "Rollouts not yet in a final phase.")),
-      engine_(std::make_unique<RolloutEngine>(clock, effects())) {}
+      engine_(std::make_unique<RolloutEngine>(clock, effects())) {
+  // Every verdict's counter exists from the start, so increase() sees the first.
+  for (const char* v : {"PASS", "FAIL", "INCONCLUSIVE", "PROMOTED"}) analysis_verdict(v);
+}
+
+Metrics::Value& RolloutDriver::analysis_verdict(const std::string& verdict) {
+  return metrics_.counter("tern_analysis_verdicts_total",
+                          "Canary analysis verdicts of waves (PROMOTED: accepted by a person), by verdict.",
+                          absl::StrCat("verdict=\"", verdict, "\""));
+}
+
+void RolloutDriver::export_analysis() {
+  // The current wave's pooled counts per service and metric (bounded: the
+  // services and their at most 8 metrics); the ratio is a PromQL division.
+  for (const auto* r : engine_->list()) {
+    if (!r->has_analysis() || RolloutEngine::is_terminal(r->phase())) continue;
+    for (const auto& m : r->analysis().metrics()) {
+      const std::pair<const char*, uint64_t> cells[] = {{"release=\"canary\",kind=\"bad\"", m.canary_bad()},
+                                                        {"release=\"canary\",kind=\"total\"", m.canary_total()},
+                                                        {"release=\"baseline\",kind=\"bad\"", m.baseline_bad()},
+                                                        {"release=\"baseline\",kind=\"total\"", m.baseline_total()}};
+      for (const auto& [labels, v] : cells) {
+        metrics_
+            .gauge("tern_analysis_requests",
+                   "Requests counted by the current canary analysis of a service's rollout, pooled over the wave.",
+                   absl::StrCat("service=\"", r->spec().service(), "\",metric=\"", m.name(), "\",", labels))
+            .store(static_cast<int64_t>(v), std::memory_order_relaxed);
+      }
+    }
+  }
+}
 
 absl::Status RolloutDriver::load() {
   auto active = store_.load_active();
@@ -290,6 +320,11 @@ void RolloutDriver::publish(std::vector<RolloutStore::Event> events, const std::
         .counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
                  absl::StrCat("kind=\"", label, "\""))
         .fetch_add(1, std::memory_order_relaxed);
+    if ((ev.kind == tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT ||
+         (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_PROMOTED && ev.summary.analysis().verdict() == "PROMOTED")) &&
+        ev.summary.has_analysis()) {
+      analysis_verdict(ev.summary.analysis().verdict()).fetch_add(1, std::memory_order_relaxed);
+    }
     // One line per host would drown the log of a large fleet.
     if (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW ||
         ev.kind == tern::v1::ROLLOUT_EVENT_KIND_HOST_ROLLED_BACK) {
@@ -331,6 +366,7 @@ void RolloutDriver::tick() {
   }
   engine_->tick();
   count_active();
+  export_analysis();
 }
 
 absl::StatusOr<std::vector<PlanHost>> RolloutDriver::eligible_hosts(const tern::v1::ServiceRecord& svc,

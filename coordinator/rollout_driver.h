@@ -94,6 +94,8 @@ class RolloutDriver final : public RolloutControl {
   void flush();
   void publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences);
   void count_active();
+  Metrics::Value& analysis_verdict(const std::string& verdict);
+  void export_analysis();
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
                                                        const tern::v1::RolloutSpec& spec);
   bool unreachable(const std::string& host) const;

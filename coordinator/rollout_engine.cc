@@ -856,6 +856,8 @@ WaveAnalysis::Taken RolloutEngine::on_sample(const std::string& host, const tern
     // Over the budget: the rollout is over, and this FAIL is its verdict.
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r.phase() != tern::v1::ROLLOUT_PHASE_PAUSED) {
       r.mutable_analysis()->set_verdict("FAIL");
+      emit(r, tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT,
+           absl::StrCat("wave ", r.current_wave() + 1, ": analysis FAIL: ", r.analysis().message()));
     }
     if (r.phase() != tern::v1::ROLLOUT_PHASE_ROLLING_BACK && !h->rollback_pending()) send_rollback(r, *h);
   }

@@ -126,6 +126,10 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
     if (!up.ok()) return up.status();
     auto host = db_.prepare("INSERT OR REPLACE INTO rollout_hosts (rollout_id, position, progress) VALUES (?1, ?2, ?3)");
     if (!host.ok()) return host.status();
+    // A settled rollout's analysis is over: its samples (a row per host and
+    // interval) go; its verdicts stay in its summary and history.
+    auto forget = db_.prepare("DELETE FROM analysis_samples WHERE rollout_id = ?1");
+    if (!forget.ok()) return forget.status();
     std::string bytes;
     for (const auto& w : rollouts) {
       const tern::v1::Rollout& r = *w.rollout;
@@ -140,6 +144,10 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
                        .run();
           !s.ok()) {
         return s;
+      }
+      if (RolloutEngine::is_settled(r) && r.has_analysis()) {
+        forget->reset();
+        if (auto s = forget->bind(1, r.id()).run(); !s.ok()) return s;
       }
       auto write_host = [&](int pos) -> absl::Status {
         if (pos < 0 || pos >= r.hosts_size()) return absl::InternalError("a changed host outside the rollout");

@@ -286,6 +286,14 @@ TEST_F(RolloutStoreTest, AnalysisSamplesAreJournaledWithTheBatchAndReadBackPerWa
   ASSERT_TRUE(wave1.ok());
   EXPECT_EQ(wave1->size(), 1u);
   EXPECT_TRUE(l->store->samples("web-2", 0)->empty());
+  // Settled, the rollout's samples go.
+  Rollout settled;
+  settled.set_id("web-1");
+  settled.set_phase(tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+  settled.mutable_analysis()->set_verdict("PASS");
+  ASSERT_TRUE(l->store->record_batch({}, {{&settled, {}, false}}, 2).ok());
+  EXPECT_TRUE(l->store->samples("web-1", 0)->empty());
+  EXPECT_TRUE(l->store->samples("web-1", 1)->empty());
 }
 
 TEST(RolloutSummaryTest, CopiesEveryFieldButTheHosts) {
