@@ -27,6 +27,8 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("audit_max_rows", cfg.audit_max_rows);
   m.get("host_history_max_age", cfg.host_history_max_age);
   m.get("host_history_max_rows", cfg.host_history_max_rows);
+  m.get("analysis_samples_max_age", cfg.analysis_samples_max_age);
+  m.get("analysis_samples_max_rows", cfg.analysis_samples_max_rows);
   int64_t max_bytes = static_cast<int64_t>(cfg.max_artifact_bytes);
   m.get("max_artifact_bytes", max_bytes);
   cfg.max_artifact_bytes = static_cast<uint64_t>(std::max<int64_t>(max_bytes, 0));
@@ -64,7 +66,8 @@ absl::Status validate(const CoordinatorConfig& cfg) {
     return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
   }
   for (const auto& [key, rows] : {std::pair{"audit_max_rows", cfg.audit_max_rows},
-                                   std::pair{"host_history_max_rows", cfg.host_history_max_rows}}) {
+                                   std::pair{"host_history_max_rows", cfg.host_history_max_rows},
+                                   std::pair{"analysis_samples_max_rows", cfg.analysis_samples_max_rows}}) {
     if (rows < 0) return absl::InvalidArgumentError(absl::StrCat("key \"", key, "\": must be 0 (no limit) or more"));
   }
   if (cfg.unreachable_after <= cfg.heartbeat_interval) {

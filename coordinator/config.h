@@ -34,6 +34,10 @@ struct CoordinatorConfig {
   int64_t audit_max_rows = 1'000'000;
   Millis host_history_max_age{90LL * 24 * 3600 * 1000};
   int64_t host_history_max_rows = 1'000'000;
+  // Canary analyses' counts (a row per host and interval) of settled
+  // rollouts, kept for `ternctl rollout analysis --replay`.
+  Millis analysis_samples_max_age{14LL * 24 * 3600 * 1000};
+  int64_t analysis_samples_max_rows = 2'000'000;
   // Mutual TLS: the coordinator's certificate and key, and the fleet CA that
   // signed agents' and operators' certificates. Required unless `insecure`.
   TlsFiles tls;

@@ -249,6 +249,12 @@ void Coordinator::prune_history() {
       spdlog::info("pruned {} row(s) of {} past its retention", *removed, table);
     }
   }
+  auto samples = rollout_store_->prune_samples(config_.analysis_samples_max_age, config_.analysis_samples_max_rows, now);
+  if (!samples.ok()) {
+    spdlog::error("cannot prune analysis_samples: {}", samples.status().message());
+  } else if (*samples > 0) {
+    spdlog::info("pruned {} row(s) of analysis_samples past its retention", *samples);
+  }
 }
 
 void Coordinator::shutdown() {

@@ -126,10 +126,7 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
     if (!up.ok()) return up.status();
     auto host = db_.prepare("INSERT OR REPLACE INTO rollout_hosts (rollout_id, position, progress) VALUES (?1, ?2, ?3)");
     if (!host.ok()) return host.status();
-    // A settled rollout's analysis is over: its samples (a row per host and
-    // interval) go; its verdicts stay in its summary and history.
-    auto forget = db_.prepare("DELETE FROM analysis_samples WHERE rollout_id = ?1");
-    if (!forget.ok()) return forget.status();
+
     std::string bytes;
     for (const auto& w : rollouts) {
       const tern::v1::Rollout& r = *w.rollout;
@@ -144,10 +141,6 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
                        .run();
           !s.ok()) {
         return s;
-      }
-      if (RolloutEngine::is_settled(r) && r.has_analysis()) {
-        forget->reset();
-        if (auto s = forget->bind(1, r.id()).run(); !s.ok()) return s;
       }
       auto write_host = [&](int pos) -> absl::Status {
         if (pos < 0 || pos >= r.hosts_size()) return absl::InternalError("a changed host outside the rollout");
@@ -223,6 +216,32 @@ absl::StatusOr<std::vector<RolloutStore::SampleRow>> RolloutStore::samples(const
   }
   if (!q->status().ok()) return q->status();
   return out;
+}
+
+absl::StatusOr<int64_t> RolloutStore::prune_samples(Millis max_age, int64_t max_rows, int64_t now_ms) {
+  int64_t removed = 0;
+  auto st = db_.transaction([&]() -> absl::Status {
+    // Only settled rollouts' rows: an unsettled one may still resume from them.
+    const char* settled = "rollout_id IN (SELECT id FROM rollouts WHERE terminal = 1)";
+    if (max_age > Millis(0)) {
+      auto q = db_.prepare(absl::StrCat("DELETE FROM analysis_samples WHERE time_ms < ?1 AND ", settled));
+      if (!q.ok()) return q.status();
+      if (auto s = q->bind(1, now_ms - max_age.count()).run(); !s.ok()) return s;
+      removed += sqlite3_changes(db_.raw());
+    }
+    if (max_rows > 0) {
+      auto q = db_.prepare(absl::StrCat(
+          "DELETE FROM analysis_samples WHERE id <= (SELECT id FROM analysis_samples ORDER BY id DESC LIMIT 1 "
+          "OFFSET ?1) AND ",
+          settled));
+      if (!q.ok()) return q.status();
+      if (auto s = q->bind(1, max_rows).run(); !s.ok()) return s;
+      removed += sqlite3_changes(db_.raw());
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  return removed;
 }
 
 absl::Status RolloutStore::load_hosts(tern::v1::Rollout& r) {

@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/database.h"
+#include "core/clock.h"
 #include "tern/v1/agent.pb.h"
 #include "tern/v1/rollout.pb.h"
 
@@ -62,6 +63,10 @@ class RolloutStore {
                                                      const std::vector<SampleRow>& samples = {});
   // The samples a rollout's wave took, in the order it took them.
   absl::StatusOr<std::vector<SampleRow>> samples(const std::string& rollout_id, uint32_t wave);
+  // Deletes settled rollouts' samples older than `max_age`, then the oldest
+  // of theirs beyond `max_rows` rows in all (0 turns a limit off); an
+  // unsettled rollout's are kept. Returns how many went.
+  absl::StatusOr<int64_t> prune_samples(Millis max_age, int64_t max_rows, int64_t now_ms);
   // Every rollout not yet settled, with its hosts: not in a final phase, or
   // still owing a host that was away its rollback (the `terminal` column
   // means settled).

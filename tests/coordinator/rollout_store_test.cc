@@ -286,13 +286,24 @@ TEST_F(RolloutStoreTest, AnalysisSamplesAreJournaledWithTheBatchAndReadBackPerWa
   ASSERT_TRUE(wave1.ok());
   EXPECT_EQ(wave1->size(), 1u);
   EXPECT_TRUE(l->store->samples("web-2", 0)->empty());
-  // Settled, the rollout's samples go.
+  // Retention spares a rollout that may still resume from its samples...
+  auto none = l->store->prune_samples(Millis(1), 1, 1'000'000);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+  EXPECT_EQ(l->store->samples("web-1", 0)->size(), 2u);
+  // ...and prunes a settled one's by rows, oldest first, then by age.
   Rollout settled;
   settled.set_id("web-1");
   settled.set_phase(tern::v1::ROLLOUT_PHASE_SUCCEEDED);
-  settled.mutable_analysis()->set_verdict("PASS");
   ASSERT_TRUE(l->store->record_batch({}, {{&settled, {}, false}}, 2).ok());
-  EXPECT_TRUE(l->store->samples("web-1", 0)->empty());
+  auto by_rows = l->store->prune_samples(Millis(0), 2, 1'000'000);
+  ASSERT_TRUE(by_rows.ok());
+  EXPECT_EQ(*by_rows, 1);
+  EXPECT_EQ(l->store->samples("web-1", 0)->size(), 1u);
+  EXPECT_EQ(l->store->samples("web-1", 0)->front().host, "h2") << "the oldest went";
+  auto by_age = l->store->prune_samples(Millis(10), 0, 1'000'000);
+  ASSERT_TRUE(by_age.ok());
+  EXPECT_EQ(*by_age, 2);
   EXPECT_TRUE(l->store->samples("web-1", 1)->empty());
 }
 
