@@ -244,6 +244,7 @@ const std::vector<MethodRule> kRules = {
     {Rpc::kAbortRollout, "/tern.v1.RolloutService/AbortRollout", kOperate, kAudited},
     {Rpc::kRollbackRollout, "/tern.v1.RolloutService/RollbackRollout", kOperate, kAudited},
     {Rpc::kExtendRollout, "/tern.v1.RolloutService/ExtendRollout", kOperate, kAudited},
+    {Rpc::kGetRolloutAnalysis, "/tern.v1.RolloutService/GetRolloutAnalysis", kRead, kNotAudited},
     {Rpc::kWhoAmI, "/tern.v1.AdminService/WhoAmI", kAnyone, kNotAudited},
     {Rpc::kCreateToken, "/tern.v1.AdminService/CreateToken", kAdmin, kAudited},
     {Rpc::kRevokeToken, "/tern.v1.AdminService/RevokeToken", kAdmin, kAudited},

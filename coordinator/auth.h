@@ -32,7 +32,7 @@ enum class Rpc {
   kListHosts, kGetHost, kGetHostHistory, kGetVersion, kDeployHost, kRollbackHost,
   kApplyService, kGetService, kListServices, kDeleteService, kUploadArtifact, kListArtifacts, kRegisterArtifact,
   kPlanRollout, kStartRollout, kGetRollout, kListRollouts, kWatchRollout, kGetRolloutHistory,
-  kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout, kExtendRollout,
+  kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout, kExtendRollout, kGetRolloutAnalysis,
   kWhoAmI, kCreateToken, kRevokeToken, kListTokens, kListAudit,
   kDenyCertificate, kAllowCertificate, kListDeniedCertificates,
 };

@@ -28,6 +28,9 @@ class RolloutControl {
   // Live events of one rollout; returns a token for unwatch().
   virtual uint64_t watch(const std::string& id, std::function<void(const tern::v1::RolloutEvent&)> fn) = 0;
   virtual void unwatch(uint64_t token) = 0;
+  // The current wave's analysis and, with `replay`, every analyzed wave's
+  // verdicts recomputed from the stored counts (replay_wave).
+  virtual absl::StatusOr<tern::v1::RolloutAnalysisReport> rollout_analysis(const std::string& id, bool replay) = 0;
   // The current wave's analysis runs `by` longer (RolloutEngine::extend_analysis).
   virtual absl::StatusOr<tern::v1::Rollout> extend_rollout(const std::string& id, uint64_t generation, Millis by,
                                                            const std::string& reason) = 0;

@@ -494,6 +494,34 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::extend_rollout(const std::strin
   return r;
 }
 
+absl::StatusOr<tern::v1::RolloutAnalysisReport> RolloutDriver::rollout_analysis(const std::string& id, bool replay) {
+  auto r = get_rollout(id);
+  if (!r.ok()) return r.status();
+  tern::v1::RolloutAnalysisReport report;
+  if (r->has_analysis()) *report.mutable_current() = r->analysis();
+  if (!replay) return report;
+  for (int w = 0; w < r->spec().waves_size(); ++w) {
+    if (!r->spec().waves(w).analyze()) continue;
+    auto rows = store_.samples(id, static_cast<uint32_t>(w));
+    if (!rows.ok()) return rows.status();
+    if (rows->empty()) continue;
+    uint32_t wave_hosts = 0;
+    for (const auto& h : r->hosts()) wave_hosts += h.wave() == static_cast<uint32_t>(w);
+    std::vector<std::pair<std::string, tern::v1::AnalysisSample>> samples;
+    std::vector<int64_t> times;
+    for (auto& row : *rows) {
+      times.push_back(row.time_ms);
+      samples.emplace_back(std::move(row.host), std::move(row.sample));
+    }
+    report.set_samples(report.samples() + samples.size());
+    for (auto& v : replay_wave(static_cast<uint32_t>(w), r->analysis_metrics(), r->spec().analysis(), wave_hosts,
+                               samples, times)) {
+      *report.add_replayed() = std::move(v);
+    }
+  }
+  return report;
+}
+
 void RolloutDriver::on_sample(const std::string& host, const tern::v1::AnalysisSample& sample) {
   const auto* before = engine_->active_for(sample.service());
   const std::string id = before ? before->id() : std::string();

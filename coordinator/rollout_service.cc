@@ -72,6 +72,17 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutHistory(grpc::CallbackSe
   });
 }
 
+grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutAnalysis(grpc::CallbackServerContext* ctx,
+                                                                 const tern::v1::GetRolloutAnalysisRequest* req,
+                                                                 tern::v1::RolloutAnalysisReport* resp) {
+  return serve_unary(ctx, auth_, loop_, Rpc::kGetRolloutAnalysis, [this, req, resp]() -> absl::Status {
+    auto report = control_.rollout_analysis(req->id(), req->replay());
+    if (!report.ok()) return report.status();
+    *resp = *std::move(report);
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerWriteReactor<tern::v1::RolloutEvent>* RolloutServiceImpl::WatchRollout(
     grpc::CallbackServerContext* ctx, const tern::v1::WatchRolloutRequest* req) {
   if (auto p = auth_.authorize(*ctx, Rpc::kWatchRollout); !p.ok()) {

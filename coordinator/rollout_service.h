@@ -34,6 +34,9 @@ class RolloutServiceImpl final : public tern::v1::RolloutService::CallbackServic
                                          const tern::v1::RolloutCommandRequest* req, tern::v1::Rollout* resp) override;
   grpc::ServerUnaryReactor* ResumeRollout(grpc::CallbackServerContext* ctx,
                                           const tern::v1::RolloutCommandRequest* req, tern::v1::Rollout* resp) override;
+  grpc::ServerUnaryReactor* GetRolloutAnalysis(grpc::CallbackServerContext* ctx,
+                                               const tern::v1::GetRolloutAnalysisRequest* req,
+                                               tern::v1::RolloutAnalysisReport* resp) override;
   grpc::ServerUnaryReactor* ExtendRollout(grpc::CallbackServerContext* ctx,
                                           const tern::v1::RolloutCommandRequest* req, tern::v1::Rollout* resp) override;
   grpc::ServerUnaryReactor* PromoteRollout(grpc::CallbackServerContext* ctx,

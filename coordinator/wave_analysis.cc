@@ -3,6 +3,7 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -155,5 +156,64 @@ std::vector<tern::v1::MetricVerdict> WaveAnalysis::host_verdicts(const std::stri
 }
 
 void WaveAnalysis::drop(const std::string& host) { hosts_.erase(host); }
+
+std::vector<tern::v1::ReplayedVerdict> replay_wave(
+    uint32_t wave, const tern::v1::ServiceAnalysis& metrics, const tern::v1::AnalysisPolicy& policy,
+    uint32_t wave_hosts, const std::vector<std::pair<std::string, tern::v1::AnalysisSample>>& samples,
+    const std::vector<int64_t>& times_ms) {
+  std::vector<tern::v1::ReplayedVerdict> out;
+  if (samples.empty() || samples.size() != times_ms.size()) return out;
+  WaveAnalysis analysis(metrics, policy, wave_hosts);
+  const int64_t interval = std::max<int64_t>(100, TimeUtil::DurationToMilliseconds(policy.interval()));
+  const int64_t warmup = TimeUtil::DurationToMilliseconds(policy.warmup());
+  int64_t t0 = times_ms[0] - TimeUtil::DurationToMilliseconds(samples[0].second.since_split());
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    t0 = std::min(t0, times_ms[i] - TimeUtil::DurationToMilliseconds(samples[i].second.since_split()));
+  }
+  const int64_t pass_from = t0 + warmup + TimeUtil::DurationToMilliseconds(policy.min_duration());
+  const int64_t horizon = t0 + warmup + TimeUtil::DurationToMilliseconds(policy.max_duration());
+  std::vector<std::string> hosts;
+  std::set<std::string> seen, failed;
+  std::string last = "RUNNING";
+  int64_t next_look = t0 + interval;
+  auto record = [&](int64_t t, const std::string& verdict, const std::string& host, const std::string& message,
+                    uint64_t intervals) {
+    auto& v = out.emplace_back();
+    v.set_wave(wave);
+    *v.mutable_time() = TimeUtil::MillisecondsToTimestamp(t);
+    v.set_verdict(verdict);
+    v.set_host(host);
+    v.set_message(message);
+    v.set_intervals(intervals);
+  };
+  auto look = [&](int64_t t) {
+    const bool decided = last == "PASS" || last == "FAIL" || last == "INCONCLUSIVE";
+    const auto v = analysis.decide(hosts, !decided && t >= pass_from, !decided && t >= horizon);
+    const std::string now = verdict_word(v.verdict);
+    // After a verdict only a FAIL changes it, as in the engine.
+    if (now == last || now == "RUNNING" || (decided && now != "FAIL")) return;
+    last = now;
+    record(t, now, "", v.summary, v.intervals);
+  };
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    const auto& [host, s] = samples[i];
+    const int64_t t = times_ms[i];
+    while (next_look <= t) {
+      look(next_look);
+      next_look += interval;
+    }
+    if (failed.count(host) != 0) continue;
+    if (seen.insert(host).second) hosts.push_back(host);
+    if (analysis.add(host, s) != WaveAnalysis::Taken::kCounted) continue;
+    if (auto why = analysis.host_failure(host)) {
+      record(t, "FAIL", host, *why, 0);
+      analysis.drop(host);
+      failed.insert(host);
+      hosts.erase(std::remove(hosts.begin(), hosts.end(), host), hosts.end());
+    }
+  }
+  look(times_ms.back());
+  return out;
+}
 
 }  // namespace tern

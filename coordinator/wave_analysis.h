@@ -75,4 +75,16 @@ class WaveAnalysis {
   std::unordered_map<std::string, HostTests> hosts_;
 };
 
+// Every verdict of one analyzed wave recomputed from its stored samples
+// (`times_ms` beside them, when the coordinator took each): the wave's
+// verdict at each interval once its first sample's split began, and each
+// host that fails on its own counts; an entry when something changes. The
+// wave's clock starts at its earliest split (a sample's time less its
+// since_split), so warm-up, min_duration and max_duration apply as the
+// engine applied them, to within one interval.
+std::vector<tern::v1::ReplayedVerdict> replay_wave(uint32_t wave, const tern::v1::ServiceAnalysis& metrics,
+                                                   const tern::v1::AnalysisPolicy& policy, uint32_t wave_hosts,
+                                                   const std::vector<std::pair<std::string, tern::v1::AnalysisSample>>& samples,
+                                                   const std::vector<int64_t>& times_ms);
+
 }  // namespace tern

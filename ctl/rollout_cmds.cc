@@ -43,6 +43,7 @@ struct RolloutFlags {
   std::string wait = "1h";
   std::string id, reason;
   std::string extend_by;
+  bool replay = false;
   uint64_t generation = 0;
   bool active_only = false;
 };
@@ -377,10 +378,25 @@ int cmd_rollout_extend(const CtlContext& c, const std::string& id, const std::st
   return c.show(what, &RolloutStub::ExtendRollout, req, print);
 }
 
-int cmd_rollout_analysis(const CtlContext& c, const std::string& id) {
+int cmd_rollout_analysis(const CtlContext& c, const std::string& id, bool replay) {
+  const std::string what = absl::StrCat("rollout analysis ", id);
+  if (replay) {
+    tern::v1::GetRolloutAnalysisRequest req;
+    req.set_id(id);
+    req.set_replay(true);
+    auto print = [&](const tern::v1::RolloutAnalysisReport& rep) {
+      c.out << "replayed " << rep.samples() << " stored sample(s)\n";
+      if (rep.replayed_size() == 0) c.out << "  no analyzed wave has stored counts\n";
+      for (const auto& v : rep.replayed()) {
+        c.out << TimeUtil::ToString(v.time()) << "  wave " << v.wave() + 1 << "  "
+              << (v.host().empty() ? v.verdict() : absl::StrCat(v.host(), " ", v.verdict())) << ": " << v.message()
+              << "\n";
+      }
+    };
+    return c.show(what, &RolloutStub::GetRolloutAnalysis, req, print);
+  }
   tern::v1::GetRolloutRequest req;
   req.set_id(id);
-  const std::string what = absl::StrCat("rollout analysis ", id);
   tern::v1::Rollout r;
   const int rc = c.call(what, &RolloutStub::GetRollout, req, r);
   if (rc != kExitOk) return rc;
@@ -437,12 +453,13 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   history->add_option("id", f->id, "rollout id")->required();
   auto* analysis = rollout->add_subcommand("analysis", "the current wave's canary analysis: verdicts and counts");
   analysis->add_option("id", f->id, "rollout id")->required();
+  analysis->add_flag("--replay", f->replay, "recompute every verdict of every analyzed wave from the stored counts");
   auto* extend = rollout->add_subcommand("extend", "judge the current wave's canary longer (the same test)");
   extend->add_option("id", f->id, "rollout id")->required();
   extend->add_option("duration", f->extend_by, "how much longer, e.g. 15m")->required();
   extend->add_option("--generation", f->generation, "refuse unless the rollout is at this generation (default: current)");
   extend->add_option("--reason", f->reason, "recorded in the history");
-  cmds.push_back({analysis, [f](const CtlContext& c) { return cmd_rollout_analysis(c, f->id); }});
+  cmds.push_back({analysis, [f](const CtlContext& c) { return cmd_rollout_analysis(c, f->id, f->replay); }});
   cmds.push_back({extend, [f](const CtlContext& c) {
                     return cmd_rollout_extend(c, f->id, f->extend_by, f->generation, f->reason);
                   }});

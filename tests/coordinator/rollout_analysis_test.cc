@@ -255,5 +255,48 @@ TEST_F(RolloutAnalysisTest, SamplesThatDoNotBelongAreNotCounted) {
   EXPECT_EQ(interval("h0", 1000, 0, 0), WaveAnalysis::Taken::kStale) << "a repeated sequence";
 }
 
+// The stored counts decide again as the engine decided: an equal canary
+// passes once the minimum has passed, a worse host fails on its own.
+TEST(ReplayWaveTest, StoredCountsGiveTheSameVerdictsAgain) {
+  tern::v1::ServiceAnalysis metrics;
+  auto* m = metrics.add_metrics();
+  m->set_name("errors");
+  m->set_max_ratio(1.5);
+  m->set_min_excess(0.001);
+  tern::v1::AnalysisPolicy policy;
+  *policy.mutable_interval() = TimeUtil::MillisecondsToDuration(10'000);
+  *policy.mutable_warmup() = TimeUtil::MillisecondsToDuration(20'000);
+  *policy.mutable_min_duration() = TimeUtil::MillisecondsToDuration(60'000);
+  *policy.mutable_max_duration() = TimeUtil::MillisecondsToDuration(600'000);
+  policy.set_confidence(0.99);
+  std::vector<std::pair<std::string, tern::v1::AnalysisSample>> samples;
+  std::vector<int64_t> times;
+  for (uint64_t seq = 1; seq <= 60; ++seq) {
+    for (const char* host : {"h0", "h1"}) {
+      tern::v1::AnalysisSample s;
+      s.set_split_id(1);
+      s.set_sequence(seq);
+      *s.mutable_since_split() = TimeUtil::MillisecondsToDuration(static_cast<int64_t>(seq) * 10'000);
+      auto* c = s.add_metrics();
+      c->set_name("errors");
+      c->set_canary_total(5000);
+      c->set_baseline_total(5000);
+      c->set_baseline_bad(50);
+      c->set_canary_bad(std::string(host) == "h1" && seq > 2 ? 250 : 50);
+      samples.emplace_back(host, s);
+      times.push_back(1'000'000 + static_cast<int64_t>(seq) * 10'000);
+    }
+  }
+  auto replayed = replay_wave(0, metrics, policy, 2, samples, times);
+  ASSERT_FALSE(replayed.empty());
+  EXPECT_EQ(replayed[0].host(), "h1");
+  EXPECT_EQ(replayed[0].verdict(), "FAIL");
+  EXPECT_NE(replayed[0].message().find("errors FAIL"), std::string::npos) << replayed[0].message();
+  ASSERT_GE(replayed.size(), 2u);
+  EXPECT_EQ(replayed[1].verdict(), "PASS") << replayed[1].message();
+  EXPECT_GE(TimeUtil::TimestampToMilliseconds(replayed[1].time()), 1'000'000 + 20'000 + 60'000)
+      << "no PASS before warm-up + min_duration";
+}
+
 }  // namespace
 }  // namespace tern

@@ -526,6 +526,12 @@ TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne)
   auto analysis = ctl({"rollout", "analysis", "web-2"});
   EXPECT_EQ(analysis.code, 0) << analysis.err;
   EXPECT_NE(analysis.out.find("errors"), std::string::npos) << analysis.out;
+  // The verdicts again, from the counts the coordinator stored.
+  auto replayed = ctl({"rollout", "analysis", "web-2", "--replay"});
+  EXPECT_EQ(replayed.code, 0) << replayed.err;
+  EXPECT_NE(replayed.out.find("wave 1"), std::string::npos) << replayed.out;
+  EXPECT_NE(replayed.out.find("FAIL"), std::string::npos) << replayed.out;
+  EXPECT_EQ(replayed.out.find("replayed 0 "), std::string::npos) << replayed.out;
   EXPECT_EQ(ro->analysis().verdict(), "FAIL") << "by its host's counts or by the wave's";
   ASSERT_EQ(ro->analysis().metrics_size(), 1);
   EXPECT_GT(ro->analysis().metrics(0).canary_bad(), 0u) << "the numbers that condemned it stay visible";
