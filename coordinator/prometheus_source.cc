@@ -16,6 +16,7 @@
 #include <mutex>
 #include <system_error>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -177,10 +178,7 @@ absl::StatusOr<SmallFile> read_small_file(const std::string& field, const std::s
     const int err = errno;
     return absl::FailedPreconditionError(absl::StrCat(field, " ", path, " cannot be read: ", errno_text(err)));
   }
-  std::unique_ptr<int, void (*)(int*)> closer(new int(fd), [](int* f) {
-    ::close(*f);
-    delete f;
-  });
+  absl::Cleanup closer = [fd] { ::close(fd); };
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     return absl::FailedPreconditionError(absl::StrCat(field, " ", path, " is not a regular file"));
@@ -463,8 +461,8 @@ absl::StatusOr<double> parse_query_answer(const std::string& json) {
 
 absl::StatusOr<PrometheusSource> PrometheusSource::create(PrometheusSourceConfig config, const Clock& clock) {
   init_curl_once();
-  while (absl::EndsWith(config.address, "/")) config.address.pop_back();
   if (auto st = check_address(config.address); !st.ok()) return st;
+  while (absl::EndsWith(config.address, "/")) config.address.pop_back();
   if (config.timeout <= Millis(0)) {
     return absl::InvalidArgumentError(absl::StrCat("timeout must be above 0, not ", config.timeout.count(), "ms"));
   }

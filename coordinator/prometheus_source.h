@@ -124,12 +124,24 @@ class PrometheusSource {
 
   // One interval of metric `name`: bad and total, each expanded with the
   // canary's and with the baseline's variables, all four evaluated at the
-  // same instant (the clock's now) so the pair covers the same window.
-  // Each answer is rounded to the nearest integer (half away from zero):
-  // increase() extrapolates, so counts may be off by a fraction of a
-  // request per scrape interval on either side, and bad may come out above
-  // total (the judge cuts it to the total). A negative answer is no data
-  // (a count never falls: delta() or a reset the query did not handle).
+  // same instant (the clock's now) so the pair covers the same window. (A
+  // clock ahead of Prometheus' asks about moments not scraped yet: both
+  // sides alike, but keep the clocks in sync.) Prometheus isolates one
+  // query from a scrape being written, not four: a scrape that commits
+  // between them, with a timestamp at or before that instant, counts in
+  // the later queries only. Rare (a scrape takes milliseconds of an
+  // interval of seconds), and it only moves counts between intervals.
+  //
+  // Each answer is rounded to the nearest integer (half away from zero).
+  // increase() is not an exact count: it takes the change between the
+  // first and the last sample inside the window (missing what happened
+  // between the last one before it and the first inside) and stretches it
+  // towards the window's edges by up to 1.1 average scrape intervals on
+  // each side; a 10s window scraped every 1s can read up to ~25% high, or a
+  // scrape's worth low. Both slots are scraped alike, which keeps their
+  // ratio; bad may come out above total (the judge cuts it to the total).
+  // A negative answer is no data (a count never falls: delta(), or a reset
+  // the query did not handle).
   //
   // The first query with no data or an error stops the rest: the result
   // has `no_data` set to which one and why, and zero counts. A status error
