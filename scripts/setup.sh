@@ -17,11 +17,31 @@ packages=(
   libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev nftables iptables iproute2 conntrack tar gzip
   python3 curl python3-grpcio python3-protobuf
   systemd ansible ansible-lint
+  prometheus
 )
 
 # shellcheck source=scripts/apt_install.sh
 . "$root/scripts/apt_install.sh"
+# prometheus is for tests/integration/prometheus_source_test.cc, which starts
+# its own server on a free port. The package enables and starts a system
+# service (systemd's, or its init script where systemd is not running); when
+# this script is what installs it, that service is stopped and disabled. A
+# prometheus installed before is left as it is.
+had_prometheus=0
+dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" && had_prometheus=1
 apt_install "${packages[@]}"
+if [ "$had_prometheus" = 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  else
+    [ -x /etc/init.d/prometheus ] && { $sudo /etc/init.d/prometheus stop >/dev/null 2>&1 || true; }
+    $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+    # Offline, this only removes the unit's links: no service on a later boot with systemd.
+    $sudo systemctl disable prometheus.service >/dev/null 2>&1 || true
+  fi
+fi
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   echo "==> configuring $build_dir"
