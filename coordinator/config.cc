@@ -35,6 +35,13 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
   m.get("insecure", cfg.insecure);
   m.get("trust_hello_labels", cfg.trust_hello_labels);
   read_tls(m, cfg.tls, /*client=*/false);
+  if (auto p = m.child("prometheus")) {
+    p->get("address", cfg.prometheus.address);
+    p->get("bearer_token_file", cfg.prometheus.bearer_token_file);
+    p->get("ca_file", cfg.prometheus.ca_file);
+    p->get("timeout", cfg.prometheus.timeout);
+    m.absorb(p->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));

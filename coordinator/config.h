@@ -38,6 +38,14 @@ struct CoordinatorConfig {
   // rollouts, kept for `ternctl rollout analysis --replay`.
   Millis analysis_samples_max_age{14LL * 24 * 3600 * 1000};
   int64_t analysis_samples_max_rows = 2'000'000;
+  // A Prometheus server for rollouts whose analysis.source is prometheus
+  // (`prometheus:` in the config); empty address: none.
+  struct Prometheus {
+    std::string address;
+    std::string bearer_token_file;
+    std::string ca_file;
+    Millis timeout{5'000};
+  } prometheus;
   // Mutual TLS: the coordinator's certificate and key, and the fleet CA that
   // signed agents' and operators' certificates. Required unless `insecure`.
   TlsFiles tls;

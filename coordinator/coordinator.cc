@@ -97,6 +97,16 @@ absl::Status Coordinator::open_state() {
   if (auto st = catalog_->load(); !st.ok()) return st;
   rollouts_ = std::make_unique<RolloutDriver>(clock_, loop_, *registry_, *catalog_, *commands_, *rollout_store_,
                                               metrics_);
+  if (!config_.prometheus.address.empty()) {
+    auto source = PrometheusSource::create(PrometheusSourceConfig{config_.prometheus.address,
+                                                                  config_.prometheus.bearer_token_file,
+                                                                  config_.prometheus.ca_file, config_.prometheus.timeout});
+    if (!source.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"prometheus\": ", source.status().message()));
+    }
+    rollouts_->set_prometheus(std::make_unique<PrometheusSource>(*std::move(source)));
+    spdlog::info("canary analysis may ask the Prometheus server at {}", config_.prometheus.address);
+  }
   fleet_ = std::make_unique<Fleet>(*registry_, *host_store_, *catalog_, *commands_, *rollouts_, epoch_, started_);
   return rollouts_->load();
 }

@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", heartbeat_interval, "heartbeat interval told to agents (e.g. 5s)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   app.add_option("--ready-file", ready_file, "write the bound addresses as JSON here once serving");
+  std::string prometheus;
+  app.add_option("--prometheus", prometheus,
+                 "Prometheus server for rollouts with analysis.source: prometheus (e.g. http://127.0.0.1:9090)");
   std::string tls_ca, tls_cert, tls_key;
   bool insecure = false;
   app.add_option("--tls-ca", tls_ca, "fleet CA certificate (PEM) that signed agents' and operators' certificates");
@@ -94,6 +97,7 @@ int main(int argc, char** argv) {
   if (insecure) cfg.insecure = true;
   if (app.count("--metrics-listen")) cfg.metrics_listen = metrics_listen;
   if (app.count("--database")) cfg.database = database;
+  if (app.count("--prometheus")) cfg.prometheus.address = prometheus;
   if (app.count("--log-level")) cfg.log_level = log_level;
   for (auto [flag, text, out] : {std::tuple{"--unreachable-after", &unreachable_after, &cfg.unreachable_after},
                                  std::tuple{"--heartbeat-interval", &heartbeat_interval, &cfg.heartbeat_interval}}) {

@@ -1,7 +1,7 @@
 #pragma once
 
 // Canary counts from a Prometheus server, for teams that run one
-// (design/canary-analysis.md, "Where the numbers come from", item 2). The
+// (docs/ARCHITECTURE.md, "Canary analysis"). The
 // coordinator asks /api/v1/query with query templates that return COUNTS
 // (not ratios), once with the canary's variables and once with the
 // baseline's, so the pair on each host is kept; every interval it turns the

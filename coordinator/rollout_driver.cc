@@ -13,6 +13,8 @@
 #include "core/label_selector.h"
 
 namespace tern {
+
+using google::protobuf::util::TimeUtil;
 namespace {
 
 tern::v1::HostRolloutState failure_state(const tern::v1::CommandResult& r) {
@@ -38,6 +40,128 @@ RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegi
       engine_(std::make_unique<RolloutEngine>(clock, effects())) {
   // Every verdict's counter exists from the start, so increase() sees the first.
   for (const char* v : {"PASS", "FAIL", "INCONCLUSIVE", "PROMOTED"}) analysis_verdict(v);
+}
+
+RolloutDriver::~RolloutDriver() {
+  {
+    std::lock_guard lock(prometheus_mu_);
+    prometheus_stop_ = true;
+  }
+  prometheus_cv_.notify_all();
+  if (prometheus_thread_.joinable()) prometheus_thread_.join();
+}
+
+void RolloutDriver::set_prometheus(std::unique_ptr<PrometheusSource> source) {
+  prometheus_ = std::move(source);
+  if (prometheus_ && !prometheus_thread_.joinable()) prometheus_thread_ = std::thread([this] { prometheus_worker(); });
+}
+
+namespace {
+
+// "ipv4:198.18.0.7:51234" -> "198.18.0.7"; "ipv6:[::1]:5" -> "[::1]".
+std::string peer_address(const std::string& peer) {
+  std::string p = peer;
+  for (const char* scheme : {"ipv4:", "ipv6:"}) {
+    if (p.rfind(scheme, 0) == 0) p = p.substr(std::string(scheme).size());
+  }
+  const auto colon = p.rfind(':');
+  return colon == std::string::npos ? p : p.substr(0, colon);
+}
+
+}  // namespace
+
+void RolloutDriver::ask_prometheus() {
+  if (!prometheus_ || prometheus_busy_) return;
+  const TimePoint now = clock_.now();
+  for (const auto* r : engine_->list()) {
+    if (!r->has_analysis() || r->spec().analysis().source() != "prometheus") continue;
+    if (r->wave_step() != tern::v1::WAVE_STEP_ANALYZING && r->analysis().verdict() != "PASS") continue;
+    if (r->phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r->phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
+    const int64_t interval_ms = std::max<int64_t>(100, TimeUtil::DurationToMilliseconds(r->spec().analysis().interval()));
+    auto& next = prometheus_next_[r->id()];
+    if (next == TimePoint{}) next = now + Millis(interval_ms);  // a whole window first
+    if (now < next) continue;
+    next = now + Millis(interval_ms);
+    const int64_t started_ms = TimeUtil::TimestampToMilliseconds(r->analysis().started());
+    std::vector<PromAsk> asks;
+    for (const auto& h : r->hosts()) {
+      if (h.wave() != r->current_wave() || h.state() != tern::v1::HOST_ROLLOUT_STATE_ON_NEW) continue;
+      // Which slot holds the canary, from what the host last reported.
+      uint32_t canary_port = 0, baseline_port = 0;
+      for (const auto& st : catalog_.host_services(h.host_id())) {
+        if (st.service() != r->spec().service()) continue;
+        for (const auto& slot : st.slots()) {
+          if (slot.active() && slot.release().version() == r->spec().release().version()) canary_port = slot.port();
+          else if (!slot.active()) baseline_port = slot.port();
+        }
+      }
+      if (canary_port == 0 || baseline_port == 0) continue;
+      const auto* entry = registry_.find(h.host_id());
+      PromAsk ask;
+      ask.host = h.host_id();
+      auto& s = ask.sample;
+      s.set_service(r->spec().service());
+      s.set_canary_version(r->spec().release().version());
+      s.set_baseline_version(h.previous_version());
+      s.set_weight(h.weight());
+      s.set_split_id(std::hash<std::string>()(absl::StrCat(r->id(), "/", r->current_wave())));
+      // From the wave's analysis start, so a restarted coordinator goes on
+      // numbering where the journal left off.
+      s.set_sequence(static_cast<uint64_t>(std::max<int64_t>(0, to_unix_millis(now) - started_ms) / interval_ms) + 1);
+      const int64_t since = to_unix_millis(now) - TimeUtil::TimestampToMilliseconds(h.updated());
+      *s.mutable_since_split() = TimeUtil::MillisecondsToDuration(std::max<int64_t>(0, since));
+      std::map<std::string, std::string> vars{{"host", h.host_id()},
+                                              {"address", entry ? peer_address(entry->record.peer) : std::string()},
+                                              {"interval", absl::StrCat(interval_ms, "ms")},
+                                              {"service", r->spec().service()}};
+      ask.canary_vars = vars;
+      ask.canary_vars["port"] = std::to_string(canary_port);
+      ask.canary_vars["slot"] = "canary";
+      ask.baseline_vars = std::move(vars);
+      ask.baseline_vars["port"] = std::to_string(baseline_port);
+      ask.baseline_vars["slot"] = "baseline";
+      asks.push_back(std::move(ask));
+    }
+    if (asks.empty()) continue;
+    {
+      std::lock_guard lock(prometheus_mu_);
+      prometheus_batch_.emplace(r->analysis_metrics(), std::move(asks));
+    }
+    prometheus_busy_ = true;
+    prometheus_cv_.notify_all();
+    return;  // one batch in flight; other rollouts at the next tick
+  }
+}
+
+void RolloutDriver::prometheus_worker() {
+  for (;;) {
+    std::pair<tern::v1::ServiceAnalysis, std::vector<PromAsk>> batch;
+    {
+      std::unique_lock lock(prometheus_mu_);
+      prometheus_cv_.wait(lock, [this] { return prometheus_stop_ || prometheus_batch_.has_value(); });
+      if (prometheus_stop_) return;
+      batch = std::move(*prometheus_batch_);
+      prometheus_batch_.reset();
+    }
+    std::vector<std::pair<std::string, tern::v1::AnalysisSample>> answers;
+    for (auto& ask : batch.second) {
+      for (const auto& m : batch.first.metrics()) {
+        auto counts = prometheus_->counts(m.name(), m.bad_query(), m.total_query(), ask.canary_vars, ask.baseline_vars);
+        if (counts.ok()) {
+          *ask.sample.add_metrics() = *std::move(counts);
+        } else {
+          auto* c = ask.sample.add_metrics();
+          c->set_name(m.name());
+          c->set_no_data(std::string(counts.status().message()));
+        }
+      }
+      answers.emplace_back(std::move(ask.host), std::move(ask.sample));
+    }
+    loop_.post([this, answers = std::move(answers)] {
+      prometheus_busy_ = false;
+      for (const auto& [host, sample] : answers) on_sample(host, sample);
+    });
+  }
 }
 
 Metrics::Value& RolloutDriver::analysis_verdict(const std::string& verdict) {
@@ -177,7 +301,8 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   // A wave that is judged: the agent counts the split it makes.
   if (const auto* h = engine_->host(id, host);
       h != nullptr && static_cast<int>(h->wave()) < r.spec().waves_size() &&
-      r.spec().waves(static_cast<int>(h->wave())).analyze() && effective_weight(weight) < 100) {
+      r.spec().waves(static_cast<int>(h->wave())).analyze() && effective_weight(weight) < 100 &&
+      r.spec().analysis().source() != "prometheus") {
     *d->mutable_analysis_interval() = r.spec().analysis().interval();
   }
   auto done = [this, id, host, r_service = r.spec().service(), version = release.version(),
@@ -367,6 +492,7 @@ void RolloutDriver::tick() {
   engine_->tick();
   count_active();
   export_analysis();
+  ask_prometheus();
 }
 
 absl::StatusOr<std::vector<PlanHost>> RolloutDriver::eligible_hosts(const tern::v1::ServiceRecord& svc,
@@ -438,6 +564,29 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::R
     return absl::FailedPreconditionError(absl::StrCat(
         "the rollout analyzes a wave, but service ", spec.service(), " names no analysis metrics: add analysis.metrics "
         "(and metrics_endpoint) to its spec (see examples/web.yaml), or start the rollout without analysis"));
+  }
+  if (analyzed) {
+    const bool from_prometheus = spec.analysis().source() == "prometheus";
+    if (from_prometheus && !prometheus_) {
+      return absl::FailedPreconditionError(
+          "the rollout's analysis.source is prometheus, but this coordinator has no Prometheus server: set "
+          "prometheus.address in its config (or --prometheus), or use source: agent");
+    }
+    for (const auto& m : svc->spec().analysis().metrics()) {
+      if (from_prometheus) {
+        for (const auto* q : {&m.bad_query(), &m.total_query()}) {
+          if (auto st = check_canary_query(*q); !st.ok() || q->empty()) {
+            return absl::FailedPreconditionError(absl::StrCat(
+                "metric ", m.name(), " of service ", spec.service(), " cannot be asked of Prometheus: ",
+                q->empty() ? std::string("it has no bad_query and total_query") : std::string(st.message())));
+          }
+        }
+      } else if (m.kind() == "ratio" && (m.bad().empty() || m.total().empty())) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "metric ", m.name(), " of service ", spec.service(),
+            " has only Prometheus queries: its agents cannot count it; use analysis.source: prometheus"));
+      }
+    }
   }
   auto r = engine_->start(id, spec, *plan, *release, prev, previous, svc->spec().analysis());
   if (!r.ok()) return r.status();

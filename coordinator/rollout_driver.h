@@ -7,6 +7,10 @@
 #include <set>
 #include <string>
 #include <vector>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
 
 #include "absl/status/status.h"
 #include "core/clock.h"
@@ -16,6 +20,7 @@
 #include "coordinator/host_registry.h"
 #include "coordinator/rollout_control.h"
 #include "coordinator/rollout_engine.h"
+#include "coordinator/prometheus_source.h"
 #include "coordinator/rollout_plan.h"
 #include "coordinator/rollout_store.h"
 #include "coordinator/service_catalog.h"
@@ -38,6 +43,12 @@ class RolloutDriver final : public RolloutControl {
  public:
   RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegistry& registry, ServiceCatalog& catalog,
                 HostCommands& commands, RolloutStore& store, Metrics& metrics);
+  ~RolloutDriver() override;
+
+  // The Prometheus server of rollouts whose analysis.source is prometheus:
+  // every analysis interval the driver asks it, off the loop, for each host
+  // on the canary, and feeds the answers to the engine as an agent's counts.
+  void set_prometheus(std::unique_ptr<PrometheusSource> source);
 
   // Reads the rollouts that were not finished from the journal; resume()
   // then hands them back to the engine (on the loop, once hosts may dial in).
@@ -133,6 +144,24 @@ class RolloutDriver final : public RolloutControl {
     uint32_t weight = 100;
   };
   std::map<std::string, OwedDeploy> owed_deploys_;
+
+  // The Prometheus source: one batch of queries in flight at a time, on
+  // its own thread; the answers come back to the loop as samples.
+  struct PromAsk {
+    std::string host;
+    tern::v1::AnalysisSample sample;  // everything but the metrics
+    std::map<std::string, std::string> canary_vars, baseline_vars;
+  };
+  void ask_prometheus();
+  void prometheus_worker();
+  std::unique_ptr<PrometheusSource> prometheus_;
+  std::map<std::string, TimePoint> prometheus_next_;  // rollout id -> next ask
+  std::thread prometheus_thread_;
+  std::mutex prometheus_mu_;
+  std::condition_variable prometheus_cv_;
+  std::optional<std::pair<tern::v1::ServiceAnalysis, std::vector<PromAsk>>> prometheus_batch_;  // guarded
+  bool prometheus_busy_ = false;  // loop thread only
+  bool prometheus_stop_ = false;  // guarded
 };
 
 }  // namespace tern

@@ -65,6 +65,9 @@ absl::Status validate_analysis_policy(const tern::v1::RolloutSpec& spec) {
   if (a.has_max_duration() && a.has_interval() && ms(a.max_duration()) < ms(a.interval())) {
     return field_error("analysis.max_duration", "must be at least one interval");
   }
+  if (!a.source().empty() && a.source() != "agent" && a.source() != "prometheus") {
+    return field_error("analysis.source", absl::StrCat("\"", a.source(), "\" must be agent or prometheus"));
+  }
   if (a.confidence() != 0 && (a.confidence() < 0.5 || a.confidence() >= 1)) {
     return field_error("analysis.confidence",
                        absl::StrCat(a.confidence(), " is not in [0.5, 1): it is 1 - the false-alarm rate, e.g. 0.99"));
@@ -144,6 +147,7 @@ absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml
     double confidence = 0;
     a->get("confidence", confidence);
     ap->set_confidence(confidence);
+    a->get("source", *ap->mutable_source());
     std::string on_fail;
     a->get("on_fail", on_fail);
     if (on_fail == "rollback") ap->set_on_fail(tern::v1::ON_FAILURE_ROLLBACK);
@@ -190,6 +194,7 @@ void apply_rollout_defaults(tern::v1::RolloutSpec& spec) {
   if (!a->has_max_duration()) *a->mutable_max_duration() = TimeUtil::MillisecondsToDuration(1'800'000);
   if (a->confidence() == 0) a->set_confidence(0.99);
   if (a->on_fail() == tern::v1::ON_FAILURE_UNSPECIFIED) a->set_on_fail(tern::v1::ON_FAILURE_ROLLBACK);
+  if (a->source().empty()) a->set_source("agent");
 }
 
 absl::StatusOr<std::vector<tern::v1::Wave>> parse_wave_list(absl::string_view text) {

@@ -102,7 +102,20 @@ absl::Status validate_analysis(const tern::v1::ServiceSpec& spec) {
       return field_error(f + ".name", absl::StrCat("\"", am.name(), "\" must be 1-32 lower-case letters, digits or '-'"));
     }
     if (!names.insert(am.name()).second) return field_error(f + ".name", absl::StrCat("\"", am.name(), "\" is used twice"));
-    if (am.kind() == "ratio") {
+    if (am.bad_query().empty() != am.total_query().empty()) {
+      return field_error(f + (am.bad_query().empty() ? ".bad_query" : ".total_query"),
+                         "bad_query and total_query go together (the Prometheus source asks both)");
+    }
+    for (const auto* q : {&am.bad_query(), &am.total_query()}) {
+      if (q->size() > 4096) return field_error(f + ".bad_query", "a query template is at most 4096 characters");
+    }
+    const bool queries = !am.bad_query().empty();
+    if (queries && am.kind() != "ratio") {
+      return field_error(f + ".bad_query", "queries count bad and total requests: give kind: ratio");
+    }
+    if (am.kind() == "ratio" && queries && am.bad().empty() && am.total().empty()) {
+      // Counted by a Prometheus server only.
+    } else if (am.kind() == "ratio") {
       if (am.bad().empty()) return field_error(f + ".bad", "a ratio metric needs the selector of its bad requests");
       if (am.total().empty()) {
         return field_error(f + ".total", "a ratio metric needs the selector of all its requests (the denominator)");
@@ -257,6 +270,8 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
       x.get("bad", *am->mutable_bad());
       x.get("total", *am->mutable_total());
       x.get("histogram", *am->mutable_histogram());
+      x.get("bad_query", *am->mutable_bad_query());
+      x.get("total_query", *am->mutable_total_query());
       double d = 0;
       x.get("quantile", d), am->set_quantile(d), d = 0;
       x.get("threshold", d), am->set_threshold(d), d = 0;

@@ -40,6 +40,23 @@ TEST(CoordinatorConfigTest, RetentionOfTheAuditTrailAndHostHistories) {
   EXPECT_NE(bad.status().message().find("audit_max_rows"), absl::string_view::npos) << bad.status();
 }
 
+TEST(CoordinatorConfigTest, AnalysisSamplesRetentionAndThePrometheusServer) {
+  testing::TempDir dir;
+  auto cfg = load_coordinator_config(dir.write(
+      "c.yaml", "analysis_samples_max_age: 48h\nanalysis_samples_max_rows: 10\n"
+                "prometheus: {address: 'http://127.0.0.1:9090', bearer_token_file: /t, timeout: 2s}\n"));
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_EQ(cfg->analysis_samples_max_age, Millis(48LL * 3'600'000));
+  EXPECT_EQ(cfg->analysis_samples_max_rows, 10);
+  EXPECT_EQ(cfg->prometheus.address, "http://127.0.0.1:9090");
+  EXPECT_EQ(cfg->prometheus.bearer_token_file, "/t");
+  EXPECT_EQ(cfg->prometheus.timeout, Millis(2'000));
+  EXPECT_TRUE(load_coordinator_config(dir.write("d.yaml", "")).value().prometheus.address.empty()) << "none by default";
+  auto bad = load_coordinator_config(dir.write("b.yaml", "prometheus: {adress: x}\n"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("adress"), absl::string_view::npos) << bad.status();
+}
+
 TEST(CoordinatorConfigTest, BadInputNamesFileAndKey) {
   struct Case {
     const char* yaml;

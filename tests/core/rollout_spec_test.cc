@@ -131,6 +131,7 @@ analysis: {interval: 5s}
   EXPECT_EQ(a.max_duration().seconds(), 1800);
   EXPECT_DOUBLE_EQ(a.confidence(), 0.99);
   EXPECT_EQ(a.on_fail(), tern::v1::ON_FAILURE_ROLLBACK);
+  EXPECT_EQ(a.source(), "agent") << "each host's agent counts, by default";
 
   auto chosen = parse_rollout_spec(R"(
 service: web
@@ -156,6 +157,7 @@ TEST(RolloutSpecTest, BadAnalysisIsRefusedNamingTheFieldAndTheReason) {
       {"waves: [{hosts: 1, weight: 10}]\nanalysis: {min_duration: 10m, max_duration: 5m}\n", "analysis.max_duration"},
       {"waves: [{hosts: 1, weight: 10}]\nanalysis: {confidence: 1.5}\n", "analysis.confidence"},
       {"waves: [{hosts: 1, weight: 10}]\nanalysis: {on_fail: explode}\n", "analysis.on_fail"},
+      {"waves: [{hosts: 1, weight: 10}]\nanalysis: {source: datadog}\n", "analysis.source: \"datadog\" must be agent or prometheus"},
       {"waves: [{hosts: 1, weight: 10}]\nanalysis: {surprise: 1}\n", "unknown key"},
   };
   for (const auto& [yaml, expect] : cases) {

@@ -74,6 +74,15 @@ analysis:
   EXPECT_DOUBLE_EQ(spec->analysis().metrics(2).threshold(), 0.25);
   EXPECT_DOUBLE_EQ(spec->analysis().metrics(2).max_ratio(), 2);
 
+  auto queried = parse_service_spec(std::string(kGood) + R"(
+analysis:
+  metrics:
+    - {name: errors, kind: ratio, bad_query: 'sum(increase(x{instance="{address}:{port}",code="500"}[{interval}]))',
+       total_query: 'sum(increase(x{instance="{address}:{port}"}[{interval}]))'}
+)", "web.yaml");
+  ASSERT_TRUE(queried.ok()) << queried.status() << ": a Prometheus-only ratio needs no selectors";
+  EXPECT_NE(queried->analysis().metrics(0).bad_query().find("{port}"), std::string::npos);
+
   auto plain = parse_service_spec(kGood, "web.yaml");
   ASSERT_TRUE(plain.ok());
   EXPECT_FALSE(plain->has_metrics_endpoint()) << "no analysis, nothing filled in";
@@ -136,6 +145,12 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
             "analysis: {metrics: [{name: e, kind: ratio, bad: b, total: t, pass_below: lots}]}\n",
             "expected a number"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: e, kind: ratio, bad_query: 'sum(x{port=\"{port}\"})'}]}\n",
+            "analysis.metrics[0].total_query: bad_query and total_query go together"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "analysis: {metrics: [{name: e, kind: latency, histogram: h, bad_query: a, total_query: b}]}\n",
+            "give kind: ratio"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nmetrics_endpoint: {port: admin}\n",
             "metrics_endpoint.port: \"admin\" is not the name"}));
 

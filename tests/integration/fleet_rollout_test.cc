@@ -130,14 +130,13 @@ class FleetRolloutTest : public ::testing::Test {
     return ok ? canaries : std::vector<int>{};
   }
 
-  void start_coordinator(const std::string& listen) {
+  void start_coordinator(const std::string& listen, const std::vector<std::string>& extra = {}) {
     std::filesystem::remove(dir_.file("ready.json"));
-    coordinator_ = std::make_unique<Process>(
-        TERN_COORDINATOR_BIN,
-        std::vector<std::string>{"--insecure", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
-                                 dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
-                                 "--heartbeat-interval", "200ms", "--unreachable-after", "2s"},
-        dir_.file("coordinator.log"));
+    std::vector<std::string> args{"--insecure", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--database",
+                                  dir_.file("coordinator.db"), "--ready-file", dir_.file("ready.json"),
+                                  "--heartbeat-interval", "200ms", "--unreachable-after", "2s"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    coordinator_ = std::make_unique<Process>(TERN_COORDINATOR_BIN, args, dir_.file("coordinator.log"));
     ASSERT_TRUE(eventually([&] { return std::filesystem::exists(dir_.file("ready.json")); }))
         << coordinator_->log();
     const std::string ready = read_file(dir_.file("ready.json"));
@@ -627,6 +626,79 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidAnalysisResumesTheSameTest) {
   ASSERT_TRUE(ro);
   EXPECT_EQ(ro->analysis().verdict(), "PASS");
   EXPECT_TRUE(all_on("v2"));
+}
+
+// The counts from a real Prometheus server instead of the agents: it
+// scrapes every slot of the fleet, and the coordinator asks it for each
+// canary host's errors and requests, green's port against blue's.
+TEST_F(FleetRolloutTest, CanaryAnalysisFromARealPrometheusRejectsAnErroringCanary) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  std::string bin;
+  if (const char* env = std::getenv("TERN_PROMETHEUS_BIN"); env != nullptr && *env != 0) bin = env;
+  for (const char* p : {"/usr/bin/prometheus", "/usr/local/bin/prometheus"}) {
+    if (bin.empty() && std::filesystem::exists(p)) bin = p;
+  }
+  if (bin.empty()) GTEST_SKIP() << "prometheus is not installed (scripts/setup.sh installs it)";
+  std::string targets;
+  for (int i = 0; i < kHosts; ++i) {
+    for (const char* port : {"9001", "9002"}) targets += "'" + ip(i) + ":" + port + "', ";
+  }
+  std::ofstream(dir_.file("prometheus.yml")) << "global: {scrape_interval: 500ms, scrape_timeout: 400ms}\n"
+                                             << "scrape_configs:\n  - job_name: slots\n    static_configs:\n"
+                                             << "      - targets: [" << targets << "]\n";
+  Process prometheus(bin,
+                     {"--config.file=" + dir_.file("prometheus.yml"), "--storage.tsdb.path=" + dir_.file("tsdb"),
+                      "--web.listen-address=127.0.0.1:0"},
+                     dir_.file("prometheus.log"));
+  std::string prom;
+  ASSERT_TRUE(eventually([&] {
+    const std::string log = prometheus.log();
+    const std::string mark = "msg=\"Listening on\" address=";
+    const auto k = log.find(mark);
+    if (k == std::string::npos) return false;
+    prom = log.substr(k + mark.size(), log.find_first_of(" \n", k + mark.size()) - k - mark.size());
+    return true;
+  })) << prometheus.log();
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait();
+  start_coordinator(address_, {"--prometheus", "http://" + prom});
+  ASSERT_TRUE(eventually([&] {
+    auto r = ctl({"hosts", "-o", "json"});
+    int connected = 0;
+    for (std::size_t p = 0; (p = r.out.find("HOST_STATE_CONNECTED", p)) != std::string::npos; ++p) ++connected;
+    return connected == kHosts;
+  }, std::chrono::seconds(30))) << read_file(dir_.file("coordinator.log"));
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string on = "instance=\"{address}:{port}\"";
+  std::ofstream(dir_.file("web-prom.yaml"))
+      << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, green: 9002}]\n"
+      << "argv: [\"{release_dir}/app\", \"--port\", \"{port}\", \"--version\", \"{version}\", \"--drain\", \"200ms\"]\n"
+      << "health: {http: {path: /healthz}, interval: 100ms, timeout: 1s, healthy_deadline: 4s}\n"
+      << "drain: 1s\ngrace: 2s\nkeep_warm: true\n"
+      << "analysis:\n  metrics:\n    - name: errors\n      kind: ratio\n"
+      << "      bad_query: 'sum(increase(http_requests_total{" << on << ",code=~\"5..\"}[{interval}])) or 0 * "
+      << "sum(increase(http_requests_total{" << on << "}[{interval}]))'\n"
+      << "      total_query: 'sum(increase(http_requests_total{" << on << "}[{interval}]))'\n";
+  r = ctl({"service", "apply", "-f", dir_.file("web-prom.yaml")});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_EQ(ctl({"artifact", "push", errors_bundle_, "--service", "web", "--version", "bad"}).code, 0);
+  std::ofstream(dir_.file("rollout-prom.yaml"))
+      << "service: web\nrelease: bad\nwaves: [{hosts: 1, weight: 50, analyze: true}, {percent: 100}]\n"
+      << "analysis: {source: prometheus, interval: 2s, warmup: 2s, min_duration: 10s, max_duration: 2m}\n";
+  start_load();
+  r = ctl({"rollout", "start", "-f", dir_.file("rollout-prom.yaml"), "--watch", "--wait", "3m"});
+  stop_load();
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  auto ro = rollout("web-2");
+  ASSERT_TRUE(ro);
+  EXPECT_EQ(ro->phase(), tern::v1::ROLLOUT_PHASE_ROLLED_BACK)
+      << ctl({"rollout", "history", "web-2"}).out << read_file(dir_.file("coordinator.log"));
+  EXPECT_EQ(ro->analysis().verdict(), "FAIL") << ro->analysis().message();
+  ASSERT_EQ(ro->analysis().metrics_size(), 1);
+  EXPECT_GT(ro->analysis().metrics(0).canary_bad(), 0u) << "counted by Prometheus";
+  EXPECT_GT(ro->analysis().metrics(0).baseline_total(), 0u);
+  EXPECT_TRUE(eventually([&] { return all_on("v1"); }));
 }
 
 }  // namespace
