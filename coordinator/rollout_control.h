@@ -30,7 +30,8 @@ class RolloutControl {
   virtual void unwatch(uint64_t token) = 0;
   // The current wave's analysis and, with `replay`, every analyzed wave's
   // verdicts recomputed from the stored counts (replay_wave).
-  virtual absl::StatusOr<tern::v1::RolloutAnalysisReport> rollout_analysis(const std::string& id, bool replay) = 0;
+  virtual absl::StatusOr<tern::v1::RolloutAnalysisReport> rollout_analysis(const std::string& id, bool replay,
+                                                                           const std::string& host) = 0;
   // The current wave's analysis runs `by` longer (RolloutEngine::extend_analysis).
   virtual absl::StatusOr<tern::v1::Rollout> extend_rollout(const std::string& id, uint64_t generation, Millis by,
                                                            const std::string& reason) = 0;

@@ -643,11 +643,17 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::extend_rollout(const std::strin
   return r;
 }
 
-absl::StatusOr<tern::v1::RolloutAnalysisReport> RolloutDriver::rollout_analysis(const std::string& id, bool replay) {
+absl::StatusOr<tern::v1::RolloutAnalysisReport> RolloutDriver::rollout_analysis(const std::string& id, bool replay,
+                                                                                const std::string& host) {
   auto r = get_rollout(id);
   if (!r.ok()) return r.status();
   tern::v1::RolloutAnalysisReport report;
   if (r->has_analysis()) *report.mutable_current() = r->analysis();
+  if (!host.empty()) {
+    auto mine = engine_->host_analysis(id, host);
+    if (!mine.ok()) return mine.status();
+    for (auto& m : *mine) *report.add_host_metrics() = std::move(m);
+  }
   if (!replay) return report;
   for (int w = 0; w < r->spec().waves_size(); ++w) {
     if (!r->spec().waves(w).analyze()) continue;

@@ -82,7 +82,8 @@ class RolloutDriver final : public RolloutControl {
   void unwatch(uint64_t token) override;
   absl::StatusOr<tern::v1::Rollout> extend_rollout(const std::string& id, uint64_t generation, Millis by,
                                                    const std::string& reason) override;
-  absl::StatusOr<tern::v1::RolloutAnalysisReport> rollout_analysis(const std::string& id, bool replay) override;
+  absl::StatusOr<tern::v1::RolloutAnalysisReport> rollout_analysis(const std::string& id, bool replay,
+                                                                   const std::string& host) override;
 
   // One interval of a canary's counts from `host` (AgentMessage.sample).
   void on_sample(const std::string& host, const tern::v1::AnalysisSample& sample);

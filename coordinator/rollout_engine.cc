@@ -864,6 +864,20 @@ WaveAnalysis::Taken RolloutEngine::on_sample(const std::string& host, const tern
   return taken;
 }
 
+absl::StatusOr<std::vector<tern::v1::MetricVerdict>> RolloutEngine::host_analysis(const std::string& id,
+                                                                                  const std::string& host) const {
+  auto it = rollouts_.find(id);
+  if (it == rollouts_.end() || !it->second.analysis) {
+    return absl::NotFoundError(absl::StrCat("rollout ", id, " is not analyzing a wave now"));
+  }
+  auto verdicts = it->second.analysis->host_verdicts(host);
+  if (verdicts.empty()) {
+    return absl::NotFoundError(absl::StrCat(host, " has no counts in rollout ", id, "'s current analysis (not in the "
+                                            "wave, still warming up, or failed and flipped back)"));
+  }
+  return verdicts;
+}
+
 absl::StatusOr<Rollout> RolloutEngine::extend_analysis(const std::string& id, uint64_t generation, Millis by,
                                                        const std::string& reason) {
   Entry* e = entry_of(id);

@@ -94,6 +94,10 @@ class RolloutEngine {
   // Moves the current wave's analysis horizon `by` further (an inconclusive
   // wave that paused runs on). FAILED_PRECONDITION when the wave is not
   // being analyzed or the generation is stale.
+  // `host`'s own test in the current wave's analysis, per metric; NOT_FOUND
+  // when the wave is not analyzed or the host has no counts in it.
+  absl::StatusOr<std::vector<tern::v1::MetricVerdict>> host_analysis(const std::string& id,
+                                                                     const std::string& host) const;
   absl::StatusOr<tern::v1::Rollout> extend_analysis(const std::string& id, uint64_t generation, Millis by,
                                                     const std::string& reason);
 

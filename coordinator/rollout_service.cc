@@ -76,7 +76,7 @@ grpc::ServerUnaryReactor* RolloutServiceImpl::GetRolloutAnalysis(grpc::CallbackS
                                                                  const tern::v1::GetRolloutAnalysisRequest* req,
                                                                  tern::v1::RolloutAnalysisReport* resp) {
   return serve_unary(ctx, auth_, loop_, Rpc::kGetRolloutAnalysis, [this, req, resp]() -> absl::Status {
-    auto report = control_.rollout_analysis(req->id(), req->replay());
+    auto report = control_.rollout_analysis(req->id(), req->replay(), req->host());
     if (!report.ok()) return report.status();
     *resp = *std::move(report);
     return absl::OkStatus();

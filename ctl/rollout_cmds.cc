@@ -44,6 +44,7 @@ struct RolloutFlags {
   std::string id, reason;
   std::string extend_by;
   bool replay = false;
+  std::string host;
   uint64_t generation = 0;
   bool active_only = false;
 };
@@ -57,6 +58,9 @@ int outcome_code(tern::v1::RolloutPhase p) {
   }
 }
 
+void print_metric_verdicts(const google::protobuf::RepeatedPtrField<tern::v1::MetricVerdict>& metrics,
+                           std::ostream& out);
+
 // A wave's canary analysis: the verdict, then per metric green's and blue's
 // counts, the ratio of their rates with its interval, and the judge's words.
 void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
@@ -68,9 +72,14 @@ void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
   }
   out << ")\n";
   if (!a.message().empty()) out << "  " << a.message() << "\n";
-  if (a.metrics_size() == 0) return;
+  print_metric_verdicts(a.metrics(), out);
+}
+
+void print_metric_verdicts(const google::protobuf::RepeatedPtrField<tern::v1::MetricVerdict>& metrics,
+                           std::ostream& out) {
+  if (metrics.empty()) return;
   Table t({"METRIC", "VERDICT", "GREEN/BLUE", "INTERVAL", "GREEN BAD/TOTAL", "BLUE BAD/TOTAL", "THRESHOLD"});
-  for (const auto& m : a.metrics()) {
+  for (const auto& m : metrics) {
     t.add({m.name(), m.verdict(), absl::StrFormat("%.2fx", m.ratio()),
            absl::StrFormat("%.2f-%.2f", m.ratio_low(), m.ratio_high()),
            absl::StrCat(m.canary_bad(), "/", m.canary_total()), absl::StrCat(m.baseline_bad(), "/", m.baseline_total()),
@@ -378,8 +387,19 @@ int cmd_rollout_extend(const CtlContext& c, const std::string& id, const std::st
   return c.show(what, &RolloutStub::ExtendRollout, req, print);
 }
 
-int cmd_rollout_analysis(const CtlContext& c, const std::string& id, bool replay) {
+int cmd_rollout_analysis(const CtlContext& c, const std::string& id, bool replay, const std::string& host) {
   const std::string what = absl::StrCat("rollout analysis ", id);
+  if (!host.empty() && !replay) {
+    tern::v1::GetRolloutAnalysisRequest req;
+    req.set_id(id);
+    req.set_host(host);
+    auto print = [&](const tern::v1::RolloutAnalysisReport& rep) {
+      c.out << host << " in the analysis of wave " << rep.current().wave() + 1 << ", on its own counts:\n";
+      print_metric_verdicts(rep.host_metrics(), c.out);
+      for (const auto& m : rep.host_metrics()) c.out << "  " << m.name() << ": " << m.reason() << "\n";
+    };
+    return c.show(what, &RolloutStub::GetRolloutAnalysis, req, print);
+  }
   if (replay) {
     tern::v1::GetRolloutAnalysisRequest req;
     req.set_id(id);
@@ -454,12 +474,13 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   auto* analysis = rollout->add_subcommand("analysis", "the current wave's canary analysis: verdicts and counts");
   analysis->add_option("id", f->id, "rollout id")->required();
   analysis->add_flag("--replay", f->replay, "recompute every verdict of every analyzed wave from the stored counts");
+  analysis->add_option("--host", f->host, "one host's own counts and verdicts in the current wave");
   auto* extend = rollout->add_subcommand("extend", "judge the current wave's canary longer (the same test)");
   extend->add_option("id", f->id, "rollout id")->required();
   extend->add_option("duration", f->extend_by, "how much longer, e.g. 15m")->required();
   extend->add_option("--generation", f->generation, "refuse unless the rollout is at this generation (default: current)");
   extend->add_option("--reason", f->reason, "recorded in the history");
-  cmds.push_back({analysis, [f](const CtlContext& c) { return cmd_rollout_analysis(c, f->id, f->replay); }});
+  cmds.push_back({analysis, [f](const CtlContext& c) { return cmd_rollout_analysis(c, f->id, f->replay, f->host); }});
   cmds.push_back({extend, [f](const CtlContext& c) {
                     return cmd_rollout_extend(c, f->id, f->extend_by, f->generation, f->reason);
                   }});

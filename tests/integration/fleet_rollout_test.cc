@@ -600,12 +600,22 @@ TEST_F(FleetRolloutTest, ACoordinatorKilledMidAnalysisResumesTheSameTest) {
   r = ctl({"rollout", "start", "-f", path});
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   uint64_t before = 0;
+  std::string canary;
   ASSERT_TRUE(eventually([&] {
     auto ro = rollout("web-2");
     if (!ro || ro->wave_step() != tern::v1::WAVE_STEP_ANALYZING) return false;
     before = ro->analysis().intervals();
+    for (const auto& h : ro->hosts()) {
+      if (h.state() == tern::v1::HOST_ROLLOUT_STATE_ON_NEW) canary = h.host_id();
+    }
     return before >= 5;
   }, std::chrono::seconds(60))) << ctl({"rollout", "history", "web-2"}).out;
+  // One host's own test, as the operator sees it.
+  auto mine = ctl({"rollout", "analysis", "web-2", "--host", canary});
+  EXPECT_EQ(mine.code, 0) << mine.err;
+  EXPECT_NE(mine.out.find(canary + " in the analysis of wave 1"), std::string::npos) << mine.out;
+  EXPECT_NE(mine.out.find("errors"), std::string::npos) << mine.out;
+  EXPECT_EQ(ctl({"rollout", "analysis", "web-2", "--host", "host-nobody"}).code, 4) << "not found";
   coordinator_->signal(SIGKILL);
   coordinator_->wait();
   start_coordinator(address_);
