@@ -27,6 +27,8 @@ namespace {
 
 using google::protobuf::util::TimeUtil;
 using RolloutStub = tern::v1::RolloutService::Stub;
+using RolloutMethod = grpc::Status (RolloutStub::*)(grpc::ClientContext*, const tern::v1::RolloutCommandRequest&,
+                                                    tern::v1::Rollout*);
 
 // The flags of every rollout subcommand; each reads the ones it has.
 struct RolloutFlags {
@@ -337,11 +339,11 @@ int cmd_rollout_history(const CtlContext& c, const std::string& id) {
   return c.show(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, print);
 }
 
-int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
-                        const std::string& reason) {
-  const std::string what = absl::StrCat("rollout ", verb, " ", id);
+// A command on rollout `id`, fenced on `generation` (0: on what the rollout
+// is now), with `extend_by` for extend; prints the rollout it leaves.
+int send_rollout_command(const CtlContext& c, const std::string& what, const std::string& id, uint64_t generation,
+                         const std::string& reason, RolloutMethod method, std::optional<Millis> extend_by = {}) {
   if (generation == 0) {
-    // No fence given: fence on what the rollout is now.
     tern::v1::GetRolloutRequest g;
     g.set_id(id);
     tern::v1::Rollout cur;
@@ -353,13 +355,19 @@ int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std:
   req.set_id(id);
   req.set_generation(generation);
   req.set_reason(reason);
-  const auto method = verb == "pause"     ? &RolloutStub::PauseRollout
-                      : verb == "resume"  ? &RolloutStub::ResumeRollout
-                      : verb == "promote" ? &RolloutStub::PromoteRollout
-                      : verb == "abort"   ? &RolloutStub::AbortRollout
-                                          : &RolloutStub::RollbackRollout;
+  if (extend_by) *req.mutable_extend_by() = TimeUtil::MillisecondsToDuration(extend_by->count());
   auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
   return c.show(what, method, req, print);
+}
+
+int cmd_rollout_command(const CtlContext& c, const std::string& verb, const std::string& id, uint64_t generation,
+                        const std::string& reason) {
+  const RolloutMethod method = verb == "pause"     ? &RolloutStub::PauseRollout
+                               : verb == "resume"  ? &RolloutStub::ResumeRollout
+                               : verb == "promote" ? &RolloutStub::PromoteRollout
+                               : verb == "abort"   ? &RolloutStub::AbortRollout
+                                                   : &RolloutStub::RollbackRollout;
+  return send_rollout_command(c, absl::StrCat("rollout ", verb, " ", id), id, generation, reason, method);
 }
 
 int cmd_rollout_extend(const CtlContext& c, const std::string& id, const std::string& by, uint64_t generation,
@@ -370,21 +378,7 @@ int cmd_rollout_extend(const CtlContext& c, const std::string& id, const std::st
     c.err << "ternctl: " << what << ": " << d.status().message() << " (e.g. 15m)\n";
     return kExitUsage;
   }
-  if (generation == 0) {
-    tern::v1::GetRolloutRequest g;
-    g.set_id(id);
-    tern::v1::Rollout cur;
-    const int rc = c.call(what, &RolloutStub::GetRollout, g, cur);
-    if (rc != kExitOk) return rc;
-    generation = cur.generation();
-  }
-  tern::v1::RolloutCommandRequest req;
-  req.set_id(id);
-  req.set_generation(generation);
-  req.set_reason(reason);
-  *req.mutable_extend_by() = TimeUtil::MillisecondsToDuration(d->count());
-  auto print = [&](const tern::v1::Rollout& r) { print_rollout(r, c.out); };
-  return c.show(what, &RolloutStub::ExtendRollout, req, print);
+  return send_rollout_command(c, what, id, generation, reason, &RolloutStub::ExtendRollout, *d);
 }
 
 int cmd_rollout_analysis(const CtlContext& c, const std::string& id, bool replay, const std::string& host) {
