@@ -686,6 +686,11 @@ void RolloutDriver::on_sample(const std::string& host, const tern::v1::AnalysisS
     spdlog::warn("host {}: analysis counts for {} name other metrics than the rollout's; not counted", host,
                  sample.service());
   }
+  if (taken == WaveAnalysis::Taken::kImplausible) {
+    spdlog::warn("host {}: analysis counts for {} are implausible (more bad requests than requests, or over {} in "
+                 "one interval); not counted",
+                 host, sample.service(), WaveAnalysis::kMaxRequestsPerInterval);
+  }
   if (taken != WaveAnalysis::Taken::kCounted && taken != WaveAnalysis::Taken::kWarmingUp) return;
   samples_.push_back({id, wave, host, to_unix_millis(clock_.now()), sample});
   journal_answer(id);

@@ -53,7 +53,14 @@ JudgePolicy WaveAnalysis::policy_for(const tern::v1::AnalysisMetric& m, double a
 WaveAnalysis::Taken WaveAnalysis::add(const std::string& host, const tern::v1::AnalysisSample& s) {
   if (s.metrics_size() != metrics_.metrics_size()) return Taken::kMismatch;
   for (int i = 0; i < s.metrics_size(); ++i) {
-    if (s.metrics(i).name() != metrics_.metrics(i).name()) return Taken::kMismatch;
+    const auto& c = s.metrics(i);
+    if (c.name() != metrics_.metrics(i).name()) return Taken::kMismatch;
+    // No host serves this many requests in one interval: one that claims to
+    // would outweigh the whole wave in the pooled test.
+    if (c.canary_total() > kMaxRequestsPerInterval || c.baseline_total() > kMaxRequestsPerInterval ||
+        c.canary_bad() > c.canary_total() || c.baseline_bad() > c.baseline_total()) {
+      return Taken::kImplausible;
+    }
   }
   HostTests& h = hosts_[host];
   if (h.split_id != s.split_id()) {

@@ -30,7 +30,10 @@ class WaveAnalysis {
  public:
   WaveAnalysis(tern::v1::ServiceAnalysis metrics, const tern::v1::AnalysisPolicy& policy, uint32_t wave_hosts);
 
-  enum class Taken { kCounted, kWarmingUp, kStale, kMismatch };
+  enum class Taken { kCounted, kWarmingUp, kStale, kMismatch, kImplausible };
+  // Counts per side and interval past which a sample is refused
+  // (kImplausible), as are more bad requests than requests.
+  static constexpr uint64_t kMaxRequestsPerInterval = 100'000'000;
   // `sample` from `host`. kMismatch when its metrics are not the spec's (a
   // spec applied mid-wave): nothing is counted.
   Taken add(const std::string& host, const tern::v1::AnalysisSample& sample);

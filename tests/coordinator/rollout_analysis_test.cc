@@ -249,6 +249,9 @@ TEST_F(RolloutAnalysisTest, SamplesThatDoNotBelongAreNotCounted) {
   other.set_canary_version("2");
   other.mutable_metrics(0)->set_name("latency");
   EXPECT_EQ(engine_.on_sample("h0", other), WaveAnalysis::Taken::kMismatch);
+  EXPECT_EQ(interval("h0", 1'000'000'000, 0, 0), WaveAnalysis::Taken::kImplausible)
+      << "one host cannot outweigh the wave with made-up totals";
+  EXPECT_EQ(interval("h0", 10, 20, 0), WaveAnalysis::Taken::kImplausible) << "more bad than requests";
   sequences_["h0"] = 1;
   EXPECT_EQ(interval("h0", 1000, 0, 0), WaveAnalysis::Taken::kWarmingUp);
   sequences_["h0"] = 1;
