@@ -777,6 +777,8 @@ void RolloutEngine::judge(Entry& e) {
   for (const auto& m : v.metrics) *a->add_metrics() = m;
   a->set_hosts_counted(v.hosts_counted);
   a->set_intervals(v.intervals);
+  a->set_canary_share(v.canary_share);
+  a->set_expected_share(v.expected_share);
   a->set_message(v.summary);
   const std::string wave = absl::StrCat("wave ", r.current_wave() + 1);
   auto act_on_fail = [&] {

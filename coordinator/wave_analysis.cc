@@ -75,6 +75,10 @@ WaveAnalysis::Taken WaveAnalysis::add(const std::string& host, const tern::v1::A
   h.last_sequence = s.sequence();
   h.canary_exits += s.canary_exits();
   if (Millis(TimeUtil::DurationToMilliseconds(s.since_split())) < warmup_) return Taken::kWarmingUp;
+  if (s.weight() > 0 && s.weight() < 100) {
+    h.weight_sum += s.weight();
+    ++h.weighted;
+  }
   for (int i = 0; i < s.metrics_size(); ++i) {
     const auto& c = s.metrics(i);
     if (!c.no_data().empty()) continue;  // no data is never zero
@@ -107,9 +111,13 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
   std::vector<CountTest> pooled;
   std::vector<double> thresholds(static_cast<std::size_t>(metrics_.metrics_size()), 0);
   for (const auto& m : metrics_.metrics()) pooled.emplace_back(policy_for(m, alpha_));
+  double weight_sum = 0;
+  uint64_t weighted = 0;
   for (const auto& host : hosts) {
     auto it = hosts_.find(host);
     if (it == hosts_.end() || it->second.tests.empty()) continue;
+    weight_sum += it->second.weight_sum;
+    weighted += it->second.weighted;
     bool counted = false;
     for (std::size_t i = 0; i < pooled.size(); ++i) {
       // Same margin by construction, so merge cannot refuse; a host's own
@@ -120,6 +128,12 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
     }
     out.hosts_counted += counted;
   }
+  if (!pooled.empty()) {
+    const auto& t = pooled[0].totals();
+    const double all = static_cast<double>(t.green_total) + static_cast<double>(t.blue_total);
+    if (all > 0) out.canary_share = static_cast<double>(t.green_total) / all;
+  }
+  if (weighted > 0) out.expected_share = weight_sum / static_cast<double>(weighted) / 100;
   // The wave fails on any metric's FAIL; passes when every metric passes;
   // is inconclusive at the horizon otherwise.
   bool all_pass = !pooled.empty();

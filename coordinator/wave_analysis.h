@@ -50,6 +50,10 @@ class WaveAnalysis {
     std::vector<tern::v1::MetricVerdict> metrics;
     uint32_t hosts_counted = 0;
     uint64_t intervals = 0;
+    // Green's share of the first metric's requests, and of new connections
+    // by the weights its counted samples had (0 without counts).
+    double canary_share = 0;
+    double expected_share = 0;
   };
   Verdict decide(const std::vector<std::string>& hosts, bool may_pass, bool at_horizon) const;
 
@@ -68,6 +72,8 @@ class WaveAnalysis {
     uint32_t canary_exits = 0;
     std::vector<CountTest> tests;  // per metric, in the spec's order
     std::vector<double> thresholds;
+    double weight_sum = 0;  // the weights of the counted samples
+    uint64_t weighted = 0;
   };
   JudgePolicy policy_for(const tern::v1::AnalysisMetric& m, double alpha) const;
 

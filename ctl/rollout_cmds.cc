@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <memory>
+#include <cmath>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -74,6 +75,14 @@ void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
   }
   out << ")\n";
   if (!a.message().empty()) out << "  " << a.message() << "\n";
+  if (a.expected_share() > 0 && a.canary_share() > 0) {
+    out << "  split: green took " << absl::StrFormat("%.1f%%", 100 * a.canary_share()) << " of the requests, its "
+        << "weight " << absl::StrFormat("%.0f%%", 100 * a.expected_share()) << " of new connections";
+    if (std::abs(a.canary_share() - a.expected_share()) > 0.15) {
+      out << " (far apart: is the split working, or do clients keep their connections open?)";
+    }
+    out << "\n";
+  }
   print_metric_verdicts(a.metrics(), out);
 }
 

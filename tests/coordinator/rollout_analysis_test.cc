@@ -121,6 +121,8 @@ TEST_F(RolloutAnalysisTest, AnEqualCanaryPassesAfterTheMinimumAndTheRolloutMoves
   EXPECT_EQ(r().analysis().metrics(0).verdict(), "PASS");
   EXPECT_GT(r().analysis().metrics(0).canary_total(), 5000u);
   EXPECT_LT(r().analysis().metrics(0).ratio_low(), 1.0);
+  EXPECT_DOUBLE_EQ(r().analysis().canary_share(), 0.5) << "as many requests on each side";
+  EXPECT_DOUBLE_EQ(r().analysis().expected_share(), 0.5) << "the samples' weight, 50";
   EXPECT_GT(r().analysis().metrics(0).ratio_high(), 1.0);
 }
 

@@ -546,6 +546,12 @@ TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne)
   EXPECT_EQ(ro->analysis().verdict(), "PASS") << ro->analysis().message();
   ASSERT_EQ(ro->analysis().metrics_size(), 1);
   EXPECT_GT(ro->analysis().metrics(0).canary_total(), 100u) << "counted from the canary's own /metrics";
+  // The split itself: a new connection per request, so green's share of the
+  // requests is near its weight.
+  EXPECT_DOUBLE_EQ(ro->analysis().expected_share(), 0.5);
+  EXPECT_GT(ro->analysis().canary_share(), 0.3);
+  EXPECT_LT(ro->analysis().canary_share(), 0.7);
+  EXPECT_NE(ctl({"rollout", "analysis", "web-3"}).out.find("split: green took"), std::string::npos);
   EXPECT_EQ(ro->analysis().metrics(0).canary_bad(), 0u);
   EXPECT_TRUE(all_on("v2"));
   const std::string exported = http_get(metrics_, "/metrics");
