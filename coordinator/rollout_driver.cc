@@ -73,8 +73,17 @@ std::string peer_address(const std::string& peer) {
 void RolloutDriver::ask_prometheus() {
   if (!prometheus_ || prometheus_busy_) return;
   const TimePoint now = clock_.now();
+  std::map<std::string, TimePoint> next_asks;
+  for (const auto* r : engine_->list()) {
+    if (auto it = prometheus_next_.find(r->id()); it != prometheus_next_.end()) next_asks.insert(*it);
+  }
+  prometheus_next_.swap(next_asks);  // forget rollouts the engine no longer holds
   for (const auto* r : engine_->list()) {
     if (!r->has_analysis() || r->spec().analysis().source() != "prometheus") continue;
+    if (r->analysis().wave() != r->current_wave() || r->wave_step() == tern::v1::WAVE_STEP_DONE ||
+        r->wave_step() == tern::v1::WAVE_STEP_DEPLOYING) {
+      continue;  // the wave whose test runs (a PASS is judged on while its wave holds)
+    }
     if (r->wave_step() != tern::v1::WAVE_STEP_ANALYZING && r->analysis().verdict() != "PASS") continue;
     if (r->phase() != tern::v1::ROLLOUT_PHASE_RUNNING && r->phase() != tern::v1::ROLLOUT_PHASE_PAUSED) continue;
     const int64_t interval_ms = std::max<int64_t>(100, TimeUtil::DurationToMilliseconds(r->spec().analysis().interval()));
