@@ -191,10 +191,11 @@ class FleetRolloutTest : public ::testing::Test {
     auto r = ctl({"service", "apply", "-f", dir_.file("web-analyzed.yaml")});
     ASSERT_EQ(r.code, 0) << r.err;
   }
-  std::string analyzed_rollout(const std::string& version, const std::string& max_duration = "2m") {
+  std::string analyzed_rollout(const std::string& version, const std::string& max_duration = "2m",
+                               int weight = 50) {
     const std::string path = dir_.file("rollout-" + version + ".yaml");
     std::ofstream(path) << "service: web\nrelease: \"" << version << "\"\n"
-                        << "waves: [{hosts: 1, weight: 50, analyze: true}, {percent: 100}]\n"
+                        << "waves: [{hosts: 1, weight: " << weight << ", analyze: true}, {percent: 100}]\n"
                         << "analysis: {interval: 1s, warmup: 2s, min_duration: 5s, max_duration: " << max_duration
                         << "}\n";
     return path;
@@ -514,7 +515,8 @@ TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne)
   ASSERT_NO_FATAL_FAILURE(apply_analyzed_service());
   ASSERT_EQ(ctl({"artifact", "push", errors_bundle_, "--service", "web", "--version", "bad"}).code, 0);
   start_load();
-  r = ctl({"rollout", "start", "-f", analyzed_rollout("bad"), "--watch", "--wait", "2m"});
+  // The canary takes 10% of its host's new connections.
+  r = ctl({"rollout", "start", "-f", analyzed_rollout("bad", "2m", 10), "--watch", "--wait", "2m"});
   EXPECT_NE(r.code, 0) << r.out << r.err;
   auto ro = rollout("web-2");
   ASSERT_TRUE(ro);
