@@ -106,8 +106,9 @@ absl::Status validate_analysis(const tern::v1::ServiceSpec& spec) {
       return field_error(f + (am.bad_query().empty() ? ".bad_query" : ".total_query"),
                          "bad_query and total_query go together (the Prometheus source asks both)");
     }
-    for (const auto* q : {&am.bad_query(), &am.total_query()}) {
-      if (q->size() > 4096) return field_error(f + ".bad_query", "a query template is at most 4096 characters");
+    for (const auto& [key, q] : {std::pair<const char*, const std::string*>{"bad_query", &am.bad_query()},
+                                 {"total_query", &am.total_query()}}) {
+      if (q->size() > 4096) return field_error(absl::StrCat(f, ".", key), "a query template is at most 4096 characters");
     }
     const bool queries = !am.bad_query().empty();
     if (queries && am.kind() != "ratio") {
