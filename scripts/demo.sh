@@ -5,9 +5,11 @@
 # nftables rules. The demo rolls 1.0 out, then 2.0 in canary waves with live
 # progress, then a bad 3.0 that turns unhealthy on its canaries while they
 # bake and is rolled back automatically (the canaries flip back to 2.0),
-# then flips one host by hand; a client loop counts the requests that failed
-# throughout (none). Everything it made is removed at
-# the end.
+# then canary analysis under load: 4.0, healthy by its checks but failing 1
+# request in 10, is rejected by the judge of green against blue on its
+# canary host and rolled back; 5.0 passes. Then it flips one host by hand; a
+# client loop counts the requests that failed throughout (none). Everything
+# it made is removed at the end.
 #
 # Needs root for the namespaces and nftables (it re-runs itself with sudo).
 set -euo pipefail
