@@ -97,6 +97,7 @@ std::optional<std::string> WaveAnalysis::host_failure(const std::string& host) c
     return absl::StrCat("the canary's process exited ", h.canary_exits, " time(s) during analysis");
   }
   for (std::size_t i = 0; i < h.tests.size(); ++i) {
+    if (!h.tests[i].fails()) continue;  // the cheap check first: most samples fail nothing
     const CanaryDecision d = h.tests[i].decide(/*may_pass=*/false, /*at_horizon=*/false);
     if (d.verdict == CanaryVerdict::kFail) {
       return absl::StrCat("analysis: ", metrics_.metrics(static_cast<int>(i)).name(), " FAIL: ", d.reason);

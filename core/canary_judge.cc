@@ -168,6 +168,13 @@ bool CountTest::merge(const CountTest& other) {
   return true;
 }
 
+bool CountTest::fails() const {
+  if (totals_.green_total == 0 || totals_.blue_total == 0) return false;
+  const double excess = rate(totals_.green_bad, totals_.green_total) - rate(totals_.blue_bad, totals_.blue_total);
+  if (excess < policy_.min_excess) return false;
+  return log_fail_evidence() >= std::log(static_cast<double>(policy_.metrics) / policy_.alpha);
+}
+
 double CountTest::log_fail_evidence() const {
   std::array<double, kRatioGridSize> v;
   const int n = kRatioGridSize - first_above_;

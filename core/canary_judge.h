@@ -121,6 +121,9 @@ class CountTest {
   // The verdict now. FAIL is allowed at any look; PASS only when `may_pass`
   // (past min_duration); at the horizon anything else is INCONCLUSIVE.
   CanaryDecision decide(bool may_pass, bool at_horizon) const;
+  // Whether decide() would say FAIL, without building its numbers and
+  // sentence: the per-sample check of every host on the canary.
+  bool fails() const;
 
   // The smallest grid ratio above the margin whose FAIL would probably have
   // shown with these totals: the counts expected at that ratio (green's total

@@ -240,6 +240,25 @@ TEST(CanaryJudgeEdge, FailActsWithoutLeaveToPassAndPassWaitsForIt) {
   EXPECT_EQ(same.decide(/*may_pass=*/true, false).verdict, CanaryVerdict::kPass);
 }
 
+// fails() is decide()'s FAIL without its numbers: they agree after every
+// interval of green at 1x, 1.5x, 2x and 4x blue, with one and two metrics.
+TEST(CanaryJudgeEdge, FailsAgreesWithDecideAfterEveryInterval) {
+  for (const double worse : {1.0, 1.5, 2.0, 4.0}) {
+    for (const int metrics : {1, 2}) {
+      JudgePolicy p;
+      p.metrics = metrics;
+      CountTest t(p);
+      std::mt19937_64 rng(static_cast<uint64_t>(worse * 100) + static_cast<uint64_t>(metrics));
+      std::binomial_distribution<uint64_t> blue(900, 0.005), green(100, 0.005 * worse);
+      for (int i = 0; i < 200; ++i) {
+        t.add(CanaryCounts{green(rng), 100, blue(rng), 900});
+        ASSERT_EQ(t.fails(), t.decide(false, false).verdict == CanaryVerdict::kFail)
+            << "worse " << worse << ", metrics " << metrics << ", interval " << i;
+      }
+    }
+  }
+}
+
 TEST(CanaryJudgeEdge, FailNeedsTheMinimumExcess) {
   // Green at 20x blue, but 20 in a million against 1 in a million: far below a 0.1% excess.
   CountTest strict, lax({.min_excess = 0});
