@@ -154,6 +154,12 @@ void RolloutDriver::prometheus_worker() {
     }
     std::vector<std::pair<std::string, tern::v1::AnalysisSample>> answers;
     for (auto& ask : batch.second) {
+      {
+        // A shutdown does not wait for the rest of a batch (each query may
+        // take up to the source's timeout).
+        std::lock_guard lock(prometheus_mu_);
+        if (prometheus_stop_) return;
+      }
       for (const auto& m : batch.first.metrics()) {
         auto counts = prometheus_->counts(m.name(), m.bad_query(), m.total_query(), ask.canary_vars, ask.baseline_vars);
         if (counts.ok()) {
