@@ -1,20 +1,13 @@
 // The URL fetcher (libcurl) against a small HTTP server on 127.0.0.1: which
 // addresses and redirects it refuses, and where a download stops.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <atomic>
 #include <filesystem>
 #include <map>
 #include <string>
-#include <thread>
 
 #include "agent/artifact_stager.h"
+#include "tests/support/http_server.h"
 #include "tests/support/temp_dir.h"
 
 namespace tern {
@@ -22,74 +15,27 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Answers GET requests on 127.0.0.1:<port()> (port 0, read back) with the raw
-// response `routes` gives for the path (404 otherwise), one connection at a
-// time, from a thread of its own; counts the requests.
+// Answers GET requests with the raw response `routes` gives for the path
+// (404 otherwise): a FakeHttpServer with routes.
 class ArtifactServer {
  public:
-  explicit ArtifactServer(std::map<std::string, std::string> routes) : routes_(std::move(routes)) {
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), len) == 0 && ::listen(listen_fd_, 16) == 0 &&
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-      port_ = ntohs(a.sin_port);
-    }
-    stop_fd_ = ::eventfd(0, EFD_CLOEXEC);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~ArtifactServer() {
-    uint64_t one = 1;
-    (void)!::write(stop_fd_, &one, sizeof one);
-    thread_.join();
-    ::close(listen_fd_);
-    ::close(stop_fd_);
-  }
-  uint16_t port() const { return port_; }
-  int requests() const { return requests_.load(); }
-  std::string url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(port_) + path; }
+  explicit ArtifactServer(std::map<std::string, std::string> routes)
+      : routes_(std::move(routes)), server_([this](const std::string& req) { return route(req); }) {}
+  uint16_t port() const { return server_.port(); }
+  int requests() const { return static_cast<int>(server_.requests().size()); }
+  std::string url(const std::string& path) const { return server_.url() + path; }
 
  private:
-  void serve() {
-    for (;;) {
-      pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {stop_fd_, POLLIN, 0}};
-      if (::poll(fds, 2, -1) < 0) continue;
-      if (fds[1].revents) return;
-      const int c = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (c < 0) continue;
-      std::string req;
-      char buf[4096];
-      while (req.find("\r\n\r\n") == std::string::npos && req.size() < 65536) {
-        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
-        if (n <= 0) break;
-        req.append(buf, static_cast<std::size_t>(n));
-      }
-      ++requests_;
-      const auto sp = req.find(' ');
-      const std::string path = sp == std::string::npos ? "" : req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
-      auto it = routes_.find(path);
-      const std::string resp = it != routes_.end() ? it->second
-                                                   : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n"
-                                                     "Connection: close\r\n\r\n";
-      std::size_t off = 0;
-      while (off < resp.size()) {
-        const ssize_t n = ::send(c, resp.data() + off, resp.size() - off, MSG_NOSIGNAL);
-        if (n <= 0) break;  // the client hung up: a refused download
-        off += static_cast<std::size_t>(n);
-      }
-      ::shutdown(c, SHUT_WR);
-      ::close(c);
-    }
+  std::string route(const std::string& req) const {
+    const auto sp = req.find(' ');
+    const std::string path = sp == std::string::npos ? "" : req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
+    auto it = routes_.find(path);
+    return it != routes_.end() ? it->second
+                               : "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
   }
 
-  std::map<std::string, std::string> routes_;
-  int listen_fd_ = -1;
-  int stop_fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<int> requests_{0};
-  std::thread thread_;
+  const std::map<std::string, std::string> routes_;
+  testing::FakeHttpServer server_;  // last: stops before routes_ goes
 };
 
 std::string ok(const std::string& body) {
