@@ -6,27 +6,12 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "core/bounded_body.h"
 #include "core/canary_judge.h"
 #include "core/duration.h"
 
 namespace tern {
 namespace {
-
-struct Body {
-  std::string text;
-  bool too_big = false;
-};
-
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  auto* body = static_cast<Body*>(user);
-  const size_t bytes = size * n;
-  if (body->text.size() + bytes > kMaxPromTextBytes) {
-    body->too_big = true;
-    return 0;  // aborts the transfer
-  }
-  body->text.append(data, bytes);
-  return bytes;
-}
 
 uint64_t as_count(double v) {
   if (!(v > 0)) return 0;
@@ -40,7 +25,7 @@ absl::StatusOr<std::string> scrape_loopback(uint16_t port, const std::string& pa
   const std::string what = absl::StrCat("GET ", path, " on 127.0.0.1:", port);
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return absl::ResourceExhaustedError(absl::StrCat(what, ": cannot create a libcurl handle"));
-  Body body;
+  BoundedBody body(kMaxPromTextBytes);
   char error[CURL_ERROR_SIZE] = {0};
   const std::string url = absl::StrCat("http://127.0.0.1:", port, path);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
@@ -50,7 +35,7 @@ absl::StatusOr<std::string> scrape_loopback(uint16_t port, const std::string& pa
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
   curl_easy_setopt(curl, CURLOPT_USERAGENT, "tern-agent-analysis");
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_bounded);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
   const CURLcode rc = curl_easy_perform(curl);

@@ -17,6 +17,7 @@
 #include <system_error>
 
 #include "absl/cleanup/cleanup.h"
+#include "core/bounded_body.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -231,22 +232,6 @@ absl::Status check_ca_file(const std::string& path) {
   return absl::OkStatus();
 }
 
-struct Body {
-  std::string text;
-  bool too_big = false;
-};
-
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  auto* body = static_cast<Body*>(user);
-  const size_t bytes = size * n;
-  if (body->text.size() + bytes > kMaxAnswerBytes) {
-    body->too_big = true;
-    return 0;  // aborts the transfer
-  }
-  body->text.append(data, bytes);
-  return bytes;
-}
-
 std::string url_escape(CURL* curl, const std::string& text) {
   char* escaped = ::curl_easy_escape(curl, text.data(), static_cast<int>(text.size()));
   if (escaped == nullptr) return "";
@@ -265,7 +250,7 @@ struct HttpReply {
 absl::StatusOr<HttpReply> post_form(const PrometheusSourceConfig& config, const std::string& url, CURL* curl,
                                     const std::string& form, const std::string& token) {
   const bool https = absl::StartsWith(absl::AsciiStrToLower(url), "https://");
-  Body body;
+  BoundedBody body(kMaxAnswerBytes);
   char error[CURL_ERROR_SIZE] = {0};
   std::unique_ptr<curl_slist, void (*)(curl_slist*)> headers(nullptr, ::curl_slist_free_all);
   auto add_header = [&](const std::string& h) {
@@ -289,7 +274,7 @@ absl::StatusOr<HttpReply> post_form(const PrometheusSourceConfig& config, const 
   ::curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers.get());
   ::curl_easy_setopt(curl, CURLOPT_POSTFIELDS, form.c_str());
   ::curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(form.size()));
-  ::curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+  ::curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_bounded);
   ::curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
   ::curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
   ::curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
