@@ -626,13 +626,12 @@ void RolloutEngine::tick() {
   const TimePoint now = clock_.now();
   for (auto& [id, e] : rollouts_) {
     auto& r = e.rollout;
-    // A verdict that stands while the wave holds (after a PASS, paused,
-    // gated) is judged on: a FAIL then still acts.
-    if (e.analysis && r.wave_step() != tern::v1::WAVE_STEP_ANALYZING &&
+    // The test goes on while the wave holds (after a PASS, paused, gated)
+    // and a FAIL then still acts; a running analysis is judged by advance().
+    const bool running_analysis =
+        r.wave_step() == tern::v1::WAVE_STEP_ANALYZING && r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING;
+    if (e.analysis && !running_analysis &&
         (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING || r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED)) {
-      judge(e);
-    }
-    if (e.analysis && r.wave_step() == tern::v1::WAVE_STEP_ANALYZING && r.phase() == tern::v1::ROLLOUT_PHASE_PAUSED) {
       judge(e);
     }
     if (r.phase() != tern::v1::ROLLOUT_PHASE_RUNNING) continue;

@@ -63,8 +63,6 @@ class WaveAnalysis {
   // Forgets a host (flipped back, gone): its counts leave the pool.
   void drop(const std::string& host);
 
-  std::size_t hosts() const { return hosts_.size(); }
-
  private:
   struct HostTests {
     uint64_t split_id = 0;
