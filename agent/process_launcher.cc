@@ -1,6 +1,7 @@
 #include "agent/process_launcher.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -125,6 +126,12 @@ class SystemProcessLauncher final : public ProcessLauncher {
         ::dup2(log_fd, STDOUT_FILENO);
         ::dup2(log_fd, STDERR_FILENO);
       }
+      // Nothing else of the agent's goes across exec: Asio's and libcurl's
+      // sockets are not all close-on-exec, and a slot holding the agent's
+      // /metrics listener would keep a restarted agent from binding it.
+      // (Marked, not closed: Boost.Process reports a failed exec through a
+      // close-on-exec pipe of its own.)
+      ::close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
       if (!confine_child(as)) ::_exit(126);
     };
     std::error_code ec;

@@ -1,6 +1,8 @@
 // MetricsHttpServer on Boost.Beast and Asio: every connection is a Session
 // whose reads and writes are asynchronous with a deadline, so one thread
 // serves them all and none waits for another.
+#include <fcntl.h>
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -110,6 +112,7 @@ void MetricsHttpServer::Impl::accept() {
   acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
+      ::fcntl(socket.native_handle(), F_SETFD, FD_CLOEXEC);
       if (sessions.size() < kMaxConnections || make_room()) {
         auto session = std::make_shared<Session>(std::move(socket), *this);
         session->start(sessions.insert(sessions.end(), session));
@@ -152,6 +155,9 @@ absl::StatusOr<std::string> MetricsHttpServer::start(const std::string& listen) 
   const tcp::endpoint endpoint = endpoints.begin()->endpoint();
   auto& acceptor = impl->acceptor;
   acceptor.open(endpoint.protocol(), ec);
+  // Asio does not open sockets close-on-exec; a child of the agent (a slot)
+  // must not inherit the listener.
+  if (!ec) ::fcntl(acceptor.native_handle(), F_SETFD, FD_CLOEXEC);
   if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (!ec) acceptor.listen(64, ec);

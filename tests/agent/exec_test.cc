@@ -1,5 +1,7 @@
 #include "agent/exec.h"
 
+#include "agent/process_launcher.h"
+
 #include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
@@ -13,6 +15,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include "tests/support/eventually.h"
+#include "tests/support/temp_dir.h"
 
 namespace tern {
 namespace {
@@ -123,6 +126,26 @@ TEST(RunCommandTest, ChildSeesOnlyStdioAndDefaultSignals) {
   EXPECT_EQ(fds->out, "0\n1\n2\n3\n");
   ASSERT_TRUE(status.ok()) << status.status();
   EXPECT_EQ(status->out, "SigBlk:\t0000000000000000\n");
+}
+
+// A slot gets stdin, its log and nothing else of the agent's: an inherited
+// socket (the agent's /metrics listener, a client connection) would stay
+// open as long as the slot runs, and keep the agent from binding it again
+// after a restart.
+TEST(SystemLauncherTest, ASlotInheritsNoDescriptorOfTheAgent) {
+  testing::TempDir dir;
+  int leaked = dup(1);  // not O_CLOEXEC, as an Asio socket is
+  auto launcher = make_system_process_launcher();
+  LaunchSpec spec;
+  spec.argv = {"/bin/sh", "-c", "ls /proc/$$/fd"};
+  spec.log_path = dir.file("slot.log");
+  auto h = launcher->start(spec);
+  close(leaked);
+  ASSERT_TRUE(h.ok()) << h.status();
+  ASSERT_TRUE(eventually([&] { return launcher->poll(*h).has_value(); }));
+  std::ifstream in(spec.log_path);
+  std::string listed((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(listed, "0\n1\n2\n") << "fd " << leaked << " leaked into the slot";
 }
 
 TEST(RunCommandTest, LeaksNoFds) {
