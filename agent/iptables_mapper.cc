@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -133,9 +135,28 @@ class IptablesMapper final : public PortMapper {
   const DesiredMapping& current() const override { return current_; }
   std::string name() const override { return "iptables"; }
 
+  absl::StatusOr<std::vector<BackendConnections>> connection_counts() override {
+    std::map<std::string, uint64_t> kernel;
+    if (in_force_) {
+      auto read = read_state(&kernel);
+      if (!read.ok()) return read.status();
+    }
+    std::vector<BackendConnections> out;
+    for (const auto& route : current_.routes) {
+      const std::string chain = iptables_route_chain(prefix_, route);
+      for (const auto& b : route.backends) {
+        const std::string name = absl::StrCat(chain, ":", b.port);
+        auto now = kernel.find(name);
+        out.push_back({route.service, route.protocol, route.public_port, b.port,
+                       counters_.observe(name, now == kernel.end() ? 0 : now->second)});
+      }
+    }
+    return out;
+  }
+
  private:
-  absl::StatusOr<IptablesNatState> read_state() {
-    std::vector<std::string> argv{iptables_bin_, "-w", "-t", "nat", "-S"};
+  absl::StatusOr<IptablesNatState> read_state(std::map<std::string, uint64_t>* redirects = nullptr) {
+    std::vector<std::string> argv{iptables_bin_, "-w", "-t", "nat", "-S", "-v"};
     auto result = run_command(argv, {}, kIptablesTimeout);
     if (!result.ok()) {
       return absl::Status(result.status().code(),
@@ -145,15 +166,21 @@ class IptablesMapper final : public PortMapper {
       return absl::UnavailableError(
           absl::StrCat("iptables: cannot list the nat table: ", describe_failure(argv, *result)));
     }
-    return parse_iptables_nat(prefix_, result->out);
+    std::map<std::string, uint64_t> counts;
+    std::string listing = strip_iptables_counters(prefix_, result->out, counts);
+    if (redirects) *redirects = std::move(counts);
+    return parse_iptables_nat(prefix_, listing);
   }
 
   // Makes our part of the nat table equal `wanted`; returns whether it had
   // to change anything.
   absl::StatusOr<bool> sync(const IptablesNatState& wanted) {
-    auto actual = read_state();
+    std::map<std::string, uint64_t> counts;
+    auto actual = read_state(&counts);
     if (!actual.ok()) return actual.status();
     if (*actual == wanted) return false;
+    // Rewritten chains count from zero.
+    counters_.rewriting(counts);
     std::vector<std::string> argv{restore_bin_, "--noflush", "-w"};
     auto result = run_command(argv, iptables_restore_script(*actual, wanted), kIptablesTimeout);
     if (!result.ok()) {
@@ -175,6 +202,7 @@ class IptablesMapper final : public PortMapper {
   DesiredMapping current_;
   // Whether the rules for current_ are believed to be in force.
   bool in_force_ = false;
+  CounterCarry counters_;
 };
 
 }  // namespace
@@ -188,6 +216,46 @@ std::string iptables_route_chain(const std::string& prefix, const PortRoute& rou
                                                                  route.public_port)));
   size_t budget = kMaxChainName - prefix.size() - 1 - 1 - hash.size();
   return absl::StrCat(prefix, "-", route.service.substr(0, budget), "-", hash);
+}
+
+std::string strip_iptables_counters(const std::string& prefix, const std::string& listing,
+                                    std::map<std::string, uint64_t>& redirects) {
+  const std::string ours = prefix + "-";
+  // " -c <digits> <digits>", followed by a space or the end of the line.
+  auto counters_at = [](const std::string& line, size_t at, uint64_t& packets) -> size_t {
+    size_t i = at + 4, p0 = i;
+    while (i < line.size() && absl::ascii_isdigit(static_cast<unsigned char>(line[i]))) ++i;
+    if (i == p0 || i >= line.size() || line[i] != ' ') return 0;
+    if (!absl::SimpleAtoi(absl::string_view(line).substr(p0, i - p0), &packets)) return 0;
+    size_t b0 = ++i;
+    while (i < line.size() && absl::ascii_isdigit(static_cast<unsigned char>(line[i]))) ++i;
+    if (i == b0 || (i < line.size() && line[i] != ' ')) return 0;
+    return i - at;
+  };
+  std::string out;
+  for (absl::string_view raw : absl::StrSplit(listing, '\n', absl::SkipWhitespace())) {
+    std::string line(absl::StripTrailingAsciiWhitespace(raw));
+    // iptables prints the counters after the matches (a quoted comment among
+    // them) and before the target, so they are the last such words.
+    std::optional<uint64_t> packets;
+    for (size_t at = line.rfind(" -c "); at != std::string::npos;) {
+      uint64_t p = 0;
+      if (size_t len = counters_at(line, at, p); len > 0) {
+        line.erase(at, len);
+        packets = p;
+        break;
+      }
+      at = at == 0 ? std::string::npos : line.rfind(" -c ", at - 1);
+    }
+    auto w = words(line);
+    if (packets && w.size() >= 2 && w[0] == "-A" && absl::StartsWith(w[1], ours)) {
+      for (size_t i = 2; i + 1 < w.size(); ++i) {
+        if (w[i] == "--to-ports") redirects[absl::StrCat(w[1], ":", w[i + 1])] += *packets;
+      }
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
 }
 
 IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string& listing) {

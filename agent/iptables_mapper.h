@@ -12,6 +12,9 @@
 // (comment "tern-agent"), and it deletes any other rule that jumps into its
 // chains.
 //
+// The packet counter of each REDIRECT rule is its backend's count of new
+// connections (only a connection's first packet passes the nat table).
+//
 // Every apply()/reconcile() reads our part of the nat table back
 // (`iptables -w -t nat -S`) and, only if it differs from what the mapping
 // needs, rewrites it with one `iptables-restore --noflush -w` run: one atomic
@@ -52,6 +55,12 @@ struct IptablesNatState {
 
   friend bool operator==(const IptablesNatState&, const IptablesNatState&) = default;
 };
+
+// `iptables -t nat -S -v` output without its "-c <packets> <bytes>" counters
+// (so in the form -S prints), and, into `redirects`, the packets of each
+// REDIRECT rule in a chain starting with "<prefix>-", by "<chain>:<to-port>".
+std::string strip_iptables_counters(const std::string& prefix, const std::string& listing,
+                                    std::map<std::string, uint64_t>& redirects);
 
 // Picks our part out of `iptables -t nat -S` output.
 IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string& listing);

@@ -60,9 +60,11 @@ class NftMapper final : public PortMapper {
     if (auto st = validate(desired); !st.ok()) return st;
     auto old_routes = mapped_routes(current_);
     auto new_routes = mapped_routes(desired);
+    // Only the maps change in place; new routes or backends need new rules
+    // and counters.
     bool same_routes = in_force_ && old_routes.size() == new_routes.size();
     for (auto it = old_routes.begin(), jt = new_routes.begin(); same_routes && it != old_routes.end(); ++it, ++jt) {
-      same_routes = it->first == jt->first;
+      same_routes = it->first == jt->first && backend_ports(*it->second.first) == backend_ports(*jt->second.first);
     }
 
     const DesiredMapping before = in_force_ ? current_ : DesiredMapping{};
@@ -137,6 +139,28 @@ class NftMapper final : public PortMapper {
   const DesiredMapping& current() const override { return current_; }
   std::string name() const override { return "nftables"; }
 
+  absl::StatusOr<std::vector<BackendConnections>> connection_counts() override {
+    std::map<std::string, uint64_t> kernel;
+    if (in_force_) {
+      auto read = netlink_->counter_packets(NFPROTO_INET, table_);
+      if (!read.ok()) {
+        return absl::Status(read.status().code(), absl::StrCat("nftables: cannot read the connection counters of "
+                                                               "table inet ", table_, ": ", read.status().message()));
+      }
+      kernel = *std::move(read);
+    }
+    std::vector<BackendConnections> out;
+    for (const auto& route : current_.routes) {
+      for (const auto& b : route.backends) {
+        const std::string name = nft_counter_name(route, b.port);
+        auto now = kernel.find(name);
+        out.push_back({route.service, route.protocol, route.public_port, b.port,
+                       counters_.observe(name, now == kernel.end() ? 0 : now->second)});
+      }
+    }
+    return out;
+  }
+
  private:
   // Whether no one but us has committed since our last change (a cheap
   // NFT_MSG_GETGEN round trip).
@@ -146,8 +170,19 @@ class NftMapper final : public PortMapper {
     return gen.ok() && *gen == generation_;
   }
 
-  // Replaces the whole table atomically and records the generation.
+  static std::set<uint16_t> backend_ports(const PortRoute& r) {
+    std::set<uint16_t> out;
+    for (const auto& b : r.backends) out.insert(b.port);
+    return out;
+  }
+
+  // Replaces the whole table atomically and records the generation. The
+  // counters start over in the new table: what they counted is carried.
   absl::Status write_table(const DesiredMapping& mapping) {
+    if (in_force_) {
+      auto counts = netlink_->counter_packets(NFPROTO_INET, table_);
+      counters_.rewriting(counts.ok() ? *counts : std::map<std::string, uint64_t>{});
+    }
     auto before = netlink_->get_generation();
     auto st = run_nft(nft_ruleset(table_, mapping), absl::StrCat("writing table inet ", table_));
     if (!st.ok()) return st;
@@ -206,6 +241,7 @@ class NftMapper final : public PortMapper {
   uint32_t generation_ = 0;
   // Someone else may have committed between our last change and generation_.
   bool foreign_commit_suspected_ = false;
+  CounterCarry counters_;
 };
 
 }  // namespace
@@ -226,15 +262,25 @@ std::string nft_map_name(const PortRoute& route) {
   return absl::StrCat(route.protocol, "_", route.public_port, "_", route.service);
 }
 
+std::string nft_counter_name(const PortRoute& route, uint16_t backend_port) {
+  return absl::StrCat("c_", nft_map_name(route), "_", backend_port);
+}
+
 std::string nft_ruleset(const std::string& table, const DesiredMapping& mapping) {
   // Creating the table first makes the delete succeed when it does not exist;
   // nft runs the whole script as one transaction.
   std::string out = absl::StrCat("table inet ", table, " {}\n", "delete table inet ", table, "\n", "table inet ",
                                  table, " {\n", "  comment \"managed by tern-agent; do not edit\"\n");
-  std::string rules;
+  std::string rules, counting;
   for (const auto& route : mapping.routes) {
     if (route.backends.empty()) continue;
     const std::string map_name = nft_map_name(route);
+    for (const auto& b : route.backends) {
+      const std::string counter = nft_counter_name(route, b.port);
+      absl::StrAppend(&out, "  counter ", counter, " {}\n");
+      absl::StrAppend(&counting, "    meta l4proto ", route.protocol, " ct state new ct original proto-dst ",
+                      route.public_port, " ", route.protocol, " dport ", b.port, " counter name \"", counter, "\"\n");
+    }
     absl::StrAppend(&out, "  map ", map_name, " {\n", "    typeof numgen random mod 100 : ", route.protocol, " dport\n",
                     "    elements = {");
     auto slots = weight_slots(route);
@@ -246,6 +292,12 @@ std::string nft_ruleset(const std::string& table, const DesiredMapping& mapping)
   absl::StrAppend(&out, "  chain prerouting {\n", "    type nat hook prerouting priority dstnat; policy accept;\n",
                   rules, "  }\n");
   absl::StrAppend(&out, "  chain output {\n", "    type nat hook output priority -100; policy accept;\n", rules,
+                  "  }\n");
+  // Every redirected connection ends in input (the redirect sends it to
+  // this host), once, whether it came from outside (prerouting) or from
+  // here (output, then prerouting again on lo); there its destination is the
+  // backend the nat chains chose.
+  absl::StrAppend(&out, "  chain count {\n", "    type filter hook input priority filter; policy accept;\n", counting,
                   "  }\n}\n");
   return out;
 }

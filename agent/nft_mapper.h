@@ -14,6 +14,10 @@
 // their NAT). A UDP route whose split changed gets its conntrack entries
 // deleted (see conntrack.h).
 //
+// Each backend of a route (weight 0 included) also has a named counter, which
+// a filter chain on the input hook bumps for each new connection redirected
+// to it: the kernel's count of the split (connection_counts()).
+//
 // The mapper works in the network namespace of the thread that creates it
 // (its netlink socket is bound there); call it from that thread's namespace.
 
@@ -42,6 +46,9 @@ std::array<uint16_t, 100> weight_slots(const PortRoute& route);
 // (the protocol first, since nft names cannot start with a digit and a service
 // name can).
 std::string nft_map_name(const PortRoute& route);
+
+// The counter of one backend of a route: "c_<map>_<backend port>".
+std::string nft_counter_name(const PortRoute& route, uint16_t backend_port);
 
 // The `nft -f` script that replaces table `table` (family inet) with the one
 // for `mapping` in one transaction.

@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 
@@ -139,6 +140,25 @@ absl::StatusOr<size_t> receive(int fd, std::vector<uint8_t>& buf, bool nonblocki
     }
     return static_cast<size_t>(n);
   }
+}
+
+// Calls f(type, data, len) for each attribute in [data, data + len).
+template <typename F>
+void for_each_attr(const uint8_t* data, size_t len, F&& f) {
+  for (size_t off = 0; off + sizeof(nlattr) <= len;) {
+    nlattr attr;
+    std::memcpy(&attr, data + off, sizeof attr);
+    if (attr.nla_len < sizeof(nlattr) || off + attr.nla_len > len) return;
+    f(static_cast<uint16_t>(attr.nla_type & NLA_TYPE_MASK), data + off + kAttrHeaderLen,
+      static_cast<size_t>(attr.nla_len) - kAttrHeaderLen);
+    off += align4(attr.nla_len);
+  }
+}
+
+uint64_t be64_value(const uint8_t* data) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | data[i];
+  return v;
 }
 
 // The errno of an NLMSG_ERROR message (0 for an ack).
@@ -350,6 +370,67 @@ absl::Status NftNetlink::replace_map_elements(uint8_t family, const std::string&
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, uint64_t>> NftNetlink::counter_packets(uint8_t family,
+                                                                            const std::string& table) {
+  // A dump that the kernel marks interrupted (the ruleset changed while it
+  // ran) is asked again.
+  for (int attempt = 0;; ++attempt) {
+    MessageBuilder b;
+    uint32_t seq = seq_++;
+    size_t msg = b.begin_message(nft_type(NFT_MSG_GETOBJ), NLM_F_REQUEST | NLM_F_DUMP, seq, family, 0);
+    b.put_string(NFTA_OBJ_TABLE, table);
+    uint32_t type = htonl(NFT_OBJECT_COUNTER);
+    b.put_attr(NFTA_OBJ_TYPE, &type, sizeof type);
+    b.end_message(msg);
+    if (auto st = send_buffer(b.bytes()); !st.ok()) return st;
+
+    std::map<std::string, uint64_t> out;
+    bool interrupted = false;
+    std::vector<uint8_t> buf(65536);
+    for (bool done = false; !done;) {
+      auto n = receive(fd_, buf, /*nonblocking=*/false);
+      if (!n.ok()) return n.status();
+      MessageReader reader(buf.data(), *n);
+      nlmsghdr hdr;
+      const uint8_t* payload = nullptr;
+      size_t len = 0;
+      while (reader.next(hdr, payload, len)) {
+        if (hdr.nlmsg_seq != seq) continue;  // a late answer to an earlier call
+        if ((hdr.nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
+        if (hdr.nlmsg_type == NLMSG_DONE) {
+          done = true;
+          break;
+        }
+        if (hdr.nlmsg_type == NLMSG_ERROR) {
+          int err = error_code(payload, len);
+          if (err == 0) continue;
+          drain_nonblocking();
+          return errno_status(err, absl::StrCat("reading the counters of table ", table));
+        }
+        if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWOBJ) || len < kGenMsgLen) continue;
+        std::string name, obj_table;
+        uint32_t obj_type = 0;
+        std::optional<uint64_t> packets;
+        for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t t, const uint8_t* d, size_t l) {
+          if (t == NFTA_OBJ_NAME || t == NFTA_OBJ_TABLE) {
+            std::string v(reinterpret_cast<const char*>(d), strnlen(reinterpret_cast<const char*>(d), l));
+            (t == NFTA_OBJ_NAME ? name : obj_table) = std::move(v);
+          } else if (t == NFTA_OBJ_TYPE && l >= sizeof obj_type) {
+            std::memcpy(&obj_type, d, sizeof obj_type);
+            obj_type = ntohl(obj_type);
+          } else if (t == NFTA_OBJ_DATA) {
+            for_each_attr(d, l, [&](uint16_t ct, const uint8_t* cd, size_t cl) {
+              if (ct == NFTA_COUNTER_PACKETS && cl >= 8) packets = be64_value(cd);
+            });
+          }
+        });
+        if (obj_table == table && obj_type == NFT_OBJECT_COUNTER && !name.empty() && packets) out[name] = *packets;
+      }
+    }
+    if (!interrupted || attempt >= 3) return out;
+  }
 }
 
 }  // namespace tern

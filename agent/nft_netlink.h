@@ -3,10 +3,11 @@
 // A tiny nf_tables client speaking NETLINK_NETFILTER directly, written against
 // the kernel's UAPI headers only (no libmnl/libnftnl/libnftables, which are
 // GPL). It does just what the nftables port mapper needs without forking nft:
-// read the ruleset generation, and replace the contents of maps in one
-// atomic transaction.
+// read the ruleset generation, replace the contents of maps in one atomic
+// transaction, and read a table's named counters.
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -51,6 +52,10 @@ class NftNetlink {
   // been drained and stays usable.
   absl::Status replace_map_elements(uint8_t family, const std::string& table,
                                     const std::vector<NftMapContents>& maps);
+
+  // The packet count of every named counter of `family`/`table`, by name
+  // (NFT_MSG_GETOBJ dump); empty when the table does not exist.
+  absl::StatusOr<std::map<std::string, uint64_t>> counter_packets(uint8_t family, const std::string& table);
 
  private:
   explicit NftNetlink(int fd) : fd_(fd) {}

@@ -1,5 +1,6 @@
 #include "agent/port_mapper.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <utility>
@@ -80,6 +81,25 @@ absl::StatusOr<std::unique_ptr<PortMapper>> make_port_mapper(const PortMapperOpt
   if (options.backend == "iptables") return make_iptables_mapper(options);
   return absl::InvalidArgumentError(absl::StrCat("unknown port mapper backend \"", options.backend,
                                                  "\": use \"nftables\" (or \"iptables\" on hosts without nft)"));
+}
+
+uint64_t CounterCarry::observe(const std::string& name, uint64_t now) {
+  uint64_t& last = last_[name];
+  uint64_t& carried = carried_[name];
+  if (now < last) carried += last;
+  last = now;
+  return carried + now;
+}
+
+void CounterCarry::rewriting(const std::map<std::string, uint64_t>& last) {
+  for (auto& [name, seen] : last_) {
+    auto it = last.find(name);
+    carried_[name] += std::max(seen, it == last.end() ? 0 : it->second);
+  }
+  for (const auto& [name, packets] : last) {
+    if (!last_.contains(name)) carried_[name] += packets;
+  }
+  last_.clear();
 }
 
 }  // namespace tern

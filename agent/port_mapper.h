@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,6 +37,35 @@ struct DesiredMapping {
 
 absl::Status validate(const DesiredMapping& mapping);
 
+// New connections the kernel sent one backend of one route: counted by the
+// mapper's own rules from the first time it wrote them, and carried across
+// its rewrites, so the count only grows while the agent runs. (It starts
+// over when the agent restarts.)
+struct BackendConnections {
+  std::string service;
+  std::string protocol;
+  uint16_t public_port = 0;
+  uint16_t backend_port = 0;
+  uint64_t connections = 0;
+  friend bool operator==(const BackendConnections&, const BackendConnections&) = default;
+};
+
+// Turns the kernel's packet counters, which start over whenever the rules
+// holding them are rewritten (or removed by someone else), into counts that
+// only grow.
+class CounterCarry {
+ public:
+  // Counter `name` reads `now`: the running total. A reading below the last
+  // one means the counter started over.
+  uint64_t observe(const std::string& name, uint64_t now);
+  // The rules are about to be rewritten; `last` holds the counters' final
+  // readings (empty when they could not be read).
+  void rewriting(const std::map<std::string, uint64_t>& last);
+
+ private:
+  std::map<std::string, uint64_t> carried_, last_;
+};
+
 // Owns the host's port mapping: new connections to a public port (from remote
 // clients through prerouting and from local ones through output) are
 // redirected to a slot's port. Implementations touch only rules they created.
@@ -55,6 +85,10 @@ class PortMapper {
   virtual absl::Status remove_all() = 0;
   // The mapping last applied successfully.
   virtual const DesiredMapping& current() const = 0;
+  // Per backend of every route of current(), including backends at weight 0,
+  // the new connections counted (see BackendConnections). An error when the
+  // kernel's counters cannot be read.
+  virtual absl::StatusOr<std::vector<BackendConnections>> connection_counts() = 0;
   virtual std::string name() const = 0;
 };
 

@@ -16,8 +16,10 @@ std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state) {
     r.public_port = static_cast<uint16_t>(p.public_port());
     const auto active_port = static_cast<uint16_t>(blue_active ? p.blue_port() : p.green_port());
     const auto other_port = static_cast<uint16_t>(blue_active ? p.green_port() : p.blue_port());
+    // The other slot is listed at weight 0 too, so that its new
+    // connections are counted whatever the split.
     r.backends.push_back({active_port, w});
-    if (w < 100) r.backends.push_back({other_port, 100 - w});
+    if (other_port != 0 && other_port != active_port) r.backends.push_back({other_port, 100 - w});
     out.push_back(std::move(r));
   }
   return out;
@@ -47,6 +49,17 @@ absl::Status TrafficMap::set_routes(const std::string& service, std::vector<Port
 absl::StatusOr<bool> TrafficMap::reconcile() {
   std::lock_guard lock(mu_);
   return mapper_->reconcile();
+}
+
+absl::StatusOr<std::vector<BackendConnections>> TrafficMap::connection_counts(const std::string& service) {
+  std::lock_guard lock(mu_);
+  auto all = mapper_->connection_counts();
+  if (!all.ok()) return all.status();
+  std::vector<BackendConnections> out;
+  for (auto& c : *all) {
+    if (c.service == service) out.push_back(std::move(c));
+  }
+  return out;
 }
 
 DesiredMapping TrafficMap::desired() const {

@@ -29,6 +29,9 @@ class TrafficMap {
   // Re-creates the agent's rules if someone removed them; true if it did.
   absl::StatusOr<bool> reconcile();
   DesiredMapping desired() const;
+  // The service's backends and the new connections each was sent (see
+  // PortMapper::connection_counts).
+  absl::StatusOr<std::vector<BackendConnections>> connection_counts(const std::string& service);
 
  private:
   DesiredMapping build() const;

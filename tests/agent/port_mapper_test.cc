@@ -145,6 +145,13 @@ TEST(NftRulesetTest, OneMapAndRulePerMappedRoute) {
   EXPECT_THAT(s, HasSubstr("udp dport 53 fib daddr type local redirect to :numgen random mod 100 map @udp_53_dns"));
   EXPECT_THAT(s, ::testing::Not(HasSubstr("idle")));
   EXPECT_EQ(nft_map_name(route("2fa", "tcp", 443, {})), "tcp_443_2fa");
+  // A counter per backend, bumped after the nat chains by the redirected
+  // connection's new destination.
+  EXPECT_THAT(s, HasSubstr("counter c_tcp_8080_web_9001 {}\n"));
+  EXPECT_THAT(s, HasSubstr("counter c_udp_53_dns_9053 {}\n"));
+  EXPECT_THAT(s, HasSubstr("type filter hook input priority filter;"));
+  EXPECT_THAT(s, HasSubstr("meta l4proto tcp ct state new ct original proto-dst 8080 tcp dport 9002 counter name "
+                           "\"c_tcp_8080_web_9002\""));
 }
 
 TEST(IptablesRulesTest, ChainNamesFitAndAreStable) {
@@ -219,6 +226,46 @@ TEST(IptablesRulesTest, ParsesOurPartAndPlansTheRestore) {
             2);
 }
 
+TEST(IptablesRulesTest, StripsCountersAndReadsEachRedirectsPackets) {
+  const std::string listing =
+      "-P PREROUTING ACCEPT -c 7 420\n"
+      "-N TERN-web-tcp-80\n"
+      "-A PREROUTING -m comment --comment \"a -c 1 2 in a comment\" -c 3 180 -j FOREIGN\n"
+      "-A TERN-web-tcp-80 -p tcp -m statistic --mode random --probability 0.09999999986 -c 12 720 -j REDIRECT "
+      "--to-ports 9002\n"
+      "-A TERN-web-tcp-80 -p tcp -c 101 6060 -j REDIRECT --to-ports 9001\n"
+      "-A FOREIGN -p tcp -c 5 300 -j REDIRECT --to-ports 9003\n";
+  std::map<std::string, uint64_t> redirects;
+  const std::string stripped = strip_iptables_counters("TERN", listing, redirects);
+  EXPECT_EQ(stripped,
+            "-P PREROUTING ACCEPT\n"
+            "-N TERN-web-tcp-80\n"
+            "-A PREROUTING -m comment --comment \"a -c 1 2 in a comment\" -j FOREIGN\n"
+            "-A TERN-web-tcp-80 -p tcp -m statistic --mode random --probability 0.09999999986 -j REDIRECT "
+            "--to-ports 9002\n"
+            "-A TERN-web-tcp-80 -p tcp -j REDIRECT --to-ports 9001\n"
+            "-A FOREIGN -p tcp -j REDIRECT --to-ports 9003\n");
+  EXPECT_EQ(redirects, (std::map<std::string, uint64_t>{{"TERN-web-tcp-80:9001", 101}, {"TERN-web-tcp-80:9002", 12}}))
+      << "only our chains' redirects";
+}
+
+TEST(CounterCarryTest, CountsOnlyGrowAcrossRewritesAndResets) {
+  CounterCarry c;
+  EXPECT_EQ(c.observe("a", 5), 5u);
+  EXPECT_EQ(c.observe("a", 9), 9u);
+  // Our own rewrite: the final reading is carried, the new counter starts at 0.
+  c.rewriting({{"a", 11}, {"b", 4}});
+  EXPECT_EQ(c.observe("a", 0), 11u);
+  EXPECT_EQ(c.observe("a", 3), 14u);
+  EXPECT_EQ(c.observe("b", 1), 5u);
+  // Someone flushed the rules: a reading below the last one starts over.
+  EXPECT_EQ(c.observe("a", 1), 15u);
+  // A rewrite whose final reading failed carries what was last seen.
+  c.rewriting({});
+  EXPECT_EQ(c.observe("a", 0), 15u);
+  EXPECT_EQ(c.observe("b", 2), 7u);
+}
+
 TEST(ConntrackTest, UdpPortsWhoseSplitChanged) {
   DesiredMapping before{{route("dns", "udp", 53, {{9001, 100}}), route("web", "tcp", 80, {{9001, 100}}),
                          route("q", "udp", 54, {{9001, 50}, {9002, 50}}), route("gone", "udp", 55, {{9001, 100}})}};
@@ -286,7 +333,8 @@ class PortMapperTest : public ::testing::TestWithParam<Flavor> {
   // Everything of ours the kernel holds, as text ("" when there is none).
   std::string ours() const {
     if (nft()) {
-      auto r = run({"nft", "list", "table", "inet", "tern"});
+      // Stateless: without the counters' values.
+      auto r = run({"nft", "-s", "list", "table", "inet", "tern"});
       return r.success() ? r.out : "";
     }
     std::string found;
@@ -347,6 +395,55 @@ TEST_P(PortMapperTest, RoutesNewConnectionsByWeight) {
   EXPECT_EQ(seen["blue"] + seen["green"], 400);
   EXPECT_GE(seen["green"], 10);
   EXPECT_GE(seen["blue"], 300);
+}
+
+TEST_P(PortMapperTest, CountsEachBackendsNewConnections) {
+  auto counts = [&] {
+    std::map<uint16_t, uint64_t> out;
+    auto c = mapper_->connection_counts();
+    EXPECT_TRUE(c.ok()) << c.status();
+    if (c.ok()) {
+      for (const auto& b : *c) out[b.backend_port] += b.connections;
+    }
+    return out;
+  };
+  EXPECT_TRUE(counts().empty()) << "nothing mapped, nothing counted";
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  EXPECT_EQ(tally(20)["blue"], 20);
+  // A connection straight to a slot's own port is not the split's.
+  EXPECT_EQ(testing::ask_tcp(blue_->port()), "blue");
+  EXPECT_EQ(counts(), (std::map<uint16_t, uint64_t>{{blue_->port(), 20}, {green_->port(), 0}}))
+      << "the idle backend, at weight 0, is counted too";
+
+  // A canary split: the counts are the connections each side answered.
+  ASSERT_TRUE(mapper_->apply(web(70)).ok());
+  auto seen = tally(200);
+  ASSERT_GT(seen["green"], 0);
+  EXPECT_EQ(counts(), (std::map<uint16_t, uint64_t>{{blue_->port(), 20 + seen["blue"]}, {green_->port(), seen["green"]}}));
+
+  // Counts carry across a rewrite of the rules (here: a route is added) and
+  // across someone else flushing them (reconcile restores the rules).
+  auto total = [&] {
+    uint64_t n = 0;
+    for (const auto& [port, c] : counts()) n += c;
+    return n;
+  };
+  const uint64_t before = total();
+  DesiredMapping more = web(70);
+  more.routes.push_back(route("other", "tcp", testing::unused_port(SOCK_STREAM), {{blue_->port(), 100}}));
+  ASSERT_TRUE(mapper_->apply(more).ok());
+  EXPECT_EQ(total(), before) << "nothing lost by the rewrite";
+  auto again = tally(30);
+  EXPECT_EQ(again["blue"] + again["green"], 30);
+  EXPECT_EQ(total(), before + 30);
+  break_rules();
+  auto healed = mapper_->reconcile();
+  ASSERT_TRUE(healed.ok()) << healed.status();
+  EXPECT_TRUE(*healed);
+  EXPECT_EQ(total(), before + 30) << "a flush does not take counts back";
+  again = tally(10);
+  EXPECT_EQ(again["blue"] + again["green"], 10);
+  EXPECT_EQ(total(), before + 40);
 }
 
 TEST_P(PortMapperTest, ApplyingTheSameMappingChangesNothing) {

@@ -333,7 +333,8 @@ TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {
   EXPECT_EQ(mapper_.current_.routes[0].backends[0], (PortRoute::Backend{9002, 20}));
   EXPECT_EQ(mapper_.current_.routes[0].backends[1], (PortRoute::Backend{9001, 80}));
   ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
-  EXPECT_EQ(mapper_.current_.routes[0].backends.size(), 1u);
+  EXPECT_EQ(mapper_.current_.routes[0].backends[0], (PortRoute::Backend{9002, 100}));
+  EXPECT_EQ(mapper_.current_.routes[0].backends[1], (PortRoute::Backend{9001, 0})) << "listed, so it is counted";
   EXPECT_EQ(mapper_.target(), 9002);
   EXPECT_EQ(s->snapshot().blue().phase(), tern::v1::SLOT_PHASE_STOPPED);
   s->shutdown();

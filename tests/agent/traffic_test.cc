@@ -98,6 +98,13 @@ TEST(RoutesForTest, EveryWeightGivesAMappingTheMapperAccepts) {
   }
 }
 
+TEST(RoutesForTest, TheIdleSlotIsListedAtWeightZeroSoItsConnectionsAreCounted) {
+  const auto routes = routes_for(two_port_service(tern::v1::SLOT_COLOR_GREEN, 100));
+  ASSERT_EQ(routes.size(), 2u);
+  EXPECT_EQ(routes[0].backends, (Backends{{8002, 100}, {8001, 0}}));
+  EXPECT_EQ(routes[1].backends, (Backends{{5302, 100}, {5301, 0}}));
+}
+
 TEST(RoutesForTest, AnUnsetProtocolIsTcp) {
   ServiceState s = two_port_service(tern::v1::SLOT_COLOR_BLUE, 100);
   s.mutable_spec()->mutable_ports(0)->clear_protocol();
@@ -136,6 +143,8 @@ class RecordingMapper final : public PortMapper {
   }
   const DesiredMapping& current() const override { return current_; }
   std::string name() const override { return "recording"; }
+  absl::StatusOr<std::vector<BackendConnections>> connection_counts() override { return connections; }
+  std::vector<BackendConnections> connections;
 
   std::vector<DesiredMapping> applied;
   absl::Status fail;

@@ -105,6 +105,8 @@ class FakeMapper final : public PortMapper {
   }
   const DesiredMapping& current() const override { return current_; }
   std::string name() const override { return "fake"; }
+  absl::StatusOr<std::vector<BackendConnections>> connection_counts() override { return connections; }
+  std::vector<BackendConnections> connections;
   // The port new connections go to (weight 100), or 0.
   uint16_t target() const {
     if (current_.routes.empty() || current_.routes[0].backends.empty()) return 0;
