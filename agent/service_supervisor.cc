@@ -1,7 +1,9 @@
 #include "agent/service_supervisor.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
+#include <utility>
 
 #include "core/words.h"
 #include <spdlog/spdlog.h>
@@ -925,9 +927,19 @@ void ServiceSupervisor::sample_canary(TimePoint now) {
   if (now < sampling_.next) return;
   const Millis interval = std::max(Millis(100), millis(split.interval()));
   sampling_.next = now + interval;
+  // The kernel's connection counts, read with the scrape so both cover one
+  // interval.
+  auto connections = slot_connections(spec, canary.color());
+  auto previous = std::exchange(sampling_.connections_seen, connections);
   auto counts = sampling_.sampler->sample();
   if (!counts) return;  // the baseline scrape
   accumulate_counts(sampling_.pending, *counts);
+  if (connections && previous) {
+    auto& p = sampling_.connections_pending;
+    if (!p) p.emplace(0, 0);
+    p->first += connections->first - std::min(connections->first, previous->first);
+    p->second += connections->second - std::min(connections->second, previous->second);
+  }
   tern::v1::AnalysisSample s;
   s.set_service(name_);
   s.set_canary_version(canary.release().version());
@@ -939,9 +951,14 @@ void ServiceSupervisor::sample_canary(TimePoint now) {
   *s.mutable_since_split() = google::protobuf::util::TimeUtil::MillisecondsToDuration(std::max<int64_t>(0, since));
   for (const auto& c : sampling_.pending) *s.add_metrics() = c;
   s.set_canary_exits(sampling_.canary_exits);
+  if (sampling_.connections_pending) {
+    s.mutable_connections()->set_canary(sampling_.connections_pending->first);
+    s.mutable_connections()->set_baseline(sampling_.connections_pending->second);
+  }
   if (!deps_.send_sample || !deps_.send_sample(s)) return;  // kept for the next interval
   sampling_.pending.clear();
   sampling_.canary_exits = 0;
+  sampling_.connections_pending.reset();
   {
     std::lock_guard lock(mu_);
     if (state_.has_analysis() && state_.analysis().split_id() == split.split_id()) {
@@ -949,6 +966,34 @@ void ServiceSupervisor::sample_canary(TimePoint now) {
     }
   }
   save("");
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> ServiceSupervisor::slot_connections(const tern::v1::ServiceSpec& spec,
+                                                                                   SlotColor canary) {
+  auto counts = deps_.traffic->connection_counts(name_);
+  if (!counts.ok()) {
+    spdlog::debug("{}: no connection counts this interval: {}", name_, counts.status().message());
+    return std::nullopt;
+  }
+  std::pair<uint64_t, uint64_t> out{0, 0};
+  bool found = false;
+  for (const auto& pm : spec.ports()) {
+    const auto canary_port = static_cast<uint16_t>(canary == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
+    const auto baseline_port = static_cast<uint16_t>(canary == tern::v1::SLOT_COLOR_GREEN ? pm.blue_port() : pm.green_port());
+    const std::string protocol = pm.protocol().empty() ? "tcp" : pm.protocol();
+    for (const auto& c : *counts) {
+      if (c.public_port != pm.public_port() || c.protocol != protocol) continue;
+      if (c.backend_port == canary_port) {
+        out.first += c.connections;
+        found = true;
+      } else if (c.backend_port == baseline_port) {
+        out.second += c.connections;
+        found = true;
+      }
+    }
+  }
+  if (!found) return std::nullopt;
+  return out;
 }
 
 void ServiceSupervisor::monitor() {

@@ -202,7 +202,15 @@ class ServiceSupervisor {
     TimePoint next;
     std::vector<tern::v1::MetricCounts> pending;  // counts not yet sent
     uint32_t canary_exits = 0;
+    // The mapper's running connection counts at the last sample (canary,
+    // baseline), and those counted since but not yet sent.
+    std::optional<std::pair<uint64_t, uint64_t>> connections_seen;
+    std::optional<std::pair<uint64_t, uint64_t>> connections_pending;
   };
+  // The running new-connection counts of the canary's and the baseline's
+  // slots over all the service's ports, or nullopt when they cannot be read.
+  std::optional<std::pair<uint64_t, uint64_t>> slot_connections(const tern::v1::ServiceSpec& spec,
+                                                                tern::v1::SlotColor canary);
   Sampling sampling_;
 };
 

@@ -778,6 +778,17 @@ void RolloutEngine::judge(Entry& e) {
   a->set_intervals(v.intervals);
   a->set_canary_share(v.canary_share);
   a->set_expected_share(v.expected_share);
+  a->set_connections(v.connections);
+  a->set_connection_share(v.connection_share);
+  if (v.split_warning != a->split_warning()) {
+    // Said once when the split goes off; the status keeps the numbers.
+    if (a->split_warning().empty()) {
+      emit(r, tern::v1::ROLLOUT_EVENT_KIND_SPLIT_OFF,
+           absl::StrCat("wave ", r.current_wave() + 1, ": ", v.split_warning,
+                        "; the analysis goes on, but check this host's NAT rules"));
+    }
+    a->set_split_warning(v.split_warning);
+  }
   a->set_message(v.summary);
   const std::string wave = absl::StrCat("wave ", r.current_wave() + 1);
   auto act_on_fail = [&] {

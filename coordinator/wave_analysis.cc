@@ -3,10 +3,12 @@
 #include <google/protobuf/util/time_util.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 
 namespace tern {
 namespace {
@@ -78,6 +80,10 @@ WaveAnalysis::Taken WaveAnalysis::add(const std::string& host, const tern::v1::A
   if (s.weight() > 0 && s.weight() < 100) {
     h.weight_sum += s.weight();
     ++h.weighted;
+    if (s.has_connections() && s.connections().canary() <= kMaxRequestsPerInterval &&
+        s.connections().baseline() <= kMaxRequestsPerInterval) {
+      h.split.add(s.connections().canary(), s.connections().baseline(), s.weight());
+    }
   }
   for (int i = 0; i < s.metrics_size(); ++i) {
     const auto& c = s.metrics(i);
@@ -87,6 +93,32 @@ WaveAnalysis::Taken WaveAnalysis::add(const std::string& host, const tern::v1::A
     if (c.threshold() > 0) h.thresholds[static_cast<std::size_t>(i)] = c.threshold();
   }
   return Taken::kCounted;
+}
+
+void SplitCount::add(uint64_t c, uint64_t b, uint32_t weight) {
+  const double n = static_cast<double>(c) + static_cast<double>(b);
+  const double p = weight / 100.0;
+  canary += c;
+  baseline += b;
+  expected_canary += n * p;
+  variance += n * p * (1 - p);
+}
+
+void SplitCount::merge(const SplitCount& o) {
+  canary += o.canary;
+  baseline += o.baseline;
+  expected_canary += o.expected_canary;
+  variance += o.variance;
+}
+
+std::optional<std::string> SplitCount::off() const {
+  const uint64_t n = canary + baseline;
+  if (n < WaveAnalysis::kMinConnectionsForSplitCheck) return std::nullopt;
+  const double gap = std::abs(static_cast<double>(canary) - expected_canary);
+  if (gap <= 5 * std::sqrt(variance) + 0.02 * static_cast<double>(n)) return std::nullopt;
+  return absl::StrFormat("green got %.1f%% of %d new connections, its weights %.1f%%",
+                         100.0 * static_cast<double>(canary) / static_cast<double>(n), n,
+                         100.0 * expected_canary / static_cast<double>(n));
 }
 
 std::optional<std::string> WaveAnalysis::host_failure(const std::string& host) const {
@@ -114,11 +146,15 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
   for (const auto& m : metrics_.metrics()) pooled.emplace_back(policy_for(m, alpha_));
   double weight_sum = 0;
   uint64_t weighted = 0;
+  SplitCount split;
+  std::vector<std::string> split_off;
   for (const auto& host : hosts) {
     auto it = hosts_.find(host);
     if (it == hosts_.end() || it->second.tests.empty()) continue;
     weight_sum += it->second.weight_sum;
     weighted += it->second.weighted;
+    split.merge(it->second.split);
+    if (auto off = it->second.split.off()) split_off.push_back(absl::StrCat(host, " (", *off, ")"));
     bool counted = false;
     for (std::size_t i = 0; i < pooled.size(); ++i) {
       // Same margin by construction, so merge cannot refuse; a host's own
@@ -135,6 +171,18 @@ WaveAnalysis::Verdict WaveAnalysis::decide(const std::vector<std::string>& hosts
     if (all > 0) out.canary_share = static_cast<double>(t.green_total) / all;
   }
   if (weighted > 0) out.expected_share = weight_sum / static_cast<double>(weighted) / 100;
+  out.connections = split.canary + split.baseline;
+  if (out.connections > 0) out.connection_share = static_cast<double>(split.canary) / static_cast<double>(out.connections);
+  // The hosts where it is off first: they are where to look.
+  if (split_off.empty()) {
+    if (auto off = split.off()) out.split_warning = absl::StrCat("the split is off: ", *off);
+  } else {
+    std::sort(split_off.begin(), split_off.end());
+    const std::size_t shown = std::min<std::size_t>(split_off.size(), 3);
+    out.split_warning = absl::StrCat("the split is off on ", split_off.size(), " host(s): ",
+                                     absl::StrJoin(split_off.begin(), split_off.begin() + static_cast<long>(shown), "; "),
+                                     split_off.size() > shown ? "; ..." : "");
+  }
   // The wave fails on any metric's FAIL; passes when every metric passes;
   // is inconclusive at the horizon otherwise.
   bool all_pass = !pooled.empty();

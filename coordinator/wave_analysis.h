@@ -26,6 +26,17 @@ namespace tern {
 // hosts, so a wide wave does not flip hosts back by chance.
 //
 // Pure: no clock, no I/O; the rollout engine decides when to ask.
+// New connections to each side against what the weights should have given.
+struct SplitCount {
+  uint64_t canary = 0, baseline = 0;
+  double expected_canary = 0;  // sum of weight x connections per sample
+  double variance = 0;         // sum of n p (1 - p) per sample
+  void add(uint64_t c, uint64_t b, uint32_t weight);
+  void merge(const SplitCount& o);
+  // "green got 31.0% of 1,200 new connections, its weight 10%", when far off.
+  std::optional<std::string> off() const;
+};
+
 class WaveAnalysis {
  public:
   WaveAnalysis(tern::v1::ServiceAnalysis metrics, const tern::v1::AnalysisPolicy& policy, uint32_t wave_hosts);
@@ -54,7 +65,16 @@ class WaveAnalysis {
     // by the weights its counted samples had (0 without counts).
     double canary_share = 0;
     double expected_share = 0;
+    // The kernel's count of the split: new connections to either side, and
+    // green's share of them (0 without counts). A warning when the share is
+    // far from what the weights give, pooled or on some host: more than 5
+    // standard deviations and 2 points off, over at least
+    // kMinConnectionsForSplitCheck connections.
+    uint64_t connections = 0;
+    double connection_share = 0;
+    std::string split_warning;
   };
+  static constexpr uint64_t kMinConnectionsForSplitCheck = 200;
   Verdict decide(const std::vector<std::string>& hosts, bool may_pass, bool at_horizon) const;
 
   // `host`'s own verdict per metric (for display when it fails alone).
@@ -72,6 +92,7 @@ class WaveAnalysis {
     std::vector<double> thresholds;
     double weight_sum = 0;  // the weights of the counted samples
     uint64_t weighted = 0;
+    SplitCount split;
   };
   JudgePolicy policy_for(const tern::v1::AnalysisMetric& m, double alpha) const;
 

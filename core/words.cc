@@ -31,6 +31,7 @@ constexpr std::pair<RolloutEventKind, const char*> kRolloutEventWords[] = {
     {tern::v1::ROLLOUT_EVENT_KIND_WAVE_ANALYZING, "wave_analyzing"},
     {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT, "analysis_verdict"},
     {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_EXTENDED, "analysis_extended"},
+    {tern::v1::ROLLOUT_EVENT_KIND_SPLIT_OFF, "split_off"},
     {tern::v1::ROLLOUT_EVENT_KIND_END, "end"},
 };
 

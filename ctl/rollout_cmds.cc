@@ -75,13 +75,21 @@ void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
   }
   out << ")\n";
   if (!a.message().empty()) out << "  " << a.message() << "\n";
-  if (a.expected_share() > 0 && a.canary_share() > 0) {
-    out << "  split: green took " << absl::StrFormat("%.1f%%", 100 * a.canary_share()) << " of the requests, its "
-        << "weight " << absl::StrFormat("%.0f%%", 100 * a.expected_share()) << " of new connections";
-    if (std::abs(a.canary_share() - a.expected_share()) > 0.15) {
-      out << " (far apart: is the split working, or do clients keep their connections open?)";
+  if (a.expected_share() > 0 && (a.connections() > 0 || a.canary_share() > 0)) {
+    out << "  split: weight " << absl::StrFormat("%.0f%%", 100 * a.expected_share()) << " of new connections;";
+    if (a.connections() > 0) {
+      out << " green got " << absl::StrFormat("%.1f%%", 100 * a.connection_share()) << " of " << a.connections()
+          << " (counted by the hosts' NAT)";
+    }
+    if (a.canary_share() > 0) {
+      out << (a.connections() > 0 ? "," : "") << " " << absl::StrFormat("%.1f%%", 100 * a.canary_share())
+          << " of the requests";
     }
     out << "\n";
+    if (!a.split_warning().empty()) {
+      out << "  warning: " << a.split_warning()
+          << " (is something else rewriting this port's NAT rules, or is the split not applied?)\n";
+    }
   }
   print_metric_verdicts(a.metrics(), out);
 }

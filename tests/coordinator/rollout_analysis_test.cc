@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,10 @@ class RolloutAnalysisTest : public ::testing::Test {
     m->set_canary_bad(canary_bad);
     m->set_baseline_total(n);
     m->set_baseline_bad(baseline_bad);
+    if (auto it = connections_.find(host); it != connections_.end()) {
+      s.mutable_connections()->set_canary(it->second.first);
+      s.mutable_connections()->set_baseline(it->second.second);
+    }
     return engine_.on_sample(host, s);
   }
   void look() {
@@ -89,6 +95,8 @@ class RolloutAnalysisTest : public ::testing::Test {
   tern::v1::ServiceAnalysis metrics_;
   std::vector<std::string> deploys_, rollbacks_, events_, messages_;
   std::map<std::string, uint64_t> sequences_;
+  // New connections (canary, baseline) each interval() of a host reports.
+  std::map<std::string, std::pair<uint64_t, uint64_t>> connections_;
 };
 
 TEST_F(RolloutAnalysisTest, AnEqualCanaryPassesAfterTheMinimumAndTheRolloutMovesOn) {
@@ -124,6 +132,36 @@ TEST_F(RolloutAnalysisTest, AnEqualCanaryPassesAfterTheMinimumAndTheRolloutMoves
   EXPECT_DOUBLE_EQ(r().analysis().canary_share(), 0.5) << "as many requests on each side";
   EXPECT_DOUBLE_EQ(r().analysis().expected_share(), 0.5) << "the samples' weight, 50";
   EXPECT_GT(r().analysis().metrics(0).ratio_high(), 1.0);
+}
+
+TEST_F(RolloutAnalysisTest, TheHostsConnectionCountsCheckTheSplitAndNameAHostWhereItIsOff) {
+  start("[{hosts: 2, weight: 50}, {percent: 100}]", 3, "", "9m");
+  ok("h0");
+  ok("h1");
+  connections_["h0"] = {52, 48};
+  connections_["h1"] = {49, 51};
+  for (int i = 0; i < 6; ++i) {
+    interval("h0", 1000, 10, 10);
+    interval("h1", 1000, 10, 10);
+    look();
+  }
+  EXPECT_EQ(r().analysis().connections(), 4u * 200u) << "four intervals from the 30s warm-up on, both hosts";
+  EXPECT_NEAR(r().analysis().connection_share(), 0.505, 1e-9);
+  EXPECT_EQ(r().analysis().split_warning(), "") << "a 50/50 split that the kernel counted as 50.5%";
+  EXPECT_FALSE(saw("split_off"));
+
+  // h1's NAT sends green almost nothing: the warning names the host.
+  connections_["h1"] = {2, 98};
+  for (int i = 0; i < 6; ++i) {
+    interval("h0", 1000, 10, 10);
+    interval("h1", 1000, 10, 10);
+    look();
+  }
+  EXPECT_NE(r().analysis().split_warning().find("the split is off on 1 host(s): h1 (green got"), std::string::npos)
+      << r().analysis().split_warning();
+  EXPECT_TRUE(saw("split_off"));
+  EXPECT_EQ(std::count(events_.begin(), events_.end(), "split_off"), 1) << "said once, not every interval";
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_ANALYZING) << "a warning, not a verdict";
 }
 
 TEST_F(RolloutAnalysisTest, ACanaryFiveTimesWorseFailsAndItsHostAloneFlipsBackWithinTheBudget) {

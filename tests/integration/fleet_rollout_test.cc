@@ -151,12 +151,25 @@ class FleetRolloutTest : public ::testing::Test {
                                            << "\nlabels: {role: web, zone: " << zone << "}\nstate_dir: "
                                            << dir_.file(id) << "\nheartbeat_interval: 200ms\n"
                                            << "reconnect: {initial: 100ms, max: 500ms}\ninsecure: true\n"
-                                           << "policy: {default_user: nobody}\n";
+                                           << "policy: {default_user: nobody}\n"
+                                           // Each agent has a network namespace of its own.
+                                           << "metrics_listen: 127.0.0.1:9401\n";
     if (agents_.size() <= static_cast<std::size_t>(i)) agents_.resize(static_cast<std::size_t>(i) + 1);
     agents_[static_cast<std::size_t>(i)] =
         std::make_unique<Process>("ip", std::vector<std::string>{"netns", "exec", ns_[static_cast<std::size_t>(i)]->name(),
                                                                  TERN_AGENT_BIN, "-c", dir_.file(id + ".yaml")},
                                   dir_.file(id + ".log"));
+  }
+
+  // Agent i's /metrics body.
+  std::string agent_metrics(int i) const {
+    std::string body;
+    ns_[static_cast<std::size_t>(i)]->run([&] {
+      std::string resp = http_get("127.0.0.1:9401", "/metrics");
+      auto p = resp.find("\r\n\r\n");
+      if (p != std::string::npos) body = resp.substr(p + 4);
+    });
+    return body;
   }
 
   void make_bundles() {
@@ -536,6 +549,14 @@ TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne)
   EXPECT_EQ(ro->analysis().verdict(), "FAIL") << "by its host's counts or by the wave's";
   ASSERT_EQ(ro->analysis().metrics_size(), 1);
   EXPECT_GT(ro->analysis().metrics(0).canary_bad(), 0u) << "the numbers that condemned it stay visible";
+  // The canary's host exported what it counted and sent.
+  std::string all_metrics;
+  for (std::size_t i = 0; i < agents_.size(); ++i) all_metrics += agent_metrics(static_cast<int>(i));
+  EXPECT_NE(all_metrics.find("tern_agent_analysis_requests_total{service=\"web\",metric=\"errors\",side=\"canary\","
+                             "kind=\"bad\"} "),
+            std::string::npos)
+      << all_metrics;
+  EXPECT_NE(all_metrics.find("tern_agent_slot_new_connections_total{service=\"web\",slot=\"blue\"}"), std::string::npos);
 
   // The same app without the errors: judged equal to v1, it passes.
   r = ctl({"rollout", "start", "-f", analyzed_rollout("v2"), "--watch", "--wait", "3m"});
@@ -553,7 +574,14 @@ TEST_F(FleetRolloutTest, CanaryAnalysisRejectsAnErroringCanaryAndPassesAGoodOne)
   EXPECT_DOUBLE_EQ(ro->analysis().expected_share(), 0.5);
   EXPECT_GT(ro->analysis().canary_share(), 0.3);
   EXPECT_LT(ro->analysis().canary_share(), 0.7);
-  EXPECT_NE(ctl({"rollout", "analysis", "web-3"}).out.find("split: green took"), std::string::npos);
+  // And as the hosts' NAT counted it: every request of the load is a new
+  // connection through the public port.
+  EXPECT_GT(ro->analysis().connections(), 100u) << "the agents' kernel counters reached the coordinator";
+  EXPECT_GT(ro->analysis().connection_share(), 0.3);
+  EXPECT_LT(ro->analysis().connection_share(), 0.7);
+  EXPECT_EQ(ro->analysis().split_warning(), "");
+  const std::string shown = ctl({"rollout", "analysis", "web-3"}).out;
+  EXPECT_NE(shown.find("counted by the hosts' NAT"), std::string::npos) << shown;
   EXPECT_EQ(ro->analysis().metrics(0).canary_bad(), 0u);
   EXPECT_TRUE(all_on("v2"));
   const std::string exported = http_get(metrics_, "/metrics");
