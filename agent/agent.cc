@@ -3,7 +3,9 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +57,19 @@ absl::Status Agent::start() {
     host_.fetcher = make_grpc_artifact_fetcher(config_.coordinator, credentials_, config_.tls.server_name);
   }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
+  if (!config_.metrics_listen.empty()) {
+    metrics_.set_collector([this] { collect_metrics(); });
+    metrics_http_ = std::make_unique<MetricsHttpServer>(metrics_);
+    auto bound = metrics_http_->start(config_.metrics_listen);
+    if (!bound.ok()) {
+      // Before anything is adopted or dialled: nothing changes.
+      return absl::Status(bound.status().code(),
+                          absl::StrCat("cannot serve /metrics on ", config_.metrics_listen, " (metrics_listen): ",
+                                       bound.status().message(), "; pick a free address, or \"\" for none"));
+    }
+    metrics_address_ = *bound;
+    spdlog::info("serving Prometheus metrics on http://{}/metrics", metrics_address_);
+  }
   if (!host_.url_fetcher) {
     host_.url_fetcher = make_url_artifact_fetcher(UrlFetchPolicy{config_.downloads.allow_loopback});
   }
@@ -119,6 +134,7 @@ void Agent::stop() {
     stopping_ = true;
   }
   stop_cv_.notify_all();
+  if (metrics_http_) metrics_http_->stop();
   if (link_) link_->stop();
   if (housekeeping_.joinable()) housekeeping_.join();
   // Supervisor threads call persist(), which takes mu_: never join them under it.
@@ -151,7 +167,9 @@ ServiceSupervisor* Agent::add_supervisor(tern::v1::ServiceState state) {
   deps.send_sample = [this](const tern::v1::AnalysisSample& s) {
     tern::v1::AgentMessage msg;
     *msg.mutable_sample() = s;
-    return link_ && link_->send(msg);
+    if (!link_ || !link_->send(msg)) return false;
+    count_sample(s);
+    return true;
   };
   auto sup = std::make_unique<ServiceSupervisor>(std::move(state), std::move(deps));
   auto* raw = sup.get();
@@ -459,6 +477,72 @@ void Agent::housekeeping_loop() {
     }
     for (auto& g : gone) g->shutdown();
     if (!gone.empty()) (void)persist();
+  }
+}
+
+void Agent::count_sample(const tern::v1::AnalysisSample& s) {
+  if (!metrics_http_) return;
+  for (const auto& m : s.metrics()) {
+    if (!m.no_data().empty()) continue;
+    const std::pair<const char*, uint64_t> cells[] = {{"side=\"canary\",kind=\"bad\"", m.canary_bad()},
+                                                      {"side=\"canary\",kind=\"total\"", m.canary_total()},
+                                                      {"side=\"baseline\",kind=\"bad\"", m.baseline_bad()},
+                                                      {"side=\"baseline\",kind=\"total\"", m.baseline_total()}};
+    for (const auto& [labels, v] : cells) {
+      metrics_
+          .counter("tern_agent_analysis_requests_total",
+                   "Requests the canary analysis counted on this host, by service, metric, side (canary: the new "
+                   "release) and kind (bad or total), as sent to the coordinator.",
+                   absl::StrCat("service=\"", s.service(), "\",metric=\"", m.name(), "\",", labels))
+          .fetch_add(static_cast<int64_t>(v), std::memory_order_relaxed);
+    }
+  }
+}
+
+void Agent::collect_metrics() {
+  std::vector<tern::v1::ServiceState> services;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sup] : supervisors_) services.push_back(sup->snapshot());
+  }
+  for (const auto& st : services) {
+    const auto& spec = st.spec();
+    auto counts = traffic_->connection_counts(spec.name());
+    if (!counts.ok()) {
+      spdlog::debug("{}: no connection counts for /metrics: {}", spec.name(), counts.status().message());
+      continue;
+    }
+    // Per slot, over all the service's public ports.
+    std::map<std::string, uint64_t> by_slot;
+    for (const auto& pm : spec.ports()) {
+      const std::string protocol = pm.protocol().empty() ? "tcp" : pm.protocol();
+      for (const auto& c : *counts) {
+        if (c.public_port != pm.public_port() || c.protocol != protocol) continue;
+        if (c.backend_port == pm.blue_port()) by_slot["blue"] += c.connections;
+        if (c.backend_port == pm.green_port()) by_slot["green"] += c.connections;
+      }
+    }
+    const uint32_t active_weight = std::min<uint32_t>(effective_weight(st.active_weight()), 100);
+    for (const char* slot : {"blue", "green"}) {
+      const std::string labels = absl::StrCat("service=\"", spec.name(), "\",slot=\"", slot, "\"");
+      if (auto it = by_slot.find(slot); it != by_slot.end()) {
+        metrics_
+            .counter("tern_agent_slot_new_connections_total",
+                     "New connections the host's NAT sent a service's slot through its public ports, counted by the "
+                     "kernel since the agent started.",
+                     labels)
+            .store(static_cast<int64_t>(it->second), std::memory_order_relaxed);
+      }
+      const bool active = (st.active() == tern::v1::SLOT_COLOR_BLUE) == (std::string(slot) == "blue") &&
+                          st.active() != tern::v1::SLOT_COLOR_UNSPECIFIED;
+      const uint32_t weight = st.active() == tern::v1::SLOT_COLOR_UNSPECIFIED ? 0
+                              : active                                       ? active_weight
+                                                                             : 100 - active_weight;
+      metrics_
+          .gauge("tern_agent_slot_weight_percent",
+                 "The share of a service's new connections the port mapping gives a slot, in percent.", labels)
+          .store(weight, std::memory_order_relaxed);
+    }
   }
 }
 

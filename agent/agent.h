@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "core/metrics.h"
 #include "core/signing.h"
 #include "agent/artifact_stager.h"
 #include "agent/config.h"
@@ -57,6 +58,8 @@ class Agent {
   // checks the port mapping: if it wedges, the pings stop. Before start().
   void set_liveness_ping(std::chrono::milliseconds period, std::function<void()> ping);
   const CoordinatorLink& link() const { return *link_; }
+  // The bound /metrics address ("" when metrics_listen is empty).
+  const std::string& metrics_address() const { return metrics_address_; }
   std::vector<tern::v1::ServiceStatus> services() const;
 
  private:
@@ -79,6 +82,10 @@ class Agent {
   // services the state does not name at all.
   void stop_unknown_slot_processes();
   void housekeeping_loop();
+  // Brings the per-slot cells of metrics_ up to date (on each scrape).
+  void collect_metrics();
+  // What one analysis interval counted, added to the agent's counters.
+  void count_sample(const tern::v1::AnalysisSample& s);
 
   AgentConfig config_;
   std::string host_id_;
@@ -107,6 +114,11 @@ class Agent {
   TrustedKeys trusted_;
   std::chrono::milliseconds ping_period_{0};
   std::function<void()> ping_;
+
+  Metrics metrics_;
+  // Declared after metrics_: destroyed (stopped) before it.
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::string metrics_address_;
 };
 
 }  // namespace tern

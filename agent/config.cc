@@ -60,6 +60,7 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
     m.absorb(r->finish());
   }
   m.get("insecure", cfg.insecure);
+  m.get("metrics_listen", cfg.metrics_listen);
   read_tls(m, cfg.tls, /*client=*/true);
   m.get("trusted_keys", cfg.trusted_keys);
   if (auto p = m.child("policy")) {
@@ -124,6 +125,11 @@ absl::Status validate(const AgentConfig& cfg) {
     return absl::InvalidArgumentError("key \"reconcile_interval\": must be at least 100ms");
   }
   if (cfg.state_dir.empty()) return absl::InvalidArgumentError("key \"state_dir\": must not be empty");
+  if (!cfg.metrics_listen.empty()) {
+    if (auto hp = split_host_port(cfg.metrics_listen); !hp.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("key \"metrics_listen\": ", hp.status().message()));
+    }
+  }
   if (cfg.insecure && !cfg.tls.empty()) {
     return absl::InvalidArgumentError("keys \"insecure\" and \"tls\": choose one (insecure turns TLS off)");
   }

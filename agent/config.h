@@ -94,6 +94,10 @@ struct AgentConfig {
   AgentPolicy policy;
   DownloadSettings downloads;
   ReleaseSettings releases;
+  // Prometheus /metrics (and /healthz) over plain HTTP, "host:port"; empty
+  // (the default) serves none. The example config and the Ansible role use
+  // 127.0.0.1:9401.
+  std::string metrics_listen;
 };
 
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path);

@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", tls_cert, "this host's certificate (PEM; its CN is the host id)");
   app.add_option("--tls-key", tls_key, "this host's private key (PEM)");
   app.add_flag("--insecure", insecure, "plaintext to the coordinator (local demos only)");
+  std::string metrics_listen;
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Prometheus /metrics address host:port, e.g. 127.0.0.1:9401 (default: none)");
   std::string default_user;
   bool allow_root = false;
   app.add_option("--default-user", default_user,
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
   if (app.count("--tls-cert")) cfg.tls.cert = tls_cert;
   if (app.count("--tls-key")) cfg.tls.key = tls_key;
   if (insecure) cfg.insecure = true;
+  if (app.count("--metrics-listen")) cfg.metrics_listen = metrics_listen;
   if (app.count("--default-user")) cfg.policy.default_user = default_user;
   if (allow_root) cfg.policy.allow_root = true;
   if (app.count("--host-id")) cfg.host_id = host_id;

@@ -27,6 +27,7 @@ Metrics::Value& Metrics::gauge(const std::string& name, const std::string& help,
 }
 
 std::string Metrics::render() const {
+  if (collect_) collect_();
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;
   for (const auto& [name, fam] : families_) {

@@ -26,6 +26,12 @@ class Metrics {
   Value& counter(const std::string& name, const std::string& help, const std::string& labels = "");
   Value& gauge(const std::string& name, const std::string& help, const std::string& labels = "");
 
+  // Called at the start of every render(), outside the registry's lock, to
+  // bring cells that mirror someone else's state up to date (the agent's
+  // per-slot connection counts, read from the kernel on each scrape). Set
+  // once, before the registry is served.
+  void set_collector(std::function<void()> collect) { collect_ = std::move(collect); }
+
   // Prometheus text exposition format 0.0.4.
   std::string render() const;
 
@@ -40,6 +46,7 @@ class Metrics {
 
   mutable std::mutex mu_;
   std::map<std::string, Family> families_;
+  std::function<void()> collect_;
 };
 
 // Serves GET /metrics (and GET /healthz) over plain HTTP/1.1, one request

@@ -24,6 +24,7 @@ reconnect:
   max: 10s
 downloads: {max_mib: 512, allow_loopback: true}
 releases: {keep: 3, min_free_mib: 128}
+metrics_listen: 127.0.0.1:9401
 )");
   auto cfg = load_agent_config(path);
   ASSERT_TRUE(cfg.ok()) << cfg.status();
@@ -37,6 +38,7 @@ releases: {keep: 3, min_free_mib: 128}
   EXPECT_TRUE(cfg->downloads.allow_loopback);
   EXPECT_EQ(cfg->releases.keep, 3u);
   EXPECT_EQ(cfg->releases.min_free_mib, 128u);
+  EXPECT_EQ(cfg->metrics_listen, "127.0.0.1:9401");
 }
 
 TEST(AgentConfigTest, DownloadsAndReleasesHaveSafeDefaults) {
@@ -44,6 +46,7 @@ TEST(AgentConfigTest, DownloadsAndReleasesHaveSafeDefaults) {
   EXPECT_EQ(cfg.downloads.max_mib, 2048u);
   EXPECT_FALSE(cfg.downloads.allow_loopback);
   EXPECT_EQ(cfg.releases.keep, 5u);
+  EXPECT_EQ(cfg.metrics_listen, "") << "no listener unless the config asks for one";
 }
 
 TEST(AgentConfigTest, BadInputIsOneClearErrorNamingFileAndKey) {
@@ -63,6 +66,8 @@ TEST(AgentConfigTest, BadInputIsOneClearErrorNamingFileAndKey) {
            Case{"downloads: {max_mib: 0}\n", "key \"downloads.max_mib\""},
            Case{"downloads: {allow_localhost: true}\n", "unknown key \"downloads.allow_localhost\""},
            Case{"releases: {keep: 0}\n", "key \"releases.keep\""},
+           Case{"metrics_listen: 9401\n", "key \"metrics_listen\""},
+           Case{"metrics_listen: 127.0.0.1:99999\n", "key \"metrics_listen\""},
        }) {
     testing::TempDir dir;
     auto path = dir.write("agent.yaml", c.yaml);
@@ -79,6 +84,7 @@ TEST(AgentConfigTest, TheShippedExampleIsValid) {
   ASSERT_TRUE(cfg.ok()) << cfg.status();
   EXPECT_EQ(cfg->labels.at("zone"), "a");
   EXPECT_EQ(cfg->reconnect.max, Millis(30'000));
+  EXPECT_EQ(cfg->metrics_listen, "127.0.0.1:9401");
 }
 
 TEST(AgentConfigTest, MissingFileIsNotFoundAndNamed) {

@@ -1,11 +1,14 @@
 // A coordinator and three agents, all real binaries on loopback, driven and
 // observed through ternctl as an operator would.
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -295,6 +298,29 @@ TEST_F(FleetTest, AgentWithABadConfigSaysWhichFileAndKey) {
   std::string log = agent.log();
   EXPECT_NE(log.find(path + ":4:1"), std::string::npos) << log;
   EXPECT_NE(log.find("unknown key \"heartbeat\""), std::string::npos) << log;
+}
+
+TEST_F(FleetTest, AnAgentWhoseMetricsPortIsTakenSaysSoAndStartsNothing) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(fd, 1), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string taken = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+
+  std::string path = dir_.file("agent-metrics.yaml");
+  std::ofstream(path) << "coordinator: " << address_ << "\nhost_id: m1\nstate_dir: " << dir_.file("m1")
+                      << "\ninsecure: true\npolicy: {default_user: nobody}\nmetrics_listen: " << taken << "\n";
+  Process agent(TERN_AGENT_BIN, {"--config", path}, dir_.file("metrics-agent.log"));
+  EXPECT_EQ(agent.wait(), 1);
+  close(fd);
+  std::string log = agent.log();
+  EXPECT_NE(log.find("cannot serve /metrics on " + taken + " (metrics_listen)"), std::string::npos) << log;
+  EXPECT_NE(log.find("pick a free address"), std::string::npos) << log;
 }
 
 }  // namespace

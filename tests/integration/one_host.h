@@ -19,6 +19,7 @@
 namespace tern::testing {
 
 inline constexpr uint16_t kPublicPort = 8080;
+inline constexpr uint16_t kAgentMetricsPort = 9401;
 inline constexpr uint16_t kBluePort = 9001;
 inline constexpr uint16_t kGreenPort = 9002;
 
@@ -87,6 +88,17 @@ class OneHostFixture : public ::testing::Test {
   }
 
   // What a new client connection to the public port gets: "<version> <slot>".
+  // The agent's /metrics body.
+  std::string agent_metrics() const {
+    std::string body;
+    ns_->run([&] {
+      std::string resp = http_get("127.0.0.1:" + std::to_string(kAgentMetricsPort), "/metrics");
+      auto p = resp.find("\r\n\r\n");
+      if (p != std::string::npos) body = resp.substr(p + 4);
+    });
+    return body;
+  }
+
   std::string serving() const {
     std::string body;
     ns_->run([&] {
@@ -136,6 +148,8 @@ class OneHostFixture : public ::testing::Test {
                                            // The artifact server of the URL test listens on 127.0.0.1.
                                            << "downloads: {allow_loopback: true}\n"
                                            << "insecure: true\n"
+                                           // Its own network namespace: the port is free.
+                                           << "metrics_listen: 127.0.0.1:" << kAgentMetricsPort << "\n"
                                            // The package's tern-app is not on a test machine.
                                            << "policy: {default_user: nobody}\n";
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));

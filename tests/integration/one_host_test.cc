@@ -104,6 +104,16 @@ TEST_P(OneHostTest, WeightedCanaryThenPromotion) {
   ASSERT_TRUE(h);
   EXPECT_EQ(h->services(0).slots(1).weight(), 30u);
   EXPECT_EQ(h->services(0).slots(0).weight(), 70u);
+  // The agent's /metrics: the kernel's count of each slot's new connections
+  // through the public port (health probes go to the slot's own port and
+  // are not counted), and the split.
+  const std::string m = agent_metrics();
+  EXPECT_NE(m.find("tern_agent_slot_new_connections_total{service=\"web\",slot=\"green\"} " + std::to_string(v2) +
+                   "\n"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("tern_agent_slot_weight_percent{service=\"web\",slot=\"green\"} 30\n"), std::string::npos) << m;
+  EXPECT_NE(m.find("tern_agent_slot_weight_percent{service=\"web\",slot=\"blue\"} 70\n"), std::string::npos) << m;
 
   // Deploying the same release again promotes it: all traffic, old slot drained and stopped.
   r = ctl({"host", "deploy", "h1", "web", "--version", "v2"});
