@@ -479,12 +479,14 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
 void ServiceSupervisor::stop_slot(SlotColor color, SlotPhase final_phase, const std::string& why) {
   tern::v1::SlotState s;
   Millis grace;
+  int signal;
   {
     std::lock_guard lock(mu_);
     s = recorded(color);
     grace = millis(state_.spec().grace());
+    signal = stop_signal(state_.spec());
   }
-  slot(color).stop(handle(s), grace);
+  slot(color).stop(handle(s), grace, signal);
   {
     std::lock_guard lock(mu_);
     auto& m = recorded(color);
@@ -510,14 +512,36 @@ void ServiceSupervisor::finish_drain(SlotColor color) {
 
 void ServiceSupervisor::drain(SlotColor color, const Progress& p) {
   Millis drain_time;
+  tern::v1::ServiceSpec spec;
+  tern::v1::SlotState s;
+  bool told;
   {
     std::lock_guard lock(mu_);
     drain_time = millis(state_.spec().drain());
+    spec = state_.spec();
+    s = recorded(color);
+    // After an agent restart in the middle of a drain the app was told
+    // already: a second signal could read as "stop now" to some apps.
+    told = s.phase() == tern::v1::SLOT_PHASE_DRAINING;
     recorded(color).set_phase(tern::v1::SLOT_PHASE_DRAINING);
   }
   save(absl::StrCat("draining ", word(color)));
   p(absl::StrCat("draining ", word(color), " (up to ", format_duration(drain_time), ")"));
-  auto ps = slot(color).drain(slot_port(color), drain_time);
+  const TimePoint start = deps_.os->clock().now();
+  if (!told) {
+    if (std::string what = slot(color).begin_drain(spec, s.release(), s.release_dir(), handle(s), drain_time);
+        !what.empty()) {
+      p(what);
+    }
+  }
+  // Every port of the slot, not just the first: a connection to any of them
+  // is one the app is still serving.
+  std::vector<uint16_t> ports;
+  for (const auto& pm : spec.ports()) {
+    ports.push_back(static_cast<uint16_t>(color == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port()));
+  }
+  const Millis spent = std::chrono::duration_cast<Millis>(deps_.os->clock().now() - start);
+  auto ps = slot(color).drain(ports, std::max(Millis(0), drain_time - spent));
   if (!ps) return;
   if (ps->established > 0) {
     p(absl::StrCat("drain time passed with ", ps->established, " connection(s) still open on ", word(color)));

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "core/duration.h"
+#include "core/service_spec.h"
 
 namespace tern {
 
@@ -131,21 +132,65 @@ absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t por
   }
 }
 
-std::optional<PortSockets> Slot::drain(uint16_t port, Millis drain_time) {
+std::string Slot::begin_drain(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                              const std::string& dir, const ProcessHandle& h, Millis limit) {
+  if (h.pid <= 0) return "";
+  if (!spec.drain_signal().empty()) {
+    const int sig = parse_signal_name(spec.drain_signal()).value_or(0);
+    if (sig == 0) return "";  // validated when the spec was applied
+    deps_.launcher->signal_group(h, sig);
+    return absl::StrCat("sent ", word(color_), " its drain signal ", spec.drain_signal());
+  }
+  if (spec.drain_command_size() == 0) return "";
+  tern::v1::ServiceSpec as_command = spec;
+  as_command.clear_argv();
+  for (const auto& a : spec.drain_command()) as_command.add_argv(a);
+  LaunchSpec ls = launch(as_command, release, dir);
+  ls.slot_id.clear();  // not the slot's process: recovery must not take it for one
+  ls.env.emplace("TERN_DRAIN", "1");
+  auto cmd = deps_.launcher->start(ls);
+  if (!cmd.ok()) {
+    return absl::StrCat("the drain command of ", word(color_), " did not start (", cmd.status().message(),
+                        "); draining without it");
+  }
+  const Clock& clock = deps_.os->clock();
+  const TimePoint deadline = clock.now() + limit;
+  for (;;) {
+    if (auto exit = deps_.launcher->poll(*cmd)) {
+      return exit->clean ? absl::StrCat("the drain command of ", word(color_), " succeeded")
+                           : absl::StrCat("the drain command of ", word(color_), " failed (", exit->description,
+                                          "; its output is in ", log_path_, "); draining without it");
+    }
+    if (clock.now() >= deadline || deps_.pause(Millis(50))) break;
+  }
+  deps_.launcher->signal_group(*cmd, SIGKILL);
+  const TimePoint kill_deadline = clock.now() + Millis(5'000);
+  while (!deps_.launcher->poll(*cmd) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
+  return absl::StrCat("the drain command of ", word(color_), " did not finish within ", format_duration(limit),
+                      " and was killed; draining without it");
+}
+
+std::optional<PortSockets> Slot::drain(const std::vector<uint16_t>& ports, Millis drain_time) {
   const Clock& clock = deps_.os->clock();
   const TimePoint deadline = clock.now() + drain_time;
   for (;;) {
-    PortSockets ps = deps_.os->port_sockets(port);
-    if (ps.accept_queue == 0 && ps.established == 0) return ps;
-    if (clock.now() >= deadline) return ps;
+    PortSockets sum;
+    for (uint16_t port : ports) {
+      PortSockets ps = deps_.os->port_sockets(port);
+      sum.accept_queue += ps.accept_queue;
+      sum.established += ps.established;
+      sum.listening |= ps.listening;
+    }
+    if (sum.accept_queue == 0 && sum.established == 0) return sum;
+    if (clock.now() >= deadline) return sum;
     if (deps_.pause(Millis(100))) return std::nullopt;
   }
 }
 
-void Slot::stop(const ProcessHandle& h, Millis grace) {
+void Slot::stop(const ProcessHandle& h, Millis grace, int signal) {
   if (h.pid <= 0) return;
   const Clock& clock = deps_.os->clock();
-  deps_.launcher->signal_group(h, SIGTERM);
+  deps_.launcher->signal_group(h, signal);
   const TimePoint deadline = clock.now() + grace;
   bool gone = false;
   while (!(gone = deps_.launcher->poll(h).has_value()) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));

@@ -1,9 +1,12 @@
 #pragma once
 
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -82,12 +85,19 @@ class Slot {
   // Exec probes run as `as` says (the slot process's LaunchSpec).
   absl::Status wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
                             const std::string& version, const LaunchSpec& as);
-  // Waits until `port` has no queued or open connections, or `drain_time`
-  // passed; the sockets still open then. nullopt when cut short by a shutdown.
-  std::optional<PortSockets> drain(uint16_t port, Millis drain_time);
-  // SIGTERM to the process group, up to `grace` for it to exit, then SIGKILL
-  // (and up to 5 s more). Returns at once for pid 0.
-  void stop(const ProcessHandle& h, Millis grace);
+  // Tells the process that it is draining, as the spec asks: its
+  // drain_signal to the process group, or its drain_command (run as
+  // launch() would run the slot, waited for up to `limit`). Returns what
+  // happened, for the progress log; empty when the spec asks for neither.
+  std::string begin_drain(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                          const std::string& dir, const ProcessHandle& h, Millis limit);
+  // Waits until none of `ports` has queued or open connections, or
+  // `drain_time` passed; the sockets still open then (summed over the
+  // ports). nullopt when cut short by a shutdown.
+  std::optional<PortSockets> drain(const std::vector<uint16_t>& ports, Millis drain_time);
+  // `signal` to the process group, up to `grace` for it to exit, then
+  // SIGKILL (and up to 5 s more). Returns at once for pid 0.
+  void stop(const ProcessHandle& h, Millis grace, int signal = SIGTERM);
 
   SlotRuntime& runtime() { return runtime_; }
 

@@ -1,6 +1,7 @@
 #include "core/service_spec.h"
 
 #include <google/protobuf/util/time_util.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <map>
@@ -8,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/duration.h"
 #include "core/label_selector.h"
@@ -245,6 +248,11 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
   }
   get_duration(m, "drain", [&] { return spec.mutable_drain(); });
   get_duration(m, "grace", [&] { return spec.mutable_grace(); });
+  m.get("stop_signal", *spec.mutable_stop_signal());
+  m.get("drain_signal", *spec.mutable_drain_signal());
+  std::vector<std::string> drain_command;
+  m.get("drain_command", drain_command);
+  for (auto& a : drain_command) spec.add_drain_command(a);
   bool keep_warm = false;
   m.get("keep_warm", keep_warm);
   spec.set_keep_warm(keep_warm);
@@ -291,6 +299,22 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
     return absl::InvalidArgumentError(absl::StrCat(origin, ": ", st.message()));
   }
   return spec;
+}
+
+std::optional<int> parse_signal_name(const std::string& name) {
+  std::string n = absl::AsciiStrToUpper(name);
+  if (absl::StartsWith(n, "SIG")) n = n.substr(3);
+  static constexpr std::pair<const char*, int> kSignals[] = {
+      {"TERM", SIGTERM}, {"INT", SIGINT},   {"QUIT", SIGQUIT},   {"HUP", SIGHUP},
+      {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"WINCH", SIGWINCH}, {"KILL", SIGKILL}};
+  for (const auto& [word, sig] : kSignals) {
+    if (n == word) return sig;
+  }
+  return std::nullopt;
+}
+
+int stop_signal(const tern::v1::ServiceSpec& spec) {
+  return parse_signal_name(spec.stop_signal()).value_or(SIGTERM);
 }
 
 absl::StatusOr<tern::v1::ServiceSpec> load_service_spec_file(const std::string& path) {
@@ -385,6 +409,25 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
   }
   if (spec.argv_size() == 0 || spec.argv(0).empty()) {
     return field_error("argv", "the command to run is required, e.g. [\"{release_dir}/app\", \"--port\", \"{port}\"]");
+  }
+  if (!spec.stop_signal().empty() && !parse_signal_name(spec.stop_signal())) {
+    return field_error("stop_signal", absl::StrCat("\"", spec.stop_signal(),
+                                                   "\" is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, "
+                                                   "SIGUSR2, SIGWINCH, SIGKILL"));
+  }
+  if (!spec.drain_signal().empty()) {
+    auto sig = parse_signal_name(spec.drain_signal());
+    if (!sig || *sig == SIGKILL) {
+      return field_error("drain_signal", absl::StrCat("\"", spec.drain_signal(),
+                                                      "\" is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, "
+                                                      "SIGUSR2, SIGWINCH"));
+    }
+    if (spec.drain_command_size() > 0) {
+      return field_error("drain_command", "give drain_signal or drain_command, not both");
+    }
+  }
+  if (spec.drain_command_size() > 0 && spec.drain_command(0).empty()) {
+    return field_error("drain_command", "the command to run is required when the key is given");
   }
   if (!spec.user().empty() && !valid_user_name(spec.user())) {
     return field_error("user", absl::StrCat("\"", spec.user(), "\" is not a user name"));

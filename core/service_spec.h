@@ -51,6 +51,12 @@ absl::Status check_ports_free(const tern::v1::ServiceSpec& spec, const tern::v1:
 void apply_service_defaults(tern::v1::ServiceSpec& spec);
 
 bool is_valid_service_name(const std::string& name);
+
+// "SIGTERM", "TERM" or "term" -> SIGTERM, for the signals a spec may name
+// (TERM, INT, QUIT, HUP, USR1, USR2, WINCH, KILL); nullopt otherwise.
+std::optional<int> parse_signal_name(const std::string& name);
+// The stop signal a spec asks for (SIGTERM when it names none).
+int stop_signal(const tern::v1::ServiceSpec& spec);
 // Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
 bool is_valid_version(const std::string& version);
 

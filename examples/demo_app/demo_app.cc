@@ -18,7 +18,15 @@
 // --error-rate 0.2 (that share of / answers 500; health is unaffected, so only
 // analysis of the metrics can tell), --latency 50ms (answer / that much later),
 // --drain 5s (on SIGTERM stop accepting, finish open connections for at most
-// this long, then exit).
+// this long, then exit), --drain-idle 2s (see below).
+//
+// SIGUSR1 tells it that it is draining (a service spec's `drain_signal:
+// SIGUSR1`): it keeps accepting and serving, but every response carries
+// "Connection: close" and ends its connection, and a kept-alive connection
+// that has been idle for --drain-idle is closed. A client is never cut off
+// while it may be sending a request on a connection it was told it could
+// keep, which is what loses requests when a server stops with idle
+// keep-alive connections open: the close and the next request cross.
 //
 // Errors are deterministic, not random: the k-th request to / (counted across
 // all connections) fails when floor(k * rate) > floor((k - 1) * rate), so the
@@ -60,6 +68,7 @@ struct Options {
   double error_rate = 0;
   double latency_s = 0;
   double drain_s = 5;
+  double drain_idle_s = 2;
 };
 
 // What GET /metrics reports: requests to / by status code, and how long they
@@ -117,6 +126,7 @@ std::atomic<bool> g_healthy{true};
 std::atomic<long> g_requests{0};
 std::atomic<int> g_open_connections{0};
 std::atomic<bool> g_stopping{false};
+std::atomic<bool> g_draining{false};  // SIGUSR1
 std::atomic<long> g_traffic{0};  // requests to /, for the error pattern
 RequestMetrics g_metrics;
 Options g_opts;
@@ -140,7 +150,7 @@ double parse_seconds(const char* text) {
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr, "tern-demo-app: %s\nusage: tern-demo-app --port N [--version V] [--color C] "
                        "[--fail-health] [--fail-health-after D] [--crash-after N] [--start-delay D] [--error-rate F] "
-                       "[--latency D] [--drain D]\n", why);
+                       "[--latency D] [--drain D] [--drain-idle D]\n", why);
   std::exit(2);
 }
 
@@ -169,6 +179,7 @@ Options parse(int argc, char** argv) {
     }
     else if (a == "--latency") o.latency_s = parse_seconds(value());
     else if (a == "--drain") o.drain_s = parse_seconds(value());
+    else if (a == "--drain-idle") o.drain_idle_s = parse_seconds(value());
     else usage(("unknown flag " + a).c_str());
   }
   if (o.port < 0 || o.port > 65535) usage("--port is required (0-65535)");
@@ -199,14 +210,20 @@ std::string respond(int status, const char* reason, const std::string& body, boo
 void serve_connection(int fd) {
   std::string buf;
   char chunk[4096];
+  auto last_request = std::chrono::steady_clock::now();
   for (;;) {
     size_t end;
     while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
-      // While draining, an idle keep-alive connection is closed rather than held open.
+      // While stopping, an idle keep-alive connection is closed rather than
+      // held open; while draining, only once it has been idle a while.
       pollfd p{fd, POLLIN, 0};
       int r = poll(&p, 1, 200);
       if (r == 0) {
         if (g_stopping && buf.empty()) goto done;
+        if (g_draining && buf.empty() &&
+            std::chrono::steady_clock::now() - last_request >= std::chrono::duration<double>(g_opts.drain_idle_s)) {
+          goto done;
+        }
         continue;
       }
       ssize_t n = recv(fd, chunk, sizeof(chunk), 0);
@@ -221,8 +238,9 @@ void serve_connection(int fd) {
       std::string line = head.substr(0, head.find("\r\n"));
       std::string path = line.substr(line.find(' ') + 1);
       path = path.substr(0, path.find(' '));
+      last_request = std::chrono::steady_clock::now();
       bool keep_alive = head.find("Connection: close") == std::string::npos &&
-                        head.find("connection: close") == std::string::npos && !g_stopping;
+                        head.find("connection: close") == std::string::npos && !g_stopping && !g_draining;
       long n = ++g_requests;
       if (g_opts.crash_after >= 0 && n > g_opts.crash_after) {
         std::fprintf(stderr, "tern-demo-app %s: crashing after %ld requests as told\n", g_opts.version.c_str(),
@@ -278,6 +296,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGTERM);
   sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   if (g_opts.start_delay_s > 0) {
@@ -314,7 +333,12 @@ int main(int argc, char** argv) {
   });
 
   int sig = 0;
-  sigwait(&stop, &sig);
+  while (sigwait(&stop, &sig) == 0 && sig == SIGUSR1) {
+    if (!g_draining.exchange(true)) {
+      std::fprintf(stderr, "tern-demo-app %s draining: closing each connection after its next response\n",
+                   g_opts.version.c_str());
+    }
+  }
   // Drain: stop accepting, let open connections finish (bounded), then exit.
   g_stopping = true;
   shutdown(lfd, SHUT_RDWR);

@@ -193,6 +193,23 @@ TEST_F(SupervisorTest, FirstDeployGoesToBlueThenGreenThenRollsBack) {
   s->shutdown();
 }
 
+TEST_F(SupervisorTest, TheOldSlotIsToldItDrainsThenStoppedWithTheSpecsSignal) {
+  tern::v1::ServiceState st = make()->snapshot();
+  st.mutable_spec()->set_drain_signal("SIGUSR1");
+  st.mutable_spec()->set_stop_signal("SIGQUIT");
+  auto s = make(st);
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  const int64_t blue = s->snapshot().blue().pid();
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  std::vector<int> to_blue;
+  for (const auto& [pid, sig] : launcher_.signals) {
+    if (pid == blue) to_blue.push_back(sig);
+  }
+  EXPECT_EQ(to_blue, (std::vector<int>{SIGUSR1, SIGQUIT})) << "told it drains, then stopped the way it asks";
+  s->shutdown();
+}
+
 TEST_F(SupervisorTest, ADeployPrunesOldReleasesButNeverOnesInUseOrKnownGood) {
   keep_releases_ = 1;
   keep_warm_ = true;

@@ -132,7 +132,7 @@ TEST_F(SlotTest, ProbingStopsWhenTheOwnerShutsDown) {
   ASSERT_TRUE(started.ok());
   EXPECT_EQ(slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {}).code(), absl::StatusCode::kAborted);
   os_.sockets[9001] = PortSockets{.accept_queue = 0, .established = 1, .listening = true};
-  EXPECT_FALSE(slot.drain(9001, Millis(10'000)).has_value());
+  EXPECT_FALSE(slot.drain({9001}, Millis(10'000)).has_value());
 }
 
 TEST_F(SlotTest, StopGivesTheGraceThenKillsTheGroup) {
@@ -153,15 +153,77 @@ TEST_F(SlotTest, StopGivesTheGraceThenKillsTheGroup) {
   EXPECT_FALSE(launcher_.recover(*stubborn));
 }
 
+TEST_F(SlotTest, StopSendsTheSpecsSignalThenKills) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto nginx = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(nginx.ok());
+  slot.stop(*nginx, Millis(10'000), SIGQUIT);
+  EXPECT_EQ(launcher_.signals, (std::vector<std::pair<int64_t, int>>{{nginx->pid, SIGQUIT}}));
+  EXPECT_LT(elapsed(), Millis(10'000));
+}
+
+TEST_F(SlotTest, ADrainSignalGoesToTheGroupAndLeavesItRunning) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  auto h = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(slot.begin_drain(spec_, release_, dir_.path().string(), *h, Millis(10'000)), "")
+      << "a spec without drain_signal or drain_command tells the app nothing";
+  EXPECT_TRUE(launcher_.signals.empty());
+  spec_.set_drain_signal("SIGUSR1");
+  EXPECT_EQ(slot.begin_drain(spec_, release_, dir_.path().string(), *h, Millis(10'000)),
+            "sent blue its drain signal SIGUSR1");
+  EXPECT_EQ(launcher_.signals, (std::vector<std::pair<int64_t, int>>{{h->pid, SIGUSR1}}));
+  EXPECT_TRUE(launcher_.recover(*h)) << "draining, not stopped";
+}
+
+TEST_F(SlotTest, ADrainCommandRunsLikeTheSlotAndAHungOneIsKilledAtTheLimit) {
+  Slot slot = make(tern::v1::SLOT_COLOR_GREEN);
+  auto h = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(h.ok());
+  const std::string dir = dir_.path().string();
+  spec_.add_drain_command("/usr/bin/drain-web");
+  spec_.add_drain_command("{port}");
+  spec_.add_drain_command("{version}");
+  launcher_.finishes["/usr/bin/drain-web"] = true;
+  EXPECT_EQ(slot.begin_drain(spec_, release_, dir, *h, Millis(10'000)), "the drain command of green succeeded");
+  const LaunchSpec& ran = launcher_.started.back();
+  EXPECT_EQ(ran.argv, (std::vector<std::string>{"/usr/bin/drain-web", "9002", "1.4"}));
+  EXPECT_EQ(ran.env.at("TERN_DRAIN"), "1");
+  EXPECT_EQ(ran.env.at("TERN_SLOT"), "green");
+  EXPECT_EQ(ran.slot_id, "") << "recovery must not take it for the slot";
+  EXPECT_EQ(elapsed(), Millis(0));
+
+  launcher_.finishes["/usr/bin/drain-web"] = false;
+  EXPECT_NE(slot.begin_drain(spec_, release_, dir, *h, Millis(10'000)).find("failed (exited with status 1"),
+            std::string::npos);
+
+  launcher_.finishes.clear();  // now it hangs
+  const std::string hung = slot.begin_drain(spec_, release_, dir, *h, Millis(3'000));
+  EXPECT_NE(hung.find("did not finish within 3s and was killed"), std::string::npos) << hung;
+  EXPECT_GE(elapsed(), Millis(3'000));
+  EXPECT_EQ(launcher_.signals.back().second, SIGKILL);
+  EXPECT_NE(launcher_.signals.back().first, h->pid) << "the command is killed, not the slot";
+  EXPECT_TRUE(launcher_.recover(*h));
+}
+
+TEST_F(SlotTest, DrainWatchesEveryPortOfTheSlot) {
+  Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
+  os_.sockets[9101] = PortSockets{.accept_queue = 0, .established = 2, .listening = true};
+  auto left = slot.drain({9001, 9101}, Millis(5'000));
+  ASSERT_TRUE(left.has_value());
+  EXPECT_EQ(left->established, 2u) << "the admin port's connections count too";
+  EXPECT_GE(elapsed(), Millis(5'000));
+}
+
 TEST_F(SlotTest, DrainEndsWhenTheLastConnectionDoesOrAtTheDrainTime) {
   Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
-  auto drained = slot.drain(9001, Millis(10'000));
+  auto drained = slot.drain({9001}, Millis(10'000));
   ASSERT_TRUE(drained.has_value());
   EXPECT_EQ(drained->established, 0u);
   EXPECT_EQ(elapsed(), Millis(0)) << "nothing open: no wait";
 
   os_.sockets[9001] = PortSockets{.accept_queue = 1, .established = 3, .listening = true};
-  auto left = slot.drain(9001, Millis(10'000));
+  auto left = slot.drain({9001}, Millis(10'000));
   ASSERT_TRUE(left.has_value());
   EXPECT_EQ(left->established, 3u);
   EXPECT_GE(elapsed(), Millis(10'000));

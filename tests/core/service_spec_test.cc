@@ -1,6 +1,7 @@
 #include "core/service_spec.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 
 namespace tern {
 namespace {
@@ -31,6 +32,23 @@ TEST(ServiceSpecTest, ParsesAFullSpecAndFillsDefaults) {
   EXPECT_TRUE(spec->keep_warm());
   EXPECT_EQ(spec->restart().max_restarts(), 5u);
   EXPECT_EQ(spec->env().at("LOG_LEVEL"), "info");
+}
+
+TEST(ServiceSpecTest, StopAndDrainSignalsAreReadByName) {
+  auto spec = parse_service_spec(
+      "name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [nginx]\nstop_signal: SIGQUIT\n"
+      "drain_command: [\"{release_dir}/drain\", \"{port}\"]\n",
+      "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(stop_signal(*spec), SIGQUIT);
+  EXPECT_EQ(spec->drain_command_size(), 2);
+  spec->clear_stop_signal();
+  EXPECT_EQ(stop_signal(*spec), SIGTERM) << "the default";
+  EXPECT_EQ(parse_signal_name("usr1"), SIGUSR1);
+  EXPECT_EQ(parse_signal_name("TERM"), SIGTERM);
+  EXPECT_EQ(parse_signal_name("SIGWINCH"), SIGWINCH);
+  EXPECT_EQ(parse_signal_name("SIGSEGV"), std::nullopt);
+  EXPECT_EQ(parse_signal_name(""), std::nullopt);
 }
 
 TEST(ServiceSpecTest, MinimalSpecGetsATcpProbe) {
@@ -118,6 +136,13 @@ INSTANTIATE_TEST_SUITE_P(
             "exactly one"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\ndrain: 5\n", "drain"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nsurprise: 1\n", "unknown key"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nstop_signal: SIGSTOP\n",
+            "field stop_signal: \"SIGSTOP\" is not one of SIGTERM"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\ndrain_signal: KILL\n",
+            "field drain_signal"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\ndrain_signal: USR1\n"
+            "drain_command: [x]\n",
+            "give drain_signal or drain_command, not both"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nselector: \"a=b=c\"\n", "selector"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nrestart: {policy: always}\n",
             "restart.policy"},

@@ -1,6 +1,10 @@
 // The demo app behaves as the demo, the swap tests and the benchmarks rely on.
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -169,6 +173,70 @@ TEST_F(DemoAppTest, RefusesAnErrorRateOutsideZeroToOne) {
     EXPECT_EQ(app.wait(), 2) << bad;
     EXPECT_NE(app.log().find("--error-rate is a share"), std::string::npos) << app.log();
   }
+}
+
+// One kept-alive HTTP/1.1 connection.
+class KeptAlive {
+ public:
+  explicit KeptAlive(const std::string& addr) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(addr.find(':') + 1))));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~KeptAlive() { ::close(fd_); }
+  // The response's head, or "" when the connection was closed first.
+  std::string get() {
+    const std::string req = "GET / HTTP/1.1\r\nHost: t\r\nConnection: keep-alive\r\n\r\n";
+    if (!connected_ || ::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
+    std::string buf;
+    char tmp[4096];
+    for (;;) {
+      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) return "";
+      buf.append(tmp, static_cast<std::size_t>(n));
+      auto end = buf.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      auto cl = buf.find("Content-Length: ");
+      const std::size_t need = end + 4 + std::stoul(buf.substr(cl + 16));
+      if (buf.size() >= need) return buf.substr(0, end);
+    }
+  }
+  // Whether the server closed the connection (EOF) within the receive timeout.
+  bool closed_by_server() {
+    char c;
+    return ::recv(fd_, &c, 1, 0) == 0;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+};
+
+TEST_F(DemoAppTest, ADrainSignalClosesEachConnectionAfterItsNextResponseAndIdleOnesLater) {
+  const std::string addr = start({"--drain-idle", "300ms"});
+  KeptAlive busy(addr), idle(addr);
+  EXPECT_NE(busy.get().find("Connection: keep-alive"), std::string::npos);
+  EXPECT_NE(idle.get().find("Connection: keep-alive"), std::string::npos);
+  app_->signal(SIGUSR1);
+  ASSERT_TRUE(eventually([&] { return app_->log().find("draining") != std::string::npos; })) << app_->log();
+  // The next request on a kept-alive connection is answered, and told to close.
+  const std::string head = busy.get();
+  EXPECT_NE(head.find("200 OK"), std::string::npos) << head;
+  EXPECT_NE(head.find("Connection: close"), std::string::npos) << head;
+  EXPECT_TRUE(busy.closed_by_server());
+  // A new connection is still served (it may come from a client's pool).
+  KeptAlive fresh(addr);
+  EXPECT_NE(fresh.get().find("Connection: close"), std::string::npos);
+  // The idle one is closed once it has been idle for --drain-idle.
+  EXPECT_TRUE(idle.closed_by_server());
+  EXPECT_TRUE(app_->running()) << "draining is not stopping";
+  app_->signal(SIGTERM);
+  EXPECT_EQ(app_->wait(), 0) << app_->log();
 }
 
 TEST_F(DemoAppTest, StopsCleanlyOnSigterm) {

@@ -155,6 +155,8 @@ class OneHostFixture : public ::testing::Test {
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
   }
 
+  // More of the service spec (YAML lines), set before set_up().
+  std::string extra_spec_;
   TempDir dir_;
   std::unique_ptr<NetNs> ns_;
   std::unique_ptr<Process> coordinator_;
@@ -213,7 +215,8 @@ class OneHostFixture : public ::testing::Test {
         << "health: {http: {path: /healthz}, interval: 100ms, timeout: 1s, healthy_deadline: 4s}\n"
         << "drain: 2s\n"
         << "grace: 3s\n"
-        << "keep_warm: " << (keep_warm ? "true" : "false") << "\n";
+        << "keep_warm: " << (keep_warm ? "true" : "false") << "\n"
+        << extra_spec_;
   }
 };
 

@@ -44,7 +44,8 @@ class HttpConn {
     return ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   }
   // The body's first word (the version), or empty on any failure.
-  std::string get(bool keep_alive) {
+  // `told_to_close` is set when the response says "Connection: close".
+  std::string get(bool keep_alive, bool* told_to_close = nullptr) {
     std::string req = std::string("GET / HTTP/1.1\r\nHost: t\r\nConnection: ") + (keep_alive ? "keep-alive" : "close") +
                       "\r\n\r\n";
     if (::send(fd_, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) return "";
@@ -65,6 +66,7 @@ class HttpConn {
       }
       if (buf.size() >= need) break;
     }
+    if (told_to_close) *told_to_close = buf.substr(0, header_end).find("Connection: close") != std::string::npos;
     std::string body = buf.substr(header_end + 4, need - header_end - 4);
     return body.substr(0, body.find(' '));
   }
@@ -210,6 +212,86 @@ TEST_P(SwapLoadTest, KeepAliveConnectionsAcrossHundredSwaps) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   run_load(/*keep_alive=*/true);
 }
+
+// Deploys that start each release anew and stop the old one (keep_warm off),
+// under kept-alive clients that follow "Connection: close". With the app told
+// it is draining (drain_signal), it closes each connection after a response,
+// so no client is cut off mid-request when the old slot stops.
+class DrainLoadTest : public OneHostFixture, public ::testing::WithParamInterface<std::string> {
+ protected:
+  void SetUp() override {
+    extra_spec_ = "drain_signal: SIGUSR1\n";
+    OneHostFixture::set_up(GetParam(), /*keep_warm=*/false);
+  }
+};
+
+TEST_P(DrainLoadTest, KeptAliveClientsLoseNothingWhenTheOldReleaseStops) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  push("v2", good_bundle_);
+  std::atomic<bool> stop{false};
+  std::atomic<int> requests{0}, failures{0}, reconnects{0};
+  std::mutex err_mu;
+  std::vector<std::string> errors;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      if (!ns_->enter()) {
+        ++failures;
+        return;
+      }
+      auto next = Clock::now();
+      while (!stop.load()) {
+        HttpConn conn;
+        if (!conn.connect_to(kPublicPort)) {
+          ++failures;
+          continue;
+        }
+        // As a client with a connection pool: the connection is reused
+        // until the server says it closes it.
+        bool closing = false;
+        while (!closing && !stop.load()) {
+          next += std::chrono::milliseconds(2);
+          std::this_thread::sleep_until(next);
+          const std::string v = conn.get(/*keep_alive=*/true, &closing);
+          ++requests;
+          if (v.empty()) {
+            ++failures;
+            std::lock_guard lock(err_mu);
+            if (errors.size() < 10) errors.push_back("a request on a kept-alive connection got no answer");
+            break;
+          }
+        }
+        if (closing) ++reconnects;
+      }
+    });
+  }
+  // Each deploy starts the other release in the idle slot, switches, tells
+  // the old slot it drains, waits for its connections, then stops it.
+  std::string version = "v1";
+  for (int i = 0; i < 10; ++i) {
+    version = version == "v1" ? "v2" : "v1";
+    auto r = ctl({"host", "deploy", "h1", "web", "--version", version});
+    if (r.code != 0) {
+      ADD_FAILURE() << "deploy " << i << ": " << r.out << r.err;
+      break;
+    }
+  }
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_GT(requests.load(), 1000);
+  EXPECT_GE(reconnects.load(), 10) << "every deploy moved the clients by telling them to close";
+  EXPECT_EQ(failures.load(), 0) << ::testing::PrintToString(errors);
+  const std::string log = agent_->log();
+  EXPECT_NE(log.find("sent blue its drain signal SIGUSR1"), std::string::npos);
+  // Told, the clients left the old slot at their next request: no drain ran
+  // out its time with connections still open (without the signal, every one
+  // does, and the stop cuts them).
+  EXPECT_EQ(log.find("drain time passed with"), std::string::npos) << log;
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, DrainLoadTest, ::testing::Values("nftables", "iptables"),
+                         [](const ::testing::TestParamInfo<std::string>& i) { return i.param; });
 
 INSTANTIATE_TEST_SUITE_P(Backends, SwapLoadTest, ::testing::Values("nftables", "iptables"),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });

@@ -33,20 +33,29 @@ class FakeLauncher final : public ProcessLauncher {
   absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
     std::lock_guard lock(mu);
     ProcessHandle h{next_pid++, 1};
-    alive.insert(h.pid);
     started.push_back(spec);
+    // A command that finishes at once, as told.
+    if (auto it = finishes.find(spec.argv.empty() ? "" : spec.argv[0]); it != finishes.end()) {
+      if (it->second) clean_exits.insert(h.pid);
+      return h;
+    }
+    alive.insert(h.pid);
     if (!spec.slot_id.empty()) slot_ids[h.pid] = spec.slot_id;
     return h;
   }
   std::optional<ExitInfo> poll(const ProcessHandle& h) override {
     std::lock_guard lock(mu);
     if (alive.count(h.pid)) return std::nullopt;
+    if (clean_exits.count(h.pid)) return ExitInfo{"exited with status 0", true};
     return ExitInfo{"exited with status 1", false};
   }
   void signal_group(const ProcessHandle& h, int sig) override {
     std::lock_guard lock(mu);
     signals.emplace_back(h.pid, sig);
-    if (sig == SIGKILL || (sig == SIGTERM && !ignore_sigterm.count(h.pid))) alive.erase(h.pid);
+    // TERM, INT and QUIT end a process that does not ignore them; others
+    // (a drain signal) do not.
+    const bool polite_stop = sig == SIGTERM || sig == SIGINT || sig == SIGQUIT;
+    if (sig == SIGKILL || (polite_stop && !ignore_sigterm.count(h.pid))) alive.erase(h.pid);
   }
   bool recover(const ProcessHandle& h) override {
     std::lock_guard lock(mu);
@@ -69,7 +78,10 @@ class FakeLauncher final : public ProcessLauncher {
   std::mutex mu;
   int64_t next_pid = 100;
   std::set<int64_t> alive;
-  std::set<int64_t> ignore_sigterm;
+  std::set<int64_t> ignore_sigterm;  // and every other polite stop signal
+  // Programs (argv[0]) that exit at once: cleanly (true) or with status 1.
+  std::map<std::string, bool> finishes;
+  std::set<int64_t> clean_exits;
   std::vector<LaunchSpec> started;
   std::map<int64_t, std::string> slot_ids;
   std::vector<std::pair<int64_t, int>> signals;  // (pid, signal) in the order sent
