@@ -13,7 +13,13 @@
 namespace tern {
 namespace {
 
-using Split = std::vector<std::pair<uint16_t, uint32_t>>;  // (port, weight > 0), by port
+// How a UDP port's new flows are split: the live backends (weight > 0) with
+// their weights, and, when there are two, how a flow is assigned a side.
+struct Split {
+  TrafficSplit kind = TrafficSplit::kConnection;
+  std::vector<std::pair<uint16_t, uint32_t>> live;  // (port, weight)
+  friend bool operator==(const Split&, const Split&) = default;
+};
 
 std::map<uint16_t, Split> udp_splits(const DesiredMapping& mapping) {
   std::map<uint16_t, Split> out;
@@ -21,10 +27,15 @@ std::map<uint16_t, Split> udp_splits(const DesiredMapping& mapping) {
     if (route.protocol != "udp") continue;
     Split split;
     for (const auto& b : route.backends) {
-      if (b.weight > 0) split.emplace_back(b.port, b.weight);
+      if (b.weight > 0) split.live.emplace_back(b.port, b.weight);
     }
-    std::sort(split.begin(), split.end());
-    if (!split.empty()) out[route.public_port] = std::move(split);
+    if (split.live.empty()) continue;
+    // A client split gives each backend the buckets its place in the list
+    // says, so there the order matters; a random draw, or a single backend,
+    // does not care.
+    if (split.live.size() > 1) split.kind = route.split;
+    if (split.kind == TrafficSplit::kConnection) std::sort(split.live.begin(), split.live.end());
+    out[route.public_port] = std::move(split);
   }
   return out;
 }

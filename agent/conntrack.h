@@ -16,7 +16,9 @@ namespace tern {
 
 // The public UDP ports whose traffic split differs between `before` and
 // `after`: a route added, removed, or with other backends or weights (a
-// backend with weight 0 counts as absent, and order does not matter). Sorted.
+// backend with weight 0 counts as absent, and order does not matter), or
+// whose flows are now assigned a side another way (by client instead of at
+// random, or the client split's buckets laid out in another order). Sorted.
 std::vector<uint16_t> udp_ports_to_reset(const DesiredMapping& before, const DesiredMapping& after);
 
 // Runs `conntrack -D -p udp --orig-port-dst <port>` for each port. Never

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -92,6 +93,17 @@ std::string probability(uint32_t percent) {
   return absl::StrFormat("%.11f", fixed / kScale);
 }
 
+// Whether expected_iptables_nat(mapping) has a cluster match.
+bool uses_cluster_match(const DesiredMapping& mapping) {
+  for (const auto& route : mapping.routes) {
+    if (route.split != TrafficSplit::kClient) continue;
+    if (std::count_if(route.backends.begin(), route.backends.end(), [](const auto& b) { return b.weight > 0; }) > 1) {
+      return true;
+    }
+  }
+  return false;
+}
+
 class IptablesMapper final : public PortMapper {
  public:
   IptablesMapper(std::string prefix, std::string iptables_bin, std::string restore_bin, std::string conntrack_bin)
@@ -103,7 +115,14 @@ class IptablesMapper final : public PortMapper {
   absl::Status apply(const DesiredMapping& desired) override {
     if (auto st = validate(desired); !st.ok()) return st;
     auto changed = sync(expected_iptables_nat(prefix_, desired));
-    if (!changed.ok()) return changed.status();
+    if (!changed.ok()) {
+      if (!uses_cluster_match(desired) || !absl::StrContains(changed.status().message(), "cluster")) {
+        return changed.status();
+      }
+      return absl::Status(changed.status().code(),
+                          absl::StrCat(changed.status().message(), " (a client split needs the kernel's cluster match, "
+                                       "xt_cluster: check `modprobe xt_cluster`, or use the nftables backend)"));
+    }
     DesiredMapping before = in_force_ ? std::move(current_) : DesiredMapping{};
     current_ = desired;
     in_force_ = true;
@@ -286,6 +305,49 @@ IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string
   return state;
 }
 
+std::vector<std::string> iptables_client_matches(uint32_t percent) {
+  // 25 coarse buckets of 4 points each, then, within the coarse bucket that
+  // is only partly in, 4 fine ones of a point: the share is exact to the
+  // point. One coarse bucket per rule: see iptables_restorable() for why
+  // masks of several are not used.
+  constexpr uint32_t kCoarse = 25, kFine = 4;
+  static_assert(kCoarse * kFine == 100 && kCoarse <= 32, "xt_cluster takes at most 32 nodes");
+  auto cluster = [](uint32_t mask, uint32_t nodes, const char* seed) {
+    return absl::StrFormat("-m cluster --cluster-local-nodemask 0x%08x --cluster-total-nodes %u --cluster-hash-seed %s",
+                           mask, nodes, seed);
+  };
+  percent = std::min<uint32_t>(percent, 100);
+  const uint32_t whole = percent / kFine, part = percent % kFine;
+  std::vector<std::string> out;
+  for (uint32_t node = 0; node < whole; ++node) out.push_back(cluster(1u << node, kCoarse, kIptablesClientHashSeed));
+  if (part > 0) {
+    out.push_back(absl::StrCat(cluster(1u << whole, kCoarse, kIptablesClientHashSeed), " ",
+                               cluster((1u << part) - 1, kFine, kIptablesClientFineHashSeed)));
+  }
+  return out;
+}
+
+std::string iptables_restorable(const std::string& rule) {
+  const std::string kMask = "--cluster-local-nodemask ";
+  std::string out;
+  size_t from = 0;
+  for (size_t at = rule.find(kMask); at != std::string::npos; at = rule.find(kMask, from)) {
+    const size_t value = at + kMask.size();
+    const size_t stop = std::min(rule.find(' ', value), rule.size());
+    uint32_t mask = 0;
+    absl::StrAppend(&out, absl::string_view(rule).substr(from, at - from));
+    if (absl::SimpleHexAtoi(absl::string_view(rule).substr(value, stop - value), &mask) && mask > 32 &&
+        std::has_single_bit(mask)) {
+      absl::StrAppend(&out, "--cluster-local-node ", std::countr_zero(mask) + 1);
+    } else {
+      absl::StrAppend(&out, absl::string_view(rule).substr(at, stop - at));
+    }
+    from = stop;
+  }
+  absl::StrAppend(&out, absl::string_view(rule).substr(from));
+  return out;
+}
+
 IptablesNatState expected_iptables_nat(const std::string& prefix, const DesiredMapping& mapping) {
   IptablesNatState state;
   const std::string pre = prefix + "-PREROUTING";
@@ -306,6 +368,13 @@ IptablesNatState expected_iptables_nat(const std::string& prefix, const DesiredM
       if (b.weight > 0) live.push_back(b);
     }
     auto& rules = state.chains[chain];
+    if (live.size() == 2 && route.split == TrafficSplit::kClient) {
+      for (const auto& cluster : iptables_client_matches(live[0].weight)) {
+        rules.push_back(absl::StrCat("-A ", chain, " -p ", p, " ", cluster, " -j REDIRECT --to-ports ", live[0].port));
+      }
+      rules.push_back(absl::StrCat("-A ", chain, " -p ", p, " -j REDIRECT --to-ports ", live[1].port));
+      continue;
+    }
     if (live.size() == 2) {
       rules.push_back(absl::StrCat("-A ", chain, " -p ", p, " -m statistic --mode random --probability ",
                                    probability(live[1].weight), " -j REDIRECT --to-ports ", live[1].port));
@@ -332,7 +401,7 @@ std::string iptables_restore_script(const IptablesNatState& actual, const Iptabl
     }
   }
   for (const auto& [chain, rules] : wanted.chains) {
-    for (const auto& rule : rules) absl::StrAppend(&out, rule, "\n");
+    for (const auto& rule : rules) absl::StrAppend(&out, iptables_restorable(rule), "\n");
   }
   // Jump rules: delete surplus ones (before the chains they point to go),
   // insert missing ones at the top.

@@ -8,6 +8,9 @@
 //   <PREFIX>-<service>-<protocol>-<port>  (the route chain) the split:
 //       -p tcp -m statistic --mode random --probability P -j REDIRECT --to-ports <second>
 //       -p tcp -j REDIRECT --to-ports <first>
+//   or, for a client split (see iptables_client_matches()):
+//       -p tcp -m cluster ... -j REDIRECT --to-ports <first>   (one or two rules)
+//       -p tcp -j REDIRECT --to-ports <second>
 // plus one jump rule each in the built-in PREROUTING and OUTPUT chains
 // (comment "tern-agent"), and it deletes any other rule that jumps into its
 // chains.
@@ -64,6 +67,29 @@ std::string strip_iptables_counters(const std::string& prefix, const std::string
 
 // Picks our part out of `iptables -t nat -S` output.
 IptablesNatState parse_iptables_nat(const std::string& prefix, const std::string& listing);
+
+// The seeds of the client split's hashes: fixed, so that a client keeps its
+// side across rewrites, agent restarts and hosts.
+inline constexpr char kIptablesClientHashSeed[] = "0x7465726e";
+inline constexpr char kIptablesClientFineHashSeed[] = "0x6e726574";
+
+// The client split: iptables has no hash-to-map lookup like nft's jhash, but
+// the cluster match (xt_cluster) hashes a connection's original source
+// address (jhash with a seed) into up to 32 buckets and matches a bitmask of
+// them. `percent` of the clients (0-100) are matched by the returned
+// `-m cluster ...` match sets, each the matches of one REDIRECT rule: one
+// rule per bucket of 25 of 4 points, and, within the next bucket, 4 buckets
+// of 1 point hashed with another seed. A client matched at some percent is
+// matched at every higher one, so a growing weight only adds clients.
+std::vector<std::string> iptables_client_matches(uint32_t percent);
+
+// `rule` (in the form -S prints) as iptables-restore takes it back. The two
+// differ for the cluster match: iptables 1.8.9 prints the matched buckets as
+// `--cluster-local-nodemask 0x...` but refuses a mask above 32 there (it
+// checks it as if it were a bucket number), so a mask of one bucket above 32
+// is written as `--cluster-local-node <bucket + 1>`, which the kernel keeps
+// and -S prints as that same mask.
+std::string iptables_restorable(const std::string& rule);
 
 // What `mapping` needs.
 IptablesNatState expected_iptables_nat(const std::string& prefix, const DesiredMapping& mapping);

@@ -64,7 +64,9 @@ class NftMapper final : public PortMapper {
     // and counters.
     bool same_routes = in_force_ && old_routes.size() == new_routes.size();
     for (auto it = old_routes.begin(), jt = new_routes.begin(); same_routes && it != old_routes.end(); ++it, ++jt) {
-      same_routes = it->first == jt->first && backend_ports(*it->second.first) == backend_ports(*jt->second.first);
+      // A different split is a different rule, not different map elements.
+      same_routes = it->first == jt->first && backend_ports(*it->second.first) == backend_ports(*jt->second.first) &&
+                    it->second.first->split == jt->second.first->split;
     }
 
     const DesiredMapping before = in_force_ ? current_ : DesiredMapping{};
@@ -281,13 +283,30 @@ std::string nft_ruleset(const std::string& table, const DesiredMapping& mapping)
       absl::StrAppend(&counting, "    meta l4proto ", route.protocol, " ct state new ct original proto-dst ",
                       route.public_port, " ", route.protocol, " dport ", b.port, " counter name \"", counter, "\"\n");
     }
+    // The key type is the same 32-bit host-order integer whichever
+    // expression looks the map up (jhash too), so both splits share one map
+    // declaration, and the netlink path writes both alike. (`typeof jhash
+    // ...` would say the same, but nft 1.0.6 crashes listing such a map.)
     absl::StrAppend(&out, "  map ", map_name, " {\n", "    typeof numgen random mod 100 : ", route.protocol, " dport\n",
                     "    elements = {");
     auto slots = weight_slots(route);
     for (size_t i = 0; i < slots.size(); ++i) absl::StrAppend(&out, i == 0 ? " " : ", ", i, " : ", slots[i]);
     absl::StrAppend(&out, " }\n  }\n");
-    absl::StrAppend(&rules, "    ", route.protocol, " dport ", route.public_port,
-                    " fib daddr type local redirect to :numgen random mod 100 map @", map_name, "\n");
+    const std::string match = absl::StrCat(route.protocol, " dport ", route.public_port, " fib daddr type local");
+    switch (route.split) {
+      case TrafficSplit::kConnection:
+        absl::StrAppend(&rules, "    ", match, " redirect to :numgen random mod 100 map @", map_name, "\n");
+        break;
+      case TrafficSplit::kClient:
+        // One rule per address family, since the hash reads the address
+        // itself; each hashes only the source address, with a fixed seed,
+        // so a client's bucket survives rewrites, restarts and reboots.
+        absl::StrAppend(&rules, "    meta nfproto ipv4 ", match, " redirect to :jhash ip saddr mod 100 seed ",
+                        kNftClientHashSeed, " map @", map_name, "\n");
+        absl::StrAppend(&rules, "    meta nfproto ipv6 ", match, " redirect to :jhash ip6 saddr mod 100 seed ",
+                        kNftClientHashSeed, " map @", map_name, "\n");
+        break;
+    }
   }
   absl::StrAppend(&out, "  chain prerouting {\n", "    type nat hook prerouting priority dstnat; policy accept;\n",
                   rules, "  }\n");

@@ -1,11 +1,13 @@
 #pragma once
 
 // The nftables PortMapper: one table (family inet, so IPv4 and IPv6) that
-// holds, per mapped route, a map from `numgen random mod 100` to a backend
-// port and a redirect rule in a prerouting and an output nat chain.
+// holds, per mapped route, a map from a bucket 0..99 to a backend port and a
+// redirect rule in a prerouting and an output nat chain that looks the bucket
+// up: `numgen random mod 100` for a per-connection split, `jhash ip saddr mod
+// 100` (and `ip6 saddr`, in a rule of its own) for a per-client one.
 //
 // apply() writes the whole table with one `nft -f -` run when routes appear or
-// disappear, and otherwise (a swap or re-weighting: the hot path) rewrites only
+// disappear or a route's split changes, and otherwise (a swap or re-weighting: the hot path) rewrites only
 // the changed maps in one netlink transaction, without forking. After each
 // change it records the ruleset generation. reconcile() (and the hot path)
 // compare the kernel's generation with it: when anyone committed anything
@@ -37,7 +39,12 @@ absl::StatusOr<std::unique_ptr<PortMapper>> make_nft_mapper(const PortMapperOpti
 
 // --- The pure parts, exposed for tests. ---
 
-// The backend port for each numgen key 0..99 of a route with backends: the
+// The seed of the client split's jhash. Fixed, so that a client hashes to the
+// same bucket whenever and wherever the table is written: across rewrites,
+// agent restarts, and on every host of the fleet.
+inline constexpr char kNftClientHashSeed[] = "0x7465726e";
+
+// The backend port for each bucket 0..99 of a route with backends: the
 // backends in order take consecutive runs of keys as long as their weights
 // (weights 30, 70 on A, B: keys 0..29 -> A, 30..99 -> B).
 std::array<uint16_t, 100> weight_slots(const PortRoute& route);

@@ -19,7 +19,7 @@
 namespace tern {
 
 // The new contents of one map whose key is a 32-bit integer in host byte order
-// (what `numgen` produces) and whose data is a transport port (`tcp dport`,
+// (what `numgen` and `jhash` produce) and whose data is a transport port (`tcp dport`,
 // `udp dport`, kept in network byte order by the kernel; give it here in host
 // order, it is converted).
 struct NftMapContents {

@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/service_spec.h"
 
 namespace tern {
 
@@ -25,6 +26,12 @@ struct PortRoute {
     friend bool operator==(const Backend&, const Backend&) = default;
   };
   std::vector<Backend> backends;
+  // How the weights divide new connections. Both kinds use the same 100
+  // buckets, laid out as weight_slots() says; kConnection draws a bucket at
+  // random per connection, kClient takes it from a fixed hash of the client's
+  // source address, so a client stays on one backend while the weights hold,
+  // and while the first backend's weight only grows it never leaves it.
+  TrafficSplit split = TrafficSplit::kConnection;
 
   friend bool operator==(const PortRoute&, const PortRoute&) = default;
 };

@@ -384,7 +384,7 @@ void ServiceSupervisor::prune_releases(const Progress& p) {
 }
 
 absl::Status ServiceSupervisor::apply_spec(const tern::v1::ApplyServiceSpec& a, const Progress& p) {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   if (a.spec_generation() != 0 && a.spec_generation() < state_.spec_generation()) {
     return absl::OkStatus();  // an older spec arriving late: keep the newer one
   }
@@ -404,6 +404,24 @@ absl::Status ServiceSupervisor::apply_spec(const tern::v1::ApplyServiceSpec& a, 
           "service ", name_, " is running on this host and its ports changed; remove it from the host first "
           "(or keep the ports) — slots are never moved to other ports underneath their clients"));
     }
+  }
+  const TrafficSplit split = traffic_split(a.spec());
+  if (state_.active() != tern::v1::SLOT_COLOR_UNSPECIFIED && split != traffic_split(state_.spec())) {
+    // The mapping in force follows the new split now, not at the next switch.
+    // Only this thread changes state_, so it can be read again after the
+    // kernel is done without the lock held meanwhile.
+    tern::v1::ServiceState next = state_;
+    *next.mutable_spec() = a.spec();
+    lock.unlock();
+    if (auto st = deps_.traffic->set_routes(name_, routes_for(next)); !st.ok()) {
+      return absl::Status(st.code(), absl::StrCat("service ", name_, ": cannot split its traffic by ",
+                                                  split == TrafficSplit::kClient ? "client" : "connection",
+                                                  " as the new spec asks, so the spec was not applied: ",
+                                                  st.message()));
+    }
+    lock.lock();
+    p(split == TrafficSplit::kClient ? "traffic now split by client address"
+                                     : "traffic now split by connection");
   }
   *state_.mutable_spec() = a.spec();
   state_.set_spec_generation(a.spec_generation());

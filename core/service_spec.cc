@@ -256,6 +256,7 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
   bool keep_warm = false;
   m.get("keep_warm", keep_warm);
   spec.set_keep_warm(keep_warm);
+  m.get("split", *spec.mutable_split());
   if (auto r = m.child("restart")) {
     auto* rp = spec.mutable_restart();
     r->get("policy", *rp->mutable_policy());
@@ -356,6 +357,16 @@ std::optional<RestartPolicy> parse_restart_policy(const std::string& word) {
 
 RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart) {
   return parse_restart_policy(restart.policy()).value_or(RestartPolicy::kNever);
+}
+
+std::optional<TrafficSplit> parse_traffic_split(const std::string& word) {
+  if (word.empty() || word == "connection") return TrafficSplit::kConnection;
+  if (word == "client") return TrafficSplit::kClient;
+  return std::nullopt;
+}
+
+TrafficSplit traffic_split(const tern::v1::ServiceSpec& spec) {
+  return parse_traffic_split(spec.split()).value_or(TrafficSplit::kConnection);
 }
 
 absl::Status check_ports_free(const tern::v1::ServiceSpec& spec, const tern::v1::ServiceSpec& other) {
@@ -464,6 +475,12 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
   const auto& r = spec.restart();
   if (!r.policy().empty() && !parse_restart_policy(r.policy())) {
     return field_error("restart.policy", absl::StrCat("\"", r.policy(), "\" must be on-failure or never"));
+  }
+  if (!parse_traffic_split(spec.split())) {
+    return field_error("split", absl::StrCat("\"", spec.split(),
+                                             "\" must be connection (each new connection drawn at random, the "
+                                             "default) or client (by the client's address, so a client keeps its "
+                                             "side)"));
   }
   return validate_analysis(spec);
 }

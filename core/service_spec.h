@@ -26,6 +26,7 @@ namespace tern {
 //   grace: 5s
 //   keep_warm: true
 //   restart: {policy: on-failure, max_restarts: 3, delay: 1s}
+//   split: client
 
 // Parses YAML text; errors name the origin, line and key. The result is validated.
 absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin);
@@ -67,5 +68,15 @@ enum class RestartPolicy { kOnFailure, kNever };
 std::optional<RestartPolicy> parse_restart_policy(const std::string& word);
 // What the agent does: restarts only on "on-failure"; anything else, never.
 RestartPolicy restart_policy(const tern::v1::RestartPolicy& restart);
+
+// split, the one place its words are read: how a canary weight divides the
+// public port's new connections. kConnection ("connection", or empty: the
+// default) draws each new connection at random; kClient ("client") hashes the
+// client's source address, so a client keeps its side.
+enum class TrafficSplit { kConnection, kClient };
+// nullopt for any other word.
+std::optional<TrafficSplit> parse_traffic_split(const std::string& word);
+// What the agent does: kClient only for "client".
+TrafficSplit traffic_split(const tern::v1::ServiceSpec& spec);
 
 }  // namespace tern

@@ -71,11 +71,12 @@ uint16_t unused_port(int type) {
   return port;
 }
 
-NameServer::NameServer(std::string name, int type) : name_(std::move(name)), type_(type) {
+NameServer::NameServer(std::string name, int type, bool any_address) : name_(std::move(name)), type_(type) {
   listen_fd_ = socket(AF_INET, type | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in addr = loopback(0);
+  if (any_address) addr.sin_addr.s_addr = htonl(INADDR_ANY);
   if (listen_fd_ < 0 || bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
       (type == SOCK_STREAM && listen(listen_fd_, 512) != 0)) {
     throw std::runtime_error(std::string("NameServer: ") + std::strerror(errno));
@@ -121,11 +122,26 @@ void NameServer::serve() {
   }
 }
 
-std::string ask_tcp(uint16_t port) {
+std::string ask_tcp(uint16_t port) { return ask_tcp_from("", port); }
+
+std::string ask_tcp_from(const std::string& from, uint16_t port, const std::string& to) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return "";
   set_timeouts(fd, 2);
+  if (!from.empty()) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    if (inet_pton(AF_INET, from.c_str(), &local.sin_addr) != 1 ||
+        bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+      close(fd);
+      return "";
+    }
+  }
   sockaddr_in addr = loopback(port);
+  if (inet_pton(AF_INET, to.c_str(), &addr.sin_addr) != 1) {
+    close(fd);
+    return "";
+  }
   std::string reply;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
     char buf[256];
@@ -142,6 +158,52 @@ std::string ask_tcp(uint16_t port) {
   }
   close(fd);
   return reply;
+}
+
+PeerNamespace::PeerNamespace() {
+  thread_ = std::thread([this] {
+    std::unique_lock lock(mu_);
+    if (std::string why = enter_fresh_network_namespace(); !why.empty()) {
+      error_ = why;
+    } else {
+      tid_ = static_cast<int>(gettid());
+    }
+    done_ = true;
+    cv_.notify_all();
+    if (!error_.empty()) return;
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || task_ != nullptr; });
+      if (stop_) return;
+      (*task_)();
+      task_ = nullptr;
+      done_ = true;
+      cv_.notify_all();
+    }
+  });
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return done_; });
+  if (!error_.empty()) {
+    lock.unlock();
+    thread_.join();
+    throw std::runtime_error("PeerNamespace: " + error_);
+  }
+}
+
+PeerNamespace::~PeerNamespace() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void PeerNamespace::run(const std::function<void()>& f) {
+  std::unique_lock lock(mu_);
+  done_ = false;
+  task_ = &f;
+  cv_.notify_all();
+  cv_.wait(lock, [&] { return done_; });
 }
 
 UdpClient::UdpClient(uint16_t port) {

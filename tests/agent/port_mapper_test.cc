@@ -23,6 +23,7 @@
 #include "agent/nft_mapper.h"
 #include "agent/nft_netlink.h"
 #include "tests/agent/loopback.h"
+#include "tests/support/eventually.h"
 
 namespace tern {
 namespace {
@@ -154,6 +155,50 @@ TEST(NftRulesetTest, OneMapAndRulePerMappedRoute) {
                            "\"c_tcp_8080_web_9002\""));
 }
 
+TEST(NftRulesetTest, ClientSplitHashesTheSourceAddressOfEitherFamilyIntoTheSameMap) {
+  PortRoute web = route("web", "tcp", 8080, {{9002, 30}, {9001, 70}});
+  web.split = TrafficSplit::kClient;
+  DesiredMapping m{{web, route("dns", "udp", 53, {{9053, 50}, {9054, 50}})}};
+  std::string s = nft_ruleset("tern", m);
+  // One map, laid out as for a random split: the buckets are the same.
+  EXPECT_THAT(s, HasSubstr("map tcp_8080_web {\n    typeof numgen random mod 100 : tcp dport\n"));
+  EXPECT_THAT(s, HasSubstr("{ 0 : 9002, 1 : 9002,"));
+  EXPECT_THAT(s, HasSubstr("29 : 9002, 30 : 9001,"));
+  const std::string v4 = "meta nfproto ipv4 tcp dport 8080 fib daddr type local redirect to :jhash ip saddr mod 100 "
+                         "seed 0x7465726e map @tcp_8080_web\n";
+  const std::string v6 = "meta nfproto ipv6 tcp dport 8080 fib daddr type local redirect to :jhash ip6 saddr mod 100 "
+                         "seed 0x7465726e map @tcp_8080_web\n";
+  // In both nat chains: remote clients (prerouting) and local ones (output).
+  const size_t output = s.find("chain output {");
+  ASSERT_NE(output, std::string::npos);
+  for (const auto& rule : {v4, v6}) {
+    EXPECT_LT(s.find(rule), output) << rule;
+    EXPECT_NE(s.find(rule, output), std::string::npos) << rule;
+  }
+  EXPECT_THAT(s, ::testing::Not(HasSubstr("redirect to :numgen random mod 100 map @tcp_8080_web")));
+  EXPECT_THAT(s, HasSubstr("udp dport 53 fib daddr type local redirect to :numgen random mod 100 map @udp_53_dns"))
+      << "the split is per route";
+  EXPECT_EQ(std::string(kNftClientHashSeed), "0x7465726e") << "changing the seed moves every client of every host";
+}
+
+// The promise of a client split: weight_slots() gives the first backend (the
+// canary, listed first) the lowest buckets, so a bucket it holds at one
+// weight it holds at every higher one.
+TEST(WeightSlotsTest, AGrowingFirstBackendOnlyGainsBuckets) {
+  for (uint32_t w = 0; w <= 100; ++w) {
+    auto now = weight_slots(route("web", "tcp", 80, {{9002, w}, {9001, 100 - w}}));
+    EXPECT_EQ(static_cast<uint32_t>(std::count(now.begin(), now.end(), 9002)), w);
+    for (uint32_t more = w; more <= 100; ++more) {
+      auto later = weight_slots(route("web", "tcp", 80, {{9002, more}, {9001, 100 - more}}));
+      for (size_t b = 0; b < now.size(); ++b) {
+        if (now[b] == 9002) {
+          ASSERT_EQ(later[b], 9002) << "bucket " << b << " at " << w << " then " << more;
+        }
+      }
+    }
+  }
+}
+
 TEST(IptablesRulesTest, ChainNamesFitAndAreStable) {
   EXPECT_EQ(iptables_chain_prefix("tern"), "TERN");
   EXPECT_EQ(iptables_route_chain("TERN", route("web", "tcp", 8080, {})), "TERN-web-tcp-8080");
@@ -182,6 +227,71 @@ TEST(IptablesRulesTest, ExpectedRulesInCanonicalForm) {
               ::testing::ElementsAre("-A TERN-dns-udp-53 -p udp -j REDIRECT --to-ports 9053"));
   EXPECT_THAT(s.jumps, ::testing::ElementsAre("-A OUTPUT -m comment --comment tern-agent -j TERN-OUTPUT",
                                               "-A PREROUTING -m comment --comment tern-agent -j TERN-PREROUTING"));
+}
+
+TEST(IptablesRulesTest, ClientSplitMatchesTheFirstBackendsClientsByClusterHash) {
+  PortRoute web = route("web", "tcp", 8080, {{9002, 30}, {9001, 70}});
+  web.split = TrafficSplit::kClient;
+  IptablesNatState s = expected_iptables_nat("TERN", DesiredMapping{{web}});
+  // 30 points: 7 coarse buckets of 4, one rule each, and half of the 8th.
+  const auto& rules = s.chains["TERN-web-tcp-8080"];
+  ASSERT_EQ(rules.size(), 9u);
+  EXPECT_EQ(rules[0], "-A TERN-web-tcp-8080 -p tcp -m cluster --cluster-local-nodemask 0x00000001 --cluster-total-nodes 25 "
+                      "--cluster-hash-seed 0x7465726e -j REDIRECT --to-ports 9002");
+  EXPECT_EQ(rules[6], "-A TERN-web-tcp-8080 -p tcp -m cluster --cluster-local-nodemask 0x00000040 --cluster-total-nodes 25 "
+                      "--cluster-hash-seed 0x7465726e -j REDIRECT --to-ports 9002");
+  EXPECT_EQ(rules[7], "-A TERN-web-tcp-8080 -p tcp -m cluster --cluster-local-nodemask 0x00000080 --cluster-total-nodes 25 "
+                      "--cluster-hash-seed 0x7465726e -m cluster --cluster-local-nodemask 0x00000003 "
+                      "--cluster-total-nodes 4 --cluster-hash-seed 0x6e726574 -j REDIRECT --to-ports 9002");
+  EXPECT_EQ(rules[8], "-A TERN-web-tcp-8080 -p tcp -j REDIRECT --to-ports 9001");
+  // iptables-restore is given the buckets above 32 by number (see iptables_restorable()).
+  EXPECT_EQ(iptables_restorable(rules[7]),
+            "-A TERN-web-tcp-8080 -p tcp -m cluster --cluster-local-node 8 --cluster-total-nodes 25 "
+            "--cluster-hash-seed 0x7465726e -m cluster --cluster-local-nodemask 0x00000003 "
+            "--cluster-total-nodes 4 --cluster-hash-seed 0x6e726574 -j REDIRECT --to-ports 9002");
+  EXPECT_EQ(iptables_restorable(rules[0]), rules[0]) << "a mask up to 32 is taken as it is";
+  EXPECT_EQ(iptables_restorable(rules[8]), rules[8]);
+  EXPECT_EQ(iptables_restorable("-A X -m cluster --cluster-local-nodemask 0x01000000 --cluster-total-nodes 25"),
+            "-A X -m cluster --cluster-local-node 25 --cluster-total-nodes 25");
+  // One live backend needs no hash at all.
+  web.backends = {{9002, 100}, {9001, 0}};
+  s = expected_iptables_nat("TERN", DesiredMapping{{web}});
+  EXPECT_THAT(s.chains["TERN-web-tcp-8080"],
+              ::testing::ElementsAre("-A TERN-web-tcp-8080 -p tcp -j REDIRECT --to-ports 9002"));
+}
+
+// Which of the 25 x 4 (coarse, fine) hash cells the matches of
+// iptables_client_matches(percent) take.
+std::set<std::pair<int, int>> cluster_cells(uint32_t percent) {
+  std::set<std::pair<int, int>> cells;
+  for (const auto& matches : iptables_client_matches(percent)) {
+    std::vector<std::pair<uint32_t, uint32_t>> masks;  // (mask, nodes), per -m cluster
+    std::vector<std::string> w = absl::StrSplit(matches, ' ');
+    for (size_t i = 0; i + 1 < w.size(); ++i) {
+      if (w[i] == "--cluster-local-nodemask") masks.emplace_back(std::stoul(w[i + 1], nullptr, 16), 0);
+      if (w[i] == "--cluster-total-nodes" && !masks.empty()) masks.back().second = std::stoul(w[i + 1]);
+    }
+    EXPECT_FALSE(masks.empty()) << matches;
+    EXPECT_EQ(masks[0].second, 25u) << matches;
+    for (int c = 0; c < 25; ++c) {
+      for (int f = 0; f < 4; ++f) {
+        bool in = masks[0].first & (1u << c);
+        if (masks.size() > 1) in = in && masks[1].second == 4 && (masks[1].first & (1u << f));
+        if (in) cells.emplace(c, f);
+      }
+    }
+  }
+  return cells;
+}
+
+TEST(IptablesRulesTest, ClientSplitIsExactToThePointAndOnlyGrows) {
+  std::set<std::pair<int, int>> before;
+  for (uint32_t percent = 0; percent <= 100; ++percent) {
+    auto cells = cluster_cells(percent);
+    EXPECT_EQ(cells.size(), percent) << "each cell is a hundredth of the clients";
+    EXPECT_TRUE(std::includes(cells.begin(), cells.end(), before.begin(), before.end())) << percent;
+    before = std::move(cells);
+  }
 }
 
 TEST(IptablesRulesTest, ParsesOurPartAndPlansTheRestore) {
@@ -276,6 +386,22 @@ TEST(ConntrackTest, UdpPortsWhoseSplitChanged) {
   EXPECT_THAT(udp_ports_to_reset(DesiredMapping{}, before), ::testing::ElementsAre(53, 54, 55));
 }
 
+TEST(ConntrackTest, UdpPortsWhoseFlowsAreAssignedAnotherWay) {
+  auto by_client = [](PortRoute r) {
+    r.split = TrafficSplit::kClient;
+    return r;
+  };
+  DesiredMapping before{{route("q", "udp", 54, {{9001, 50}, {9002, 50}}), route("one", "udp", 55, {{9001, 100}}),
+                         by_client(route("c", "udp", 56, {{9001, 30}, {9002, 70}}))}};
+  DesiredMapping after{{by_client(route("q", "udp", 54, {{9001, 50}, {9002, 50}})),
+                        by_client(route("one", "udp", 55, {{9001, 100}, {9002, 0}})),
+                        by_client(route("c", "udp", 56, {{9002, 70}, {9001, 30}}))}};
+  // 54: random draw to client hash; 55: one live backend either way; 56: the
+  // same weights, but the buckets change hands.
+  EXPECT_THAT(udp_ports_to_reset(before, after), ::testing::ElementsAre(54, 56));
+  EXPECT_THAT(udp_ports_to_reset(after, after), ::testing::IsEmpty());
+}
+
 // ---------------------------------------------------------------------------
 // Both backends against the real kernel, in a private network namespace.
 
@@ -315,6 +441,25 @@ class PortMapperTest : public ::testing::TestWithParam<Flavor> {
   DesiredMapping web(uint32_t blue_weight) const {
     return DesiredMapping{{route("web", "tcp", public_port_,
                                  {{blue_->port(), blue_weight}, {green_->port(), 100 - blue_weight}})}};
+  }
+
+  // A canary of green at `green_weight`, listed first as routes_for() lists
+  // the active slot.
+  DesiredMapping canary(uint32_t green_weight, TrafficSplit split = TrafficSplit::kClient) const {
+    PortRoute r = route("web", "tcp", public_port_, {{green_->port(), green_weight}, {blue_->port(), 100 - green_weight}});
+    r.split = split;
+    return DesiredMapping{{r}};
+  }
+
+  // Another mapper of the same kind, as a restarted agent makes it.
+  std::unique_ptr<PortMapper> another_mapper() const {
+    PortMapperOptions options;
+    options.backend = GetParam().backend;
+    options.iptables_bin = GetParam().iptables;
+    options.iptables_restore_bin = GetParam().iptables_restore;
+    auto mapper = make_port_mapper(options);
+    EXPECT_TRUE(mapper.ok()) << mapper.status();
+    return mapper.ok() ? std::move(*mapper) : nullptr;
   }
 
   // Who answers `n` connections to the public port.
@@ -395,6 +540,146 @@ TEST_P(PortMapperTest, RoutesNewConnectionsByWeight) {
   EXPECT_EQ(seen["blue"] + seen["green"], 400);
   EXPECT_GE(seen["green"], 10);
   EXPECT_GE(seen["blue"], 300);
+}
+
+// How many of the clients in `sides` (client -> the side it reached) are on `side`.
+long on_side(const std::map<std::string, std::string>& sides, const std::string& side) {
+  return std::count_if(sides.begin(), sides.end(), [&](const auto& e) { return e.second == side; });
+}
+
+// Asserts that a call returning absl::Status succeeded, and says why it did not.
+#define ASSERT_OK(expr)                \
+  do {                                 \
+    const absl::Status st_ = (expr);   \
+    ASSERT_TRUE(st_.ok()) << st_;      \
+  } while (0)
+
+// `n` client addresses in `net` (the first two octets of a /16): a local
+// route makes the whole /16 a namespace's own, so a socket can be bound to
+// any of them.
+std::vector<std::string> many_clients(const std::string& net, int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(absl::StrCat(net, ".", i / 250, ".", 1 + i % 250));
+  return out;
+}
+
+TEST_P(PortMapperTest, ClientSplitKeepsEachClientOnItsSideAsTheCanaryGrows) {
+  ASSERT_TRUE(run({"ip", "route", "add", "local", "10.77.0.0/16", "dev", "lo"}).success());
+  const auto clients = many_clients("10.77", 1000);
+  // Each client's side over three connections; "" when they disagreed.
+  auto sides = [&](size_t n) {
+    std::map<std::string, std::string> out;
+    for (size_t i = 0; i < n; ++i) {
+      std::set<std::string> seen;
+      for (int k = 0; k < 3; ++k) seen.insert(testing::ask_tcp_from(clients[i], public_port_));
+      out[clients[i]] = seen.size() == 1 ? *seen.begin() : "";
+    }
+    return out;
+  };
+
+  ASSERT_OK(mapper_->apply(canary(30)));
+  auto reconciled = mapper_->reconcile();
+  ASSERT_TRUE(reconciled.ok()) << reconciled.status();
+  EXPECT_FALSE(*reconciled) << "the rules read back as they were written, so nothing is rewritten";
+  const auto at30 = sides(clients.size());
+  EXPECT_EQ(on_side(at30, ""), 0) << "every client always reaches the same side";
+  // The hash and the addresses are fixed, so this share is too; the band
+  // allows for a hash's unevenness over 1,000 addresses (as if random: a
+  // standard deviation of 1.4 points).
+  EXPECT_NEAR(on_side(at30, "green"), 300, 50);
+  EXPECT_EQ(on_side(at30, "green") + on_side(at30, "blue"), 1000);
+  RecordProperty("local_clients_on_green_at_30", static_cast<int>(on_side(at30, "green")));
+
+  // The canary grows (in place for nftables): clients only move onto it.
+  ASSERT_OK(mapper_->apply(canary(50)));
+  const auto at50 = sides(clients.size());
+  EXPECT_EQ(on_side(at50, ""), 0);
+  EXPECT_NEAR(on_side(at50, "green"), 500, 50);
+  RecordProperty("local_clients_on_green_at_50", static_cast<int>(on_side(at50, "green")));
+  int handed_back = 0;
+  for (const auto& [client, side] : at30) handed_back += side == "green" && at50.at(client) != "green";
+  EXPECT_EQ(handed_back, 0) << "a client on the canary stays on it as its weight grows";
+
+  // A restarted agent writes the table anew; the seed is fixed, so every
+  // client keeps its side.
+  auto restarted = another_mapper();
+  ASSERT_NE(restarted, nullptr);
+  ASSERT_OK(restarted->apply(canary(50)));
+  EXPECT_EQ(sides(clients.size()), at50);
+
+  ASSERT_OK(restarted->apply(canary(100)));
+  EXPECT_EQ(on_side(sides(200), "green"), 200);
+
+  // Back to a random draw per connection at 50: the rules change, and a
+  // client now sees both sides (each of 100 clients, asked three times,
+  // sees one side only with probability 1/4).
+  ASSERT_OK(restarted->apply(canary(50, TrafficSplit::kConnection)));
+  EXPECT_GT(on_side(sides(100), ""), 20);
+  ASSERT_OK(restarted->apply(canary(50)));
+  auto again = sides(200);
+  for (const auto& [client, side] : again) EXPECT_EQ(side, at50.at(client)) << client;
+}
+
+// Remote clients: connections that come in over a link, so through the
+// prerouting chain, and are redirected to the address they arrived at.
+TEST_P(PortMapperTest, ClientSplitHoldsForRemoteClients) {
+  testing::PeerNamespace peer;
+  testing::NameServer blue("blue", SOCK_STREAM, /*any_address=*/true);
+  testing::NameServer green("green", SOCK_STREAM, /*any_address=*/true);
+  // host 10.99.0.1 <-veth-> 10.99.0.2 peer, whose 10.88.0.0/16 are the clients.
+  for (std::vector<std::string> cmd :
+       {std::vector<std::string>{"ip", "link", "add", "tern-host", "type", "veth", "peer", "name", "tern-peer", "netns",
+                                 std::to_string(peer.tid())},
+        {"ip", "addr", "add", "10.99.0.1/24", "dev", "tern-host"},
+        {"ip", "link", "set", "tern-host", "up"},
+        {"ip", "route", "add", "10.88.0.0/16", "via", "10.99.0.2"}}) {
+    ASSERT_TRUE(run(cmd).success()) << absl::StrJoin(cmd, " ");
+  }
+  peer.run([&] {
+    for (std::vector<std::string> cmd : {std::vector<std::string>{"ip", "addr", "add", "10.99.0.2/24", "dev", "tern-peer"},
+                                         {"ip", "link", "set", "tern-peer", "up"},
+                                         {"ip", "route", "add", "local", "10.88.0.0/16", "dev", "lo"}}) {
+      EXPECT_TRUE(run(cmd).success()) << absl::StrJoin(cmd, " ");
+    }
+  });
+  const auto clients = many_clients("10.88", 1000);
+  // The link carries traffic once both ends are up and the neighbours known.
+  bool link_up = false;
+  peer.run([&] {
+    link_up = testing::eventually([&] { return testing::ask_tcp_from(clients[0], blue.port(), "10.99.0.1") == "blue"; });
+  });
+  ASSERT_TRUE(link_up) << "the peer cannot reach the host over the veth link";
+
+  auto canary = [&](uint32_t green_weight) {
+    PortRoute r = route("web", "tcp", public_port_, {{green.port(), green_weight}, {blue.port(), 100 - green_weight}});
+    r.split = TrafficSplit::kClient;
+    return DesiredMapping{{r}};
+  };
+  auto sides = [&] {
+    std::map<std::string, std::string> out;
+    peer.run([&] {
+      for (const auto& client : clients) {
+        std::set<std::string> seen;
+        for (int k = 0; k < 3; ++k) seen.insert(testing::ask_tcp_from(client, public_port_, "10.99.0.1"));
+        out[client] = seen.size() == 1 ? *seen.begin() : "";
+      }
+    });
+    return out;
+  };
+
+  ASSERT_OK(mapper_->apply(canary(30)));
+  const auto at30 = sides();
+  EXPECT_EQ(on_side(at30, ""), 0) << "every client always reaches the same side";
+  EXPECT_NEAR(on_side(at30, "green"), 300, 50);
+  RecordProperty("remote_clients_on_green_at_30", static_cast<int>(on_side(at30, "green")));
+  ASSERT_OK(mapper_->apply(canary(50)));
+  const auto at50 = sides();
+  EXPECT_EQ(on_side(at50, ""), 0);
+  EXPECT_NEAR(on_side(at50, "green"), 500, 50);
+  RecordProperty("remote_clients_on_green_at_50", static_cast<int>(on_side(at50, "green")));
+  int handed_back = 0;
+  for (const auto& [client, side] : at30) handed_back += side == "green" && at50.at(client) != "green";
+  EXPECT_EQ(handed_back, 0);
 }
 
 TEST_P(PortMapperTest, CountsEachBackendsNewConnections) {

@@ -357,6 +357,47 @@ TEST_F(SupervisorTest, AWeightedDeploySplitsAndARepeatPromotes) {
   s->shutdown();
 }
 
+TEST_F(SupervisorTest, ASpecThatChangesTheSplitTakesEffectAtOnce) {
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_EQ(deploy(*s, "2", 20).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  ASSERT_EQ(mapper_.current_.routes.size(), 1u);
+  EXPECT_EQ(mapper_.current_.routes[0].split, TrafficSplit::kConnection);
+
+  auto apply = [&](const std::string& split, uint64_t generation) {
+    tern::v1::Command cmd;
+    auto* a = cmd.mutable_apply_service();
+    *a->mutable_spec() = s->snapshot().spec();
+    a->mutable_spec()->set_split(split);
+    a->set_spec_generation(generation);
+    return run(*s, cmd);
+  };
+  // The kernel refuses: the spec is not taken, so what is recorded still
+  // describes what is in force.
+  mapper_.fail_next = absl::InternalError("no cluster match");
+  auto r = apply("client", 2);
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("no cluster match"), std::string::npos) << r.message();
+  EXPECT_EQ(s->snapshot().spec().split(), "");
+  EXPECT_EQ(mapper_.current_.routes[0].split, TrafficSplit::kConnection);
+
+  // Spelling the default out is no change: nothing is applied.
+  const int applies = mapper_.applies;
+  ASSERT_EQ(apply("connection", 2).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.applies, applies);
+
+  ASSERT_EQ(apply("client", 3).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_EQ(mapper_.current_.routes[0].split, TrafficSplit::kClient);
+  EXPECT_EQ(mapper_.current_.routes[0].backends[0], (PortRoute::Backend{9002, 20})) << "the weights are kept";
+  EXPECT_EQ(s->snapshot().spec().split(), "client");
+  // The next switch keeps the split.
+  ASSERT_EQ(deploy(*s, "2", 60).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED);
+  EXPECT_EQ(mapper_.current_.routes[0].split, TrafficSplit::kClient);
+  EXPECT_EQ(mapper_.current_.routes[0].backends[0], (PortRoute::Backend{9002, 60}));
+  s->shutdown();
+}
+
 TEST_F(SupervisorTest, DrainingWaitsForOpenConnectionsOnlyUntilTheDrainTime) {
   drain_ = Millis(30'000);
   auto s = make();

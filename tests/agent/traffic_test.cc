@@ -105,6 +105,20 @@ TEST(RoutesForTest, TheIdleSlotIsListedAtWeightZeroSoItsConnectionsAreCounted) {
   EXPECT_EQ(routes[1].backends, (Backends{{5302, 100}, {5301, 0}}));
 }
 
+TEST(RoutesForTest, EveryPortTakesTheSpecsSplitWithTheCanaryFirst) {
+  ServiceState s = two_port_service(tern::v1::SLOT_COLOR_GREEN, 10);
+  for (const auto& r : routes_for(s)) EXPECT_EQ(r.split, TrafficSplit::kConnection) << "the default";
+  s.mutable_spec()->set_split("connection");
+  for (const auto& r : routes_for(s)) EXPECT_EQ(r.split, TrafficSplit::kConnection);
+  s.mutable_spec()->set_split("client");
+  const auto routes = routes_for(s);
+  ASSERT_EQ(routes.size(), 2u);
+  for (const auto& r : routes) EXPECT_EQ(r.split, TrafficSplit::kClient);
+  // The active slot comes first, so it holds the lowest buckets and a client
+  // it holds at 10% it still holds as the weight grows (weight_slots()).
+  EXPECT_EQ(routes[0].backends, (Backends{{8002, 10}, {8001, 90}}));
+}
+
 TEST(RoutesForTest, AnUnsetProtocolIsTcp) {
   ServiceState s = two_port_service(tern::v1::SLOT_COLOR_BLUE, 100);
   s.mutable_spec()->mutable_ports(0)->clear_protocol();

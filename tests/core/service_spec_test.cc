@@ -1,7 +1,12 @@
 #include "core/service_spec.h"
 
+#include <optional>
+#include <utility>
+
 #include <gtest/gtest.h>
 #include <signal.h>
+
+#include "absl/strings/str_cat.h"
 
 namespace tern {
 namespace {
@@ -64,6 +69,36 @@ TEST(ServiceSpecTest, TheShippedExampleIsValid) {
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->name(), "web");
   EXPECT_TRUE(spec->keep_warm());
+}
+
+// How a canary weight divides the public port: per connection unless the
+// spec asks for the client's address to decide.
+TEST(ServiceSpecTest, SplitIsReadAndDefaultsToPerConnection) {
+  auto spec = parse_service_spec(kGood, "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->split(), "") << "left empty: the word is not filled in";
+  EXPECT_EQ(traffic_split(*spec), TrafficSplit::kConnection);
+
+  for (const auto& [word, split] : {std::pair{"connection", TrafficSplit::kConnection},
+                                    std::pair{"client", TrafficSplit::kClient}}) {
+    spec = parse_service_spec(absl::StrCat(kGood, "split: ", word, "\n"), "web.yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->split(), word);
+    EXPECT_EQ(traffic_split(*spec), split) << word;
+  }
+  EXPECT_EQ(parse_traffic_split(""), TrafficSplit::kConnection);
+  EXPECT_EQ(parse_traffic_split("Client"), std::nullopt) << "words are lower-case, like every other word of a spec";
+}
+
+TEST(ServiceSpecTest, AnUnknownSplitIsRefusedByEveryCopyOfTheSpec) {
+  // The coordinator and the agent validate specs that never were YAML.
+  auto spec = parse_service_spec(kGood, "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  spec->set_split("sticky");
+  auto st = validate_service_spec(*spec);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("field split: \"sticky\" must be connection"), std::string::npos) << st;
+  EXPECT_NE(std::string(st.message()).find("or client"), std::string::npos) << st;
 }
 
 // What a canary is judged by: the metrics endpoint and the analysis metrics,
@@ -146,6 +181,9 @@ INSTANTIATE_TEST_SUITE_P(
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nselector: \"a=b=c\"\n", "selector"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nrestart: {policy: always}\n",
             "restart.policy"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nsplit: source-ip\n",
+            "field split: \"source-ip\" must be connection"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nsplit: [client]\n", "split"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
             "analysis: {metrics: [{name: errors, kind: ratio, bad: 'x{code=\"500\"}'}]}\n",
             "analysis.metrics[0].total: a ratio metric needs the selector of all its requests"},
