@@ -105,6 +105,12 @@ templates:
   EXPECT_EQ(parse_template_mode("755").value_or(0), 0755u);
 }
 
+TEST(ServiceSpecTest, TheNginxExampleIsValid) {
+  auto spec = load_service_spec_file(TERN_SOURCE_DIR "/examples/nginx.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->templates_size(), 1);
+}
+
 TEST(ServiceSpecTest, TooManyTemplatesAreRefused) {
   tern::v1::ServiceSpec spec = *parse_service_spec(kGood, "web.yaml");
   for (int i = 0; i <= kMaxTemplates; ++i) {
