@@ -450,6 +450,15 @@ absl::Status ServiceSupervisor::start_slot(SlotColor color, const tern::v1::Rele
     s.set_message("");
   }
   save(absl::StrCat("starting ", word(color), " ", release.version()));
+  // Rendered before every start, restarts included: the files follow the
+  // release and the spec the slot starts with, and a slot never runs on
+  // files another start left.
+  if (auto st = sl.render(spec, release, dir, ls); !st.ok()) {
+    std::lock_guard lock(mu_);
+    recorded(color).set_phase(tern::v1::SLOT_PHASE_CRASHED);
+    recorded(color).set_message(std::string(st.message()));
+    return st;
+  }
   auto h = sl.start(ls);
   if (!h.ok()) {
     std::lock_guard lock(mu_);

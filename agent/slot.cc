@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "agent/confine.h"
 #include "core/duration.h"
 #include "core/service_spec.h"
 
@@ -38,7 +39,8 @@ Slot::Slot(std::string service, SlotColor color, Deps deps)
       color_(color),
       deps_(std::move(deps)),
       log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", word(color_), ".log")),
-      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", word(color_))) {}
+      slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", word(color_))),
+      render_dir_(slot_id_.empty() ? "" : absl::StrCat(slot_id_, "/rendered")) {}
 
 std::string Slot::log_tail() const {
   constexpr std::size_t kMaxLines = 3;
@@ -55,21 +57,29 @@ std::string Slot::log_tail() const {
   return out;
 }
 
+Placeholders Slot::placeholders(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                                const std::string& dir) const {
+  Placeholders values = {{"port", std::to_string(slot_port(spec, color_))},
+                         {"release_dir", dir},
+                         {"render_dir", render_dir_},
+                         {"version", release.version()},
+                         {"slot", word(color_)},
+                         {"service", spec.name()}};
+  for (const auto& pm : spec.ports()) values[absl::StrCat("port:", pm.name())] = std::to_string(port_of(pm, color_));
+  return values;
+}
+
 LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
                         const std::string& dir) const {
   const uint16_t port = slot_port(spec, color_);
-  auto subst = [&](const std::string& in) {
-    std::vector<std::pair<std::string, std::string>> repl = {
-        {"{port}", std::to_string(port)},
-        {"{release_dir}", dir},
-        {"{version}", release.version()},
-        {"{slot}", word(color_)},
-        {"{service}", spec.name()}};
-    for (const auto& pm : spec.ports()) {
-      repl.emplace_back(absl::StrCat("{port:", pm.name(), "}"), std::to_string(port_of(pm, color_)));
-    }
-    return absl::StrReplaceAll(in, repl);
-  };
+  // argv keeps its lenient rule (text that names no placeholder stays as
+  // written, with no escape), so specs written before templates existed run
+  // unchanged; templates are strict (slot_templates.h).
+  std::vector<std::pair<std::string, std::string>> repl;
+  for (const auto& [name, value] : placeholders(spec, release, dir)) {
+    repl.emplace_back(absl::StrCat("{", name, "}"), value);
+  }
+  auto subst = [&](const std::string& in) { return absl::StrReplaceAll(in, repl); };
   LaunchSpec ls;
   for (const auto& a : spec.argv()) ls.argv.push_back(subst(a));
   if (!ls.argv.empty() && ls.argv[0].find('/') == std::string::npos && std::ifstream(dir + "/" + ls.argv[0])) {
@@ -81,12 +91,33 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
             {"TERN_VERSION", release.version()},
             {"TERN_PORT", std::to_string(port)},
             {"TERN_RELEASE_DIR", dir}};
+  if (!render_dir_.empty()) ls.env["TERN_RENDER_DIR"] = render_dir_;
   for (const auto& [k, v] : spec.env()) ls.env[k] = subst(v);
   ls.working_dir = spec.working_dir().empty() ? dir : subst(spec.working_dir());
   ls.user = spec.user().empty() ? deps_.default_user : spec.user();
   ls.log_path = log_path_;
   ls.slot_id = slot_id_;
   return ls;
+}
+
+absl::Status Slot::render(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                          const std::string& dir, const LaunchSpec& as) const {
+  if (render_dir_.empty()) {
+    if (spec.templates().empty()) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat("cannot render the templates of ", word(color_), " (",
+                                                      release.version(), "): the agent has no state dir"));
+  }
+  RenderOwner owner;
+  if (!spec.templates().empty()) {
+    auto run_as = resolve_run_as(as.user);
+    if (!run_as.ok()) return run_as.status();
+    owner = {run_as->uid, run_as->gid};
+  }
+  auto st = render_slot_files(spec.templates(), placeholders(spec, release, dir), dir, render_dir_, owner);
+  if (st.ok()) return st;
+  return absl::Status(st.code(), absl::StrCat("cannot start ", word(color_), " (", release.version(),
+                                              "): rendering its config files failed: ", st.message(),
+                                              "; the slot was not started"));
 }
 
 absl::Status Slot::check_ports(const tern::v1::ServiceSpec& spec, const std::string& version) const {

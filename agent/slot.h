@@ -13,6 +13,7 @@
 #include "agent/health.h"
 #include "agent/host_os.h"
 #include "agent/process_launcher.h"
+#include "agent/slot_templates.h"
 #include "core/words.h"
 #include "core/clock.h"
 #include "tern/v1/agent_state.pb.h"
@@ -69,12 +70,27 @@ class Slot {
   // The last lines of the slot's log, " | "-joined, for an error message.
   std::string log_tail() const;
 
-  // The process `release` (unpacked in `dir`) runs as in this slot: argv with
-  // {port}, {port:<name>}, {release_dir}, {version}, {slot} and {service}
-  // substituted (a bare argv[0] found in `dir` runs from there); TERN_* and
-  // the spec's environment; output appended to log_path(); named slot_id().
+  // Where this slot's templates are rendered: <slot_id()>/rendered; empty
+  // when the slot is unnamed (no state dir).
+  const std::string& render_dir() const { return render_dir_; }
+
+  // The placeholders of `release` (unpacked in `dir`) in this slot: {port},
+  // {port:<name>}, {release_dir}, {render_dir}, {version}, {slot}, {service}.
+  Placeholders placeholders(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
+                            const std::string& dir) const;
+  // The process `release` (unpacked in `dir`) runs as in this slot: argv, the
+  // spec's env values and working dir with placeholders() substituted
+  // (text that names none stays as written; a bare argv[0] found in `dir`
+  // runs from there); TERN_* and the spec's environment; output appended to
+  // log_path(); named slot_id().
   LaunchSpec launch(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
                     const std::string& dir) const;
+  // Renders the spec's templates from `dir` into render_dir() for `as`
+  // (launch()'s result: the files belong to its user), afresh; called before
+  // every start. FAILED_PRECONDITION (or what the render gives) naming the
+  // slot, the release, the template and what to do.
+  absl::Status render(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release, const std::string& dir,
+                      const LaunchSpec& as) const;
   // FAILED_PRECONDITION when another process holds one of the slot's ports.
   absl::Status check_ports(const tern::v1::ServiceSpec& spec, const std::string& version) const;
   // Starts the process; its steady-state health (runtime().tracker) starts over.
@@ -107,6 +123,7 @@ class Slot {
   Deps deps_;
   const std::string log_path_;
   const std::string slot_id_;
+  const std::string render_dir_;
   SlotRuntime runtime_;
 };
 

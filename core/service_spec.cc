@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -158,7 +159,98 @@ absl::Status validate_analysis(const tern::v1::ServiceSpec& spec) {
   return absl::OkStatus();
 }
 
+// The templates: paths that stay where they belong, modes, no two files at
+// one place.
+absl::Status validate_templates(const tern::v1::ServiceSpec& spec) {
+  if (spec.templates_size() > kMaxTemplates) {
+    return field_error("templates", absl::StrCat(spec.templates_size(), " templates; at most ", kMaxTemplates,
+                                                 " (render fewer, larger files, or include files from them)"));
+  }
+  std::set<std::string> dests;
+  for (int i = 0; i < spec.templates_size(); ++i) {
+    const auto& t = spec.templates(i);
+    const std::string f = absl::StrCat("templates[", i, "]");
+    if (auto st = check_relative_path(t.source()); !st.ok()) {
+      return field_error(f + ".source", absl::StrCat("\"", t.source(), "\" ", st.message(),
+                                                     ": a path inside the release, e.g. conf/nginx.conf.tmpl"));
+    }
+    if (auto st = check_relative_path(t.dest()); !st.ok()) {
+      return field_error(f + ".dest", absl::StrCat("\"", t.dest(), "\" ", st.message(),
+                                                   ": a path inside the slot's render dir, e.g. nginx.conf"));
+    }
+    if (auto m = parse_template_mode(t.mode()); !m.ok()) return field_error(f + ".mode", m.status().message());
+    dests.insert(t.dest());
+  }
+  if (dests.size() != static_cast<size_t>(spec.templates_size())) {
+    for (int i = 0; i < spec.templates_size(); ++i) {
+      for (int j = 0; j < i; ++j) {
+        if (spec.templates(i).dest() == spec.templates(j).dest()) {
+          return field_error(absl::StrCat("templates[", i, "].dest"),
+                             absl::StrCat("\"", spec.templates(i).dest(), "\" is also templates[", j, "].dest"));
+        }
+      }
+    }
+  }
+  // "conf" and "conf/app.conf" cannot both be rendered: one is a file.
+  for (int i = 0; i < spec.templates_size(); ++i) {
+    const std::string& d = spec.templates(i).dest();
+    for (size_t slash = d.find('/'); slash != std::string::npos; slash = d.find('/', slash + 1)) {
+      if (dests.count(d.substr(0, slash)) == 0) continue;
+      return field_error(absl::StrCat("templates[", i, "].dest"),
+                         absl::StrCat("\"", d, "\" lies inside \"", d.substr(0, slash),
+                                      "\", which another template renders as a file"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status check_relative_path(const std::string& path) {
+  if (path.empty()) return absl::InvalidArgumentError("is empty");
+  if (path.size() > kMaxTemplatePathBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("is longer than ", kMaxTemplatePathBytes, " bytes"));
+  }
+  if (path[0] == '/') return absl::InvalidArgumentError("is absolute (it must be relative)");
+  for (char c : path) {
+    if (static_cast<unsigned char>(c) < ' ' || c == 0x7f) {
+      return absl::InvalidArgumentError("contains a control character");
+    }
+  }
+  size_t begin = 0;
+  for (;;) {
+    const size_t end = std::min(path.find('/', begin), path.size());
+    const std::string_view part(path.data() + begin, end - begin);
+    if (part == "..") return absl::InvalidArgumentError("contains \"..\" (it must stay inside its directory)");
+    if (part.empty() || part == ".") {
+      return absl::InvalidArgumentError("has an empty or \".\" component (write a/b, not a//b, ./a or a/)");
+    }
+    if (end == path.size()) return absl::OkStatus();
+    begin = end + 1;
+  }
+}
+
+absl::StatusOr<uint32_t> parse_template_mode(const std::string& mode) {
+  if (mode.empty()) return 0640;
+  uint32_t v = 0;
+  bool octal = mode.size() >= 3 && mode.size() <= 4;
+  for (char c : mode) {
+    if (c < '0' || c > '7') octal = false;
+    v = v * 8 + static_cast<uint32_t>(c - '0');
+  }
+  if (!octal) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", mode, "\" is not an octal mode such as \"0640\""));
+  }
+  if (v > 0777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", mode, "\" sets setuid, setgid or sticky bits; at most 0777"));
+  }
+  if ((v & 0400) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", mode, "\" does not let the file's owner (the slot's user) "
+                                                   "read it; give at least 0400, e.g. \"0640\""));
+  }
+  return v;
+}
 
 bool is_valid_service_name(const std::string& name) {
   if (name.empty() || name.size() > 32) return false;
@@ -291,6 +383,13 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
       a->absorb(x.finish());
     }
     m.absorb(a->finish());
+  }
+  for (auto& t : m.children("templates")) {
+    auto* tf = spec.add_templates();
+    t.get("source", *tf->mutable_source());
+    t.get("dest", *tf->mutable_dest());
+    t.get("mode", *tf->mutable_mode());
+    m.absorb(t.finish());
   }
   if (auto st = m.finish(); !st.ok()) return st;
   // The YAML said nothing about the proto3 "unset" vs 0 distinction, so
@@ -482,6 +581,7 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
                                              "default) or client (by the client's address, so a client keeps its "
                                              "side)"));
   }
+  if (auto st = validate_templates(spec); !st.ok()) return st;
   return validate_analysis(spec);
 }
 

@@ -27,6 +27,7 @@ namespace tern {
 //   keep_warm: true
 //   restart: {policy: on-failure, max_restarts: 3, delay: 1s}
 //   split: client
+//   templates: [{source: conf/app.conf.tmpl, dest: app.conf, mode: "0640"}]
 
 // Parses YAML text; errors name the origin, line and key. The result is validated.
 absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin);
@@ -60,6 +61,23 @@ std::optional<int> parse_signal_name(const std::string& name);
 int stop_signal(const tern::v1::ServiceSpec& spec);
 // Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
 bool is_valid_version(const std::string& version);
+
+// The most templates (config files rendered per slot) a spec may list.
+inline constexpr int kMaxTemplates = 64;
+// The most bytes of a template path (source or dest).
+inline constexpr size_t kMaxTemplatePathBytes = 1024;
+
+// A path that must stay below some directory by its text alone (a template's
+// source in the release, its dest in the render dir): relative, '/'-separated
+// components that are neither empty, "." nor "..", no control characters, at
+// most kMaxTemplatePathBytes. INVALID_ARGUMENT with the reason otherwise.
+// Symlinks are the reader's business (the agent resolves and checks them).
+absl::Status check_relative_path(const std::string& path);
+
+// A template's mode, the one place its text is read: "" is 0640; otherwise 3
+// or 4 octal digits, at most 0777 (no setuid, setgid or sticky bits) and
+// readable by its owner (the slot's user). INVALID_ARGUMENT with the reason.
+absl::StatusOr<uint32_t> parse_template_mode(const std::string& mode);
 
 // restart.policy, the one place its words are read: "on-failure" or "never".
 enum class RestartPolicy { kOnFailure, kNever };

@@ -17,31 +17,35 @@ packages=(
   libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev nftables iptables iproute2 conntrack tar gzip
   python3 curl python3-grpcio python3-protobuf
   systemd ansible ansible-lint
-  prometheus
+  prometheus nginx
 )
 
 # shellcheck source=scripts/apt_install.sh
 . "$root/scripts/apt_install.sh"
 # prometheus is for tests/integration/prometheus_source_test.cc, which starts
-# its own server on a free port. The package enables and starts a system
+# its own server on a free port; nginx for tests/integration/slot_templates_test.cc,
+# which runs it as a slot's app. Each package enables and starts a system
 # service (systemd's, or its init script where systemd is not running); when
-# this script is what installs it, that service is stopped and disabled. A
-# prometheus installed before is left as it is.
-had_prometheus=0
-dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" && had_prometheus=1
+# this script is what installs it, that service is stopped and disabled. One
+# installed before is left as it is.
+services=(prometheus nginx)
+fresh=()
+for svc in "${services[@]}"; do
+  dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q "install ok installed" || fresh+=("$svc")
+done
 apt_install "${packages[@]}"
-if [ "$had_prometheus" = 0 ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+for svc in "${fresh[@]}"; do
   if [ -d /run/systemd/system ]; then
-    $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    $sudo systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
   else
-    [ -x /etc/init.d/prometheus ] && { $sudo /etc/init.d/prometheus stop >/dev/null 2>&1 || true; }
-    $sudo update-rc.d prometheus disable >/dev/null 2>&1 || true
+    [ -x "/etc/init.d/$svc" ] && { $sudo "/etc/init.d/$svc" stop >/dev/null 2>&1 || true; }
+    $sudo update-rc.d "$svc" disable >/dev/null 2>&1 || true
     # Offline, this only removes the unit's links: no service on a later boot with systemd.
-    $sudo systemctl disable prometheus.service >/dev/null 2>&1 || true
+    $sudo systemctl disable "$svc.service" >/dev/null 2>&1 || true
   fi
-fi
+done
 
 if [ ! -f "$build_dir/build.ninja" ]; then
   echo "==> configuring $build_dir"

@@ -11,7 +11,10 @@
 //                    /metrics and /admin/* are not counted
 //   GET /admin/fail-health     /admin/heal     flip health at run time
 //
-// Flags: --port N (required), --version V, --color C, --fail-health,
+// Flags: --port N (required, unless a --config file gives it), --version V, --color C,
+// --config FILE (reads "port=N", "version=V" and "color=C" lines, '#' comments
+// and blank lines, as a real app reads a config file Tern rendered for its
+// slot; flags after it override it), --fail-health,
 // --fail-health-after 10s (healthy at first, then failing, as a release that
 // goes bad while its wave bakes),
 // --crash-after N (abort after N requests of any kind), --start-delay 2s (listen late),
@@ -50,6 +53,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <string>
@@ -148,10 +152,27 @@ double parse_seconds(const char* text) {
 }
 
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "tern-demo-app: %s\nusage: tern-demo-app --port N [--version V] [--color C] "
+  std::fprintf(stderr, "tern-demo-app: %s\nusage: tern-demo-app --port N [--config FILE] [--version V] [--color C] "
                        "[--fail-health] [--fail-health-after D] [--crash-after N] [--start-delay D] [--error-rate F] "
                        "[--latency D] [--drain D] [--drain-idle D]\n", why);
   std::exit(2);
+}
+
+// A --config file: key=value lines.
+void read_config(const std::string& path, Options& o) {
+  std::ifstream in(path);
+  if (!in) usage(("cannot read --config " + path).c_str());
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto eq = line.find('=');
+    const std::string key = line.substr(0, eq), value = eq == std::string::npos ? "" : line.substr(eq + 1);
+    if (eq == std::string::npos) usage(("not key=value in " + path + ": " + line).c_str());
+    if (key == "port") o.port = std::atoi(value.c_str());
+    else if (key == "version") o.version = value;
+    else if (key == "color") o.color = value;
+    else usage(("unknown key " + key + " in " + path).c_str());
+  }
 }
 
 Options parse(int argc, char** argv) {
@@ -163,6 +184,7 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--port") o.port = std::atoi(value());
+    else if (a == "--config") read_config(value(), o);
     else if (a == "--version") o.version = value();
     else if (a == "--color") o.color = value();
     else if (a == "--fail-health") o.fail_health = true;

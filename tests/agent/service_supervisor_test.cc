@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <future>
 
 #include <google/protobuf/util/time_util.h>
@@ -48,6 +49,7 @@ class SupervisorTest : public ::testing::Test {
       spec->mutable_restart()->set_policy("on-failure");
       spec->mutable_restart()->set_max_restarts(1);
       spec->set_keep_warm(keep_warm_);
+      for (const auto& t : templates_) *spec->add_templates() = t;
       *spec->mutable_drain() = google::protobuf::util::TimeUtil::MillisecondsToDuration(drain_.count());
     }
     SupervisorDeps deps;
@@ -165,6 +167,7 @@ class SupervisorTest : public ::testing::Test {
   Millis drain_{0};
   Millis min_healthy_{0};
   std::string state_dir_;
+  std::vector<tern::v1::TemplateFile> templates_;
   std::string progress_;
   std::mutex events_mu_;
   std::vector<tern::v1::AgentEvent> events_;
@@ -207,6 +210,66 @@ TEST_F(SupervisorTest, TheOldSlotIsToldItDrainsThenStoppedWithTheSpecsSignal) {
     if (pid == blue) to_blue.push_back(sig);
   }
   EXPECT_EQ(to_blue, (std::vector<int>{SIGUSR1, SIGQUIT})) << "told it drains, then stopped the way it asks";
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, ADeployRendersTheTemplatesBeforeEveryStartOfTheSlot) {
+  state_dir_ = dir_.path().string();
+  tern::v1::TemplateFile t;
+  t.set_source("app.conf.tmpl");
+  t.set_dest("app.conf");
+  templates_.push_back(t);
+  ASSERT_TRUE(stager_.stage("web", release("1"), [](const std::string&) {}).ok());
+  std::ofstream(stager_.release_dir("web", "1") + "/app.conf.tmpl") << "port={port}\nversion={version}\n";
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  const std::string rendered = state_dir_ + "/web/blue/rendered/app.conf";
+  EXPECT_EQ(testing::read_file(rendered), "port=9001\nversion=1\n");
+
+  // A crash restart renders again: a slot starts on the files of its own start.
+  std::filesystem::remove(rendered);
+  const auto starts = launcher_.started.size();
+  launcher_.crash(s->snapshot().blue().pid());
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard lock(launcher_.mu);
+    return s->snapshot().blue().phase() == tern::v1::SLOT_PHASE_HEALTHY && launcher_.started.size() == starts + 1;
+  }));
+  EXPECT_EQ(testing::read_file(rendered), "port=9001\nversion=1\n");
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, ATemplateThatCannotBeRenderedLeavesTheActiveReleaseServing) {
+  state_dir_ = dir_.path().string();
+  tern::v1::TemplateFile t;
+  t.set_source("app.conf.tmpl");
+  t.set_dest("app.conf");
+  templates_.push_back(t);
+  ASSERT_TRUE(stager_.stage("web", release("1"), [](const std::string&) {}).ok());
+  std::ofstream(stager_.release_dir("web", "1") + "/app.conf.tmpl") << "port={port}\n";
+  ASSERT_TRUE(stager_.stage("web", release("2"), [](const std::string&) {}).ok());
+  std::ofstream(stager_.release_dir("web", "2") + "/app.conf.tmpl") << "port={port}\nlisten={prot}\n";
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  const auto blue = s->snapshot().blue();
+  const auto starts = launcher_.started.size();
+
+  auto r = deploy(*s, "2");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("cannot start green (2): rendering its config files failed: templates[0] "
+                             "(app.conf.tmpl -> app.conf): app.conf.tmpl line 2: unknown placeholder {prot}"),
+            std::string::npos)
+      << r.message();
+  EXPECT_EQ(launcher_.started.size(), starts) << "green was never started";
+  EXPECT_EQ(mapper_.target(), 9001) << "traffic stays on blue";
+  EXPECT_TRUE(alive(blue.pid()));
+  const auto st = s->snapshot();
+  EXPECT_EQ(st.active(), tern::v1::SLOT_COLOR_BLUE);
+  EXPECT_EQ(st.green().phase(), tern::v1::SLOT_PHASE_CRASHED);
+  EXPECT_NE(st.green().message().find("unknown placeholder {prot}"), std::string::npos) << st.green().message();
+  EXPECT_EQ(testing::read_file(state_dir_ + "/web/blue/rendered/app.conf"), "port=9001\n")
+      << "blue's files are its own";
   s->shutdown();
 }
 

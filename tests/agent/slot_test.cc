@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <filesystem>
 #include <fstream>
 #include <utility>
 
@@ -39,8 +40,9 @@ class SlotTest : public ::testing::Test {
     release_.set_version("1.4");
   }
 
-  Slot make(tern::v1::SlotColor color) {
+  Slot make(tern::v1::SlotColor color, const std::string& state_dir = "") {
     Slot::Deps deps;
+    deps.state_dir = state_dir;
     deps.launcher = &launcher_;
     deps.prober = &prober_;
     deps.os = &os_;
@@ -81,6 +83,37 @@ TEST_F(SlotTest, TheLaunchSubstitutesTheSpecsPlaceholders) {
   EXPECT_EQ(ls.working_dir, dir_.path().string()) << "no working_dir: the release dir";
   EXPECT_EQ(ls.user, "nobody");
   EXPECT_EQ(ls.log_path, dir_.file("web-green.log"));
+}
+
+TEST_F(SlotTest, TheSlotsTemplatesAreRenderedIntoItsOwnDirWhichArgvCanName) {
+  const std::string state = dir_.file("state"), release = dir_.file("release");
+  std::filesystem::create_directories(release + "/conf");
+  std::ofstream(release + "/conf/app.conf.tmpl") << "port={port}\nadmin={port:admin}\nversion={version}\n";
+  auto* t = spec_.add_templates();
+  t->set_source("conf/app.conf.tmpl");
+  t->set_dest("app.conf");
+  for (const char* a : {"app", "--config", "{render_dir}/app.conf"}) spec_.add_argv(a);
+  Slot green = make(tern::v1::SLOT_COLOR_GREEN, state);
+  EXPECT_EQ(green.render_dir(), state + "/web/green/rendered") << "beside the slot's name, one dir per slot";
+  const LaunchSpec ls = green.launch(spec_, release_, release);
+  EXPECT_EQ(ls.argv[2], state + "/web/green/rendered/app.conf");
+  EXPECT_EQ(ls.env.at("TERN_RENDER_DIR"), state + "/web/green/rendered");
+  ASSERT_TRUE(green.render(spec_, release_, release, ls).ok()) << green.render(spec_, release_, release, ls);
+  EXPECT_EQ(testing::read_file(state + "/web/green/rendered/app.conf"), "port=9002\nadmin=9102\nversion=1.4\n");
+
+  Slot blue = make(tern::v1::SLOT_COLOR_BLUE, state);
+  ASSERT_TRUE(blue.render(spec_, release_, release, blue.launch(spec_, release_, release)).ok());
+  EXPECT_EQ(testing::read_file(state + "/web/blue/rendered/app.conf"), "port=9001\nadmin=9101\nversion=1.4\n");
+  EXPECT_EQ(testing::read_file(state + "/web/green/rendered/app.conf"), "port=9002\nadmin=9102\nversion=1.4\n")
+      << "rendering one slot never touches the other's files";
+
+  spec_.mutable_templates(0)->set_source("conf/missing.tmpl");
+  auto st = green.render(spec_, release_, release, ls);
+  EXPECT_EQ(st.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("cannot start green (1.4): rendering its config files failed: templates[0] "
+                              "(conf/missing.tmpl -> app.conf)"),
+            std::string::npos)
+      << st;
 }
 
 TEST_F(SlotTest, APortHeldByAnotherProcessIsRefusedByName) {

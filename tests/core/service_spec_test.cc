@@ -141,6 +141,43 @@ analysis:
   EXPECT_FALSE(plain->has_metrics_endpoint()) << "no analysis, nothing filled in";
 }
 
+TEST(ServiceSpecTest, TemplatesAreReadWithTheirModes) {
+  auto spec = parse_service_spec(std::string(kGood) + R"(
+templates:
+  - {source: conf/nginx.conf.tmpl, dest: nginx.conf, mode: "0600"}
+  - source: conf/site.tmpl
+    dest: sites/site.conf
+)", "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  ASSERT_EQ(spec->templates_size(), 2);
+  EXPECT_EQ(spec->templates(0).source(), "conf/nginx.conf.tmpl");
+  EXPECT_EQ(spec->templates(0).dest(), "nginx.conf");
+  EXPECT_EQ(spec->templates(0).mode(), "0600");
+  EXPECT_EQ(spec->templates(1).dest(), "sites/site.conf");
+  EXPECT_EQ(parse_template_mode(spec->templates(1).mode()).value_or(0), 0640u) << "the default";
+  EXPECT_EQ(parse_template_mode("755").value_or(0), 0755u);
+}
+
+TEST(ServiceSpecTest, TheNginxExampleIsValid) {
+  auto spec = load_service_spec_file(TERN_SOURCE_DIR "/examples/nginx.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->templates_size(), 1);
+}
+
+TEST(ServiceSpecTest, TooManyTemplatesAreRefused) {
+  tern::v1::ServiceSpec spec = *parse_service_spec(kGood, "web.yaml");
+  for (int i = 0; i <= kMaxTemplates; ++i) {
+    auto* t = spec.add_templates();
+    t->set_source("conf/a.tmpl");
+    t->set_dest("a" + std::to_string(i));
+  }
+  auto st = validate_service_spec(spec);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(st.message()).find("field templates: 65 templates; at most 64"), std::string::npos) << st;
+  spec.mutable_templates()->RemoveLast();
+  EXPECT_TRUE(validate_service_spec(spec).ok());
+}
+
 struct Bad {
   const char* yaml;
   const char* expect;  // in the message
@@ -215,7 +252,46 @@ INSTANTIATE_TEST_SUITE_P(
             "analysis: {metrics: [{name: e, kind: latency, histogram: h, bad_query: a, total_query: b}]}\n",
             "give kind: ratio"},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\nmetrics_endpoint: {port: admin}\n",
-            "metrics_endpoint.port: \"admin\" is not the name"}));
+            "metrics_endpoint.port: \"admin\" is not the name"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: ../etc/passwd, dest: a}]\n",
+            "field templates[0].source: \"../etc/passwd\" contains \"..\""},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: /etc/passwd, dest: a}]\n",
+            "field templates[0].source: \"/etc/passwd\" is absolute"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: '', dest: a}]\n",
+            "field templates[0].source: \"\" is empty"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: x/../../b}]\n",
+            "field templates[0].dest: \"x/../../b\" contains \"..\""},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: /etc/cron.d/x}]\n",
+            "field templates[0].dest: \"/etc/cron.d/x\" is absolute"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: 'conf//x'}]\n",
+            "field templates[0].dest: \"conf//x\" has an empty or \".\" component"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: ./x}]\n",
+            "templates[0].dest: \"./x\" has an empty or"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: b, mode: rw-r}]\n",
+            "field templates[0].mode: \"rw-r\" is not an octal mode"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: b, mode: \"4755\"}]\n",
+            "field templates[0].mode: \"4755\" sets setuid"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: b, mode: \"0044\"}]\n",
+            "field templates[0].mode: \"0044\" does not let the file's owner"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: b}, {source: c, dest: b}]\n",
+            "field templates[1].dest: \"b\" is also templates[0].dest"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: conf}, {source: c, dest: conf/x}]\n",
+            "field templates[1].dest: \"conf/x\" lies inside \"conf\""},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "templates: [{source: a, dest: b, owner: root}]\n",
+            "unknown key"}));
 
 }  // namespace
 }  // namespace tern

@@ -9,6 +9,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <limits>
 
 #include "core/counter_delta.h"
@@ -56,6 +57,15 @@ class DemoAppTest : public ::testing::Test {
   int starts_ = 0;
   std::unique_ptr<Process> app_;
 };
+
+TEST_F(DemoAppTest, ReadsItsVersionAndColorFromAConfigFile) {
+  // As a release reads a file Tern rendered for its slot; port 0: any free one.
+  std::ofstream(dir_.file("app.conf")) << "# rendered\nport=0\n\nversion=v7\ncolor=blue\n";
+  std::string addr = start({"--config", dir_.file("app.conf")});
+  std::string resp = http_get(addr, "/");
+  EXPECT_NE(resp.find("200 OK"), std::string::npos) << resp;
+  EXPECT_NE(resp.find("\r\n\r\nv7 blue\n"), std::string::npos) << resp;
+}
 
 TEST_F(DemoAppTest, AnswersWithItsVersionAndColor) {
   std::string addr = start({"--version", "v2", "--color", "green"});
