@@ -17,18 +17,19 @@ packages=(
   libssl-dev libsystemd-dev zlib1g-dev libcurl4-openssl-dev nftables iptables iproute2 conntrack tar gzip
   python3 curl python3-grpcio python3-protobuf
   systemd ansible ansible-lint
-  prometheus nginx
+  prometheus nginx caddy
 )
 
 # shellcheck source=scripts/apt_install.sh
 . "$root/scripts/apt_install.sh"
 # prometheus is for tests/integration/prometheus_source_test.cc, which starts
-# its own server on a free port; nginx for tests/integration/slot_templates_test.cc,
-# which runs it as a slot's app. Each package enables and starts a system
+# its own server on a free port; nginx and caddy for
+# tests/integration/slot_templates_test.cc and real_apps_test.cc, which run
+# them as a slot's app. Each package enables and starts a system
 # service (systemd's, or its init script where systemd is not running); when
 # this script is what installs it, that service is stopped and disabled. One
 # installed before is left as it is.
-services=(prometheus nginx)
+services=(prometheus nginx caddy)
 fresh=()
 for svc in "${services[@]}"; do
   dpkg-query -W -f='${Status}' "$svc" 2>/dev/null | grep -q "install ok installed" || fresh+=("$svc")

@@ -10,6 +10,9 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "tern/v1/agent_state.pb.h"
 #include "tern/v1/fleet.pb.h"
@@ -87,7 +90,25 @@ class OneHostFixture : public ::testing::Test {
     ASSERT_EQ(r.code, 0) << r.out << r.err << "\nagent log:\n" << agent_->log();
   }
 
-  // What a new client connection to the public port gets: "<version> <slot>".
+  // A release bundle of `files` (path in the release -> content); "app" is
+  // the demo app itself.
+  std::string bundle(const std::string& name, const std::vector<std::pair<std::string, std::string>>& files) {
+    const std::filesystem::path d = dir_.path() / ("bundle-" + name);
+    std::vector<std::string> argv{"tar", "-czf", dir_.file(name + ".tar.gz"), "-C", d.string()};
+    for (const auto& [path, content] : files) {
+      std::filesystem::create_directories((d / path).parent_path());
+      if (path == "app") {
+        std::filesystem::copy_file(TERN_DEMO_APP_BIN, d / path, std::filesystem::copy_options::overwrite_existing);
+      } else {
+        std::ofstream(d / path) << content;
+      }
+      argv.push_back(path);
+    }
+    auto r = run_cmd(argv);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return dir_.file(name + ".tar.gz");
+  }
+
   // The agent's /metrics body.
   std::string agent_metrics() const {
     std::string body;
@@ -99,6 +120,7 @@ class OneHostFixture : public ::testing::Test {
     return body;
   }
 
+  // What a new client connection to the public port gets: "<version> <slot>".
   std::string serving() const {
     std::string body;
     ns_->run([&] {

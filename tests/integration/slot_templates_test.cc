@@ -30,25 +30,6 @@ class SlotTemplatesTest : public OneHostFixture {
                                      fs::perms::others_read | fs::perms::others_exec);
   }
 
-  // A release bundle of `files` (path in the release -> content); "app" is
-  // the demo app itself.
-  std::string bundle(const std::string& name, const std::vector<std::pair<std::string, std::string>>& files) {
-    const fs::path d = dir_.path() / ("bundle-" + name);
-    std::vector<std::string> argv{"tar", "-czf", dir_.file(name + ".tar.gz"), "-C", d.string()};
-    for (const auto& [path, content] : files) {
-      fs::create_directories((d / path).parent_path());
-      if (path == "app") {
-        fs::copy_file(TERN_DEMO_APP_BIN, d / path, fs::copy_options::overwrite_existing);
-      } else {
-        std::ofstream(d / path) << content;
-      }
-      argv.push_back(path);
-    }
-    auto r = run_cmd(argv);
-    EXPECT_EQ(r.code, 0) << r.err;
-    return dir_.file(name + ".tar.gz");
-  }
-
   // Applies the fixture's service with this argv and these templates.
   void apply(const std::string& argv, const std::string& templates) {
     std::ofstream(dir_.file("web.yaml"))
