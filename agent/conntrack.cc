@@ -3,7 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -55,6 +57,47 @@ std::vector<uint16_t> udp_ports_to_reset(const DesiredMapping& before, const Des
   }
   std::sort(ports.begin(), ports.end());
   return ports;
+}
+
+std::vector<std::pair<uint16_t, uint16_t>> tcp_backends_left(const DesiredMapping& before, const DesiredMapping& after) {
+  auto live = [](const DesiredMapping& m) {
+    std::set<std::pair<uint16_t, uint16_t>> out;
+    for (const auto& route : m.routes) {
+      if (route.protocol != "tcp") continue;
+      for (const auto& b : route.backends) {
+        if (b.weight > 0) out.emplace(route.public_port, b.port);
+      }
+    }
+    return out;
+  };
+  const auto was = live(before), is = live(after);
+  std::vector<std::pair<uint16_t, uint16_t>> out;
+  std::set_difference(was.begin(), was.end(), is.begin(), is.end(), std::back_inserter(out));
+  return out;
+}
+
+void delete_unanswered_tcp_flows(const std::string& conntrack_bin,
+                                 const std::vector<std::pair<uint16_t, uint16_t>>& backends) {
+  if (backends.empty()) return;
+  if (conntrack_bin.empty()) {
+    spdlog::debug("conntrack is not installed: a connection attempt whose SYN was dropped before a switch retries "
+                  "on its old backend");
+    return;
+  }
+  for (const auto& [public_port, backend] : backends) {
+    std::vector<std::string> argv{conntrack_bin,     "-D", "-p", "tcp", "--state", "SYN_SENT", "--orig-port-dst",
+                                  std::to_string(public_port), "--reply-port-src", std::to_string(backend)};
+    auto result = run_command(argv, {}, Millis(10'000));
+    const bool nothing_to_delete =
+        result.ok() && result->exit_code == 1 && absl::StrContains(result->err, "0 flow entries");
+    if (!result.ok()) {
+      spdlog::warn("cannot delete unanswered connection attempts to port {} (behind {}): {}", backend, public_port,
+                   result.status().message());
+    } else if (!result->success() && !nothing_to_delete) {
+      spdlog::warn("cannot delete unanswered connection attempts to port {} (behind {}): {}", backend, public_port,
+                   describe_failure(argv, *result));
+    }
+  }
 }
 
 void delete_udp_flows(const std::string& conntrack_bin, const std::vector<uint16_t>& ports) {

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/port_mapper.h"
@@ -20,6 +21,21 @@ namespace tern {
 // whose flows are now assigned a side another way (by client instead of at
 // random, or the client split's buckets laid out in another order). Sorted.
 std::vector<uint16_t> udp_ports_to_reset(const DesiredMapping& before, const DesiredMapping& after);
+
+// The TCP backends that stop receiving new connections between `before` and
+// `after` (live, weight > 0, then weight 0 or gone), as (public port,
+// backend port) pairs. Sorted.
+std::vector<std::pair<uint16_t, uint16_t>> tcp_backends_left(const DesiredMapping& before, const DesiredMapping& after);
+
+// Deletes the conntrack entries of connection attempts to those backends
+// that are still unanswered (state SYN_SENT: the SYN was dropped, say by a
+// full SYN queue, and the client will retransmit it). Otherwise the
+// retransmitted SYN follows the old entry to the old slot, which is about to
+// stop, and the client is refused; deleted, it takes the new mapping.
+// Answered attempts and established connections are left alone (they drain
+// where they are). Never fails, like delete_udp_flows.
+void delete_unanswered_tcp_flows(const std::string& conntrack_bin,
+                                 const std::vector<std::pair<uint16_t, uint16_t>>& backends);
 
 // Runs `conntrack -D -p udp --orig-port-dst <port>` for each port. Never
 // fails: a missing conntrack binary (empty `conntrack_bin`) or a failed run is

@@ -127,6 +127,7 @@ class IptablesMapper final : public PortMapper {
     current_ = desired;
     in_force_ = true;
     delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, current_));
+    delete_unanswered_tcp_flows(conntrack_bin_, tcp_backends_left(before, current_));
     return absl::OkStatus();
   }
 
@@ -148,6 +149,7 @@ class IptablesMapper final : public PortMapper {
     current_ = {};
     in_force_ = false;
     delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, current_));
+    delete_unanswered_tcp_flows(conntrack_bin_, tcp_backends_left(before, current_));
     return absl::OkStatus();
   }
 

@@ -97,6 +97,7 @@ class NftMapper final : public PortMapper {
         record_generation_after_commit(generation_);
         current_ = desired;
         delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, desired));
+        delete_unanswered_tcp_flows(conntrack_bin_, tcp_backends_left(before, desired));
         return absl::OkStatus();
       }
       // Someone deleted our table or a map just now; the full rewrite below
@@ -108,6 +109,7 @@ class NftMapper final : public PortMapper {
     if (auto st = write_table(desired); !st.ok()) return st;
     current_ = desired;
     delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, desired));
+    delete_unanswered_tcp_flows(conntrack_bin_, tcp_backends_left(before, desired));
     return absl::OkStatus();
   }
 
@@ -135,6 +137,7 @@ class NftMapper final : public PortMapper {
     in_force_ = false;
     foreign_commit_suspected_ = false;
     delete_udp_flows(conntrack_bin_, udp_ports_to_reset(before, current_));
+    delete_unanswered_tcp_flows(conntrack_bin_, tcp_backends_left(before, current_));
     return absl::OkStatus();
   }
 

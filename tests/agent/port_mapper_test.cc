@@ -3,11 +3,13 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -374,6 +376,18 @@ TEST(CounterCarryTest, CountsOnlyGrowAcrossRewritesAndResets) {
   c.rewriting({});
   EXPECT_EQ(c.observe("a", 0), 15u);
   EXPECT_EQ(c.observe("b", 2), 7u);
+}
+
+TEST(ConntrackTest, TcpBackendsThatStopGettingNewConnections) {
+  DesiredMapping canary{{route("web", "tcp", 80, {{9001, 90}, {9002, 10}}), route("dns", "udp", 53, {{9053, 100}}),
+                         route("api", "tcp", 81, {{9101, 100}})}};
+  DesiredMapping switched{{route("web", "tcp", 80, {{9001, 0}, {9002, 100}}), route("dns", "udp", 53, {})}};
+  EXPECT_THAT(tcp_backends_left(canary, switched),
+              ::testing::ElementsAre(std::make_pair(80, 9001), std::make_pair(81, 9101)))
+      << "blue at weight 0 and the removed route; UDP is not TCP";
+  EXPECT_TRUE(tcp_backends_left(switched, canary).empty()) << "nothing left: backends gained weight";
+  DesiredMapping more{{route("web", "tcp", 80, {{9001, 50}, {9002, 50}}), route("api", "tcp", 81, {{9101, 100}})}};
+  EXPECT_TRUE(tcp_backends_left(canary, more).empty()) << "a smaller weight still gets new connections";
 }
 
 TEST(ConntrackTest, UdpPortsWhoseSplitChanged) {
@@ -885,6 +899,36 @@ TEST_P(PortMapperTest, SwitchMovesExistingUdpFlows) {
   EXPECT_EQ(client.ask(), "green") << "the flow's conntrack entry was deleted, so it takes the new mapping";
   ASSERT_TRUE(mapper_->apply(dns(100)).ok());
   EXPECT_EQ(client.ask(), "blue");
+}
+
+// A connection attempt whose SYN went unanswered before a switch (dropped,
+// as by a full SYN queue) retries after the switch: the retry takes the new
+// mapping, not the old slot's conntrack entry (that slot is about to stop).
+TEST_P(PortMapperTest, AnUnansweredConnectionAttemptFollowsTheSwitch) {
+  if (!find_executable("conntrack")) GTEST_SKIP() << "conntrack is not installed";
+  ASSERT_TRUE(mapper_->apply(web(100)).ok());
+  const std::string drop_syns = absl::StrCat(
+      "table inet synhole {\n  chain input {\n    type filter hook input priority -300; policy accept;\n"
+      "    tcp dport ", blue_->port(), " tcp flags & (syn | ack) == syn drop\n  }\n}\n");
+  auto r = run_command({"nft", "-f", "-"}, drop_syns);
+  ASSERT_TRUE(r.ok() && r->success()) << (r.ok() ? r->err : r.status().ToString());
+  std::string got = "unanswered";
+  std::thread client([&] { got = testing::ask_tcp(public_port_); });
+  // The attempt's entry, redirected to blue, waits for an answer.
+  const bool pending = [&] {
+    for (int i = 0; i < 200; ++i) {
+      auto l = run_command({"conntrack", "-L", "-p", "tcp", "--state", "SYN_SENT", "--reply-port-src",
+                            std::to_string(blue_->port())});
+      if (l.ok() && absl::StrContains(l->out, absl::StrCat("dport=", public_port_))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+  }();
+  EXPECT_TRUE(pending) << "the SYN to blue was not seen";
+  ASSERT_TRUE(mapper_->apply(web(0)).ok());
+  ASSERT_TRUE(run({"nft", "delete", "table", "inet", "synhole"}).success());
+  client.join();
+  EXPECT_EQ(got, "green") << "the retransmitted SYN went where its old entry pointed";
 }
 
 TEST_P(PortMapperTest, NftablesMapsHoldAllHundredKeys) {
