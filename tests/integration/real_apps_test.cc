@@ -227,6 +227,8 @@ TEST_P(RealAppDeployTest, DeploysBackAndForthUnderLoadLoseNoNewConnectionRequest
   LoadResult load = run_load(*ns_, /*keep_alive=*/false, 2, [&] { deploy_back_and_forth(n); });
   RecordProperty("requests", load.requests);
   RecordProperty("failed", load.failures);
+  std::printf("%s, a new connection per request, %d deploys through Tern: %d of %d requests failed\n",
+              GetParam().name.c_str(), n, load.failures, load.requests);
   EXPECT_GT(load.requests, 500);
   EXPECT_EQ(load.failures, 0) << ::testing::PrintToString(load.errors);
   EXPECT_EQ(load.strangers, 0) << ::testing::PrintToString(load.errors);

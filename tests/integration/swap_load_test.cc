@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -220,7 +222,9 @@ TEST_P(DrainLoadTest, KeptAliveClientsLoseNothingWhenTheOldReleaseStops) {
   // Each deploy starts the other release in the idle slot, switches, tells
   // the old slot it drains, waits for its connections, then stops it.
   std::string version = "v1";
-  for (int i = 0; i < 10; ++i) {
+  const char* env_deploys = std::getenv("TERN_REAL_APP_DEPLOYS");
+  const int deploys = env_deploys != nullptr && std::atoi(env_deploys) > 0 ? std::atoi(env_deploys) : 10;
+  for (int i = 0; i < deploys; ++i) {
     version = version == "v1" ? "v2" : "v1";
     auto r = ctl({"host", "deploy", "h1", "web", "--version", version});
     if (r.code != 0) {
@@ -230,8 +234,10 @@ TEST_P(DrainLoadTest, KeptAliveClientsLoseNothingWhenTheOldReleaseStops) {
   }
   stop = true;
   for (auto& t : clients) t.join();
+  std::printf("tern-demo-app with drain_signal, kept-alive clients, %d deploys: %d of %d requests failed\n", deploys,
+              failures.load(), requests.load());
   EXPECT_GT(requests.load(), 1000);
-  EXPECT_GE(reconnects.load(), 10) << "every deploy moved the clients by telling them to close";
+  EXPECT_GE(reconnects.load(), deploys) << "every deploy moved the clients by telling them to close";
   EXPECT_EQ(failures.load(), 0) << ::testing::PrintToString(errors);
   const std::string log = agent_->log();
   EXPECT_NE(log.find("sent blue its drain signal SIGUSR1"), std::string::npos);
