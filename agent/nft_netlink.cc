@@ -270,17 +270,14 @@ absl::StatusOr<uint32_t> NftNetlink::get_generation() {
         return errno_status(error_code(payload, len), "reading the nf_tables generation");
       }
       if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWGEN) || len < kGenMsgLen) continue;
-      for (size_t off = kGenMsgLen; off + sizeof(nlattr) <= len;) {
-        nlattr attr;
-        std::memcpy(&attr, payload + off, sizeof attr);
-        if (attr.nla_len < sizeof(nlattr) || off + attr.nla_len > len) break;
-        if ((attr.nla_type & NLA_TYPE_MASK) == NFTA_GEN_ID && attr.nla_len >= kAttrHeaderLen + sizeof(uint32_t)) {
-          uint32_t id = 0;
-          std::memcpy(&id, payload + off + kAttrHeaderLen, sizeof id);
-          return ntohl(id);
-        }
-        off += align4(attr.nla_len);
-      }
+      std::optional<uint32_t> id;
+      for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t type, const uint8_t* data, size_t l) {
+        if (type != NFTA_GEN_ID || l < sizeof(uint32_t) || id) return;
+        uint32_t v = 0;
+        std::memcpy(&v, data, sizeof v);
+        id = ntohl(v);
+      });
+      if (id) return *id;
       return absl::InternalError("the kernel's answer to NFT_MSG_GETGEN has no NFTA_GEN_ID");
     }
   }
