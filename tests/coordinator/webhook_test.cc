@@ -247,16 +247,22 @@ TEST_F(WebhookOutboxTest, TheSenderRetriesUntilTheReceiverTakesItAndCountsTheOut
   Metrics metrics;
   WebhookSender::Options opts;
   opts.backoff = BackoffPolicy{Millis(10), Millis(40), 2.0, 0.0};
+  // The events' own time: well within max_age. Holds back wait on the real clock.
+  FakeClock clock(from_unix_millis(1'700'000'000'000));
   auto sender = WebhookSender::create({WebhookTarget{"all", "http://h/", "k", webhook_default_events(), "", Millis(1000)}},
                                       Database::open(dir_.file("c.db")).value(),
-                                      std::make_unique<ScriptedTransport>(shared), SystemClock::instance(), metrics,
+                                      std::make_unique<ScriptedTransport>(shared), clock, metrics,
                                       opts)
                     .value();
   EXPECT_NE(metrics.render().find(R"(tern_webhook_deliveries_total{webhook="all",result="delivered"} 0)"),
             std::string::npos)
       << metrics.render();
   sender->start();
-  ASSERT_TRUE(testing::eventually([&] { return outbox_->pending().value().empty(); }));
+  ASSERT_TRUE(testing::eventually([&] {
+    clock.advance(Millis(50));  // past each hold-back
+    sender->wake();
+    return outbox_->pending().value().empty();
+  }));
   sender->stop();
   std::lock_guard lock(shared->mu);
   ASSERT_EQ(shared->posts.size(), 4u) << "two failures, then each event once";
