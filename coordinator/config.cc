@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/metrics.h"
 #include "core/yaml_config.h"
+#include "coordinator/webhook.h"
 
 namespace tern {
 
@@ -42,6 +43,17 @@ absl::StatusOr<CoordinatorConfig> load_coordinator_config(const std::string& pat
     p->get("timeout", cfg.prometheus.timeout);
     m.absorb(p->finish());
   }
+  m.get("webhook_max_age", cfg.webhook_max_age);
+  for (auto& w : m.children("webhooks")) {
+    auto& hook = cfg.webhooks.emplace_back();
+    w.get("name", hook.name);
+    w.get("url", hook.url);
+    w.get("secret_file", hook.secret_file);
+    w.get("events", hook.events);
+    w.get("ca_file", hook.ca_file);
+    w.get("timeout", hook.timeout);
+    m.absorb(w.finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   if (auto st = validate(cfg); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -77,6 +89,7 @@ absl::Status validate(const CoordinatorConfig& cfg) {
                                    std::pair{"analysis_samples_max_rows", cfg.analysis_samples_max_rows}}) {
     if (rows < 0) return absl::InvalidArgumentError(absl::StrCat("key \"", key, "\": must be 0 (no limit) or more"));
   }
+  if (auto st = validate_webhooks(cfg); !st.ok()) return st;
   if (cfg.unreachable_after <= cfg.heartbeat_interval) {
     return absl::InvalidArgumentError(
         "key \"unreachable_after\": must be longer than heartbeat_interval, or every host flaps");

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/clock.h"
@@ -46,6 +47,23 @@ struct CoordinatorConfig {
     std::string ca_file;
     Millis timeout{5'000};
   } prometheus;
+  // Receivers told of rollout events (`webhooks:`), declared here only: the
+  // API names them, it never gives the coordinator a URL to call.
+  struct Webhook {
+    std::string name;
+    std::string url;  // http:// or https://
+    // The HMAC-SHA256 key that signs each body; read at start.
+    std::string secret_file;
+    // Event words (as core/words.cc names them, spaces written as "_");
+    // empty: every rollout-level event (webhook_default_events()).
+    std::vector<std::string> events;
+    std::string ca_file;  // empty: the system's CAs
+    Millis timeout{10'000};
+  };
+  std::vector<Webhook> webhooks;
+  // A delivery its receiver has not taken by then is given up (logged and
+  // counted as result="given_up").
+  Millis webhook_max_age{24LL * 3600 * 1000};
   // Mutual TLS: the coordinator's certificate and key, and the fleet CA that
   // signed agents' and operators' certificates. Required unless `insecure`.
   TlsFiles tls;

@@ -107,6 +107,26 @@ absl::Status Coordinator::open_state() {
     rollouts_->set_prometheus(std::make_unique<PrometheusSource>(*std::move(source)));
     spdlog::info("canary analysis may ask the Prometheus server at {}", config_.prometheus.address);
   }
+  if (!config_.webhooks.empty()) {
+    auto targets = load_webhook_targets(config_);
+    if (!targets.ok()) return targets.status();
+    std::vector<WebhookOutbox::Route> routes;
+    for (const auto& t : *targets) routes.push_back({t.name, t.events});
+    auto outbox = WebhookOutbox::open(*db_, std::move(routes));
+    if (!outbox.ok()) return outbox.status();
+    // The sender reads and settles deliveries over a connection of its own,
+    // so no HTTP call or its bookkeeping ever runs on the event loop.
+    auto own = Database::open(config_.database);
+    if (!own.ok()) return own.status();
+    const auto count = targets->size();
+    auto sender = WebhookSender::create(*std::move(targets), *std::move(own), curl_webhook_transport(), clock_,
+                                        metrics_, WebhookSender::Options{.max_age = config_.webhook_max_age});
+    if (!sender.ok()) return sender.status();
+    webhooks_ = *std::move(sender);
+    rollouts_->set_webhooks(*std::move(outbox), [sender = webhooks_.get()] { sender->wake(); });
+    webhooks_->start();
+    spdlog::info("rollout events go to {} webhook(s)", count);
+  }
   fleet_ = std::make_unique<Fleet>(*registry_, *host_store_, *catalog_, *commands_, *rollouts_, epoch_, started_);
   return rollouts_->load();
 }
@@ -285,6 +305,7 @@ void Coordinator::shutdown() {
     loop_.run_sync([this] { audit_->flush(); });  // the last calls' entries
   }
   loop_.stop();
+  if (webhooks_) webhooks_->stop();  // after the loop: nothing wakes it any more
   metrics_server_.stop();
   server_.reset();
   db_lock_.reset();  // nothing writes any more: another coordinator may take the database

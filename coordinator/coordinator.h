@@ -29,6 +29,7 @@
 #include "coordinator/rollout_driver.h"
 #include "coordinator/rollout_service.h"
 #include "coordinator/rollout_store.h"
+#include "coordinator/webhook_sender.h"
 #include "coordinator/service_catalog.h"
 #include "coordinator/service_service.h"
 #include "coordinator/service_store.h"
@@ -138,6 +139,8 @@ class Coordinator final : public AgentStreamListener {
   std::unique_ptr<HostCommands> commands_;
   std::unique_ptr<ServiceCatalog> catalog_;
   std::unique_ptr<RolloutDriver> rollouts_;
+  // Null without webhooks in the config; its own thread and connection.
+  std::unique_ptr<WebhookSender> webhooks_;
   std::unique_ptr<Fleet> fleet_;
 
   std::unique_ptr<Authenticator> auth_;

@@ -56,6 +56,11 @@ void RolloutDriver::set_prometheus(std::unique_ptr<PrometheusSource> source) {
   if (prometheus_ && !prometheus_thread_.joinable()) prometheus_thread_ = std::thread([this] { prometheus_worker(); });
 }
 
+void RolloutDriver::set_webhooks(std::unique_ptr<WebhookOutbox> outbox, std::function<void()> committed) {
+  webhooks_ = std::move(outbox);
+  webhooks_committed_ = std::move(committed);
+}
+
 namespace {
 
 // "ipv4:198.18.0.7:51234" -> "198.18.0.7"; "ipv6:[::1]:5" -> "[::1]".
@@ -436,7 +441,17 @@ void RolloutDriver::flush() {
       auto changed = engine_->take_changed(id);
       rollouts.push_back({x, std::move(changed.positions), changed.all});
     }
-    auto seqs = store_.record_batch(events, rollouts, to_unix_millis(clock_.now()), samples);
+    int deliveries = 0;
+    RolloutStore::AlsoRecord also;
+    if (webhooks_) {
+      also = [&](const RolloutStore::Event& ev, uint64_t sequence) -> absl::Status {
+        auto added = webhooks_->add(ev.kind, ev.summary, ev.message, ev.time_ms, sequence);
+        if (!added.ok()) return added.status();
+        deliveries += *added;
+        return absl::OkStatus();
+      };
+    }
+    auto seqs = store_.record_batch(events, rollouts, to_unix_millis(clock_.now()), samples, also);
     if (!seqs.ok()) {
       // The journal is what a restart resumes from; without it the rollout
       // could redo or skip steps. Crash loudly before acting on it; systemd
@@ -444,6 +459,7 @@ void RolloutDriver::flush() {
       spdlog::critical("cannot record {} rollout event(s): {}", events.size(), seqs.status().message());
       std::abort();
     }
+    if (deliveries > 0 && webhooks_committed_) webhooks_committed_();
     count_active();
     publish(std::move(events), *seqs);
   }

@@ -24,6 +24,7 @@
 #include "coordinator/rollout_plan.h"
 #include "coordinator/rollout_store.h"
 #include "coordinator/service_catalog.h"
+#include "coordinator/webhook_outbox.h"
 
 namespace tern {
 
@@ -49,6 +50,10 @@ class RolloutDriver final : public RolloutControl {
   // every analysis interval the driver asks it, off the loop, for each host
   // on the canary, and feeds the answers to the engine as an agent's counts.
   void set_prometheus(std::unique_ptr<PrometheusSource> source);
+  // Webhooks: every journal batch adds the deliveries its events owe to
+  // `outbox` in the same transaction, then calls `committed` (which wakes
+  // the sender) when it added any.
+  void set_webhooks(std::unique_ptr<WebhookOutbox> outbox, std::function<void()> committed);
 
   // Reads the rollouts that were not finished from the journal; resume()
   // then hands them back to the engine (on the loop, once hosts may dial in).
@@ -130,6 +135,8 @@ class RolloutDriver final : public RolloutControl {
   std::vector<std::function<void()>> deferred_effects_;
   std::vector<RolloutStore::SampleRow> samples_;  // taken by an analysis, to journal
   bool flush_posted_ = false;
+  std::unique_ptr<WebhookOutbox> webhooks_;
+  std::function<void()> webhooks_committed_;
 
   struct Watcher {
     std::string rollout_id;

@@ -116,7 +116,8 @@ absl::StatusOr<std::unique_ptr<RolloutStore>> RolloutStore::open(Database& db) {
 absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vector<Event>& events,
                                                                 const std::vector<RolloutWrite>& rollouts,
                                                                 int64_t time_ms,
-                                                                const std::vector<SampleRow>& samples) {
+                                                                const std::vector<SampleRow>& samples,
+                                                                const AlsoRecord& also) {
   std::vector<uint64_t> seqs;
   auto st = db_.transaction([&]() -> absl::Status {
     auto up = db_.prepare(
@@ -172,6 +173,9 @@ absl::StatusOr<std::vector<uint64_t>> RolloutStore::record_batch(const std::vect
         return s;
       }
       seqs.push_back(static_cast<uint64_t>(sqlite3_last_insert_rowid(db_.raw())));
+      if (also) {
+        if (auto s = also(e, seqs.back()); !s.ok()) return s;
+      }
     }
     if (samples.empty()) return absl::OkStatus();
     auto sm = db_.prepare(

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,14 @@ class RolloutStore {
     int64_t time_ms = 0;
     tern::v1::AnalysisSample sample;
   };
+  // `also`, when set, runs inside the same transaction for each event once
+  // the journal has numbered it (the webhook outbox adds its rows there); an
+  // error from it rolls the whole batch back.
+  using AlsoRecord = std::function<absl::Status(const Event& event, uint64_t sequence)>;
   absl::StatusOr<std::vector<uint64_t>> record_batch(const std::vector<Event>& events,
                                                      const std::vector<RolloutWrite>& rollouts, int64_t time_ms,
-                                                     const std::vector<SampleRow>& samples = {});
+                                                     const std::vector<SampleRow>& samples = {},
+                                                     const AlsoRecord& also = nullptr);
   // The samples a rollout's wave took, in the order it took them.
   absl::StatusOr<std::vector<SampleRow>> samples(const std::string& rollout_id, uint32_t wave);
   // Deletes settled rollouts' samples older than `max_age`, then the oldest

@@ -149,4 +149,27 @@ std::string http_body(const std::string& message) {
   return at == std::string::npos ? "" : message.substr(at + 4);
 }
 
+std::string http_header(const std::string& message, const std::string& name) {
+  const std::string head = message.substr(0, message.find("\r\n\r\n"));
+  auto lower = [](std::string t) {
+    std::transform(t.begin(), t.end(), t.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return t;
+  };
+  const std::string want = lower(name) + ":";
+  size_t start = head.find("\r\n");
+  while (start != std::string::npos) {
+    start += 2;
+    const size_t end = std::min(head.find("\r\n", start), head.size());
+    const std::string line = head.substr(start, end - start);
+    if (lower(line.substr(0, want.size())) == want) {
+      std::string value = line.substr(want.size());
+      const size_t first = value.find_first_not_of(" \t");
+      const size_t last = value.find_last_not_of(" \t");
+      return first == std::string::npos ? "" : value.substr(first, last - first + 1);
+    }
+    start = end < head.size() ? end : std::string::npos;
+  }
+  return "";
+}
+
 }  // namespace tern::testing

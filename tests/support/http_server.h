@@ -56,4 +56,8 @@ std::string form_value(const std::string& body, const std::string& name);
 // The body of a raw request or response (after the blank line).
 std::string http_body(const std::string& message);
 
+// The value of header `name` (any case) in a raw request or response, with
+// surrounding spaces trimmed; empty when absent.
+std::string http_header(const std::string& message, const std::string& name);
+
 }  // namespace tern::testing
