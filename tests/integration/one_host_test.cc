@@ -417,6 +417,55 @@ TEST_P(OneHostTest, AFailingPreTrafficHookLeavesBlueServingAndAHungOneTimesOut) 
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
 }
 
+TEST_P(OneHostTest, AnAgentKilledWhileAHookRunsFailsTheDeployAndLeavesNoHookBehind) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  ASSERT_NO_FATAL_FAILURE(push("v2", hooks_bundle(dir_)));
+  std::ofstream(dir_.file("web-hooks.yaml"))
+      << read_file(dir_.file("web.yaml"))
+      << "hooks:\n  pre_traffic: {argv: [\"{release_dir}/hooks/hang\"], timeout: 1h, idempotent: true}\n";
+  auto applied = ctl({"service", "apply", "-f", dir_.file("web-hooks.yaml")});
+  ASSERT_EQ(applied.code, 0) << applied.out << applied.err;
+  auto deploy = spawn_in_ns(
+      {TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version", "v2"},
+      dir_.file("deploy.log"));
+  // The hook runs (recorded with its pid) when the agent dies.
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).hook().name() == "pre_traffic" &&
+           st->services(0).hook().pid() > 0;
+  })) << agent_->log();
+  const int64_t hook_pid = agent_state()->services(0).hook().pid();
+  const int64_t green_pid = agent_state()->services(0).green().pid();
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  EXPECT_EQ(deploy->wait(), 1) << deploy->log();
+  ASSERT_TRUE(alive(hook_pid)) << "the hook runs on while the agent is away";
+  EXPECT_EQ(serving(), "v1 blue");
+
+  start_agent();
+  // A guard is never run again: the deploy failed, green (which never passed
+  // it) is stopped, and the hook's process is gone.
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1 &&
+           h->services(0).slots(1).phase() == tern::v1::SLOT_PHASE_STOPPED;
+  })) << agent_->log();
+  EXPECT_TRUE(eventually([&] { return !alive(hook_pid); })) << "the interrupted hook was left running";
+  EXPECT_FALSE(alive(green_pid));
+  EXPECT_FALSE(running_cmdline({"sleep", "1357"}));
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  EXPECT_EQ(serving(), "v1 blue");
+  auto st = agent_state();
+  ASSERT_TRUE(st && st->services_size() == 1);
+  EXPECT_FALSE(st->services(0).has_hook());
+  EXPECT_TRUE(eventually([&] {
+    return ctl({"host", "history", "h1"}).out.find("the agent restarted while hook pre_traffic ran") !=
+           std::string::npos;
+  })) << ctl({"host", "history", "h1"}).out;
+}
+
 TEST_P(OneHostTest, AnAgentKilledBetweenStartingASlotAndRecordingItLeavesNoOrphan) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   // This agent dies (as kill -9 would) right after it starts a slot process,
