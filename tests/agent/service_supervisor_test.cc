@@ -916,6 +916,7 @@ TEST_F(SupervisorTest, ARollbackSkipsTheGuardsAndWaitsOnlyBrieflyForItsHooks) {
   // Guards that would refuse anything, and a post_rollback that never ends.
   hook("pre_start", {"guard"});
   hook("pre_traffic", {"guard"});
+  hook("post_switch", {"guard"}, "fail");
   hook("post_rollback", {"hang"}, "warn", Millis(3'600'000));
   launcher_.finishes.emplace("guard", true);
   auto s = deployed({"1", "2"});
@@ -927,7 +928,7 @@ TEST_F(SupervisorTest, ARollbackSkipsTheGuardsAndWaitsOnlyBrieflyForItsHooks) {
   auto r = rollback(*s);
   ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message() << "\n" << progress_;
   EXPECT_EQ(mapper_.target(), 9001);
-  EXPECT_EQ(runs_of("guard").size(), guards) << "pre_start and pre_traffic do not hold up a rollback";
+  EXPECT_EQ(runs_of("guard").size(), guards) << "pre_start, pre_traffic and post_switch do not hold up a rollback";
   ASSERT_EQ(runs_of("hang").size(), 1u);
   EXPECT_LT(os_.clock().now() - before, ServiceSupervisor::kRollbackHookWait + Millis(2'000))
       << "not the hook's hour";
