@@ -175,7 +175,10 @@ absl::Status ServiceSupervisor::recover() {
   // Whatever was recorded is what the host must serve: exactly one mapping.
   tern::v1::ServiceState snap = snapshot();
   auto st = deps_.traffic->set_routes(name_, routes_for(snap));
-  std::string undone = undo_interrupted_start();
+  std::string undone = recover_hook();
+  if (std::string start = undo_interrupted_start(); !start.empty()) {
+    absl::StrAppend(&undone, undone.empty() ? "" : "; ", start);
+  }
   SlotColor draining;
   tern::v1::SlotState drained;
   {
@@ -223,6 +226,126 @@ std::string ServiceSupervisor::undo_interrupted_start() {
   stop_slot(c, tern::v1::SLOT_PHASE_STOPPED, "stopped after an agent restart interrupted its start");
   return absl::StrCat("stopped ", slot, ", which it was starting: an interrupted start is undone; traffic was not "
                       "moved");
+}
+
+std::string ServiceSupervisor::recover_hook() {
+  tern::v1::RunningHook h;
+  {
+    std::lock_guard lock(mu_);
+    h = state_.hook();
+    state_.clear_hook();
+  }
+  if (h.name().empty()) return "";
+  // stop_orphans() stopped it when it was named; an unnamed one (no state
+  // dir) is found by its recorded pid. Either way it never outlives this.
+  const ProcessHandle ph{h.pid(), h.start_time()};
+  if (ph.pid > 0 && deps_.launcher->recover(ph)) deps_.launcher->signal_group(ph, SIGKILL);
+  const std::string what = absl::StrCat("the agent restarted while hook ", h.name(), " ran (command ", h.command_id(),
+                                        ", ", word(h.slot()), ", release ", h.release().version(), ")");
+  std::string message;
+  if (h.name() == "pre_start" || h.name() == "pre_traffic") {
+    // The step it guards is never resumed: the command's stream is gone, and
+    // only the coordinator decides to deploy again.
+    message = absl::StrCat(what, "; the deploy failed and is not resumed; deploy again");
+  } else if (h.idempotent()) {
+    // pre_stop runs again where it belongs, in finish_drain(), if the slot
+    // still waits for its stop.
+    if (h.name() != "pre_stop") rerun_ = h;
+    return absl::StrCat(what, "; it is idempotent and runs again");
+  } else {
+    if (h.name() == "pre_stop") skip_pre_stop_ = true;
+    message = absl::StrCat(what, "; it was not run again, as it is not marked idempotent; ",
+                           h.name() == "pre_stop"      ? "the slot it was about is stopped without it"
+                           : h.name() == "post_switch" ? "the switch stands"
+                                                       : "the rollback stands");
+  }
+  event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED, message);
+  return message;
+}
+
+void ServiceSupervisor::rerun_hook(const tern::v1::RunningHook& h) {
+  const Progress log = [this](const std::string& m) { spdlog::info("{}: {}", name_, m); };
+  hook_context_ = HookContext{h.command_id(), h.rollout_id(), h.wave(), h.name() == "post_rollback"};
+  {
+    std::lock_guard lock(mu_);
+    // The slot it was about may have changed meanwhile (crashed, stopped):
+    // a hook about a release that no longer runs there is not run.
+    const auto& s = recorded(h.slot());
+    if (!running(s) || !same_release(s.release(), h.release())) {
+      spdlog::warn("{}: hook {} is not run again: {} no longer runs {}", name_, h.name(), word(h.slot()),
+                   h.release().version());
+      return;
+    }
+  }
+  (void)run_hook(h.name(), h.slot(), h.release(), h.release_dir(), h.previous_release(), log);
+  hook_context_ = HookContext{};
+}
+
+absl::Status ServiceSupervisor::run_hook(const std::string& name, SlotColor about, const tern::v1::ReleaseRef& release,
+                                         const std::string& dir, const std::string& previous, const Progress& p) {
+  tern::v1::ServiceSpec spec;
+  {
+    std::lock_guard lock(mu_);
+    spec = state_.spec();
+  }
+  const tern::v1::Hook* hook = find_hook(spec.hooks(), name);
+  if (hook == nullptr || hook->argv_size() == 0) return absl::OkStatus();
+  const bool rolling_back = hook_context_.rolling_back;
+  const bool fail = !rolling_back && hook_failure(name, *hook) == HookFailure::kFail;
+  const Millis limit = rolling_back ? std::min(hook_timeout(*hook), kRollbackHookWait) : hook_timeout(*hook);
+  const HookCall call{name, *hook, release, dir, previous, hook_context_.rollout_id, hook_context_.wave};
+  const std::string operation = absl::StrCat("running hook ", name, " for ", word(about), " ", release.version());
+  {
+    std::lock_guard lock(mu_);
+    auto* r = state_.mutable_hook();
+    r->Clear();
+    r->set_name(name);
+    r->set_command_id(hook_context_.command_id);
+    r->set_idempotent(hook->idempotent());
+    r->set_slot(about);
+    *r->mutable_release() = release;
+    r->set_release_dir(dir);
+    r->set_previous_release(previous);
+    r->set_rollout_id(hook_context_.rollout_id);
+    r->set_wave(hook_context_.wave);
+  }
+  // Recorded before it starts, so that an agent killed while it runs knows
+  // which hook of which command it was in.
+  save(operation);
+  p(absl::StrCat("running hook ", name, " for ", word(about), " (", release.version(), ", up to ",
+                 format_duration(limit), ")"));
+  HookRun run = slot(about).run_hook(spec, call, limit, [&](const ProcessHandle& h) {
+    {
+      std::lock_guard lock(mu_);
+      state_.mutable_hook()->set_pid(h.pid);
+      state_.mutable_hook()->set_start_time(h.start_time);
+    }
+    save(operation);
+  });
+  if (run.interrupted) return absl::AbortedError("the agent is shutting down");
+  {
+    std::lock_guard lock(mu_);
+    state_.clear_hook();
+  }
+  save("");
+  const std::string what = absl::StrCat("hook ", name, " (", release.version(), ", ", word(about), ")");
+  if (run.passed) {
+    p(absl::StrCat(what, " passed", run.output.empty() ? "" : absl::StrCat("; its output: ", run.output)));
+    return absl::OkStatus();
+  }
+  const std::string failed =
+      absl::StrCat(what, " failed: it ", run.outcome,
+                   run.output.empty() ? "; it printed nothing" : absl::StrCat("; its output: ", run.output));
+  event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED,
+        fail ? failed
+             : absl::StrCat(failed, rolling_back ? "; a rollback goes on whatever its hooks say"
+                                                 : "; on_failure is warn, so the step went on"));
+  if (!fail) {
+    p(absl::StrCat(failed, rolling_back ? " (the rollback goes on)" : " (warn: going on)"));
+    return absl::OkStatus();
+  }
+  p(failed);
+  return absl::FailedPreconditionError(failed);
 }
 
 void ServiceSupervisor::stop_orphans() {
@@ -289,6 +412,7 @@ void ServiceSupervisor::submit(tern::v1::Command cmd, Progress progress, Done do
 }
 
 void ServiceSupervisor::run() {
+  if (auto h = std::exchange(rerun_, std::nullopt)) rerun_hook(*h);
   SlotColor draining;
   {
     std::lock_guard lock(mu_);
@@ -318,6 +442,8 @@ void ServiceSupervisor::run() {
 tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
   const auto& cmd = op.cmd;
   absl::Status st;
+  hook_context_ = HookContext{cmd.command_id(), cmd.has_deploy() ? cmd.deploy().rollout_id() : cmd.rollout_id(),
+                              cmd.has_deploy() ? cmd.deploy().wave() : 0, cmd.has_rollback()};
   if (cmd.action_case() != tern::v1::Command::kApplyService) {
     // Whatever this command does to the slots, the split that was sampled
     // is over; a deploy below starts a new one.
@@ -352,6 +478,7 @@ tern::v1::CommandResult ServiceSupervisor::execute(const Op& op) {
       a->set_sequence(0);
     }
   }
+  hook_context_ = HookContext{};
   save("");
   if (st.ok() && cmd.action_case() == tern::v1::Command::kDeploy) prune_releases(op.progress);
   tern::v1::CommandResult r;
@@ -526,12 +653,37 @@ void ServiceSupervisor::stop_slot(SlotColor color, SlotPhase final_phase, const 
   save("");
 }
 
+void ServiceSupervisor::keep_after_failed_pre_stop(SlotColor color) {
+  {
+    std::lock_guard lock(mu_);
+    auto& s = recorded(color);
+    // Drained and idle: it takes no traffic, and its health checks go on.
+    s.set_phase(tern::v1::SLOT_PHASE_HEALTHY);
+    s.set_message("kept running, idle: its pre_stop hook failed");
+  }
+  save("");
+}
+
 void ServiceSupervisor::finish_drain(SlotColor color) {
   const Progress log = [this](const std::string& m) { spdlog::info("{}: {}", name_, m); };
   drain(color, log);
   {
     std::lock_guard lock(mu_);
     if (stopping_ || state_.active() == color || recorded(color).phase() != tern::v1::SLOT_PHASE_DRAINING) return;
+  }
+  if (!std::exchange(skip_pre_stop_, false)) {
+    tern::v1::SlotState active, drained;
+    {
+      std::lock_guard lock(mu_);
+      active = recorded(other(color));
+      drained = recorded(color);
+    }
+    auto st = run_hook("pre_stop", color, active.release(), active.release_dir(), drained.release().version(), log);
+    if (st.code() == absl::StatusCode::kAborted) return;
+    if (!st.ok()) {
+      keep_after_failed_pre_stop(color);
+      return;
+    }
   }
   stop_slot(color, tern::v1::SLOT_PHASE_STOPPED, "drained and stopped after an agent restart interrupted its drain");
   log(absl::StrCat("stopped ", word(color)));
@@ -583,6 +735,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
   SlotColor active, target;
   tern::v1::SlotState target_state;
   tern::v1::ReleaseRef last_good;
+  std::string previous;
   bool already_active = false;
   {
     std::lock_guard lock(mu_);
@@ -599,6 +752,7 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     }
     target_state = recorded(target);
     last_good = state_.last_good();
+    if (active != tern::v1::SLOT_COLOR_UNSPECIFIED) previous = recorded(active).release().version();
     if (active != tern::v1::SLOT_COLOR_UNSPECIFIED && recorded(active).release().version() == d.release().version() &&
         recorded(active).release().sha256() == d.release().sha256() && running(recorded(active))) {
       already_active = true;
@@ -645,6 +799,22 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
     if (auto st = bring_up(target, d.release(), "", p); !st.ok()) return st;
     save("");
   }
+  // The new release is healthy and has no traffic yet: the last moment to
+  // judge it at no cost to anyone.
+  tern::v1::SlotState ready;
+  {
+    std::lock_guard lock(mu_);
+    ready = recorded(target);
+  }
+  if (auto st = run_hook("pre_traffic", target, ready.release(), ready.release_dir(), previous, p); !st.ok()) {
+    if (st.code() == absl::StatusCode::kAborted) return st;
+    const bool keep = same_release(last_good, ready.release());
+    if (!keep) stop_slot(target, tern::v1::SLOT_PHASE_STOPPED, "stopped: its pre_traffic hook failed");
+    return absl::FailedPreconditionError(absl::StrCat(
+        "deploy of ", d.release().version(), " stopped before any traffic moved: ", st.message(), "; ",
+        word(target), keep ? " keeps running idle (it is the last known-good release)" : " was stopped",
+        active == tern::v1::SLOT_COLOR_UNSPECIFIED ? "" : absl::StrCat(" and traffic stays on ", word(active))));
+  }
   if (!d.switch_on_healthy()) {
     p(absl::StrCat(word(target), " is ready; traffic left on ", word(active)));
     return absl::OkStatus();
@@ -660,6 +830,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   const SlotColor previous = other(to);
   bool previous_had_traffic;
+  bool changed;
   if (auto st = check_healthy_targets(to, weight); !st.ok()) return st;
   {
     std::lock_guard lock(mu_);
@@ -674,6 +845,7 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
     const uint32_t w = effective_weight(state_.active_weight());
     previous_had_traffic = running(recorded(previous)) &&
                            (state_.active() == previous || (state_.active() == to && w < 100));
+    changed = state_.active() != to || w != weight;
   }
   // Nothing is written before the kernel change: the state on disk still
   // names the old mapping, whose slots both run, so a crash right here
@@ -690,6 +862,25 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
                   : absl::StrCat("split traffic: ", word(to), " ", weight, "%, ", word(other(to)), " ",
                                  100 - weight, "%"));
   event(tern::v1::AGENT_EVENT_KIND_SWITCHED, absl::StrCat("traffic now on ", word(to), weight < 100 ? absl::StrCat(" (", weight, "%)") : ""));
+  tern::v1::SlotState now_active, old;
+  {
+    std::lock_guard lock(mu_);
+    now_active = recorded(to);
+    old = recorded(previous);
+  }
+  // The switch has happened and stays whatever this hook says: a failure
+  // with on_failure fail fails the command once the old slot is dealt with.
+  // A rollback's announcement is its post_rollback hook.
+  absl::Status announced;
+  if (changed && !hook_context_.rolling_back) {
+    announced = run_hook("post_switch", to, now_active.release(), now_active.release_dir(), old.release().version(), p);
+    if (announced.code() == absl::StatusCode::kAborted) return absl::OkStatus();
+  }
+  const auto stands = [&](const absl::Status& hook) {
+    return absl::FailedPreconditionError(absl::StrCat("traffic switched to ", word(to), " (",
+                                                      now_active.release().version(), ") and stays there, but ",
+                                                      hook.message()));
+  };
   if (weight == 100 && previous_had_traffic) {
     bool keep_warm;
     {
@@ -706,10 +897,20 @@ absl::Status ServiceSupervisor::switch_traffic(SlotColor to, uint32_t weight, co
         std::lock_guard lock(mu_);
         if (stopping_) return absl::OkStatus();
       }
+      auto pre_stop = run_hook("pre_stop", previous, now_active.release(), now_active.release_dir(),
+                               old.release().version(), p);
+      if (pre_stop.code() == absl::StatusCode::kAborted) return absl::OkStatus();
+      if (!pre_stop.ok()) {
+        keep_after_failed_pre_stop(previous);
+        return stands(absl::Status(pre_stop.code(), absl::StrCat(pre_stop.message(), "; ", word(previous),
+                                                                 " was left running, drained and idle (the next "
+                                                                 "deploy replaces it)")));
+      }
       stop_slot(previous, tern::v1::SLOT_PHASE_STOPPED, "drained and stopped after a switch");
       p(absl::StrCat("stopped ", word(previous)));
     }
   }
+  if (!announced.ok()) return stands(announced);
   return absl::OkStatus();
 }
 
@@ -780,6 +981,21 @@ absl::Status ServiceSupervisor::bring_up(SlotColor color, const tern::v1::Releas
     if (!staged.ok()) return staged.status();
     dir = *staged;
   }
+  // A rollback returns to a release that ran here before: it is never held
+  // up by a check meant for new ones.
+  if (!hook_context_.rolling_back) {
+    std::string previous;
+    {
+      std::lock_guard lock(mu_);
+      if (state_.active() != tern::v1::SLOT_COLOR_UNSPECIFIED) previous = recorded(state_.active()).release().version();
+    }
+    if (auto st = run_hook("pre_start", color, release, dir, previous, p); !st.ok()) {
+      if (st.code() == absl::StatusCode::kAborted) return st;
+      return absl::FailedPreconditionError(absl::StrCat("cannot start ", word(color), " (", release.version(), "): ",
+                                                        st.message(), "; nothing was started",
+                                                        previous.empty() ? "" : "; the active slot was not touched"));
+    }
+  }
   {
     std::lock_guard lock(mu_);
     recorded(color).set_restarts(0);
@@ -796,8 +1012,25 @@ absl::Status ServiceSupervisor::rollback(const std::string& to_version, const Pr
     std::lock_guard lock(mu_);
     if (state_.active() != tern::v1::SLOT_COLOR_UNSPECIFIED) from = recorded(state_.active()).release();
   }
+  SlotColor before_active;
+  uint32_t before_weight;
+  {
+    std::lock_guard lock(mu_);
+    before_active = state_.active();
+    before_weight = effective_weight(state_.active_weight());
+  }
   auto st = return_to(to_version, p);
   if (st.ok() && !to_version.empty()) trust_returned_release(from);
+  if (!st.ok()) return st;
+  tern::v1::SlotState now;
+  bool moved;
+  {
+    std::lock_guard lock(mu_);
+    moved = state_.active() != before_active || effective_weight(state_.active_weight()) != before_weight;
+    now = recorded(state_.active());
+  }
+  // Warn only and waited for briefly (run_hook): the rollback stands.
+  if (moved) (void)run_hook("post_rollback", now.color(), now.release(), now.release_dir(), from.version(), p);
   return st;
 }
 

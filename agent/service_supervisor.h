@@ -76,6 +76,11 @@ struct SupervisorDeps {
 // crash recover() can pick up where it stood.
 class ServiceSupervisor {
  public:
+  // How long a rollback waits for one of its hooks (pre_stop of the slot it
+  // leaves, post_rollback) before killing it: a rollback is the way back to
+  // safety and never waits on a hook for long.
+  static constexpr Millis kRollbackHookWait{5'000};
+
   using Done = std::function<void(const tern::v1::CommandResult&)>;
   using Progress = std::function<void(const std::string&)>;
 
@@ -141,6 +146,20 @@ class ServiceSupervisor {
   void demote_known_good(tern::v1::SlotColor c);
   // Undoes a start recover() finds in starting_slot; returns what it did.
   std::string undo_interrupted_start();
+  // What recover() does about a hook (ServiceState hook) the agent was
+  // killed in; returns what it did, for the interrupted event.
+  std::string recover_hook();
+  // Runs the spec's hook `name` about slot `about` from `release` (in
+  // `dir`), when the spec has one; recorded in state_.hook meanwhile. OK when
+  // it passed or failed with on_failure warn (reported through `p` and a
+  // hook_failed event); FAILED_PRECONDITION with its output when it failed
+  // with fail; ABORTED when the supervisor shut down meanwhile (the record
+  // stays for recovery). On the rollback path it is waited for at most
+  // kRollbackHookWait and counts as warn: nothing a hook says stops a rollback.
+  absl::Status run_hook(const std::string& name, tern::v1::SlotColor about, const tern::v1::ReleaseRef& release,
+                        const std::string& dir, const std::string& previous, const Progress& p);
+  // Runs a hook recover() found interrupted and idempotent, again.
+  void rerun_hook(const tern::v1::RunningHook& h);
   absl::Status stop_slot_op(tern::v1::SlotColor color, const Progress& p);
   // After a successful deploy: deletes staged releases beyond
   // deps_.keep_releases, never one a slot holds or a known-good one.
@@ -155,6 +174,8 @@ class ServiceSupervisor {
   absl::Status wait_healthy(tern::v1::SlotColor color, const Progress& p);
   void stop_slot(tern::v1::SlotColor color, tern::v1::SlotPhase final_phase, const std::string& why);
   void drain(tern::v1::SlotColor color, const Progress& p);
+  // A drained slot whose pre_stop hook failed (on_failure fail) stays up, idle.
+  void keep_after_failed_pre_stop(tern::v1::SlotColor color);
   // Resumes a drain recover() found interrupted, then stops the slot.
   void finish_drain(tern::v1::SlotColor color);
   absl::Status set_mapping(tern::v1::SlotColor active, uint32_t weight);
@@ -195,6 +216,20 @@ class ServiceSupervisor {
   // A slot whose drain an agent restart interrupted (keep_warm off): the
   // supervisor's thread finishes the drain and stops it before anything else.
   tern::v1::SlotColor unfinished_drain_ = tern::v1::SLOT_COLOR_UNSPECIFIED;
+  // The command being executed, as its hooks see it; supervisor thread only.
+  struct HookContext {
+    uint64_t command_id = 0;
+    std::string rollout_id;
+    uint32_t wave = 0;
+    bool rolling_back = false;
+  };
+  HookContext hook_context_;
+  // An idempotent post_switch or post_rollback hook an agent restart cut
+  // off: the supervisor's thread runs it again before anything else.
+  std::optional<tern::v1::RunningHook> rerun_;
+  // A pre_stop hook an agent restart cut off that is not idempotent:
+  // finish_drain() stops the slot without running it again.
+  bool skip_pre_stop_ = false;
   // The canary split being sampled (state_.analysis()); supervisor thread only.
   struct Sampling {
     uint64_t split_id = 0;

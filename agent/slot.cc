@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include <deque>
+#include <filesystem>
 #include <fstream>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -199,6 +201,136 @@ std::string Slot::begin_drain(const tern::v1::ServiceSpec& spec, const tern::v1:
   while (!deps_.launcher->poll(*cmd) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
   return absl::StrCat("the drain command of ", word(color_), " did not finish within ", format_duration(limit),
                       " and was killed; draining without it");
+}
+
+namespace {
+
+// `raw` as one line of valid UTF-8: invalid bytes become '?', control
+// characters spaces, and non-empty lines are joined with " | ".
+std::string one_line(std::string_view raw) {
+  std::string out;
+  std::string line;
+  auto flush = [&] {
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    if (!line.empty()) absl::StrAppend(&out, out.empty() ? "" : " | ", line);
+    line.clear();
+  };
+  for (std::size_t i = 0; i < raw.size();) {
+    const auto c = static_cast<unsigned char>(raw[i]);
+    if (c == '\n') {
+      flush();
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {
+      line.push_back(c < 0x20 || c == 0x7f ? ' ' : static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    // A multi-byte sequence: kept only when complete and well-formed.
+    const std::size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    bool ok = len > 0 && c < 0xf5 && i + len <= raw.size();
+    for (std::size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(raw[i + k]) & 0xc0) == 0x80;
+    if (ok && len == 3) {
+      const auto c1 = static_cast<unsigned char>(raw[i + 1]);
+      ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);  // overlong, surrogates
+    }
+    if (ok && len == 4) {
+      const auto c1 = static_cast<unsigned char>(raw[i + 1]);
+      ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+    }
+    if (ok) {
+      line.append(raw.substr(i, len));
+      i += len;
+    } else {
+      line.push_back('?');
+      ++i;
+    }
+  }
+  flush();
+  return out;
+}
+
+// The last `n` bytes of the file at `path` (all of it when shorter).
+std::string file_tail(const std::string& path, std::size_t n) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = size > static_cast<std::streamoff>(n) ? size - static_cast<std::streamoff>(n) : 0;
+  in.seekg(from);
+  std::string out(static_cast<std::size_t>(size - from), '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<std::size_t>(in.gcount()));
+  return out;
+}
+
+}  // namespace
+
+HookRun Slot::run_hook(const tern::v1::ServiceSpec& spec, const HookCall& call, Millis limit,
+                       const std::function<void(const ProcessHandle&)>& started) {
+  tern::v1::ServiceSpec as_command = spec;
+  as_command.clear_argv();
+  for (const auto& a : call.hook.argv()) as_command.add_argv(a);
+  LaunchSpec ls = launch(as_command, call.release, call.dir);
+  // Below the slot's name, so that after an agent restart recovery finds a
+  // hook still running and stops it (it is never one of the slot's known
+  // processes); never the slot's own name.
+  if (!slot_id_.empty()) ls.slot_id = absl::StrCat(slot_id_, "/hook");
+  ls.env.insert_or_assign(std::string("TERN_HOOK"), call.name);
+  ls.env.insert_or_assign(std::string("TERN_RELEASE"), call.release.version());
+  ls.env.insert_or_assign(std::string("TERN_PREVIOUS_RELEASE"), call.previous_release);
+  ls.env.insert_or_assign(std::string("TERN_ROLLOUT_ID"), call.rollout_id);
+  ls.env.insert_or_assign(std::string("TERN_WAVE"), call.wave == 0 ? std::string() : std::to_string(call.wave));
+  // The hook writes to a file of its own, copied into the slot's log when it
+  // ends: the slot may be writing its log meanwhile, and the output reported
+  // must be the hook's alone.
+  const std::string out_path = absl::StrCat(log_path_, ".hook");
+  std::ofstream(out_path, std::ios::trunc).flush();
+  ls.log_path = out_path;
+  HookRun run;
+  const Clock& clock = deps_.os->clock();
+  auto h = deps_.launcher->start(ls);
+  if (!h.ok()) {
+    run.outcome = absl::StrCat("did not start: ", h.status().message());
+  } else {
+    if (started) started(*h);
+    const TimePoint deadline = clock.now() + limit;
+    std::optional<ExitInfo> exit;
+    for (;;) {
+      if ((exit = deps_.launcher->poll(*h))) break;
+      if (clock.now() >= deadline) break;
+      if (deps_.pause(std::min(Millis(50), std::chrono::duration_cast<Millis>(deadline - clock.now())))) {
+        run.interrupted = true;
+        break;
+      }
+    }
+    if (exit) {
+      run.passed = exit->clean;
+      run.outcome = exit->description;
+    } else {
+      deps_.launcher->signal_group(*h, SIGKILL);
+      const TimePoint kill_deadline = clock.now() + Millis(5'000);
+      while (!deps_.launcher->poll(*h) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
+      run.outcome = run.interrupted ? "was killed: the agent is shutting down"
+                                    : absl::StrCat("did not finish within ", format_duration(limit),
+                                                   " and was killed");
+    }
+  }
+  // Into the slot's log, framed so that a reader tells it from the app's
+  // lines; at most the last MiB of it.
+  const std::string raw = file_tail(out_path, 1 << 20);
+  {
+    std::ofstream log(log_path_, std::ios::app | std::ios::binary);
+    log << "---- tern: hook " << call.name << " (" << call.release.version() << ") " << run.outcome << " ----\n"
+        << raw << (raw.empty() || raw.back() == '\n' ? "" : "\n") << "---- tern: end of hook " << call.name
+        << " ----\n";
+  }
+  std::error_code ec;
+  std::filesystem::remove(out_path, ec);
+  run.output = one_line(raw.size() > kHookOutputBytes ? std::string_view(raw).substr(raw.size() - kHookOutputBytes)
+                                                      : std::string_view(raw));
+  return run;
 }
 
 std::optional<PortSockets> Slot::drain(const std::vector<uint16_t>& ports, Millis drain_time) {

@@ -36,6 +36,35 @@ struct SlotRuntime {
   std::optional<TimePoint> restart_at;
 };
 
+// A lifecycle hook to run about a slot (core/service_spec.h kHookNames).
+struct HookCall {
+  std::string name;  // "pre_traffic"
+  tern::v1::Hook hook;
+  // The release the hook runs from (its {release_dir}, {version},
+  // TERN_RELEASE), unpacked in `dir`, and the one it replaces or returns from.
+  tern::v1::ReleaseRef release;
+  std::string dir;
+  std::string previous_release;
+  std::string rollout_id;
+  uint32_t wave = 0;  // 1-based; 0: not part of a rollout
+};
+
+// What running a hook came to.
+struct HookRun {
+  bool passed = false;  // exited with status 0
+  // Cut short because the owner shuts down (the hook was killed): neither
+  // passed nor failed; recovery decides.
+  bool interrupted = false;
+  // "exited with status 3", "did not finish within 1m and was killed", ...
+  std::string outcome;
+  // The end of its output (at most kHookOutputBytes), lines " | "-joined,
+  // valid UTF-8: fit for a one-line message.
+  std::string output;
+};
+
+// How much of a hook's output is carried in its step's messages.
+inline constexpr std::size_t kHookOutputBytes = 4096;
+
 // One slot (blue or green) of one service: the mechanics of running a release
 // there. How the release is launched (argv, environment, working dir, log
 // file), the check that the slot's ports are free, the start, the probes until
@@ -107,6 +136,16 @@ class Slot {
   // happened, for the progress log; empty when the spec asks for neither.
   std::string begin_drain(const tern::v1::ServiceSpec& spec, const tern::v1::ReleaseRef& release,
                           const std::string& dir, const ProcessHandle& h, Millis limit);
+  // Runs `call`'s hook about this slot: argv with this slot's placeholders
+  // for call.release (as launch() runs the slot: its user, confinement and
+  // environment, plus TERN_HOOK, TERN_RELEASE, TERN_PREVIOUS_RELEASE,
+  // TERN_ROLLOUT_ID and TERN_WAVE), named below slot_id() so that recovery
+  // stops one an agent restart left running. Waits up to `limit`, then kills
+  // its process group (a failure); a shutdown kills it too (interrupted).
+  // `started` is told its handle once it runs. Its output is appended to
+  // log_path() when it ends.
+  HookRun run_hook(const tern::v1::ServiceSpec& spec, const HookCall& call, Millis limit,
+                   const std::function<void(const ProcessHandle&)>& started);
   // Waits until none of `ports` has queued or open connections, or
   // `drain_time` passed; the sockets still open then (summed over the
   // ports). nullopt when cut short by a shutdown.

@@ -561,13 +561,14 @@ void Coordinator::handle_event(uint64_t session, const std::string& host_id, con
   if (kind != tern::v1::AGENT_EVENT_KIND_PROGRESS) {
     spdlog::info("host {}: {} {}: {}", host_id, event.service(), word(kind), event.message());
   }
-  // A host's own policy or trusted keys turned something down: part of its
-  // history (`ternctl host history`), not only a log line.
-  if (kind == tern::v1::AGENT_EVENT_KIND_REFUSED) {
+  // A host's own policy or trusted keys turned something down, or a
+  // lifecycle hook failed (with the end of its output): part of its history
+  // (`ternctl host history`), not only a log line.
+  if (kind == tern::v1::AGENT_EVENT_KIND_REFUSED || kind == tern::v1::AGENT_EVENT_KIND_HOOK_FAILED) {
     if (const auto* entry = registry_->find(host_id)) {
-      HostEventRecord rec{host_id, clock_.now(), "refused", absl::StrCat(event.service(), ": ", event.message())};
+      HostEventRecord rec{host_id, clock_.now(), word(kind), absl::StrCat(event.service(), ": ", event.message())};
       if (auto st = host_store_->save(entry->record, &rec); !st.ok()) {
-        spdlog::error("host {}: cannot record a refusal: {}", host_id, st.message());
+        spdlog::error("host {}: cannot record a {} event: {}", host_id, word(kind), st.message());
       }
     }
   }

@@ -318,6 +318,9 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   d->set_switch_on_healthy(true);
   d->set_weight(weight);
   d->set_spec_generation(svc->generation());
+  // For the service's hooks (TERN_ROLLOUT_ID, TERN_WAVE): waves counted from 1.
+  d->set_rollout_id(id);
+  if (const auto* h = engine_->host(id, host); h != nullptr) d->set_wave(h->wave() + 1);
   // A wave that is judged: the agent counts the split it makes.
   if (const auto* h = engine_->host(id, host);
       h != nullptr && static_cast<int>(h->wave()) < r.spec().waves_size() &&

@@ -204,7 +204,73 @@ absl::Status validate_templates(const tern::v1::ServiceSpec& spec) {
   return absl::OkStatus();
 }
 
+// The lifecycle hooks: a command each, a timeout in range, a known word.
+absl::Status validate_hooks(const tern::v1::ServiceSpec& spec) {
+  for (absl::string_view name : kHookNames) {
+    const tern::v1::Hook& h = *find_hook(spec.hooks(), name);
+    const std::string f = absl::StrCat("hooks.", name);
+    const bool given = h.argv_size() > 0 || h.has_timeout() || !h.on_failure().empty() || h.idempotent();
+    if (!given) continue;
+    if (h.argv_size() == 0 || h.argv(0).empty()) {
+      return field_error(f + ".argv", "the command to run is required, e.g. [\"{release_dir}/bin/smoke\", "
+                                      "\"http://127.0.0.1:{port}/\"]");
+    }
+    if (h.argv_size() > 256) return field_error(f + ".argv", "at most 256 arguments");
+    if (h.has_timeout()) {
+      auto m = checked_duration(h.timeout(), Millis(3'600'000));
+      if (!m.ok()) return field_error(f + ".timeout", m.status().message());
+      if (*m < Millis(1'000)) {
+        return field_error(f + ".timeout", absl::StrCat(format_duration(*m), " is below 1s; a hook gets 1s-1h"));
+      }
+    }
+    if (!h.on_failure().empty() && !parse_hook_failure(h.on_failure())) {
+      return field_error(f + ".on_failure", absl::StrCat("\"", h.on_failure(),
+                                                         "\" must be fail (stop the step or fail the command) or "
+                                                         "warn (report and go on)"));
+    }
+    if (name == "post_rollback" && hook_failure(name, h) == HookFailure::kFail) {
+      return field_error(f + ".on_failure", "must be warn: a rollback is the way back to safety and never fails "
+                                            "because of a hook (its failures are reported)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+const tern::v1::Hook* find_hook(const tern::v1::Hooks& hooks, absl::string_view name) {
+  if (name == "pre_start") return &hooks.pre_start();
+  if (name == "pre_traffic") return &hooks.pre_traffic();
+  if (name == "post_switch") return &hooks.post_switch();
+  if (name == "pre_stop") return &hooks.pre_stop();
+  if (name == "post_rollback") return &hooks.post_rollback();
+  return nullptr;
+}
+
+tern::v1::Hook* find_mutable_hook(tern::v1::Hooks& hooks, absl::string_view name) {
+  if (name == "pre_start") return hooks.mutable_pre_start();
+  if (name == "pre_traffic") return hooks.mutable_pre_traffic();
+  if (name == "post_switch") return hooks.mutable_post_switch();
+  if (name == "pre_stop") return hooks.mutable_pre_stop();
+  if (name == "post_rollback") return hooks.mutable_post_rollback();
+  return nullptr;
+}
+
+std::optional<HookFailure> parse_hook_failure(const std::string& word) {
+  if (word == "fail") return HookFailure::kFail;
+  if (word == "warn") return HookFailure::kWarn;
+  return std::nullopt;
+}
+
+HookFailure hook_failure(absl::string_view name, const tern::v1::Hook& hook) {
+  if (auto f = parse_hook_failure(hook.on_failure())) return *f;
+  return name == "pre_start" || name == "pre_traffic" ? HookFailure::kFail : HookFailure::kWarn;
+}
+
+Millis hook_timeout(const tern::v1::Hook& hook) {
+  if (!hook.has_timeout()) return kDefaultHookTimeout;
+  return std::clamp(to_millis(hook.timeout()), Millis(1'000), Millis(3'600'000));
+}
 
 absl::Status check_relative_path(const std::string& path) {
   if (path.empty()) return absl::InvalidArgumentError("is empty");
@@ -391,6 +457,23 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
     t.get("mode", *tf->mutable_mode());
     m.absorb(t.finish());
   }
+  if (auto hk = m.child("hooks")) {
+    for (absl::string_view name : kHookNames) {
+      auto h = hk->child(name);
+      if (!h) continue;
+      tern::v1::Hook* hook = find_mutable_hook(*spec.mutable_hooks(), name);
+      std::vector<std::string> hargv;
+      h->get("argv", hargv);
+      for (auto& a : hargv) hook->add_argv(a);
+      get_duration(*h, "timeout", [&] { return hook->mutable_timeout(); });
+      h->get("on_failure", *hook->mutable_on_failure());
+      bool idempotent = false;
+      h->get("idempotent", idempotent);
+      hook->set_idempotent(idempotent);
+      hk->absorb(h->finish());
+    }
+    m.absorb(hk->finish());
+  }
   if (auto st = m.finish(); !st.ok()) return st;
   // The YAML said nothing about the proto3 "unset" vs 0 distinction, so
   // defaults are applied after parsing, then the whole spec is checked.
@@ -432,6 +515,16 @@ void apply_service_defaults(tern::v1::ServiceSpec& spec) {
   if (h->kind_case() == tern::v1::HealthCheck::KIND_NOT_SET) h->mutable_tcp();
   if (!spec.has_drain()) *spec.mutable_drain() = to_duration(Millis(10'000));
   if (!spec.has_grace()) *spec.mutable_grace() = to_duration(Millis(10'000));
+  if (spec.has_hooks()) {
+    for (absl::string_view name : kHookNames) {
+      tern::v1::Hook* hook = find_mutable_hook(*spec.mutable_hooks(), name);
+      if (hook->argv_size() == 0) continue;
+      if (!hook->has_timeout()) *hook->mutable_timeout() = to_duration(kDefaultHookTimeout);
+      if (hook->on_failure().empty()) {
+        hook->set_on_failure(hook_failure(name, *hook) == HookFailure::kFail ? "fail" : "warn");
+      }
+    }
+  }
   auto* r = spec.mutable_restart();
   if (r->policy().empty()) r->set_policy("on-failure");
   if (!spec.restart().has_delay()) *r->mutable_delay() = to_duration(Millis(1'000));
@@ -582,6 +675,7 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
                                              "side)"));
   }
   if (auto st = validate_templates(spec); !st.ok()) return st;
+  if (auto st = validate_hooks(spec); !st.ok()) return st;
   return validate_analysis(spec);
 }
 

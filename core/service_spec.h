@@ -3,9 +3,10 @@
 #include <cstddef>
 #include <optional>
 #include <string>
-
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/clock.h"
 #include "tern/v1/service.pb.h"
 
 namespace tern {
@@ -28,6 +29,9 @@ namespace tern {
 //   restart: {policy: on-failure, max_restarts: 3, delay: 1s}
 //   split: client
 //   templates: [{source: conf/app.conf.tmpl, dest: app.conf, mode: "0640"}]
+//   hooks:
+//     pre_traffic: {argv: ["{release_dir}/bin/smoke", "http://127.0.0.1:{port}/"], timeout: 30s}
+//     post_rollback: {argv: ["{release_dir}/bin/announce"], on_failure: warn, idempotent: true}
 
 // Parses YAML text; errors name the origin, line and key. The result is validated.
 absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml, const std::string& origin);
@@ -96,5 +100,26 @@ enum class TrafficSplit { kConnection, kClient };
 std::optional<TrafficSplit> parse_traffic_split(const std::string& word);
 // What the agent does: kClient only for "client".
 TrafficSplit traffic_split(const tern::v1::ServiceSpec& spec);
+
+// The lifecycle hooks by their key in the spec, in the order a deploy meets them.
+inline constexpr const char* kHookNames[] = {"pre_start", "pre_traffic", "post_switch", "pre_stop",
+                                             "post_rollback"};
+// The hook `name` (one of kHookNames) of `hooks`; nullptr for any other name.
+// A hook the spec does not give has no argv.
+const tern::v1::Hook* find_hook(const tern::v1::Hooks& hooks, absl::string_view name);
+tern::v1::Hook* find_mutable_hook(tern::v1::Hooks& hooks, absl::string_view name);
+
+// on_failure, the one place its words are read. kFail stops the step the
+// hook guards (pre_start, pre_traffic) or fails the command without undoing
+// what already happened (the others); kWarn reports and goes on.
+enum class HookFailure { kFail, kWarn };
+std::optional<HookFailure> parse_hook_failure(const std::string& word);
+// What the agent does for hook `name`: its on_failure, or the default when
+// empty: kFail for the hooks that guard a step (pre_start, pre_traffic),
+// kWarn for those that follow one (post_switch, pre_stop, post_rollback).
+HookFailure hook_failure(absl::string_view name, const tern::v1::Hook& hook);
+// A hook's timeout: its own, or kDefaultHookTimeout when unset.
+inline constexpr Millis kDefaultHookTimeout{60'000};
+Millis hook_timeout(const tern::v1::Hook& hook);
 
 }  // namespace tern

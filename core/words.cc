@@ -44,6 +44,7 @@ constexpr std::pair<AgentEventKind, const char*> kAgentEventWords[] = {
     {tern::v1::AGENT_EVENT_KIND_MAPPING_RESTORED, "mapping_restored"},
     {tern::v1::AGENT_EVENT_KIND_OPERATION_INTERRUPTED, "operation_interrupted"},
     {tern::v1::AGENT_EVENT_KIND_REFUSED, "refused"},
+    {tern::v1::AGENT_EVENT_KIND_HOOK_FAILED, "hook_failed"},
 };
 
 constexpr std::pair<tern::v1::Role, const char*> kRoleWords[] = {

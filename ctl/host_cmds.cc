@@ -224,7 +224,7 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
   rollback->add_flag("--force", a->force_rollback, kForceHelp);
   auto* status = host->add_subcommand("status", "slots of every service on a host");
   status->add_option("host", a->host_id, "host id")->required();
-  auto* history = host->add_subcommand("history", "a host's events: connects, losses, refusals");
+  auto* history = host->add_subcommand("history", "a host's events: connects, losses, refusals, failed hooks");
   history->add_option("host", a->host_id, "host id")->required();
   cmds.push_back({deploy, [a](const CtlContext& c) { return cmd_host_deploy(c, a->host_id, a->service, a->deploy); }});
   cmds.push_back(

@@ -10,6 +10,7 @@
 
 #include <google/protobuf/util/time_util.h>
 
+#include "core/service_spec.h"
 #include "core/sha256.h"
 #include "tests/support/eventually.h"
 #include "tests/support/temp_dir.h"
@@ -50,6 +51,7 @@ class SupervisorTest : public ::testing::Test {
       spec->mutable_restart()->set_max_restarts(1);
       spec->set_keep_warm(keep_warm_);
       for (const auto& t : templates_) *spec->add_templates() = t;
+      *spec->mutable_hooks() = hooks_;
       *spec->mutable_drain() = google::protobuf::util::TimeUtil::MillisecondsToDuration(drain_.count());
     }
     SupervisorDeps deps;
@@ -122,9 +124,45 @@ class SupervisorTest : public ::testing::Test {
 
   bool alive(int64_t pid) { return launcher_.recover(ProcessHandle{pid, 1}); }
 
-  tern::v1::CommandResult deploy(ServiceSupervisor& s, const std::string& version, uint32_t weight = 100) {
+  // Gives the spec's hook `name` the command `argv` (FakeLauncher: a program
+  // in `finishes` exits at once, any other runs until killed).
+  void hook(const std::string& name, std::vector<std::string> argv, const std::string& on_failure = "",
+            Millis timeout = Millis(0), bool idempotent = false) {
+    tern::v1::Hook* h = find_mutable_hook(hooks_, name);
+    ASSERT_NE(h, nullptr) << name;
+    for (auto& a : argv) h->add_argv(a);
+    h->set_on_failure(on_failure);
+    if (timeout > Millis(0)) {
+      *h->mutable_timeout() = google::protobuf::util::TimeUtil::MillisecondsToDuration(timeout.count());
+    }
+    h->set_idempotent(idempotent);
+  }
+
+  // The processes started with argv[0] `program`, in order.
+  std::vector<LaunchSpec> runs_of(const std::string& program) {
+    std::lock_guard lock(launcher_.mu);
+    std::vector<LaunchSpec> out;
+    for (const auto& ls : launcher_.started) {
+      if (!ls.argv.empty() && ls.argv[0] == program) out.push_back(ls);
+    }
+    return out;
+  }
+
+  // The index in launcher_.started of the first process started with argv[0] `program`; -1: none.
+  int started_at(const std::string& program) {
+    std::lock_guard lock(launcher_.mu);
+    for (size_t i = 0; i < launcher_.started.size(); ++i) {
+      if (!launcher_.started[i].argv.empty() && launcher_.started[i].argv[0] == program) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+  tern::v1::CommandResult deploy(ServiceSupervisor& s, const std::string& version, uint32_t weight = 100,
+                                 const std::string& rollout_id = "", uint32_t wave = 0) {
     tern::v1::Command cmd;
     auto* d = cmd.mutable_deploy();
+    d->set_rollout_id(rollout_id);
+    d->set_wave(wave);
     d->set_service("web");
     d->mutable_release()->set_version(version);
     Sha256 h;
@@ -168,6 +206,7 @@ class SupervisorTest : public ::testing::Test {
   Millis min_healthy_{0};
   std::string state_dir_;
   std::vector<tern::v1::TemplateFile> templates_;
+  tern::v1::Hooks hooks_;
   std::string progress_;
   std::mutex events_mu_;
   std::vector<tern::v1::AgentEvent> events_;
@@ -698,6 +737,278 @@ TEST_F(SupervisorTest, AnInterruptedDrainIsFinishedAfterARestart) {
     }
     EXPECT_EQ(mapper_.target(), 9001);
     EXPECT_TRUE(alive(s->snapshot().blue().pid()));
+    s->shutdown();
+  }
+}
+
+// Lifecycle hooks.
+
+TEST_F(SupervisorTest, APreStartHookThatFailsStartsNothingAndBlueKeepsServing) {
+  hook("pre_start", {"migrate-check"});
+  launcher_.finishes.emplace("migrate-check", true);
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  const int64_t blue = s->snapshot().blue().pid();
+  launcher_.finishes.insert_or_assign(std::string("migrate-check"), false);
+  launcher_.writes.emplace("migrate-check", "schema 41 is older than 42\n");
+  const auto starts = launcher_.started.size();
+  auto r = deploy(*s, "2");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_EQ(r.code(), static_cast<int>(absl::StatusCode::kFailedPrecondition));
+  EXPECT_NE(r.message().find("cannot start green (2): hook pre_start (2, green) failed: it exited with status 1; "
+                             "its output: schema 41 is older than 42; nothing was started"),
+            std::string::npos)
+      << r.message();
+  ASSERT_EQ(launcher_.started.size(), starts + 1) << "the hook ran, green never started";
+  EXPECT_EQ(launcher_.started.back().argv[0], "migrate-check");
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_TRUE(alive(blue));
+  EXPECT_EQ(s->snapshot().green().pid(), 0);
+  EXPECT_FALSE(s->snapshot().has_hook()) << "the record of a hook that ended is cleared";
+  EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED, "schema 41 is older than 42"));
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, APreTrafficHookRunsOnAHealthyGreenBeforeTrafficMovesWithTheDeploysEnvironment) {
+  state_dir_ = dir_.path().string();
+  hook("pre_traffic", {"smoke", "http://127.0.0.1:{port}/", "{version}", "{slot}"});
+  launcher_.finishes.emplace("smoke", true);
+  launcher_.writes.emplace("smoke", "GET / 200\n");
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  auto r = deploy(*s, "2", 100, "r-17", 2);
+  ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+  EXPECT_EQ(mapper_.target(), 9002);
+  auto runs = runs_of("smoke");
+  ASSERT_EQ(runs.size(), 2u);
+  const LaunchSpec& h = runs[1];
+  EXPECT_EQ(h.argv, (std::vector<std::string>{"smoke", "http://127.0.0.1:9002/", "2", "green"}));
+  EXPECT_EQ(h.env.at("TERN_HOOK"), "pre_traffic");
+  EXPECT_EQ(h.env.at("TERN_SERVICE"), "web");
+  EXPECT_EQ(h.env.at("TERN_RELEASE"), "2");
+  EXPECT_EQ(h.env.at("TERN_PREVIOUS_RELEASE"), "1");
+  EXPECT_EQ(h.env.at("TERN_SLOT"), "green");
+  EXPECT_EQ(h.env.at("TERN_PORT"), "9002");
+  EXPECT_EQ(h.env.at("TERN_ROLLOUT_ID"), "r-17");
+  EXPECT_EQ(h.env.at("TERN_WAVE"), "2");
+  EXPECT_EQ(runs[0].env.at("TERN_ROLLOUT_ID"), "") << "a deploy of one host belongs to no rollout";
+  EXPECT_EQ(runs[0].env.at("TERN_WAVE"), "");
+  EXPECT_EQ(h.slot_id, state_dir_ + "/web/green/hook") << "named below its slot, never as the slot";
+  EXPECT_EQ(h.working_dir, stager_.release_dir("web", "2"));
+  // After green's start, before the switch (the switch's drain of blue comes later).
+  EXPECT_LT(progress_.find("green is healthy"), progress_.find("hook pre_traffic (2, green) passed; its output: GET / 200"));
+  EXPECT_LT(progress_.find("passed"), progress_.find("switched traffic to green")) << progress_;
+  // Its output is in green's log, framed.
+  EXPECT_NE(testing::read_file(dir_.path().string() + "/web-green.log").find("GET / 200"), std::string::npos);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, APreTrafficHookThatFailsStopsGreenAndLeavesAllTrafficOnBlue) {
+  hook("pre_traffic", {"smoke"});
+  launcher_.finishes.emplace("smoke", true);
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  const int64_t blue = s->snapshot().blue().pid();
+  const int applies = mapper_.applies;
+  launcher_.finishes.insert_or_assign(std::string("smoke"), false);
+  launcher_.writes.emplace("smoke", "GET /checkout 500\x01\xff\ntraceback: KeyError\n");
+  auto r = deploy(*s, "2");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("deploy of 2 stopped before any traffic moved: hook pre_traffic (2, green) failed: "
+                             "it exited with status 1; its output: GET /checkout 500 ? | traceback: KeyError; "
+                             "green was stopped and traffic stays on blue"),
+            std::string::npos)
+      << r.message();
+  EXPECT_EQ(mapper_.applies, applies) << "the mapping was never touched";
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_TRUE(alive(blue));
+  const auto st = s->snapshot();
+  EXPECT_EQ(st.green().pid(), 0);
+  EXPECT_EQ(st.green().phase(), tern::v1::SLOT_PHASE_STOPPED);
+  EXPECT_EQ(st.active(), tern::v1::SLOT_COLOR_BLUE);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AHookThatDoesNotFinishIsKilledAtItsTimeoutAndHasFailed) {
+  hook("pre_traffic", {"hang"}, "", Millis(2'000));
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_FAILED) << "no blue to fall back on, still a failure";
+  auto runs = runs_of("hang");
+  ASSERT_EQ(runs.size(), 1u);
+  bool killed = false;
+  {
+    std::lock_guard lock(launcher_.mu);
+    for (const auto& [pid, sig] : launcher_.signals) killed |= sig == SIGKILL && !launcher_.alive.count(pid);
+  }
+  EXPECT_TRUE(killed) << "the hook's process group was killed";
+  EXPECT_EQ(mapper_.target(), 0) << "no traffic was ever mapped";
+  EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED, "did not finish within 2s and was killed"));
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, APostSwitchHookThatFailsNeverUndoesTheSwitch) {
+  for (const std::string on_failure : {"warn", "fail"}) {
+    {
+      std::lock_guard lock(events_mu_);
+      events_.clear();
+    }
+    hooks_.Clear();
+    hook("post_switch", {"announce"}, on_failure);
+    launcher_.finishes.insert_or_assign(std::string("announce"), false);
+    auto s = make();
+    s->start();
+    ASSERT_EQ(deploy(*s, "1").outcome(), on_failure == "warn" ? tern::v1::COMMAND_OUTCOME_SUCCEEDED
+                                                               : tern::v1::COMMAND_OUTCOME_FAILED);
+    auto r = deploy(*s, "2");
+    EXPECT_EQ(mapper_.target(), 9002) << on_failure;
+    EXPECT_EQ(s->snapshot().active(), tern::v1::SLOT_COLOR_GREEN) << on_failure;
+    EXPECT_EQ(s->snapshot().blue().phase(), tern::v1::SLOT_PHASE_STOPPED) << "the old slot is dealt with as usual";
+    if (on_failure == "warn") {
+      EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message();
+      EXPECT_NE(progress_.find("hook post_switch (2, green) failed: it exited with status 1; it printed nothing "
+                               "(warn: going on)"),
+                std::string::npos)
+          << progress_;
+    } else {
+      EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+      EXPECT_NE(r.message().find("traffic switched to green (2) and stays there, but hook post_switch (2, green) "
+                                 "failed"),
+                std::string::npos)
+          << r.message();
+    }
+    EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED, "hook post_switch (2, green) failed"));
+    s->shutdown();
+  }
+}
+
+TEST_F(SupervisorTest, APreStopHookRunsAboutTheOldSlotAfterItsDrainAndAFailureKeepsItUp) {
+  hook("pre_stop", {"deregister", "{port}", "{slot}"}, "fail");
+  launcher_.finishes.emplace("deregister", true);
+  auto s = make();
+  s->start();
+  ASSERT_EQ(deploy(*s, "1").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_TRUE(runs_of("deregister").empty()) << "nothing to stop on a first deploy";
+  ASSERT_EQ(deploy(*s, "2").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  auto runs = runs_of("deregister");
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].argv, (std::vector<std::string>{"deregister", "9001", "blue"})) << "about the slot it stops";
+  EXPECT_EQ(runs[0].env.at("TERN_RELEASE"), "2") << "from the release being deployed";
+  EXPECT_EQ(runs[0].env.at("TERN_PREVIOUS_RELEASE"), "1");
+  EXPECT_LT(progress_.find("blue drained"), progress_.find("running hook pre_stop"));
+  EXPECT_LT(progress_.find("running hook pre_stop"), progress_.find("stopped blue")) << progress_;
+
+  launcher_.finishes.insert_or_assign(std::string("deregister"), false);
+  const int64_t green = s->snapshot().green().pid();
+  auto r = deploy(*s, "3");
+  EXPECT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(r.message().find("green was left running, drained and idle"), std::string::npos) << r.message();
+  EXPECT_EQ(mapper_.target(), 9001) << "the switch stands";
+  EXPECT_TRUE(alive(green));
+  EXPECT_EQ(s->snapshot().green().phase(), tern::v1::SLOT_PHASE_HEALTHY);
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, ARollbackSkipsTheGuardsAndWaitsOnlyBrieflyForItsHooks) {
+  // Guards that would refuse anything, and a post_rollback that never ends.
+  hook("pre_start", {"guard"});
+  hook("pre_traffic", {"guard"});
+  hook("post_switch", {"guard"}, "fail");
+  hook("post_rollback", {"hang"}, "warn", Millis(3'600'000));
+  launcher_.finishes.emplace("guard", true);
+  auto s = deployed({"1", "2"});
+  prober_.unhealthy.insert(9002);  // 2 goes bad: 1 is the last known-good release again
+  ASSERT_TRUE(testing::eventually([&] { return s->status().last_good().version() == "1"; }));
+  launcher_.finishes.insert_or_assign(std::string("guard"), false);
+  const auto guards = runs_of("guard").size();
+  const TimePoint before = os_.clock().now();
+  auto r = rollback(*s);
+  ASSERT_EQ(r.outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << r.message() << "\n" << progress_;
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_EQ(runs_of("guard").size(), guards) << "pre_start, pre_traffic and post_switch do not hold up a rollback";
+  ASSERT_EQ(runs_of("hang").size(), 1u);
+  EXPECT_LT(os_.clock().now() - before, ServiceSupervisor::kRollbackHookWait + Millis(2'000))
+      << "not the hook's hour";
+  EXPECT_NE(progress_.find("did not finish within 5s and was killed"), std::string::npos) << progress_;
+  EXPECT_NE(progress_.find("(the rollback goes on)"), std::string::npos) << progress_;
+  EXPECT_EQ(runs_of("hang")[0].env.at("TERN_PREVIOUS_RELEASE"), "2");
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AnAgentKilledInAPreTrafficHookFailsTheDeployAndUndoesTheStart) {
+  state_dir_ = "/var/lib/tern";
+  auto st = recorded_state("1", "2", tern::v1::SLOT_PHASE_HEALTHY);
+  st.set_starting_slot(tern::v1::SLOT_COLOR_GREEN);
+  st.set_operation("running hook pre_traffic for green 2");
+  // The hook still runs, named below green (the system launcher finds it by that).
+  LaunchSpec ls;
+  ls.argv = {"smoke"};
+  ls.slot_id = "/var/lib/tern/web/green/hook";
+  auto smoke = launcher_.start(ls);
+  ASSERT_TRUE(smoke.ok());
+  auto* h = st.mutable_hook();
+  h->set_name("pre_traffic");
+  h->set_command_id(42);
+  h->set_idempotent(true);  // a guard never runs again: its deploy is not resumed
+  h->set_slot(tern::v1::SLOT_COLOR_GREEN);
+  *h->mutable_release() = release("2");
+  h->set_pid(smoke->pid);
+  h->set_start_time(smoke->start_time);
+  const int64_t green = st.green().pid();
+  auto s = make(st);
+  ASSERT_TRUE(s->recover().ok());
+  EXPECT_FALSE(alive(smoke->pid)) << "the hook does not outlive the agent that ran it";
+  EXPECT_FALSE(alive(green)) << "green never passed its hook: its start is undone";
+  EXPECT_TRUE(alive(s->snapshot().blue().pid()));
+  EXPECT_EQ(mapper_.target(), 9001);
+  EXPECT_FALSE(s->snapshot().has_hook());
+  EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED,
+                        "the agent restarted while hook pre_traffic ran (command 42, green, release 2); the deploy "
+                        "failed"));
+  s->start();
+  const auto started = launcher_.started.size();
+  const TimePoint later = os_.clock().now() + Millis(1'000);
+  ASSERT_TRUE(testing::eventually([&] { return os_.clock().now() > later; }));
+  EXPECT_EQ(launcher_.started.size(), started) << "nothing runs again";
+  s->shutdown();
+}
+
+TEST_F(SupervisorTest, AnAgentKilledInAPostSwitchHookRunsItAgainOnlyWhenItIsIdempotent) {
+  hook("post_switch", {"announce"});
+  launcher_.finishes.emplace("announce", true);
+  for (bool idempotent : {true, false}) {
+    auto st = recorded_state("2", "1", tern::v1::SLOT_PHASE_STOPPED);
+    auto* h = st.mutable_hook();
+    h->set_name("post_switch");
+    h->set_command_id(7);
+    h->set_idempotent(idempotent);
+    h->set_slot(tern::v1::SLOT_COLOR_BLUE);
+    *h->mutable_release() = release("2");
+    h->set_previous_release("1");
+    h->set_rollout_id("r-1");
+    h->set_wave(3);
+    const auto before = runs_of("announce").size();
+    auto s = make(st);
+    ASSERT_TRUE(s->recover().ok());
+    s->start();
+    if (idempotent) {
+      ASSERT_TRUE(testing::eventually([&] { return runs_of("announce").size() == before + 1; }));
+      const auto again = runs_of("announce").back();
+      EXPECT_EQ(again.env.at("TERN_ROLLOUT_ID"), "r-1");
+      EXPECT_EQ(again.env.at("TERN_WAVE"), "3");
+      EXPECT_EQ(again.env.at("TERN_PREVIOUS_RELEASE"), "1");
+      ASSERT_TRUE(testing::eventually([&] { return !s->snapshot().has_hook(); }));
+    } else {
+      EXPECT_TRUE(has_event(tern::v1::AGENT_EVENT_KIND_HOOK_FAILED,
+                            "it was not run again, as it is not marked idempotent; the switch stands"));
+      const TimePoint later = os_.clock().now() + Millis(1'000);
+      ASSERT_TRUE(testing::eventually([&] { return os_.clock().now() > later; }));
+      EXPECT_EQ(runs_of("announce").size(), before);
+    }
+    EXPECT_EQ(mapper_.target(), 9001) << "the switch stands";
     s->shutdown();
   }
 }

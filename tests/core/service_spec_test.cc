@@ -158,6 +158,43 @@ templates:
   EXPECT_EQ(parse_template_mode("755").value_or(0), 0755u);
 }
 
+TEST(ServiceSpecTest, HooksAreReadWithTheirDefaults) {
+  auto spec = parse_service_spec(
+      "name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [app]\n"
+      "hooks:\n"
+      "  pre_start: {argv: [\"{release_dir}/bin/migrate-check\"], timeout: 90s}\n"
+      "  pre_traffic: {argv: [\"{release_dir}/bin/smoke\", \"http://127.0.0.1:{port}/\"]}\n"
+      "  post_switch: {argv: [announce]}\n"
+      "  pre_stop: {argv: [deregister], on_failure: fail}\n"
+      "  post_rollback: {argv: [announce, rollback], idempotent: true}\n",
+      "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const auto& h = spec->hooks();
+  EXPECT_EQ(h.pre_start().argv(0), "{release_dir}/bin/migrate-check");
+  EXPECT_EQ(h.pre_start().timeout().seconds(), 90);
+  EXPECT_EQ(h.pre_traffic().timeout().seconds(), 60) << "the default timeout";
+  EXPECT_EQ(h.pre_traffic().argv(1), "http://127.0.0.1:{port}/");
+  // Hooks that guard a step fail it by default; those after one warn.
+  EXPECT_EQ(h.pre_start().on_failure(), "fail");
+  EXPECT_EQ(h.pre_traffic().on_failure(), "fail");
+  EXPECT_EQ(h.post_switch().on_failure(), "warn");
+  EXPECT_EQ(h.pre_stop().on_failure(), "fail") << "as written";
+  EXPECT_EQ(h.post_rollback().on_failure(), "warn");
+  EXPECT_TRUE(h.post_rollback().idempotent());
+  EXPECT_FALSE(h.post_switch().idempotent());
+  // A spec from the API, defaults never applied, means the same.
+  tern::v1::Hook bare;
+  bare.add_argv("x");
+  EXPECT_EQ(hook_failure("pre_traffic", bare), HookFailure::kFail);
+  EXPECT_EQ(hook_failure("post_rollback", bare), HookFailure::kWarn);
+  EXPECT_EQ(hook_timeout(bare), kDefaultHookTimeout);
+  EXPECT_EQ(find_hook(h, "post_deploy"), nullptr);
+  // No hooks: nothing is filled in.
+  auto none = parse_service_spec("name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [app]\n", "web.yaml");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_hooks());
+}
+
 TEST(ServiceSpecTest, TheNginxExampleIsValid) {
   auto spec = load_service_spec_file(TERN_SOURCE_DIR "/examples/nginx.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();
@@ -291,6 +328,30 @@ INSTANTIATE_TEST_SUITE_P(
             "field templates[1].dest: \"conf/x\" lies inside \"conf\""},
         Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
             "templates: [{source: a, dest: b, owner: root}]\n",
+            "unknown key"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {pre_traffic: {timeout: 10s}}\n",
+            "field hooks.pre_traffic.argv: the command to run is required"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {pre_start: {argv: [\"\"]}}\n",
+            "field hooks.pre_start.argv: the command to run is required"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {post_switch: {argv: [x], timeout: 500ms}}\n",
+            "field hooks.post_switch.timeout: 500ms is below 1s"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {pre_stop: {argv: [x], timeout: 2h}}\n",
+            "field hooks.pre_stop.timeout:"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {post_rollback: {argv: [x], on_failure: ignore}}\n",
+            "field hooks.post_rollback.on_failure: \"ignore\" must be fail"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {post_rollback: {argv: [x], on_failure: fail}}\n",
+            "field hooks.post_rollback.on_failure: must be warn"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {post_deploy: {argv: [x]}}\n",
+            "unknown key"},
+        Bad{"name: web\nports: [{public: 80, blue: 81, green: 82}]\nargv: [a]\n"
+            "hooks: {pre_start: {argv: [x], shell: true}}\n",
             "unknown key"}));
 
 }  // namespace

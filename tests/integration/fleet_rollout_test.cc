@@ -296,6 +296,34 @@ TEST_F(FleetRolloutTest, CanaryWavesThenAnUnhealthyCanaryRollsTheFleetBack) {
   }
 }
 
+TEST_F(FleetRolloutTest, HooksSeeTheRolloutAndTheWaveTheirDeployBelongsTo) {
+  if (!skip_.empty()) GTEST_SKIP() << skip_;
+  // A post_switch hook that says what it was told and fails (warn): its
+  // output lands in each host's history.
+  std::ofstream(dir_.file("web-hooks.yaml"))
+      << read_file(dir_.file("web.yaml"))
+      << "hooks:\n  post_switch: {argv: [/bin/sh, -c, 'echo rollout=$TERN_ROLLOUT_ID wave=$TERN_WAVE; exit 1'], "
+         "on_failure: warn}\n";
+  auto r = ctl({"service", "apply", "-f", dir_.file("web-hooks.yaml")});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "1,100%", "--watch", "--wait", "2m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  ASSERT_TRUE(all_on("v1"));
+  int first = 0, second = 0;
+  for (int i = 0; i < kHosts; ++i) {
+    const std::string history = ctl({"host", "history", "host-" + std::to_string(i)}).out;
+    first += history.find("rollout=web-1 wave=1") != std::string::npos;
+    second += history.find("rollout=web-1 wave=2") != std::string::npos;
+  }
+  EXPECT_EQ(first, 1) << "one canary in wave 1";
+  EXPECT_EQ(second, kHosts - 1);
+  // A deploy of one host belongs to no rollout.
+  r = ctl({"host", "deploy", "host-0", "web", "--version", "v2"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(ctl({"host", "history", "host-0"}).out.find("its output: rollout= wave="), std::string::npos)
+      << ctl({"host", "history", "host-0"}).out;
+}
+
 TEST_F(FleetRolloutTest, ACoordinatorKilledMidBakeResumesTheRolloutAfterRestart) {
   if (!skip_.empty()) GTEST_SKIP() << skip_;
   auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "2m"});

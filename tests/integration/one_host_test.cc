@@ -334,6 +334,138 @@ TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
 }
 
+// A release bundle of the demo app with hook scripts beside it: one that
+// prints a line and fails, one that never ends.
+std::string hooks_bundle(const TempDir& dir) {
+  auto d = dir.path() / "bundle-hooks";
+  std::filesystem::create_directories(d / "hooks");
+  std::filesystem::copy_file(TERN_DEMO_APP_BIN, d / "app", std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(d / "hooks" / "smoke") << "#!/bin/sh\necho \"smoke: GET $1 returned 503 on $TERN_SLOT ($TERN_HOOK of "
+                                          "$TERN_RELEASE after $TERN_PREVIOUS_RELEASE)\"\nexit 3\n";
+  std::ofstream(d / "hooks" / "hang") << "#!/bin/sh\necho hanging\nexec sleep 1357\n";
+  for (const char* f : {"hooks/smoke", "hooks/hang"}) {
+    std::filesystem::permissions(d / f, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                                            std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                                            std::filesystem::perms::others_exec);
+  }
+  const std::string out = dir.file("hooks.tar.gz");
+  auto r = run_cmd({"tar", "-czf", out, "-C", d.string(), "app", "hooks"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  return out;
+}
+
+// A process whose command line is exactly `argv` runs on this machine.
+bool running_cmdline(const std::vector<std::string>& argv) {
+  std::string want;
+  for (const auto& a : argv) want += a + std::string(1, '\0');
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    if (read_file(e.path().string() + "/cmdline") == want && alive(std::stoll(name))) return true;
+  }
+  return false;
+}
+
+TEST_P(OneHostTest, AFailingPreTrafficHookLeavesBlueServingAndAHungOneTimesOut) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  const std::string bundle = hooks_bundle(dir_);
+  ASSERT_NO_FATAL_FAILURE(push("v2", bundle));
+  ASSERT_NO_FATAL_FAILURE(push("v3", bundle));
+  auto apply_hook = [&](const std::string& hook_line) {
+    std::ofstream(dir_.file("web-hooks.yaml")) << read_file(dir_.file("web.yaml")) << "hooks:\n  " << hook_line << "\n";
+    auto r = ctl({"service", "apply", "-f", dir_.file("web-hooks.yaml")});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+  };
+
+  // The smoke test fails: green is stopped, blue never stopped serving, and
+  // the error carries what the hook printed.
+  ASSERT_NO_FATAL_FAILURE(
+      apply_hook("pre_traffic: {argv: [\"{release_dir}/hooks/smoke\", \"http://127.0.0.1:{port}/\"], timeout: 20s}"));
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2"});
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("hook pre_traffic (v2, green) failed: it exited with status 3; its output: smoke: GET "
+                       "http://127.0.0.1:9002/ returned 503 on green (pre_traffic of v2 after v1)"),
+            std::string::npos)
+      << r.out << r.err << "\nagent log:\n" << agent_->log();
+  EXPECT_NE(r.err.find("green was stopped and traffic stays on blue"), std::string::npos) << r.err;
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), 0);
+  auto h = host_status();
+  ASSERT_TRUE(h && h->services_size() == 1);
+  EXPECT_EQ(h->services(0).slots(1).phase(), tern::v1::SLOT_PHASE_STOPPED);
+  // Kept in the host's history.
+  auto history = ctl({"host", "history", "h1"});
+  EXPECT_NE(history.out.find("hook_failed"), std::string::npos) << history.out;
+  EXPECT_NE(history.out.find("returned 503 on green"), std::string::npos) << history.out;
+  // And in green's log.
+  EXPECT_NE(read_file(dir_.file("agent/logs/web-green.log")).find("returned 503 on green"), std::string::npos)
+      << "hook output missing from the slot's log";
+
+  // A hook that never ends is killed, with what it runs, at its timeout.
+  ASSERT_NO_FATAL_FAILURE(apply_hook("pre_traffic: {argv: [\"{release_dir}/hooks/hang\"], timeout: 2s}"));
+  r = ctl({"host", "deploy", "h1", "web", "--version", "v3"});
+  EXPECT_NE(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.err.find("hook pre_traffic (v3, green) failed: it did not finish within 2s and was killed; its output: "
+                       "hanging"),
+            std::string::npos)
+      << r.out << r.err << "\nagent log:\n" << agent_->log();
+  EXPECT_FALSE(running_cmdline({"sleep", "1357"})) << "the hook's child outlived its process group";
+  EXPECT_EQ(serving(), "v1 blue");
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+}
+
+TEST_P(OneHostTest, AnAgentKilledWhileAHookRunsFailsTheDeployAndLeavesNoHookBehind) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  const int64_t blue_pid = slot_pid(tern::v1::SLOT_COLOR_BLUE);
+  ASSERT_NO_FATAL_FAILURE(push("v2", hooks_bundle(dir_)));
+  std::ofstream(dir_.file("web-hooks.yaml"))
+      << read_file(dir_.file("web.yaml"))
+      << "hooks:\n  pre_traffic: {argv: [\"{release_dir}/hooks/hang\"], timeout: 1h, idempotent: true}\n";
+  auto applied = ctl({"service", "apply", "-f", dir_.file("web-hooks.yaml")});
+  ASSERT_EQ(applied.code, 0) << applied.out << applied.err;
+  auto deploy = spawn_in_ns(
+      {TERN_CTL_BIN, "--insecure", "--coordinator", address_, "host", "deploy", "h1", "web", "--version", "v2"},
+      dir_.file("deploy.log"));
+  // The hook runs (recorded with its pid) when the agent dies.
+  ASSERT_TRUE(eventually([&] {
+    auto st = agent_state();
+    return st && st->services_size() == 1 && st->services(0).hook().name() == "pre_traffic" &&
+           st->services(0).hook().pid() > 0;
+  })) << agent_->log();
+  const int64_t hook_pid = agent_state()->services(0).hook().pid();
+  const int64_t green_pid = agent_state()->services(0).green().pid();
+  agent_->signal(SIGKILL);
+  agent_->wait();
+  EXPECT_EQ(deploy->wait(), 1) << deploy->log();
+  ASSERT_TRUE(alive(hook_pid)) << "the hook runs on while the agent is away";
+  EXPECT_EQ(serving(), "v1 blue");
+
+  start_agent();
+  // A guard is never run again: the deploy failed, green (which never passed
+  // it) is stopped, and the hook's process is gone.
+  ASSERT_TRUE(eventually([&] {
+    auto h = host_status();
+    return h && h->state() == tern::v1::HOST_STATE_CONNECTED && h->services_size() == 1 &&
+           h->services(0).slots(1).phase() == tern::v1::SLOT_PHASE_STOPPED;
+  })) << agent_->log();
+  EXPECT_TRUE(eventually([&] { return !alive(hook_pid); })) << "the interrupted hook was left running";
+  EXPECT_FALSE(alive(green_pid));
+  EXPECT_FALSE(running_cmdline({"sleep", "1357"}));
+  EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
+  EXPECT_EQ(serving(), "v1 blue");
+  auto st = agent_state();
+  ASSERT_TRUE(st && st->services_size() == 1);
+  EXPECT_FALSE(st->services(0).has_hook());
+  EXPECT_TRUE(eventually([&] {
+    return ctl({"host", "history", "h1"}).out.find("the agent restarted while hook pre_traffic ran") !=
+           std::string::npos;
+  })) << ctl({"host", "history", "h1"}).out;
+}
+
 TEST_P(OneHostTest, AnAgentKilledBetweenStartingASlotAndRecordingItLeavesNoOrphan) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   // This agent dies (as kill -9 would) right after it starts a slot process,

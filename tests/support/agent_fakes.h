@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -34,6 +35,9 @@ class FakeLauncher final : public ProcessLauncher {
     std::lock_guard lock(mu);
     ProcessHandle h{next_pid++, 1};
     started.push_back(spec);
+    if (auto it = writes.find(spec.argv.empty() ? "" : spec.argv[0]); it != writes.end() && !spec.log_path.empty()) {
+      std::ofstream(spec.log_path, std::ios::app) << it->second;
+    }
     // A command that finishes at once, as told.
     if (auto it = finishes.find(spec.argv.empty() ? "" : spec.argv[0]); it != finishes.end()) {
       if (it->second) clean_exits.insert(h.pid);
@@ -81,6 +85,8 @@ class FakeLauncher final : public ProcessLauncher {
   std::set<int64_t> ignore_sigterm;  // and every other polite stop signal
   // Programs (argv[0]) that exit at once: cleanly (true) or with status 1.
   std::map<std::string, bool> finishes;
+  // Programs (argv[0]) that write this to their log when they start.
+  std::map<std::string, std::string> writes;
   std::set<int64_t> clean_exits;
   std::vector<LaunchSpec> started;
   std::map<int64_t, std::string> slot_ids;
