@@ -334,6 +334,11 @@ TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_GREEN), green_pid);
 }
 
+// How long the hanging hook sleeps: a number of this test process's own, so
+// that tests running side by side (the other backend's) do not see each
+// other's sleep in running_cmdline().
+std::string hang_seconds() { return std::to_string(100000 + ::getpid()); }
+
 // A release bundle of the demo app with hook scripts beside it: one that
 // prints a line and fails, one that never ends.
 std::string hooks_bundle(const TempDir& dir) {
@@ -342,7 +347,7 @@ std::string hooks_bundle(const TempDir& dir) {
   std::filesystem::copy_file(TERN_DEMO_APP_BIN, d / "app", std::filesystem::copy_options::overwrite_existing);
   std::ofstream(d / "hooks" / "smoke") << "#!/bin/sh\necho \"smoke: GET $1 returned 503 on $TERN_SLOT ($TERN_HOOK of "
                                           "$TERN_RELEASE after $TERN_PREVIOUS_RELEASE)\"\nexit 3\n";
-  std::ofstream(d / "hooks" / "hang") << "#!/bin/sh\necho hanging\nexec sleep 1357\n";
+  std::ofstream(d / "hooks" / "hang") << "#!/bin/sh\necho hanging\nexec sleep " << hang_seconds() << "\n";
   for (const char* f : {"hooks/smoke", "hooks/hang"}) {
     std::filesystem::permissions(d / f, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
                                             std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
@@ -412,7 +417,7 @@ TEST_P(OneHostTest, AFailingPreTrafficHookLeavesBlueServingAndAHungOneTimesOut) 
                        "hanging"),
             std::string::npos)
       << r.out << r.err << "\nagent log:\n" << agent_->log();
-  EXPECT_FALSE(running_cmdline({"sleep", "1357"})) << "the hook's child outlived its process group";
+  EXPECT_FALSE(running_cmdline({"sleep", hang_seconds()})) << "the hook's child outlived its process group";
   EXPECT_EQ(serving(), "v1 blue");
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
 }
@@ -454,7 +459,7 @@ TEST_P(OneHostTest, AnAgentKilledWhileAHookRunsFailsTheDeployAndLeavesNoHookBehi
   })) << agent_->log();
   EXPECT_TRUE(eventually([&] { return !alive(hook_pid); })) << "the interrupted hook was left running";
   EXPECT_FALSE(alive(green_pid));
-  EXPECT_FALSE(running_cmdline({"sleep", "1357"}));
+  EXPECT_FALSE(running_cmdline({"sleep", hang_seconds()}));
   EXPECT_EQ(slot_pid(tern::v1::SLOT_COLOR_BLUE), blue_pid);
   EXPECT_EQ(serving(), "v1 blue");
   auto st = agent_state();
