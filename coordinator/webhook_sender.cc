@@ -162,7 +162,10 @@ void WebhookSender::settle_orphans() {
     spdlog::error("webhooks: cannot read the outbox: {}", pending.status().message());
     return;
   }
-  for (const auto& [name, count] : *pending) {
+  for (const auto& [webhook, count] : *pending) {
+    // A structured binding cannot be captured by a lambda in C++20 on every
+    // compiler (clang 14 refuses it); the lambda gets a plain variable.
+    const std::string& name = webhook;
     const bool known = std::any_of(hooks_.begin(), hooks_.end(), [&](const auto& h) { return h->target.name == name; });
     if (known) continue;
     spdlog::error("webhooks: {} delivery(ies) for webhook {} are given up: it is no longer in the config", count, name);
