@@ -512,32 +512,21 @@ void Agent::collect_metrics() {
       spdlog::debug("{}: no connection counts for /metrics: {}", spec.name(), counts.status().message());
       continue;
     }
-    // Per slot, over all the service's public ports.
-    std::map<std::string, uint64_t> by_slot;
-    for (const auto& pm : spec.ports()) {
-      const std::string protocol = pm.protocol().empty() ? "tcp" : pm.protocol();
-      for (const auto& c : *counts) {
-        if (c.public_port != pm.public_port() || c.protocol != protocol) continue;
-        if (c.backend_port == pm.blue_port()) by_slot["blue"] += c.connections;
-        if (c.backend_port == pm.green_port()) by_slot["green"] += c.connections;
-      }
-    }
+    const SlotConnections by_slot = slot_connections(spec, *counts);
     const uint32_t active_weight = std::min<uint32_t>(effective_weight(st.active_weight()), 100);
-    for (const char* slot : {"blue", "green"}) {
-      const std::string labels = absl::StrCat("service=\"", spec.name(), "\",slot=\"", slot, "\"");
-      if (auto it = by_slot.find(slot); it != by_slot.end()) {
+    for (const auto color : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
+      const std::string labels = absl::StrCat("service=\"", spec.name(), "\",slot=\"", word(color), "\"");
+      if (by_slot.counted) {
         metrics_
             .counter("tern_agent_slot_new_connections_total",
                      "New connections the host's NAT sent a service's slot through its public ports, counted by the "
                      "kernel since the agent started.",
                      labels)
-            .store(static_cast<int64_t>(it->second), std::memory_order_relaxed);
+            .store(static_cast<int64_t>(by_slot.of(color)), std::memory_order_relaxed);
       }
-      const bool active = (st.active() == tern::v1::SLOT_COLOR_BLUE) == (std::string(slot) == "blue") &&
-                          st.active() != tern::v1::SLOT_COLOR_UNSPECIFIED;
       const uint32_t weight = st.active() == tern::v1::SLOT_COLOR_UNSPECIFIED ? 0
-                              : active                                       ? active_weight
-                                                                             : 100 - active_weight;
+                              : st.active() == color                          ? active_weight
+                                                                              : 100 - active_weight;
       metrics_
           .gauge("tern_agent_slot_weight_percent",
                  "The share of a service's new connections the port mapping gives a slot, in percent.", labels)

@@ -1259,25 +1259,9 @@ std::optional<std::pair<uint64_t, uint64_t>> ServiceSupervisor::slot_connections
     spdlog::debug("{}: no connection counts this interval: {}", name_, counts.status().message());
     return std::nullopt;
   }
-  std::pair<uint64_t, uint64_t> out{0, 0};
-  bool found = false;
-  for (const auto& pm : spec.ports()) {
-    const auto canary_port = static_cast<uint16_t>(canary == tern::v1::SLOT_COLOR_GREEN ? pm.green_port() : pm.blue_port());
-    const auto baseline_port = static_cast<uint16_t>(canary == tern::v1::SLOT_COLOR_GREEN ? pm.blue_port() : pm.green_port());
-    const std::string protocol = pm.protocol().empty() ? "tcp" : pm.protocol();
-    for (const auto& c : *counts) {
-      if (c.public_port != pm.public_port() || c.protocol != protocol) continue;
-      if (c.backend_port == canary_port) {
-        out.first += c.connections;
-        found = true;
-      } else if (c.backend_port == baseline_port) {
-        out.second += c.connections;
-        found = true;
-      }
-    }
-  }
-  if (!found) return std::nullopt;
-  return out;
+  const SlotConnections by_slot = tern::slot_connections(spec, *counts);
+  if (!by_slot.counted) return std::nullopt;
+  return std::make_pair(by_slot.of(canary), by_slot.of(other(canary)));
 }
 
 void ServiceSupervisor::monitor() {

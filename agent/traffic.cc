@@ -26,6 +26,24 @@ std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state) {
   return out;
 }
 
+SlotConnections slot_connections(const tern::v1::ServiceSpec& spec, const std::vector<BackendConnections>& counts) {
+  SlotConnections out;
+  for (const auto& pm : spec.ports()) {
+    const std::string protocol = pm.protocol().empty() ? "tcp" : pm.protocol();
+    for (const auto& c : counts) {
+      if (c.public_port != pm.public_port() || c.protocol != protocol) continue;
+      if (c.backend_port == pm.blue_port()) {
+        out.blue += c.connections;
+        out.counted = true;
+      } else if (c.backend_port == pm.green_port()) {
+        out.green += c.connections;
+        out.counted = true;
+      }
+    }
+  }
+  return out;
+}
+
 DesiredMapping TrafficMap::build() const {
   DesiredMapping m;
   for (const auto& [svc, routes] : routes_) {

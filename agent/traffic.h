@@ -16,6 +16,16 @@ namespace tern {
 // spec to the active slot's port (its weight) and the rest to the other slot.
 std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state);
 
+// A service's new connections per slot, summed over all its public ports
+// (PortMapper::connection_counts of its routes). `counted` is false when no
+// count names one of its slots.
+struct SlotConnections {
+  uint64_t blue = 0, green = 0;
+  bool counted = false;
+  uint64_t of(tern::v1::SlotColor c) const { return c == tern::v1::SLOT_COLOR_GREEN ? green : blue; }
+};
+SlotConnections slot_connections(const tern::v1::ServiceSpec& spec, const std::vector<BackendConnections>& counts);
+
 // Shares one PortMapper between the services of a host: each service sets
 // its own routes, and the whole desired mapping goes to the mapper in one
 // apply. Thread-safe.

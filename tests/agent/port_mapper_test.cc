@@ -914,17 +914,17 @@ TEST_P(PortMapperTest, AnUnansweredConnectionAttemptFollowsTheSwitch) {
   ASSERT_TRUE(r.ok() && r->success()) << (r.ok() ? r->err : r.status().ToString());
   std::string got = "unanswered";
   std::thread client([&] { got = testing::ask_tcp(public_port_); });
-  // The attempt's entry, redirected to blue, waits for an answer.
-  const bool pending = [&] {
-    for (int i = 0; i < 200; ++i) {
-      auto l = run_command({"conntrack", "-L", "-p", "tcp", "--state", "SYN_SENT", "--reply-port-src",
-                            std::to_string(blue_->port())});
-      if (l.ok() && absl::StrContains(l->out, absl::StrCat("dport=", public_port_))) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return false;
-  }();
-  EXPECT_TRUE(pending) << "the SYN to blue was not seen";
+  // The attempt's entry, redirected to blue, waits for an answer. (Seen
+  // within milliseconds; the deadline stays below the SYN's first
+  // retransmit, at 1 s, which must come after the switch.)
+  EXPECT_TRUE(testing::eventually(
+      [&] {
+        auto l = run_command({"conntrack", "-L", "-p", "tcp", "--state", "SYN_SENT", "--reply-port-src",
+                              std::to_string(blue_->port())});
+        return l.ok() && absl::StrContains(l->out, absl::StrCat("dport=", public_port_));
+      },
+      std::chrono::milliseconds(800)))
+      << "the SYN to blue was not seen";
   ASSERT_TRUE(mapper_->apply(web(0)).ok());
   ASSERT_TRUE(run({"nft", "delete", "table", "inet", "synhole"}).success());
   client.join();

@@ -119,6 +119,20 @@ TEST(RoutesForTest, EveryPortTakesTheSpecsSplitWithTheCanaryFirst) {
   EXPECT_EQ(routes[0].backends, (Backends{{8002, 10}, {8001, 90}}));
 }
 
+TEST(SlotConnectionsTest, SumsEachSlotOverTheServicesPortsAndProtocols) {
+  const ServiceState s = two_port_service(tern::v1::SLOT_COLOR_BLUE, 90);
+  const std::vector<BackendConnections> counts = {
+      {"web", "tcp", 80, 8001, 90},  {"web", "tcp", 80, 8002, 10},  {"web", "udp", 53, 5301, 900},
+      {"web", "udp", 53, 5302, 100}, {"web", "tcp", 53, 5302, 7},   // not a port of the spec: tcp/53
+      {"web", "tcp", 80, 9999, 5}};                                 // not a slot of the spec
+  const SlotConnections got = slot_connections(s.spec(), counts);
+  EXPECT_TRUE(got.counted);
+  EXPECT_EQ(got.blue, 990u);
+  EXPECT_EQ(got.green, 110u);
+  EXPECT_EQ(got.of(tern::v1::SLOT_COLOR_GREEN), 110u);
+  EXPECT_FALSE(slot_connections(s.spec(), {{"web", "tcp", 81, 8001, 3}}).counted);
+}
+
 TEST(RoutesForTest, AnUnsetProtocolIsTcp) {
   ServiceState s = two_port_service(tern::v1::SLOT_COLOR_BLUE, 100);
   s.mutable_spec()->mutable_ports(0)->clear_protocol();
