@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <optional>
 
@@ -169,6 +170,25 @@ int error_code(const uint8_t* payload, size_t len) {
   return -err;
 }
 
+// Receives until `on_reply`, given each message answering `seq` (its header,
+// payload and payload length), returns true. Messages of other sequence
+// numbers (late answers to earlier calls) are skipped.
+absl::Status read_replies(int fd, uint32_t seq,
+                          const std::function<bool(const nlmsghdr&, const uint8_t*, size_t)>& on_reply) {
+  std::vector<uint8_t> buf(65536);
+  for (;;) {
+    auto n = receive(fd, buf, /*nonblocking=*/false);
+    if (!n.ok()) return n.status();
+    MessageReader reader(buf.data(), *n);
+    nlmsghdr hdr;
+    const uint8_t* payload = nullptr;
+    size_t len = 0;
+    while (reader.next(hdr, payload, len)) {
+      if (hdr.nlmsg_seq == seq && on_reply(hdr, payload, len)) return absl::OkStatus();
+    }
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<NftNetlink>> NftNetlink::open() {
@@ -256,31 +276,23 @@ absl::StatusOr<uint32_t> NftNetlink::get_generation() {
   b.end_message(msg);
   if (auto st = send_buffer(b.bytes()); !st.ok()) return st;
 
-  std::vector<uint8_t> buf(65536);
-  for (;;) {
-    auto n = receive(fd_, buf, /*nonblocking=*/false);
-    if (!n.ok()) return n.status();
-    MessageReader reader(buf.data(), *n);
-    nlmsghdr hdr;
-    const uint8_t* payload = nullptr;
-    size_t len = 0;
-    while (reader.next(hdr, payload, len)) {
-      if (hdr.nlmsg_seq != seq) continue;  // a late answer to an earlier call
-      if (hdr.nlmsg_type == NLMSG_ERROR) {
-        return errno_status(error_code(payload, len), "reading the nf_tables generation");
-      }
-      if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWGEN) || len < kGenMsgLen) continue;
-      std::optional<uint32_t> id;
-      for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t type, const uint8_t* data, size_t l) {
-        if (type != NFTA_GEN_ID || l < sizeof(uint32_t) || id) return;
-        uint32_t v = 0;
-        std::memcpy(&v, data, sizeof v);
-        id = ntohl(v);
-      });
-      if (id) return *id;
-      return absl::InternalError("the kernel's answer to NFT_MSG_GETGEN has no NFTA_GEN_ID");
+  absl::StatusOr<uint32_t> out = absl::InternalError("the kernel's answer to NFT_MSG_GETGEN has no NFTA_GEN_ID");
+  auto st = read_replies(fd_, seq, [&](const nlmsghdr& hdr, const uint8_t* payload, size_t len) {
+    if (hdr.nlmsg_type == NLMSG_ERROR) {
+      out = errno_status(error_code(payload, len), "reading the nf_tables generation");
+      return true;
     }
-  }
+    if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWGEN) || len < kGenMsgLen) return false;
+    for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t type, const uint8_t* data, size_t l) {
+      if (type != NFTA_GEN_ID || l < sizeof(uint32_t)) return;
+      uint32_t v = 0;
+      std::memcpy(&v, data, sizeof v);
+      out = ntohl(v);
+    });
+    return true;
+  });
+  if (!st.ok()) return st;
+  return out;
 }
 
 absl::Status NftNetlink::replace_map_elements(uint8_t family, const std::string& table,
@@ -385,46 +397,40 @@ absl::StatusOr<std::map<std::string, uint64_t>> NftNetlink::counter_packets(uint
 
     std::map<std::string, uint64_t> out;
     bool interrupted = false;
-    std::vector<uint8_t> buf(65536);
-    for (bool done = false; !done;) {
-      auto n = receive(fd_, buf, /*nonblocking=*/false);
-      if (!n.ok()) return n.status();
-      MessageReader reader(buf.data(), *n);
-      nlmsghdr hdr;
-      const uint8_t* payload = nullptr;
-      size_t len = 0;
-      while (reader.next(hdr, payload, len)) {
-        if (hdr.nlmsg_seq != seq) continue;  // a late answer to an earlier call
-        if ((hdr.nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
-        if (hdr.nlmsg_type == NLMSG_DONE) {
-          done = true;
-          break;
-        }
-        if (hdr.nlmsg_type == NLMSG_ERROR) {
-          int err = error_code(payload, len);
-          if (err == 0) continue;
-          drain_nonblocking();
-          return errno_status(err, absl::StrCat("reading the counters of table ", table));
-        }
-        if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWOBJ) || len < kGenMsgLen) continue;
-        std::string name, obj_table;
-        uint32_t obj_type = 0;
-        std::optional<uint64_t> packets;
-        for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t t, const uint8_t* d, size_t l) {
-          if (t == NFTA_OBJ_NAME || t == NFTA_OBJ_TABLE) {
-            std::string v(reinterpret_cast<const char*>(d), strnlen(reinterpret_cast<const char*>(d), l));
-            (t == NFTA_OBJ_NAME ? name : obj_table) = std::move(v);
-          } else if (t == NFTA_OBJ_TYPE && l >= sizeof obj_type) {
-            std::memcpy(&obj_type, d, sizeof obj_type);
-            obj_type = ntohl(obj_type);
-          } else if (t == NFTA_OBJ_DATA) {
-            for_each_attr(d, l, [&](uint16_t ct, const uint8_t* cd, size_t cl) {
-              if (ct == NFTA_COUNTER_PACKETS && cl >= 8) packets = be64_value(cd);
-            });
-          }
-        });
-        if (obj_table == table && obj_type == NFT_OBJECT_COUNTER && !name.empty() && packets) out[name] = *packets;
+    absl::Status error;
+    auto st = read_replies(fd_, seq, [&](const nlmsghdr& hdr, const uint8_t* payload, size_t len) {
+      if ((hdr.nlmsg_flags & NLM_F_DUMP_INTR) != 0) interrupted = true;
+      if (hdr.nlmsg_type == NLMSG_DONE) return true;
+      if (hdr.nlmsg_type == NLMSG_ERROR) {
+        const int err = error_code(payload, len);
+        if (err == 0) return false;
+        error = errno_status(err, absl::StrCat("reading the counters of table ", table));
+        return true;
       }
+      if (hdr.nlmsg_type != nft_type(NFT_MSG_NEWOBJ) || len < kGenMsgLen) return false;
+      std::string name, obj_table;
+      uint32_t obj_type = 0;
+      std::optional<uint64_t> packets;
+      for_each_attr(payload + kGenMsgLen, len - kGenMsgLen, [&](uint16_t t, const uint8_t* d, size_t l) {
+        if (t == NFTA_OBJ_NAME || t == NFTA_OBJ_TABLE) {
+          std::string v(reinterpret_cast<const char*>(d), strnlen(reinterpret_cast<const char*>(d), l));
+          (t == NFTA_OBJ_NAME ? name : obj_table) = std::move(v);
+        } else if (t == NFTA_OBJ_TYPE && l >= sizeof obj_type) {
+          std::memcpy(&obj_type, d, sizeof obj_type);
+          obj_type = ntohl(obj_type);
+        } else if (t == NFTA_OBJ_DATA) {
+          for_each_attr(d, l, [&](uint16_t ct, const uint8_t* cd, size_t cl) {
+            if (ct == NFTA_COUNTER_PACKETS && cl >= 8) packets = be64_value(cd);
+          });
+        }
+      });
+      if (obj_table == table && obj_type == NFT_OBJECT_COUNTER && !name.empty() && packets) out[name] = *packets;
+      return false;
+    });
+    if (!st.ok()) return st;
+    if (!error.ok()) {
+      drain_nonblocking();
+      return error;
     }
     if (!interrupted || attempt >= 3) return out;
   }
