@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <set>
 #include <map>
 #include <optional>
 
@@ -38,7 +39,15 @@ absl::Status Agent::start() {
     if (!m.ok()) return m.status();
     host_.mapper = std::move(*m);
   }
-  if (!host_.launcher) host_.launcher = make_system_process_launcher();
+  if (!host_.launcher) {
+    auto choice = SlotCgroups::choose(config_.cgroup_parent);
+    if (!choice.ok()) {
+      return absl::Status(choice.status().code(), absl::StrCat("key \"cgroup_parent\": ", choice.status().message()));
+    }
+    spdlog::info("slots run in {}", choice->placement);
+    host_.launcher = make_system_process_launcher(std::shared_ptr<const SlotCgroups>(std::move(choice->tree)),
+                                                  choice->placement);
+  }
   if (!host_.prober) host_.prober = make_system_prober();
   if (!host_.os) host_.os = make_system_host_os();
   auto trusted = TrustedKeys::load(config_.trusted_keys);
@@ -104,6 +113,7 @@ absl::Status Agent::start() {
       CoordinatorLink::Options{config_.coordinator, config_.reconnect, config_.heartbeat_interval, credentials_,
                                config_.tls.server_name},
       [this] { return build_hello(); }, [this](const tern::v1::Command& cmd) { handle_command(cmd); });
+  link_->set_usage_source([this] { return slot_usage(); });
   for (auto& [name, sup] : supervisors_) sup->start();
   // The policy may have been tightened since these specs came: say so now
   // (the event waits for the link); their deploys are refused.
@@ -196,6 +206,20 @@ void Agent::stop_unknown_slot_processes() {
                  o.handle.pid, o.slot_id);
     host_.launcher->signal_group(o.handle, SIGKILL);
   }
+  std::set<std::string> cgroups;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sup] : supervisors_) {
+      for (const char* color : {"blue", "green"}) cgroups.insert(SlotCgroups::slot_name(name, color));
+    }
+  }
+  for (const std::string& cg : host_.launcher->slot_cgroups()) {
+    if (cgroups.count(cg)) continue;
+    if (int n = host_.launcher->kill_leftovers(cg); n > 0) {
+      spdlog::warn("killed {} process(es) in slot cgroup {}, which belongs to no service in the agent's state", n, cg);
+    }
+    host_.launcher->release(cg);
+  }
 }
 
 absl::Status Agent::persist() {
@@ -231,6 +255,7 @@ tern::v1::Hello Agent::build_hello() const {
   for (auto& s : services()) *hello.add_services() = std::move(s);
   std::lock_guard lock(mu_);
   hello.set_last_command_id(last_command_id_);
+  hello.set_slot_placement(host_.launcher->placement());
   return hello;
 }
 
@@ -499,6 +524,41 @@ void Agent::count_sample(const tern::v1::AnalysisSample& s) {
   }
 }
 
+std::vector<tern::v1::SlotUsage> Agent::slot_usage() {
+  std::vector<tern::v1::ServiceState> services;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [name, sup] : supervisors_) services.push_back(sup->snapshot());
+  }
+  const auto now = std::chrono::steady_clock::now();
+  std::vector<tern::v1::SlotUsage> out;
+  std::map<std::string, UsageSample> seen;
+  std::lock_guard lock(usage_mu_);
+  for (const auto& st : services) {
+    for (const auto* s : {&st.blue(), &st.green()}) {
+      if (s->pid() <= 0) continue;
+      const std::string cgroup = SlotCgroups::slot_name(st.spec().name(), word(s->color()));
+      auto u = host_.launcher->usage(ProcessHandle{s->pid(), s->start_time()}, cgroup);
+      if (!u) continue;
+      tern::v1::SlotUsage& su = out.emplace_back();
+      su.set_service(st.spec().name());
+      su.set_color(s->color());
+      su.set_cpu_seconds(static_cast<double>(u->cpu_usec) / 1e6);
+      su.set_memory_bytes(u->memory_bytes);
+      su.set_processes(u->processes);
+      const std::string key = absl::StrCat(cgroup, "/", s->pid());
+      if (auto it = last_usage_.find(key); it != last_usage_.end() && now > it->second.at &&
+                                             u->cpu_usec >= it->second.cpu_usec) {
+        const double wall_usec = std::chrono::duration<double, std::micro>(now - it->second.at).count();
+        su.set_cpu_percent(100.0 * static_cast<double>(u->cpu_usec - it->second.cpu_usec) / wall_usec);
+      }
+      seen.emplace(key, UsageSample{now, u->cpu_usec});
+    }
+  }
+  last_usage_ = std::move(seen);
+  return out;
+}
+
 void Agent::collect_metrics() {
   std::vector<tern::v1::ServiceState> services;
   {
@@ -531,6 +591,31 @@ void Agent::collect_metrics() {
           .gauge("tern_agent_slot_weight_percent",
                  "The share of a service's new connections the port mapping gives a slot, in percent.", labels)
           .store(weight, std::memory_order_relaxed);
+    }
+  }
+  // What each slot uses (0 for a slot that does not run).
+  for (const auto& st : services) {
+    for (const auto* s : {&st.blue(), &st.green()}) {
+      const std::string labels = absl::StrCat("service=\"", st.spec().name(), "\",slot=\"", word(s->color()), "\"");
+      std::optional<ResourceUsage> u;
+      if (s->pid() > 0) {
+        u = host_.launcher->usage(ProcessHandle{s->pid(), s->start_time()},
+                                  SlotCgroups::slot_name(st.spec().name(), word(s->color())));
+      }
+      metrics_
+          .counter("tern_agent_slot_cpu_microseconds_total",
+                   "CPU time (user and system) a slot's processes used since it started: its cgroup's cpu.stat, or "
+                   "its session's processes where slots are process groups.",
+                   labels)
+          .store(u ? static_cast<int64_t>(u->cpu_usec) : 0, std::memory_order_relaxed);
+      metrics_
+          .gauge("tern_agent_slot_memory_bytes",
+                 "Memory a slot uses: its cgroup's memory.current, or its processes' resident memory where the "
+                 "memory controller is not available.",
+                 labels)
+          .store(u ? static_cast<int64_t>(u->memory_bytes) : 0, std::memory_order_relaxed);
+      metrics_.gauge("tern_agent_slot_processes", "Processes in a slot (its cgroup, or its session).", labels)
+          .store(u ? u->processes : 0, std::memory_order_relaxed);
     }
   }
 }

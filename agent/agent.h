@@ -84,6 +84,9 @@ class Agent {
   void housekeeping_loop();
   // Brings the per-slot cells of metrics_ up to date (on each scrape).
   void collect_metrics();
+  // What each running slot uses, for the heartbeat: CPU share since the
+  // previous call.
+  std::vector<tern::v1::SlotUsage> slot_usage();
   // What one analysis interval counted, added to the agent's counters.
   void count_sample(const tern::v1::AnalysisSample& s);
 
@@ -114,6 +117,13 @@ class Agent {
   TrustedKeys trusted_;
   std::chrono::milliseconds ping_period_{0};
   std::function<void()> ping_;
+
+  struct UsageSample {
+    std::chrono::steady_clock::time_point at{};
+    uint64_t cpu_usec = 0;
+  };
+  std::mutex usage_mu_;  // guards last_usage_
+  std::map<std::string, UsageSample> last_usage_;  // by "<cgroup>/<pid>"
 
   Metrics metrics_;
   // Declared after metrics_: destroyed (stopped) before it.

@@ -61,6 +61,7 @@ absl::StatusOr<AgentConfig> load_agent_config(const std::string& path) {
   }
   m.get("insecure", cfg.insecure);
   m.get("metrics_listen", cfg.metrics_listen);
+  m.get("cgroup_parent", cfg.cgroup_parent);
   read_tls(m, cfg.tls, /*client=*/true);
   m.get("trusted_keys", cfg.trusted_keys);
   if (auto p = m.child("policy")) {
@@ -125,6 +126,11 @@ absl::Status validate(const AgentConfig& cfg) {
     return absl::InvalidArgumentError("key \"reconcile_interval\": must be at least 100ms");
   }
   if (cfg.state_dir.empty()) return absl::InvalidArgumentError("key \"state_dir\": must not be empty");
+  if (cfg.cgroup_parent != "auto" && cfg.cgroup_parent != "off" &&
+      (cfg.cgroup_parent.empty() || cfg.cgroup_parent.front() != '/')) {
+    return absl::InvalidArgumentError(absl::StrCat("key \"cgroup_parent\": \"", cfg.cgroup_parent,
+                                                   "\" is not auto, off or an absolute path in a cgroup v2 mount"));
+  }
   if (!cfg.metrics_listen.empty()) {
     if (auto hp = split_host_port(cfg.metrics_listen); !hp.ok()) {
       return absl::InvalidArgumentError(absl::StrCat("key \"metrics_listen\": ", hp.status().message()));

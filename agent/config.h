@@ -98,6 +98,10 @@ struct AgentConfig {
   // (the default) serves none. The example config and the Ansible role use
   // 127.0.0.1:9401.
   std::string metrics_listen;
+  // Where slots get their cgroups (SlotCgroups::choose): "auto" (the
+  // default: /sys/fs/cgroup/tern on a cgroup v2 host, else process groups),
+  // "off", or a directory inside a cgroup v2 mount.
+  std::string cgroup_parent = "auto";
 };
 
 absl::StatusOr<AgentConfig> load_agent_config(const std::string& path);

@@ -198,6 +198,9 @@ void CoordinatorLink::heartbeat_loop(Millis interval, std::string reported) {
     std::string state = fingerprint(now.services());
     const bool changed = state != reported;
     if (changed) *hb.mutable_heartbeat()->mutable_report()->mutable_services() = std::move(*now.mutable_services());
+    if (usage_) {
+      for (auto& u : usage_()) *hb.mutable_heartbeat()->add_usage() = std::move(u);
+    }
     if (!send(hb)) return;
     ++heartbeats_sent_;
     if (changed) {

@@ -43,6 +43,10 @@ class CoordinatorLink {
   CoordinatorLink(Options options, HelloBuilder hello, CommandHandler on_command);
   ~CoordinatorLink();
 
+  // What each heartbeat carries as the slots' resource use; set before
+  // start().
+  void set_usage_source(std::function<std::vector<tern::v1::SlotUsage>()> usage) { usage_ = std::move(usage); }
+
   void start();
   // Half-closes the stream so the coordinator records a clean disconnect,
   // waits briefly for it to answer, then cancels whatever is left.
@@ -73,6 +77,7 @@ class CoordinatorLink {
   Options options_;
   HelloBuilder hello_;
   CommandHandler on_command_;
+  std::function<std::vector<tern::v1::SlotUsage>()> usage_;
   Backoff backoff_;
 
   std::mutex mu_;

@@ -12,6 +12,8 @@
 #include <boost/process.hpp>
 #include <boost/process/extend.hpp>
 #include <algorithm>
+#include <chrono>
+#include <thread>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -84,10 +86,33 @@ std::string describe_wait_status(int status) {
   return "ended";
 }
 
+// The processes whose session (stat field 6) is `sid`: a slot's, without cgroups.
+std::vector<int64_t> session_members(int64_t sid) {
+  std::vector<int64_t> out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit)) continue;
+    const int64_t pid = std::stoll(name);
+    const auto fields = stat_fields(pid);
+    if (!gone_or_zombie(fields) && stat_number(fields, 6) == static_cast<uint64_t>(sid)) out.push_back(pid);
+  }
+  return out;
+}
+
 class SystemProcessLauncher final : public ProcessLauncher {
  public:
+  SystemProcessLauncher(std::shared_ptr<const SlotCgroups> cgroups, std::string placement)
+      : cgroups_(std::move(cgroups)), placement_(std::move(placement)) {}
+
   absl::StatusOr<ProcessHandle> start(const LaunchSpec& spec) override {
     if (spec.argv.empty() || spec.argv[0].empty()) return absl::InvalidArgumentError("empty argv");
+    if (spec.limits.any() && (!cgroups_ || spec.cgroup.empty())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the spec sets resource limits (memory_max, cpu_max or tasks_max), but slots on this host run in ",
+          placement_, ", which cannot enforce them; run the agent where cgroup v2 is available (cgroup_parent in "
+                      "its config) or remove the limits from the spec"));
+    }
     auto run_as = resolve_run_as(spec.user);
     if (!run_as.ok()) return run_as.status();
     const RunAs& as = *run_as;
@@ -109,6 +134,22 @@ class SystemProcessLauncher final : public ProcessLauncher {
       }
       (void)::fchown(log_fd, as.uid, as.gid);
     }
+    // The child joins its cgroup before it execs (writing "0" to
+    // cgroup.procs moves the writer), so nothing it starts is ever outside.
+    int procs_fd = -1;
+    if (cgroups_ && !spec.cgroup.empty()) {
+      if (auto st = cgroups_->prepare(spec.cgroup, spec.limits); !st.ok()) {
+        if (log_fd >= 0) ::close(log_fd);
+        return st;
+      }
+      const std::string procs = cgroups_->path(spec.cgroup) + "/cgroup.procs";
+      procs_fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+      if (procs_fd < 0) {
+        const int err = errno;
+        if (log_fd >= 0) ::close(log_fd);
+        return absl::FailedPreconditionError(absl::StrCat("cannot open ", procs, ": ", std::strerror(err)));
+      }
+    }
     bp::environment env;
     for (const auto& [k, v] : spec.env) env[k] = v;
     if (!spec.slot_id.empty()) env["TERN_SLOT_ID"] = spec.slot_id;
@@ -116,7 +157,8 @@ class SystemProcessLauncher final : public ProcessLauncher {
     const std::string dir = spec.working_dir.empty() ? "/" : spec.working_dir;
 
     // Runs in the forked child before exec: only async-signal-safe calls.
-    auto setup = [log_fd, &as](auto& /*executor*/) {
+    auto setup = [log_fd, procs_fd, &as](auto& /*executor*/) {
+      if (procs_fd >= 0 && ::write(procs_fd, "0", 1) != 1) ::_exit(125);
       ::setsid();
       sigset_t none;
       sigemptyset(&none);
@@ -146,9 +188,11 @@ class SystemProcessLauncher final : public ProcessLauncher {
     } catch (const std::exception& e) {
       ec = std::make_error_code(std::errc::io_error);
       if (log_fd >= 0) ::close(log_fd);
+      if (procs_fd >= 0) ::close(procs_fd);
       return absl::InternalError(absl::StrCat("cannot start ", spec.argv[0], ": ", e.what()));
     }
     if (log_fd >= 0) ::close(log_fd);
+    if (procs_fd >= 0) ::close(procs_fd);
     if (ec) return absl::InternalError(absl::StrCat("cannot start ", spec.argv[0], ": ", ec.message()));
     ProcessHandle h{pid, process_start_time(pid).value_or(0)};
     {
@@ -224,13 +268,83 @@ class SystemProcessLauncher final : public ProcessLauncher {
     return out;
   }
 
+ std::string placement() const override { return placement_; }
+
+  void signal_slot(const ProcessHandle& h, const std::string& cgroup, int sig) override {
+    signal_group(h, sig);
+    if (in_cgroup(cgroup)) cgroups_->signal(cgroup, sig);
+  }
+
+  bool slot_ended(const ProcessHandle& h, const std::string& cgroup) override {
+    if (h.pid > 0 && !poll(h)) return false;
+    return !in_cgroup(cgroup) || !cgroups_->populated(cgroup);
+  }
+
+  void kill_slot(const ProcessHandle& h, const std::string& cgroup) override {
+    signal_group(h, SIGKILL);
+    if (in_cgroup(cgroup)) cgroups_->kill(cgroup);
+  }
+
+  int kill_leftovers(const std::string& cgroup) override {
+    if (!in_cgroup(cgroup)) return 0;
+    const int n = static_cast<int>(cgroups_->pids(cgroup).size());
+    if (n == 0) return 0;
+    cgroups_->kill(cgroup);
+    for (int i = 0; i < 500 && cgroups_->populated(cgroup); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return n;
+  }
+
+  void release(const std::string& cgroup) override {
+    if (in_cgroup(cgroup)) cgroups_->remove(cgroup);
+  }
+
+  absl::StatusOr<int> adopt(const ProcessHandle& h, const std::string& cgroup, const CgroupLimits& limits) override {
+    if (!in_cgroup(cgroup) || h.pid <= 0) return 0;
+    if (auto st = cgroups_->prepare(cgroup, limits); !st.ok()) return st;
+    if (cgroups_->contains(cgroup, h.pid)) return 0;
+    int moved = 0;
+    for (int64_t pid : session_members(h.pid)) {
+      if (cgroups_->move(cgroup, pid).ok()) ++moved;
+    }
+    return moved;
+  }
+
+  std::optional<ResourceUsage> usage(const ProcessHandle& h, const std::string& cgroup) override {
+    if (in_cgroup(cgroup)) return cgroups_->usage(cgroup);
+    if (h.pid <= 0) return std::nullopt;
+    ResourceUsage u;
+    const uint64_t tick_usec = 1'000'000 / static_cast<uint64_t>(::sysconf(_SC_CLK_TCK));
+    for (int64_t pid : session_members(h.pid)) {
+      const auto fields = stat_fields(pid);
+      u.cpu_usec += (stat_number(fields, 14).value_or(0) + stat_number(fields, 15).value_or(0)) * tick_usec;
+      u.memory_bytes += process_rss_bytes(pid);
+      ++u.processes;
+    }
+    if (u.processes == 0) return std::nullopt;
+    return u;
+  }
+
+  std::vector<std::string> slot_cgroups() override {
+    if (!cgroups_) return {};
+    return cgroups_->children();
+  }
+
  private:
+  bool in_cgroup(const std::string& cgroup) const { return cgroups_ && !cgroup.empty(); }
+
+  const std::shared_ptr<const SlotCgroups> cgroups_;
+  const std::string placement_;
   std::mutex mu_;
   std::set<int64_t> children_;
 };
 
 }  // namespace
 
-std::unique_ptr<ProcessLauncher> make_system_process_launcher() { return std::make_unique<SystemProcessLauncher>(); }
+std::unique_ptr<ProcessLauncher> make_system_process_launcher(std::shared_ptr<const SlotCgroups> cgroups,
+                                                              std::string placement) {
+  return std::make_unique<SystemProcessLauncher>(std::move(cgroups), std::move(placement));
+}
 
 }  // namespace tern

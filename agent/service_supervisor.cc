@@ -149,6 +149,14 @@ absl::Status ServiceSupervisor::recover() {
     if (deps_.launcher->recover(handle(s))) {
       spdlog::info("{}: adopted {} slot (pid {}, release {}) without restarting it", name_, word(c), s.pid(),
                    s.release().version());
+      // Found by its cgroup too: limits set again, and a slot started before
+      // the host used cgroups is moved into its own.
+      auto moved = deps_.launcher->adopt(handle(s), slot(c).cgroup(), Slot::limits(state_.spec()));
+      if (!moved.ok()) {
+        spdlog::warn("{}: {} runs on, but {}", name_, word(c), moved.status().message());
+      } else if (*moved > 0) {
+        spdlog::info("{}: moved {} process(es) of {} into its cgroup", name_, *moved, word(c));
+      }
       if (s.phase() == tern::v1::SLOT_PHASE_DRAINING) {
         if (state_.spec().keep_warm() || state_.active() == c) {
           s.set_phase(tern::v1::SLOT_PHASE_HEALTHY);  // its drain would have ended with it kept
@@ -360,13 +368,22 @@ void ServiceSupervisor::stop_orphans() {
   }
   for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
     Slot& sl = slot(c);
-    if (sl.slot_id().empty()) continue;
-    for (const Orphan& o : deps_.launcher->find_orphans(sl.slot_id(), known)) {
-      spdlog::warn("{}: {} process {} runs but was never recorded (the agent stopped between its start and the "
-                   "state write); stopping it",
-                   name_, word(c), o.handle.pid);
-      sl.stop(o.handle, grace);
+    if (!sl.slot_id().empty()) {
+      for (const Orphan& o : deps_.launcher->find_orphans(sl.slot_id(), known)) {
+        spdlog::warn("{}: {} process {} runs but was never recorded (the agent stopped between its start and the "
+                     "state write); stopping it",
+                     name_, word(c), o.handle.pid);
+        sl.stop(o.handle, grace);
+      }
     }
+    bool recorded_running;
+    {
+      std::lock_guard lock(mu_);
+      recorded_running = recorded(c).pid() > 0;
+    }
+    // A slot with no process of record has nothing that may run in its
+    // cgroup (what a slot that died while the agent was down left behind).
+    if (!recorded_running) sl.stop(ProcessHandle{}, grace);
   }
 }
 

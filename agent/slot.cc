@@ -42,7 +42,8 @@ Slot::Slot(std::string service, SlotColor color, Deps deps)
       deps_(std::move(deps)),
       log_path_(absl::StrCat(deps_.log_dir, "/", service_, "-", word(color_), ".log")),
       slot_id_(deps_.state_dir.empty() ? "" : absl::StrCat(deps_.state_dir, "/", service_, "/", word(color_))),
-      render_dir_(slot_id_.empty() ? "" : absl::StrCat(slot_id_, "/rendered")) {}
+      render_dir_(slot_id_.empty() ? "" : absl::StrCat(slot_id_, "/rendered")),
+      cgroup_(SlotCgroups::slot_name(service_, word(color_))) {}
 
 std::string Slot::log_tail() const {
   constexpr std::size_t kMaxLines = 3;
@@ -99,6 +100,8 @@ LaunchSpec Slot::launch(const tern::v1::ServiceSpec& spec, const tern::v1::Relea
   ls.user = spec.user().empty() ? deps_.default_user : spec.user();
   ls.log_path = log_path_;
   ls.slot_id = slot_id_;
+  ls.cgroup = cgroup_;
+  ls.limits = limits(spec);
   return ls;
 }
 
@@ -135,7 +138,20 @@ absl::Status Slot::check_ports(const tern::v1::ServiceSpec& spec, const std::str
   return absl::OkStatus();
 }
 
+CgroupLimits Slot::limits(const tern::v1::ServiceSpec& spec) {
+  CgroupLimits l;
+  l.memory_max = parse_byte_size(spec.memory_max()).value_or(0);
+  l.cpu_quota_us = parse_cpu_quota_us(spec.cpu_max()).value_or(0);
+  l.tasks_max = spec.tasks_max();
+  return l;
+}
+
 absl::StatusOr<ProcessHandle> Slot::start(const LaunchSpec& launch) {
+  // A slot starts afresh: whatever an earlier run left in its cgroup (a
+  // daemonized child of a crashed process, say) would hold its port.
+  if (int n = deps_.launcher->kill_leftovers(cgroup_); n > 0) {
+    spdlog::warn("{}: killed {} process(es) an earlier run of {} left in its cgroup", service_, n, word(color_));
+  }
   auto h = deps_.launcher->start(launch);
   if (h.ok()) runtime_.tracker.reset();
   return h;
@@ -351,18 +367,30 @@ std::optional<PortSockets> Slot::drain(const std::vector<uint16_t>& ports, Milli
 }
 
 void Slot::stop(const ProcessHandle& h, Millis grace, int signal) {
-  if (h.pid <= 0) return;
+  if (h.pid <= 0) {
+    if (int n = deps_.launcher->kill_leftovers(cgroup_); n > 0) {
+      spdlog::warn("{}: killed {} process(es) left in {}'s cgroup with no slot process", service_, n, word(color_));
+    }
+    deps_.launcher->release(cgroup_);
+    return;
+  }
   const Clock& clock = deps_.os->clock();
-  deps_.launcher->signal_group(h, signal);
+  // The whole slot hears the stop signal, as under systemd's
+  // KillMode=control-group: in a cgroup that includes what left the group.
+  deps_.launcher->signal_slot(h, cgroup_, signal);
   const TimePoint deadline = clock.now() + grace;
-  bool gone = false;
-  while (!(gone = deps_.launcher->poll(h).has_value()) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));
-  if (gone) return;
-  spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing its process group", service_, word(color_), h.pid,
-               format_duration(grace));
-  deps_.launcher->signal_group(h, SIGKILL);
-  const TimePoint kill_deadline = clock.now() + Millis(5'000);
-  while (!deps_.launcher->poll(h) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
+  bool ended = false;
+  while (!(ended = deps_.launcher->slot_ended(h, cgroup_)) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));
+  if (!ended) {
+    spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing {}", service_, word(color_), h.pid,
+                 format_duration(grace), deps_.launcher->placement().rfind("cgroup", 0) == 0
+                                             ? "every process in its cgroup"
+                                             : "its process group");
+    deps_.launcher->kill_slot(h, cgroup_);
+    const TimePoint kill_deadline = clock.now() + Millis(5'000);
+    while (!deps_.launcher->slot_ended(h, cgroup_) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));
+  }
+  deps_.launcher->release(cgroup_);
 }
 
 }  // namespace tern

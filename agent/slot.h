@@ -102,6 +102,10 @@ class Slot {
   // Where this slot's templates are rendered: <slot_id()>/rendered; empty
   // when the slot is unnamed (no state dir).
   const std::string& render_dir() const { return render_dir_; }
+  // The slot's cgroup (SlotCgroups::slot_name): "<service>.<color>".
+  const std::string& cgroup() const { return cgroup_; }
+  // The spec's memory_max, cpu_max and tasks_max as cgroup limits.
+  static CgroupLimits limits(const tern::v1::ServiceSpec& spec);
 
   // The placeholders of `release` (unpacked in `dir`) in this slot: {port},
   // {port:<name>}, {release_dir}, {render_dir}, {version}, {slot}, {service}.
@@ -150,8 +154,10 @@ class Slot {
   // `drain_time` passed; the sockets still open then (summed over the
   // ports). nullopt when cut short by a shutdown.
   std::optional<PortSockets> drain(const std::vector<uint16_t>& ports, Millis drain_time);
-  // `signal` to the process group, up to `grace` for it to exit, then
-  // SIGKILL (and up to 5 s more). Returns at once for pid 0.
+  // `signal` to the slot (its process group and everything in its cgroup),
+  // up to `grace` for all of it to exit, then SIGKILL to the group and
+  // cgroup.kill (and up to 5 s more); its cgroup is then removed. For pid 0,
+  // only whatever is left in its cgroup is killed.
   void stop(const ProcessHandle& h, Millis grace, int signal = SIGTERM);
 
   SlotRuntime& runtime() { return runtime_; }
@@ -163,6 +169,7 @@ class Slot {
   const std::string log_path_;
   const std::string slot_id_;
   const std::string render_dir_;
+  const std::string cgroup_;
   SlotRuntime runtime_;
 };
 

@@ -408,6 +408,7 @@ void Coordinator::handle_message(const std::shared_ptr<AgentSession>& session, c
   switch (msg.body_case()) {
     case tern::v1::AgentMessage::kHeartbeat:
       if (msg.heartbeat().has_report()) catalog_->on_report(info.host_id, msg.heartbeat().report().services());
+      registry_->set_usage(session->id(), info.host_id, msg.heartbeat().usage());
       break;
     case tern::v1::AgentMessage::kResult:
       if (msg.result().has_service()) catalog_->on_status(info.host_id, msg.result().service());
@@ -521,6 +522,7 @@ void Coordinator::handle_hello(SessionInfo& info, const std::string& peer, const
                   absl::StrCat("coordinator could not record the host: ", result.status().message()));
   }
   info.host_id = hello.host_id();
+  registry_->set_slot_placement(info.host_id, hello.slot_placement());
   if (!proposed.empty()) {
     spdlog::warn("host {}: its agent proposes labels {} that its certificate does not carry; ignored", info.host_id,
                  proposed);

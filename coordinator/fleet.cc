@@ -30,6 +30,8 @@ void host_to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
   set_time(r.state_since, out->mutable_state_since());
   out->set_connect_count(r.connect_count);
   out->set_peer(r.peer);
+  out->set_slot_placement(entry.slot_placement);
+  for (const auto& u : entry.usage) *out->add_usage() = u;
 }
 
 }  // namespace

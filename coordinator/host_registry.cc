@@ -121,11 +121,25 @@ bool HostRegistry::on_heartbeat(uint64_t session, const std::string& host_id) {
   return false;
 }
 
+void HostRegistry::set_slot_placement(const std::string& host_id, const std::string& placement) {
+  // An agent's own words: bounded, like everything it sends.
+  if (auto it = hosts_.find(host_id); it != hosts_.end()) it->second.slot_placement = placement.substr(0, 512);
+}
+
+void HostRegistry::set_usage(uint64_t session, const std::string& host_id,
+                             const google::protobuf::RepeatedPtrField<tern::v1::SlotUsage>& usage) {
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end() || it->second.session != session) return;
+  constexpr int kMaxSlots = 1024;  // two per service; more is not an agent's report
+  it->second.usage.assign(usage.begin(), usage.begin() + std::min(usage.size(), kMaxSlots));
+}
+
 absl::Status HostRegistry::on_stream_closed(uint64_t session, const std::string& host_id, const std::string& reason) {
   auto it = hosts_.find(host_id);
   if (it == hosts_.end() || it->second.session != session) return absl::OkStatus();
   Entry& e = it->second;
   e.session = 0;
+  e.usage.clear();
   if (e.record.state != HostState::kConnected) return absl::OkStatus();
   // The grace runs from the disconnect: until then the host was there.
   e.heard_from = clock_.now();

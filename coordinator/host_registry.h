@@ -11,6 +11,7 @@
 #include "core/label_selector.h"
 #include "core/metrics.h"
 #include "coordinator/host_store.h"
+#include "tern/v1/common.pb.h"
 
 namespace tern {
 
@@ -52,6 +53,12 @@ class HostRegistry {
   // True when this heartbeat brought the host back from unreachable (a
   // stream that went silent, e.g. a partition, and recovered).
   bool on_heartbeat(uint64_t session, const std::string& host_id);
+  // What the host's agent says about itself beyond its record, kept in
+  // memory only: how it runs slots (from its hello) and what they use (from
+  // its last heartbeat).
+  void set_slot_placement(const std::string& host_id, const std::string& placement);
+  void set_usage(uint64_t session, const std::string& host_id,
+                 const google::protobuf::RepeatedPtrField<tern::v1::SlotUsage>& usage);
   absl::Status on_stream_closed(uint64_t session, const std::string& host_id, const std::string& reason);
   // Marks silent hosts unreachable and flushes stale last_seen values.
   absl::Status tick();
@@ -62,6 +69,8 @@ class HostRegistry {
     TimePoint heard_from{};  // last sign of life, never older than our start
     TimePoint persisted_last_seen{};
     bool counted = false;  // included in state_counts_
+    std::string slot_placement;
+    std::vector<tern::v1::SlotUsage> usage;  // cleared when the stream closes
   };
   std::vector<const Entry*> list(const LabelSelector& selector) const;
   const Entry* find(const std::string& host_id) const;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/duration.h"
 #include "core/label_selector.h"
@@ -415,6 +416,11 @@ absl::StatusOr<tern::v1::ServiceSpec> parse_service_spec(const std::string& yaml
   m.get("keep_warm", keep_warm);
   spec.set_keep_warm(keep_warm);
   m.get("split", *spec.mutable_split());
+  m.get("memory_max", *spec.mutable_memory_max());
+  m.get("cpu_max", *spec.mutable_cpu_max());
+  uint32_t tasks_max = 0;
+  m.get("tasks_max", tasks_max);
+  spec.set_tasks_max(tasks_max);
   if (auto r = m.child("restart")) {
     auto* rp = spec.mutable_restart();
     r->get("policy", *rp->mutable_policy());
@@ -494,6 +500,35 @@ std::optional<int> parse_signal_name(const std::string& name) {
     if (n == word) return sig;
   }
   return std::nullopt;
+}
+
+std::optional<uint64_t> parse_byte_size(const std::string& text) {
+  absl::string_view t = absl::StripAsciiWhitespace(text);
+  size_t digits = 0;
+  while (digits < t.size() && absl::ascii_isdigit(static_cast<unsigned char>(t[digits]))) ++digits;
+  if (digits == 0 || digits > 15) return std::nullopt;
+  uint64_t n = 0;
+  if (!absl::SimpleAtoi(t.substr(0, digits), &n) || n == 0) return std::nullopt;
+  std::string unit = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(t.substr(digits)));
+  if (absl::EndsWith(unit, "IB")) unit.resize(unit.size() - 2);
+  else if (absl::EndsWith(unit, "B")) unit.resize(unit.size() - 1);
+  int shift;
+  if (unit.empty()) shift = 0;
+  else if (unit == "K") shift = 10;
+  else if (unit == "M") shift = 20;
+  else if (unit == "G") shift = 30;
+  else if (unit == "T") shift = 40;
+  else return std::nullopt;
+  if (n > (uint64_t{1} << (63 - shift))) return std::nullopt;
+  return n << shift;
+}
+
+std::optional<uint64_t> parse_cpu_quota_us(const std::string& text) {
+  double cpus = 0;
+  if (!absl::SimpleAtod(absl::StripAsciiWhitespace(text), &cpus) || !(cpus >= 0.01) || cpus > 1024) {
+    return std::nullopt;
+  }
+  return static_cast<uint64_t>(cpus * 100'000 + 0.5);
 }
 
 int stop_signal(const tern::v1::ServiceSpec& spec) {
@@ -628,6 +663,14 @@ absl::Status validate_service_spec(const tern::v1::ServiceSpec& spec) {
     if (spec.drain_command_size() > 0) {
       return field_error("drain_command", "give drain_signal or drain_command, not both");
     }
+  }
+  if (!spec.memory_max().empty() && !parse_byte_size(spec.memory_max())) {
+    return field_error("memory_max", absl::StrCat("\"", spec.memory_max(),
+                                                  "\" is not a size in bytes, e.g. 512MiB or 2G"));
+  }
+  if (!spec.cpu_max().empty() && !parse_cpu_quota_us(spec.cpu_max())) {
+    return field_error("cpu_max", absl::StrCat("\"", spec.cpu_max(),
+                                               "\" is not a number of CPUs from 0.01 to 1024, e.g. 1.5"));
   }
   if (spec.drain_command_size() > 0 && spec.drain_command(0).empty()) {
     return field_error("drain_command", "the command to run is required when the key is given");

@@ -63,6 +63,12 @@ bool is_valid_service_name(const std::string& name);
 std::optional<int> parse_signal_name(const std::string& name);
 // The stop signal a spec asks for (SIGTERM when it names none).
 int stop_signal(const tern::v1::ServiceSpec& spec);
+// "512MiB", "2G", "1048576" -> bytes (K, M, G, T are powers of 1024 as in
+// cgroupfs, with or without "iB"/"B"); nullopt for anything else or 0.
+std::optional<uint64_t> parse_byte_size(const std::string& text);
+// A number of CPUs ("1.5", "0.25", at least 0.01, at most 1024) -> µs of CPU
+// time per 100 ms period; nullopt for anything else.
+std::optional<uint64_t> parse_cpu_quota_us(const std::string& text);
 // Versions name directories: 1-64 of [A-Za-z0-9._+-], not starting with '.' or '-'.
 bool is_valid_version(const std::string& version);
 

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <iomanip>
 #include <sstream>
 #include <iostream>
 #include <cstdlib>
@@ -82,6 +83,16 @@ std::optional<Millis> duration_flag(const CtlContext& c, absl::string_view what,
     return std::nullopt;
   }
   return *d;
+}
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  std::ostringstream o;
+  o << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << " " << units[u];
+  return o.str();
 }
 
 std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {

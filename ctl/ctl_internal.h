@@ -126,6 +126,8 @@ std::optional<Millis> duration_flag(const CtlContext& c, absl::string_view what,
 
 // "3m ago", "now", or "-" for an unset time; `now_ms` is Unix milliseconds.
 std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms);
+// 1536 -> "1.5 KiB".
+std::string human_bytes(uint64_t n);
 
 // Local wall-clock time of day, "14:03:27", for progress lines.
 std::string clock_time(const google::protobuf::Timestamp& t);

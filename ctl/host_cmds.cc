@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/clock.h"
 #include "core/label_selector.h"
@@ -52,14 +53,37 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
 
 // ---- one host ----
 
-void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, std::ostream& out) {
-  Table t({"SERVICE", "SLOT", "RELEASE", "PORT", "PID", "HEALTH", "ACTIVE", "WEIGHT", "MESSAGE"});
+// With `usage` (host status), each running slot's CPU and memory too.
+void print_slots(const std::vector<const tern::v1::ServiceStatus*>& services, std::ostream& out,
+                 const google::protobuf::RepeatedPtrField<tern::v1::SlotUsage>* usage = nullptr) {
+  std::vector<std::string> head{"SERVICE", "SLOT", "RELEASE", "PORT", "PID", "HEALTH", "ACTIVE", "WEIGHT"};
+  if (usage) head.insert(head.end(), {"CPU", "MEMORY", "PROCS"});
+  head.push_back("MESSAGE");
+  Table t(head);
   for (const auto* svc : services) {
     for (const auto& sl : svc->slots()) {
-      t.add({svc->service(), shown(sl.color()), sl.release().version().empty() ? "-" : sl.release().version(),
-             std::to_string(sl.port()), sl.pid() > 0 ? std::to_string(sl.pid()) : "-", shown(sl.phase()),
-             sl.active() ? "yes" : "-", sl.weight() > 0 ? absl::StrCat(sl.weight(), "%") : "-",
-             sl.message().empty() ? "" : sl.message()});
+      std::vector<std::string> row{svc->service(),
+                                   shown(sl.color()),
+                                   sl.release().version().empty() ? "-" : sl.release().version(),
+                                   std::to_string(sl.port()),
+                                   sl.pid() > 0 ? std::to_string(sl.pid()) : "-",
+                                   shown(sl.phase()),
+                                   sl.active() ? "yes" : "-",
+                                   sl.weight() > 0 ? absl::StrCat(sl.weight(), "%") : "-"};
+      if (usage) {
+        const tern::v1::SlotUsage* u = nullptr;
+        for (const auto& x : *usage) {
+          if (x.service() == svc->service() && x.color() == sl.color()) u = &x;
+        }
+        if (u != nullptr && sl.pid() > 0) {
+          row.insert(row.end(), {absl::StrFormat("%.1f%%", u->cpu_percent()), human_bytes(u->memory_bytes()),
+                                 std::to_string(u->processes())});
+        } else {
+          row.insert(row.end(), {"-", "-", "-"});
+        }
+      }
+      row.push_back(sl.message());
+      t.add(row);
     }
   }
   t.print(out);
@@ -84,13 +108,14 @@ int cmd_host_status(const CtlContext& c, const std::string& host) {
     const int64_t now = to_unix_millis(SystemClock::instance().now());
     c.out << "host " << resp.host_id() << ": " << word(resp.state()) << " since " << ago(resp.state_since(), now)
         << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
+    if (!resp.slot_placement().empty()) c.out << "slots run in " << resp.slot_placement() << "\n";
     if (resp.services().empty()) {
       c.out << "no services on this host\n";
       return;
     }
     std::vector<const tern::v1::ServiceStatus*> svcs;
     for (const auto& sv : resp.services()) svcs.push_back(&sv);
-    print_slots(svcs, c.out);
+    print_slots(svcs, c.out, &resp.usage());
     // What `host rollback` returns each service to, and any drift from
     // what Tern last ordered there.
     for (const auto& sv : resp.services()) {

@@ -59,16 +59,6 @@ int cmd_service_list(const CtlContext& c) {
   return c.show("list services", &ServiceStub::ListServices, tern::v1::ListServicesRequest(), print);
 }
 
-std::string human_bytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 3) v /= 1024, ++u;
-  std::ostringstream o;
-  o << std::fixed << std::setprecision(u == 0 ? 0 : 1) << v << " " << units[u];
-  return o.str();
-}
-
 int cmd_artifact_push(const CtlContext& c, const std::string& file, const std::string& service,
                       const std::string& version, const std::string& kind, const std::string& name,
                       const std::string& sign_key) {

@@ -56,6 +56,38 @@ TEST(ServiceSpecTest, StopAndDrainSignalsAreReadByName) {
   EXPECT_EQ(parse_signal_name(""), std::nullopt);
 }
 
+TEST(ServiceSpecTest, ResourceLimitsAreReadAndCheckedForForm) {
+  auto spec = parse_service_spec(absl::StrCat(kGood, "memory_max: 512MiB\ncpu_max: 1.5\ntasks_max: 256\n"), "web.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(parse_byte_size(spec->memory_max()), 512ull << 20);
+  EXPECT_EQ(parse_cpu_quota_us(spec->cpu_max()), 150'000u);
+  EXPECT_EQ(spec->tasks_max(), 256u);
+  auto bad_mem = parse_service_spec(absl::StrCat(kGood, "memory_max: lots\n"), "web.yaml");
+  ASSERT_FALSE(bad_mem.ok());
+  EXPECT_NE(bad_mem.status().message().find("memory_max"), std::string::npos) << bad_mem.status();
+  EXPECT_NE(bad_mem.status().message().find("512MiB"), std::string::npos) << "the error shows the form";
+  auto bad_cpu = parse_service_spec(absl::StrCat(kGood, "cpu_max: 0\n"), "web.yaml");
+  ASSERT_FALSE(bad_cpu.ok());
+  EXPECT_NE(bad_cpu.status().message().find("cpu_max"), std::string::npos) << bad_cpu.status();
+}
+
+TEST(ServiceSpecTest, ByteSizesAndCpuQuotas) {
+  EXPECT_EQ(parse_byte_size("1048576"), 1048576u);
+  EXPECT_EQ(parse_byte_size("2G"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("2 GiB"), 2ull << 30);
+  EXPECT_EQ(parse_byte_size("64kb"), 64ull << 10);
+  EXPECT_EQ(parse_byte_size("1T"), 1ull << 40);
+  for (const char* bad : {"", "0", "-1", "1.5G", "12X", "G", "99999999999999999999", "9000000T"}) {
+    EXPECT_FALSE(parse_byte_size(bad).has_value()) << bad;
+  }
+  EXPECT_EQ(parse_cpu_quota_us("1"), 100'000u);
+  EXPECT_EQ(parse_cpu_quota_us("0.25"), 25'000u);
+  EXPECT_EQ(parse_cpu_quota_us("0.01"), 1'000u);
+  for (const char* bad : {"", "0", "0.001", "-1", "two", "2000", "nan"}) {
+    EXPECT_FALSE(parse_cpu_quota_us(bad).has_value()) << bad;
+  }
+}
+
 TEST(ServiceSpecTest, MinimalSpecGetsATcpProbe) {
   auto spec = parse_service_spec("name: api\nports: [{public: 80, blue: 8001, green: 8002}]\nargv: [app]\n", "api.yaml");
   ASSERT_TRUE(spec.ok()) << spec.status();

@@ -173,12 +173,15 @@ class OneHostFixture : public ::testing::Test {
                                            // Its own network namespace: the port is free.
                                            << "metrics_listen: 127.0.0.1:" << kAgentMetricsPort << "\n"
                                            // The package's tern-app is not on a test machine.
-                                           << "policy: {default_user: nobody}\n";
+                                           << "policy: {default_user: nobody}\n"
+                                           << extra_agent_config_;
     agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
   }
 
   // More of the service spec (YAML lines), set before set_up().
   std::string extra_spec_;
+  // More of the agent's config (YAML lines), set before start_agent().
+  std::string extra_agent_config_;
   TempDir dir_;
   std::unique_ptr<NetNs> ns_;
   std::unique_ptr<Process> coordinator_;
