@@ -119,6 +119,10 @@ absl::Status Coordinator::open_state() {
     auto own = Database::open(config_.database);
     if (!own.ok()) return own.status();
     const auto count = targets->size();
+    // Gates: the same webhooks, asked whether a wave may start.
+    gates_ = std::make_unique<WebhookGates>(*targets, curl_webhook_transport(), clock_, metrics_);
+    rollouts_->set_gates(gates_.get());
+    gates_->start();
     auto sender = WebhookSender::create(*std::move(targets), *std::move(own), curl_webhook_transport(), clock_,
                                         metrics_, WebhookSender::Options{.max_age = config_.webhook_max_age});
     if (!sender.ok()) return sender.status();
@@ -304,6 +308,7 @@ void Coordinator::shutdown() {
     server_->Wait();
     loop_.run_sync([this] { audit_->flush(); });  // the last calls' entries
   }
+  if (gates_) gates_->stop();  // before the loop: no answer is posted to a stopped loop
   loop_.stop();
   if (webhooks_) webhooks_->stop();  // after the loop: nothing wakes it any more
   metrics_server_.stop();

@@ -29,6 +29,7 @@
 #include "coordinator/rollout_driver.h"
 #include "coordinator/rollout_service.h"
 #include "coordinator/rollout_store.h"
+#include "coordinator/webhook_gate.h"
 #include "coordinator/webhook_sender.h"
 #include "coordinator/service_catalog.h"
 #include "coordinator/service_service.h"
@@ -141,6 +142,9 @@ class Coordinator final : public AgentStreamListener {
   std::unique_ptr<RolloutDriver> rollouts_;
   // Null without webhooks in the config; its own thread and connection.
   std::unique_ptr<WebhookSender> webhooks_;
+  // The same webhooks as wave gates (null without webhooks); destroyed
+  // before the driver its answers go to.
+  std::unique_ptr<WebhookGates> gates_;
   std::unique_ptr<Fleet> fleet_;
 
   std::unique_ptr<Authenticator> auth_;

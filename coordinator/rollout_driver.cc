@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/status_fmt.h"
 #include "core/words.h"
 #include "core/label_selector.h"
@@ -255,6 +256,28 @@ RolloutEffects RolloutDriver::effects() {
   e.rollback = [this](const tern::v1::Rollout& r, const std::string& host) {
     deferred_effects_.push_back([this, id = r.id(), host] {
       if (const auto* x = engine_->find(id)) rollback(*x, host);
+    });
+    dirty_rollouts_.insert(r.id());
+    schedule_flush();
+  };
+  e.ask_gate = [this](const tern::v1::Rollout& r, uint32_t wave, const std::string& webhook) {
+    // Asked after the wait is journaled; the answer comes back on the loop.
+    deferred_effects_.push_back([this, id = r.id(), wave, webhook] {
+      const auto* x = engine_->find(id);
+      if (x == nullptr) return;
+      auto answer = [this](const std::string& rid, uint32_t w, bool allowed, const std::string& message) {
+        loop_.post([this, rid, w, allowed, message] { engine_->on_gate_answer(rid, w, allowed, message); });
+      };
+      if (gates_ == nullptr) {
+        answer(id, wave, false, "the coordinator has no webhooks configured");
+        return;
+      }
+      // One id per ask: the generation moves with every resume, and stays
+      // across a restart, so a receiver sees a repeated ask as one.
+      gates_->ask(WebhookGates::Ask{webhook, *x, wave, x->generation()},
+                  [answer](const WebhookGates::Ask& a, const WebhookGates::Answer& ans) {
+                    answer(a.rollout.id(), a.wave, ans.allowed, ans.message);
+                  });
     });
     dirty_rollouts_.insert(r.id());
     schedule_flush();
@@ -543,7 +566,21 @@ absl::StatusOr<std::vector<PlanHost>> RolloutDriver::eligible_hosts(const tern::
   return out;
 }
 
+absl::Status RolloutDriver::check_gates(const tern::v1::RolloutSpec& spec) const {
+  for (int i = 0; i < spec.waves_size(); ++i) {
+    const std::string& name = spec.waves(i).gate_webhook();
+    if (name.empty() || (gates_ != nullptr && gates_->has(name))) continue;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field waves[", i, "].gate_webhook: \"", name, "\" is not a webhook of the coordinator's config (",
+        gates_ == nullptr ? std::string("it has none")
+                          : absl::StrCat("it has ", absl::StrJoin(gates_->names(), ", ")),
+        "); an admin declares webhooks under webhooks: in the coordinator's config"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<tern::v1::RolloutPlan> RolloutDriver::plan_rollout(const tern::v1::RolloutSpec& spec) {
+  if (auto st = check_gates(spec); !st.ok()) return st;
   auto svc = catalog_.get_service(spec.service());
   if (!svc.ok()) return svc.status();
   auto hosts = eligible_hosts(*svc, spec);
@@ -561,6 +598,7 @@ absl::StatusOr<tern::v1::RolloutPlan> RolloutDriver::plan_rollout(const tern::v1
 }
 
 absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::RolloutSpec& spec) {
+  if (auto st = check_gates(spec); !st.ok()) return st;
   auto svc = catalog_.get_service(spec.service());
   if (!svc.ok()) return svc.status();
   auto release = catalog_.release(spec.service(), spec.release().version());

@@ -24,6 +24,7 @@
 #include "coordinator/rollout_plan.h"
 #include "coordinator/rollout_store.h"
 #include "coordinator/service_catalog.h"
+#include "coordinator/webhook_gate.h"
 #include "coordinator/webhook_outbox.h"
 
 namespace tern {
@@ -54,6 +55,9 @@ class RolloutDriver final : public RolloutControl {
   // `outbox` in the same transaction, then calls `committed` (which wakes
   // the sender) when it added any.
   void set_webhooks(std::unique_ptr<WebhookOutbox> outbox, std::function<void()> committed);
+
+  // The gate webhooks waves may name (gate_webhook); null: none. Not owned.
+  void set_gates(WebhookGates* gates) { gates_ = gates; }
 
   // Reads the rollouts that were not finished from the journal; resume()
   // then hands them back to the engine (on the loop, once hosts may dial in).
@@ -117,6 +121,8 @@ class RolloutDriver final : public RolloutControl {
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
                                                        const tern::v1::RolloutSpec& spec);
   bool unreachable(const std::string& host) const;
+  // INVALID_ARGUMENT for a wave whose gate_webhook is not configured.
+  absl::Status check_gates(const tern::v1::RolloutSpec& spec) const;
 
   const Clock& clock_;
   EventLoop& loop_;
@@ -137,6 +143,7 @@ class RolloutDriver final : public RolloutControl {
   bool flush_posted_ = false;
   std::unique_ptr<WebhookOutbox> webhooks_;
   std::function<void()> webhooks_committed_;
+  WebhookGates* gates_ = nullptr;
 
   struct Watcher {
     std::string rollout_id;

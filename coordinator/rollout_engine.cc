@@ -250,6 +250,11 @@ void RolloutEngine::restore(const Rollout& rollout,
     return;
   }
   if (r.phase() == tern::v1::ROLLOUT_PHASE_ROLLING_BACK) finish_rollback_if_done(r);
+  // Its answer died with the old process: ask again (the same request id).
+  if (r.phase() == tern::v1::ROLLOUT_PHASE_RUNNING && r.wave_step() == tern::v1::WAVE_STEP_AWAITING_GATE) {
+    ask_gate(r);
+    return;
+  }
   // Journaled a failure but died before acting on the budget. (A rollout an
   // operator resumed while over its budget pauses again here: the cautious
   // reading of a journal that cannot tell the two apart.)
@@ -269,10 +274,53 @@ void RolloutEngine::start_wave(Rollout& r, uint32_t wave) {
   r.clear_bake_until();
   auto& ix = index_of(r);
   ix.cursor = 0;
+  if (!r.spec().waves(static_cast<int>(wave)).gate_webhook().empty()) {
+    // Nothing of the wave is deployed before its gate allows it.
+    r.set_wave_step(tern::v1::WAVE_STEP_AWAITING_GATE);
+    ask_gate(r);
+    return;
+  }
+  deploy_wave(r);
+}
+
+void RolloutEngine::deploy_wave(Rollout& r) {
+  const uint32_t wave = r.current_wave();
+  const auto& ix = index_of(r);
+  r.set_wave_step(tern::v1::WAVE_STEP_DEPLOYING);
+  *r.mutable_step_started() = stamp(clock_.now());
   const std::size_t n = wave < ix.wave_hosts.size() ? ix.wave_hosts[wave].size() : 0;
   emit(r, tern::v1::ROLLOUT_EVENT_KIND_WAVE_STARTED,
        absl::StrCat("wave ", wave + 1, " of ", r.spec().waves_size(), ": ", n, " host(s)"));
   advance(r);
+}
+
+void RolloutEngine::ask_gate(Rollout& r) {
+  const uint32_t wave = r.current_wave();
+  const std::string& name = r.spec().waves(static_cast<int>(wave)).gate_webhook();
+  *r.mutable_step_started() = stamp(clock_.now());
+  emit(r, tern::v1::ROLLOUT_EVENT_KIND_GATE_WAITING,
+       absl::StrCat("wave ", wave + 1, " waits for webhook ", name, " to allow it"));
+  if (effects_.ask_gate) effects_.ask_gate(r, wave, name);
+}
+
+void RolloutEngine::on_gate_answer(const std::string& id, uint32_t wave, bool allowed, const std::string& message) {
+  Rollout* r = mutable_find(id);
+  // An answer the rollout no longer waits for (paused, aborted, rolled back,
+  // or asked again meanwhile) changes nothing: a resume asks again.
+  if (r == nullptr || r->phase() != tern::v1::ROLLOUT_PHASE_RUNNING ||
+      r->wave_step() != tern::v1::WAVE_STEP_AWAITING_GATE || r->current_wave() != wave) {
+    return;
+  }
+  const std::string& name = r->spec().waves(static_cast<int>(wave)).gate_webhook();
+  if (!allowed) {
+    set_phase(*r, tern::v1::ROLLOUT_PHASE_PAUSED,
+              absl::StrCat("paused: webhook ", name, " did not allow wave ", wave + 1, ": ", message,
+                           "; `ternctl rollout resume ", id, "` asks it again"));
+    return;
+  }
+  emit(*r, tern::v1::ROLLOUT_EVENT_KIND_GATE_PASSED,
+       absl::StrCat("webhook ", name, " allowed wave ", wave + 1, message.empty() ? "" : ": ", message));
+  deploy_wave(*r);
 }
 
 void RolloutEngine::dispatch(Rollout& r) {
@@ -378,6 +426,7 @@ void RolloutEngine::advance(Rollout& r) {
       continue;
     }
     if (r.wave_step() == tern::v1::WAVE_STEP_AWAITING_APPROVAL) return;
+    if (r.wave_step() == tern::v1::WAVE_STEP_AWAITING_GATE) return;
     if (r.wave_step() == tern::v1::WAVE_STEP_DONE) {
       if (wave + 1 < static_cast<uint32_t>(r.spec().waves_size())) {
         start_wave(r, wave + 1);
@@ -675,6 +724,10 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
       if (phase == tern::v1::ROLLOUT_PHASE_RUNNING) return *r;
       if (phase != tern::v1::ROLLOUT_PHASE_PAUSED) return refuse(word(phase));
       set_phase(*r, tern::v1::ROLLOUT_PHASE_RUNNING, absl::StrCat("resumed by an operator", why));
+      if (r->wave_step() == tern::v1::WAVE_STEP_AWAITING_GATE) {
+        ask_gate(*r);
+        return *r;
+      }
       // Deploys in flight while paused have finished; the bake clock runs on.
       advance(*r);
       return *r;
@@ -699,6 +752,13 @@ absl::StatusOr<Rollout> RolloutEngine::command(const std::string& id, uint64_t g
                           ") accepted by an operator", why));
         advance(*r);
         return *r;
+      }
+      if (r->wave_step() == tern::v1::WAVE_STEP_AWAITING_GATE) {
+        // The gate is a policy the coordinator's admin set: a person cannot
+        // wave it through (resume asks it again; abort and rollback remain).
+        return refuse(absl::StrCat("waiting for webhook ",
+                                   r->spec().waves(static_cast<int>(r->current_wave())).gate_webhook(),
+                                   " to allow wave ", r->current_wave() + 1, ", which only it can"));
       }
       if (phase != tern::v1::ROLLOUT_PHASE_RUNNING) return refuse(word(phase));
       if (r->wave_step() != tern::v1::WAVE_STEP_AWAITING_APPROVAL && r->wave_step() != tern::v1::WAVE_STEP_BAKING) {

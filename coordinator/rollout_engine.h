@@ -27,6 +27,10 @@ struct RolloutEffects {
   // Every transition: persist the rollout, then publish the event.
   std::function<void(const tern::v1::Rollout& r, tern::v1::RolloutEventKind kind, const std::string& message)>
       changed;
+  // A wave's gate webhook is to be asked whether wave `wave` (0-based) may
+  // start; the answer comes back as on_gate_answer. Unset: no gate is asked
+  // (and a gated wave waits until it is answered).
+  std::function<void(const tern::v1::Rollout& r, uint32_t wave, const std::string& webhook)> ask_gate = nullptr;
 };
 
 enum class RolloutCommand { kPause, kResume, kPromote, kAbort, kRollback };
@@ -85,6 +89,10 @@ class RolloutEngine {
   absl::Status on_host_changed_by_hand(const std::string& id, const std::string& host, const std::string& what);
   // Timers: bake ends, progress deadlines, analysis verdicts.
   void tick();
+  // The answer of wave `wave`'s gate webhook: allowed deploys the wave; not
+  // allowed pauses the rollout (never rolls it back) with `message`. An
+  // answer the rollout no longer waits for is dropped.
+  void on_gate_answer(const std::string& id, uint32_t wave, bool allowed, const std::string& message);
 
   // One interval of a canary's counts from `host`'s agent. Counted when the
   // host is on the canary in the wave being analyzed (or whose verdict still
@@ -169,6 +177,9 @@ class RolloutEngine {
   bool raise_earlier_waves(tern::v1::Rollout& r);
   void send_deploy(tern::v1::Rollout& r, tern::v1::HostProgress& h, uint32_t weight);
   void start_wave(tern::v1::Rollout& r, uint32_t wave);
+  // The current wave's deploys begin (its gate, if any, allowed it).
+  void deploy_wave(tern::v1::Rollout& r);
+  void ask_gate(tern::v1::Rollout& r);
   void host_failed(tern::v1::Rollout& r, tern::v1::HostProgress& h, tern::v1::HostRolloutState state,
                    const std::string& message);
   bool over_budget(const tern::v1::Rollout& r) const;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -109,6 +110,7 @@ absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml
     else if (gate == "auto" || gate.empty()) wave->set_gate(tern::v1::WAVE_GATE_AUTO);
     else m.absorb(absl::InvalidArgumentError(absl::StrCat(origin, ": field waves[", i, "].gate: \"", gate,
                                                           "\" must be auto or manual")));
+    w.get("gate_webhook", *wave->mutable_gate_webhook());
     n = 0;
     w.get("weight", n);
     wave->set_weight(n);
@@ -256,6 +258,15 @@ absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
         return field_error(f, "give its size as hosts: N or percent: P");
     }
     if (w.weight() > 100) return field_error(f + ".weight", absl::StrCat(w.weight(), " is not 1-100"));
+    const auto& gw = w.gate_webhook();
+    const bool plain = gw.size() <= 64 && std::all_of(gw.begin(), gw.end(), [](char c) {
+      return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+    });
+    if (!plain) {
+      return field_error(f + ".gate_webhook",
+                         absl::StrCat("\"", w.gate_webhook(), "\" is not a webhook name (the names of the "
+                                      "coordinator's webhooks: config)"));
+    }
     if (auto m = checked_duration(w.bake(), Millis(30LL * 24 * 3600 * 1000)); !m.ok()) {
       return field_error(f + ".bake", std::string(m.status().message()));
     }

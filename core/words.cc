@@ -32,6 +32,8 @@ constexpr std::pair<RolloutEventKind, const char*> kRolloutEventWords[] = {
     {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT, "analysis_verdict"},
     {tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_EXTENDED, "analysis_extended"},
     {tern::v1::ROLLOUT_EVENT_KIND_SPLIT_OFF, "split_off"},
+    {tern::v1::ROLLOUT_EVENT_KIND_GATE_WAITING, "gate_waiting"},
+    {tern::v1::ROLLOUT_EVENT_KIND_GATE_PASSED, "gate_passed"},
     {tern::v1::ROLLOUT_EVENT_KIND_END, "end"},
 };
 
@@ -129,6 +131,7 @@ const char* word(tern::v1::WaveStep s) {
     case tern::v1::WAVE_STEP_ANALYZING: return "analyzing";
     case tern::v1::WAVE_STEP_AWAITING_APPROVAL: return "awaiting approval";
     case tern::v1::WAVE_STEP_DONE: return "done";
+    case tern::v1::WAVE_STEP_AWAITING_GATE: return "awaiting gate";
     default: return "unknown";
   }
 }

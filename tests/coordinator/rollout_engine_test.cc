@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "core/rollout_spec.h"
 
 namespace tern {
@@ -29,6 +30,9 @@ class RolloutEngineTest : public ::testing::Test {
                             [this](const Rollout& r, tern::v1::RolloutEventKind kind, const std::string&) {
                               events_.push_back(word(kind));
                               persisted_ = r;
+                            },
+                            [this](const Rollout&, uint32_t wave, const std::string& webhook) {
+                              gates_asked_.push_back(absl::StrCat(webhook, "@", wave));
                             }}) {}
 
   const Rollout& start(const std::string& yaml, int hosts) {
@@ -60,7 +64,7 @@ class RolloutEngineTest : public ::testing::Test {
 
   FakeClock clock_;
   RolloutEngine engine_;
-  std::vector<std::string> deploys_, rollbacks_, events_;
+  std::vector<std::string> deploys_, rollbacks_, events_, gates_asked_;
   uint32_t last_weight_ = 0;
   std::string last_version_;
   Rollout persisted_;
@@ -83,6 +87,65 @@ TEST_F(RolloutEngineTest, WavesBakeThenSucceed) {
   EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
   EXPECT_TRUE(saw("wave_baking"));
   EXPECT_EQ(persisted_.phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED) << "every transition is persisted";
+}
+
+TEST_F(RolloutEngineTest, AGatedWaveDeploysNothingUntilItsWebhookAllowsIt) {
+  start("waves: [{hosts: 1}, {percent: 100, gate_webhook: change-freeze}]", 3);
+  ok("h0");
+  ASSERT_EQ(r().current_wave(), 1u);
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_AWAITING_GATE);
+  EXPECT_EQ(gates_asked_, (std::vector<std::string>{"change-freeze@1"}));
+  EXPECT_EQ(deploys_, (std::vector<std::string>{"h0"})) << "nothing of wave 2 before its gate";
+  EXPECT_TRUE(saw("gate_waiting"));
+  clock_.advance(Millis(3'600'000));
+  engine_.tick();
+  EXPECT_EQ(deploys_.size(), 1u) << "a gate has no timer of its own: the webhook's answer decides";
+  auto promote = engine_.command("r1", r().generation(), RolloutCommand::kPromote, "");
+  EXPECT_EQ(promote.status().code(), absl::StatusCode::kFailedPrecondition) << "only the webhook can allow it";
+  engine_.on_gate_answer("r1", 1, true, "");
+  EXPECT_TRUE(saw("gate_passed"));
+  EXPECT_EQ(r().wave_step(), tern::v1::WAVE_STEP_DEPLOYING);
+  EXPECT_EQ(deploys_.size(), 3u);
+  ok("h1"), ok("h2");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_SUCCEEDED);
+}
+
+TEST_F(RolloutEngineTest, AGatesNoPausesTheRolloutAndAResumeAsksAgain) {
+  start("waves: [{hosts: 1, gate_webhook: cab}, {percent: 100}]", 2);
+  ASSERT_EQ(gates_asked_, (std::vector<std::string>{"cab@0"})) << "a gate holds the first wave too";
+  EXPECT_TRUE(deploys_.empty());
+  engine_.on_gate_answer("r1", 0, false, "HTTP 403: \"change freeze\"");
+  EXPECT_EQ(r().phase(), tern::v1::ROLLOUT_PHASE_PAUSED);
+  EXPECT_NE(r().message().find("webhook cab did not allow wave 1: HTTP 403"), std::string::npos) << r().message();
+  EXPECT_TRUE(rollbacks_.empty()) << "a denial never rolls back";
+  engine_.on_gate_answer("r1", 0, true, "") ;
+  EXPECT_TRUE(deploys_.empty()) << "a late answer to a paused rollout changes nothing";
+  auto resumed = engine_.command("r1", r().generation(), RolloutCommand::kResume, "");
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(gates_asked_.size(), 2u) << "asked again";
+  EXPECT_TRUE(deploys_.empty());
+  engine_.on_gate_answer("r1", 0, true, "");
+  EXPECT_EQ(deploys_, (std::vector<std::string>{"h0"}));
+}
+
+TEST_F(RolloutEngineTest, AGateWaitingWhenTheCoordinatorDiedIsAskedAgain) {
+  start("waves: [{hosts: 1}, {percent: 100, gate_webhook: cab}]", 2);
+  ok("h0");
+  ASSERT_EQ(persisted_.wave_step(), tern::v1::WAVE_STEP_AWAITING_GATE);
+  const Rollout journaled = persisted_;
+  std::vector<std::string> asked, deployed;
+  RolloutEngine fresh(clock_, RolloutEffects{
+                                  [&](const Rollout&, const std::string& host, const tern::v1::ReleaseRef&,
+                                      uint32_t) { deployed.push_back(host); },
+                                  nullptr, [](const Rollout&, tern::v1::RolloutEventKind, const std::string&) {},
+                                  [&](const Rollout&, uint32_t wave, const std::string& webhook) {
+                                    asked.push_back(absl::StrCat(webhook, "@", wave));
+                                  }});
+  fresh.restore(journaled);
+  EXPECT_EQ(asked, (std::vector<std::string>{"cab@1"}));
+  EXPECT_TRUE(deployed.empty());
+  fresh.on_gate_answer("r1", 1, true, "");
+  EXPECT_EQ(deployed, (std::vector<std::string>{"h1"}));
 }
 
 TEST_F(RolloutEngineTest, AHostChangedByHandIsMarkedDriftedAndTheOutcomeSaysSo) {

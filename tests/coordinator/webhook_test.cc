@@ -14,6 +14,7 @@
 #include "coordinator/database.h"
 #include "coordinator/rollout_store.h"
 #include "coordinator/webhook_outbox.h"
+#include "coordinator/webhook_gate.h"
 #include "coordinator/webhook_sender.h"
 #include "tests/support/command.h"
 #include "tests/support/eventually.h"
@@ -297,6 +298,72 @@ TEST_F(WebhookOutboxTest, ADeliveryPastItsMaxAgeIsGivenUp) {
   EXPECT_TRUE(shared->posts.empty()) << "too old to send";
   EXPECT_NE(metrics.render().find(R"(tern_webhook_deliveries_total{webhook="chat",result="given_up"} 1)"),
             std::string::npos);
+}
+
+// Gates: a receiver that does not answer is asked three times in all, then
+// counts as a "no"; an answer of any status is final.
+TEST(WebhookGatesTest, NoAnswerIsRetriedTwiceThenIsANoAndAnyStatusIsFinal) {
+  auto shared = std::make_shared<ScriptedTransport::Shared>();
+  Metrics metrics;
+  FakeClock clock(from_unix_millis(1'700'000'000'000));
+  WebhookGates gates({WebhookTarget{"cab", "http://h/gate", "k", {}, "", Millis(1000)}},
+                     std::make_unique<ScriptedTransport>(shared), clock, metrics, Millis(1));
+  gates.start();
+  std::mutex mu;
+  std::vector<WebhookGates::Answer> answers;
+  auto ask = [&](uint64_t attempt) {
+    tern::v1::Rollout r;
+    r.set_id("web-3");
+    r.mutable_spec()->set_service("web");
+    r.mutable_spec()->add_waves();
+    gates.ask(WebhookGates::Ask{"cab", r, 0, attempt}, [&](const WebhookGates::Ask&, const WebhookGates::Answer& a) {
+      std::lock_guard lock(mu);
+      answers.push_back(a);
+    });
+  };
+  auto answered = [&](size_t n) {
+    return testing::eventually([&] {
+      std::lock_guard lock(mu);
+      return answers.size() >= n;
+    });
+  };
+  {
+    std::lock_guard lock(shared->mu);
+    shared->script.push_back(absl::UnavailableError("connection refused"));
+    shared->script.push_back(absl::DeadlineExceededError("timed out"));
+  }
+  ask(1);
+  ASSERT_TRUE(answered(1));
+  EXPECT_TRUE(answers[0].allowed) << "the third attempt was answered 200";
+  {
+    std::lock_guard lock(shared->mu);
+    EXPECT_EQ(shared->posts.size(), 3u);
+    for (int i = 0; i < 3; ++i) shared->script.push_back(absl::UnavailableError("connection refused"));
+  }
+  ask(2);
+  ASSERT_TRUE(answered(2));
+  EXPECT_FALSE(answers[1].allowed);
+  EXPECT_EQ(answers[1].message, "no answer after 3 attempts (connection refused)");
+  {
+    std::lock_guard lock(shared->mu);
+    shared->script.push_back(WebhookTransport::Reply{503, "busy"});
+  }
+  ask(3);
+  ASSERT_TRUE(answered(3));
+  EXPECT_FALSE(answers[2].allowed);
+  EXPECT_EQ(answers[2].message, "HTTP 503: \"busy\"");
+  {
+    std::lock_guard lock(shared->mu);
+    EXPECT_EQ(shared->posts.size(), 7u) << "3 + 3 + 1: a status is not retried";
+    const auto& headers = shared->posts.back().first;
+    EXPECT_NE(std::find(headers.begin(), headers.end(), "X-Tern-Delivery: web-3:gate:1:3"), headers.end());
+    EXPECT_NE(std::find(headers.begin(), headers.end(), "X-Tern-Event: gate"), headers.end());
+  }
+  const std::string text = metrics.render();
+  EXPECT_NE(text.find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="unanswered"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="allowed"} 1)"), std::string::npos);
+  EXPECT_NE(text.find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="denied"} 1)"), std::string::npos);
+  gates.stop();
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <vector>
 
 #include "tern/v1/rollout.pb.h"
 #include "tests/integration/harness.h"
@@ -47,12 +48,21 @@ struct Receiver {
   int bad_signatures = 0;
   int refuse_next = 0;      // answer 500 to this many more requests
   bool down = false;        // answer 503 to everything
+  // Gate questions (X-Tern-Event: gate): their bodies in order, and the answer.
+  std::vector<std::string> gate_asks, gate_ids;
+  bool gate_allows = false;
 
   std::string respond(const std::string& request) {
     const std::string body = http_body(request);
     const std::string id = http_header(request, "X-Tern-Delivery");
     std::lock_guard lock(mu);
     if (http_header(request, "X-Tern-Signature") != "sha256=" + hmac_hex(kSecret, body)) ++bad_signatures;
+    if (http_header(request, "X-Tern-Event") == "gate") {
+      gate_asks.push_back(body);
+      gate_ids.push_back(id);
+      return gate_allows ? FakeHttpServer::response(200, "ok", "text/plain")
+                         : FakeHttpServer::response(403, "change freeze until Monday", "text/plain");
+    }
     ++attempts[id];
     if (down) return FakeHttpServer::response(503, "maintenance", "text/plain");
     if (refuse_next > 0) {
@@ -74,7 +84,9 @@ class WebhookTest : public ::testing::Test {
     std::filesystem::permissions(key, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     std::ofstream(dir_.file("coordinator.yaml"))
         << "webhooks:\n  - name: chat\n    url: " << server_->url() << "/hooks/tern\n    secret_file: " << key
-        << "\n    timeout: 5s\n";
+        << "\n    timeout: 5s\n"
+        << "  - name: cab\n    url: " << server_->url() << "/gate\n    secret_file: " << key
+        << "\n    events: [gate_passed]\n    timeout: 5s\n";
   }
 
   void start_coordinator() {
@@ -237,6 +249,74 @@ TEST_F(WebhookTest, EveryEventIsDeliveredOnceSignedThroughFailuresAndAKill) {
   int paused = 0;
   for (const auto& [d, e] : receiver_.events) paused += e == "paused";
   EXPECT_EQ(paused, 1);
+}
+
+TEST_F(WebhookTest, AGateWebhookHoldsItsWaveAndItsNoPausesTheRolloutUntilAResumeItAllows) {
+  start_coordinator();
+  EXPECT_NE(metrics_text().find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="denied"} 0)"),
+            std::string::npos)
+      << metrics_text();
+  start_agent();
+  ASSERT_TRUE(eventually([&] { return ctl({"hosts"}).out.find("host-a") != std::string::npos; })) << logs();
+  std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
+                                          "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
+  // The release never comes up: once the gate allows the wave, its host
+  // fails and the rollout pauses (no port mapping is ever made here).
+  std::ofstream(dir_.file("app")) << "#!/bin/sh\nexit 1\n";
+  ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0) << logs();
+  ASSERT_EQ(ctl({"artifact", "push", dir_.file("app"), "--service", "web", "--version", "2"}).code, 0) << logs();
+
+  std::ofstream(dir_.file("unknown.yaml"))
+      << "service: web\nrelease: '2'\nwaves: [{percent: 100, gate_webhook: nobody}]\n";
+  auto unknown = ctl({"rollout", "start", "-f", dir_.file("unknown.yaml"), "-y"});
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE(unknown.err.find("\"nobody\" is not a webhook of the coordinator's config (it has cab, chat)"),
+            std::string::npos)
+      << unknown.err;
+
+  std::ofstream(dir_.file("rollout.yaml"))
+      << "service: web\nrelease: '2'\nwaves: [{percent: 100, gate_webhook: cab}]\non_failure: pause\n";
+  auto started = ctl({"rollout", "start", "-f", dir_.file("rollout.yaml"), "-y"});
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+  const std::string id = "web-1";
+  std::optional<tern::v1::Rollout> r;
+  ASSERT_TRUE(eventually([&] {
+    r = rollout(id);
+    return r && r->phase() == tern::v1::ROLLOUT_PHASE_PAUSED;
+  }, std::chrono::seconds(30))) << logs();
+  EXPECT_NE(r->message().find("webhook cab did not allow wave 1: HTTP 403: \"change freeze until Monday\""),
+            std::string::npos)
+      << r->message();
+  EXPECT_EQ(r->wave_step(), tern::v1::WAVE_STEP_AWAITING_GATE);
+  ASSERT_EQ(r->hosts_size(), 1);
+  EXPECT_EQ(r->hosts(0).state(), tern::v1::HOST_ROLLOUT_STATE_WAITING) << "nothing was deployed";
+
+  {
+    std::lock_guard lock(receiver_.mu);
+    receiver_.gate_allows = true;
+  }
+  ASSERT_EQ(ctl({"rollout", "resume", id}).code, 0) << logs();
+  ASSERT_TRUE(eventually([&] {
+    r = rollout(id);
+    return r && r->hosts_size() == 1 && r->hosts(0).state() == tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE;
+  }, std::chrono::seconds(60))) << logs();
+  ASSERT_TRUE(eventually([&] {
+    std::lock_guard lock(receiver_.mu);
+    for (const auto& [d, e] : receiver_.events) {
+      if (e == "gate_passed") return true;
+    }
+    return false;
+  })) << "the gate's own events reach it as its events: list says";
+  std::lock_guard lock(receiver_.mu);
+  EXPECT_EQ(receiver_.bad_signatures, 0);
+  ASSERT_EQ(receiver_.gate_asks.size(), 2u) << "asked once, then again on resume";
+  EXPECT_NE(receiver_.gate_ids[0], receiver_.gate_ids[1]) << "a new ask has a new id";
+  EXPECT_EQ(receiver_.gate_ids[0].rfind("web-1:gate:1:", 0), 0u) << receiver_.gate_ids[0];
+  EXPECT_NE(receiver_.gate_asks[0].find("\"event\":\"gate\""), std::string::npos) << receiver_.gate_asks[0];
+  EXPECT_NE(receiver_.gate_asks[0].find("\"hosts\":1"), std::string::npos) << receiver_.gate_asks[0];
+  const std::string m = metrics_text();
+  EXPECT_NE(m.find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="denied"} 1)"), std::string::npos) << m;
+  EXPECT_NE(m.find(R"(tern_webhook_gate_answers_total{webhook="cab",answer="allowed"} 1)"), std::string::npos) << m;
 }
 
 }  // namespace
