@@ -809,6 +809,11 @@ absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const P
       p(absl::StrCat("stopping idle ", word(target), " (", target_state.release().version(),
                      same_release(last_good, target_state.release()) ? "" : ", not the last known-good release",
                      ") to make room"));
+      if (auto st = pre_stop_idle(target, p); !st.ok()) {
+        if (st.code() == absl::StatusCode::kAborted) return st;
+        return absl::Status(st.code(), absl::StrCat(st.message(), "; ", word(target),
+                                                    " was left running, idle, and nothing was deployed"));
+      }
       stop_slot(target, tern::v1::SLOT_PHASE_STOPPED, "replaced by a new release");
     }
     save(absl::StrCat("staging ", d.release().version()));
@@ -1136,6 +1141,8 @@ absl::Status ServiceSupervisor::return_to(const std::string& to_version, const P
   }
   if (running(idle)) {
     p(absl::StrCat("stopping idle ", describe(idle), " to start ", what, " there"));
+    // A rollback goes on whatever its hooks say (run_hook knows it rolls back).
+    if (auto st = pre_stop_idle(target_slot, p); st.code() == absl::StatusCode::kAborted) return st;
     stop_slot(target_slot, tern::v1::SLOT_PHASE_STOPPED, absl::StrCat("replaced by ", version, " for a rollback"));
   } else {
     p(absl::StrCat(word(target_slot), " (", idle.release().version().empty() ? "empty" : idle.release().version(),
@@ -1157,9 +1164,28 @@ absl::Status ServiceSupervisor::stop_slot_op(SlotColor color, const Progress& p)
       return absl::FailedPreconditionError(absl::StrCat(word(color), " receives a share of the traffic"));
     }
   }
+  if (auto st = pre_stop_idle(color, p); !st.ok()) {
+    if (st.code() == absl::StatusCode::kAborted) return st;
+    return absl::Status(st.code(), absl::StrCat(st.message(), "; ", word(color), " was left running, idle"));
+  }
   stop_slot(color, tern::v1::SLOT_PHASE_STOPPED, "stopped by command");
   p(absl::StrCat("stopped ", word(color)));
   return absl::OkStatus();
+}
+
+absl::Status ServiceSupervisor::pre_stop_idle(SlotColor color, const Progress& p) {
+  tern::v1::SlotState s;
+  std::string serving;
+  {
+    std::lock_guard lock(mu_);
+    s = recorded(color);
+    if (state_.active() != tern::v1::SLOT_COLOR_UNSPECIFIED) serving = recorded(state_.active()).release().version();
+  }
+  // Only a slot that runs healthy may have registered anywhere: a crashed,
+  // unhealthy or never-healthy one is stopped without it.
+  if (!running(s) || s.phase() != tern::v1::SLOT_PHASE_HEALTHY) return absl::OkStatus();
+  // From the slot's own release, which is on disk while it runs.
+  return run_hook("pre_stop", color, s.release(), s.release_dir(), serving, p);
 }
 
 absl::Status ServiceSupervisor::remove(const Progress& p) {
@@ -1168,8 +1194,12 @@ absl::Status ServiceSupervisor::remove(const Progress& p) {
     std::lock_guard lock(mu_);
     state_.set_active(tern::v1::SLOT_COLOR_UNSPECIFIED);
   }
-  stop_slot(tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_PHASE_STOPPED, "service removed");
-  stop_slot(tern::v1::SLOT_COLOR_GREEN, tern::v1::SLOT_PHASE_STOPPED, "service removed");
+  // The service is going whatever its pre_stop hooks say: they run, and a
+  // failure is reported, not obeyed.
+  for (SlotColor c : {tern::v1::SLOT_COLOR_BLUE, tern::v1::SLOT_COLOR_GREEN}) {
+    if (pre_stop_idle(c, p).code() == absl::StatusCode::kAborted) return absl::AbortedError("the agent is shutting down");
+    stop_slot(c, tern::v1::SLOT_PHASE_STOPPED, "service removed");
+  }
   {
     std::lock_guard lock(mu_);
     removed_ = true;

@@ -175,6 +175,12 @@ class ServiceSupervisor {
   void stop_slot(tern::v1::SlotColor color, tern::v1::SlotPhase final_phase, const std::string& why);
   void drain(tern::v1::SlotColor color, const Progress& p);
   // A drained slot whose pre_stop hook failed (on_failure fail) stays up, idle.
+  // The pre_stop hook about `color` before it is stopped outside a switch's
+  // drain (an idle warm slot replaced or rolled over, a stop command, the
+  // service removed), from the slot's own release; only for a slot that runs
+  // healthy. What run_hook says (FAILED_PRECONDITION for a `fail` hook that
+  // failed; the caller decides whether that holds the stop).
+  absl::Status pre_stop_idle(tern::v1::SlotColor color, const Progress& p);
   void keep_after_failed_pre_stop(tern::v1::SlotColor color);
   // Resumes a drain recover() found interrupted, then stops the slot.
   void finish_drain(tern::v1::SlotColor color);

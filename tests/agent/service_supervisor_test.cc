@@ -912,6 +912,54 @@ TEST_F(SupervisorTest, APreStopHookRunsAboutTheOldSlotAfterItsDrainAndAFailureKe
   s->shutdown();
 }
 
+// A warm slot that served is "deregistered" by pre_stop however it comes
+// to be stopped, not only after a switch's drain: replaced by a deploy,
+// stopped by command, or with its service removed (whatever the hook says).
+TEST_F(SupervisorTest, APreStopHookRunsBeforeAWarmSlotIsStoppedOnEveryPath) {
+  keep_warm_ = true;
+  hook("pre_stop", {"deregister", "{port}", "{slot}"}, "fail");
+  launcher_.finishes.emplace("deregister", true);
+  auto s = deployed({"1", "2"});
+  EXPECT_TRUE(runs_of("deregister").empty()) << "blue (1) is kept warm, not stopped";
+
+  launcher_.finishes.insert_or_assign(std::string("deregister"), false);
+  const int64_t warm = s->snapshot().blue().pid();
+  auto refused = deploy(*s, "3");
+  EXPECT_EQ(refused.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(refused.message().find("blue was left running, idle, and nothing was deployed"), std::string::npos)
+      << refused.message();
+  ASSERT_EQ(runs_of("deregister").size(), 1u);
+  EXPECT_EQ(runs_of("deregister")[0].argv, (std::vector<std::string>{"deregister", "9001", "blue"}));
+  EXPECT_EQ(runs_of("deregister")[0].env.at("TERN_RELEASE"), "1") << "from the slot's own release";
+  EXPECT_TRUE(alive(warm));
+  EXPECT_EQ(mapper_.target(), 9002) << "2 serves on";
+
+  launcher_.finishes.insert_or_assign(std::string("deregister"), true);
+  ASSERT_EQ(deploy(*s, "3").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_EQ(runs_of("deregister").size(), 2u);
+  EXPECT_FALSE(alive(warm));
+  EXPECT_LT(progress_.find("running hook pre_stop"), progress_.find("staging 3")) << progress_;
+
+  // Now green (2) is warm beside blue (3). A stop command asks the hook first.
+  tern::v1::Command stop;
+  stop.mutable_stop_slot()->set_service("web");
+  stop.mutable_stop_slot()->set_slot(tern::v1::SLOT_COLOR_GREEN);
+  ASSERT_EQ(run(*s, stop).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_EQ(runs_of("deregister").size(), 3u);
+  EXPECT_EQ(runs_of("deregister").back().argv[2], "green");
+
+  // Removing the service stops the active slot too, after its hook, even
+  // when the hook fails.
+  launcher_.finishes.insert_or_assign(std::string("deregister"), false);
+  const int64_t active = s->snapshot().blue().pid();
+  tern::v1::Command remove;
+  remove.mutable_remove_service()->set_service("web");
+  ASSERT_EQ(run(*s, remove).outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_EQ(runs_of("deregister").size(), 4u);
+  EXPECT_FALSE(alive(active));
+  s->shutdown();
+}
+
 TEST_F(SupervisorTest, ARollbackSkipsTheGuardsAndWaitsOnlyBrieflyForItsHooks) {
   // Guards that would refuse anything, and a post_rollback that never ends.
   hook("pre_start", {"guard"});
