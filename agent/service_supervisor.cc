@@ -131,12 +131,14 @@ absl::Status ServiceSupervisor::set_mapping(SlotColor active, uint32_t weight) {
   }
   next.set_active(active);
   next.set_active_weight(weight);
+  if (deploy_split_) next.set_split(*deploy_split_);
   auto st = deps_.traffic->set_routes(name_, routes_for(next));
   if (!st.ok()) return st;
   {
     std::lock_guard lock(mu_);
     state_.set_active(active);
     state_.set_active_weight(weight);
+    state_.set_split(next.split());
   }
   return absl::OkStatus();
 }
@@ -747,6 +749,15 @@ void ServiceSupervisor::drain(SlotColor color, const Progress& p) {
 }
 
 absl::Status ServiceSupervisor::deploy(const tern::v1::DeployRelease& d, const Progress& p) {
+  if (!parse_traffic_split(d.split())) {
+    return absl::InvalidArgumentError(absl::StrCat("split \"", d.split(), "\" is not connection or client"));
+  }
+  // The deploy's switch maps its weight with the split it names.
+  deploy_split_ = d.split();
+  struct Reset {
+    std::optional<std::string>& split;
+    ~Reset() { split.reset(); }
+  } reset{deploy_split_};
   const uint32_t weight = effective_weight(d.weight());
   if (weight > 100) return absl::InvalidArgumentError(absl::StrCat("weight ", weight, " is not 1-100"));
   SlotColor active, target;

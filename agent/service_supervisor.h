@@ -210,6 +210,8 @@ class ServiceSupervisor {
   std::deque<Op> queue_;
   bool stopping_ = false;
   bool removed_ = false;
+  // While a deploy runs: the split its switch maps with (DeployRelease.split).
+  std::optional<std::string> deploy_split_;
   std::thread thread_;
   // Used only by the supervisor thread (and recover(), before it starts).
   Slot blue_;

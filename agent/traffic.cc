@@ -14,7 +14,8 @@ std::vector<PortRoute> routes_for(const tern::v1::ServiceState& state) {
     r.service = state.spec().name();
     r.protocol = p.protocol().empty() ? "tcp" : p.protocol();
     r.public_port = static_cast<uint16_t>(p.public_port());
-    r.split = traffic_split(state.spec());
+    r.split = state.split().empty() ? traffic_split(state.spec())
+                                    : parse_traffic_split(state.split()).value_or(traffic_split(state.spec()));
     const auto active_port = static_cast<uint16_t>(blue_active ? p.blue_port() : p.green_port());
     const auto other_port = static_cast<uint16_t>(blue_active ? p.green_port() : p.blue_port());
     // The other slot is listed at weight 0 too, so that its new

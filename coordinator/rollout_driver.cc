@@ -344,6 +344,11 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
   // For the service's hooks (TERN_ROLLOUT_ID, TERN_WAVE): waves counted from 1.
   d->set_rollout_id(id);
   if (const auto* h = engine_->host(id, host); h != nullptr) d->set_wave(h->wave() + 1);
+  // The wave under way names the split its weight is made with (a raise of
+  // an earlier wave's hosts happens in the last wave, with its split).
+  if (static_cast<int>(r.current_wave()) < r.spec().waves_size()) {
+    d->set_split(r.spec().waves(static_cast<int>(r.current_wave())).split());
+  }
   // A wave that is judged: the agent counts the split it makes.
   if (const auto* h = engine_->host(id, host);
       h != nullptr && static_cast<int>(h->wave()) < r.spec().waves_size() &&

@@ -111,6 +111,7 @@ absl::StatusOr<tern::v1::RolloutSpec> parse_rollout_spec(const std::string& yaml
     else m.absorb(absl::InvalidArgumentError(absl::StrCat(origin, ": field waves[", i, "].gate: \"", gate,
                                                           "\" must be auto or manual")));
     w.get("gate_webhook", *wave->mutable_gate_webhook());
+    w.get("split", *wave->mutable_split());
     n = 0;
     w.get("weight", n);
     wave->set_weight(n);
@@ -258,6 +259,9 @@ absl::Status validate_rollout_spec(const tern::v1::RolloutSpec& spec) {
         return field_error(f, "give its size as hosts: N or percent: P");
     }
     if (w.weight() > 100) return field_error(f + ".weight", absl::StrCat(w.weight(), " is not 1-100"));
+    if (!parse_traffic_split(w.split())) {
+      return field_error(f + ".split", absl::StrCat("\"", w.split(), "\" must be connection or client"));
+    }
     const auto& gw = w.gate_webhook();
     const bool plain = gw.size() <= 64 && std::all_of(gw.begin(), gw.end(), [](char c) {
       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';

@@ -960,6 +960,38 @@ TEST_F(SupervisorTest, APreStopHookRunsBeforeAWarmSlotIsStoppedOnEveryPath) {
   s->shutdown();
 }
 
+// A rollout wave may split by client where the service splits by
+// connection: the deploy names it, its switch maps with it, it survives a
+// restart in the state, and the next deploy that names none returns to the
+// service's own.
+TEST_F(SupervisorTest, ADeploysSplitOverridesTheSpecsUntilTheNextDeploy) {
+  auto s = deployed({"1"});
+  auto deploy_split = [&](const std::string& version, uint32_t weight, const std::string& split) {
+    tern::v1::Command cmd;
+    auto* d = cmd.mutable_deploy();
+    d->set_service("web");
+    d->mutable_release()->set_version(version);
+    Sha256 h;
+    h.update("app", 3);
+    d->mutable_release()->set_sha256(h.hex_digest());
+    d->mutable_release()->set_kind("executable");
+    d->set_switch_on_healthy(true);
+    d->set_weight(weight);
+    d->set_split(split);
+    return run(*s, cmd);
+  };
+  ASSERT_EQ(deploy_split("2", 10, "client").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  ASSERT_FALSE(mapper_.current().routes.empty());
+  EXPECT_EQ(mapper_.current().routes[0].split, TrafficSplit::kClient);
+  EXPECT_EQ(s->snapshot().split(), "client") << "kept in the state, so a restart maps the same";
+  ASSERT_EQ(deploy_split("2", 50, "").outcome(), tern::v1::COMMAND_OUTCOME_SUCCEEDED) << progress_;
+  EXPECT_EQ(mapper_.current().routes[0].split, TrafficSplit::kConnection) << "the spec's split again";
+  auto bad = deploy_split("2", 60, "hash");
+  EXPECT_EQ(bad.outcome(), tern::v1::COMMAND_OUTCOME_FAILED);
+  EXPECT_NE(bad.message().find("split \"hash\" is not connection or client"), std::string::npos) << bad.message();
+  s->shutdown();
+}
+
 TEST_F(SupervisorTest, ARollbackSkipsTheGuardsAndWaitsOnlyBrieflyForItsHooks) {
   // Guards that would refuse anything, and a post_rollback that never ends.
   hook("pre_start", {"guard"});

@@ -167,5 +167,22 @@ TEST(RolloutSpecTest, BadAnalysisIsRefusedNamingTheFieldAndTheReason) {
   }
 }
 
+TEST(RolloutSpecTest, AWaveMayNameItsSplitAndItsGateWebhook) {
+  auto spec = parse_rollout_spec(
+      "service: web\nrelease: '2'\nwaves: [{hosts: 1, weight: 10, split: client}, {percent: 100, gate_webhook: cab}]\n",
+      "r.yaml");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->waves(0).split(), "client");
+  EXPECT_EQ(spec->waves(1).split(), "");
+  EXPECT_EQ(spec->waves(1).gate_webhook(), "cab");
+  auto bad = parse_rollout_spec("service: web\nrelease: '2'\nwaves: [{percent: 100, split: sticky}]\n", "r.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("waves[0].split"), std::string::npos) << bad.status();
+  auto gate = parse_rollout_spec("service: web\nrelease: '2'\nwaves: [{percent: 100, gate_webhook: \"a b\"}]\n",
+                                 "r.yaml");
+  ASSERT_FALSE(gate.ok());
+  EXPECT_NE(gate.status().message().find("waves[0].gate_webhook"), std::string::npos) << gate.status();
+}
+
 }  // namespace
 }  // namespace tern
