@@ -156,6 +156,10 @@ absl::StatusOr<SlotCgroups::Choice> SlotCgroups::choose(const std::string& setti
 }
 
 absl::StatusOr<std::unique_ptr<SlotCgroups>> SlotCgroups::open(const std::string& mount, const std::string& parent) {
+  if (parent.size() <= mount.size() + 1 || parent.rfind(mount + "/", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("cgroup_parent ", parent, " must be a directory below ", mount,
+                                                   ", not the hierarchy's root"));
+  }
   std::error_code ec;
   fs::create_directories(parent, ec);
   if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot make cgroup ", parent, ": ", ec.message()));
@@ -302,11 +306,22 @@ std::optional<ResourceUsage> SlotCgroups::usage(const std::string& name) const {
   return u;
 }
 
+bool SlotCgroups::is_slot_name(const std::string& name) {
+  const auto dot = name.rfind('.');
+  if (dot == std::string::npos || dot == 0 || dot > 32) return false;
+  const std::string color = name.substr(dot + 1);
+  if (color != "blue" && color != "green") return false;
+  return std::all_of(name.begin(), name.begin() + static_cast<std::ptrdiff_t>(dot), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
 std::vector<std::string> SlotCgroups::children() const {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(parent_, ec)) {
-    if (e.is_directory(ec)) out.push_back(e.path().filename().string());
+    std::string name = e.path().filename().string();
+    if (e.is_directory(ec) && is_slot_name(name)) out.push_back(std::move(name));
   }
   return out;
 }

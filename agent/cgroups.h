@@ -93,8 +93,12 @@ class SlotCgroups {
   // Removes the slot's cgroup if it is empty.
   void remove(const std::string& name) const;
   std::optional<ResourceUsage> usage(const std::string& name) const;
-  // The slot cgroups under parent() (their names).
+  // The slot cgroups under parent() (their names): only directories named
+  // as slot_name() names them, so that a cgroup_parent given by mistake as
+  // a directory of other cgroups (system.slice) never has those taken for
+  // slots, or killed as unknown ones.
   std::vector<std::string> children() const;
+  static bool is_slot_name(const std::string& name);
 
  private:
   SlotCgroups(std::string mount, std::string parent, std::set<std::string> controllers)

@@ -242,6 +242,21 @@ TEST_F(CgroupSlotTest, DescribeNamesTheParentAndTheControllersItLacks) {
   EXPECT_THAT(launcher_->placement(), StartsWith("cgroup v2 at "));
 }
 
+TEST_F(CgroupSlotTest, OnlySlotNamedCgroupsAreTakenForSlots) {
+  // A parent given by mistake as a directory of other cgroups: those are
+  // never listed, so never killed as belonging to no service.
+  for (const char* other : {"cron.service", "user.slice", "web.blue.extra", "Web.blue"}) {
+    ASSERT_EQ(::mkdir((parent_ + "/" + other).c_str(), 0755), 0) << other;
+  }
+  ASSERT_EQ(::mkdir((parent_ + "/web.green").c_str(), 0755), 0);
+  EXPECT_EQ(cgroups_->children(), (std::vector<std::string>{"web.green"}));
+  for (const char* other : {"cron.service", "user.slice", "web.blue.extra", "Web.blue"}) {
+    ::rmdir((parent_ + "/" + other).c_str());
+  }
+  auto root = SlotCgroups::open(mount_, mount_);
+  EXPECT_EQ(root.status().code(), absl::StatusCode::kInvalidArgument) << "never the hierarchy's root";
+}
+
 // ---- choosing, from mountinfo ----
 
 class ChooseTest : public ::testing::Test {
