@@ -25,6 +25,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// Where a cgroup v2 host (Debian 12's default) mounts its one hierarchy.
+constexpr char kUnifiedMount[] = "/sys/fs/cgroup";
+
 // The controllers a slot's limits and usage need.
 constexpr const char* kWanted[] = {"memory", "cpu", "pids"};
 
@@ -123,8 +126,16 @@ absl::StatusOr<SlotCgroups::Choice> SlotCgroups::choose(const std::string& setti
           mounts.v2.front(), " for slots in cgroups without limits)");
       return c;
     }
-    const std::string parent = mounts.v2.front() + "/tern";
-    auto tree = open(mounts.v2.front(), parent);
+    // Only the host's own unified hierarchy: another cgroup2 mount (a
+    // container runtime's, a test's) is nobody's choice for slots.
+    if (std::find(mounts.v2.begin(), mounts.v2.end(), kUnifiedMount) == mounts.v2.end()) {
+      c.placement = absl::StrCat("process groups (cgroup v2 is not mounted at ", kUnifiedMount,
+                                 "; set cgroup_parent to a directory under ", mounts.v2.front(),
+                                 " to use that hierarchy)");
+      return c;
+    }
+    const std::string parent = std::string(kUnifiedMount) + "/tern";
+    auto tree = open(kUnifiedMount, parent);
     if (!tree.ok()) {
       c.placement = absl::StrCat("process groups (", tree.status().message(), ")");
       return c;

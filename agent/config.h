@@ -70,7 +70,7 @@ struct ReleaseSettings {
 
 struct AgentConfig {
   std::string coordinator = "127.0.0.1:7400";
-  // Empty: read /etc/machine-id.
+  // Empty: with TLS, the certificate's CN; insecure, /etc/machine-id.
   std::string host_id;
   Labels labels;
   std::string state_dir = "/var/lib/tern";

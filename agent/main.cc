@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> labels;
   app.add_option("-c,--config", config_path, "YAML config file (e.g. /etc/tern/agent.yaml)");
   app.add_option("--coordinator", coordinator, "coordinator address host:port (default 127.0.0.1:7400)");
-  app.add_option("--host-id", host_id, "host id (default: /etc/machine-id)");
+  app.add_option("--host-id", host_id, "host id (with TLS: the CN of the agent's certificate, which this must match; without: default /etc/machine-id)");
   app.add_option("-l,--label", labels, "label key=value; repeatable; replaces the config's labels");
   app.add_option("--state-dir", state_dir, "state directory (default /var/lib/tern)");
   app.add_option("--heartbeat-interval", heartbeat, "heartbeat interval until the coordinator sets one");

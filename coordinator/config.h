@@ -16,7 +16,8 @@ struct CoordinatorConfig {
   std::string listen = "127.0.0.1:7400";
   // Prometheus /metrics; empty disables it.
   std::string metrics_listen = "127.0.0.1:9400";
-  std::string database = "/var/lib/tern/coordinator.db";
+  // Where the package's unit lets the coordinator write (StateDirectory=).
+  std::string database = "/var/lib/tern-coordinator/coordinator.db";
   // A host silent for longer than this is marked unreachable.
   Millis unreachable_after{30'000};
   // Told to agents in HelloAck.

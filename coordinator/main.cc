@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/str_cat.h"
 #include "core/runtime_init.h"
 #include "core/status_fmt.h"
 
@@ -61,7 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("-c,--config", config_path, "YAML config file (every setting has a built-in default)");
   app.add_option("--listen", listen, "gRPC listen address (default 127.0.0.1:7400; port 0 picks one)");
   app.add_option("--metrics-listen", metrics_listen, "Prometheus /metrics address (default 127.0.0.1:9400; \"\" disables)");
-  app.add_option("--database", database, "SQLite database file (default /var/lib/tern/coordinator.db)");
+  app.add_option("--database", database,
+                 absl::StrCat("SQLite database file (default ", tern::CoordinatorConfig().database, ")"));
   app.add_option("--unreachable-after", unreachable_after, "grace before a silent host is unreachable (e.g. 30s)");
   app.add_option("--heartbeat-interval", heartbeat_interval, "heartbeat interval told to agents (e.g. 5s)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");

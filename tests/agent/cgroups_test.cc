@@ -292,6 +292,16 @@ TEST_F(ChooseTest, AutoWithoutCgroupV2AndOffUseProcessGroups) {
   EXPECT_THAT(off->placement, HasSubstr("cgroup_parent is off"));
 }
 
+// A cgroup2 mount elsewhere (a container runtime's, another test's) is not
+// the host's hierarchy: auto never puts slots there.
+TEST_F(ChooseTest, AutoUsesOnlyTheHostsUnifiedHierarchy) {
+  auto c = SlotCgroups::choose("auto", mountinfo("40 30 0:27 / /tmp/x/cgroup2 rw - cgroup2 cgroup2 rw\n"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tree, nullptr);
+  EXPECT_THAT(c->placement, HasSubstr("cgroup v2 is not mounted at /sys/fs/cgroup"));
+  EXPECT_THAT(c->placement, HasSubstr("a directory under /tmp/x/cgroup2"));
+}
+
 TEST_F(ChooseTest, AnExplicitParentMustLieInACgroupV2Mount) {
   auto outside = SlotCgroups::choose("/srv/tern", mountinfo(kHybrid));
   ASSERT_EQ(outside.status().code(), absl::StatusCode::kFailedPrecondition);

@@ -39,6 +39,9 @@ metrics_listen: 127.0.0.1:9401
   EXPECT_EQ(cfg->releases.keep, 3u);
   EXPECT_EQ(cfg->releases.min_free_mib, 128u);
   EXPECT_EQ(cfg->metrics_listen, "127.0.0.1:9401");
+  EXPECT_EQ(cfg->tls.cert, "/etc/tern/tls/agent.crt") << "the agent refuses to start without TLS or insecure";
+  EXPECT_FALSE(cfg->insecure);
+  EXPECT_TRUE(validate(*cfg).ok()) << validate(*cfg);
 }
 
 TEST(AgentConfigTest, DownloadsAndReleasesHaveSafeDefaults) {

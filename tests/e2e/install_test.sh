@@ -30,7 +30,6 @@ started=$(date +%s)
 step() { printf '\n\033[1m==> [%3ss] %s\033[0m\n' "$(($(date +%s) - started))" "$*"; }
 fail() {
   echo "e2e: FAIL: $*" >&2
-  echo "e2e: logs are in $work (kept)" >&2
   keep=1
   exit 1
 }
@@ -43,7 +42,17 @@ done
 work=$(mktemp -d /tmp/tern-e2e.XXXXXX)
 keep=0
 declare -A nspawn_pid=()
+# debootstrap mounts /proc and /sys inside its target and unmounts them when
+# it ends; one stopped midway leaves them mounted. Nothing is ever copied or
+# removed through such a mount (a copy of the host's live /proc never ends).
+umount_under() {
+  local dir
+  dir=$(realpath -m "$1")
+  awk -v d="$dir/" 'index($2, d) == 1 { print $2 }' /proc/self/mounts | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
 cleanup() {
+  local rc=$?
   set +e
   for m in "${!nspawn_pid[@]}"; do kill -TERM "${nspawn_pid[$m]}" 2>/dev/null; done  # orderly poweroff
   for m in "${!nspawn_pid[@]}"; do
@@ -52,10 +61,17 @@ cleanup() {
     wait "${nspawn_pid[$m]}" 2>/dev/null
   done
   ip link del "$bridge" 2>/dev/null
-  rm -rf "$work/machines"
-  [ "$keep" -eq 1 ] || rm -rf "$work"
+  umount_under "$work"
+  rm -rf --one-file-system "$work/machines"
+  # Logs stay for any failure, an interrupt included.
+  if [ "$keep" -eq 1 ] || [ "$rc" -ne 0 ]; then
+    echo "e2e: logs are in $work (kept)" >&2
+  else
+    rm -rf --one-file-system "$work"
+  fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 step "packages: cpack from $build"
 (cd "$build" && cpack -B "$work/packages" >"$work/cpack.log" 2>&1) || fail "cpack (see $work/cpack.log)"
@@ -80,13 +96,16 @@ base=$cache/bookworm-$key
 if [ ! -d "$base" ]; then
   step "root filesystem: debootstrap bookworm into $base (first run only; a few minutes)"
   mkdir -p "$cache"
-  rm -rf "$base.tmp"
+  umount_under "$base.tmp"
+  rm -rf --one-file-system "$base.tmp"
   debootstrap --variant=minbase --include="$include" bookworm "$base.tmp" "$mirror" >"$work/debootstrap.log" 2>&1 ||
-    fail "debootstrap (see $work/debootstrap.log)"
+    { umount_under "$base.tmp"; fail "debootstrap (see $work/debootstrap.log)"; }
+  umount_under "$base.tmp"
   rm -f "$base.tmp"/etc/ssh/ssh_host_*  # each host makes its own
   mv "$base.tmp" "$base"
 else
   step "root filesystem: cached $base"
+  umount_under "$base"  # left by an earlier run that was stopped
 fi
 
 step "hosts: ${machines[*]} on bridge $bridge ($net.0/24), booted with systemd"
@@ -98,7 +117,7 @@ ssh-keygen -q -t ed25519 -N '' -f "$work/id_ed25519"
 mkdir -p "$work/machines"
 for m in "${machines[@]}"; do
   d=$work/machines/$m
-  cp -a "$base" "$d"
+  cp -a --one-file-system "$base" "$d"
   echo "tern-$m" >"$d/etc/hostname"
   od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$d/etc/machine-id"
   mkdir -p "$d/etc/systemd/network" "$d/etc/systemd/system/multi-user.target.wants" \

@@ -5,7 +5,6 @@
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -45,18 +44,18 @@ constexpr uint16_t kEscapedPort = 9555;
 class CgroupSlotsTest : public OneHostFixture {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0 || cgroup2_mount().empty()) GTEST_SKIP() << "needs root and a cgroup v2 mount";
-    // `ip netns exec` gives the agent a fresh /sys without the host's cgroup
-    // mounts: the same hierarchy is mounted again where it can see it.
-    mount_ = dir_.file("cgroup2");
-    std::filesystem::create_directories(mount_);
-    if (::mount("cgroup2", mount_.c_str(), "cgroup2", 0, nullptr) != 0) {
-      const int err = errno;
-      mount_.clear();
-      GTEST_SKIP() << "cannot mount cgroup2: " << std::strerror(err);
-    }
+    host_mount_ = cgroup2_mount();
+    if (::geteuid() != 0 || host_mount_.empty()) GTEST_SKIP() << "needs root and a cgroup v2 mount";
     static std::atomic<int> n{0};
-    parent_ = absl::StrCat(mount_, "/tern-onehost-", ::getpid(), "-", n++);
+    const std::string name = absl::StrCat("tern-onehost-", ::getpid(), "-", n++);
+    // `ip netns exec` gives the agent a fresh /sys without the host's cgroup
+    // mounts: the agent runs in a mount namespace of its own where the same
+    // hierarchy is mounted again, seen by nobody else.
+    mount_ = dir_.file("cgroup2");
+    agent_wrapper_ = {"unshare", "--mount", "--propagation", "private", "sh", "-c",
+                      "mkdir -p \"$0\" && mount -t cgroup2 cgroup2 \"$0\" && exec \"$@\"", mount_};
+    parent_ = absl::StrCat(mount_, "/", name);
+    host_parent_ = absl::StrCat(host_mount_, "/", name);
     extra_agent_config_ = absl::StrCat("cgroup_parent: ", parent_, "\n");
     set_up("nftables", /*keep_warm=*/false);
     if (skipped()) GTEST_SKIP() << skip_reason();
@@ -64,19 +63,15 @@ class CgroupSlotsTest : public OneHostFixture {
 
   void TearDown() override {
     OneHostFixture::TearDown();
-    if (parent_.empty()) {
-      if (!mount_.empty()) ::umount2(mount_.c_str(), MNT_DETACH);
-      return;
-    }
+    if (host_parent_.empty()) return;
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(parent_, ec)) {
+    for (const auto& e : std::filesystem::directory_iterator(host_parent_, ec)) {
       if (!e.is_directory()) continue;
       std::ofstream(e.path() / "cgroup.kill") << "1";
       eventually([&] { return members(e.path().string()).empty(); });
       ::rmdir(e.path().c_str());
     }
-    ::rmdir(parent_.c_str());
-    if (!mount_.empty()) ::umount2(mount_.c_str(), MNT_DETACH);
+    ::rmdir(host_parent_.c_str());
   }
 
   // The running slot's color and pid.
@@ -96,15 +91,18 @@ class CgroupSlotsTest : public OneHostFixture {
     return open;
   }
 
+  // The agent's view (its mount namespace) and the test's (the host's).
   std::string mount_, parent_;
+  std::string host_mount_, host_parent_;
 };
 
 TEST_F(CgroupSlotsTest, SlotsRunInTheirOwnCgroupsAreAdoptedByThemAndLeaveNothingBehind) {
   ASSERT_NO_FATAL_FAILURE(deploy_ok("1.0"));
   auto [color, pid] = running_slot();
   ASSERT_GT(pid, 0);
-  const std::string cgroup = absl::StrCat(parent_, "/web.", color == tern::v1::SLOT_COLOR_BLUE ? "blue" : "green");
-  EXPECT_EQ(cgroup_of(pid, mount_), cgroup);
+  const std::string cgroup =
+      absl::StrCat(host_parent_, "/web.", color == tern::v1::SLOT_COLOR_BLUE ? "blue" : "green");
+  EXPECT_EQ(cgroup_of(pid, host_mount_), cgroup);
 
   // host status says where slots run and what they use.
   std::optional<tern::v1::Host> h;
@@ -134,7 +132,7 @@ TEST_F(CgroupSlotsTest, SlotsRunInTheirOwnCgroupsAreAdoptedByThemAndLeaveNothing
     return s && s->state() == tern::v1::HOST_STATE_CONNECTED && s->usage_size() == 1;
   })) << agent_->log();
   EXPECT_EQ(running_slot().second, pid) << "adopted, not restarted";
-  EXPECT_EQ(cgroup_of(pid, mount_), cgroup);
+  EXPECT_EQ(cgroup_of(pid, host_mount_), cgroup);
 
   // 2.0 leaves a server of its own outside its process group (setsid).
   const auto bundle_dir = dir_.path() / "bundle-escaping";
@@ -150,7 +148,7 @@ TEST_F(CgroupSlotsTest, SlotsRunInTheirOwnCgroupsAreAdoptedByThemAndLeaveNothing
   ASSERT_TRUE(eventually([&] { return escaped_port_open(); }))
       << read_file(dir_.file("agent/logs/web-blue.log")) << read_file(dir_.file("agent/logs/web-green.log"));
   const auto [color2, pid2] = running_slot();
-  const std::string cgroup2 = absl::StrCat(parent_, "/web.", word(color2));
+  const std::string cgroup2 = absl::StrCat(host_parent_, "/web.", word(color2));
   EXPECT_EQ(members(cgroup2).size(), 2u) << "the slot and its escaped server";
 
   // 3.0 replaces it; keep_warm is off, so 2.0's slot is stopped, whole.
@@ -163,7 +161,7 @@ TEST_F(CgroupSlotsTest, SlotsRunInTheirOwnCgroupsAreAdoptedByThemAndLeaveNothing
 
 TEST_F(CgroupSlotsTest, LimitsTheHostCannotEnforceFailTheDeployAndTheRunningReleaseServesOn) {
   ASSERT_NO_FATAL_FAILURE(deploy_ok("1.0"));
-  std::ifstream ctl_file(parent_ + "/cgroup.subtree_control");
+  std::ifstream ctl_file(host_parent_ + "/cgroup.subtree_control");
   std::string enabled((std::istreambuf_iterator<char>(ctl_file)), std::istreambuf_iterator<char>());
   extra_spec_ = "memory_max: 256MiB\ntasks_max: 64\n";
   // write_spec is private to the fixture: apply the same spec with the limits.
@@ -176,7 +174,7 @@ TEST_F(CgroupSlotsTest, LimitsTheHostCannotEnforceFailTheDeployAndTheRunningRele
   if (enabled.find("memory") != std::string::npos && enabled.find("pids") != std::string::npos) {
     ASSERT_EQ(r.code, 0) << r.out << r.err;
     const auto [color, pid] = running_slot();
-    std::ifstream mem(absl::StrCat(parent_, "/web.", word(color), "/memory.max"));
+    std::ifstream mem(absl::StrCat(host_parent_, "/web.", word(color), "/memory.max"));
     std::string limit;
     mem >> limit;
     EXPECT_EQ(limit, std::to_string(256 << 20));

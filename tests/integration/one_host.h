@@ -175,13 +175,18 @@ class OneHostFixture : public ::testing::Test {
                                            // The package's tern-app is not on a test machine.
                                            << "policy: {default_user: nobody}\n"
                                            << extra_agent_config_;
-    agent_ = spawn_in_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")}, dir_.file("agent.log"));
+    auto argv = with_ns({TERN_AGENT_BIN, "-c", dir_.file("agent.yaml")});
+    argv.insert(argv.begin(), agent_wrapper_.begin(), agent_wrapper_.end());
+    agent_ = std::make_unique<Process>(argv.front(), std::vector<std::string>(argv.begin() + 1, argv.end()),
+                                       dir_.file("agent.log"));
   }
 
   // More of the service spec (YAML lines), set before set_up().
   std::string extra_spec_;
   // More of the agent's config (YAML lines), set before start_agent().
   std::string extra_agent_config_;
+  // A command the agent's `ip netns exec` runs under (an argv prefix).
+  std::vector<std::string> agent_wrapper_;
   TempDir dir_;
   std::unique_ptr<NetNs> ns_;
   std::unique_ptr<Process> coordinator_;
