@@ -3,11 +3,14 @@
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
 #include <openssl/bn.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include <ctime>
+#include <memory>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -92,6 +95,89 @@ absl::StatusOr<TlsMaterial> load_tls(const TlsFiles& files, bool need_cert, cons
     if (!id.ok()) return absl::InvalidArgumentError(absl::StrCat(files.cert, ": ", id.status().message()));
   }
   return m;
+}
+
+namespace {
+
+struct X509Free {
+  void operator()(X509* x) const { X509_free(x); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+X509Ptr read_cert(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return nullptr;
+  X509Ptr x(PEM_read_bio_X509(bio, nullptr, nullptr, nullptr));
+  BIO_free(bio);
+  return x;
+}
+
+// "2024-05-01 09:30:12 UTC".
+std::string asn1_date(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return "an unreadable date";
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return buf;
+}
+
+}  // namespace
+
+absl::Status check_own_certificate(const TlsMaterial& m, const TlsFiles& files) {
+  if (m.cert_pem.empty()) return absl::OkStatus();
+  X509Ptr cert = read_cert(m.cert_pem);
+  if (cert == nullptr) return absl::UnauthenticatedError(absl::StrCat(files.cert, ": not a PEM X.509 certificate"));
+  const std::string who = absl::StrCat(files.cert, " (CN=", name_entry(X509_get_subject_name(cert.get()), NID_commonName), ")");
+  {
+    BIO* bio = BIO_new_mem_buf(m.key_pem.data(), static_cast<int>(m.key_pem.size()));
+    EVP_PKEY* key = bio == nullptr ? nullptr : PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+    if (bio != nullptr) BIO_free(bio);
+    const bool matches = key != nullptr && X509_check_private_key(cert.get(), key) == 1;
+    EVP_PKEY_free(key);
+    ERR_clear_error();
+    if (!matches) {
+      return absl::UnauthenticatedError(absl::StrCat(files.key, " is not the private key of ", who,
+                                                     ": give the key that was made with that certificate"));
+    }
+  }
+  if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0) {
+    return absl::UnauthenticatedError(absl::StrCat(who, " expired on ", asn1_date(X509_get0_notAfter(cert.get())),
+                                                   "; the coordinator refuses it. Get a new certificate from the "
+                                                   "fleet CA (scripts/tern-pki.sh operator DIR NAME ROLE)"));
+  }
+  if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) >= 0) {
+    return absl::UnauthenticatedError(absl::StrCat(who, " is not valid before ",
+                                                   asn1_date(X509_get0_notBefore(cert.get())),
+                                                   "; check this machine's clock"));
+  }
+  // Signed by the fleet CA the coordinator trusts (the --ca file)?
+  X509_STORE* store = X509_STORE_new();
+  BIO* bio = BIO_new_mem_buf(m.ca_pem.data(), static_cast<int>(m.ca_pem.size()));
+  int cas = 0;
+  while (X509* ca = bio == nullptr ? nullptr : PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+    X509_STORE_add_cert(store, ca);
+    X509_free(ca);
+    ++cas;
+  }
+  if (bio != nullptr) BIO_free(bio);
+  ERR_clear_error();
+  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+  int ok = 0, err = X509_V_OK;
+  if (cas > 0 && ctx != nullptr && X509_STORE_CTX_init(ctx, store, cert.get(), nullptr) == 1) {
+    ok = X509_verify_cert(ctx);
+    err = X509_STORE_CTX_get_error(ctx);
+  }
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(store);
+  ERR_clear_error();
+  if (ok != 1) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        who, " is not signed by the CA in ", files.ca, " (", X509_verify_cert_error_string(err), "; its issuer is ",
+        name_entry(X509_get_issuer_name(cert.get()), NID_commonName),
+        "); the coordinator trusts only its fleet CA: use a certificate from that CA, or the CA file that signed "
+        "this one"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<CertIdentity> cert_identity(const std::string& pem) {

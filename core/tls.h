@@ -44,6 +44,13 @@ struct TlsMaterial {
 // say what to do (`what` is "agent", "coordinator", "ternctl").
 absl::StatusOr<TlsMaterial> load_tls(const TlsFiles& files, bool need_cert, const std::string& what);
 
+// What a peer would refuse of our own certificate, found before any
+// connection: a key that is not the certificate's, a certificate expired or
+// not yet valid, or one the CA file did not sign (a peer checks it against
+// the same fleet CA). UNAUTHENTICATED naming the file and what to do; OK
+// without a certificate.
+absl::Status check_own_certificate(const TlsMaterial& m, const TlsFiles& files);
+
 // Who a certificate names: CN and OU of its subject, and its validity.
 struct CertIdentity {
   std::string common_name;

@@ -7,6 +7,9 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,10 +27,13 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/clock.h"
 #include "core/duration.h"
 #include "core/grpc_limits.h"
+#include "core/metrics.h"
 #include "core/tls.h"
+#include "core/version.h"
 #include "ctl/ctl_internal.h"
 
 namespace tern {
@@ -46,14 +52,98 @@ void CtlContext::set_deadline(grpc::ClientContext& ctx) const {
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
 }
 
+namespace {
+
+// True when a TCP connection to `address` ("host:port") opens within a
+// second: the coordinator is there, whatever its gRPC or TLS then said.
+bool tcp_reachable(const std::string& address) {
+  auto hp = split_host_port(address);
+  if (!hp.ok()) return false;
+  std::string host = hp->first;
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(hp->second).c_str(), &hints, &res) != 0) return false;
+  bool ok = false;
+  for (addrinfo* a = res; a != nullptr && !ok; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      ok = true;
+    } else if (errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int err = 0;
+      socklen_t len = sizeof err;
+      ok = ::poll(&p, 1, 1000) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+    }
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  return ok;
+}
+
+bool has(const std::string& text, std::initializer_list<const char*> words) {
+  const std::string lower = absl::AsciiStrToLower(text);
+  return std::any_of(words.begin(), words.end(), [&](const char* w) { return lower.find(w) != std::string::npos; });
+}
+
+}  // namespace
+
 // One line: what was asked, what failed, what to do.
 int CtlContext::rpc_error(const std::string& what, const grpc::Status& st) const {
   switch (st.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      err << "ternctl: " << what << ": cannot reach the coordinator at " << coordinator << " ("
-          << st.error_message() << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
+    case grpc::StatusCode::DEADLINE_EXCEEDED: {
+      const std::string& m = st.error_message();
+      // A refused handshake is a credential problem, not an outage: retrying
+      // will not help, so it is exit 6, with what to change.
+      if (has(m, {"wrong_version_number", "wrong version number", "packet_length_too_long"})) {
+        err << "ternctl: " << what << ": the coordinator at " << coordinator
+            << " does not speak TLS (it runs with --insecure); add --insecure, or give it a certificate\n";
+        return kExitDenied;
+      }
+      if (has(m, {"certificate_verify_failed", "certificate verify failed"})) {
+        err << "ternctl: " << what << ": the coordinator at " << coordinator
+            << " presented a certificate that the CA in --ca did not sign, or that does not name " << coordinator
+            << " (" << m << "); give the fleet CA as --ca, or the name in its certificate as --server-name\n";
+        return kExitDenied;
+      }
+      if (has(m, {"alert_certificate_expired", "certificate expired"})) {
+        err << "ternctl: " << what << ": the coordinator refused your certificate: it has expired; get a new one "
+            << "from the fleet CA\n";
+        return kExitDenied;
+      }
+      if (has(m, {"unknown_ca", "unknown ca", "bad_certificate", "bad certificate", "certificate_required",
+                  "certificate required", "alert_handshake_failure", "handshake failure"})) {
+        err << "ternctl: " << what << ": the coordinator at " << coordinator
+            << " refused your certificate during the TLS handshake (" << m
+            << "); it accepts only certificates from its fleet CA that are valid and not revoked\n";
+        return kExitDenied;
+      }
+      if (has(m, {"ssl", "tls", "handshake"})) {
+        err << "ternctl: " << what << ": the TLS handshake with the coordinator at " << coordinator << " failed ("
+            << m << "); check --ca, --cert and --key (or --token-file)\n";
+        return kExitDenied;
+      }
+      if (tcp_reachable(coordinator)) {
+        if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+          err << "ternctl: " << what << ": timed out after " << format_duration(timeout)
+              << " (--timeout); the coordinator at " << coordinator
+              << " is up, and what was asked may still finish: look again, or give a longer --timeout\n";
+          return kExitTimeout;
+        }
+        if (insecure) {
+          err << "ternctl: " << what << ": the coordinator at " << coordinator
+              << " accepts connections but closed this plaintext one (" << m
+              << "): it requires TLS; drop --insecure and give --ca with --cert and --key, or --token-file\n";
+          return kExitDenied;
+        }
+      }
+      err << "ternctl: " << what << ": cannot reach the coordinator at " << coordinator << " (" << m
+          << "); is tern-coordinator running there? Set --coordinator or TERN_COORDINATOR.\n";
       return kExitUnavailable;
+    }
     case grpc::StatusCode::NOT_FOUND:
       err << "ternctl: " << what << ": " << st.error_message() << "\n";
       return kExitNotFound;
@@ -176,6 +266,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g
   }
   auto tls = load_tls(g.tls, /*need_cert=*/false, "ternctl");
   if (!tls.ok()) return tls.status();
+  if (auto st = check_own_certificate(*tls, g.tls); !st.ok()) return st;
   if (tls->cert_pem.empty() && token.empty()) {
     return absl::InvalidArgumentError("give --cert and --key, or --token-file (or TERN_TOKEN), to say who you are");
   }
@@ -184,6 +275,94 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> make_channel(const GlobalFlags& g
   auto args = tls_channel_args(*tls);
   args.SetMaxReceiveMessageSize(kMaxGrpcMessageBytes);  // long host lists: as much as the coordinator sends
   return grpc::CreateCustomChannel(g.coordinator, creds, args);
+}
+
+// Edits (insert, delete, replace, swap two neighbours) from a to b.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// The one of `names` `word` most likely means: a unique prefix, or the
+// closest within a third of its length in edits; "" when none is.
+std::string closest(const std::string& word, const std::vector<std::string>& names) {
+  std::vector<std::string> prefixed;
+  for (const auto& n : names) {
+    if (word.size() >= 2 && n.rfind(word, 0) == 0) prefixed.push_back(n);
+  }
+  if (prefixed.size() == 1) return prefixed[0];
+  std::string best;
+  size_t best_d = std::max<size_t>(1, word.size() / 3) + 1;
+  for (const auto& n : names) {
+    const size_t d = edit_distance(word, n);
+    if (d < best_d) best_d = d, best = n;
+  }
+  return best;
+}
+
+// What a parse error was about, said with the way out: the unknown command
+// or flag and the nearest real one, and the subcommand's own help.
+std::string explain_parse_error(CLI::App& app, const std::vector<std::string>& args, const std::string& what) {
+  CLI::App* at = &app;
+  std::string path = "ternctl";
+  std::vector<CLI::App*> chain{&app};
+  auto option_names = [&] {
+    std::vector<std::string> names;
+    for (CLI::App* a : chain) {
+      for (const CLI::Option* o : a->get_options()) {
+        for (const auto& l : o->get_lnames()) names.push_back("--" + l);
+        for (const auto& s : o->get_snames()) names.push_back("-" + s);
+      }
+    }
+    names.push_back("--help");
+    return names;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg.size() > 1 && arg[0] == '-') {
+      const std::string name = arg.substr(0, arg.find('='));
+      const CLI::Option* opt = nullptr;
+      for (CLI::App* a : chain) {
+        if ((opt = a->get_option_no_throw(name)) != nullptr) break;
+      }
+      if (opt == nullptr) {
+        const std::string near = closest(name, option_names());
+        return absl::StrCat("unknown flag ", name, " for `", path, "`",
+                            near.empty() ? "" : absl::StrCat("; did you mean ", near, "?"), " (see `", path,
+                            " --help`)");
+      }
+      if (arg.find('=') == std::string::npos && opt->get_items_expected_max() > 0) ++i;  // its value
+      continue;
+    }
+    std::vector<std::string> subs;
+    CLI::App* next = nullptr;
+    for (CLI::App* s : at->get_subcommands({})) {
+      subs.push_back(s->get_name());
+      if (s->get_name() == arg) next = s;
+    }
+    if (next != nullptr) {
+      at = next;
+      chain.push_back(next);
+      path += " " + arg;
+      continue;
+    }
+    if (!subs.empty() && at->get_require_subcommand_min() > 0) {
+      const std::string near = closest(arg, subs);
+      return absl::StrCat("unknown command \"", arg, "\" for `", path, "`",
+                          near.empty() ? absl::StrCat("; it has ", absl::StrJoin(subs, ", "))
+                                       : absl::StrCat("; did you mean `", path, " ", near, "`?"),
+                          " (see `", path, " --help`)");
+    }
+  }
+  return absl::StrCat(what, " (see `", path, " --help`)");
 }
 
 }  // namespace
@@ -215,6 +394,8 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   app.add_option("--server-name", g.tls.server_name, "name to expect in the coordinator's certificate");
   app.add_flag("--insecure", g.insecure, "plaintext, for a coordinator started with --insecure (env TERN_INSECURE=1)");
 
+  app.set_version_flag("--version", std::string("ternctl ") + kVersion, "ternctl's version (no coordinator asked)");
+
   CtlCommands cmds;
   add_hosts_command(app, cmds);
   add_version_command(app, cmds);
@@ -232,9 +413,12 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   } catch (const CLI::CallForAllHelp&) {
     out << app.help("", CLI::AppFormatMode::All);
     return kExitOk;
+  } catch (const CLI::CallForVersion&) {
+    out << "ternctl " << kVersion << "\n";
+    return kExitOk;
   } catch (const CLI::ParseError& e) {
     // Help for a subcommand arrives as CallForHelp too, so only real errors get here.
-    err << "ternctl: " << e.what() << " (see ternctl --help)\n";
+    err << "ternctl: " << explain_parse_error(app, args, e.what()) << "\n";
     return kExitUsage;
   }
   auto timeout = parse_duration(g.timeout);
@@ -250,12 +434,14 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
     }
   }
   CtlContext c{out, err, g.coordinator, g.output == "json", *timeout, nullptr};
+  c.insecure = g.insecure;
   if (&out == &std::cout && ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) c.in = &std::cin;
   if (picked == nullptr || !picked->offline || !picked->offline()) {
     auto channel = make_channel(g);
     if (!channel.ok()) {
       err << "ternctl: " << channel.status().message() << "\n";
-      return kExitUsage;
+      // Credentials the coordinator would refuse are refused here: exit 6.
+      return channel.status().code() == absl::StatusCode::kUnauthenticated ? kExitDenied : kExitUsage;
     }
     c.channel = *std::move(channel);
   }

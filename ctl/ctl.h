@@ -15,6 +15,7 @@ enum ExitCode : int {
   kExitNotFound = 4,     // the named host, service or rollout does not exist
   kExitNeedsOperator = 5,  // rollout watch: paused, or waiting at a manual gate
   kExitDenied = 6,       // not authenticated, or the caller's role does not allow it
+  kExitTimeout = 7,      // --timeout (or a command's --wait) ran out; the coordinator was there
 };
 
 // Runs ternctl with `args` (without the program name). Output goes to `out`,

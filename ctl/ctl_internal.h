@@ -48,6 +48,8 @@ struct CtlContext {
   // A person's answers (stdin), when ternctl runs on a terminal and writes to
   // it; null for scripts, pipes and tests, which are never asked anything.
   std::istream* in = nullptr;
+  // --insecure: plaintext (a coordinator that closes it wants TLS).
+  bool insecure = false;
 
   // Sets the --timeout deadline, counted from now.
   void set_deadline(grpc::ClientContext& ctx) const;

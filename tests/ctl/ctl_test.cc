@@ -91,6 +91,33 @@ TEST(CtlTest, ClientVersionNeedsNoCoordinator) {
   EXPECT_NE(j.out.find("\"coordinator\": null"), std::string::npos) << j.out;
 }
 
+TEST(CtlTest, VersionFlagNeedsNoCredentials) {
+  CtlRun r = ctl({"--version"});
+  EXPECT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(r.out, std::string("ternctl ") + kVersion + "\n");
+}
+
+// A typo gets the nearest real command or flag, and the help to read.
+TEST(CtlTest, UnknownCommandsAndFlagsSayWhatWasMeant) {
+  CtlRun hots = ctl({"hots"});
+  EXPECT_EQ(hots.code, kExitUsage);
+  EXPECT_EQ(hots.err, "ternctl: unknown command \"hots\" for `ternctl`; did you mean `ternctl hosts`? (see "
+                      "`ternctl --help`)\n");
+  CtlRun stat = ctl({"--insecure", "rollout", "stat", "web-1"});
+  EXPECT_EQ(stat.code, kExitUsage);
+  EXPECT_NE(stat.err.find("did you mean `ternctl rollout status`?"), std::string::npos) << stat.err;
+  EXPECT_NE(stat.err.find("(see `ternctl rollout --help`)"), std::string::npos) << stat.err;
+  CtlRun flag = ctl({"hosts", "--verison"});
+  EXPECT_EQ(flag.code, kExitUsage);
+  EXPECT_NE(flag.err.find("unknown flag --verison for `ternctl hosts`; did you mean --version?"), std::string::npos)
+      << flag.err;
+  CtlRun valued = ctl({"--coordinator", "x:1", "host", "deploy", "h1", "web", "--versoin", "2"});
+  EXPECT_NE(valued.err.find("did you mean --version?"), std::string::npos)
+      << "a flag's value is not taken for a command: " << valued.err;
+  CtlRun far = ctl({"zzzzzz"});
+  EXPECT_NE(far.err.find("unknown command \"zzzzzz\" for `ternctl`; it has "), std::string::npos) << far.err;
+}
+
 TEST(CtlTest, HelpExitsZero) {
   CtlRun r = ctl({"--help"});
   EXPECT_EQ(r.code, kExitOk);

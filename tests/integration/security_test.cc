@@ -8,6 +8,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -180,15 +181,78 @@ TEST_F(SecurityTest, CertificatesFromAnotherCaExpiredOrAbsentAreRefused) {
   auto st = tern::v1::FleetService::NewStub(channel(""))->ListHosts(&ctx, {}, &hosts);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_NE(st.error_message().find("--cert"), std::string::npos) << st.error_message();
-  // Plaintext is not spoken at all.
+  // Plaintext is not spoken at all; ternctl says so (exit 6), not "cannot reach".
   auto plain = run_cmd({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "--timeout", "2s", "hosts"});
-  EXPECT_EQ(plain.code, 3) << plain.err;
+  EXPECT_EQ(plain.code, 6) << plain.err;
 
   auto r = ctl("victor", {"hosts", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out.find("web-4"), std::string::npos) << "nothing registered for the rogue CA's agent";
   EXPECT_EQ(r.out.find("web-3"), std::string::npos) << "nothing registered for the expired certificate";
   EXPECT_TRUE(agents_["web-4"]->running()) << "it keeps serving what it has and keeps trying";
+}
+
+// Credentials that will be refused are reported as such, exit 6, in one
+// line that says what to change: never as an outage (exit 3), never with
+// gRPC's own log lines.
+TEST_F(SecurityTest, TernctlSaysWhyItsCredentialsAreRefused) {
+  ASSERT_EQ(run_cmd({"env", "TERN_PKI_DAYS=-1", TERN_PKI_SCRIPT, "operator", pki_, "eve", "operator"}).code, 0);
+  pki({"operator", rogue_, "mallory", "admin"});
+  auto as = [&](const std::string& cert, const std::string& key, std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{TERN_CTL_BIN, "--coordinator", address_, "--timeout", "5s"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    if (std::find(extra.begin(), extra.end(), "--ca") == extra.end()) argv.insert(argv.end(), {"--ca", pki_ + "/ca.crt"});
+    argv.insert(argv.end(), {"--cert", cert, "--key", key, "hosts"});
+    return run_cmd(argv);
+  };
+  auto one_line = [](const CommandResult& r) { return std::count(r.err.begin(), r.err.end(), '\n') == 1; };
+
+  auto expired = as(pki_ + "/operator-eve.crt", pki_ + "/operator-eve.key");
+  EXPECT_EQ(expired.code, 6) << expired.err;
+  EXPECT_NE(expired.err.find("operator-eve.crt (CN=eve) expired on "), std::string::npos) << expired.err;
+  EXPECT_TRUE(one_line(expired)) << expired.err;
+
+  auto rogue = as(rogue_ + "/operator-mallory.crt", rogue_ + "/operator-mallory.key");
+  EXPECT_EQ(rogue.code, 6) << rogue.err;
+  EXPECT_NE(rogue.err.find("is not signed by the CA in " + pki_ + "/ca.crt"), std::string::npos) << rogue.err;
+
+  auto mismatch = as(pki_ + "/operator-alice.crt", pki_ + "/operator-olga.key");
+  EXPECT_EQ(mismatch.code, 6) << mismatch.err;
+  EXPECT_NE(mismatch.err.find("operator-olga.key is not the private key of "), std::string::npos) << mismatch.err;
+  EXPECT_TRUE(one_line(mismatch)) << "no raw gRPC log lines: " << mismatch.err;
+
+  // Our certificate is fine, but the CA we give does not vouch for the
+  // coordinator's.
+  auto wrong_ca = as(rogue_ + "/operator-mallory.crt", rogue_ + "/operator-mallory.key", {"--ca", rogue_ + "/ca.crt"});
+  EXPECT_EQ(wrong_ca.code, 6) << wrong_ca.err;
+  EXPECT_NE(wrong_ca.err.find("presented a certificate that the CA in --ca did not sign"), std::string::npos)
+      << wrong_ca.err;
+  EXPECT_TRUE(one_line(wrong_ca)) << wrong_ca.err;
+
+  auto plain = run_cmd({TERN_CTL_BIN, "--insecure", "--coordinator", address_, "--timeout", "5s", "hosts"});
+  EXPECT_EQ(plain.code, 6) << plain.err;
+  EXPECT_NE(plain.err.find("it requires TLS; drop --insecure"), std::string::npos) << plain.err;
+
+  // TLS against a coordinator that runs without it.
+  Process insecure(TERN_COORDINATOR_BIN,
+                   std::vector<std::string>{"--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "",
+                                            "--database", dir_.file("plain.db"), "--ready-file",
+                                            dir_.file("plain.json")},
+                   dir_.file("plain.log"));
+  ASSERT_TRUE(eventually([&] { return read_file(dir_.file("plain.json")).find("grpc") != std::string::npos; }));
+  const std::string plain_address = ready_address(read_file(dir_.file("plain.json")), "grpc");
+  auto tls_to_plain = run_cmd({TERN_CTL_BIN, "--coordinator", plain_address, "--timeout", "5s", "--ca",
+                               pki_ + "/ca.crt", "--cert", pki_ + "/operator-alice.crt", "--key",
+                               pki_ + "/operator-alice.key", "hosts"});
+  EXPECT_EQ(tls_to_plain.code, 6) << tls_to_plain.err;
+  EXPECT_NE(tls_to_plain.err.find("does not speak TLS"), std::string::npos) << tls_to_plain.err;
+
+  // And an outage is still an outage.
+  insecure.signal(SIGKILL);
+  insecure.wait();
+  auto gone = run_cmd({TERN_CTL_BIN, "--insecure", "--coordinator", plain_address, "--timeout", "2s", "hosts"});
+  EXPECT_EQ(gone.code, 3) << gone.err;
+  EXPECT_NE(gone.err.find("cannot reach the coordinator"), std::string::npos) << gone.err;
 }
 
 TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
