@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "core/clock.h"
+#include "core/duration.h"
 #include "core/label_selector.h"
 #include "ctl/ctl_internal.h"
 #include "ctl/table.h"
@@ -151,6 +152,11 @@ int follow_operation(const CtlContext& c, const std::string& what, Millis wait,
     }
   }
   grpc::Status st = reader->Finish();
+  if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && !done) {
+    c.err << "ternctl: " << what << ": still running after --wait " << format_duration(wait)
+          << "; the host goes on with it: see where it is with `ternctl host status` and `ternctl host history`\n";
+    return kExitTimeout;
+  }
   if (!st.ok()) return c.rpc_error(what, st);
   if (!done) {
     c.err << "ternctl: " << what

@@ -248,6 +248,11 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
     if (!c.json) c.err << "ternctl: lost the coordinator (" << st.error_message() << "); reconnecting\n";
     std::this_thread::sleep_for(delay);
   }
+  if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && any) {
+    c.err << "ternctl: rollout watch " << id << ": still " << word(last.phase()) << " after --wait "
+          << format_duration(wait) << "; it goes on: `ternctl rollout watch " << id << "` follows it again\n";
+    return kExitTimeout;
+  }
   if (!st.ok() && st.error_code() != grpc::StatusCode::CANCELLED) {
     return c.rpc_error(absl::StrCat("rollout watch ", id), st);
   }

@@ -277,6 +277,18 @@ bool alive(int64_t pid) {
   return close != std::string::npos && stat[close + 2] != 'Z';
 }
 
+// --wait running out is a timeout (exit 7) that says the deploy goes on,
+// not "cannot reach the coordinator" (exit 3).
+TEST_P(OneHostTest, ADeployThatOutlastsItsWaitIsATimeoutNotAnOutage) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
+  push("v2-slow", slow_bundle_);
+  auto r = ctl({"host", "deploy", "h1", "web", "--version", "v2-slow", "--wait", "300ms"});
+  EXPECT_EQ(r.code, 7) << r.out << r.err;
+  EXPECT_NE(r.err.find("still running after --wait 300ms; the host goes on with it"), std::string::npos) << r.err;
+  EXPECT_TRUE(eventually([&] { return serving() == "v2-slow green"; })) << "and it did: " << agent_->log();
+}
+
 TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
