@@ -67,7 +67,13 @@ absl::Status Agent::start() {
   }
   traffic_ = std::make_unique<TrafficMap>(host_.mapper.get());
   if (!config_.metrics_listen.empty()) {
-    metrics_.set_collector([this] { collect_metrics(); });
+    add_process_metrics(metrics_, "agent");
+    traffic_->set_swap_histogram(&metrics_.histogram(
+        "tern_agent_swap_duration_seconds",
+        "How long each change of the host's port mapping took in the kernel (one nftables transaction, or the "
+        "iptables restore), switches and canary weights included.",
+        "", Metrics::fast_buckets()));
+    metrics_.add_collector([this] { collect_metrics(); });
     metrics_http_ = std::make_unique<MetricsHttpServer>(metrics_);
     auto bound = metrics_http_->start(config_.metrics_listen);
     if (!bound.ok()) {
@@ -603,11 +609,18 @@ void Agent::collect_metrics() {
                                   SlotCgroups::slot_name(st.spec().name(), word(s->color())));
       }
       metrics_
-          .counter("tern_agent_slot_cpu_microseconds_total",
+          .counter("tern_agent_slot_cpu_seconds_total",
                    "CPU time (user and system) a slot's processes used since it started: its cgroup's cpu.stat, or "
                    "its session's processes where slots are process groups.",
-                   labels)
+                   labels, 1e-6)
           .store(u ? static_cast<int64_t>(u->cpu_usec) : 0, std::memory_order_relaxed);
+      metrics_
+          .gauge("tern_agent_slot_healthy", "1 while a slot runs and passes its health checks, else 0.", labels)
+          .store(s->pid() > 0 && s->phase() == tern::v1::SLOT_PHASE_HEALTHY ? 1 : 0, std::memory_order_relaxed);
+      metrics_
+          .counter("tern_agent_slot_restarts_total",
+                   "Restarts of a slot's release after it crashed (counted again from 0 for each release).", labels)
+          .store(s->restarts(), std::memory_order_relaxed);
       metrics_
           .gauge("tern_agent_slot_memory_bytes",
                  "Memory a slot uses: its cgroup's memory.current, or its processes' resident memory where the "

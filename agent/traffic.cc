@@ -61,8 +61,12 @@ absl::Status TrafficMap::set_routes(const std::string& service, std::vector<Port
   } else {
     routes_[service] = std::move(routes);
   }
+  const auto began = std::chrono::steady_clock::now();
   auto st = mapper_->apply(build());
   if (!st.ok()) routes_ = std::move(previous);
+  if (st.ok() && swap_seconds_ != nullptr) {
+    swap_seconds_->observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count());
+  }
   return st;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "agent/port_mapper.h"
+#include "core/metrics.h"
 #include "tern/v1/agent_state.pb.h"
 
 namespace tern {
@@ -32,6 +33,8 @@ SlotConnections slot_connections(const tern::v1::ServiceSpec& spec, const std::v
 class TrafficMap {
  public:
   explicit TrafficMap(PortMapper* mapper) : mapper_(mapper) {}
+  // Where each applied change's time in the kernel (one transaction) goes.
+  void set_swap_histogram(Metrics::Histogram* h) { swap_seconds_ = h; }
 
   // Replaces the service's routes (empty: unmap it). On failure the previous
   // routes stay recorded and in force.
@@ -49,6 +52,7 @@ class TrafficMap {
   mutable std::mutex mu_;
   PortMapper* mapper_;
   std::map<std::string, std::vector<PortRoute>> routes_;
+  Metrics::Histogram* swap_seconds_ = nullptr;
 };
 
 }  // namespace tern

@@ -43,7 +43,9 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
       agents_connected_(metrics_.gauge("tern_agents_connected", "Agent streams that completed their hello.")),
       streams_opened_(metrics_.counter("tern_agent_streams_opened_total", "Agent streams accepted since start.")),
       events_dropped_(metrics_.counter("tern_agent_events_dropped_total",
-                                       "Agent events dropped because their stream sent them over the rate limit.")) {}
+                                       "Agent events dropped because their stream sent them over the rate limit.")) {
+  add_process_metrics(metrics_, "coordinator");
+}
 
 Coordinator::~Coordinator() { shutdown(); }
 

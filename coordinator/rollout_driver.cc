@@ -41,6 +41,69 @@ RolloutDriver::RolloutDriver(const Clock& clock, EventLoop& loop, const HostRegi
       engine_(std::make_unique<RolloutEngine>(clock, effects())) {
   // Every verdict's counter exists from the start, so increase() sees the first.
   for (const char* v : {"PASS", "FAIL", "INCONCLUSIVE", "PROMOTED"}) analysis_verdict(v);
+  // So do the events' and the durations'.
+  for (int k = tern::v1::RolloutEventKind_MIN; k <= tern::v1::RolloutEventKind_MAX; ++k) {
+    const auto kind = static_cast<tern::v1::RolloutEventKind>(k);
+    if (!tern::v1::RolloutEventKind_IsValid(k) || kind == tern::v1::ROLLOUT_EVENT_KIND_UNSPECIFIED ||
+        kind == tern::v1::ROLLOUT_EVENT_KIND_END) {
+      continue;
+    }
+    event_counter(kind);
+  }
+  for (auto phase : {tern::v1::ROLLOUT_PHASE_SUCCEEDED, tern::v1::ROLLOUT_PHASE_FAILED,
+                     tern::v1::ROLLOUT_PHASE_ROLLED_BACK, tern::v1::ROLLOUT_PHASE_ABORTED}) {
+    rollout_duration(phase);
+  }
+  deploy_duration(true);
+  deploy_duration(false);
+}
+
+Metrics::Value& RolloutDriver::event_counter(tern::v1::RolloutEventKind kind) {
+  // Kinds are a small fixed set, so the label stays bounded.
+  std::string label = word(kind);
+  std::replace(label.begin(), label.end(), ' ', '_');
+  return metrics_.counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
+                          absl::StrCat("kind=\"", label, "\""));
+}
+
+Metrics::Histogram& RolloutDriver::rollout_duration(tern::v1::RolloutPhase outcome) {
+  std::string label = word(outcome);
+  std::replace(label.begin(), label.end(), ' ', '_');
+  return metrics_.histogram("tern_rollout_duration_seconds",
+                            "From a rollout's start to its final phase, by that phase (its outcome).",
+                            absl::StrCat("outcome=\"", label, "\""), Metrics::slow_buckets());
+}
+
+Metrics::Histogram& RolloutDriver::deploy_duration(bool ok) {
+  return metrics_.histogram("tern_host_deploy_duration_seconds",
+                            "From a rollout's deploy command to a host until its answer (staging, start, probes, "
+                            "switch), by outcome.",
+                            ok ? "outcome=\"succeeded\"" : "outcome=\"failed\"", Metrics::slow_buckets());
+}
+
+void RolloutDriver::export_service(const tern::v1::Rollout& r, int64_t now_ms) {
+  // Per service, its latest rollout: bounded by the services, not by every
+  // rollout there ever was.
+  const std::string svc = absl::StrCat("service=\"", r.spec().service(), "\"");
+  for (int p = tern::v1::ROLLOUT_PHASE_PENDING; p <= tern::v1::ROLLOUT_PHASE_ABORTED; ++p) {
+    std::string label = word(static_cast<tern::v1::RolloutPhase>(p));
+    std::replace(label.begin(), label.end(), ' ', '_');
+    metrics_
+        .gauge("tern_service_rollout_phase", "1 for the phase of the service's latest rollout, 0 for the others.",
+               absl::StrCat(svc, ",phase=\"", label, "\""))
+        .store(r.phase() == p ? 1 : 0, std::memory_order_relaxed);
+  }
+  metrics_.gauge("tern_service_rollout_wave", "The wave (from 1) the service's latest rollout is in.", svc)
+      .store(r.current_wave() + 1, std::memory_order_relaxed);
+  metrics_
+      .gauge("tern_service_rollout_failed_hosts",
+             "Hosts the service's latest rollout counted against its failure budget.", svc)
+      .store(r.failed_hosts(), std::memory_order_relaxed);
+  metrics_
+      .gauge("tern_service_rollout_step_started_timestamp_seconds",
+             "When the current step (deploying, baking, analyzing, a gate) of the service's latest rollout began.",
+             svc)
+      .store(r.has_step_started() ? r.step_started().seconds() : now_ms / 1000, std::memory_order_relaxed);
 }
 
 RolloutDriver::~RolloutDriver() {
@@ -356,9 +419,10 @@ void RolloutDriver::deploy(const tern::v1::Rollout& r, const std::string& host, 
       r.spec().analysis().source() != "prometheus") {
     *d->mutable_analysis_interval() = r.spec().analysis().interval();
   }
-  auto done = [this, id, host, r_service = r.spec().service(), version = release.version(),
-               weight](const tern::v1::CommandResult& res) {
+  auto done = [this, id, host, r_service = r.spec().service(), version = release.version(), weight,
+               sent = std::chrono::steady_clock::now()](const tern::v1::CommandResult& res) {
     bool ok = res.outcome() == tern::v1::COMMAND_OUTCOME_SUCCEEDED;
+    deploy_duration(ok).observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count());
     std::string message = res.message();
     if (res.outcome() != tern::v1::COMMAND_OUTCOME_REFUSED) {
       catalog_.set_desired(host, r_service, version, weight);  // what the host should now serve
@@ -500,13 +564,16 @@ void RolloutDriver::flush() {
 void RolloutDriver::publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences) {
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto& ev = events[i];
-    // Kinds are a small fixed set, so the label stays bounded.
-    std::string label = word(ev.kind);
-    std::replace(label.begin(), label.end(), ' ', '_');
-    metrics_
-        .counter("tern_rollout_events_total", "Rollout transitions recorded, by kind.",
-                 absl::StrCat("kind=\"", label, "\""))
-        .fetch_add(1, std::memory_order_relaxed);
+    event_counter(ev.kind).fetch_add(1, std::memory_order_relaxed);
+    export_service(ev.summary, ev.time_ms);
+    const bool outcome = ev.kind == tern::v1::ROLLOUT_EVENT_KIND_SUCCEEDED ||
+                         ev.kind == tern::v1::ROLLOUT_EVENT_KIND_FAILED ||
+                         ev.kind == tern::v1::ROLLOUT_EVENT_KIND_ROLLED_BACK ||
+                         ev.kind == tern::v1::ROLLOUT_EVENT_KIND_ABORTED;
+    if (outcome && ev.summary.has_created()) {
+      const int64_t created = google::protobuf::util::TimeUtil::TimestampToMilliseconds(ev.summary.created());
+      rollout_duration(ev.summary.phase()).observe(static_cast<double>(std::max<int64_t>(0, ev.time_ms - created)) / 1e3);
+    }
     if ((ev.kind == tern::v1::ROLLOUT_EVENT_KIND_ANALYSIS_VERDICT ||
          (ev.kind == tern::v1::ROLLOUT_EVENT_KIND_PROMOTED && ev.summary.analysis().verdict() == "PROMOTED")) &&
         ev.summary.has_analysis()) {

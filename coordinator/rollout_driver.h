@@ -117,6 +117,11 @@ class RolloutDriver final : public RolloutControl {
   void publish(std::vector<RolloutStore::Event> events, const std::vector<uint64_t>& sequences);
   void count_active();
   Metrics::Value& analysis_verdict(const std::string& verdict);
+  Metrics::Value& event_counter(tern::v1::RolloutEventKind kind);
+  Metrics::Histogram& rollout_duration(tern::v1::RolloutPhase outcome);
+  Metrics::Histogram& deploy_duration(bool ok);
+  // The per-service gauges of a rollout's latest summary.
+  void export_service(const tern::v1::Rollout& r, int64_t now_ms);
   void export_analysis();
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
                                                        const tern::v1::RolloutSpec& spec);

@@ -140,5 +140,44 @@ TEST(MetricsTest, SplitsAddresses) {
   EXPECT_FALSE(split_host_port("h:99999").ok());
 }
 
+TEST(MetricsTest, HistogramsRenderCumulativeBucketsSumAndCount) {
+  Metrics m;
+  auto& h = m.histogram("op_seconds", "How long.", "kind=\"a\"", {0.1, 1});
+  h.observe(0.05);
+  h.observe(0.5);
+  h.observe(0.5);
+  h.observe(7);
+  const std::string text = m.render();
+  EXPECT_NE(text.find("# TYPE op_seconds histogram\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("op_seconds_bucket{kind=\"a\",le=\"0.1\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("op_seconds_bucket{kind=\"a\",le=\"1\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("op_seconds_bucket{kind=\"a\",le=\"+Inf\"} 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("op_seconds_sum{kind=\"a\"} 8.05\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("op_seconds_count{kind=\"a\"} 4\n"), std::string::npos) << text;
+  EXPECT_EQ(&h, &m.histogram("op_seconds", "How long.", "kind=\"a\"", {0.1, 1})) << "one cell per label set";
+}
+
+TEST(MetricsTest, ACellCountedInMicrosecondsRendersInSeconds) {
+  Metrics m;
+  m.counter("cpu_seconds_total", "CPU.", "", 1e-6).store(1'500'000);
+  m.counter("whole_seconds_total", "Whole.", "", 1e-6).store(3'000'000);
+  const std::string text = m.render();
+  EXPECT_NE(text.find("cpu_seconds_total 1.5\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("whole_seconds_total 3\n"), std::string::npos) << text;
+}
+
+TEST(MetricsTest, ProcessMetricsAreTheProcesssOwn) {
+  Metrics m;
+  add_process_metrics(m, "test");
+  const std::string text = m.render();
+  EXPECT_NE(text.find("tern_build_info{version=\""), std::string::npos) << text;
+  EXPECT_NE(text.find("daemon=\"test\"} 1\n"), std::string::npos) << text;
+  for (const char* name : {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+                           "process_max_fds", "process_start_time_seconds", "process_virtual_memory_bytes"}) {
+    EXPECT_NE(text.find(std::string("# TYPE ") + name), std::string::npos) << name;
+  }
+  EXPECT_EQ(text.find("process_resident_memory_bytes 0\n"), std::string::npos) << "read from /proc/self: " << text;
+}
+
 }  // namespace
 }  // namespace tern

@@ -9,6 +9,9 @@
 
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
+#include <cstring>
+#include <set>
+#include <regex>
 
 #include <filesystem>
 #include <fstream>
@@ -20,6 +23,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/netns.h"
 #include "tests/integration/one_host.h"
+#include "tests/support/http_server.h"
 
 namespace tern::testing {
 namespace {
@@ -287,6 +291,61 @@ TEST_P(OneHostTest, ADeployThatOutlastsItsWaitIsATimeoutNotAnOutage) {
   EXPECT_EQ(r.code, 7) << r.out << r.err;
   EXPECT_NE(r.err.find("still running after --wait 300ms; the host goes on with it"), std::string::npos) << r.err;
   EXPECT_TRUE(eventually([&] { return serving() == "v2-slow green"; })) << "and it did: " << agent_->log();
+}
+
+// Both /metrics endpoints, after a rollout, pass `promtool check metrics`,
+// and every metric the shipped alert rules and Grafana dashboard use is
+// there: the monitoring files cannot drift from what the daemons export.
+TEST_P(OneHostTest, BothMetricsEndpointsPassPromtoolAndExportWhatTheAlertsAndDashboardUse) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  if (run_cmd({"promtool", "--version"}).code != 0) GTEST_SKIP() << "promtool is not installed (scripts/setup.sh)";
+  push("v1", good_bundle_);
+  auto r = ctl({"rollout", "start", "web", "--version", "v1", "--waves", "100%", "--watch", "--wait", "1m"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  const std::string ready = read_file(dir_.file("ready.json"));
+  const std::string coordinator_metrics_at = ready_address(ready, "metrics");
+  std::string coordinator;
+  ns_->run([&] { coordinator = http_body(http_get(coordinator_metrics_at, "/metrics")); });
+  std::string agent;
+  ASSERT_TRUE(eventually([&] {
+    agent = agent_metrics();
+    return agent.find("tern_agent_slot_healthy{service=\"web\",slot=\"blue\"} 1") != std::string::npos;
+  })) << agent;
+  for (const auto& [who, text] : {std::pair{"coordinator", coordinator}, std::pair{"agent", agent}}) {
+    std::ofstream(dir_.file(std::string(who) + ".prom")) << text;
+    auto check = run_cmd({"sh", "-c", "promtool check metrics < \"$0\"", dir_.file(std::string(who) + ".prom")});
+    EXPECT_EQ(check.code, 0) << who << ":\n" << check.out << check.err;
+  }
+  EXPECT_NE(coordinator.find("tern_build_info{version=\""), std::string::npos);
+  EXPECT_NE(agent.find("daemon=\"agent\"} 1"), std::string::npos);
+  EXPECT_NE(coordinator.find("tern_service_rollout_phase{service=\"web\",phase=\"succeeded\"} 1"), std::string::npos)
+      << coordinator;
+  EXPECT_NE(coordinator.find("tern_rollout_duration_seconds_count{outcome=\"succeeded\"} 1"), std::string::npos)
+      << coordinator;
+  EXPECT_EQ(agent.find("tern_agent_swap_duration_seconds_count 0\n"), std::string::npos) << "the swap was timed";
+
+  // Every metric the alerts and the dashboard name.
+  std::set<std::string> used;
+  for (const char* file : {"/monitoring/tern-alerts.yml", "/monitoring/tern-dashboard.json"}) {
+    const std::string text = read_file(std::string(TERN_SOURCE_DIR) + file);
+    static const std::regex name(R"(\b((tern|process)_[a-z_]+))");
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), name); it != std::sregex_iterator(); ++it) {
+      std::string n = (*it)[1];
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        if (n.size() > std::strlen(suffix) && n.compare(n.size() - std::strlen(suffix), std::string::npos, suffix) == 0) {
+          n.resize(n.size() - std::strlen(suffix));
+        }
+      }
+      used.insert(n);
+    }
+  }
+  EXPECT_GT(used.size(), 10u);
+  for (const auto& n : used) {
+    if (n == "tern_webhook_pending" || n == "tern_webhook_deliveries_total") continue;  // only with webhooks
+    EXPECT_TRUE(coordinator.find("# TYPE " + n + " ") != std::string::npos ||
+                agent.find("# TYPE " + n + " ") != std::string::npos)
+        << n << " is used by the monitoring files but exported by neither daemon";
+  }
 }
 
 TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
