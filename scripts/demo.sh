@@ -218,7 +218,7 @@ step "client loop: $failed of $total requests failed during all of the above"
 sort "$work/client.log" | uniq -c
 
 step "coordinator metrics"
-curl -s "http://$metrics/metrics" | grep -v -e '^#' -e '_bucket{' -e '^process_' | grep -v ' 0$'
+curl -s "http://$metrics/metrics" | grep -v -e '^#' -e '_bucket{' -e '^process_' | grep -v ' 0$' || true
 
 if [ "$failed" -ne 0 ]; then
   echo "demo: $failed requests failed; logs are in $work" >&2
