@@ -435,6 +435,7 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   }
   CtlContext c{out, err, g.coordinator, g.output == "json", *timeout, nullptr};
   c.insecure = g.insecure;
+  c.tty = &out == &std::cout && ::isatty(STDOUT_FILENO);
   if (&out == &std::cout && ::isatty(STDIN_FILENO) && ::isatty(STDOUT_FILENO)) c.in = &std::cin;
   if (picked == nullptr || !picked->offline || !picked->offline()) {
     auto channel = make_channel(g);

@@ -50,6 +50,8 @@ struct CtlContext {
   std::istream* in = nullptr;
   // --insecure: plaintext (a coordinator that closes it wants TLS).
   bool insecure = false;
+  // `out` is a terminal: live views and colour (NO_COLOR turns colour off).
+  bool tty = false;
 
   // Sets the --timeout deadline, counted from now.
   void set_deadline(grpc::ClientContext& ctx) const;

@@ -3,7 +3,14 @@
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <cmath>
 #include <optional>
@@ -20,7 +27,9 @@
 #include "core/rollout_spec.h"
 #include "absl/strings/str_format.h"
 #include "ctl/ctl_internal.h"
+#include "ctl/rollout_view.h"
 #include "ctl/table.h"
+#include "tern/v1/fleet.grpc.pb.h"
 #include "tern/v1/rollout.grpc.pb.h"
 
 namespace tern {
@@ -42,6 +51,7 @@ struct RolloutFlags {
   std::string on_failure = "rollback";
   std::string spread;
   bool watch = false;
+  bool plain = false;
   bool yes = false;
   std::string wait = "1h";
   std::string id, reason;
@@ -187,7 +197,136 @@ int cmd_rollout_plan(const CtlContext& c, const RolloutFlags& f) {
   return c.show(absl::StrCat("rollout plan ", spec->service()), &RolloutStub::PlanRollout, req, print);
 }
 
-int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
+// The live view of `rollout watch` on a terminal: redrawn in place every
+// second (the bake countdown) and on every event, from the rollout itself
+// and, every few seconds, the hosts that are not connected.
+class LiveView {
+ public:
+  LiveView(const CtlContext& c, std::string id) : c_(c), id_(std::move(id)) {
+    const char* no_color = std::getenv("NO_COLOR");
+    color_ = no_color == nullptr || *no_color == '\0';
+    winsize ws{};
+    if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) width_ = ws.ws_col;
+    thread_ = std::thread([this] { run(); });
+  }
+  ~LiveView() { stop(); }
+
+  void on_event(const tern::v1::RolloutEvent& e) {
+    std::lock_guard lock(mu_);
+    if (e.kind() != tern::v1::ROLLOUT_EVENT_KIND_END) {
+      for (auto& line : log_.add(e)) push_recent(std::move(line));
+    }
+    refresh_ = true;
+    cv_.notify_all();
+  }
+
+  // The last draw, from the rollout as it ends.
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return;
+      stopped_ = true;
+      for (auto& line : log_.flush()) push_recent(std::move(line));
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    fetch();
+    std::lock_guard lock(mu_);
+    draw();
+  }
+
+ private:
+  static constexpr size_t kRecent = 5;
+
+  void push_recent(std::string line) {
+    recent_.push_back(std::move(line));
+    if (recent_.size() > kRecent) recent_.erase(recent_.begin());
+  }
+
+  void fetch() {
+    tern::v1::GetRolloutRequest g;
+    g.set_id(id_);
+    tern::v1::Rollout r;
+    if (c_.unary(&RolloutStub::GetRollout, g, r).ok()) {
+      std::lock_guard lock(mu_);
+      rollout_ = std::move(r);
+      have_ = true;
+    }
+    if (++fetches_ % 5 != 1) return;  // hosts every 5 s
+    tern::v1::ListHostsRequest req;
+    tern::v1::ListHostsResponse resp;
+    if (!c_.unary(&tern::v1::FleetService::Stub::ListHosts, req, resp).ok()) return;
+    std::map<std::string, AwayHost> away;
+    for (const auto& h : resp.hosts()) {
+      if (h.state() == tern::v1::HOST_STATE_CONNECTED) continue;
+      away[h.host_id()] = AwayHost{shown(h.state()), TimeUtil::TimestampToMilliseconds(h.state_since())};
+    }
+    std::lock_guard lock(mu_);
+    away_ = std::move(away);
+  }
+
+  // Under mu_.
+  void draw() {
+    if (!have_) return;
+    std::string text;
+    if (drawn_ > 0) text = absl::StrCat("\x1b[", drawn_, "F\x1b[J");  // back to the view's start, cleared
+    auto lines = rollout_view(rollout_, to_unix_millis(SystemClock::instance().now()), recent_, away_, color_);
+    for (const auto& line : lines) absl::StrAppend(&text, fit(line), "\n");
+    c_.out << text << std::flush;
+    drawn_ = lines.size();
+  }
+
+  // Cut to the terminal's width (escape sequences take none), so that no
+  // line wraps and the next redraw goes back exactly over this one.
+  std::string fit(const std::string& line) const {
+    std::string out;
+    size_t visible = 0;
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] == '\x1b') {
+        const size_t end = line.find('m', i);
+        if (end == std::string::npos) break;
+        out += line.substr(i, end - i + 1);
+        i = end;
+        continue;
+      }
+      if ((static_cast<unsigned char>(line[i]) & 0xC0) != 0x80 && ++visible >= width_) continue;
+      out += line[i];
+    }
+    if (color_) out += "\x1b[0m";
+    return out;
+  }
+
+  void run() {
+    for (;;) {
+      fetch();
+      std::unique_lock lock(mu_);
+      draw();
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopped_ || refresh_; });
+      refresh_ = false;
+      if (stopped_) return;
+    }
+  }
+
+  const CtlContext& c_;
+  const std::string id_;
+  bool color_ = true;
+  size_t width_ = 100;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopped_ = false, refresh_ = false, have_ = false;
+  tern::v1::Rollout rollout_;
+  std::vector<std::string> recent_;
+  std::map<std::string, AwayHost> away_;
+  EventLog log_;
+  size_t drawn_ = 0;
+  uint64_t fetches_ = 0;
+  std::thread thread_;
+};
+
+int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait, bool plain) {
+  std::unique_ptr<LiveView> live;
+  if (!c.json && !plain && c.tty) live = std::make_unique<LiveView>(c, id);
+  EventLog log;
   auto stub = tern::v1::RolloutService::NewStub(c.channel);
   const auto deadline = std::chrono::system_clock::now() + wait;
   tern::v1::Rollout last;
@@ -222,8 +361,11 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
       if (c.json) {
         std::string line = to_json(e, /*compact=*/true);
         c.out << line << "\n" << std::flush;
+      } else if (live) {
+        live->on_event(e);
       } else if (e.kind() != tern::v1::ROLLOUT_EVENT_KIND_END) {
-        c.out << "  " << clock_time(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n" << std::flush;
+        for (const auto& line : log.add(e)) c.out << line << "\n";
+        c.out << std::flush;
       }
       // Stop and hand back to a person when it needs one.
       const bool needs_person = e.kind() == tern::v1::ROLLOUT_EVENT_KIND_PAUSED ||
@@ -245,8 +387,13 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
         std::chrono::system_clock::now() + delay >= deadline) {
       break;
     }
-    if (!c.json) c.err << "ternctl: lost the coordinator (" << st.error_message() << "); reconnecting\n";
+    if (!c.json && !live) c.err << "ternctl: lost the coordinator (" << st.error_message() << "); reconnecting\n";
     std::this_thread::sleep_for(delay);
+  }
+  if (live) {
+    live->stop();
+  } else if (!c.json) {
+    for (const auto& line : log.flush()) c.out << line << "\n";
   }
   if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && any) {
     c.err << "ternctl: rollout watch " << id << ": still " << word(last.phase()) << " after --wait "
@@ -260,7 +407,7 @@ int cmd_rollout_watch(const CtlContext& c, const std::string& id, Millis wait) {
     c.err << "ternctl: rollout watch " << id << ": no events\n";
     return kExitFailed;
   }
-  if (!c.json) {
+  if (!c.json && !live) {
     // Events carry the rollout's summary; the per-host table comes from the
     // rollout itself.
     tern::v1::GetRolloutRequest g;
@@ -324,7 +471,7 @@ int cmd_rollout_start(const CtlContext& c, const RolloutFlags& f) {
     return kExitOk;
   }
   if (!c.json) c.out << "started rollout " << r.id() << "\n";
-  return cmd_rollout_watch(c, r.id(), *wait);
+  return cmd_rollout_watch(c, r.id(), *wait, f.plain);
 }
 
 int cmd_rollout_status(const CtlContext& c, const std::string& id) {
@@ -477,9 +624,11 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   start->add_flag("-y,--yes", f->yes,
                   "start without asking, on a terminal, when the first wave takes most hosts or no wave bakes");
   start->add_option("--wait", f->wait, "with --watch: give up after this long (default 1h)");
+  start->add_flag("--plain", f->plain, "with --watch: the event log, not the live view (the default off a terminal)");
   auto* watch = rollout->add_subcommand("watch", "follow a rollout; exits with its outcome");
   watch->add_option("id", f->id, "rollout id")->required();
   watch->add_option("--wait", f->wait, "give up after this long (default 1h)");
+  watch->add_flag("--plain", f->plain, "the event log, not the live view (the default off a terminal)");
   auto* status = rollout->add_subcommand("status", "a rollout and its hosts");
   status->add_option("id", f->id, "rollout id")->required();
   auto* list = rollout->add_subcommand("list", "rollouts, newest first");
@@ -504,7 +653,7 @@ void add_rollout_commands(CLI::App& app, CtlCommands& cmds) {
   cmds.push_back({start, [f](const CtlContext& c) { return cmd_rollout_start(c, *f); }});
   cmds.push_back({watch, [f](const CtlContext& c) {
                     const auto wait = duration_flag(c, "--wait", f->wait);
-                    return wait ? cmd_rollout_watch(c, f->id, *wait) : kExitUsage;
+                    return wait ? cmd_rollout_watch(c, f->id, *wait, f->plain) : kExitUsage;
                   }});
   cmds.push_back({status, [f](const CtlContext& c) { return cmd_rollout_status(c, f->id); }});
   cmds.push_back({list, [f](const CtlContext& c) { return cmd_rollout_list(c, f->service, f->active_only); }});

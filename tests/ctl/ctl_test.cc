@@ -1,11 +1,14 @@
 #include "ctl/ctl.h"
 
+#include <google/protobuf/util/time_util.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <sstream>
 
+#include "ctl/rollout_view.h"
 #include "ctl/table.h"
 #include "core/version.h"
 #include "tests/support/temp_dir.h"
@@ -173,6 +176,80 @@ TEST(TableTest, AlignsColumns) {
   std::ostringstream out;
   t.print(out);
   EXPECT_EQ(out.str(), "HOST   STATE\nweb-1  connected\na      b\n");
+}
+
+tern::v1::Rollout view_rollout() {
+  tern::v1::Rollout r;
+  r.set_id("web-7");
+  r.mutable_spec()->set_service("web");
+  r.mutable_spec()->mutable_release()->set_version("2.1");
+  r.mutable_previous_release()->set_version("2.0");
+  r.mutable_spec()->add_waves()->set_hosts(1);
+  r.mutable_spec()->add_waves()->set_percent(50);
+  r.mutable_spec()->add_waves()->set_percent(100);
+  r.set_phase(tern::v1::ROLLOUT_PHASE_RUNNING);
+  r.set_current_wave(1);
+  r.set_wave_step(tern::v1::WAVE_STEP_BAKING);
+  *r.mutable_created() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(1'000'000);
+  *r.mutable_bake_until() = google::protobuf::util::TimeUtil::MillisecondsToTimestamp(1'000'000 + 200'000);
+  auto host = [&](const std::string& id, uint32_t wave, tern::v1::HostRolloutState s) {
+    auto* h = r.add_hosts();
+    h->set_host_id(id);
+    h->set_wave(wave);
+    h->set_state(s);
+  };
+  host("h0", 0, tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+  for (int i = 1; i <= 4; ++i) host("h" + std::to_string(i), 1, tern::v1::HOST_ROLLOUT_STATE_ON_NEW);
+  host("h5", 1, tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE);
+  for (int i = 6; i <= 9; ++i) host("h" + std::to_string(i), 2, tern::v1::HOST_ROLLOUT_STATE_WAITING);
+  return r;
+}
+
+TEST(RolloutViewTest, EachWaveIsABarWithItsCountsAndTheCurrentStepCountsDown) {
+  auto lines = rollout_view(view_rollout(), 1'000'000 + 80'000, {"  12:00:01  wave_started: wave 2"}, {}, false);
+  ASSERT_EQ(lines.size(), 5u);
+  EXPECT_EQ(lines[0], "rollout web-7: web 2.0 -> 2.1, running, started 1m20s ago");
+  EXPECT_EQ(lines[1], "  wave 1/3  1 host   [####################] 1/1 on 2.1  done");
+  EXPECT_EQ(lines[2], "  wave 2/3  50%      [################xxxx] 4/5 on 2.1, 1 failed  baking, 2m left");
+  EXPECT_EQ(lines[3], "  wave 3/3  100%     [....................] 0/4 on 2.1, 4 waiting  next");
+  EXPECT_EQ(lines[4], "  12:00:01  wave_started: wave 2");
+}
+
+TEST(RolloutViewTest, WhatAWaveWaitsForIsNamedWithTheHostsThatAreAway) {
+  auto r = view_rollout();
+  r.set_current_wave(2);
+  r.set_wave_step(tern::v1::WAVE_STEP_DEPLOYING);
+  r.mutable_hosts(6)->set_state(tern::v1::HOST_ROLLOUT_STATE_DEPLOYING);
+  std::map<std::string, AwayHost> away{{"h6", {"disconnected", 1'000'000}}, {"h7", {"unreachable", 1'030'000}}};
+  auto lines = rollout_view(r, 1'000'000 + 90'000, {}, away, false);
+  ASSERT_GE(lines.size(), 5u);
+  EXPECT_EQ(lines.back(),
+            "  waiting on 2 host(s) not connected: h6 (disconnected 1m30s ago), h7 (unreachable 1m ago); the "
+            "progress deadline counts them as failed");
+  r.set_wave_step(tern::v1::WAVE_STEP_AWAITING_GATE);
+  r.mutable_spec()->mutable_waves(2)->set_gate_webhook("cab");
+  EXPECT_NE(rollout_view(r, 1'090'000, {}, {}, false)[3].find("waits for webhook cab"), std::string::npos);
+  auto colored = rollout_view(r, 1'090'000, {}, {}, true);
+  EXPECT_NE(colored[0].find("\x1b["), std::string::npos);
+}
+
+TEST(EventLogTest, PerHostEventsOfALargeWaveFoldIntoOneLine) {
+  EventLog log;
+  std::vector<std::string> lines;
+  auto add = [&](tern::v1::RolloutEventKind kind, const std::string& message) {
+    tern::v1::RolloutEvent e;
+    e.set_kind(kind);
+    e.set_message(message);
+    for (auto& l : log.add(e)) lines.push_back(l);
+  };
+  add(tern::v1::ROLLOUT_EVENT_KIND_WAVE_STARTED, "wave 1 of 1: 1000 host(s)");
+  for (int i = 0; i < 1000; ++i) add(tern::v1::ROLLOUT_EVENT_KIND_HOST_ON_NEW, "h" + std::to_string(i) + " on 2");
+  add(tern::v1::ROLLOUT_EVENT_KIND_SUCCEEDED, "web 2 is on all 1000 hosts");
+  ASSERT_EQ(lines.size(), 1u + EventLog::kFirstHostLines + 2u) << "never a line per host";
+  EXPECT_NE(lines[3].find("host_on_new: h2 on 2"), std::string::npos) << lines[3];
+  EXPECT_NE(lines[4].find("host_on_new: 997 more host(s) (the last: h999 on 2)"), std::string::npos) << lines[4];
+  EXPECT_NE(lines[5].find("succeeded: web 2 is on all 1000 hosts"), std::string::npos) << lines[5];
+  EXPECT_TRUE(log.flush().empty());
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/strings/str_cat.h"
 #include "tern/v1/agent_state.pb.h"
 #include "tern/v1/fleet.pb.h"
 #include "tests/integration/harness.h"
@@ -346,6 +347,28 @@ TEST_P(OneHostTest, BothMetricsEndpointsPassPromtoolAndExportWhatTheAlertsAndDas
                 agent.find("# TYPE " + n + " ") != std::string::npos)
         << n << " is used by the monitoring files but exported by neither daemon";
   }
+}
+
+// On a terminal (a pseudo-terminal made by script(1)), `rollout start
+// --watch` draws the live view: the wave's bar, the bake counting down, the
+// outcome; off a terminal the same watch is the plain log, with no escapes.
+TEST_P(OneHostTest, RolloutWatchOnATerminalIsALiveViewAndElsewhereAPlainLog) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  if (run_cmd({"script", "--version"}).code != 0) GTEST_SKIP() << "script(1) is not installed";
+  push("v1", good_bundle_);
+  const std::string cmd = absl::StrCat(TERN_CTL_BIN, " --insecure --coordinator ", address_,
+                                       " rollout start web --version v1 --waves 100% --bake 3s --watch -y");
+  auto r = run_cmd(with_ns({"env", "TERM=xterm", "NO_COLOR=1", "script", "-qfec", cmd, "/dev/null"}));
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("\x1b[J"), std::string::npos) << "redrawn in place: " << r.out;
+  EXPECT_NE(r.out.find("wave 1/1  100%"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("[####################] 1/1 on v1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("baking, "), std::string::npos) << "the bake counts down: " << r.out;
+  EXPECT_NE(r.out.find("succeeded"), std::string::npos) << r.out;
+  auto plain = ctl({"rollout", "watch", "web-1"});
+  EXPECT_EQ(plain.code, 0) << plain.err;
+  EXPECT_EQ(plain.out.find("\x1b["), std::string::npos) << plain.out;
+  EXPECT_NE(plain.out.find("succeeded: "), std::string::npos) << plain.out;
 }
 
 TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
