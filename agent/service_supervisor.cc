@@ -634,7 +634,7 @@ absl::Status ServiceSupervisor::wait_healthy(SlotColor color, const Progress& p)
     s = recorded(color);
     as = slot(color).launch(state_.spec(), s.release(), s.release_dir());
   }
-  auto st = slot(color).wait_healthy(check, slot_port(color), handle(s), s.release().version(), as);
+  auto st = slot(color).wait_healthy(check, slot_port(color), handle(s), s.release().version(), as, p);
   if (st.code() == absl::StatusCode::kAborted) return st;
   if (!st.ok()) {
     stop_slot(color, tern::v1::SLOT_PHASE_CRASHED, std::string(st.message()));

@@ -158,10 +158,14 @@ absl::StatusOr<ProcessHandle> Slot::start(const LaunchSpec& launch) {
 }
 
 absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
-                                const std::string& version, const LaunchSpec& as) {
+                                const std::string& version, const LaunchSpec& as,
+                                const std::function<void(const std::string&)>& progress) {
   const HealthParams params = health_params(check);
   const Clock& clock = deps_.os->clock();
-  HealthTracker tracker(params, clock.now());
+  const TimePoint began = clock.now();
+  HealthTracker tracker(params, began);
+  std::string last_detail;
+  TimePoint last_report = began;
   for (;;) {
     if (auto exited = deps_.launcher->poll(h)) {
       const std::string tail = log_tail();
@@ -172,6 +176,21 @@ absl::Status Slot::wait_healthy(const tern::v1::HealthCheck& check, uint16_t por
     auto r = deps_.prober->probe(check, port, params.timeout, as);
     auto verdict = tracker.observe(r, clock.now());
     if (verdict == HealthTracker::State::kHealthy) return absl::OkStatus();
+    // Whoever waits hears how the probes go: on each change of what they
+    // say, and every kProbeReportEvery while it stays the same.
+    const TimePoint now = clock.now();
+    if (progress && verdict != HealthTracker::State::kFailed &&
+        (r.detail != last_detail || now - last_report >= kProbeReportEvery)) {
+      progress(absl::StrCat("probing ", word(color_), " (", version, "): ",
+                            r.ok ? absl::StrCat("passing, ", r.detail, "; turns healthy after ",
+                                                params.success_threshold, " pass(es) and ",
+                                                format_duration(params.min_healthy_time), " healthy")
+                                 : absl::StrCat("not healthy yet: ", r.detail),
+                            " (", format_duration(std::chrono::duration_cast<Millis>(now - began)), " of its ",
+                            format_duration(params.healthy_deadline), " healthy deadline)"));
+      last_detail = r.detail;
+      last_report = now;
+    }
     if (verdict == HealthTracker::State::kFailed) {
       return absl::FailedPreconditionError(absl::StrCat(
           word(color_), " (", version, ") did not turn healthy within ", format_duration(params.healthy_deadline),

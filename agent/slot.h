@@ -132,8 +132,11 @@ class Slot {
   // with the reason when it exits first or misses its healthy deadline (the
   // caller stops it); ABORTED when the owner shuts down meanwhile.
   // Exec probes run as `as` says (the slot process's LaunchSpec).
+  // `progress` (optional) hears how the probes go while it waits.
   absl::Status wait_healthy(const tern::v1::HealthCheck& check, uint16_t port, const ProcessHandle& h,
-                            const std::string& version, const LaunchSpec& as);
+                            const std::string& version, const LaunchSpec& as,
+                            const std::function<void(const std::string&)>& progress = {});
+  static constexpr Millis kProbeReportEvery{5'000};
   // Tells the process that it is draining, as the spec asks: its
   // drain_signal to the process group, or its drain_command (run as
   // launch() would run the slot, waited for up to `limit`). Returns what

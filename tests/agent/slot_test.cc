@@ -143,6 +143,27 @@ TEST_F(SlotTest, ProbingGivesUpAtTheHealthyDeadlineOfHostTime) {
   EXPECT_TRUE(slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {}).ok());
 }
 
+TEST_F(SlotTest, WhoeverWaitsHearsHowTheProbesGoOnEachChangeAndEveryFiveSeconds) {
+  auto* h = spec_.mutable_health();
+  h->mutable_tcp();
+  *h->mutable_interval() = TimeUtil::MillisecondsToDuration(1'000);
+  *h->mutable_healthy_deadline() = TimeUtil::MillisecondsToDuration(60'000);
+  prober_.unhealthy.insert(9001);
+  Slot slot = make(tern::v1::SLOT_COLOR_GREEN);
+  auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));
+  ASSERT_TRUE(started.ok());
+  std::vector<std::string> heard;
+  auto st = slot.wait_healthy(spec_.health(), 9001, *started, "1.4", {}, [&](const std::string& m) {
+    heard.push_back(m);
+    if (elapsed() >= Millis(10'000)) prober_.unhealthy.clear();  // healthy from the next probe on
+  });
+  ASSERT_TRUE(st.ok()) << st;
+  ASSERT_EQ(heard.size(), 3u) << "at 0, 5 and 10 s, not a line per probe (11 of them)";
+  EXPECT_EQ(heard[0], "probing green (1.4): not healthy yet: HTTP 503 (0s of its 1m healthy deadline)");
+  EXPECT_EQ(heard[1], "probing green (1.4): not healthy yet: HTTP 503 (5s of its 1m healthy deadline)")
+      << "the same answer again only after 5 s";
+}
+
 TEST_F(SlotTest, AProcessThatExitsBeforeTurningHealthyIsReportedWithItsLastOutput) {
   Slot slot = make(tern::v1::SLOT_COLOR_BLUE);
   auto started = slot.start(slot.launch(spec_, release_, dir_.path().string()));

@@ -292,6 +292,12 @@ TEST_P(OneHostTest, ADeployThatOutlastsItsWaitIsATimeoutNotAnOutage) {
   EXPECT_EQ(r.code, 7) << r.out << r.err;
   EXPECT_NE(r.err.find("still running after --wait 300ms; the host goes on with it"), std::string::npos) << r.err;
   EXPECT_TRUE(eventually([&] { return serving() == "v2-slow green"; })) << "and it did: " << agent_->log();
+  // Waiting for it all, the operator sees how the probes go.
+  push("v3-slow", slow_bundle_);
+  auto full = ctl({"host", "deploy", "h1", "web", "--version", "v3-slow"});
+  ASSERT_EQ(full.code, 0) << full.out << full.err;
+  EXPECT_NE(full.out.find("probing blue (v3-slow): not healthy yet: "), std::string::npos) << full.out;
+  EXPECT_NE(full.out.find("healthy deadline)"), std::string::npos) << full.out;
 }
 
 // Both /metrics endpoints, after a rollout, pass `promtool check metrics`,
