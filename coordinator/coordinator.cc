@@ -1,5 +1,7 @@
 #include "coordinator/coordinator.h"
 
+#include "coordinator/dashboard.h"
+
 #include "grpc/health/v1/health.grpc.pb.h"
 
 #include <google/protobuf/util/time_util.h>
@@ -45,6 +47,57 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
       events_dropped_(metrics_.counter("tern_agent_events_dropped_total",
                                        "Agent events dropped because their stream sent them over the rate limit.")) {
   add_process_metrics(metrics_, "coordinator");
+}
+
+DashboardData Coordinator::dashboard_data() {
+  DashboardData d;
+  d.on_loop = [this](const std::function<absl::Status()>& read) -> absl::Status {
+    if (!loop_ready_.load()) return absl::UnavailableError("the coordinator is starting or stopping; try again");
+    absl::Status st = absl::UnavailableError("the coordinator is stopping");
+    loop_.run_sync([&] { st = read(); });
+    return st;
+  };
+  d.authorize = [this](const std::string& authorization) -> absl::Status {
+    if (config_.insecure) return absl::OkStatus();
+    if (authorization.empty()) {
+      return absl::UnauthenticatedError(
+          "this coordinator needs a token (Authorization: Bearer ...); any role will do: ternctl token create NAME "
+          "--role viewer");
+    }
+    return auth_->token_principal(authorization).status();
+  };
+  d.hosts = [this](google::protobuf::Message* m) -> absl::Status {
+    auto hosts = fleet_->list_hosts("");
+    if (!hosts.ok()) return hosts.status();
+    auto* out = static_cast<tern::v1::ListHostsResponse*>(m);
+    for (auto& h : *hosts) *out->add_hosts() = std::move(h);
+    return absl::OkStatus();
+  };
+  d.rollouts = [this](google::protobuf::Message* m) -> absl::Status {
+    auto rs = rollouts_->list_rollouts("", false);
+    if (!rs.ok()) return rs.status();
+    auto* out = static_cast<tern::v1::ListRolloutsResponse*>(m);
+    for (auto& r : *rs) {
+      r.clear_hosts();  // a list stays small however large the fleet
+      *out->add_rollouts() = std::move(r);
+    }
+    return absl::OkStatus();
+  };
+  d.rollout = [this](const std::string& id, google::protobuf::Message* m) -> absl::Status {
+    auto r = rollouts_->get_rollout(id);
+    if (!r.ok()) return r.status();
+    *static_cast<tern::v1::Rollout*>(m) = *std::move(r);
+    return absl::OkStatus();
+  };
+  d.history = [this](const std::string& id, google::protobuf::Message* m) -> absl::Status {
+    if (auto r = rollouts_->get_rollout(id); !r.ok()) return r.status();
+    auto evs = rollouts_->rollout_events(id, 0);
+    if (!evs.ok()) return evs.status();
+    auto* out = static_cast<tern::v1::RolloutHistory*>(m);
+    for (auto& e : *evs) *out->add_events() = std::move(e);
+    return absl::OkStatus();
+  };
+  return d;
 }
 
 Coordinator::~Coordinator() { shutdown(); }
@@ -243,6 +296,7 @@ absl::Status Coordinator::start() {
   if (auto st = start_server(std::move(creds)); !st.ok()) return st;
 
   if (!config_.metrics_listen.empty()) {
+    add_dashboard(metrics_server_, dashboard_data());
     auto bound = metrics_server_.start(config_.metrics_listen);
     if (!bound.ok()) {
       shutdown();
@@ -252,6 +306,7 @@ absl::Status Coordinator::start() {
   }
 
   loop_.start();
+  loop_ready_.store(true);
   loop_.post([this] { rollouts_->resume(); });
   loop_.every(Millis(500), [this] { rollouts_->tick(); });
   loop_.every(Millis(200), [this] { audit_->flush(); });
@@ -311,6 +366,10 @@ void Coordinator::shutdown() {
     loop_.run_sync([this] { audit_->flush(); });  // the last calls' entries
   }
   if (gates_) gates_->stop();  // before the loop: no answer is posted to a stopped loop
+  // The dashboard reads on the loop: no new read, and the last one answered,
+  // before the loop stops.
+  loop_ready_.store(false);
+  metrics_server_.stop();
   loop_.stop();
   if (webhooks_) webhooks_->stop();  // after the loop: nothing wakes it any more
   metrics_server_.stop();

@@ -29,6 +29,7 @@
 #include "coordinator/rollout_driver.h"
 #include "coordinator/rollout_service.h"
 #include "coordinator/rollout_store.h"
+#include "coordinator/dashboard.h"
 #include "coordinator/webhook_gate.h"
 #include "coordinator/webhook_sender.h"
 #include "coordinator/service_catalog.h"
@@ -87,6 +88,7 @@ class Coordinator final : public AgentStreamListener {
   void on_agent_stream_done(const std::shared_ptr<AgentSession>& session, const std::string& reason) override;
 
  private:
+  DashboardData dashboard_data();
   struct SessionInfo {
     std::shared_ptr<AgentSession> session;
     std::string host_id;  // empty until hello
@@ -155,6 +157,8 @@ class Coordinator final : public AgentStreamListener {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> server_;
   MetricsHttpServer metrics_server_{metrics_};
+  // The loop runs and may be asked for the dashboard's reads.
+  std::atomic<bool> loop_ready_{false};
   std::string grpc_address_;
   // For the liveness check: how to dial ourselves, and when it last worked.
   std::shared_ptr<grpc::ChannelCredentials> self_creds_;

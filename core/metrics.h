@@ -97,6 +97,22 @@ class MetricsHttpServer {
   explicit MetricsHttpServer(const Metrics& metrics);
   ~MetricsHttpServer();
 
+  // More than /metrics: GET requests whose path starts with a route's prefix
+  // go to its handler (the longest prefix wins), on the server's thread.
+  struct Request {
+    std::string path;
+    std::string query;
+    std::string authorization;  // the Authorization header, as sent
+  };
+  struct Reply {
+    int status = 200;
+    std::string content_type = "application/json";
+    std::string body;
+  };
+  using Handler = std::function<Reply(const Request&)>;
+  // Before start().
+  void route(std::string prefix, Handler handler) { routes_.emplace(std::move(prefix), std::move(handler)); }
+
   // Binds "host:port" (port 0 picks a free one) and starts serving. Returns
   // the bound "host:port".
   absl::StatusOr<std::string> start(const std::string& listen);
@@ -106,6 +122,7 @@ class MetricsHttpServer {
  private:
   struct Impl;
   const Metrics& metrics_;
+  std::map<std::string, Handler> routes_;
   std::unique_ptr<Impl> impl_;
 };
 

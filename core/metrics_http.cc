@@ -31,7 +31,7 @@ constexpr uint32_t kMaxRequestHeaderBytes = 8 << 10;
 struct MetricsHttpServer::Impl {
   class Session;
 
-  explicit Impl(const Metrics& m) : metrics(m), acceptor(ioc) {}
+  Impl(const Metrics& m, const std::map<std::string, Handler>& r) : metrics(m), routes(r), acceptor(ioc) {}
 
   void accept();
   // Makes room for one more connection: drops the oldest one still waiting
@@ -39,6 +39,7 @@ struct MetricsHttpServer::Impl {
   bool make_room();
 
   const Metrics& metrics;
+  const std::map<std::string, Handler>& routes;
   asio::io_context ioc;  // first: destroyed after every socket
   tcp::acceptor acceptor;
   // Oldest first; touched only on the io thread.
@@ -79,10 +80,28 @@ class MetricsHttpServer::Impl::Session : public std::enable_shared_from_this<Ses
     response_.version(11);
     response_.keep_alive(false);
     response_.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    const Handler* handler = nullptr;
+    for (const auto& [prefix, h] : server_.routes) {
+      if (path.rfind(prefix, 0) == 0) handler = &h;  // in order: the longest matching prefix is last
+    }
     if (req.method() != http::verb::get) {
       response_.result(http::status::method_not_allowed);
       response_.set(http::field::allow, "GET");
       response_.body() = "only GET\n";
+    } else if (handler != nullptr) {
+      Request r;
+      r.path = path;
+      r.query = target.size() > path.size() ? target.substr(path.size() + 1) : "";
+      r.authorization = std::string(req[http::field::authorization]);
+      Reply reply = (*handler)(r);
+      response_.result(static_cast<http::status>(reply.status));
+      response_.set(http::field::content_type, reply.content_type);
+      response_.set(http::field::cache_control, "no-store");
+      response_.set("X-Content-Type-Options", "nosniff");
+      response_.set("Content-Security-Policy",
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+                    "img-src 'self' data:; frame-ancestors 'none'");
+      response_.body() = std::move(reply.body);
     } else if (path == "/metrics") {
       response_.result(http::status::ok);
       response_.body() = server_.metrics.render();
@@ -143,7 +162,7 @@ MetricsHttpServer::~MetricsHttpServer() { stop(); }
 absl::StatusOr<std::string> MetricsHttpServer::start(const std::string& listen) {
   auto hp = split_host_port(listen);
   if (!hp.ok()) return hp.status();
-  auto impl = std::make_unique<Impl>(metrics_);
+  auto impl = std::make_unique<Impl>(metrics_, routes_);
   beast::error_code ec;
   tcp::resolver resolver(impl->ioc);
   auto endpoints = resolver.resolve(hp->first, std::to_string(hp->second),

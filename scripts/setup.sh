@@ -18,10 +18,13 @@ packages=(
   python3 curl python3-grpcio python3-protobuf
   systemd ansible ansible-lint
   prometheus nginx caddy
+  chromium
 )
 
 # shellcheck source=scripts/apt_install.sh
 . "$root/scripts/apt_install.sh"
+# chromium is the real browser that tests/integration/dashboard_test.cc drives
+# (headless) through the coordinator's web dashboard.
 # prometheus is for tests/integration/prometheus_source_test.cc, which starts
 # its own server on a free port; nginx and caddy for
 # tests/integration/slot_templates_test.cc and real_apps_test.cc, which run

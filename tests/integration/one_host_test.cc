@@ -377,6 +377,57 @@ TEST_P(OneHostTest, RolloutWatchOnATerminalIsALiveViewAndElsewhereAPlainLog) {
   EXPECT_NE(plain.out.find("succeeded: "), std::string::npos) << plain.out;
 }
 
+// The web dashboard in a real browser (headless Chromium from Debian): it
+// loads, shows the fleet and a running rollout waiting at its gate, polls
+// (several updates in one load), and shows the rollout's end after the
+// promote.
+TEST_P(OneHostTest, TheDashboardShowsTheFleetAndARolloutInARealBrowser) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  if (GetParam() != "nftables") GTEST_SKIP() << "the dashboard does not depend on the backend";
+  if (run_cmd({"chromium", "--version"}).code != 0) GTEST_SKIP() << "chromium is not installed (scripts/setup.sh)";
+  push("v1", good_bundle_);
+  std::ofstream(dir_.file("rollout.yaml"))
+      << "service: web\nrelease: v1\nwaves: [{percent: 100, gate: manual}]\n";
+  auto started = ctl({"rollout", "start", "-f", dir_.file("rollout.yaml"), "-y"});
+  ASSERT_EQ(started.code, 0) << started.err;
+  ASSERT_TRUE(eventually([&] {
+    return ctl({"rollout", "status", "web-1"}).out.find("awaiting approval") != std::string::npos;
+  })) << agent_->log();
+  const std::string at = ready_address(read_file(dir_.file("ready.json")), "metrics");
+  std::filesystem::create_directories(dir_.file("chrome-home"));
+  auto browse = [&](const std::vector<std::string>& extra, const std::string& query) {
+    std::vector<std::string> argv{"env", "HOME=" + dir_.file("chrome-home"), "chromium", "--headless", "--no-sandbox",
+                                  "--disable-gpu", "--user-data-dir=" + dir_.file("chrome-profile"),
+                                  "--virtual-time-budget=5000", "--window-size=1280,1000"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back("http://" + at + "/dashboard" + query);
+    return run_cmd(with_ns(argv));
+  };
+  auto dom = browse({"--dump-dom"}, "?every=500");
+  ASSERT_EQ(dom.code, 0) << dom.err;
+  for (const char* want : {"web-1: web", "awaiting approval", "1/1 on v1", "h1", "connected: 1", "role=web",
+                           "wave started", "web-1: running, wave 1 awaiting approval"}) {
+    EXPECT_NE(dom.out.find(want), std::string::npos) << want << " is not on the page:\n" << dom.out;
+  }
+  static const std::regex updates(R"(id="updates">(\d+)<)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(dom.out, m, updates)) << dom.out;
+  EXPECT_GE(std::stoi(m[1]), 3) << "the page polls and redraws while it is open";
+  auto shot = browse({"--screenshot=" + dir_.file("dashboard.png")}, "");
+  EXPECT_EQ(shot.code, 0) << shot.err;
+  EXPECT_GT(std::filesystem::file_size(dir_.file("dashboard.png")), 10'000u) << "a real rendering";
+  if (const char* keep = std::getenv("TERN_DASHBOARD_SCREENSHOT")) {
+    std::filesystem::copy_file(dir_.file("dashboard.png"), keep, std::filesystem::copy_options::overwrite_existing);
+  }
+
+  ASSERT_EQ(ctl({"rollout", "promote", "web-1"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return ctl({"rollout", "status", "web-1"}).out.find("succeeded") != std::string::npos; }));
+  auto after = browse({"--dump-dom"}, "");
+  ASSERT_EQ(after.code, 0) << after.err;
+  EXPECT_NE(after.out.find("web-1: web v1, succeeded"), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find("promoted"), std::string::npos) << after.out;
+}
+
 TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));

@@ -45,7 +45,8 @@ class SecurityTest : public ::testing::Test {
 
     coordinator_ = std::make_unique<Process>(
         TERN_COORDINATOR_BIN,
-        std::vector<std::string>{"--listen", "127.0.0.1:0", "--metrics-listen", "", "--database", dir_.file("c.db"),
+        std::vector<std::string>{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--database",
+                                 dir_.file("c.db"),
                                  "--ready-file", dir_.file("ready.json"), "--tls-ca", pki_ + "/ca.crt", "--tls-cert",
                                  pki_ + "/coordinator.crt", "--tls-key", pki_ + "/coordinator.key",
                                  "--heartbeat-interval", "200ms", "--unreachable-after", "2s"},
@@ -53,6 +54,7 @@ class SecurityTest : public ::testing::Test {
     ASSERT_TRUE(eventually([&] { return read_file(dir_.file("ready.json")).find("grpc") != std::string::npos; }))
         << coordinator_->log();
     address_ = ready_address(read_file(dir_.file("ready.json")), "grpc");
+    metrics_ = ready_address(read_file(dir_.file("ready.json")), "metrics");
   }
 
   void TearDown() override {
@@ -157,6 +159,7 @@ class SecurityTest : public ::testing::Test {
 
   TempDir dir_;
   std::string pki_, rogue_, table_, address_;
+  std::string metrics_;  // /metrics and the dashboard
   std::unique_ptr<Process> coordinator_;
   std::map<std::string, std::unique_ptr<Process>> agents_;
 };
@@ -253,6 +256,29 @@ TEST_F(SecurityTest, TernctlSaysWhyItsCredentialsAreRefused) {
   auto gone = run_cmd({TERN_CTL_BIN, "--insecure", "--coordinator", plain_address, "--timeout", "2s", "hosts"});
   EXPECT_EQ(gone.code, 3) << gone.err;
   EXPECT_NE(gone.err.find("cannot reach the coordinator"), std::string::npos) << gone.err;
+}
+
+// The dashboard's API needs a live token (a viewer's is enough); the page
+// itself is only markup and script.
+TEST_F(SecurityTest, TheDashboardsApiNeedsAToken) {
+  auto get = [&](const std::string& path, const std::string& token) {
+    std::vector<std::string> argv{"curl", "-s", "-w", "\n%{http_code}", "http://" + metrics_ + path};
+    if (!token.empty()) argv.insert(argv.end(), {"-H", "Authorization: Bearer " + token});
+    return run_cmd(argv).out;
+  };
+  const std::string none = get("/api/v1/hosts", "");
+  EXPECT_NE(none.find("\n401"), std::string::npos) << none;
+  EXPECT_NE(none.find("ternctl token create NAME --role viewer"), std::string::npos) << none;
+  EXPECT_NE(get("/api/v1/rollouts", "tern_not_a_real_token").find("\n401"), std::string::npos);
+  auto created = ctl("alice", {"token", "create", "wallboard", "--role", "viewer"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  const std::string secret = created.out.substr(0, created.out.find('\n'));
+  const std::string hosts = get("/api/v1/hosts", secret);
+  EXPECT_NE(hosts.find("\n200"), std::string::npos) << hosts;
+  EXPECT_NE(get("/api/v1/rollouts/nope", secret).find("\n404"), std::string::npos);
+  const std::string page = get("/dashboard", "");
+  EXPECT_NE(page.find("\n200"), std::string::npos);
+  EXPECT_NE(page.find("<title>Tern</title>"), std::string::npos);
 }
 
 TEST_F(SecurityTest, AnAgentCanOnlySpeakForTheHostItsCertificateNames) {
