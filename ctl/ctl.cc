@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <sstream>
 #include <iostream>
@@ -365,6 +366,49 @@ std::string explain_parse_error(CLI::App& app, const std::vector<std::string>& a
   return absl::StrCat(what, " (see `", path, " --help`)");
 }
 
+// A bash completion script for the command tree of `app`: subcommands and
+// flags at each level, from the same definitions that parse them.
+std::string bash_completion(CLI::App& app) {
+  std::vector<std::pair<std::string, std::string>> nodes;  // " rollout start" -> its words
+  std::function<void(CLI::App*, const std::string&)> walk = [&](CLI::App* a, const std::string& path) {
+    std::vector<std::string> words;
+    for (CLI::App* s : a->get_subcommands({})) words.push_back(s->get_name());
+    for (const CLI::Option* o : a->get_options()) {
+      for (const auto& l : o->get_lnames()) words.push_back("--" + l);
+    }
+    if (a != &app) {  // global flags may follow a subcommand too
+      for (const CLI::Option* o : app.get_options()) {
+        for (const auto& l : o->get_lnames()) words.push_back("--" + l);
+      }
+    }
+    std::vector<std::string> unique;
+    for (auto& w : words) {
+      if (std::find(unique.begin(), unique.end(), w) == unique.end()) unique.push_back(std::move(w));
+    }
+    nodes.emplace_back(path, absl::StrJoin(unique, " "));
+    for (CLI::App* s : a->get_subcommands({})) walk(s, path + " " + s->get_name());
+  };
+  walk(&app, "");
+  std::string out =
+      "# bash completion for ternctl, made by `ternctl completion bash`:\n"
+      "#   ternctl completion bash | sudo tee /usr/share/bash-completion/completions/ternctl\n"
+      "_ternctl() {\n"
+      "  local cur=\"${COMP_WORDS[COMP_CWORD]}\" path=\"\" w i words\n"
+      "  for ((i = 1; i < COMP_CWORD; i++)); do\n"
+      "    w=\"${COMP_WORDS[i]}\"\n"
+      "    case \"$path $w\" in\n";
+  std::vector<std::string> paths;
+  for (const auto& [path, words] : nodes) {
+    if (!path.empty()) paths.push_back(absl::StrCat("\"", path, "\""));
+  }
+  absl::StrAppend(&out, "      ", absl::StrJoin(paths, "|"), ") path=\"$path $w\" ;;\n", "    esac\n  done\n",
+                  "  case \"$path\" in\n");
+  for (const auto& [path, words] : nodes) absl::StrAppend(&out, "    \"", path, "\") words=\"", words, "\" ;;\n");
+  absl::StrAppend(&out, "  esac\n", "  COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n", "}\n",
+                  "complete -F _ternctl ternctl\n");
+  return out;
+}
+
 }  // namespace
 
 int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
@@ -403,6 +447,15 @@ int run_ctl(const std::vector<std::string>& args, std::ostream& out, std::ostrea
   add_admin_commands(app, cmds);
   add_host_commands(app, cmds);
   add_rollout_commands(app, cmds);
+  std::string shell;
+  auto* completion = app.add_subcommand("completion", "print a shell completion script (bash)");
+  completion->add_option("shell", shell, "the shell")->required()->check(CLI::IsMember({"bash"}));
+  cmds.push_back({completion,
+                  [&app](const CtlContext& c) {
+                    c.out << bash_completion(app);
+                    return kExitOk;
+                  },
+                  [] { return true; }});
 
   std::vector<std::string> reversed(args.rbegin(), args.rend());
   try {

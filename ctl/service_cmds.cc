@@ -1,5 +1,7 @@
 // ternctl service ... and ternctl artifact ...: service specs, and the
 // release artifacts the coordinator stores for them.
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+#include <google/protobuf/util/message_differencer.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -35,6 +37,70 @@ int cmd_service_apply(const CtlContext& c, const std::string& file) {
           << " (generation " << resp.service().generation() << ")\n";
   };
   return c.show(absl::StrCat("service apply ", spec->name()), &ServiceStub::ApplyService, req, print);
+}
+
+int cmd_service_get(const CtlContext& c, const std::string& name) {
+  tern::v1::GetServiceRequest req;
+  req.set_name(name);
+  auto print = [&](const tern::v1::ServiceRecord& r) {
+    c.out << "service " << r.spec().name() << ", generation " << r.generation() << ", updated "
+          << ago(r.updated(), to_unix_millis(SystemClock::instance().now())) << "\n"
+          << to_json(r.spec());
+  };
+  return c.show(absl::StrCat("service get ", name), &ServiceStub::GetService, req, print);
+}
+
+// What `service apply -f FILE` would change: exit 0 when nothing, 1 when
+// something (as diff(1) does), the changed fields listed.
+int cmd_service_diff(const CtlContext& c, const std::string& file) {
+  auto spec = load_service_spec_file(file);
+  if (!spec.ok()) return c.usage_error("service diff", spec.status().message());
+  apply_service_defaults(*spec);
+  tern::v1::GetServiceRequest req;
+  req.set_name(spec->name());
+  tern::v1::ServiceRecord stored;
+  const grpc::Status st = c.unary(&ServiceStub::GetService, req, stored);
+  if (st.error_code() == grpc::StatusCode::NOT_FOUND) {
+    c.out << "service " << spec->name() << " is not stored yet: `ternctl service apply -f " << file
+          << "` adds it\n";
+    return kExitFailed;
+  }
+  if (!st.ok()) return c.rpc_error(absl::StrCat("service diff ", spec->name()), st);
+  std::string report;
+  bool same;
+  {
+    google::protobuf::io::StringOutputStream stream(&report);
+    google::protobuf::util::MessageDifferencer::StreamReporter reporter(&stream);
+    google::protobuf::util::MessageDifferencer differ;
+    differ.ReportDifferencesTo(&reporter);
+    same = differ.Compare(stored.spec(), *spec);
+  }  // the reporter flushes into `report` here
+  if (same) {
+    c.out << "service " << spec->name() << ": " << file << " is what is stored (generation " << stored.generation()
+          << ")\n";
+    return kExitOk;
+  }
+  c.out << "service " << spec->name() << ": " << file << " differs from generation " << stored.generation()
+        << " (stored -> file):\n"
+        << report;
+  return kExitFailed;
+}
+
+int cmd_service_delete(const CtlContext& c, const std::string& name, bool yes) {
+  if (!yes && c.in != nullptr) {
+    c.out << "delete service " << name << " from the coordinator? Hosts that run it are told to remove it. [y/N] "
+          << std::flush;
+    std::string answer;
+    std::getline(*c.in, answer);
+    if (answer != "y" && answer != "yes") {
+      c.err << "ternctl: service delete " << name << ": not confirmed; nothing changed\n";
+      return kExitFailed;
+    }
+  }
+  tern::v1::DeleteServiceRequest req;
+  req.set_name(name);
+  auto print = [&](const tern::v1::DeleteServiceResponse&) { c.out << "service " << name << " deleted\n"; };
+  return c.show(absl::StrCat("service delete ", name), &ServiceStub::DeleteService, req, print);
 }
 
 std::string ports_word(const tern::v1::ServiceSpec& spec) {
@@ -169,14 +235,25 @@ void add_service_commands(CLI::App& app, CtlCommands& cmds) {
   struct Args {
     std::string spec_file;
     std::string file, service, version, kind, name, sign_key, url, sha256;
+    bool yes = false;
   };
   auto a = std::make_shared<Args>();
-  auto* service = app.add_subcommand("service", "apply and list service specs");
+  auto* service = app.add_subcommand("service", "apply, list, get, diff and delete service specs");
   service->require_subcommand(1);
   auto* apply = service->add_subcommand("apply", "validate a service spec and store it; agents get it");
   apply->add_option("-f,--file", a->spec_file, "service spec YAML")->required();
   auto* list = service->add_subcommand("list", "list services");
+  auto* get = service->add_subcommand("get", "a service's stored spec, as the coordinator holds it");
+  get->add_option("name", a->service, "the service")->required();
+  auto* diff = service->add_subcommand("diff", "what `service apply` would change (exit 1 when anything)");
+  diff->add_option("-f,--file", a->spec_file, "service spec YAML")->required();
+  auto* del = service->add_subcommand("delete", "forget a service (admin); hosts that run it remove it");
+  del->add_option("name", a->service, "the service")->required();
+  del->add_flag("-y,--yes", a->yes, "do not ask, on a terminal");
   cmds.push_back({apply, [a](const CtlContext& c) { return cmd_service_apply(c, a->spec_file); }});
+  cmds.push_back({get, [a](const CtlContext& c) { return cmd_service_get(c, a->service); }});
+  cmds.push_back({diff, [a](const CtlContext& c) { return cmd_service_diff(c, a->spec_file); }});
+  cmds.push_back({del, [a](const CtlContext& c) { return cmd_service_delete(c, a->service, a->yes); }});
   cmds.push_back({list, [](const CtlContext& c) { return cmd_service_list(c); }});
 
   auto* artifact = app.add_subcommand("artifact", "upload and list release artifacts");

@@ -11,6 +11,7 @@
 #include "ctl/rollout_view.h"
 #include "ctl/table.h"
 #include "core/version.h"
+#include "tests/support/command.h"
 #include "tests/support/temp_dir.h"
 
 namespace tern {
@@ -119,6 +120,27 @@ TEST(CtlTest, UnknownCommandsAndFlagsSayWhatWasMeant) {
       << "a flag's value is not taken for a command: " << valued.err;
   CtlRun far = ctl({"zzzzzz"});
   EXPECT_NE(far.err.find("unknown command \"zzzzzz\" for `ternctl`; it has "), std::string::npos) << far.err;
+}
+
+// The completion script comes from the same tree that parses: it offers
+// the subcommands and flags of where the words typed so far lead.
+TEST(CtlTest, BashCompletionOffersTheCommandsAndFlagsOfEachLevel) {
+  CtlRun r = ctl({"completion", "bash"});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_NE(r.out.find("complete -F _ternctl ternctl"), std::string::npos);
+  testing::TempDir dir;
+  std::ofstream(dir.file("c.sh")) << r.out;
+  auto offer = [&](const std::string& words, int cword) {
+    return testing::run_cmd({"bash", "-c",
+                             "source \"$0\"; COMP_WORDS=(" + words + "); COMP_CWORD=" + std::to_string(cword) +
+                                 "; _ternctl; echo \"${COMPREPLY[*]}\"",
+                             dir.file("c.sh")})
+        .out;
+  };
+  EXPECT_EQ(offer("ternctl rollout st", 2), "start status\n");
+  EXPECT_EQ(offer("ternctl --insecure service d", 3), "diff delete\n");
+  EXPECT_NE(offer("ternctl host deploy h1 web --w", 5).find("--wait"), std::string::npos);
+  EXPECT_EQ(ctl({"completion", "fish"}).code, kExitUsage);
 }
 
 TEST(CtlTest, HelpExitsZero) {

@@ -428,6 +428,25 @@ TEST_P(OneHostTest, TheDashboardShowsTheFleetAndARolloutInARealBrowser) {
   EXPECT_NE(after.out.find("promoted"), std::string::npos) << after.out;
 }
 
+TEST_P(OneHostTest, AServiceCanBeReadComparedWithAFileAndDeleted) {
+  if (skipped()) GTEST_SKIP() << skip_reason();
+  auto got = ctl({"service", "get", "web"});
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_NE(got.out.find("service web, generation 1"), std::string::npos) << got.out;
+  EXPECT_NE(got.out.find("\"keep_warm\""), std::string::npos) << got.out;
+  auto same = ctl({"service", "diff", "-f", dir_.file("web.yaml")});
+  EXPECT_EQ(same.code, 0) << same.out << same.err;
+  EXPECT_NE(same.out.find("is what is stored (generation 1)"), std::string::npos) << same.out;
+  std::ofstream(dir_.file("web2.yaml")) << read_file(dir_.file("web.yaml")) << "env: {MODE: canary}\n";
+  auto changed = ctl({"service", "diff", "-f", dir_.file("web2.yaml")});
+  EXPECT_EQ(changed.code, 1) << changed.out << changed.err;
+  EXPECT_NE(changed.out.find("differs from generation 1"), std::string::npos) << changed.out;
+  EXPECT_NE(changed.out.find("env"), std::string::npos) << changed.out;
+  auto del = ctl({"service", "delete", "web", "--yes"});
+  ASSERT_EQ(del.code, 0) << del.out << del.err;
+  EXPECT_EQ(ctl({"service", "get", "web"}).code, 4) << "gone: not found";
+}
+
 TEST_P(OneHostTest, AgentKilledWhileProbingANewReleaseUndoesItsStart) {
   if (skipped()) GTEST_SKIP() << skip_reason();
   ASSERT_NO_FATAL_FAILURE(deploy_ok("v1"));
