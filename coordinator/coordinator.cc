@@ -49,6 +49,27 @@ Coordinator::Coordinator(CoordinatorConfig config, const Clock& clock)
   add_process_metrics(metrics_, "coordinator");
 }
 
+void Coordinator::export_drift() {
+  if (!loop_ready_.load()) return;
+  std::map<std::string, int64_t> drifted;  // by service; every stored service listed
+  loop_.run_sync([&] {
+    for (const auto& svc : catalog_->list_services()) drifted[svc.spec().name()] = 0;
+    for (const auto* e : registry_->list(LabelSelector())) {
+      for (const auto& st : catalog_->host_services(e->record.host_id)) {
+        if (!st.drift().empty()) ++drifted[st.service()];
+      }
+    }
+  });
+  for (const auto& [service, n] : drifted) {
+    metrics_
+        .gauge("tern_service_hosts_drifted",
+               "Hosts whose agent reports something else than what Tern last ordered for the service there (an "
+               "unhealthy release, another version or weight): they do not serve what Tern says.",
+               absl::StrCat("service=\"", service, "\""))
+        .store(n, std::memory_order_relaxed);
+  }
+}
+
 DashboardData Coordinator::dashboard_data() {
   DashboardData d;
   d.on_loop = [this](const std::function<absl::Status()>& read) -> absl::Status {
@@ -296,6 +317,7 @@ absl::Status Coordinator::start() {
   if (auto st = start_server(std::move(creds)); !st.ok()) return st;
 
   if (!config_.metrics_listen.empty()) {
+    metrics_.add_collector([this] { export_drift(); });
     add_dashboard(metrics_server_, dashboard_data());
     auto bound = metrics_server_.start(config_.metrics_listen);
     if (!bound.ok()) {

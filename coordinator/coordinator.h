@@ -89,6 +89,8 @@ class Coordinator final : public AgentStreamListener {
 
  private:
   DashboardData dashboard_data();
+  // tern_service_hosts_drifted, on each scrape (read on the loop).
+  void export_drift();
   struct SessionInfo {
     std::shared_ptr<AgentSession> session;
     std::string host_id;  // empty until hello

@@ -77,6 +77,12 @@ TEST_P(OneHostTest, DeployTwoVersionsThenRollBack) {
   ASSERT_NO_FATAL_FAILURE(go_bad(tern::v1::SLOT_COLOR_GREEN));
   EXPECT_EQ(last_good(), "v1");
   EXPECT_EQ(host_status()->services(0).drift(), "v2 is unhealthy") << "shown as drifted, not as fine";
+  {
+    const std::string at = ready_address(read_file(dir_.file("ready.json")), "metrics");
+    std::string m;
+    ns_->run([&] { m = http_body(http_get(at, "/metrics")); });
+    EXPECT_NE(m.find("tern_service_hosts_drifted{service=\"web\"} 1\n"), std::string::npos) << m;
+  }
   auto listed = ctl({"hosts"});
   EXPECT_NE(listed.out.find("web: v2 is unhealthy"), std::string::npos) << listed.out;
   auto r = ctl({"host", "rollback", "h1", "web"});
