@@ -33,7 +33,7 @@ int cmd_version(const CtlContext& c, bool client_only) {
     c.out << "ternctl " << kVersion << "\n";
     if (!client_only && st.ok()) {
       c.out << "tern-coordinator " << server.version() << " at " << c.coordinator << " (epoch " << server.epoch()
-          << ", up since " << TimeUtil::ToString(server.started()) << ")\n";
+          << ", up since " << when(server.started()) << ")\n";
     }
   }
   if (!client_only && !st.ok()) return c.rpc_error("coordinator version", st);
@@ -60,7 +60,7 @@ int cmd_token_create(const CtlContext& c, const std::string& name, const std::st
   auto print = [&](const tern::v1::CreateTokenResponse& resp) {
     c.out << resp.secret() << "\n";
     c.err << "token " << name << " (" << role << ") created, valid until "
-          << TimeUtil::ToString(resp.token().expires()).substr(0, 19) << "; the secret above is shown only now. "
+          << when(resp.token().expires()) << "; the secret above is shown only now. "
           << "Use it with --token-file or TERN_TOKEN.\n";
   };
   return c.show(absl::StrCat("token create ", name), &AdminStub::CreateToken, req, print);
@@ -69,12 +69,10 @@ int cmd_token_create(const CtlContext& c, const std::string& name, const std::st
 int cmd_token_list(const CtlContext& c) {
   auto print = [&](const tern::v1::ListTokensResponse& resp) {
     Table t({"NAME", "ROLE", "CREATED", "BY", "EXPIRES", "LAST USED", "REVOKED"});
-    auto when = [](const google::protobuf::Timestamp& ts, bool set) {
-      return set ? TimeUtil::ToString(ts).substr(0, 19) : std::string("-");
-    };
+    auto at = [](const google::protobuf::Timestamp& ts, bool set) { return set ? when(ts) : std::string("-"); };
     for (const auto& tk : resp.tokens()) {
-      t.add({tk.name(), shown(tk.role()), when(tk.created(), true), tk.created_by(),
-             when(tk.expires(), tk.has_expires()), when(tk.last_used(), tk.has_last_used()),
+      t.add({tk.name(), shown(tk.role()), at(tk.created(), true), tk.created_by(),
+             at(tk.expires(), tk.has_expires()), at(tk.last_used(), tk.has_last_used()),
              tk.revoked() ? "yes" : "-"});
     }
     t.print(c.out);
@@ -126,7 +124,7 @@ int cmd_cert_denied(const CtlContext& c) {
     Table t({"SERIAL", "CN", "REASON", "SINCE", "BY"});
     for (const auto& d : resp.denied()) {
       t.add({d.serial().empty() ? "-" : d.serial(), d.common_name().empty() ? "-" : d.common_name(), d.reason(),
-             TimeUtil::ToString(d.created()).substr(0, 19), d.created_by()});
+             when(d.created()), d.created_by()});
     }
     t.print(c.out);
   };
@@ -141,7 +139,7 @@ int cmd_audit(const CtlContext& c, uint32_t limit) {
     for (const auto& e : resp.entries()) {
       std::string call = e.method().substr(e.method().find_last_of('/') + 1);
       std::string result = e.code() == "OK" ? "OK" : absl::StrCat(e.code(), ": ", e.message().substr(0, 60));
-      t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.principal().name(), shown(e.principal().role()), call,
+      t.add({when(e.time()), e.principal().name(), shown(e.principal().role()), call,
              result, e.request().substr(0, 60)});
     }
     t.print(c.out);

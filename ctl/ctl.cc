@@ -194,6 +194,16 @@ std::string ago(const google::protobuf::Timestamp& t, int64_t now_ms) {
   return d == 0 ? "now" : format_duration(Millis(d)) + " ago";
 }
 
+std::string when(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  std::time_t secs = static_cast<std::time_t>(t.seconds());
+  std::tm tm{};
+  localtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
 std::string clock_time(const google::protobuf::Timestamp& t) {
   std::time_t secs = static_cast<std::time_t>(t.seconds());
   std::tm tm{};

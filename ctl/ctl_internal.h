@@ -135,6 +135,10 @@ std::string human_bytes(uint64_t n);
 
 // Local wall-clock time of day, "14:03:27", for progress lines.
 std::string clock_time(const google::protobuf::Timestamp& t);
+// Every other time ternctl prints (histories, tables, expiries): local time
+// "2026-11-27 23:47:07", or "-" for an unset one. Live progress lines use
+// clock_time(); -o json has the API's RFC 3339 UTC.
+std::string when(const google::protobuf::Timestamp& t);
 
 // An enum's word (core/words.h) for a table cell: "-" where it is not set.
 template <class Enum>

@@ -96,7 +96,7 @@ int cmd_host_history(const CtlContext& c, const std::string& host) {
   req.set_limit(100);
   auto print = [&](const tern::v1::GetHostHistoryResponse& resp) {
     Table t({"TIME", "EVENT", "DETAIL"});
-    for (const auto& e : resp.events()) t.add({TimeUtil::ToString(e.time()).substr(0, 19), e.kind(), e.detail()});
+    for (const auto& e : resp.events()) t.add({when(e.time()), e.kind(), e.detail()});
     t.print(c.out);
   };
   return c.show(absl::StrCat("host history ", host), &FleetStub::GetHostHistory, req, print);

@@ -81,7 +81,7 @@ void print_analysis(const tern::v1::WaveAnalysis& a, std::ostream& out) {
   if (a.hosts_failed() > 0) out << ", " << a.hosts_failed() << " failed on their own counts";
   out << "; " << a.intervals() << " interval(s)";
   if (a.has_until() && (a.verdict() == "RUNNING" || a.verdict() == "INCONCLUSIVE")) {
-    out << "; horizon " << TimeUtil::ToString(a.until());
+    out << "; horizon " << when(a.until());
   }
   out << ")\n";
   if (!a.message().empty()) out << "  " << a.message() << "\n";
@@ -502,7 +502,7 @@ int cmd_rollout_history(const CtlContext& c, const std::string& id) {
   req.set_id(id);
   auto print = [&](const tern::v1::RolloutHistory& resp) {
     for (const auto& e : resp.events()) {
-      c.out << TimeUtil::ToString(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n";
+      c.out << when(e.time()) << "  " << word(e.kind()) << ": " << e.message() << "\n";
     }
   };
   return c.show(absl::StrCat("rollout history ", id), &RolloutStub::GetRolloutHistory, req, print);
@@ -571,7 +571,7 @@ int cmd_rollout_analysis(const CtlContext& c, const std::string& id, bool replay
       c.out << "replayed " << rep.samples() << " stored sample(s)\n";
       if (rep.replayed_size() == 0) c.out << "  no analyzed wave has stored counts\n";
       for (const auto& v : rep.replayed()) {
-        c.out << TimeUtil::ToString(v.time()) << "  wave " << v.wave() + 1 << "  "
+        c.out << when(v.time()) << "  wave " << v.wave() + 1 << "  "
               << (v.host().empty() ? v.verdict() : absl::StrCat(v.host(), " ", v.verdict())) << ": " << v.message()
               << "\n";
       }

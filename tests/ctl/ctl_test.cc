@@ -8,6 +8,7 @@
 #include <map>
 #include <sstream>
 
+#include "ctl/ctl_internal.h"
 #include "ctl/rollout_view.h"
 #include "ctl/table.h"
 #include "core/version.h"
@@ -272,6 +273,19 @@ TEST(EventLogTest, PerHostEventsOfALargeWaveFoldIntoOneLine) {
   EXPECT_NE(lines[4].find("host_on_new: 997 more host(s) (the last: h999 on 2)"), std::string::npos) << lines[4];
   EXPECT_NE(lines[5].find("succeeded: web 2 is on all 1000 hosts"), std::string::npos) << lines[5];
   EXPECT_TRUE(log.flush().empty());
+}
+
+// One format for every recorded time ternctl prints, local and with its
+// date; "-" for none.
+TEST(CtlTimeTest, RecordedTimesAreLocalWithTheirDate) {
+  google::protobuf::Timestamp t;
+  EXPECT_EQ(when(t), "-");
+  t.set_seconds(1'795'822'446);
+  const std::string w = when(t);
+  ASSERT_EQ(w.size(), 19u) << w;
+  EXPECT_EQ(w[4], '-');
+  EXPECT_EQ(w[10], ' ');
+  EXPECT_EQ(w.substr(11), clock_time(t)) << "the same clock as live progress lines";
 }
 
 }  // namespace
