@@ -225,6 +225,7 @@ const std::vector<MethodRule> kRules = {
     {Rpc::kGetVersion, "/tern.v1.FleetService/GetVersion", kRead, kNotAudited},
     {Rpc::kDeployHost, "/tern.v1.FleetService/DeployHost", kOperate, kAudited},
     {Rpc::kRollbackHost, "/tern.v1.FleetService/RollbackHost", kOperate, kAudited},
+    {Rpc::kCordonHost, "/tern.v1.FleetService/CordonHost", kOperate, kAudited},
     {Rpc::kApplyService, "/tern.v1.ServiceService/ApplyService", kAdmin, kAudited},
     {Rpc::kGetService, "/tern.v1.ServiceService/GetService", kRead, kNotAudited},
     {Rpc::kListServices, "/tern.v1.ServiceService/ListServices", kRead, kNotAudited},

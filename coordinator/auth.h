@@ -29,7 +29,7 @@ enum class Permission {
 // interceptor finds the rule by the method's path: one table for both.
 enum class Rpc {
   kConnect, kFetchArtifact,
-  kListHosts, kGetHost, kGetHostHistory, kGetVersion, kDeployHost, kRollbackHost,
+  kListHosts, kGetHost, kGetHostHistory, kGetVersion, kDeployHost, kRollbackHost, kCordonHost,
   kApplyService, kGetService, kListServices, kDeleteService, kUploadArtifact, kListArtifacts, kRegisterArtifact,
   kPlanRollout, kStartRollout, kGetRollout, kListRollouts, kWatchRollout, kGetRolloutHistory,
   kPauseRollout, kResumeRollout, kPromoteRollout, kAbortRollout, kRollbackRollout, kExtendRollout, kGetRolloutAnalysis,

@@ -31,6 +31,8 @@ void host_to_proto(const HostRegistry::Entry& entry, tern::v1::Host* out) {
   out->set_connect_count(r.connect_count);
   out->set_peer(r.peer);
   out->set_slot_placement(entry.slot_placement);
+  out->set_cordoned(r.cordoned);
+  out->set_cordon_reason(r.cordon_reason);
   for (const auto& u : entry.usage) *out->add_usage() = u;
 }
 
@@ -49,6 +51,13 @@ absl::StatusOr<std::vector<tern::v1::Host>> Fleet::list_hosts(const std::string&
   std::vector<tern::v1::Host> out;
   for (const auto* entry : registry_.list(*sel)) out.push_back(host_view(*entry));
   return out;
+}
+
+absl::StatusOr<tern::v1::Host> Fleet::cordon_host(const std::string& host_id, bool cordoned,
+                                                  const std::string& reason, const std::string& by) {
+  if (reason.size() > 256) return absl::InvalidArgumentError("a cordon's reason is at most 256 characters");
+  if (auto st = registry_.set_cordon(host_id, cordoned, reason, by); !st.ok()) return st;
+  return get_host(host_id);
 }
 
 absl::StatusOr<tern::v1::Host> Fleet::get_host(const std::string& host_id) {

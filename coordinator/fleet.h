@@ -23,7 +23,7 @@ namespace tern {
 // Not thread-safe: owned by the coordinator's event loop.
 class Fleet final : public FleetControl {
  public:
-  Fleet(const HostRegistry& registry, HostStore& store, ServiceCatalog& catalog, HostCommands& commands,
+  Fleet(HostRegistry& registry, HostStore& store, ServiceCatalog& catalog, HostCommands& commands,
         RolloutDriver& rollouts, uint64_t epoch, TimePoint started)
       : registry_(registry),
         store_(store),
@@ -35,6 +35,8 @@ class Fleet final : public FleetControl {
 
   absl::StatusOr<std::vector<tern::v1::Host>> list_hosts(const std::string& selector) override;
   absl::StatusOr<tern::v1::Host> get_host(const std::string& host_id) override;
+  absl::StatusOr<tern::v1::Host> cordon_host(const std::string& host_id, bool cordoned, const std::string& reason,
+                                             const std::string& by) override;
   absl::StatusOr<std::vector<tern::v1::HostEvent>> host_history(const std::string& host_id, uint32_t limit) override;
   tern::v1::VersionInfo version() override;
   absl::Status deploy_host(const tern::v1::DeployHostRequest& req, CommandObserver observer) override;
@@ -48,7 +50,7 @@ class Fleet final : public FleetControl {
   absl::Status check_not_in_rollout(const std::string& host, const std::string& service, bool force,
                                     const std::string& what);
 
-  const HostRegistry& registry_;
+  HostRegistry& registry_;
   HostStore& store_;
   ServiceCatalog& catalog_;
   HostCommands& commands_;

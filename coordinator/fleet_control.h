@@ -30,6 +30,8 @@ class FleetControl {
   // Hosts the selector matches, each with what its agent last reported.
   virtual absl::StatusOr<std::vector<tern::v1::Host>> list_hosts(const std::string& selector) = 0;
   virtual absl::StatusOr<tern::v1::Host> get_host(const std::string& host_id) = 0;
+  virtual absl::StatusOr<tern::v1::Host> cordon_host(const std::string& host_id, bool cordoned,
+                                                     const std::string& reason, const std::string& by) = 0;
   virtual absl::StatusOr<std::vector<tern::v1::HostEvent>> host_history(const std::string& host_id,
                                                                         uint32_t limit) = 0;
   virtual tern::v1::VersionInfo version() = 0;

@@ -40,6 +40,13 @@ grpc::ServerUnaryReactor* FleetServiceImpl::GetHostHistory(grpc::CallbackServerC
   });
 }
 
+grpc::ServerUnaryReactor* FleetServiceImpl::CordonHost(grpc::CallbackServerContext* ctx,
+                                                       const tern::v1::CordonHostRequest* req, tern::v1::Host* resp) {
+  return serve_unary(ctx, auth_, loop_, Rpc::kCordonHost, [this, req, resp](const tern::v1::Principal& who) {
+    return reply(fleet_.cordon_host(req->host_id(), req->cordoned(), req->reason(), who.name()), resp);
+  });
+}
+
 grpc::ServerUnaryReactor* FleetServiceImpl::GetVersion(grpc::CallbackServerContext* ctx,
                                                        const tern::v1::GetVersionRequest*,
                                                        tern::v1::VersionInfo* resp) {

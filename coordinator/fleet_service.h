@@ -27,6 +27,8 @@ class FleetServiceImpl final : public tern::v1::FleetService::CallbackService {
   grpc::ServerUnaryReactor* GetHostHistory(grpc::CallbackServerContext* ctx,
                                            const tern::v1::GetHostHistoryRequest* req,
                                            tern::v1::GetHostHistoryResponse* resp) override;
+  grpc::ServerUnaryReactor* CordonHost(grpc::CallbackServerContext* ctx, const tern::v1::CordonHostRequest* req,
+                                       tern::v1::Host* resp) override;
   grpc::ServerUnaryReactor* GetVersion(grpc::CallbackServerContext* ctx, const tern::v1::GetVersionRequest* req,
                                        tern::v1::VersionInfo* resp) override;
   grpc::ServerWriteReactor<tern::v1::HostOperationUpdate>* DeployHost(

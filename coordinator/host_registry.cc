@@ -121,6 +121,24 @@ bool HostRegistry::on_heartbeat(uint64_t session, const std::string& host_id) {
   return false;
 }
 
+absl::Status HostRegistry::set_cordon(const std::string& host_id, bool cordoned, const std::string& reason,
+                                      const std::string& by) {
+  auto it = hosts_.find(host_id);
+  if (it == hosts_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("no host \"", host_id, "\" in the registry; `ternctl hosts` lists the known ones"));
+  }
+  HostRecord next = it->second.record;
+  next.cordoned = cordoned;
+  next.cordon_reason = cordoned ? reason : "";
+  const HostEventRecord event{host_id, clock_.now(), cordoned ? "cordoned" : "uncordoned",
+                              absl::StrCat("by ", by.empty() ? "an operator" : by,
+                                           reason.empty() ? "" : absl::StrCat(": ", reason))};
+  if (auto st = store_.save(next, &event); !st.ok()) return st;
+  it->second.record = std::move(next);
+  return absl::OkStatus();
+}
+
 void HostRegistry::set_slot_placement(const std::string& host_id, const std::string& placement) {
   // An agent's own words: bounded, like everything it sends.
   if (auto it = hosts_.find(host_id); it != hosts_.end()) it->second.slot_placement = placement.substr(0, 512);

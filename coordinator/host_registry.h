@@ -57,6 +57,10 @@ class HostRegistry {
   // memory only: how it runs slots (from its hello) and what they use (from
   // its last heartbeat).
   void set_slot_placement(const std::string& host_id, const std::string& placement);
+  // Cordons a host (left out of rollouts started from now on) or lets it
+  // back in, recorded with a host event. NOT_FOUND for an unknown host.
+  absl::Status set_cordon(const std::string& host_id, bool cordoned, const std::string& reason,
+                          const std::string& by);
   void set_usage(uint64_t session, const std::string& host_id,
                  const google::protobuf::RepeatedPtrField<tern::v1::SlotUsage>& usage);
   absl::Status on_stream_closed(uint64_t session, const std::string& host_id, const std::string& reason);

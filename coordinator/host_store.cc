@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS host_events (
   detail TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS host_events_by_host ON host_events(host_id, id);
+CREATE TABLE IF NOT EXISTS host_cordons (
+  host_id TEXT PRIMARY KEY,
+  reason TEXT NOT NULL DEFAULT ''
+);
 )sql";
 
 }  // namespace
@@ -103,6 +107,14 @@ absl::StatusOr<std::vector<HostRecord>> HostStore::load_all() {
     if (i < out.size() && out[i].host_id == id) out[i].labels[l->text_at(1)] = l->text_at(2);
   }
   if (!l->status().ok()) return l->status();
+  auto c = db_.prepare("SELECT host_id, reason FROM host_cordons");
+  if (!c.ok()) return c.status();
+  std::map<std::string, std::string> cordons;
+  while (c->step()) cordons[c->text_at(0)] = c->text_at(1);
+  if (!c->status().ok()) return c->status();
+  for (auto& h : out) {
+    if (auto it = cordons.find(h.host_id); it != cordons.end()) h.cordoned = true, h.cordon_reason = it->second;
+  }
   return out;
 }
 
@@ -137,6 +149,14 @@ absl::Status HostStore::write_host(const HostRecord& h) {
 absl::Status HostStore::save(const HostRecord& host, const HostEventRecord* event) {
   return db_.transaction([&]() -> absl::Status {
     if (auto st = write_host(host); !st.ok()) return st;
+    auto del = db_.prepare("DELETE FROM host_cordons WHERE host_id = ?1");
+    if (!del.ok()) return del.status();
+    if (auto st = del->bind(1, host.host_id).run(); !st.ok()) return st;
+    if (host.cordoned) {
+      auto ins = db_.prepare("INSERT INTO host_cordons (host_id, reason) VALUES (?1, ?2)");
+      if (!ins.ok()) return ins.status();
+      if (auto st = ins->bind(1, host.host_id).bind(2, host.cordon_reason).run(); !st.ok()) return st;
+    }
     if (event == nullptr) return absl::OkStatus();
     auto ev = db_.prepare("INSERT INTO host_events (host_id, time_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)");
     if (!ev.ok()) return ev.status();

@@ -29,6 +29,9 @@ struct HostRecord {
   TimePoint state_since{};
   uint64_t connect_count = 0;
   std::string peer;
+  // Left out of new rollouts, and why.
+  bool cordoned = false;
+  std::string cordon_reason;
 };
 
 struct HostEventRecord {

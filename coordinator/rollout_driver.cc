@@ -631,11 +631,27 @@ absl::StatusOr<std::vector<PlanHost>> RolloutDriver::eligible_hosts(const tern::
   auto sel = LabelSelector::parse(spec.selector());
   if (!sel.ok()) return sel.status();
   std::vector<PlanHost> out;
+  std::vector<std::string> cordoned;
   for (const auto* e : registry_.list(*svc_sel)) {
     if (!sel->matches(e->record.labels)) continue;
+    if (e->record.cordoned) {
+      cordoned.push_back(e->record.host_id);
+      continue;
+    }
     out.push_back(PlanHost{e->record.host_id, e->record.labels});
   }
+  last_cordoned_ = std::move(cordoned);
   return out;
+}
+
+void RolloutDriver::warn_cordoned(std::vector<std::string>& warnings) const {
+  if (last_cordoned_.empty()) return;
+  constexpr size_t kNamed = 5;
+  std::vector<std::string> named(last_cordoned_.begin(),
+                                 last_cordoned_.begin() + static_cast<std::ptrdiff_t>(std::min(kNamed, last_cordoned_.size())));
+  warnings.push_back(absl::StrCat(last_cordoned_.size(), " cordoned host(s) left out: ", absl::StrJoin(named, ", "),
+                                  last_cordoned_.size() > kNamed ? ", ..." : "",
+                                  " (`ternctl host uncordon HOST` lets one back in)"));
 }
 
 absl::Status RolloutDriver::check_gates(const tern::v1::RolloutSpec& spec) const {
@@ -659,6 +675,7 @@ absl::StatusOr<tern::v1::RolloutPlan> RolloutDriver::plan_rollout(const tern::v1
   if (!hosts.ok()) return hosts.status();
   auto plan = tern::plan_rollout(spec, *std::move(hosts));
   if (!plan.ok()) return plan.status();
+  warn_cordoned(plan->warnings);
   tern::v1::RolloutPlan out;
   for (std::size_t i = 0; i < plan->waves.size(); ++i) {
     auto* w = out.add_waves();
@@ -679,6 +696,7 @@ absl::StatusOr<tern::v1::Rollout> RolloutDriver::start_rollout(const tern::v1::R
   if (!hosts.ok()) return hosts.status();
   auto plan = tern::plan_rollout(spec, *hosts);
   if (!plan.ok()) return plan.status();
+  warn_cordoned(plan->warnings);
   // What each host runs now is what a rollback returns it to.
   std::map<std::string, std::string> previous;
   std::map<std::string, int> votes;

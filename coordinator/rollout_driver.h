@@ -126,6 +126,8 @@ class RolloutDriver final : public RolloutControl {
   absl::StatusOr<std::vector<PlanHost>> eligible_hosts(const tern::v1::ServiceRecord& svc,
                                                        const tern::v1::RolloutSpec& spec);
   bool unreachable(const std::string& host) const;
+  // The cordoned hosts the last eligible_hosts() left out, as a plan warning.
+  void warn_cordoned(std::vector<std::string>& warnings) const;
   // INVALID_ARGUMENT for a wave whose gate_webhook is not configured.
   absl::Status check_gates(const tern::v1::RolloutSpec& spec) const;
 
@@ -149,6 +151,7 @@ class RolloutDriver final : public RolloutControl {
   std::unique_ptr<WebhookOutbox> webhooks_;
   std::function<void()> webhooks_committed_;
   WebhookGates* gates_ = nullptr;
+  std::vector<std::string> last_cordoned_;  // of the last eligible_hosts()
 
   struct Watcher {
     std::string rollout_id;

@@ -25,6 +25,19 @@ namespace {
 using google::protobuf::util::TimeUtil;
 using FleetStub = tern::v1::FleetService::Stub;
 
+int cmd_host_cordon(const CtlContext& c, const std::string& host, bool cordoned, const std::string& reason) {
+  tern::v1::CordonHostRequest req;
+  req.set_host_id(host);
+  req.set_cordoned(cordoned);
+  req.set_reason(reason);
+  auto print = [&](const tern::v1::Host& h) {
+    c.out << "host " << h.host_id() << (h.cordoned() ? " cordoned: rollouts started from now on leave it out"
+                                                     : " uncordoned: rollouts may take it again")
+          << "; what it runs is not touched\n";
+  };
+  return c.show(absl::StrCat(cordoned ? "host cordon " : "host uncordon ", host), &FleetStub::CordonHost, req, print);
+}
+
 int cmd_hosts(const CtlContext& c, const std::string& selector) {
   if (auto sel = LabelSelector::parse(selector); !sel.ok()) return c.usage_error("hosts", sel.status().message());
   tern::v1::ListHostsRequest req;
@@ -39,7 +52,8 @@ int cmd_hosts(const CtlContext& c, const std::string& selector) {
       for (const auto& s : h.services()) {
         if (!s.drift().empty()) drifts.push_back(absl::StrCat(s.service(), ": ", s.drift()));
       }
-      t.add({h.host_id(), word(h.state()), ago(h.state_since(), now), ago(h.last_seen(), now),
+      t.add({h.host_id(), h.cordoned() ? absl::StrCat(word(h.state()), ", cordoned") : std::string(word(h.state())),
+             ago(h.state_since(), now), ago(h.last_seen(), now),
              h.agent_version().empty() ? "-" : h.agent_version(), std::to_string(h.connect_count()),
              labels.empty() ? "-" : format_labels(labels), drifts.empty() ? "-" : absl::StrJoin(drifts, "; ")});
     }
@@ -110,6 +124,11 @@ int cmd_host_status(const CtlContext& c, const std::string& host) {
     c.out << "host " << resp.host_id() << ": " << word(resp.state()) << " since " << ago(resp.state_since(), now)
         << ", agent " << (resp.agent_version().empty() ? "-" : resp.agent_version()) << "\n";
     if (!resp.slot_placement().empty()) c.out << "slots run in " << resp.slot_placement() << "\n";
+    if (resp.cordoned()) {
+      c.out << "cordoned: left out of new rollouts" << (resp.cordon_reason().empty() ? "" : " (")
+            << resp.cordon_reason() << (resp.cordon_reason().empty() ? "" : ")") << "; `ternctl host uncordon "
+            << resp.host_id() << "` lets it back in\n";
+    }
     if (resp.services().empty()) {
       c.out << "no services on this host\n";
       return;
@@ -233,9 +252,10 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
     std::string host_id, service, to_version, wait = "15m";
     DeployFlags deploy;
     bool force_rollback = false;
+    std::string reason;
   };
   auto a = std::make_shared<Args>();
-  auto* host = app.add_subcommand("host", "one host: deploy, roll back, status");
+  auto* host = app.add_subcommand("host", "one host: deploy, roll back, status, cordon");
   host->require_subcommand(1);
   auto* deploy = host->add_subcommand("deploy", "deploy a release on one host (stage, start, probe, switch, drain)");
   deploy->add_option("host", a->host_id, "host id")->required();
@@ -264,6 +284,14 @@ void add_host_commands(CLI::App& app, CtlCommands& cmds) {
        }});
   cmds.push_back({status, [a](const CtlContext& c) { return cmd_host_status(c, a->host_id); }});
   cmds.push_back({history, [a](const CtlContext& c) { return cmd_host_history(c, a->host_id); }});
+  auto* cordon = host->add_subcommand("cordon", "leave a host out of rollouts started from now on (a dead or "
+                                                "failing host); what it runs is not touched");
+  cordon->add_option("host", a->host_id, "host id")->required();
+  cordon->add_option("--reason", a->reason, "why, for its history and `hosts`");
+  auto* uncordon = host->add_subcommand("uncordon", "let a cordoned host back into rollouts");
+  uncordon->add_option("host", a->host_id, "host id")->required();
+  cmds.push_back({cordon, [a](const CtlContext& c) { return cmd_host_cordon(c, a->host_id, true, a->reason); }});
+  cmds.push_back({uncordon, [a](const CtlContext& c) { return cmd_host_cordon(c, a->host_id, false, ""); }});
 }
 
 }  // namespace tern

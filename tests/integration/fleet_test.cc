@@ -193,6 +193,52 @@ TEST_F(FleetTest, RolloutStartAsksAtATerminalBeforeAPlanThatTakesMostHostsAtOnce
   EXPECT_NE(listed.out.find("\"id\""), std::string::npos) << listed.out;
 }
 
+// A cordoned host is left out of the rollouts planned or started after it,
+// says so in `hosts`, its status and its history, and survives a
+// coordinator restart; uncordoned, it is taken again.
+TEST_F(FleetTest, ACordonedHostIsLeftOutOfNewRolloutsUntilUncordoned) {
+  start_coordinator("127.0.0.1:0");
+  start_agent("web-1", "a");
+  start_agent("web-2", "b");
+  ASSERT_TRUE(eventually([&] { return all_connected(2, 1); })) << logs();
+  auto ctl = [&](std::vector<std::string> args) {
+    const std::vector<std::string> conn{"--insecure", "--coordinator", address_, "--timeout", "5s"};
+    args.insert(args.begin(), conn.begin(), conn.end());
+    return run(TERN_CTL_BIN, args);
+  };
+  std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
+                                          "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
+  ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0);
+  auto cordoned = ctl({"host", "cordon", "web-2", "--reason", "disk failing"});
+  ASSERT_EQ(cordoned.code, 0) << cordoned.err;
+  EXPECT_NE(cordoned.out.find("host web-2 cordoned"), std::string::npos) << cordoned.out;
+  EXPECT_EQ(ctl({"host", "cordon", "web-9"}).code, 4) << "an unknown host is not found";
+
+  auto plan = ctl({"rollout", "plan", "web", "--version", "2", "--waves", "100%"});
+  ASSERT_EQ(plan.code, 0) << plan.err;
+  EXPECT_NE(plan.out.find("web-1"), std::string::npos) << plan.out;
+  EXPECT_EQ(plan.out.find("web-2 "), std::string::npos) << plan.out;
+  EXPECT_NE((plan.out + plan.err).find("1 cordoned host(s) left out: web-2"), std::string::npos)
+      << plan.out << plan.err;
+  EXPECT_NE(ctl({"hosts"}).out.find("connected, cordoned"), std::string::npos);
+  EXPECT_NE(ctl({"host", "status", "web-2"}).out.find("cordoned: left out of new rollouts (disk failing)"),
+            std::string::npos);
+  EXPECT_NE(ctl({"host", "history", "web-2"}).out.find("cordoned"), std::string::npos);
+
+  // It is recorded: a restarted coordinator still leaves it out.
+  coordinator_->signal(SIGKILL);
+  coordinator_->wait();
+  start_coordinator(address_);
+  ASSERT_TRUE(eventually([&] { return all_connected(2, 2); })) << logs();
+  plan = ctl({"rollout", "plan", "web", "--version", "2", "--waves", "100%"});
+  EXPECT_EQ(plan.out.find("web-2 "), std::string::npos) << plan.out;
+
+  ASSERT_EQ(ctl({"host", "uncordon", "web-2"}).code, 0);
+  plan = ctl({"rollout", "plan", "web", "--version", "2", "--waves", "100%"});
+  EXPECT_NE(plan.out.find("web-2"), std::string::npos) << plan.out;
+  EXPECT_EQ((plan.out + plan.err).find("cordoned"), std::string::npos) << plan.out << plan.err;
+}
+
 TEST_F(FleetTest, ThreeAgentsRegisterSurviveACoordinatorCrashAndAreMarkedWhenGone) {
   start_coordinator("127.0.0.1:0");
   start_agent("web-1", "a");
