@@ -401,10 +401,8 @@ void Slot::stop(const ProcessHandle& h, Millis grace, int signal) {
   bool ended = false;
   while (!(ended = deps_.launcher->slot_ended(h, cgroup_)) && clock.now() < deadline) deps_.os->sleep_for(Millis(20));
   if (!ended) {
-    spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing {}", service_, word(color_), h.pid,
-                 format_duration(grace), deps_.launcher->placement().rfind("cgroup", 0) == 0
-                                             ? "every process in its cgroup"
-                                             : "its process group");
+    spdlog::warn("{}: {} (pid {}) outlived its {} grace; killing what is left of it ({})", service_, word(color_),
+                 h.pid, format_duration(grace), deps_.launcher->placement());
     deps_.launcher->kill_slot(h, cgroup_);
     const TimePoint kill_deadline = clock.now() + Millis(5'000);
     while (!deps_.launcher->slot_ended(h, cgroup_) && clock.now() < kill_deadline) deps_.os->sleep_for(Millis(10));

@@ -83,7 +83,6 @@ std::string number(double v) {
     return std::to_string(static_cast<int64_t>(v));
   }
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
   double back = 0;
   for (int precision = 6; precision <= 17; ++precision) {
     std::snprintf(buf, sizeof buf, "%.*g", precision, v);

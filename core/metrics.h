@@ -55,7 +55,6 @@ class Metrics {
   // per-slot connection counts, read from the kernel on each scrape; the
   // process's own figures). Added before the registry is served.
   void add_collector(std::function<void()> collect) { collectors_.push_back(std::move(collect)); }
-  void set_collector(std::function<void()> collect) { add_collector(std::move(collect)); }
 
   // Prometheus text exposition format 0.0.4.
   std::string render() const;

@@ -154,6 +154,18 @@ class WebhookTest : public ::testing::Test {
     return true;
   }
 
+  // Service web, selecting the test's agent, and its release 2, which never
+  // comes up: its host fails and a rollout of it pauses (so no port mapping
+  // is ever made on this machine).
+  void apply_web_with_a_release_that_never_comes_up() {
+    std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
+                                            "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
+    std::ofstream(dir_.file("app")) << "#!/bin/sh\nexit 1\n";
+    ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0) << logs();
+    auto pushed = ctl({"artifact", "push", dir_.file("app"), "--service", "web", "--version", "2"});
+    ASSERT_EQ(pushed.code, 0) << pushed.err;
+  }
+
   std::string metrics_text() const { return http_body(http_get(metrics_, "/metrics")); }
 
   std::string logs() const {
@@ -178,13 +190,7 @@ TEST_F(WebhookTest, EveryEventIsDeliveredOnceSignedThroughFailuresAndAKill) {
       << metrics_text();
   start_agent();
   ASSERT_TRUE(eventually([&] { return ctl({"hosts"}).out.find("host-a") != std::string::npos; })) << logs();
-  std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
-                                          "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
-  // A release that never comes up: its host fails and the rollout pauses.
-  std::ofstream(dir_.file("app")) << "#!/bin/sh\nexit 1\n";
-  ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0) << logs();
-  auto pushed = ctl({"artifact", "push", dir_.file("app"), "--service", "web", "--version", "2"});
-  ASSERT_EQ(pushed.code, 0) << pushed.err;
+  ASSERT_NO_FATAL_FAILURE(apply_web_with_a_release_that_never_comes_up());
 
   // The receiver refuses the first two attempts.
   receiver_.refuse_next = 2;
@@ -258,13 +264,7 @@ TEST_F(WebhookTest, AGateWebhookHoldsItsWaveAndItsNoPausesTheRolloutUntilAResume
       << metrics_text();
   start_agent();
   ASSERT_TRUE(eventually([&] { return ctl({"hosts"}).out.find("host-a") != std::string::npos; })) << logs();
-  std::ofstream(dir_.file("web.yaml")) << "name: web\nselector: role=web\nports: [{public: 8080, blue: 9001, "
-                                          "green: 9002}]\nargv: [\"{release_dir}/app\", \"{port}\"]\n";
-  // The release never comes up: once the gate allows the wave, its host
-  // fails and the rollout pauses (no port mapping is ever made here).
-  std::ofstream(dir_.file("app")) << "#!/bin/sh\nexit 1\n";
-  ASSERT_EQ(ctl({"service", "apply", "-f", dir_.file("web.yaml")}).code, 0) << logs();
-  ASSERT_EQ(ctl({"artifact", "push", dir_.file("app"), "--service", "web", "--version", "2"}).code, 0) << logs();
+  ASSERT_NO_FATAL_FAILURE(apply_web_with_a_release_that_never_comes_up());
 
   std::ofstream(dir_.file("unknown.yaml"))
       << "service: web\nrelease: '2'\nwaves: [{percent: 100, gate_webhook: nobody}]\n";
@@ -290,6 +290,8 @@ TEST_F(WebhookTest, AGateWebhookHoldsItsWaveAndItsNoPausesTheRolloutUntilAResume
   EXPECT_EQ(r->wave_step(), tern::v1::WAVE_STEP_AWAITING_GATE);
   ASSERT_EQ(r->hosts_size(), 1);
   EXPECT_EQ(r->hosts(0).state(), tern::v1::HOST_ROLLOUT_STATE_WAITING) << "nothing was deployed";
+  const std::string staged = dir_.file("state/web/releases/2");
+  EXPECT_FALSE(std::filesystem::exists(staged)) << "the host itself never even staged the release";
 
   {
     std::lock_guard lock(receiver_.mu);
@@ -300,6 +302,7 @@ TEST_F(WebhookTest, AGateWebhookHoldsItsWaveAndItsNoPausesTheRolloutUntilAResume
     r = rollout(id);
     return r && r->hosts_size() == 1 && r->hosts(0).state() == tern::v1::HOST_ROLLOUT_STATE_FAILED_STAGE;
   }, std::chrono::seconds(60))) << logs();
+  EXPECT_TRUE(std::filesystem::exists(staged)) << "allowed, the host staged and tried it";
   ASSERT_TRUE(eventually([&] {
     std::lock_guard lock(receiver_.mu);
     for (const auto& [d, e] : receiver_.events) {
